@@ -1,0 +1,338 @@
+"""trained_model and registered_model: fit, track, register and gate the champion."""
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+    multi_asset_check,
+)
+from pydantic import Field
+
+from mlops_assets.assets.metadata import md_table
+from mlops_assets.ml.dataset_store import DatasetStore
+from mlops_assets.ml.promotion import METRIC_DIRECTION, decide, relative_improvement
+from mlops_assets.ml.spec import DatasetSpec
+from mlops_assets.ml.train import (
+    SKOPS_TRUSTED_TYPES,
+    TrainingConfig,
+    fit,
+    model_input,
+    regression_metrics,
+)
+from mlops_assets.resources.dataset_source import DatasetSourceResource
+from mlops_assets.resources.mlflow_registry import CHALLENGER, CHAMPION, MlflowResource
+from mlops_assets.resources.object_store import ObjectStoreResource
+from mlops_assets.resources.policy import LifecyclePolicy
+
+SMOKE_ROWS = 100
+
+
+class TrainingRunConfig(Config):
+    model_type: str = Field(
+        default="hist_gradient_boosting",
+        description="hist_gradient_boosting, random_forest or ridge",
+    )
+    params_json: str = Field(default="{}", description="estimator parameters as a JSON object")
+    random_state: int = 0
+
+
+def load_splits(
+    digest: str, spec: DatasetSpec, object_store: ObjectStoreResource
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    store = DatasetStore(object_store, spec.name)
+    manifest = store.manifest(digest)
+    if manifest is None:
+        raise Failure(
+            description=f"dataset version {digest[:12]} of '{spec.name}' is not in the "
+            f"object store {object_store.root}"
+        )
+    return manifest, {name: store.load_split(manifest, name) for name in manifest["files"]}
+
+
+@asset(
+    group_name="model",
+    kinds={"sklearn", "mlflow"},
+    ins={"versioned_dataset": AssetIn("versioned_dataset")},
+    description="sklearn Pipeline (preprocessing inside) fitted on the train split and logged "
+    "to MLflow with params, metrics, signature, input example, dataset digest and run id.",
+)
+def trained_model(
+    context: AssetExecutionContext,
+    config: TrainingRunConfig,
+    versioned_dataset: dict[str, Any],
+    dataset_source: DatasetSourceResource,
+    object_store: ObjectStoreResource,
+    mlflow: MlflowResource,
+) -> MaterializeResult:
+    spec = dataset_source.spec
+    try:
+        params = json.loads(config.params_json)
+        training = TrainingConfig(config.model_type, params, config.random_state)
+    except (ValueError, TypeError) as exc:
+        raise Failure(description=f"bad training config: {exc}") from exc
+    manifest, splits = load_splits(versioned_dataset["digest"], spec, object_store)
+    result = fit(splits, spec, training)
+    logged = mlflow.log_training_run(
+        pipeline=result.pipeline,
+        params=result.params,
+        metrics=result.metrics,
+        input_example=model_input(splits["train"].head(5), spec),
+        training_frame=splits["train"],
+        target=spec.target.name,
+        tags={
+            "mlops.dataset_name": spec.name,
+            "mlops.dataset_digest": manifest["digest"],
+            "mlops.dataset_tag": manifest["tag"],
+            "mlops.dataset_uri": object_store.uri(manifest["files"]["train"]["key"]),
+            "dagster.run_id": context.run_id,
+            "dagster.asset": "trained_model",
+        },
+        skops_trusted_types=SKOPS_TRUSTED_TYPES,
+    )
+    context.log.info(f"MLflow run {logged.run_id}: test rmse {result.metrics['test_rmse']:.6g}")
+    return MaterializeResult(
+        value={
+            "run_id": logged.run_id,
+            "model_uri": logged.model_uri,
+            "metrics": result.metrics,
+            "dataset_digest": manifest["digest"],
+            "dataset_tag": manifest["tag"],
+        },
+        metadata={
+            "mlflow_run_id": logged.run_id,
+            "model_uri": logged.model_uri,
+            "model_type": training.model_type,
+            "dataset_tag": manifest["tag"],
+            **{name: MetadataValue.float(value) for name, value in result.metrics.items()},
+        },
+    )
+
+
+@asset_check(
+    asset="trained_model",
+    blocking=True,
+    description="Test RMSE beats a model that predicts the train median by the policy's margin. "
+    "Failing means the model learned nothing worth registering.",
+)
+def beats_naive_baseline(
+    trained_model: dict[str, Any], policy: LifecyclePolicy
+) -> AssetCheckResult:
+    metrics = trained_model["metrics"]
+    limit = metrics["baseline_test_rmse"] * (1 - policy.baseline_margin)
+    return AssetCheckResult(
+        passed=metrics["test_rmse"] <= limit,
+        description=f"test rmse {metrics['test_rmse']:.6g} vs baseline "
+        f"{metrics['baseline_test_rmse']:.6g} (must be <= {limit:.6g})",
+        metadata={
+            "test_rmse": metrics["test_rmse"],
+            "baseline_test_rmse": metrics["baseline_test_rmse"],
+        },
+    )
+
+
+@asset_check(
+    asset="trained_model",
+    blocking=True,
+    description="Test R2 reaches the policy's minimum. Failing stops registration.",
+)
+def meets_metric_thresholds(
+    trained_model: dict[str, Any], policy: LifecyclePolicy
+) -> AssetCheckResult:
+    r2 = trained_model["metrics"]["test_r2"]
+    return AssetCheckResult(
+        passed=r2 >= policy.min_r2,
+        description=f"test r2 {r2:.4f} (minimum {policy.min_r2})",
+        metadata={"test_r2": r2, "min_r2": policy.min_r2},
+    )
+
+
+def score_on_test(model: Any, test: Any, spec: DatasetSpec, metric: str) -> float:
+    predictions = model.predict(model_input(test, spec))
+    return regression_metrics(test[spec.target.name], np.asarray(predictions))[metric]
+
+
+@asset(
+    group_name="model",
+    kinds={"mlflow"},
+    ins={"trained_model": AssetIn("trained_model")},
+    description="A registry version with alias 'challenger', promoted to 'champion' when it beats "
+    "the current champion on the same test split (policy auto) or when approved (policy manual).",
+)
+def registered_model(
+    context: AssetExecutionContext,
+    trained_model: dict[str, Any],
+    dataset_source: DatasetSourceResource,
+    object_store: ObjectStoreResource,
+    mlflow: MlflowResource,
+    policy: LifecyclePolicy,
+) -> MaterializeResult:
+    spec = dataset_source.spec
+    metric = policy.promotion_metric
+    if metric not in METRIC_DIRECTION or policy.promotion_policy not in ("auto", "manual"):
+        raise Failure(
+            description=f"promotion metric '{metric}' must be one of {sorted(METRIC_DIRECTION)} "
+            f"and policy '{policy.promotion_policy}' one of auto, manual"
+        )
+    _, splits = load_splits(trained_model["dataset_digest"], spec, object_store)
+    version = mlflow.register(
+        trained_model["model_uri"],
+        trained_model["run_id"],
+        tags={
+            "mlops.dataset_digest": trained_model["dataset_digest"],
+            "mlops.dataset_tag": trained_model["dataset_tag"],
+            "dagster.run_id": context.run_id,
+        },
+    )
+    moves = [mlflow.move_alias(CHALLENGER, version, "newly registered")]
+    challenger_score = trained_model["metrics"][f"test_{metric}"]
+    champion_before = mlflow.alias_version(CHAMPION)
+    champion_score = None
+    if champion_before is not None:
+        champion_score = score_on_test(
+            mlflow.load_model(champion_before), splits["test"], spec, metric
+        )
+    decision = decide(challenger_score, champion_score, metric, policy.min_improvement)
+    reason = decision.reason
+    if decision.promote and policy.promotion_policy == "manual":
+        reason = f"{reason}; policy is manual: run the approve_challenger job to promote"
+    elif decision.promote:
+        moves.append(mlflow.move_alias(CHAMPION, version, reason))
+    champion_after = mlflow.alias_version(CHAMPION)
+    context.log.info(f"v{version}: {reason}")
+    return MaterializeResult(
+        value={
+            "model_name": mlflow.model_name,
+            "version": version,
+            "champion_before": champion_before,
+            "champion_after": champion_after,
+            "metric": metric,
+            "challenger_score": challenger_score,
+            "champion_score_before": champion_score,
+            "dataset_digest": trained_model["dataset_digest"],
+        },
+        metadata={
+            "model_name": mlflow.model_name,
+            "version": version,
+            "champion_version": champion_after or "",
+            "promoted": champion_after == version and champion_before != version,
+            "decision": reason,
+            f"challenger_test_{metric}": challenger_score,
+            f"champion_test_{metric}_before": MetadataValue.float(champion_score)
+            if champion_score is not None
+            else MetadataValue.text("no champion"),
+            "alias_moves": md_table(
+                ["alias", "from", "to", "reason"],
+                [(m.alias, m.from_version or "-", m.to_version, m.reason) for m in moves],
+            ),
+        },
+    )
+
+
+@multi_asset_check(
+    specs=[
+        AssetCheckSpec(
+            "challenger_alias_points_here",
+            asset="registered_model",
+            blocking=True,
+            description="The 'challenger' alias names the version this materialisation registered.",
+        ),
+        AssetCheckSpec(
+            "champion_not_regressed",
+            asset="registered_model",
+            blocking=True,
+            description="The champion now scores no worse on the same test split than the "
+            "champion before this materialisation. Failing means a worse model serves.",
+        ),
+        AssetCheckSpec(
+            "champion_loads_and_predicts",
+            asset="registered_model",
+            blocking=True,
+            description="models:/NAME@champion loads and returns one finite prediction per row "
+            "of the test split.",
+        ),
+    ],
+    ins={"registered_model": AssetIn("registered_model")},
+)
+def registered_model_gates(
+    registered_model: dict[str, Any],
+    dataset_source: DatasetSourceResource,
+    object_store: ObjectStoreResource,
+    mlflow: MlflowResource,
+) -> Iterator[AssetCheckResult]:
+    spec = dataset_source.spec
+    version = registered_model["version"]
+    challenger = mlflow.alias_version(CHALLENGER)
+    yield AssetCheckResult(
+        check_name="challenger_alias_points_here",
+        asset_key="registered_model",
+        passed=challenger == version,
+        description=f"challenger -> v{challenger}, this materialisation registered v{version}",
+    )
+    champion = mlflow.alias_version(CHAMPION)
+    if champion is None:
+        yield AssetCheckResult(
+            check_name="champion_not_regressed",
+            asset_key="registered_model",
+            passed=True,
+            description="no champion yet (manual policy awaiting approval)",
+        )
+        return
+    _, splits = load_splits(registered_model["dataset_digest"], spec, object_store)
+    test = splits["test"]
+    metric = registered_model["metric"]
+    try:
+        model = mlflow.load_model(CHAMPION)
+        predictions = np.asarray(model.predict(model_input(test.head(SMOKE_ROWS), spec)), float)
+        load_error = None
+    except Exception as exc:
+        load_error = f"{type(exc).__name__}: {exc}"
+    if load_error is None:
+        expected = min(SMOKE_ROWS, len(test))
+        finite = int(np.isfinite(predictions).sum())
+        ok = len(predictions) == expected and finite == expected
+        yield AssetCheckResult(
+            check_name="champion_loads_and_predicts",
+            asset_key="registered_model",
+            passed=ok,
+            description=f"v{champion}: {len(predictions)} predictions for {expected} rows, "
+            f"{finite} finite",
+        )
+    else:
+        yield AssetCheckResult(
+            check_name="champion_loads_and_predicts",
+            asset_key="registered_model",
+            passed=False,
+            description=f"models:/{mlflow.model_name}@champion (v{champion}) failed: {load_error}",
+        )
+        return
+    before = registered_model["champion_score_before"]
+    if before is None:
+        yield AssetCheckResult(
+            check_name="champion_not_regressed",
+            asset_key="registered_model",
+            passed=True,
+            description=f"v{champion} is the first champion",
+        )
+        return
+    now = score_on_test(model, test, spec, metric)
+    change = relative_improvement(now, before, metric)
+    yield AssetCheckResult(
+        check_name="champion_not_regressed",
+        asset_key="registered_model",
+        passed=change >= -1e-9,
+        description=f"champion v{champion} test {metric} {now:.6g}; champion before "
+        f"v{registered_model['champion_before']}: {before:.6g}",
+        metadata={f"champion_test_{metric}": now, f"previous_champion_test_{metric}": before},
+    )

@@ -1,0 +1,275 @@
+"""predictions (batch inference of each day's incoming batch) and its drift_report."""
+
+from datetime import date
+from typing import Any
+
+import numpy as np
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetIn,
+    DailyPartitionsDefinition,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from mlops_assets.assets.metadata import md_table, redact_uri
+from mlops_assets.assets.model import load_splits
+from mlops_assets.ml.dataset_store import frame_to_parquet, parquet_to_frame
+from mlops_assets.ml.drift import PREDICTION, sample
+from mlops_assets.ml.drift import drift_report as build_drift_report
+from mlops_assets.ml.tabular import DatasetRejected, read_validated
+from mlops_assets.ml.train import model_input
+from mlops_assets.resources.dataset_source import DatasetSourceResource, SourceUnavailable
+from mlops_assets.resources.mlflow_registry import CHAMPION, MlflowResource
+from mlops_assets.resources.object_store import ObjectStoreResource
+from mlops_assets.resources.policy import LifecyclePolicy
+from mlops_assets.settings import setting
+
+daily_batches = DailyPartitionsDefinition(start_date=setting("MLOPS_PARTITIONS_START"))
+
+MODEL_VERSION = "model_version"
+
+
+@asset(
+    group_name="scoring",
+    kinds={"mlflow", "parquet"},
+    partitions_def=daily_batches,
+    deps=["registered_model"],
+    description="Batch inference of the day's incoming batch: load data, load the champion "
+    "(models:/NAME@champion), run inference, save results as Parquet.",
+)
+def predictions(
+    context: AssetExecutionContext,
+    dataset_source: DatasetSourceResource,
+    object_store: ObjectStoreResource,
+    mlflow: MlflowResource,
+) -> MaterializeResult:
+    spec = dataset_source.spec
+    day = date.fromisoformat(context.partition_key)
+    batch_uri = redact_uri(dataset_source.incoming_batch_uri(day))
+
+    # 1. load data
+    try:
+        batch = read_validated(dataset_source.read_incoming(day), spec, require_target=False)
+    except SourceUnavailable as exc:
+        raise Failure(description=f"no incoming batch for {day}: {exc}") from exc
+    except DatasetRejected as exc:
+        raise Failure(description=f"incoming batch {batch_uri} for {day} rejected:\n{exc}") from exc
+
+    # 2. load model
+    champion = mlflow.alias_version(CHAMPION)
+    if champion is None:
+        raise Failure(
+            description=f"model '{mlflow.model_name}' has no champion: materialise "
+            "registered_model (policy auto) or run approve_challenger (policy manual) first"
+        )
+    model = mlflow.load_model(champion)
+
+    # 3. run inference
+    scored = batch.copy()
+    scored[PREDICTION] = np.asarray(model.predict(model_input(batch, spec)), dtype=float)
+    scored[MODEL_VERSION] = champion
+
+    # 4. save results
+    key = f"predictions/{mlflow.model_name}/{day.isoformat()}.parquet"
+    object_store.put_bytes(key, frame_to_parquet(scored))
+    run_metrics = mlflow.run(mlflow.model_version(champion).run_id).data.metrics
+    return MaterializeResult(
+        value={
+            "key": key,
+            "rows": len(scored),
+            "input_rows": len(batch),
+            "model_version": champion,
+            "batch_uri": batch_uri,
+            "train_target_min": run_metrics.get("train_target_min"),
+            "train_target_max": run_metrics.get("train_target_max"),
+        },
+        metadata={
+            "rows": len(scored),
+            "model_version": champion,
+            "batch": batch_uri,
+            "prediction_mean": float(scored[PREDICTION].mean()),
+            "labelled": spec.target.name in batch.columns,
+            "path": MetadataValue.url(object_store.uri(key)),
+        },
+    )
+
+
+def _load_predictions(handle: dict[str, Any], store: ObjectStoreResource) -> Any:
+    return parquet_to_frame(store.get_bytes(handle["key"]))
+
+
+@asset_check(
+    asset="predictions",
+    partitions_def=daily_batches,
+    blocking=True,
+    description="The saved results have exactly one prediction per input row.",
+)
+def one_prediction_per_row(
+    predictions: dict[str, Any], object_store: ObjectStoreResource
+) -> AssetCheckResult:
+    rows = len(_load_predictions(predictions, object_store))
+    return AssetCheckResult(
+        passed=rows == predictions["input_rows"],
+        description=f"{rows} predictions for {predictions['input_rows']} input rows",
+    )
+
+
+@asset_check(
+    asset="predictions",
+    partitions_def=daily_batches,
+    blocking=True,
+    description="No prediction is NaN or infinite.",
+)
+def no_missing_predictions(
+    predictions: dict[str, Any], object_store: ObjectStoreResource
+) -> AssetCheckResult:
+    values = _load_predictions(predictions, object_store)[PREDICTION].to_numpy(dtype=float)
+    bad = np.flatnonzero(~np.isfinite(values))
+    return AssetCheckResult(
+        passed=len(bad) == 0,
+        description=f"{len(bad)} non-finite predictions"
+        + (f" in rows {', '.join(str(i + 1) for i in bad[:10])}" if len(bad) else ""),
+    )
+
+
+@asset_check(
+    asset="predictions",
+    partitions_def=daily_batches,
+    description="Predictions stay within the champion's training target range widened by half "
+    "its span on each side (WARN: a sign of extrapolation, not of a broken model).",
+)
+def predictions_in_plausible_range(
+    predictions: dict[str, Any], object_store: ObjectStoreResource
+) -> AssetCheckResult:
+    low, high = predictions["train_target_min"], predictions["train_target_max"]
+    values = _load_predictions(predictions, object_store)[PREDICTION].to_numpy(dtype=float)
+    if low is None or high is None:
+        return AssetCheckResult(
+            passed=False,
+            severity=AssetCheckSeverity.WARN,
+            description="champion run has no training target range",
+        )
+    margin = (high - low) / 2
+    outside = np.flatnonzero((values < low - margin) | (values > high + margin))
+    return AssetCheckResult(
+        passed=len(outside) == 0,
+        severity=AssetCheckSeverity.WARN,
+        description=f"{len(outside)} of {len(values)} predictions outside "
+        f"[{low - margin:.6g}, {high + margin:.6g}]"
+        + (f", rows {', '.join(str(i + 1) for i in outside[:10])}" if len(outside) else ""),
+        metadata={"outside": len(outside)},
+    )
+
+
+@asset(
+    group_name="scoring",
+    kinds={"evidently"},
+    partitions_def=daily_batches,
+    ins={"predictions": AssetIn("predictions")},
+    deps=["versioned_dataset"],
+    description="Evidently report of the day's scored batch against the training split of the "
+    "champion that scored it: data drift, and regression quality when the batch has labels. "
+    "HTML and JSON in the object store.",
+)
+def drift_report(
+    context: AssetExecutionContext,
+    predictions: dict[str, Any],
+    dataset_source: DatasetSourceResource,
+    object_store: ObjectStoreResource,
+    mlflow: MlflowResource,
+    policy: LifecyclePolicy,
+) -> MaterializeResult:
+    spec = dataset_source.spec
+    version = predictions[MODEL_VERSION]
+    run = mlflow.run(mlflow.model_version(version).run_id)
+    _, splits = load_splits(run.data.tags["mlops.dataset_digest"], spec, object_store)
+    reference = sample(splits["train"], policy.drift_sample_rows).copy()
+    model = mlflow.load_model(version)
+    reference[PREDICTION] = np.asarray(model.predict(model_input(reference, spec)), dtype=float)
+    current = _load_predictions(predictions, object_store)
+    summary, report_json, report_html = build_drift_report(
+        current, reference, spec, max_rows=policy.drift_sample_rows
+    )
+    prefix = f"reports/drift/{mlflow.model_name}/{context.partition_key}/v{version}"
+    object_store.put_bytes(f"{prefix}/report.json", report_json.encode())
+    object_store.put_bytes(f"{prefix}/report.html", report_html.encode())
+    champion_test_rmse = run.data.metrics["test_rmse"]
+    quality = summary.quality or {}
+    return MaterializeResult(
+        value={
+            "json_key": f"{prefix}/report.json",
+            "html_key": f"{prefix}/report.html",
+            "drift_share": summary.drift_share,
+            "drifted_columns": summary.drifted_columns,
+            "quality": summary.quality,
+            "champion_test_rmse": champion_test_rmse,
+            "model_version": version,
+        },
+        metadata={
+            "drift_share": MetadataValue.float(summary.drift_share),
+            "drifted_columns": summary.drifted_columns,
+            "columns_checked": summary.columns_checked,
+            "sampled": summary.sampled,
+            "batch_rows": summary.current_rows,
+            "reference_rows": summary.reference_rows,
+            "model_version": version,
+            "champion_test_rmse": champion_test_rmse,
+            **{f"batch_{k}": MetadataValue.float(v) for k, v in quality.items()},
+            "column_drift_scores": md_table(
+                ["column", "drift score (p-value or distance)"],
+                sorted(summary.column_scores.items()),
+            ),
+            "report_html": MetadataValue.url(object_store.uri(f"{prefix}/report.html")),
+            "report_json": MetadataValue.url(object_store.uri(f"{prefix}/report.json")),
+        },
+    )
+
+
+@asset_check(
+    asset="drift_report",
+    partitions_def=daily_batches,
+    description="Share of drifted feature columns is under the policy threshold. WARN: drift "
+    "alone is a reason to look, not to stop.",
+)
+def drift_share_below_threshold(
+    drift_report: dict[str, Any], policy: LifecyclePolicy
+) -> AssetCheckResult:
+    share = drift_report["drift_share"]
+    return AssetCheckResult(
+        passed=share < policy.drift_share_threshold,
+        severity=AssetCheckSeverity.WARN,
+        description=f"{drift_report['drifted_columns']} drifted columns, share {share:.0%} "
+        f"(threshold {policy.drift_share_threshold:.0%})",
+        metadata={"drift_share": share},
+    )
+
+
+@asset_check(
+    asset="drift_report",
+    partitions_def=daily_batches,
+    description="On a labelled batch, RMSE is at most the champion's test RMSE times "
+    "(1 + tolerance). ERROR: the model is getting answers wrong. Unlabelled batches pass.",
+)
+def quality_not_degraded(drift_report: dict[str, Any], policy: LifecyclePolicy) -> AssetCheckResult:
+    quality = drift_report["quality"]
+    if not quality:
+        return AssetCheckResult(
+            passed=True,
+            description="batch has no labels; quality not measured",
+            metadata={"labelled": False},
+        )
+    limit = drift_report["champion_test_rmse"] * (1 + policy.quality_tolerance)
+    return AssetCheckResult(
+        passed=quality["rmse"] <= limit,
+        severity=AssetCheckSeverity.ERROR,
+        description=f"batch rmse {quality['rmse']:.6g}, limit {limit:.6g} (champion "
+        f"v{drift_report['model_version']} test rmse {drift_report['champion_test_rmse']:.6g} "
+        f"+ {policy.quality_tolerance:.0%})",
+        metadata={"batch_rmse": quality["rmse"], "limit": limit, "labelled": True},
+    )

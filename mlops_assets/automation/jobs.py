@@ -1,0 +1,86 @@
+"""Jobs: the whole lifecycle, and the two registry actions a person takes by hand."""
+
+from dagster import (
+    AssetMaterialization,
+    AssetSelection,
+    Config,
+    Failure,
+    OpExecutionContext,
+    define_asset_job,
+    job,
+    op,
+)
+from pydantic import Field
+
+from mlops_assets.assets.metadata import md_table
+from mlops_assets.assets.scoring import daily_batches
+from mlops_assets.resources.mlflow_registry import CHALLENGER, CHAMPION, AliasMove, MlflowResource
+
+mlops_lifecycle = define_asset_job(
+    "mlops_lifecycle",
+    selection=AssetSelection.all(),
+    partitions_def=daily_batches,
+    description="Every asset and check: snapshot, version, train, register, score the day's "
+    "batch and report its drift.",
+)
+
+
+def _record(context: OpExecutionContext, move: AliasMove, model_name: str) -> None:
+    context.log_event(
+        AssetMaterialization(
+            asset_key="registered_model",
+            description=f"{move.alias}: v{move.from_version} -> v{move.to_version} ({move.reason})",
+            metadata={
+                "model_name": model_name,
+                "champion_version": move.to_version,
+                "alias_moves": md_table(
+                    ["alias", "from", "to", "reason"],
+                    [(move.alias, move.from_version or "-", move.to_version, move.reason)],
+                ),
+            },
+        )
+    )
+
+
+class ApprovalConfig(Config):
+    version: str = Field(default="", description="version to promote; empty means the challenger")
+    approved_by: str = Field(default="", description="who approved, for the record")
+
+
+@op
+def promote_to_champion(
+    context: OpExecutionContext, config: ApprovalConfig, mlflow: MlflowResource
+) -> None:
+    version = config.version or mlflow.alias_version(CHALLENGER)
+    if not version:
+        raise Failure(description=f"model '{mlflow.model_name}' has no challenger to approve")
+    who = config.approved_by or "unnamed approver"
+    move = mlflow.move_alias(CHAMPION, version, f"approved by {who}")
+    _record(context, move, mlflow.model_name)
+
+
+@job(
+    description="Promote the challenger (or a given version) to champion: the manual policy's gate."
+)
+def approve_challenger() -> None:
+    promote_to_champion()
+
+
+class RollbackConfig(Config):
+    reason: str = Field(default="manual rollback", description="why, for the record")
+
+
+@op
+def point_champion_back(
+    context: OpExecutionContext, config: RollbackConfig, mlflow: MlflowResource
+) -> None:
+    try:
+        move = mlflow.rollback_champion(config.reason)
+    except ValueError as exc:
+        raise Failure(description=str(exc)) from exc
+    _record(context, move, mlflow.model_name)
+
+
+@job(description="Point the champion alias back at the previous champion.")
+def rollback_champion() -> None:
+    point_champion_back()

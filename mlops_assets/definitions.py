@@ -1,0 +1,61 @@
+"""The code location: every asset, check, job and resource, configured from env vars."""
+
+from __future__ import annotations
+
+from dagster import (
+    Definitions,
+    FilesystemIOManager,
+    load_asset_checks_from_modules,
+    load_assets_from_modules,
+)
+
+from mlops_assets.assets import data, model, scoring
+from mlops_assets.automation.jobs import approve_challenger, mlops_lifecycle, rollback_champion
+from mlops_assets.resources.dataset_source import DatasetSourceResource
+from mlops_assets.resources.mlflow_registry import MlflowResource
+from mlops_assets.resources.object_store import ObjectStoreResource
+from mlops_assets.resources.policy import LifecyclePolicy
+from mlops_assets.settings import home, setting
+
+
+def build_resources() -> dict[str, object]:
+    root = home()
+    tracking_uri = setting("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    return {
+        "io_manager": FilesystemIOManager(base_dir=str(root / "io")),
+        "object_store": ObjectStoreResource(
+            root=setting("MLOPS_OBJECT_STORE_ROOT") or str(root / "store")
+        ),
+        "dataset_source": DatasetSourceResource(
+            spec_path=setting("MLOPS_DATASET_SPEC"),
+            source_uri=setting("MLOPS_SOURCE_URI"),
+            incoming_uri=setting("MLOPS_INCOMING_URI"),
+        ),
+        "mlflow": MlflowResource(
+            tracking_uri=tracking_uri,
+            registry_uri=setting("MLFLOW_REGISTRY_URI"),
+            artifact_root=str(root / "mlartifacts") if tracking_uri.startswith("sqlite") else "",
+            experiment_name=setting("MLOPS_EXPERIMENT"),
+            model_name=setting("MLOPS_MODEL_NAME"),
+        ),
+        "policy": LifecyclePolicy(
+            promotion_policy=setting("MLOPS_PROMOTION_POLICY"),
+            promotion_metric=setting("MLOPS_PROMOTION_METRIC"),
+            min_improvement=float(setting("MLOPS_MIN_IMPROVEMENT")),
+            min_r2=float(setting("MLOPS_MIN_R2")),
+            baseline_margin=float(setting("MLOPS_BASELINE_MARGIN")),
+            drift_share_threshold=float(setting("MLOPS_DRIFT_SHARE_THRESHOLD")),
+            quality_tolerance=float(setting("MLOPS_QUALITY_TOLERANCE")),
+            drift_sample_rows=int(setting("MLOPS_DRIFT_SAMPLE_ROWS")),
+        ),
+    }
+
+
+ASSET_MODULES = (data, model, scoring)
+
+defs = Definitions(
+    assets=load_assets_from_modules(ASSET_MODULES),
+    asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
+    jobs=[mlops_lifecycle, approve_challenger, rollback_champion],
+    resources=build_resources(),
+)

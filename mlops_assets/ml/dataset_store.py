@@ -1,0 +1,170 @@
+"""Content-addressed dataset versions in any blob store.
+
+Layout under ``datasets/<name>/``::
+
+    versions/<digest>/train.parquet, val.parquet, test.parquet
+    versions/<digest>/manifest.json     written last: a version exists once it has a manifest
+    tags/data-vX.Y.Z.json               immutable human tag -> digest
+    refs/latest.json, refs/previous.json
+
+Parquet files are written before the manifest and the manifest before the tag
+and refs, so a reader following ``latest`` never meets a half-written version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import pandas as pd
+
+from mlops_assets.ml.dataset import SPLITS, CleaningStats, next_version_tag
+from mlops_assets.ml.spec import DatasetSpec
+
+
+class BlobStore(Protocol):
+    """What the dataset store needs from an object store (local directory or S3)."""
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list_keys(self, prefix: str) -> list[str]: ...
+
+    def uri(self, key: str) -> str: ...
+
+
+def frame_to_parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def parquet_to_frame(data: bytes) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(data))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    manifest: dict[str, Any]
+    created: bool
+    previous_latest: str | None
+
+
+class DatasetStore:
+    def __init__(self, store: BlobStore, dataset_name: str):
+        self.store = store
+        self.prefix = f"datasets/{dataset_name}"
+
+    def _version_key(self, digest: str, name: str) -> str:
+        return f"{self.prefix}/versions/{digest}/{name}"
+
+    def _read_json(self, key: str) -> dict[str, Any] | None:
+        if not self.store.exists(key):
+            return None
+        return json.loads(self.store.get_bytes(key))
+
+    def _write_json(self, key: str, value: dict[str, Any]) -> None:
+        self.store.put_bytes(key, json.dumps(value, indent=2, sort_keys=True).encode())
+
+    def manifest(self, digest: str) -> dict[str, Any] | None:
+        return self._read_json(self._version_key(digest, "manifest.json"))
+
+    def ref(self, name: str) -> dict[str, Any] | None:
+        """``latest`` or ``previous``: the manifest the ref points at, if any."""
+        pointer = self._read_json(f"{self.prefix}/refs/{name}.json")
+        return self.manifest(pointer["digest"]) if pointer else None
+
+    def tags(self) -> dict[str, str]:
+        """Every human tag and the digest it names."""
+        result = {}
+        for key in self.store.list_keys(f"{self.prefix}/tags/"):
+            tag = key.rsplit("/", 1)[-1].removesuffix(".json")
+            result[tag] = json.loads(self.store.get_bytes(key))["digest"]
+        return result
+
+    def load_split(self, manifest: dict[str, Any], split: str) -> pd.DataFrame:
+        return parquet_to_frame(self.store.get_bytes(manifest["files"][split]["key"]))
+
+    def verify(self, manifest: dict[str, Any]) -> list[str]:
+        """Re-hash every file of a version; return a problem per file that does not match."""
+        problems = []
+        for split, entry in manifest["files"].items():
+            key = entry["key"]
+            if not self.store.exists(key):
+                problems.append(f"{split}: {self.store.uri(key)} is missing")
+                continue
+            actual = sha256(self.store.get_bytes(key))
+            if actual != entry["sha256"]:
+                problems.append(
+                    f"{split}: {self.store.uri(key)} has sha256 {actual[:12]}, "
+                    f"manifest says {entry['sha256'][:12]}"
+                )
+        return problems
+
+    def publish(
+        self,
+        splits: dict[str, pd.DataFrame],
+        digest: str,
+        spec: DatasetSpec,
+        source: dict[str, Any],
+        cleaning: CleaningStats,
+    ) -> PublishResult:
+        """Store a version unless its digest exists, then point ``latest`` at it."""
+        latest = self.ref("latest")
+        manifest = self.manifest(digest)
+        created = manifest is None
+        if manifest is None:
+            files = {}
+            for name in SPLITS:
+                data = frame_to_parquet(splits[name])
+                key = self._version_key(digest, f"{name}.parquet")
+                self.store.put_bytes(key, data)
+                files[name] = {
+                    "key": key,
+                    "rows": len(splits[name]),
+                    "sha256": sha256(data),
+                    "bytes": len(data),
+                }
+            tag = next_version_tag(
+                latest["tag"] if latest else None,
+                schema_changed=bool(latest)
+                and latest["schema_fingerprint"] != spec.schema_fingerprint(),
+                source_changed=not latest or latest["source"]["digest"] != source["digest"],
+            )
+            manifest = {
+                "dataset": spec.name,
+                "digest": digest,
+                "tag": tag,
+                "created_at": datetime.now(UTC).isoformat(),
+                "schema_fingerprint": spec.schema_fingerprint(),
+                "processing_fingerprint": spec.processing_fingerprint(),
+                "spec": spec.to_dict(),
+                "source": source,
+                "cleaning": {
+                    "rows_in": cleaning.rows_in,
+                    "duplicates_dropped": cleaning.duplicates_dropped,
+                    "missing_target_dropped": cleaning.missing_target_dropped,
+                    "rows_out": cleaning.rows_out,
+                },
+                "files": files,
+            }
+            self._write_json(self._version_key(digest, "manifest.json"), manifest)
+            self._write_json(f"{self.prefix}/tags/{tag}.json", {"digest": digest})
+        if latest is None or latest["digest"] != digest:
+            if latest is not None:
+                self._write_json(f"{self.prefix}/refs/previous.json", {"digest": latest["digest"]})
+            self._write_json(f"{self.prefix}/refs/latest.json", {"digest": digest})
+        return PublishResult(
+            manifest=manifest, created=created, previous_latest=latest["tag"] if latest else None
+        )

@@ -1,0 +1,52 @@
+"""When a challenger replaces the champion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# metric -> True when lower is better
+METRIC_DIRECTION = {"rmse": True, "mae": True, "r2": False}
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promote: bool
+    reason: str
+    improvement: float | None
+
+
+def relative_improvement(challenger: float, champion: float, metric: str) -> float:
+    """Fraction by which the challenger is better than the champion (negative when worse)."""
+    lower_is_better = METRIC_DIRECTION[metric]
+    gain = champion - challenger if lower_is_better else challenger - champion
+    return (
+        gain / abs(champion) if champion != 0 else (1.0 if gain > 0 else 0.0 if gain == 0 else -1.0)
+    )
+
+
+def decide(
+    challenger: float,
+    champion: float | None,
+    metric: str,
+    min_improvement: float,
+) -> PromotionDecision:
+    """Promote when there is no champion, or when the challenger is strictly better on the same
+    test split by at least ``min_improvement`` (a fraction of the champion's score)."""
+    if metric not in METRIC_DIRECTION:
+        raise ValueError(f"promotion metric '{metric}' is not one of {sorted(METRIC_DIRECTION)}")
+    if champion is None:
+        return PromotionDecision(True, "no champion yet", None)
+    improvement = relative_improvement(challenger, champion, metric)
+    if improvement > 0 and improvement >= min_improvement:
+        return PromotionDecision(
+            True,
+            f"test {metric} {challenger:.6g} beats champion {champion:.6g} "
+            f"by {improvement:.2%} (minimum {min_improvement:.2%})",
+            improvement,
+        )
+    return PromotionDecision(
+        False,
+        f"test {metric} {challenger:.6g} vs champion {champion:.6g}: improvement "
+        f"{improvement:.2%} is below the minimum {min_improvement:.2%}",
+        improvement,
+    )

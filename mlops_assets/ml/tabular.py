@@ -1,0 +1,362 @@
+"""Read a tabular file and check it against a :class:`DatasetSpec`.
+
+Every problem becomes a :class:`Violation` that names the file, the column,
+the rows and the rule, so a person can open the file and find it. Rows are
+numbered from 1 for the first data row (the header is not a row).
+
+The rules are grouped in the order a file is read; each group is one asset
+check on ``raw_data``. A group that cannot be evaluated because an earlier
+one failed (no columns to check in a file that does not parse) is reported
+as not evaluated rather than as passed or failed.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from mlops_assets.ml.spec import DatasetSpec
+
+NA_TOKENS = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
+MAX_ROWS_LISTED = 10
+
+PARSES = "parses_as_table"
+HAS_ROWS = "has_data_rows"
+REQUIRED_COLUMNS = "required_columns_present"
+SCHEMA = "values_match_schema"
+DUPLICATES = "duplicate_share_within_limit"
+RULE_GROUPS: tuple[str, ...] = (PARSES, HAS_ROWS, REQUIRED_COLUMNS, SCHEMA, DUPLICATES)
+
+
+@dataclass(frozen=True)
+class TableFile:
+    """One file of a source snapshot: its name (for messages) and its bytes."""
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Violation:
+    file: str
+    column: str | None
+    rule: str
+    detail: str
+    rows: tuple[int, ...] = ()
+    row_count: int = 0
+
+    @property
+    def message(self) -> str:
+        where = f"file '{self.file}'"
+        if self.column is not None:
+            where += f", column '{self.column}'"
+        if self.rows:
+            listed = ", ".join(str(r) for r in self.rows)
+            more = self.row_count - len(self.rows)
+            where += f", rows {listed}" + (f" and {more:,} more" if more > 0 else "")
+        return f"{where}: {self.detail} (rule: {self.rule})"
+
+
+@dataclass
+class Inspection:
+    """The outcome of reading one file: the typed frame (if it parsed) and each rule group's
+    violations; a group maps to None when it could not be evaluated."""
+
+    file: str
+    frame: pd.DataFrame | None
+    results: dict[str, list[Violation] | None] = field(default_factory=dict)
+
+    @property
+    def violations(self) -> list[Violation]:
+        return [v for group in self.results.values() if group for v in group]
+
+    @property
+    def ok(self) -> bool:
+        return self.frame is not None and not self.violations
+
+
+class DatasetRejected(ValueError):
+    """Raised when input breaks the dataset contract; the message lists every violation."""
+
+    def __init__(self, violations: Sequence[Violation]):
+        self.violations = list(violations)
+        lines = [v.message for v in self.violations[:20]]
+        if len(self.violations) > 20:
+            lines.append(f"... and {len(self.violations) - 20} more violations")
+        super().__init__("input rejected:\n" + "\n".join(f"- {line}" for line in lines))
+
+
+def _row_numbers(mask: np.ndarray | pd.Series) -> tuple[tuple[int, ...], int]:
+    positions = np.flatnonzero(np.asarray(mask))
+    return tuple(int(p) + 1 for p in positions[:MAX_ROWS_LISTED]), len(positions)
+
+
+def _examples(values: Iterable[object], limit: int = 3) -> str:
+    seen: list[str] = []
+    for value in values:
+        text = repr(str(value))
+        if text not in seen:
+            seen.append(text)
+        if len(seen) == limit:
+            break
+    return ", ".join(seen)
+
+
+def _utf8_violation(file: TableFile, error: UnicodeDecodeError) -> Violation:
+    data = file.data
+    line_start = data.rfind(b"\n", 0, error.start) + 1
+    row = data.count(b"\n", 0, error.start)  # header is line 0 here, so this is the data row
+    header = data[: data.find(b"\n")] if b"\n" in data else data
+    column_index = data.count(b",", line_start, error.start)
+    names = header.decode("utf-8", errors="replace").strip().split(",")
+    column = names[column_index].strip() if row > 0 and column_index < len(names) else None
+    byte = data[error.start : error.start + 1].hex()
+    return Violation(
+        file=file.name,
+        column=column,
+        rule="text must be UTF-8 encoded",
+        detail=f"byte 0x{byte} at offset {error.start} is not valid UTF-8",
+        rows=(row,) if row > 0 else (),
+        row_count=1 if row > 0 else 0,
+    )
+
+
+def _read_frame(file: TableFile) -> tuple[pd.DataFrame | None, list[Violation]]:
+    name = file.name
+    if name.lower().endswith(".parquet"):
+        try:
+            return pd.read_parquet(io.BytesIO(file.data)), []
+        except Exception as exc:
+            return None, [Violation(name, None, "must be a readable Parquet file", str(exc))]
+    try:
+        file.data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [_utf8_violation(file, exc)]
+    if not file.data.strip():
+        return pd.DataFrame(), []
+    try:
+        frame = pd.read_csv(
+            io.BytesIO(file.data),
+            dtype=str,
+            keep_default_na=False,
+            na_values=NA_TOKENS,
+            encoding="utf-8",
+        )
+    except pd.errors.ParserError as exc:
+        return None, [Violation(name, None, "must be well-formed CSV", str(exc).strip())]
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame, []
+
+
+def normalise_category(values: pd.Series) -> pd.Series:
+    """Lower-case, trim and collapse inner whitespace; missing stays missing."""
+    text = values.astype("string")
+    return text.str.strip().str.lower().str.replace(r"\s+", " ", regex=True)
+
+
+def _check_values(
+    frame: pd.DataFrame, spec: DatasetSpec, file: str, require_target: bool
+) -> tuple[pd.DataFrame, list[Violation]]:
+    typed: dict[str, pd.Series] = {}
+    violations: list[Violation] = []
+    numeric_columns = list(spec.numeric)
+    if spec.target.name in frame.columns:
+        numeric_columns.append(spec.target)
+
+    for column in numeric_columns:
+        raw = frame[column.name]
+        if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+            values = raw.astype("float64")
+        else:
+            values = pd.to_numeric(raw.astype("string").str.strip(), errors="coerce").astype(
+                "float64"
+            )
+            bad = values.isna() & raw.notna()
+            if bad.any():
+                rows, count = _row_numbers(bad)
+                violations.append(
+                    Violation(
+                        file,
+                        column.name,
+                        "numeric column",
+                        f"{count:,} non-numeric values (e.g. {_examples(raw[bad])})",
+                        rows,
+                        count,
+                    )
+                )
+        present = values.notna()
+        if column.integer:
+            fractional = present & (values.round() != values)
+            if fractional.any():
+                rows, count = _row_numbers(fractional)
+                violations.append(
+                    Violation(
+                        file,
+                        column.name,
+                        "whole numbers only",
+                        f"{count:,} fractional values (e.g. {_examples(values[fractional])})",
+                        rows,
+                        count,
+                    )
+                )
+        below = present & (values < column.min) if column.min is not None else None
+        above = present & (values > column.max) if column.max is not None else None
+        for mask, bound in (
+            (below, f">= {column.min:g}" if column.min is not None else ""),
+            (above, f"<= {column.max:g}" if column.max is not None else ""),
+        ):
+            if mask is not None and mask.any():
+                rows, count = _row_numbers(mask)
+                violations.append(
+                    Violation(
+                        file,
+                        column.name,
+                        f"values must be {bound}",
+                        f"{count:,} values out of range (e.g. {_examples(values[mask])})",
+                        rows,
+                        count,
+                    )
+                )
+        typed[column.name] = values
+
+    for column in spec.categorical:
+        raw = frame[column.name]
+        values = normalise_category(raw)
+        allowed = set(column.allowed)
+        unseen = values.notna() & ~values.isin(allowed)
+        if unseen.any():
+            rows, count = _row_numbers(unseen)
+            violations.append(
+                Violation(
+                    file,
+                    column.name,
+                    f"values must be one of {{{', '.join(column.allowed)}}}",
+                    f"{count:,} unseen categories (e.g. {_examples(raw[unseen])})",
+                    rows,
+                    count,
+                )
+            )
+        typed[column.name] = values.astype(pd.CategoricalDtype(sorted(allowed)))
+
+    result = pd.DataFrame(typed, index=frame.index)
+    ordered = [c for c in spec.required_columns if c in result.columns]
+    result = result[ordered]
+
+    checked_for_nulls = spec.feature_columns + ([spec.target.name] if require_target else [])
+    for name in checked_for_nulls:
+        missing = result[name].isna()
+        share = float(missing.mean()) if len(result) else 0.0
+        if share > spec.max_null_share:
+            rows, count = _row_numbers(missing)
+            violations.append(
+                Violation(
+                    file,
+                    name,
+                    f"at most {spec.max_null_share:.0%} missing values",
+                    f"{share:.1%} of values are missing ({count:,} of {len(result):,})",
+                    rows,
+                    count,
+                )
+            )
+    return result, violations
+
+
+def inspect_table(file: TableFile, spec: DatasetSpec, require_target: bool = True) -> Inspection:
+    """Parse ``file`` and evaluate every rule group of the dataset contract.
+
+    Parameters
+    ----------
+    file
+        The file's name (used in messages) and bytes; CSV unless the name ends in .parquet.
+    spec
+        The dataset contract.
+    require_target
+        Training data must carry the target; an incoming scoring batch need not.
+    """
+    inspection = Inspection(file=file.name, frame=None)
+    results = inspection.results
+    for group in RULE_GROUPS:
+        results[group] = None
+
+    frame, parse_violations = _read_frame(file)
+    results[PARSES] = parse_violations
+    if frame is None:
+        return inspection
+
+    if frame.shape[1] == 0:
+        results[HAS_ROWS] = [
+            Violation(
+                file.name, None, "file must not be empty", "the file has no header and no rows"
+            )
+        ]
+        return inspection
+    if len(frame) == 0:
+        results[HAS_ROWS] = [
+            Violation(
+                file.name,
+                None,
+                "file must have data rows",
+                f"only a header ({len(frame.columns)} columns) and no data rows",
+            )
+        ]
+        return inspection
+    results[HAS_ROWS] = []
+
+    required = spec.required_columns if require_target else spec.feature_columns
+    missing = [c for c in required if c not in frame.columns]
+    results[REQUIRED_COLUMNS] = [
+        Violation(
+            file.name,
+            column,
+            "required column",
+            f"column is missing; the file has columns {list(frame.columns)}",
+        )
+        for column in missing
+    ]
+    if missing:
+        return inspection
+
+    typed, value_violations = _check_values(frame, spec, file.name, require_target)
+    results[SCHEMA] = value_violations
+
+    duplicated = typed.duplicated(keep="first").to_numpy()
+    share = float(duplicated.mean())
+    results[DUPLICATES] = []
+    if require_target and share > spec.max_duplicate_share:
+        rows, count = _row_numbers(duplicated)
+        results[DUPLICATES] = [
+            Violation(
+                file.name,
+                "all columns",
+                f"at most {spec.max_duplicate_share:.0%} duplicate rows",
+                f"{share:.1%} of rows ({count:,} of {len(typed):,}) repeat an earlier row",
+                rows,
+                count,
+            )
+        ]
+    inspection.frame = typed
+    return inspection
+
+
+def read_validated(
+    files: Sequence[TableFile], spec: DatasetSpec, require_target: bool = True
+) -> pd.DataFrame:
+    """Read and validate every file; return one typed frame or raise :class:`DatasetRejected`."""
+    if not files:
+        raise DatasetRejected(
+            [Violation("<source>", None, "source must contain a file", "no data files found")]
+        )
+    frames: list[pd.DataFrame] = []
+    violations: list[Violation] = []
+    for file in files:
+        inspection = inspect_table(file, spec, require_target=require_target)
+        violations.extend(inspection.violations)
+        if inspection.frame is not None:
+            frames.append(inspection.frame)
+    if violations:
+        raise DatasetRejected(violations)
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]

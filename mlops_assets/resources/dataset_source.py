@@ -1,0 +1,104 @@
+"""Where labelled data and incoming batches come from, and the contract they follow."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+
+from dagster import ConfigurableResource
+
+from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
+from mlops_assets.ml.spec import DatasetSpec, load_spec
+from mlops_assets.ml.tabular import TableFile
+
+DATA_SUFFIXES = (".csv", ".parquet")
+HTTP_TIMEOUT_SECONDS = 60
+
+
+class SourceUnavailable(RuntimeError):
+    """The source could not be read at all (missing path, HTTP error, unknown scheme)."""
+
+
+def _sample(uri: urllib.parse.SplitResult) -> list[TableFile]:
+    if uri.netloc != "house-prices":
+        raise SourceUnavailable(f"unknown sample dataset '{uri.netloc}' in {uri.geturl()}")
+    query = dict(urllib.parse.parse_qsl(uri.query))
+    try:
+        rows = int(query.get("rows", "1000"))
+        seed = int(query.get("seed", "42"))
+    except ValueError as exc:
+        raise SourceUnavailable(f"bad sample parameters in {uri.geturl()}: {exc}") from exc
+    drift = query.get("drift", "0") not in ("0", "false", "")
+    frame = generate_house_prices(rows, seed=seed, drift=drift)
+    if query.get("labels", "1") in ("0", "false"):
+        frame = frame.drop(columns=["price"])
+    name = f"house-prices-{rows}-seed{seed}{'-drift' if drift else ''}.csv"
+    return [TableFile(name, to_csv_bytes(frame))]
+
+
+def _http(url: str) -> list[TableFile]:
+    request = urllib.request.Request(url, headers={"User-Agent": "mlops-assets"})
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:
+            data = response.read()
+    except urllib.error.HTTPError as exc:
+        raise SourceUnavailable(f"GET {url} answered HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise SourceUnavailable(f"GET {url} failed: {exc}") from exc
+    name = Path(urllib.parse.urlsplit(url).path).name or "download.csv"
+    return [TableFile(name, data)]
+
+
+def _local(path: Path) -> list[TableFile]:
+    if path.is_file():
+        return [TableFile(path.name, path.read_bytes())]
+    if path.is_dir():
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and p.suffix.lower() in DATA_SUFFIXES and not p.name.startswith(".")
+        )
+        return [TableFile(p.relative_to(path).as_posix(), p.read_bytes()) for p in files]
+    raise SourceUnavailable(f"source path {path} does not exist")
+
+
+def read_uri(uri: str) -> list[TableFile]:
+    """Read every data file a source URI names, in a stable order."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme == "sample":
+        return _sample(parts)
+    if parts.scheme in ("http", "https"):
+        return _http(uri)
+    if parts.scheme == "file":
+        return _local(Path(urllib.parse.unquote(parts.path)))
+    if parts.scheme == "" or len(parts.scheme) == 1:  # a plain path (or a drive letter)
+        return _local(Path(uri).expanduser())
+    raise SourceUnavailable(
+        f"source {uri} has scheme '{parts.scheme}'; supported: a path, file://, http(s)://, "
+        "sample://"
+    )
+
+
+class DatasetSourceResource(ConfigurableResource):
+    """The dataset contract (spec) and the locations of labelled data and incoming batches."""
+
+    spec_path: str = ""
+    source_uri: str
+    incoming_uri: str
+
+    @cached_property
+    def spec(self) -> DatasetSpec:
+        return load_spec(self.spec_path)
+
+    def read_source(self) -> list[TableFile]:
+        return read_uri(self.source_uri)
+
+    def incoming_batch_uri(self, day: date) -> str:
+        return self.incoming_uri.format(date=day.isoformat(), day=day.strftime("%Y%m%d"))
+
+    def read_incoming(self, day: date) -> list[TableFile]:
+        return read_uri(self.incoming_batch_uri(day))

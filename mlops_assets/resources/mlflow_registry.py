@@ -1,0 +1,184 @@
+"""MLflow tracking and model registry: the one place that talks to MLflow.
+
+mlflow is imported inside methods: it costs ~1.5 s and every Dagster run
+worker and step process imports the code location.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from dagster import ConfigurableResource
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+HISTORY_TAG = "mlops.champion_history"
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    run_id: str
+    model_uri: str
+    experiment_id: str
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    alias: str
+    from_version: str | None
+    to_version: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "alias": self.alias,
+            "from": self.from_version,
+            "to": self.to_version,
+            "reason": self.reason,
+        }
+
+
+class MlflowResource(ConfigurableResource):
+    """MLflow tracking server (or sqlite file) and registry, plus the names used in them."""
+
+    tracking_uri: str
+    registry_uri: str = ""
+    artifact_root: str = ""
+    experiment_name: str
+    model_name: str
+
+    def _mlflow(self) -> Any:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.registry_uri or self.tracking_uri)
+        return mlflow
+
+    def client(self) -> Any:
+        from mlflow import MlflowClient
+
+        return MlflowClient(self.tracking_uri, self.registry_uri or self.tracking_uri)
+
+    def experiment_id(self) -> str:
+        client = self.client()
+        experiment = client.get_experiment_by_name(self.experiment_name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = None
+        if self.artifact_root:
+            Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
+            location = Path(self.artifact_root).resolve().as_uri()
+        return client.create_experiment(self.experiment_name, artifact_location=location)
+
+    def log_training_run(
+        self,
+        pipeline: Any,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        input_example: pd.DataFrame,
+        training_frame: pd.DataFrame,
+        target: str,
+        tags: dict[str, str],
+        skops_trusted_types: list[str],
+    ) -> LoggedModel:
+        """Log params, metrics, the training dataset (with its digest) and the model with its
+        signature and input example, in one MLflow run."""
+        mlflow = self._mlflow()
+        from mlflow.models import infer_signature
+
+        experiment_id = self.experiment_id()
+        signature = infer_signature(input_example, pipeline.predict(input_example))
+        with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+            mlflow.log_metrics(metrics)
+            dataset = mlflow.data.from_pandas(
+                training_frame,
+                source=tags.get("mlops.dataset_uri", "unknown"),
+                targets=target,
+                name=tags.get("mlops.dataset_tag", "dataset"),
+                digest=tags.get("mlops.dataset_digest", "")[:36] or None,
+            )
+            mlflow.log_input(dataset, context="training")
+            info = mlflow.sklearn.log_model(
+                sk_model=pipeline,
+                name="model",
+                signature=signature,
+                input_example=input_example,
+                skops_trusted_types=skops_trusted_types,
+            )
+        return LoggedModel(
+            run_id=run.info.run_id, model_uri=info.model_uri, experiment_id=experiment_id
+        )
+
+    def register(self, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
+        mlflow = self._mlflow()
+        version = mlflow.register_model(model_uri, self.model_name, tags=tags)
+        return str(version.version)
+
+    def alias_version(self, alias: str) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client().get_model_version_by_alias(self.model_name, alias).version)
+        except MlflowException as exc:
+            if "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc):
+                return None
+            raise
+
+    def model_version(self, version: str) -> Any:
+        return self.client().get_model_version(self.model_name, version)
+
+    def run(self, run_id: str) -> Any:
+        return self.client().get_run(run_id)
+
+    def load_model(self, version_or_alias: str) -> Any:
+        """Load a registered version (``"3"``) or alias (``"champion"``) as a pyfunc model."""
+        mlflow = self._mlflow()
+        reference = (
+            f"models:/{self.model_name}/{version_or_alias}"
+            if version_or_alias.isdigit()
+            else f"models:/{self.model_name}@{version_or_alias}"
+        )
+        return mlflow.pyfunc.load_model(reference)
+
+    def champion_history(self) -> list[dict[str, Any]]:
+        model = self.client().get_registered_model(self.model_name)
+        return json.loads(model.tags.get(HISTORY_TAG, "[]"))
+
+    def move_alias(self, alias: str, version: str, reason: str) -> AliasMove:
+        """Point ``alias`` at ``version``; a champion move is appended to the champion history."""
+        client = self.client()
+        previous = self.alias_version(alias)
+        client.set_registered_model_alias(self.model_name, alias, version)
+        if alias == CHAMPION and previous != version:
+            history = self.champion_history()
+            history.append(
+                {"version": version, "at": datetime.now(UTC).isoformat(), "reason": reason}
+            )
+            client.set_registered_model_tag(self.model_name, HISTORY_TAG, json.dumps(history))
+        return AliasMove(alias, previous, version, reason)
+
+    def rollback_champion(self, reason: str) -> AliasMove:
+        """Point ``champion`` back at the version that was champion before the current one."""
+        client = self.client()
+        history = self.champion_history()
+        current = self.alias_version(CHAMPION)
+        if current is None:
+            raise ValueError(f"model '{self.model_name}' has no champion to roll back")
+        # Drop the current champion's entries from the end to find who came before it.
+        while history and history[-1]["version"] == current:
+            history.pop()
+        if not history:
+            raise ValueError(
+                f"model '{self.model_name}': champion v{current} has no earlier champion to "
+                "roll back to"
+            )
+        target = history[-1]["version"]
+        client.set_registered_model_alias(self.model_name, CHAMPION, target)
+        client.set_registered_model_tag(self.model_name, HISTORY_TAG, json.dumps(history))
+        return AliasMove(CHAMPION, current, target, reason)

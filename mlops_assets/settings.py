@@ -1,0 +1,98 @@
+"""Every environment variable the project reads, with its embedded default.
+
+This is the one list: resources are built from it in definitions.py, and a
+test checks that the README documents each entry. Defaults need no server.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    description: str
+
+    def value(self) -> str:
+        return os.environ.get(self.name, "") or self.default
+
+
+HOME = Setting(
+    "MLOPS_HOME",
+    ".mlops",
+    "Folder for all local state (object store, MLflow database and artifacts, IO manager).",
+)
+SETTINGS: tuple[Setting, ...] = (
+    HOME,
+    Setting("MLOPS_OBJECT_STORE_ROOT", "", "Object store folder; empty means $MLOPS_HOME/store."),
+    Setting("MLOPS_DATASET_SPEC", "", "JSON dataset spec file; empty means the house-price spec."),
+    Setting(
+        "MLOPS_SOURCE_URI",
+        "sample://house-prices?rows=5000&seed=42",
+        "Labelled training data: a file, a directory of .csv/.parquet files, an http(s) URL, "
+        "or sample://house-prices?rows=N&seed=S[&drift=1].",
+    ),
+    Setting(
+        "MLOPS_INCOMING_URI",
+        "sample://house-prices?rows=2000&seed={day}",
+        "Incoming batch of a daily partition; {date} becomes YYYY-MM-DD, {day} YYYYMMDD.",
+    ),
+    Setting("MLOPS_PARTITIONS_START", "2026-11-01", "First daily partition of predictions."),
+    Setting(
+        "MLFLOW_TRACKING_URI",
+        "",
+        "MLflow tracking server or database; empty means sqlite:///$MLOPS_HOME/mlflow.db.",
+    ),
+    Setting("MLFLOW_REGISTRY_URI", "", "MLflow model registry; empty means the tracking URI."),
+    Setting("MLOPS_EXPERIMENT", "house-prices", "MLflow experiment of training runs."),
+    Setting("MLOPS_MODEL_NAME", "house-price-regressor", "Registered model name."),
+    Setting(
+        "MLOPS_PROMOTION_POLICY",
+        "auto",
+        "auto: promote a better challenger; manual: wait for the approve_challenger job.",
+    ),
+    Setting(
+        "MLOPS_PROMOTION_METRIC",
+        "rmse",
+        "Test-split metric that decides promotion: rmse, mae or r2.",
+    ),
+    Setting(
+        "MLOPS_MIN_IMPROVEMENT", "0.0", "Fraction by which a challenger must beat the champion."
+    ),
+    Setting("MLOPS_MIN_R2", "0.5", "Lowest test R2 a trained model may have (blocking check)."),
+    Setting(
+        "MLOPS_BASELINE_MARGIN",
+        "0.1",
+        "Fraction by which a model must beat the median baseline's test RMSE.",
+    ),
+    Setting(
+        "MLOPS_DRIFT_SHARE_THRESHOLD",
+        "0.3",
+        "Share of drifted feature columns that fails the drift check (WARN).",
+    ),
+    Setting(
+        "MLOPS_QUALITY_TOLERANCE",
+        "0.25",
+        "Fraction by which batch RMSE may exceed the champion's test RMSE before the quality check fails (ERROR).",
+    ),
+    Setting(
+        "MLOPS_DRIFT_SAMPLE_ROWS",
+        "50000",
+        "Rows sampled from batch and reference for the drift report.",
+    ),
+)
+
+
+def setting(name: str) -> str:
+    for entry in SETTINGS:
+        if entry.name == name:
+            return entry.value()
+    raise KeyError(f"unknown setting {name}")
+
+
+def home() -> Path:
+    return Path(HOME.value()).expanduser().resolve()
