@@ -53,9 +53,15 @@ def build_resources() -> dict[str, object]:
 
 ASSET_MODULES = (data, model, scoring)
 
-defs = Definitions(
-    assets=load_assets_from_modules(ASSET_MODULES),
-    asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
-    jobs=[mlops_lifecycle, approve_challenger, rollback_champion],
-    resources=build_resources(),
-)
+
+def build_definitions(resources: dict[str, object] | None = None) -> Definitions:
+    """The Definitions with resources from the environment, or the ones given (tests)."""
+    return Definitions(
+        assets=load_assets_from_modules(ASSET_MODULES),
+        asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
+        jobs=[mlops_lifecycle, approve_challenger, rollback_champion],
+        resources=build_resources() if resources is None else resources,
+    )
+
+
+defs = build_definitions()

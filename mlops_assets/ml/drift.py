@@ -20,12 +20,28 @@ from mlops_assets.ml.spec import DatasetSpec
 PREDICTION = "prediction"
 
 
+@dataclass(frozen=True)
+class ColumnDrift:
+    """Evidently picks the test by column type and size: a p-value (drift when below the
+    threshold) or a distance (drift when at or above it)."""
+
+    method: str
+    score: float
+    threshold: float
+
+    @property
+    def drifted(self) -> bool:
+        if "p_value" in self.method:
+            return self.score < self.threshold
+        return self.score >= self.threshold
+
+
 @dataclass
 class DriftSummary:
     drift_share: float
     drifted_columns: int
     columns_checked: int
-    column_scores: dict[str, float]
+    columns: dict[str, ColumnDrift]
     current_rows: int
     reference_rows: int
     sampled: bool
@@ -106,7 +122,7 @@ def drift_report(
 
 
 def summarise(report: dict[str, Any], features: list[str], threshold: float) -> DriftSummary:
-    column_scores: dict[str, float] = {}
+    columns: dict[str, ColumnDrift] = {}
     drifted = None
     quality: dict[str, float] = {}
     for metric in report["metrics"]:
@@ -115,7 +131,12 @@ def summarise(report: dict[str, Any], features: list[str], threshold: float) -> 
         if kind.endswith("DriftedColumnsCount"):
             drifted = value
         elif kind.endswith("ValueDrift"):
-            column_scores[metric["config"]["column"]] = float(value)
+            config = metric["config"]
+            columns[config["column"]] = ColumnDrift(
+                method=str(config.get("method", "")),
+                score=float(value),
+                threshold=float(config.get("threshold", 0.0)),
+            )
         elif kind.endswith(":RMSE"):
             quality["rmse"] = float(value)
         elif kind.endswith(":MAE"):
@@ -128,7 +149,7 @@ def summarise(report: dict[str, Any], features: list[str], threshold: float) -> 
         drift_share=float(drifted["share"]),
         drifted_columns=int(drifted["count"]),
         columns_checked=len(features),
-        column_scores=column_scores,
+        columns=columns,
         current_rows=0,
         reference_rows=0,
         sampled=False,

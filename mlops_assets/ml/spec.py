@@ -109,6 +109,7 @@ class DatasetSpec:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["numeric"] = [asdict(c) for c in self.numeric]
         data["categorical"] = [
             {"name": c.name, "allowed": list(c.allowed)} for c in self.categorical
         ]
