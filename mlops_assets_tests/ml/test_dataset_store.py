@@ -30,7 +30,8 @@ def publish(store, rows, seed, source_digest, spec=HOUSE_PRICES):
 
 def test_first_version_is_tagged_and_latest(store):
     result = publish(store, 300, 1, "raw-a")
-    assert result.created and result.manifest["tag"] == "data-v1.0.0"
+    assert result.created
+    assert result.manifest["tag"] == "data-v1.0.0"
     assert store.ref("latest")["digest"] == result.manifest["digest"]
     assert store.ref("previous") is None
     assert store.verify(result.manifest) == []
@@ -69,11 +70,12 @@ def test_verify_reports_a_tampered_file(store, tmp_path):
     path = tmp_path / manifest["files"]["test"]["key"]
     path.write_bytes(pd.DataFrame({"x": [1]}).to_parquet())
     [problem] = store.verify(manifest)
-    assert problem.startswith("test:") and "manifest says" in problem
+    assert problem.startswith("test:")
+    assert "manifest says" in problem
 
 
 def test_a_version_without_manifest_is_invisible(store, tmp_path):
-    splits, digest, stats = prepared(300, 1)
+    _splits, digest, _stats = prepared(300, 1)
     (tmp_path / store.prefix / "versions" / digest).mkdir(parents=True)
     (tmp_path / store.prefix / "versions" / digest / "train.parquet").write_bytes(b"partial")
     assert store.manifest(digest) is None

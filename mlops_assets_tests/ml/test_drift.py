@@ -40,7 +40,8 @@ def test_same_distribution_shows_little_drift_and_similar_quality(model_and_refe
         scored(model, frame(1500, 2)), reference, HOUSE_PRICES, max_rows=10_000
     )
     assert summary.drift_share < 0.3
-    assert summary.quality is not None and summary.quality["rmse"] > 0
+    assert summary.quality is not None
+    assert summary.quality["rmse"] > 0
     assert '"metrics"' in report_json
     assert "<html" in html.lower()
 
@@ -71,7 +72,8 @@ def test_large_frames_are_sampled(model_and_reference):
     summary, _, _ = drift_report(
         scored(model, frame(3000, 6)), reference, HOUSE_PRICES, max_rows=500
     )
-    assert summary.sampled and summary.current_rows == 3000
+    assert summary.sampled
+    assert summary.current_rows == 3000
     assert len(sample(reference, 500)) == 500
 
 

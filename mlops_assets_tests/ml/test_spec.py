@@ -65,5 +65,5 @@ def test_missing_or_broken_spec_file_names_the_file(tmp_path):
         load_spec(str(tmp_path / "nope.json"))
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
-    with pytest.raises(ValueError, match="broken.json is not valid JSON"):
+    with pytest.raises(ValueError, match=r"broken\.json is not valid JSON"):
         load_spec(str(broken))

@@ -55,7 +55,8 @@ def test_missing_target_column_is_named(good_frame):
     inspection = inspect_table(csv_file(good_frame.drop(columns=["price"])), HOUSE_PRICES)
     [violation] = inspection.results[REQUIRED_COLUMNS]
     assert violation.column == "price"
-    assert "column 'price'" in violation.message and "rule: required column" in violation.message
+    assert "column 'price'" in violation.message
+    assert "rule: required column" in violation.message
     assert inspection.frame is None
 
 
@@ -88,7 +89,8 @@ def test_unseen_category_is_named_after_normalising_case_and_whitespace(good_fra
     assert violation.rows == (6,)
     assert "'luxury'" in violation.message
     assert "values must be one of {furnished, semi-furnished, unfurnished}" in violation.message
-    assert inspection.frame is not None and inspection.frame.loc[0, "mainroad"] == "yes"
+    assert inspection.frame is not None
+    assert inspection.frame.loc[0, "mainroad"] == "yes"
 
 
 def test_fractional_and_out_of_range_values_are_rejected(good_frame):
@@ -103,7 +105,8 @@ def test_null_share_above_limit_fails(good_frame):
     frame = good_frame.astype({"area": float})
     frame.loc[:9, "area"] = None  # 10%, limit 5%
     [violation] = inspect_table(csv_file(frame), HOUSE_PRICES).results[SCHEMA]
-    assert violation.column == "area" and "10.0% of values are missing" in violation.message
+    assert violation.column == "area"
+    assert "10.0% of values are missing" in violation.message
 
 
 def test_half_duplicate_rows_fail_duplicate_share(good_frame):
@@ -123,9 +126,8 @@ def test_non_utf8_file_names_row_and_column(good_frame):
     [violation] = inspection.results[PARSES]
     assert violation.column == "furnishingstatus"
     assert violation.rows == (3,)
-    assert (
-        "byte 0xe9" in violation.message and "rule: text must be UTF-8 encoded" in violation.message
-    )
+    assert "byte 0xe9" in violation.message
+    assert "rule: text must be UTF-8 encoded" in violation.message
     assert inspection.results[HAS_ROWS] is None
 
 
