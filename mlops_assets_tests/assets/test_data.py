@@ -1,0 +1,217 @@
+"""raw_data and versioned_dataset through real Dagster runs, including every kind of bad input."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
+from mlops_assets_tests.conftest import check_evaluations, materialized, step_failure
+
+
+def good_rows(n: int = 300, seed: int = 8) -> pd.DataFrame:
+    return generate_house_prices(n, seed=seed)
+
+
+def _non_numeric() -> bytes:
+    frame = good_rows().astype({"area": object})
+    frame.loc[[3, 16, 89], "area"] = "big"
+    return to_csv_bytes(frame)
+
+
+def _unseen_category() -> bytes:
+    frame = good_rows().astype({"furnishingstatus": object})
+    frame.loc[[7, 8], "furnishingstatus"] = "luxury"
+    return to_csv_bytes(frame)
+
+
+def _non_utf8() -> bytes:
+    lines = to_csv_bytes(good_rows()).split(b"\n")
+    lines[12] = lines[12].replace(b"furnished", b"f\xfcrnished", 1)
+    return b"\n".join(lines)
+
+
+# name -> (file content, the check that must fail, text its message must contain)
+BAD_INPUTS = {
+    "empty": (lambda: b"", "has_data_rows", ["file 'input.csv'", "rule: file must not be empty"]),
+    "header_only": (
+        lambda: to_csv_bytes(good_rows().head(0)),
+        "has_data_rows",
+        ["file 'input.csv'", "no data rows", "rule: file must have data rows"],
+    ),
+    "missing_target": (
+        lambda: to_csv_bytes(good_rows().drop(columns=["price"])),
+        "required_columns_present",
+        ["file 'input.csv', column 'price'", "rule: required column"],
+    ),
+    "non_numeric": (
+        _non_numeric,
+        "values_match_schema",
+        ["file 'input.csv', column 'area', rows 4, 17, 90", "'big'", "rule: numeric column"],
+    ),
+    "unseen_category": (
+        _unseen_category,
+        "values_match_schema",
+        ["column 'furnishingstatus', rows 8, 9", "'luxury'", "rule: values must be one of"],
+    ),
+    "half_duplicates": (
+        lambda: to_csv_bytes(pd.concat([good_rows(), good_rows()], ignore_index=True)),
+        "duplicate_share_within_limit",
+        ["column 'all columns', rows 301, 302", "50.0% of rows", "rule: at most 20% duplicate"],
+    ),
+    "non_utf8": (
+        _non_utf8,
+        "parses_as_table",
+        [
+            "file 'input.csv', column 'furnishingstatus', rows 12",
+            "byte 0xfc",
+            "rule: text must be UTF-8 encoded",
+        ],
+    ),
+}
+
+
+def test_lifecycle_materialises_every_asset_with_every_check_passing(trained):
+    # The shared baseline ran the whole job; run it again here to read its events.
+    result = trained.run()
+    assert result.success
+    evaluations = check_evaluations(result)
+    failed = {key: e.description for key, e in evaluations.items() if not e.passed}
+    assert failed == {}
+    assert len(evaluations) == 18
+    assert set(materialized(result)) == {
+        "raw_data",
+        "versioned_dataset",
+        "trained_model",
+        "registered_model",
+        "predictions",
+        "drift_report",
+    }
+
+
+def test_raw_data_is_content_addressed_and_stored_once(lifecycle):
+    first = lifecycle.run(assets=["raw_data"])
+    second = lifecycle.run(assets=["raw_data"])
+    meta1, meta2 = materialized(first)["raw_data"], materialized(second)["raw_data"]
+    assert meta1["digest"].value == meta2["digest"].value
+    assert meta1["already_stored"].value is False
+    assert meta2["already_stored"].value is True
+    snapshots = list((lifecycle.home / "store" / "raw").iterdir())
+    assert len(snapshots) == 1
+    manifest = json.loads((snapshots[0] / "manifest.json").read_text())
+    assert manifest["files"][0]["name"].endswith(".csv")
+
+
+@pytest.mark.parametrize("source_kind", ["file", "directory"])
+def test_raw_data_reads_a_file_or_a_directory(lifecycle, monkeypatch, tmp_path, source_kind):
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    (folder / "part-1.csv").write_bytes(to_csv_bytes(good_rows(200, 1)))
+    (folder / "part-2.csv").write_bytes(to_csv_bytes(good_rows(200, 2)))
+    source = folder if source_kind == "directory" else folder / "part-1.csv"
+    monkeypatch.setenv("MLOPS_SOURCE_URI", str(source))
+    result = lifecycle.run(assets=["raw_data", "versioned_dataset"])
+    assert result.success
+    rows = materialized(result)["versioned_dataset"]["rows"].value
+    assert rows == (400 if source_kind == "directory" else 200)
+
+
+def test_raw_data_reads_over_http(lifecycle, monkeypatch):
+    import http.server
+    import threading
+
+    body = to_csv_bytes(good_rows(250, 3))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("MLOPS_SOURCE_URI", f"http://127.0.0.1:{server.server_port}/houses.csv")
+        result = lifecycle.run(assets=["raw_data", "versioned_dataset"])
+    finally:
+        server.shutdown()
+    assert result.success
+    assert materialized(result)["versioned_dataset"]["rows"].value == 250
+
+
+def test_unreachable_source_fails_raw_data_naming_the_source(lifecycle, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLOPS_SOURCE_URI", str(tmp_path / "missing.csv"))
+    result = lifecycle.run(assets=["raw_data"])
+    assert not result.success
+    assert "missing.csv does not exist" in step_failure(result, "raw_data")
+
+
+def test_same_content_makes_no_new_version_and_new_content_moves_latest(trained, monkeypatch):
+    again = trained.run(assets=["raw_data", "versioned_dataset"])
+    meta = materialized(again)["versioned_dataset"]
+    assert meta["new_version"].value is False
+    assert meta["tag"].value == "data-v1.0.0"
+
+    monkeypatch.setenv("MLOPS_SOURCE_URI", "sample://house-prices?rows=1800&seed=7")
+    new = trained.run(assets=["raw_data", "versioned_dataset"])
+    meta = materialized(new)["versioned_dataset"]
+    assert meta["new_version"].value is True
+    assert meta["tag"].value == "data-v1.1.0"
+    state = trained.state()
+    assert state["latest"]["digest"] == meta["digest"].value
+    assert state["previous"] is not None
+    assert state["tags"] == ["data-v1.0.0.json", "data-v1.1.0.json"]
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_fails_the_right_check_and_loses_nothing(trained, monkeypatch, tmp_path, case):
+    content, check, expected = BAD_INPUTS[case]
+    path = tmp_path / "input.csv"
+    path.write_bytes(content())
+    monkeypatch.setenv("MLOPS_SOURCE_URI", str(path))
+    before = trained.state()
+
+    result = trained.run()
+
+    assert not result.success
+    evaluations = check_evaluations(result)
+    failed = {name for (asset, name), e in evaluations.items() if not e.passed}
+    assert failed == {check}
+    message = evaluations[("raw_data", check)].description
+    for text in expected:
+        assert text in message
+    assert "versioned_dataset" not in materialized(result)
+    assert trained.state() == before
+
+
+def test_versioned_dataset_on_a_rejected_snapshot_fails_and_writes_nothing(
+    trained, monkeypatch, tmp_path
+):
+    path = tmp_path / "input.csv"
+    path.write_bytes(_non_numeric())
+    monkeypatch.setenv("MLOPS_SOURCE_URI", str(path))
+    before = trained.state()
+    trained.run(assets=["raw_data"])  # snapshot stored, its contract check fails
+
+    result = trained.run(assets=["versioned_dataset"])  # run on its own, past the gate
+
+    assert not result.success
+    message = step_failure(result, "versioned_dataset")
+    assert "breaks the dataset contract 'house_prices'; no version was written" in message
+    assert "file 'input.csv', column 'area', rows 4, 17, 90" in message
+    assert trained.state() == before
+
+
+def test_corrupted_version_fails_files_match_manifest(trained):
+    test_files = list((trained.home / "store" / "datasets").rglob("test.parquet"))
+    assert len(test_files) == 1
+    test_files[0].write_bytes(b"tampered")
+    result = trained.run(assets=["versioned_dataset"])
+    evaluation = check_evaluations(result)[("versioned_dataset", "files_match_manifest")]
+    assert not evaluation.passed
+    assert "test: " in evaluation.description

@@ -1,0 +1,161 @@
+"""Fixtures: an isolated MLOPS_HOME per test, and a helper to run the real jobs in it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
+
+from mlops_assets.settings import SETTINGS
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+PARTITION = "2026-11-20"
+# Small, fast sources for tests; the shipped defaults stay as documented.
+TEST_SOURCE = "sample://house-prices?rows=1500&seed=42"
+TEST_INCOMING = "sample://house-prices?rows=400&seed={day}"
+
+
+@dataclass
+class Lifecycle:
+    """One isolated project state: MLOPS_HOME, a Dagster instance, and job runners."""
+
+    home: Path
+    instance: DagsterInstance
+
+    def run(
+        self,
+        job: str = "mlops_lifecycle",
+        partition: str | None = PARTITION,
+        assets: list[str] | None = None,
+        run_config: dict[str, Any] | None = None,
+    ) -> ExecuteInProcessResult:
+        from mlops_assets.definitions import build_definitions, build_resources
+
+        job_def = build_definitions(build_resources()).get_job_def(job)
+        kwargs: dict[str, Any] = {
+            "instance": self.instance,
+            "raise_on_error": False,
+            "run_config": run_config or {},
+        }
+        if partition is not None and job == "mlops_lifecycle":
+            kwargs["partition_key"] = partition
+        if assets is not None:
+            kwargs["asset_selection"] = [AssetKey(a) for a in assets]
+        return job_def.execute_in_process(**kwargs)
+
+    def state(self) -> dict[str, Any]:
+        """Everything bad input must leave alone: dataset refs and tags, model versions, aliases."""
+        from mlflow import MlflowClient
+
+        dataset = self.home / "store" / "datasets" / "house_prices"
+
+        def read(path: Path) -> Any:
+            return json.loads(path.read_text()) if path.exists() else None
+
+        client = MlflowClient(f"sqlite:///{self.home / 'mlflow.db'}")
+        name = os.environ.get("MLOPS_MODEL_NAME", "house-price-regressor")
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        model = client.get_registered_model(name) if versions else None
+        return {
+            "latest": read(dataset / "refs" / "latest.json"),
+            "previous": read(dataset / "refs" / "previous.json"),
+            "tags": sorted(p.name for p in (dataset / "tags").glob("*.json")),
+            "versions": versions,
+            "aliases": dict(model.aliases) if model else {},
+        }
+
+
+def check_evaluations(result: ExecuteInProcessResult) -> dict[tuple[str, str], Any]:
+    evaluations = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            evaluations[(data.asset_key.to_user_string(), data.check_name)] = data
+    return evaluations
+
+
+def materialized(result: ExecuteInProcessResult) -> dict[str, Any]:
+    """Asset key -> its materialisation's metadata, for this run."""
+    return {
+        event.asset_key.to_user_string(): event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }
+
+
+def step_failure(result: ExecuteInProcessResult, step: str) -> str:
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE" and event.step_key == step:
+            error = event.event_specific_data.user_failure_data
+            if error is not None:
+                return error.description or ""
+            return event.event_specific_data.error.to_string()
+    raise AssertionError(f"step {step} did not fail")
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for setting in SETTINGS:
+        monkeypatch.delenv(setting.name, raising=False)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("MLOPS_SOURCE_URI", TEST_SOURCE)
+    monkeypatch.setenv("MLOPS_INCOMING_URI", TEST_INCOMING)
+    monkeypatch.setenv("GIT_PYTHON_REFRESH", "quiet")
+
+
+def _lifecycle(home: Path) -> Iterator[Lifecycle]:
+    (home / "dagster_home").mkdir(parents=True, exist_ok=True)
+    instance = DagsterInstance.local_temp(str(home / "dagster_home"))
+    try:
+        yield Lifecycle(home=home, instance=instance)
+    finally:
+        instance.dispose()
+
+
+@pytest.fixture
+def lifecycle(
+    tmp_path: Path, clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Lifecycle]:
+    """An empty project state."""
+    home = tmp_path / "mlops"
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    yield from _lifecycle(home)
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state after one successful lifecycle run: data-v1.0.0, model v1 as champion."""
+    home = tmp_path_factory.mktemp("trained") / "mlops"
+    with pytest.MonkeyPatch.context() as patch:
+        for setting in SETTINGS:
+            patch.delenv(setting.name, raising=False)
+        patch.setenv("MLOPS_HOME", str(home))
+        patch.setenv("MLOPS_SOURCE_URI", TEST_SOURCE)
+        patch.setenv("MLOPS_INCOMING_URI", TEST_INCOMING)
+        for state in _lifecycle(home):
+            result = state.run()
+            assert result.success, "baseline lifecycle run failed"
+    return home
+
+
+@pytest.fixture
+def trained(
+    trained_home: Path, tmp_path: Path, clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Lifecycle]:
+    """A private copy of the trained state, so a test may change it freely.
+
+    MLflow records absolute artifact paths, so copies share the baseline's artifact folder;
+    tests only add to it, never remove.
+    """
+    home = tmp_path / "mlops"
+    shutil.copytree(trained_home, home, ignore=shutil.ignore_patterns("dagster_home"))
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    yield from _lifecycle(home)
