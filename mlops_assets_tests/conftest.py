@@ -40,7 +40,7 @@ class Lifecycle:
     ) -> ExecuteInProcessResult:
         from mlops_assets.definitions import build_definitions, build_resources
 
-        job_def = build_definitions(build_resources()).get_job_def(job)
+        job_def = build_definitions(build_resources()).resolve_job_def(job)
         kwargs: dict[str, Any] = {
             "instance": self.instance,
             "raise_on_error": False,
@@ -61,7 +61,9 @@ class Lifecycle:
         def read(path: Path) -> Any:
             return json.loads(path.read_text()) if path.exists() else None
 
-        client = MlflowClient(f"sqlite:///{self.home / 'mlflow.db'}")
+        uri = f"sqlite:///{self.home / 'mlflow.db'}"
+        # Name the registry too: without it MLflow falls back to the process-global URI.
+        client = MlflowClient(uri, uri)
         name = os.environ.get("MLOPS_MODEL_NAME", "house-price-regressor")
         versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
         model = client.get_registered_model(name) if versions else None
@@ -70,7 +72,7 @@ class Lifecycle:
             "previous": read(dataset / "refs" / "previous.json"),
             "tags": sorted(p.name for p in (dataset / "tags").glob("*.json")),
             "versions": versions,
-            "aliases": dict(model.aliases) if model else {},
+            "aliases": {k: str(v) for k, v in model.aliases.items()} if model else {},
         }
 
 
@@ -113,7 +115,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _lifecycle(home: Path) -> Iterator[Lifecycle]:
     (home / "dagster_home").mkdir(parents=True, exist_ok=True)
-    instance = DagsterInstance.local_temp(str(home / "dagster_home"))
+    instance = DagsterInstance.local_temp(
+        str(home / "dagster_home"), overrides={"telemetry": {"enabled": False}}
+    )
     try:
         yield Lifecycle(home=home, instance=instance)
     finally:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from dagster import (
     AssetCheckResult,
+    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
@@ -287,6 +288,15 @@ def registered_model_gates(
             asset_key="registered_model",
             passed=True,
             description="no champion yet (manual policy awaiting approval)",
+        )
+        # WARN, not ERROR: nothing serves yet, and scoring fails on its own with the reason.
+        yield AssetCheckResult(
+            check_name="champion_loads_and_predicts",
+            asset_key="registered_model",
+            passed=False,
+            severity=AssetCheckSeverity.WARN,
+            description=f"models:/{mlflow.model_name}@champion does not exist yet: run the "
+            "approve_challenger job to promote a version",
         )
         return
     _, splits = load_splits(registered_model["dataset_digest"], spec, object_store)

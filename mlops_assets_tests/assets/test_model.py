@@ -1,0 +1,147 @@
+"""trained_model and registered_model: tracking, the promotion gate, approval and rollback."""
+
+import json
+
+from mlflow import MlflowClient
+
+from mlops_assets_tests.conftest import check_evaluations, materialized, step_failure
+
+MODEL = "house-price-regressor"
+TRAIN_AND_REGISTER = ["trained_model", "registered_model"]
+
+
+def training_config(**config):
+    if "params" in config:
+        config["params_json"] = json.dumps(config.pop("params"))
+    return {"ops": {"trained_model": {"config": config}}}
+
+
+def client(lifecycle) -> MlflowClient:
+    uri = f"sqlite:///{lifecycle.home / 'mlflow.db'}"
+    return MlflowClient(uri, uri)
+
+
+def test_training_run_is_fully_tracked_in_mlflow(trained):
+    mlflow = client(trained)
+    version = mlflow.get_model_version_by_alias(MODEL, "champion")
+    run = mlflow.get_run(version.run_id)
+    latest = json.loads((trained.home / "store/datasets/house_prices/refs/latest.json").read_text())
+    assert run.data.tags["mlops.dataset_digest"] == latest["digest"]
+    assert run.data.tags["mlops.dataset_tag"] == "data-v1.0.0"
+    assert len(run.data.tags["dagster.run_id"]) == 36
+    assert run.data.params["model_type"] == "hist_gradient_boosting"
+    assert {"test_rmse", "val_rmse", "test_r2", "baseline_test_rmse"} <= set(run.data.metrics)
+    [dataset_input] = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == latest["digest"][:36]
+    assert dataset_input.tags[0].value == "training"
+    model = mlflow.get_logged_model(run.outputs.model_outputs[0].model_id)
+    from mlflow.models import get_model_info
+
+    info = get_model_info(model.model_uri)
+    assert info.signature is not None
+    assert [c.name for c in info.signature.inputs.inputs][:2] == ["area", "bedrooms"]
+    assert info.saved_input_example_info is not None
+
+
+def test_equal_challenger_is_registered_but_not_promoted(trained):
+    result = trained.run(assets=TRAIN_AND_REGISTER)
+    assert result.success
+    meta = materialized(result)["registered_model"]
+    assert meta["version"].value == "2"
+    assert meta["promoted"].value is False
+    assert "below the minimum" in meta["decision"].value
+    assert trained.state()["aliases"] == {"champion": "1", "challenger": "2"}
+
+
+def test_better_challenger_is_promoted_and_the_move_recorded(lifecycle):
+    weak = lifecycle.run(
+        assets=["raw_data", "versioned_dataset", *TRAIN_AND_REGISTER],
+        run_config=training_config(params={"max_iter": 15}),
+    )
+    assert weak.success
+    strong = lifecycle.run(assets=TRAIN_AND_REGISTER)
+    assert strong.success
+    meta = materialized(strong)["registered_model"]
+    assert meta["promoted"].value is True
+    assert "| champion | 1 | 2 |" in meta["alias_moves"].value
+    assert "| challenger | 1 | 2 |" in meta["alias_moves"].value
+    assert lifecycle.state()["aliases"] == {"champion": "2", "challenger": "2"}
+    regression = check_evaluations(strong)[("registered_model", "champion_not_regressed")]
+    assert regression.passed
+
+
+def test_worse_challenger_leaves_the_champion_in_place(trained):
+    result = trained.run(
+        assets=TRAIN_AND_REGISTER, run_config=training_config(params={"max_iter": 15})
+    )
+    assert result.success
+    assert materialized(result)["registered_model"]["promoted"].value is False
+    assert trained.state()["aliases"] == {"champion": "1", "challenger": "2"}
+
+
+def test_min_improvement_blocks_a_marginally_better_model(trained, monkeypatch):
+    monkeypatch.setenv("MLOPS_MIN_IMPROVEMENT", "0.5")
+    result = trained.run(assets=TRAIN_AND_REGISTER, run_config=training_config(model_type="ridge"))
+    assert result.success
+    assert trained.state()["aliases"]["champion"] == "1"
+
+
+def test_model_below_thresholds_is_never_registered(trained, monkeypatch):
+    monkeypatch.setenv("MLOPS_MIN_R2", "0.99")
+    before = trained.state()
+    result = trained.run(assets=TRAIN_AND_REGISTER)
+    assert not result.success
+    evaluation = check_evaluations(result)[("trained_model", "meets_metric_thresholds")]
+    assert not evaluation.passed
+    assert "minimum 0.99" in evaluation.description
+    assert "registered_model" not in materialized(result)
+    assert trained.state() == before
+
+
+def test_bad_training_config_fails_clearly(trained):
+    result = trained.run(assets=["trained_model"], run_config=training_config(model_type="xgb"))
+    assert "model_type 'xgb' is not one of" in step_failure(result, "trained_model")
+
+
+def test_manual_policy_waits_for_approval_then_scoring_works(lifecycle, monkeypatch):
+    monkeypatch.setenv("MLOPS_PROMOTION_POLICY", "manual")
+    first = lifecycle.run()
+    assert not first.success
+    assert lifecycle.state()["aliases"] == {"challenger": "1"}
+    assert "has no champion" in step_failure(first, "predictions")
+
+    approval = lifecycle.run(
+        "approve_challenger",
+        run_config={"ops": {"promote_to_champion": {"config": {"approved_by": "ana"}}}},
+    )
+    assert approval.success
+    meta = materialized(approval)["registered_model"]
+    assert "| champion | - | 1 | approved by ana |" in meta["alias_moves"].value
+    assert lifecycle.state()["aliases"] == {"champion": "1", "challenger": "1"}
+
+    assert lifecycle.run(assets=["predictions", "drift_report"]).success
+
+
+def test_rollback_points_champion_at_the_previous_one(lifecycle):
+    lifecycle.run(
+        assets=["raw_data", "versioned_dataset", *TRAIN_AND_REGISTER],
+        run_config=training_config(params={"max_iter": 15}),
+    )
+    lifecycle.run(assets=TRAIN_AND_REGISTER)
+    assert lifecycle.state()["aliases"]["champion"] == "2"
+
+    rollback = lifecycle.run(
+        "rollback_champion",
+        run_config={"ops": {"point_champion_back": {"config": {"reason": "bad reviews"}}}},
+    )
+    assert rollback.success
+    assert "| champion | 2 | 1 | bad reviews |" in (
+        materialized(rollback)["registered_model"]["alias_moves"].value
+    )
+    assert lifecycle.state()["aliases"]["champion"] == "1"
+    assert lifecycle.state()["versions"] == [1, 2]
+
+    again = lifecycle.run("rollback_champion")
+    assert not again.success
+    assert "no earlier champion" in step_failure(again, "point_champion_back")
+    assert lifecycle.state()["aliases"]["champion"] == "1"
