@@ -1,0 +1,102 @@
+"""predictions and drift_report: batch inference of a day's batch and its Evidently report."""
+
+import json
+
+import pandas as pd
+
+from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
+from mlops_assets_tests.conftest import PARTITION, check_evaluations, materialized, step_failure
+
+SCORING = ["predictions", "drift_report"]
+
+
+def test_predictions_score_every_row_with_the_champion(trained):
+    result = trained.run(assets=["predictions"], partition="2026-11-19")
+    assert result.success
+    meta = materialized(result)["predictions"]
+    assert meta["model_version"].value == "1"
+    path = trained.home / "store/predictions/house-price-regressor/2026-11-19.parquet"
+    scored = pd.read_parquet(path)
+    assert len(scored) == meta["rows"].value == 400
+    assert scored["prediction"].notna().all()
+    assert (scored["model_version"] == "1").all()
+    # Same champion, same rows: the same predictions as the in-process model.
+    from mlflow import pyfunc
+
+    from mlops_assets.ml.spec import HOUSE_PRICES
+    from mlops_assets.ml.train import model_input
+
+    model = pyfunc.load_model("models:/house-price-regressor@champion")
+    expected = model.predict(model_input(scored, HOUSE_PRICES))
+    assert abs(scored["prediction"].to_numpy() - expected).max() < 1e-6
+
+
+def test_each_partition_scores_its_own_batch(trained):
+    a = trained.run(assets=["predictions"], partition="2026-11-18")
+    b = trained.run(assets=["predictions"], partition="2026-11-17")
+    mean_a = materialized(a)["predictions"]["prediction_mean"].value
+    mean_b = materialized(b)["predictions"]["prediction_mean"].value
+    assert mean_a != mean_b
+    assert "seed=20261118" in materialized(a)["predictions"]["batch"].value
+
+
+def test_drift_report_is_saved_as_html_and_json(trained):
+    result = trained.run(assets=SCORING)
+    assert result.success
+    meta = materialized(result)["drift_report"]
+    folder = trained.home / f"store/reports/drift/house-price-regressor/{PARTITION}/v1"
+    report = json.loads((folder / "report.json").read_text())
+    assert any("DriftedColumnsCount" in m["metric_name"] for m in report["metrics"])
+    assert (folder / "report.html").stat().st_size > 10_000
+    assert meta["drift_share"].value < 0.3
+    assert "| area |" in meta["column_drift"].value
+    evaluations = check_evaluations(result)
+    assert evaluations[("drift_report", "drift_share_below_threshold")].passed
+    assert evaluations[("drift_report", "quality_not_degraded")].passed
+
+
+def test_drifted_batch_fails_drift_and_quality_checks(trained, monkeypatch):
+    monkeypatch.setenv("MLOPS_INCOMING_URI", "sample://house-prices?rows=600&seed={day}&drift=1")
+    result = trained.run(assets=SCORING)
+    evaluations = check_evaluations(result)
+    drift = evaluations[("drift_report", "drift_share_below_threshold")]
+    quality = evaluations[("drift_report", "quality_not_degraded")]
+    assert not drift.passed
+    assert drift.severity.value == "WARN"
+    assert not quality.passed
+    assert quality.severity.value == "ERROR"
+    assert "batch rmse" in quality.description
+    assert trained.state()["aliases"]["champion"] == "1"
+
+
+def test_unlabelled_batch_is_scored_and_reports_drift_only(trained, monkeypatch, tmp_path):
+    batch = generate_house_prices(300, seed=9).drop(columns=["price"])
+    (tmp_path / f"{PARTITION}.csv").write_bytes(to_csv_bytes(batch))
+    monkeypatch.setenv("MLOPS_INCOMING_URI", str(tmp_path / "{date}.csv"))
+    result = trained.run(assets=SCORING)
+    assert result.success
+    quality = check_evaluations(result)[("drift_report", "quality_not_degraded")]
+    assert quality.passed
+    assert "no labels" in quality.description
+
+
+def test_missing_batch_fails_predictions_naming_the_day(trained, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLOPS_INCOMING_URI", str(tmp_path / "{date}.csv"))
+    result = trained.run(assets=["predictions"])
+    message = step_failure(result, "predictions")
+    assert f"no incoming batch for {PARTITION}" in message
+    assert f"{PARTITION}.csv does not exist" in message
+
+
+def test_bad_batch_fails_predictions_with_file_column_rows_rule(trained, monkeypatch, tmp_path):
+    batch = generate_house_prices(50, seed=9).astype({"parking": object})
+    batch.loc[[0, 4], "parking"] = "garage"
+    (tmp_path / f"{PARTITION}.csv").write_bytes(to_csv_bytes(batch))
+    monkeypatch.setenv("MLOPS_INCOMING_URI", str(tmp_path / "{date}.csv"))
+    earlier = trained.home / f"store/predictions/house-price-regressor/{PARTITION}.parquet"
+    earlier_bytes = earlier.read_bytes()  # the baseline scored this day already
+    result = trained.run(assets=["predictions"])
+    message = step_failure(result, "predictions")
+    assert f"file '{PARTITION}.csv', column 'parking', rows 1, 5" in message
+    assert "rule: numeric column" in message
+    assert earlier.read_bytes() == earlier_bytes

@@ -1,0 +1,97 @@
+"""The code location as Dagster and a new user see it."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from mlops_assets.settings import SETTINGS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+EXPECTED_CHECKS = {
+    "raw_data": {
+        "parses_as_table",
+        "has_data_rows",
+        "required_columns_present",
+        "values_match_schema",
+        "duplicate_share_within_limit",
+    },
+    "versioned_dataset": {
+        "files_match_manifest",
+        "no_train_test_leakage",
+        "split_sizes_as_configured",
+    },
+    "trained_model": {"beats_naive_baseline", "meets_metric_thresholds"},
+    "registered_model": {
+        "challenger_alias_points_here",
+        "champion_not_regressed",
+        "champion_loads_and_predicts",
+    },
+    "predictions": {
+        "one_prediction_per_row",
+        "no_missing_predictions",
+        "predictions_in_plausible_range",
+    },
+    "drift_report": {"drift_share_below_threshold", "quality_not_degraded"},
+}
+
+
+def test_graph_has_the_design_assets_edges_and_checks():
+    from mlops_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == set(EXPECTED_CHECKS)
+    parents = {
+        k: {p.to_user_string() for p in graph.get(graph_key).parent_keys}
+        for graph_key in graph.get_all_asset_keys()
+        for k in [graph_key.to_user_string()]
+    }
+    assert parents["versioned_dataset"] == {"raw_data"}
+    assert parents["trained_model"] == {"versioned_dataset"}
+    assert parents["registered_model"] == {"trained_model"}
+    assert parents["predictions"] == {"registered_model"}
+    assert parents["drift_report"] == {"predictions", "versioned_dataset"}
+    checks: dict[str, set[str]] = {}
+    for check_key in graph.asset_check_keys:
+        checks.setdefault(check_key.asset_key.to_user_string(), set()).add(check_key.name)
+    assert checks == EXPECTED_CHECKS
+
+
+def test_every_check_has_a_description():
+    from mlops_assets.definitions import defs
+
+    for checks_def in defs.asset_checks or []:
+        for spec in checks_def.check_specs:
+            assert spec.description, f"{spec.key} has no description"
+
+
+def test_importing_the_code_location_loads_no_heavy_library():
+    code = (
+        "import sys, mlops_assets.definitions\n"
+        "print(sorted(m for m in ('mlflow', 'evidently', 'sklearn', 'scipy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_readme_documents_every_setting_with_its_default():
+    readme = (ROOT / "README.md").read_text()
+    for setting in SETTINGS:
+        row = re.search(rf"^\| `{setting.name}` \| (.*?) \|", readme, re.MULTILINE)
+        assert row, f"README does not list {setting.name}"
+        if setting.default:
+            assert setting.default in row.group(1), f"README default of {setting.name} is stale"
+
+
+def test_dagster_validates_the_workspace():
+    dagster = Path(sys.executable).parent / "dagster"
+    out = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
