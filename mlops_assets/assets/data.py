@@ -75,7 +75,7 @@ def raw_data(
     digest = snapshot_digest(files)
     prefix = f"raw/{digest}"
     manifest_key = f"{prefix}/manifest.json"
-    entries = [
+    entries: list[dict[str, Any]] = [
         {
             "name": f.name,
             "key": f"{prefix}/files/{f.name}",

@@ -138,9 +138,9 @@ class DatasetStore:
                 }
             tag = next_version_tag(
                 latest["tag"] if latest else None,
-                schema_changed=bool(latest)
+                schema_changed=latest is not None
                 and latest["schema_fingerprint"] != spec.schema_fingerprint(),
-                source_changed=not latest or latest["source"]["digest"] != source["digest"],
+                source_changed=latest is None or latest["source"]["digest"] != source["digest"],
             )
             manifest = {
                 "dataset": spec.name,

@@ -223,24 +223,24 @@ def _check_values(
                 )
         typed[column.name] = values
 
-    for column in spec.categorical:
-        raw = frame[column.name]
+    for category in spec.categorical:
+        raw = frame[category.name]
         values = normalise_category(raw)
-        allowed = set(column.allowed)
+        allowed = set(category.allowed)
         unseen = values.notna() & ~values.isin(allowed)
         if unseen.any():
             rows, count = _row_numbers(unseen)
             violations.append(
                 Violation(
                     file,
-                    column.name,
-                    f"values must be one of {{{', '.join(column.allowed)}}}",
+                    category.name,
+                    f"values must be one of {{{', '.join(category.allowed)}}}",
                     f"{count:,} unseen categories (e.g. {_examples(raw[unseen])})",
                     rows,
                     count,
                 )
             )
-        typed[column.name] = values.astype(pd.CategoricalDtype(sorted(allowed)))
+        typed[category.name] = values.astype(pd.CategoricalDtype(sorted(allowed)))
 
     result = pd.DataFrame(typed, index=frame.index)
     ordered = [c for c in spec.required_columns if c in result.columns]
