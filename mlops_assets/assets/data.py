@@ -16,7 +16,6 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
-    Output,
     asset,
     multi_asset_check,
 )
@@ -64,7 +63,7 @@ def raw_data(
     context: AssetExecutionContext,
     dataset_source: DatasetSourceResource,
     object_store: ObjectStoreResource,
-) -> Output[dict[str, Any]]:
+) -> MaterializeResult:
     source = redact_uri(dataset_source.source_uri)
     try:
         files = dataset_source.read_source()
@@ -97,8 +96,8 @@ def raw_data(
         + ("already stored" if existed else "stored")
     )
     handle = {"source": source, "digest": digest, "manifest_key": manifest_key, "files": entries}
-    return Output(
-        handle,
+    return MaterializeResult(
+        value=handle,
         metadata={
             "source": source,
             "digest": digest,

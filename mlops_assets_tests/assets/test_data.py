@@ -215,3 +215,13 @@ def test_corrupted_version_fails_files_match_manifest(trained):
     evaluation = check_evaluations(result)[("versioned_dataset", "files_match_manifest")]
     assert not evaluation.passed
     assert "test: " in evaluation.description
+
+
+def test_tiny_dataset_fails_split_sizes_with_error(lifecycle, monkeypatch):
+    monkeypatch.setenv("MLOPS_SOURCE_URI", "sample://house-prices?rows=20&seed=1")
+    result = lifecycle.run(assets=["raw_data", "versioned_dataset", "trained_model"])
+    evaluation = check_evaluations(result)[("versioned_dataset", "split_sizes_as_configured")]
+    assert not evaluation.passed
+    assert evaluation.severity.value == "ERROR"
+    assert "below the minimum of 5 rows" in evaluation.description
+    assert "trained_model" not in materialized(result)

@@ -98,6 +98,15 @@ def test_model_below_thresholds_is_never_registered(trained, monkeypatch):
     assert trained.state() == before
 
 
+def test_model_that_barely_beats_the_baseline_is_stopped(trained, monkeypatch):
+    monkeypatch.setenv("MLOPS_BASELINE_MARGIN", "0.9")
+    result = trained.run(assets=TRAIN_AND_REGISTER)
+    evaluation = check_evaluations(result)[("trained_model", "beats_naive_baseline")]
+    assert not evaluation.passed
+    assert "registered_model" not in materialized(result)
+    assert trained.state()["versions"] == [1]
+
+
 def test_bad_training_config_fails_clearly(trained):
     result = trained.run(assets=["trained_model"], run_config=training_config(model_type="xgb"))
     assert "model_type 'xgb' is not one of" in step_failure(result, "trained_model")
@@ -109,6 +118,10 @@ def test_manual_policy_waits_for_approval_then_scoring_works(lifecycle, monkeypa
     assert not first.success
     assert lifecycle.state()["aliases"] == {"challenger": "1"}
     assert "has no champion" in step_failure(first, "predictions")
+    waiting = check_evaluations(first)[("registered_model", "champion_loads_and_predicts")]
+    assert not waiting.passed
+    assert waiting.severity.value == "WARN"
+    assert "approve_challenger" in waiting.description
 
     approval = lifecycle.run(
         "approve_challenger",
