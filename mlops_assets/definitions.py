@@ -24,12 +24,16 @@ def build_resources() -> dict[str, object]:
     return {
         "io_manager": FilesystemIOManager(base_dir=str(root / "io")),
         "object_store": ObjectStoreResource(
-            root=setting("MLOPS_OBJECT_STORE_ROOT") or str(root / "store")
+            root=setting("MLOPS_OBJECT_STORE_ROOT") or str(root / "store"),
+            s3_endpoint_url=setting("MLOPS_S3_ENDPOINT_URL"),
+            s3_region=setting("MLOPS_S3_REGION"),
         ),
         "dataset_source": DatasetSourceResource(
             spec_path=setting("MLOPS_DATASET_SPEC"),
             source_uri=setting("MLOPS_SOURCE_URI"),
             incoming_uri=setting("MLOPS_INCOMING_URI"),
+            s3_endpoint_url=setting("MLOPS_S3_ENDPOINT_URL"),
+            s3_region=setting("MLOPS_S3_REGION"),
         ),
         "mlflow": MlflowResource(
             tracking_uri=tracking_uri,

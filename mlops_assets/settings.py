@@ -28,7 +28,18 @@ HOME = Setting(
 )
 SETTINGS: tuple[Setting, ...] = (
     HOME,
-    Setting("MLOPS_OBJECT_STORE_ROOT", "", "Object store folder; empty means $MLOPS_HOME/store."),
+    Setting(
+        "MLOPS_OBJECT_STORE_ROOT",
+        "",
+        "Object store: a folder, or s3://bucket/prefix; empty means $MLOPS_HOME/store.",
+    ),
+    Setting(
+        "MLOPS_S3_ENDPOINT_URL",
+        "",
+        "S3-compatible server for s3:// store and sources (SeaweedFS, MinIO); empty means AWS. "
+        "Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.",
+    ),
+    Setting("MLOPS_S3_REGION", "us-east-1", "Region for the S3 client."),
     Setting("MLOPS_DATASET_SPEC", "", "JSON dataset spec file; empty means the house-price spec."),
     Setting(
         "MLOPS_SOURCE_URI",

@@ -163,3 +163,27 @@ def trained(
     shutil.copytree(trained_home, home, ignore=shutil.ignore_patterns("dagster_home"))
     monkeypatch.setenv("MLOPS_HOME", str(home))
     yield from _lifecycle(home)
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real SeaweedFS S3 server on loopback for the whole session."""
+    from mlops_assets.stack.seaweedfs import SeaweedS3
+
+    base = tmp_path_factory.mktemp("seaweedfs")
+    server = SeaweedS3(data_dir=base / "data", log_dir=base / "logs")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_store(seaweed: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """Point the project's object store at a fresh prefix in SeaweedFS; returns its root."""
+    for name, value in seaweed.env().items():
+        monkeypatch.setenv(name, value)
+    root = f"s3://{seaweed.bucket}/{request.node.name.replace('[', '-').rstrip(']')}"
+    monkeypatch.setenv("MLOPS_OBJECT_STORE_ROOT", root)
+    return root

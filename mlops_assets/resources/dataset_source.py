@@ -66,9 +66,39 @@ def _local(path: Path) -> list[TableFile]:
     raise SourceUnavailable(f"source path {path} does not exist")
 
 
-def read_uri(uri: str) -> list[TableFile]:
+def _s3(uri: urllib.parse.SplitResult, endpoint_url: str, region: str) -> list[TableFile]:
+    """One object, or every .csv/.parquet object under a prefix ending in '/'."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from mlops_assets.resources.object_store import s3_client
+
+    bucket, key = uri.netloc, uri.path.lstrip("/")
+    client = s3_client(endpoint_url, region)
+    server = endpoint_url or "AWS S3"
+    try:
+        if key and not key.endswith("/"):
+            body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return [TableFile(Path(key).name, body)]
+        files = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            for item in page.get("Contents", []):
+                name = item["Key"]
+                if name.lower().endswith(DATA_SUFFIXES) and not Path(name).name.startswith("."):
+                    body = client.get_object(Bucket=bucket, Key=name)["Body"].read()
+                    files.append(TableFile(name[len(key) :], body))
+        return sorted(files, key=lambda f: f.name)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise SourceUnavailable(f"reading {uri.geturl()} from {server} failed: {code}") from exc
+    except BotoCoreError as exc:
+        raise SourceUnavailable(f"reading {uri.geturl()} from {server} failed: {exc}") from exc
+
+
+def read_uri(uri: str, s3_endpoint_url: str = "", s3_region: str = "us-east-1") -> list[TableFile]:
     """Read every data file a source URI names, in a stable order."""
     parts = urllib.parse.urlsplit(uri)
+    if parts.scheme == "s3":
+        return _s3(parts, s3_endpoint_url, s3_region)
     if parts.scheme == "sample":
         return _sample(parts)
     if parts.scheme in ("http", "https"):
@@ -79,7 +109,7 @@ def read_uri(uri: str) -> list[TableFile]:
         return _local(Path(uri).expanduser())
     raise SourceUnavailable(
         f"source {uri} has scheme '{parts.scheme}'; supported: a path, file://, http(s)://, "
-        "sample://"
+        "s3://, sample://"
     )
 
 
@@ -89,16 +119,18 @@ class DatasetSourceResource(ConfigurableResource):
     spec_path: str = ""
     source_uri: str
     incoming_uri: str
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
 
     @cached_property
     def spec(self) -> DatasetSpec:
         return load_spec(self.spec_path)
 
     def read_source(self) -> list[TableFile]:
-        return read_uri(self.source_uri)
+        return read_uri(self.source_uri, self.s3_endpoint_url, self.s3_region)
 
     def incoming_batch_uri(self, day: date) -> str:
         return self.incoming_uri.format(date=day.isoformat(), day=day.strftime("%Y%m%d"))
 
     def read_incoming(self, day: date) -> list[TableFile]:
-        return read_uri(self.incoming_batch_uri(day))
+        return read_uri(self.incoming_batch_uri(day), self.s3_endpoint_url, self.s3_region)

@@ -1,21 +1,93 @@
-"""The object store: where snapshots, dataset versions, predictions and reports live."""
+"""The object store: where snapshots, dataset versions, predictions and reports live.
+
+``root`` is a local folder (the embedded default) or ``s3://bucket/prefix`` on any
+S3-compatible server (SeaweedFS, MinIO, AWS). S3 credentials are never configuration:
+boto3 reads them from the standard AWS environment variables or an instance role, so they
+cannot leak into Dagster's resource config, metadata or event log.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from dagster import ConfigurableResource
 
 
-class ObjectStoreResource(ConfigurableResource):
-    """A folder on local disk, addressed by '/'-separated keys.
+class ObjectStoreError(RuntimeError):
+    """A store operation failed for good (after the client's own retries)."""
 
-    Writes are atomic: a file appears complete or not at all (temp file + rename).
+
+def s3_client(endpoint_url: str, region: str) -> Any:
+    """A boto3 S3 client with bounded timeouts and standard retries with backoff.
+
+    Each client gets its own session: the default session caches credentials for the life
+    of the process, so rotated credentials would not be seen.
     """
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"max_attempts": 6, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+        s3={"addressing_style": "path"},
+    )
+    session = boto3.session.Session(region_name=region)
+    return session.client("s3", endpoint_url=endpoint_url or None, config=config)
+
+
+class ObjectStoreResource(ConfigurableResource):
+    """Keys are '/'-separated paths below ``root``; writes are atomic per object."""
 
     root: str
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+
+    @property
+    def is_s3(self) -> bool:
+        return self.root.startswith("s3://")
+
+    # --- S3 ---------------------------------------------------------------------------
+
+    @cached_property
+    def _bucket_and_prefix(self) -> tuple[str, str]:
+        bucket, _, prefix = self.root.removeprefix("s3://").partition("/")
+        return bucket, prefix.strip("/")
+
+    @cached_property
+    def _s3(self) -> Any:
+        return s3_client(self.s3_endpoint_url, self.s3_region)
+
+    def _s3_key(self, key: str) -> str:
+        prefix = self._bucket_and_prefix[1]
+        return f"{prefix}/{key}" if prefix else key
+
+    def _s3_call(self, operation: str, key: str, call: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return call()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if operation in ("HeadObject", "GetObject") and code in (
+                "404",
+                "NoSuchKey",
+                "NotFound",
+            ):
+                raise FileNotFoundError(f"object {self.uri(key)} does not exist") from None
+            raise ObjectStoreError(self._describe(operation, key, f"{code}: {exc}")) from exc
+        except BotoCoreError as exc:
+            raise ObjectStoreError(self._describe(operation, key, str(exc))) from exc
+
+    def _describe(self, operation: str, key: str, problem: str) -> str:
+        server = self.s3_endpoint_url or "AWS S3"
+        return f"S3 {operation} of {self.uri(key)} on {server} failed: {problem}"
+
+    # --- local ------------------------------------------------------------------------
 
     @property
     def _root(self) -> Path:
@@ -27,7 +99,17 @@ class ObjectStoreResource(ConfigurableResource):
             raise ValueError(f"object key {key!r} escapes the store root {self._root}")
         return path
 
+    # --- the interface ----------------------------------------------------------------
+
     def put_bytes(self, key: str, data: bytes) -> None:
+        if self.is_s3:
+            bucket = self._bucket_and_prefix[0]
+            self._s3_call(
+                "PutObject",
+                key,
+                lambda: self._s3.put_object(Bucket=bucket, Key=self._s3_key(key), Body=data),
+            )
+            return
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -42,6 +124,12 @@ class ObjectStoreResource(ConfigurableResource):
             raise
 
     def get_bytes(self, key: str) -> bytes:
+        if self.is_s3:
+            bucket = self._bucket_and_prefix[0]
+            response = self._s3_call(
+                "GetObject", key, lambda: self._s3.get_object(Bucket=bucket, Key=self._s3_key(key))
+            )
+            return response["Body"].read()
         path = self._path(key)
         try:
             return path.read_bytes()
@@ -49,9 +137,35 @@ class ObjectStoreResource(ConfigurableResource):
             raise FileNotFoundError(f"object {self.uri(key)} does not exist") from None
 
     def exists(self, key: str) -> bool:
+        if self.is_s3:
+            bucket = self._bucket_and_prefix[0]
+            try:
+                self._s3_call(
+                    "HeadObject",
+                    key,
+                    lambda: self._s3.head_object(Bucket=bucket, Key=self._s3_key(key)),
+                )
+            except FileNotFoundError:
+                return False
+            return True
         return self._path(key).is_file()
 
     def list_keys(self, prefix: str) -> list[str]:
+        if self.is_s3:
+            bucket, root_prefix = self._bucket_and_prefix
+            full = self._s3_key(prefix)
+            paginator = self._s3.get_paginator("list_objects_v2")
+            keys: list[str] = []
+
+            def collect() -> None:
+                for page in paginator.paginate(Bucket=bucket, Prefix=full):
+                    for item in page.get("Contents", []):
+                        keys.append(
+                            item["Key"][len(root_prefix) + 1 :] if root_prefix else item["Key"]
+                        )
+
+            self._s3_call("ListObjectsV2", prefix, collect)
+            return sorted(keys)
         base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self._root
         if not base.is_dir():
             return []
@@ -62,4 +176,7 @@ class ObjectStoreResource(ConfigurableResource):
         )
 
     def uri(self, key: str) -> str:
+        if self.is_s3:
+            bucket = self._bucket_and_prefix[0]
+            return f"s3://{bucket}/{self._s3_key(key)}"
         return self._path(key).as_uri()

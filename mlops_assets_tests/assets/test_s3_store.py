@@ -1,0 +1,67 @@
+"""The whole graph with its object store on a real S3 server (SeaweedFS)."""
+
+from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
+from mlops_assets_tests.conftest import PARTITION, materialized
+
+
+def s3_keys(seaweed, root):
+    prefix = root.removeprefix(f"s3://{seaweed.bucket}/")
+    paginator = seaweed.client().get_paginator("list_objects_v2")
+    return {
+        item["Key"].removeprefix(prefix + "/")
+        for page in paginator.paginate(Bucket=seaweed.bucket, Prefix=prefix)
+        for item in page.get("Contents", [])
+    }
+
+
+def test_lifecycle_writes_every_artifact_to_s3(lifecycle, seaweed, s3_store, capfd):
+    result = lifecycle.run()
+    assert result.success
+    keys = s3_keys(seaweed, s3_store)
+    manifests = [
+        k
+        for k in keys
+        if k.startswith("datasets/house_prices/versions/") and k.endswith("manifest.json")
+    ]
+    assert len(manifests) == 1
+    assert "datasets/house_prices/refs/latest.json" in keys
+    assert f"predictions/house-price-regressor/{PARTITION}.parquet" in keys
+    assert f"reports/drift/house-price-regressor/{PARTITION}/v1/report.html" in keys
+    assert any(k.startswith("raw/") and k.endswith("manifest.json") for k in keys)
+    assert not (lifecycle.home / "store").exists()
+    meta = materialized(result)["drift_report"]
+    assert meta["report_html"].value.startswith(s3_store)
+
+    # The S3 secret never reaches the event log, metadata or captured output.
+    records = lifecycle.instance.all_logs(result.run_id)
+    serialized = "\n".join(record.to_json() for record in records)
+    assert seaweed.secret_key not in serialized
+    captured = capfd.readouterr()
+    assert seaweed.secret_key not in captured.out + captured.err
+
+
+def test_raw_data_reads_an_s3_prefix(lifecycle, seaweed, s3_store, monkeypatch):
+    client = seaweed.client()
+    for part in (1, 2):
+        client.put_object(
+            Bucket=seaweed.bucket,
+            Key=f"landing/{s3_store[-12:]}/part-{part}.csv",
+            Body=to_csv_bytes(generate_house_prices(150, seed=part)),
+        )
+    monkeypatch.setenv("MLOPS_SOURCE_URI", f"s3://{seaweed.bucket}/landing/{s3_store[-12:]}/")
+    result = lifecycle.run(assets=["raw_data", "versioned_dataset"])
+    assert result.success
+    assert materialized(result)["versioned_dataset"]["rows"].value == 300
+
+
+def test_missing_s3_source_fails_naming_source_and_server(
+    lifecycle, seaweed, s3_store, monkeypatch
+):
+    monkeypatch.setenv("MLOPS_SOURCE_URI", f"s3://{seaweed.bucket}/nowhere/houses.csv")
+    result = lifecycle.run(assets=["raw_data"])
+    assert not result.success
+    from mlops_assets_tests.conftest import step_failure
+
+    message = step_failure(result, "raw_data")
+    assert "nowhere/houses.csv" in message
+    assert seaweed.endpoint_url in message

@@ -1,0 +1,80 @@
+"""The object store contract, on a local folder and on a real S3 server (SeaweedFS)."""
+
+import pytest
+
+from mlops_assets.resources.object_store import ObjectStoreError, ObjectStoreResource
+from mlops_assets.stack.seaweedfs import SeaweedS3
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return ObjectStoreResource(root=str(tmp_path / "store"))
+    seaweed = request.getfixturevalue("seaweed")
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    for name, value in seaweed.env().items():
+        monkeypatch.setenv(name, value)
+    return ObjectStoreResource(
+        root=f"s3://{seaweed.bucket}/{tmp_path.name}", s3_endpoint_url=seaweed.endpoint_url
+    )
+
+
+def test_round_trip_listing_and_existence(store):
+    store.put_bytes("a/b/one.json", b"1")
+    store.put_bytes("a/two.json", b"2")
+    store.put_bytes("c/three.json", b"3")
+    assert store.get_bytes("a/b/one.json") == b"1"
+    assert store.exists("a/two.json")
+    assert not store.exists("a/nope.json")
+    assert store.list_keys("a/") == ["a/b/one.json", "a/two.json"]
+    assert store.list_keys("missing/") == []
+
+
+def test_overwrite_replaces_the_whole_object(store):
+    store.put_bytes("refs/latest.json", b'{"digest": "old"}')
+    store.put_bytes("refs/latest.json", b'{"digest": "new"}')
+    assert store.get_bytes("refs/latest.json") == b'{"digest": "new"}'
+
+
+def test_missing_object_names_its_uri(store):
+    with pytest.raises(FileNotFoundError, match=r"object .*missing\.bin does not exist"):
+        store.get_bytes("missing.bin")
+
+
+def test_uri_names_the_backend(store):
+    expected = "s3://" if store.is_s3 else "file://"
+    assert store.uri("x/y.parquet").startswith(expected)
+    assert store.uri("x/y.parquet").endswith("/x/y.parquet")
+
+
+def test_local_keys_cannot_escape_the_root(tmp_path):
+    store = ObjectStoreResource(root=str(tmp_path / "store"))
+    with pytest.raises(ValueError, match="escapes the store root"):
+        store.put_bytes("../outside.txt", b"x")
+
+
+def test_server_down_fails_naming_server_and_operation(tmp_path, monkeypatch):
+    server = SeaweedS3(data_dir=tmp_path / "data", log_dir=tmp_path / "logs")
+    server.start()
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    store = ObjectStoreResource(root=f"s3://{server.bucket}/p", s3_endpoint_url=server.endpoint_url)
+    store.put_bytes("k", b"v")
+    server.stop()
+    with pytest.raises(ObjectStoreError) as info:
+        store.put_bytes("k2", b"v")
+    message = str(info.value)
+    assert "PutObject" in message
+    assert server.endpoint_url in message
+    assert server.secret_key not in message
+
+
+def test_wrong_credentials_fail_clearly_without_echoing_the_secret(seaweed, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "intruder")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-value")
+    store = ObjectStoreResource(
+        root=f"s3://{seaweed.bucket}/x", s3_endpoint_url=seaweed.endpoint_url
+    )
+    with pytest.raises(ObjectStoreError, match="InvalidAccessKeyId") as info:
+        store.put_bytes("k", b"v")
+    assert "not-the-secret-value" not in str(info.value)
