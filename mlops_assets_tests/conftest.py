@@ -187,3 +187,31 @@ def s3_store(seaweed: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixt
     root = f"s3://{seaweed.bucket}/{request.node.name.replace('[', '-').rstrip(']')}"
     monkeypatch.setenv("MLOPS_OBJECT_STORE_ROOT", root)
     return root
+
+
+@pytest.fixture(scope="session")
+def mlflow_stack(seaweed: Any) -> Iterator[dict[str, Any]]:
+    """Postgres and an MLflow tracking server on it, with artifacts in the SeaweedFS bucket."""
+    import tempfile
+
+    from mlops_assets.stack.mlflow_server import MlflowServer
+    from mlops_assets.stack.postgres import LocalPostgres
+
+    # pytest's temp folders are private to root; the postgres user must reach its data.
+    base = Path(tempfile.mkdtemp(prefix="mlops-stack-"))
+    base.chmod(0o755)
+    postgres = LocalPostgres(data_dir=base / "postgres", log_dir=base / "logs")
+    postgres.start()
+    server = MlflowServer(
+        backend_store_uri=postgres.url("mlflow", driver="postgresql+psycopg2"),
+        artifacts_destination=f"s3://{seaweed.bucket}/mlartifacts",
+        log_dir=base / "logs",
+        s3_env=seaweed.env(),
+    )
+    try:
+        server.start()
+        yield {"postgres": postgres, "mlflow": server, "logs": base / "logs"}
+    finally:
+        server.stop()
+        postgres.stop()
+        shutil.rmtree(base, ignore_errors=True)

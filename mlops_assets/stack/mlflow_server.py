@@ -1,0 +1,71 @@
+"""An MLflow tracking server: Postgres backend store, S3 artifacts served through the server."""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops_assets.stack.process import LOOPBACK, ServerProcess, free_port, wait_until
+
+
+@dataclass
+class MlflowServer:
+    backend_store_uri: str
+    artifacts_destination: str
+    log_dir: Path
+    s3_env: dict[str, str]
+    port: int = 0
+    server: ServerProcess | None = None
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self, timeout: float = 120) -> None:
+        if not self.port:
+            self.port = free_port()
+        bin_dir = str(Path(sys.executable).parent)
+        # MLflow 3 rejects Host headers it was not told about (403 "Invalid Host header").
+        hosts = ",".join(f"{h}{p}" for h in (LOOPBACK, "localhost") for p in ("", f":{self.port}"))
+        self.server = ServerProcess(
+            name="mlflow",
+            command=[
+                os.path.join(bin_dir, "mlflow"),
+                "server",
+                "--backend-store-uri",
+                self.backend_store_uri,
+                "--artifacts-destination",
+                self.artifacts_destination,
+                "--serve-artifacts",
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--allowed-hosts",
+                hosts,
+            ],
+            log=self.log_dir / "mlflow.log",
+            env={
+                "MLFLOW_S3_ENDPOINT_URL": self.s3_env["MLOPS_S3_ENDPOINT_URL"],
+                "AWS_ACCESS_KEY_ID": self.s3_env["AWS_ACCESS_KEY_ID"],
+                "AWS_SECRET_ACCESS_KEY": self.s3_env["AWS_SECRET_ACCESS_KEY"],
+                "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+                "GIT_PYTHON_REFRESH": "quiet",
+            },
+        )
+        self.server.start()
+
+        def healthy() -> bool:
+            with urllib.request.urlopen(f"{self.tracking_uri}/health", timeout=5) as response:
+                return response.status == 200
+
+        wait_until(healthy, f"MLflow server on {self.tracking_uri}", timeout, self.server.log)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
