@@ -56,6 +56,18 @@ class LocalPostgres:
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._own(self.data_dir)
+        if os.geteuid() == 0:
+            reachable = (
+                subprocess.run(
+                    _as_service_user(["test", "-x", str(self.data_dir)]), check=False
+                ).returncode
+                == 0
+            )
+            if not reachable:
+                raise PermissionError(
+                    f"the '{SERVICE_USER}' user cannot reach {self.data_dir}: a parent folder is "
+                    "private; choose a folder under one that others may traverse (chmod o+x)"
+                )
         cluster = self.data_dir / "cluster"
         sockets = self.data_dir / "sockets"
         if not (cluster / "PG_VERSION").exists():

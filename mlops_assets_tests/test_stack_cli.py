@@ -1,0 +1,98 @@
+"""`mlops-stack up` as a user meets it: start, point the project at it, run, stop cleanly."""
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dagster import DagsterInstance, DagsterRunStatus
+
+from mlops_assets.settings import SETTINGS
+from mlops_assets_tests.conftest import PARTITION, TEST_INCOMING, TEST_SOURCE
+
+BIN = Path(sys.executable).parent
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        values[key] = shlex.split(value)[0]
+    return values
+
+
+def port_open(url: str) -> bool:
+    host, port = url.split("//")[1].split(":")
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+def test_stack_runs_the_graph_on_postgres_storage_and_stops_clean(tmp_path):
+    parent = Path(tempfile.mkdtemp(prefix="mlops-stack-cli-"))
+    parent.chmod(0o755)  # the postgres service user must reach the state folder
+    state = parent / "stack"
+    base_env = {k: v for k, v in os.environ.items() if k not in {s.name for s in SETTINGS}}
+    stack = subprocess.Popen(
+        [str(BIN / "mlops-stack"), "up", "--dir", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=base_env,
+    )
+    output: list[str] = []
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = stack.stdout.readline()
+            assert line, "mlops-stack exited early:\n" + "".join(output)
+            output.append(line)
+            if line.startswith("stop with Ctrl-C"):
+                break
+        env_file = state / "env.sh"
+        assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+        settings = read_env_file(env_file)
+        printed = "".join(output)
+        for secret in (settings["AWS_SECRET_ACCESS_KEY"], settings["MLOPS_DAGSTER_POSTGRES_URL"]):
+            assert secret not in printed
+
+        run_env = {
+            **base_env,
+            **settings,
+            "MLOPS_HOME": str(tmp_path / "mlops"),
+            "MLOPS_SOURCE_URI": TEST_SOURCE,
+            "MLOPS_INCOMING_URI": TEST_INCOMING,
+            "GIT_PYTHON_REFRESH": "quiet",
+        }
+        demo = subprocess.run(
+            [str(BIN / "mlops-demo"), "--partition", PARTITION],
+            env=run_env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert demo.returncode == 0, demo.stderr[-4000:]
+
+        os.environ["MLOPS_DAGSTER_POSTGRES_URL"] = settings["MLOPS_DAGSTER_POSTGRES_URL"]
+        try:
+            with DagsterInstance.from_config(settings["DAGSTER_HOME"]) as instance:
+                assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+                [run] = instance.get_runs()
+                assert run.status == DagsterRunStatus.SUCCESS
+        finally:
+            del os.environ["MLOPS_DAGSTER_POSTGRES_URL"]
+        assert not (tmp_path / "mlops" / "store").exists()  # data went to S3
+    finally:
+        stack.send_signal(signal.SIGTERM)
+        rest, _ = stack.communicate(timeout=120)
+        output.append(rest)
+    assert stack.returncode == 0, "".join(output)
+    assert not (state / "env.sh").exists()
+    for url in (settings["MLOPS_S3_ENDPOINT_URL"], settings["MLFLOW_TRACKING_URI"]):
+        assert not port_open(url), f"{url} still answers after stop"
