@@ -215,3 +215,33 @@ def mlflow_stack(seaweed: Any) -> Iterator[dict[str, Any]]:
         server.stop()
         postgres.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def project_free_env() -> dict[str, str]:
+    """This process's environment without any project setting or DAGSTER_HOME."""
+    names = {s.name for s in SETTINGS} | {"DAGSTER_HOME"}
+    return {k: v for k, v in os.environ.items() if k not in names}
+
+
+def run_mlops_demo(home: Path, cwd: Path, extra_env: dict[str, str] | None = None) -> Any:
+    """Run the README's `mlops-demo` in a subprocess with the test's small sources."""
+    import subprocess
+    import sys
+
+    env = {
+        **project_free_env(),
+        **(extra_env or {}),
+        "MLOPS_HOME": str(home),
+        "MLOPS_SOURCE_URI": TEST_SOURCE,
+        "MLOPS_INCOMING_URI": TEST_INCOMING,
+        "GIT_PYTHON_REFRESH": "quiet",
+    }
+    demo = Path(sys.executable).parent / "mlops-demo"
+    return subprocess.run(
+        [str(demo), "--partition", PARTITION],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus
 
-from mlops_assets.settings import SETTINGS
-from mlops_assets_tests.conftest import PARTITION, TEST_INCOMING, TEST_SOURCE
+from mlops_assets_tests.conftest import project_free_env, run_mlops_demo
 
 BIN = Path(sys.executable).parent
 
@@ -37,7 +36,7 @@ def test_stack_runs_the_graph_on_postgres_storage_and_stops_clean(tmp_path):
     parent = Path(tempfile.mkdtemp(prefix="mlops-stack-cli-"))
     parent.chmod(0o755)  # the postgres service user must reach the state folder
     state = parent / "stack"
-    base_env = {k: v for k, v in os.environ.items() if k not in {s.name for s in SETTINGS}}
+    base_env = project_free_env()
     stack = subprocess.Popen(
         [str(BIN / "mlops-stack"), "up", "--dir", str(state)],
         stdout=subprocess.PIPE,
@@ -61,22 +60,7 @@ def test_stack_runs_the_graph_on_postgres_storage_and_stops_clean(tmp_path):
         for secret in (settings["AWS_SECRET_ACCESS_KEY"], settings["MLOPS_DAGSTER_POSTGRES_URL"]):
             assert secret not in printed
 
-        run_env = {
-            **base_env,
-            **settings,
-            "MLOPS_HOME": str(tmp_path / "mlops"),
-            "MLOPS_SOURCE_URI": TEST_SOURCE,
-            "MLOPS_INCOMING_URI": TEST_INCOMING,
-            "GIT_PYTHON_REFRESH": "quiet",
-        }
-        demo = subprocess.run(
-            [str(BIN / "mlops-demo"), "--partition", PARTITION],
-            env=run_env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        demo = run_mlops_demo(tmp_path / "mlops", cwd=tmp_path, extra_env=settings)
         assert demo.returncode == 0, demo.stderr[-4000:]
 
         os.environ["MLOPS_DAGSTER_POSTGRES_URL"] = settings["MLOPS_DAGSTER_POSTGRES_URL"]
