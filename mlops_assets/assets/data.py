@@ -21,6 +21,7 @@ from dagster import (
 )
 
 from mlops_assets.assets.metadata import md_table, redact_uri, violations_result
+from mlops_assets.assets.retries import SERVER_RETRY
 from mlops_assets.ml.dataset import clean, content_digest, leaked_rows, split, split_size_findings
 from mlops_assets.ml.dataset_store import DatasetStore, sha256
 from mlops_assets.ml.tabular import (
@@ -54,6 +55,7 @@ def snapshot_digest(files: list[TableFile]) -> str:
 
 
 @asset(
+    retry_policy=SERVER_RETRY,
     group_name="data",
     kinds={"csv", "parquet"},
     description="Immutable snapshot of the configured source in the object store, keyed by the "
@@ -68,9 +70,13 @@ def raw_data(
     try:
         files = dataset_source.read_source()
     except SourceUnavailable as exc:
-        raise Failure(description=f"cannot read source {source}: {exc}") from exc
+        raise Failure(
+            allow_retries=exc.transient, description=f"cannot read source {source}: {exc}"
+        ) from exc
     if not files:
-        raise Failure(description=f"source {source} holds no .csv or .parquet files")
+        raise Failure(
+            allow_retries=False, description=f"source {source} holds no .csv or .parquet files"
+        )
     digest = snapshot_digest(files)
     prefix = f"raw/{digest}"
     manifest_key = f"{prefix}/manifest.json"
@@ -151,6 +157,7 @@ def raw_data_contract(
 
 
 @asset(
+    retry_policy=SERVER_RETRY,
     group_name="data",
     kinds={"parquet"},
     ins={"raw_data": AssetIn("raw_data")},
@@ -168,6 +175,7 @@ def versioned_dataset(
         frame = read_validated(load_snapshot(raw_data, object_store), spec)
     except DatasetRejected as exc:
         raise Failure(
+            allow_retries=False,
             description=f"snapshot {raw_data['digest'][:12]} of {raw_data['source']} breaks the "
             f"dataset contract '{spec.name}'; no version was written.\n{exc}",
             metadata={"violations": len(exc.violations)},

@@ -22,6 +22,7 @@ from dagster import (
 from pydantic import Field
 
 from mlops_assets.assets.metadata import md_table
+from mlops_assets.assets.retries import SERVER_RETRY
 from mlops_assets.ml.dataset_store import DatasetStore
 from mlops_assets.ml.promotion import METRIC_DIRECTION, decide, relative_improvement
 from mlops_assets.ml.spec import DatasetSpec
@@ -56,13 +57,15 @@ def load_splits(
     manifest = store.manifest(digest)
     if manifest is None:
         raise Failure(
+            allow_retries=False,
             description=f"dataset version {digest[:12]} of '{spec.name}' is not in the "
-            f"object store {object_store.root}"
+            f"object store {object_store.root}",
         )
     return manifest, {name: store.load_split(manifest, name) for name in manifest["files"]}
 
 
 @asset(
+    retry_policy=SERVER_RETRY,
     group_name="model",
     kinds={"sklearn", "mlflow"},
     ins={"versioned_dataset": AssetIn("versioned_dataset")},
@@ -82,7 +85,7 @@ def trained_model(
         params = json.loads(config.params_json)
         training = TrainingConfig(config.model_type, params, config.random_state)
     except (ValueError, TypeError) as exc:
-        raise Failure(description=f"bad training config: {exc}") from exc
+        raise Failure(allow_retries=False, description=f"bad training config: {exc}") from exc
     manifest, splits = load_splits(versioned_dataset["digest"], spec, object_store)
     result = fit(splits, spec, training)
     logged = mlflow.log_training_run(
@@ -165,6 +168,7 @@ def score_on_test(model: Any, test: Any, spec: DatasetSpec, metric: str) -> floa
 
 
 @asset(
+    retry_policy=SERVER_RETRY,
     group_name="model",
     kinds={"mlflow"},
     ins={"trained_model": AssetIn("trained_model")},
@@ -183,8 +187,9 @@ def registered_model(
     metric = policy.promotion_metric
     if metric not in METRIC_DIRECTION or policy.promotion_policy not in ("auto", "manual"):
         raise Failure(
+            allow_retries=False,
             description=f"promotion metric '{metric}' must be one of {sorted(METRIC_DIRECTION)} "
-            f"and policy '{policy.promotion_policy}' one of auto, manual"
+            f"and policy '{policy.promotion_policy}' one of auto, manual",
         )
     _, splits = load_splits(trained_model["dataset_digest"], spec, object_store)
     version = mlflow.register(

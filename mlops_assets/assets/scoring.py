@@ -21,6 +21,7 @@ from dagster import (
 
 from mlops_assets.assets.metadata import md_table, redact_uri
 from mlops_assets.assets.model import load_splits
+from mlops_assets.assets.retries import SERVER_RETRY
 from mlops_assets.ml.dataset_store import frame_to_parquet, parquet_to_frame
 from mlops_assets.ml.drift import PREDICTION, sample
 from mlops_assets.ml.drift import drift_report as build_drift_report
@@ -42,6 +43,7 @@ MODEL_VERSION = "model_version"
 
 
 @asset(
+    retry_policy=SERVER_RETRY,
     group_name="scoring",
     kinds={"mlflow", "parquet"},
     partitions_def=daily_batches,
@@ -63,16 +65,22 @@ def predictions(
     try:
         batch = read_validated(dataset_source.read_incoming(day), spec, require_target=False)
     except SourceUnavailable as exc:
-        raise Failure(description=f"no incoming batch for {day}: {exc}") from exc
+        raise Failure(
+            allow_retries=exc.transient, description=f"no incoming batch for {day}: {exc}"
+        ) from exc
     except DatasetRejected as exc:
-        raise Failure(description=f"incoming batch {batch_uri} for {day} rejected:\n{exc}") from exc
+        raise Failure(
+            allow_retries=False,
+            description=f"incoming batch {batch_uri} for {day} rejected:\n{exc}",
+        ) from exc
 
     # 2. load model
     champion = mlflow.alias_version(CHAMPION)
     if champion is None:
         raise Failure(
+            allow_retries=False,
             description=f"model '{mlflow.model_name}' has no champion: materialise "
-            "registered_model (policy auto) or run approve_challenger (policy manual) first"
+            "registered_model (policy auto) or run approve_challenger (policy manual) first",
         )
     model = mlflow.load_model(champion)
 
@@ -174,6 +182,7 @@ def predictions_in_plausible_range(
 
 
 @asset(
+    retry_policy=SERVER_RETRY,
     group_name="scoring",
     kinds={"evidently"},
     partitions_def=daily_batches,

@@ -53,7 +53,10 @@ def promote_to_champion(
 ) -> None:
     version = config.version or mlflow.alias_version(CHALLENGER)
     if not version:
-        raise Failure(description=f"model '{mlflow.model_name}' has no challenger to approve")
+        raise Failure(
+            allow_retries=False,
+            description=f"model '{mlflow.model_name}' has no challenger to approve",
+        )
     who = config.approved_by or "unnamed approver"
     move = mlflow.move_alias(CHAMPION, version, f"approved by {who}")
     _record(context, move, mlflow.model_name)
@@ -77,7 +80,7 @@ def point_champion_back(
     try:
         move = mlflow.rollback_champion(config.reason)
     except ValueError as exc:
-        raise Failure(description=str(exc)) from exc
+        raise Failure(allow_retries=False, description=str(exc)) from exc
     _record(context, move, mlflow.model_name)
 
 

@@ -20,7 +20,14 @@ HTTP_TIMEOUT_SECONDS = 60
 
 
 class SourceUnavailable(RuntimeError):
-    """The source could not be read at all (missing path, HTTP error, unknown scheme)."""
+    """The source could not be read at all (missing path, HTTP error, unknown scheme).
+
+    ``transient`` marks faults worth retrying (server errors, timeouts, connection failures).
+    """
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 def _sample(uri: urllib.parse.SplitResult) -> list[TableFile]:
@@ -46,9 +53,11 @@ def _http(url: str) -> list[TableFile]:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:
             data = response.read()
     except urllib.error.HTTPError as exc:
-        raise SourceUnavailable(f"GET {url} answered HTTP {exc.code} {exc.reason}") from exc
+        raise SourceUnavailable(
+            f"GET {url} answered HTTP {exc.code} {exc.reason}", transient=exc.code >= 500
+        ) from exc
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise SourceUnavailable(f"GET {url} failed: {exc}") from exc
+        raise SourceUnavailable(f"GET {url} failed: {exc}", transient=True) from exc
     name = Path(urllib.parse.urlsplit(url).path).name or "download.csv"
     return [TableFile(name, data)]
 
@@ -89,9 +98,14 @@ def _s3(uri: urllib.parse.SplitResult, endpoint_url: str, region: str) -> list[T
         return sorted(files, key=lambda f: f.name)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
-        raise SourceUnavailable(f"reading {uri.geturl()} from {server} failed: {code}") from exc
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        raise SourceUnavailable(
+            f"reading {uri.geturl()} from {server} failed: {code}", transient=status >= 500
+        ) from exc
     except BotoCoreError as exc:
-        raise SourceUnavailable(f"reading {uri.geturl()} from {server} failed: {exc}") from exc
+        raise SourceUnavailable(
+            f"reading {uri.geturl()} from {server} failed: {exc}", transient=True
+        ) from exc
 
 
 def read_uri(uri: str, s3_endpoint_url: str = "", s3_region: str = "us-east-1") -> list[TableFile]:

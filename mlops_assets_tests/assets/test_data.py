@@ -225,3 +225,61 @@ def test_tiny_dataset_fails_split_sizes_with_error(lifecycle, monkeypatch):
     assert evaluation.severity.value == "ERROR"
     assert "below the minimum of 5 rows" in evaluation.description
     assert "trained_model" not in materialized(result)
+
+
+def _serve(responses):
+    """A local HTTP server answering each GET with the next (status, body) from ``responses``."""
+    import http.server
+    import threading
+
+    served = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            status, body = responses[min(len(served), len(responses) - 1)]
+            served.append(status)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, served
+
+
+def retries(result, step):
+    return sum(
+        1
+        for e in result.all_events
+        if e.event_type_value == "STEP_UP_FOR_RETRY" and e.step_key == step
+    )
+
+
+def test_transient_source_fault_is_retried_until_it_succeeds(lifecycle, monkeypatch):
+    body = to_csv_bytes(good_rows(120, 4))
+    server, served = _serve([(503, b"busy"), (503, b"busy"), (200, body)])
+    try:
+        monkeypatch.setenv("MLOPS_SOURCE_URI", f"http://127.0.0.1:{server.server_port}/h.csv")
+        result = lifecycle.run(assets=["raw_data"])
+    finally:
+        server.shutdown()
+    assert result.success
+    assert served == [503, 503, 200]
+    assert retries(result, "raw_data") == 2
+
+
+def test_permanent_source_fault_fails_at_once(lifecycle, monkeypatch):
+    server, served = _serve([(404, b"no such file")])
+    try:
+        monkeypatch.setenv("MLOPS_SOURCE_URI", f"http://127.0.0.1:{server.server_port}/h.csv")
+        result = lifecycle.run(assets=["raw_data"])
+    finally:
+        server.shutdown()
+    assert not result.success
+    assert served == [404]
+    assert retries(result, "raw_data") == 0
+    assert "answered HTTP 404" in step_failure(result, "raw_data")
