@@ -15,11 +15,22 @@ from pathlib import Path
 
 from mlops_assets.settings import home
 
+# A local instance: SQLite under DAGSTER_HOME, one registry alias move at a time.
+DAGSTER_YAML = """\
+concurrency:
+  pools:
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
+
 
 def dagster_home() -> Path:
     path = Path(os.environ.get("DAGSTER_HOME") or home() / "dagster_home").resolve()
     path.mkdir(parents=True, exist_ok=True)
-    (path / "dagster.yaml").touch(exist_ok=True)
+    config = path / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
     return path
 
 

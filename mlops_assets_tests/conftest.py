@@ -19,6 +19,11 @@ from mlops_assets.settings import SETTINGS
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 PARTITION = "2026-11-20"
+# As the shipped dagster.yaml files: the model_registry pool admits one step at a time.
+INSTANCE_OVERRIDES = {
+    "telemetry": {"enabled": False},
+    "concurrency": {"pools": {"default_limit": 1}},
+}
 # Small, fast sources for tests; the shipped defaults stay as documented.
 TEST_SOURCE = "sample://house-prices?rows=1500&seed=42"
 TEST_INCOMING = "sample://house-prices?rows=400&seed={day}"
@@ -115,9 +120,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _lifecycle(home: Path) -> Iterator[Lifecycle]:
     (home / "dagster_home").mkdir(parents=True, exist_ok=True)
-    instance = DagsterInstance.local_temp(
-        str(home / "dagster_home"), overrides={"telemetry": {"enabled": False}}
-    )
+    instance = DagsterInstance.local_temp(str(home / "dagster_home"), overrides=INSTANCE_OVERRIDES)
     try:
         yield Lifecycle(home=home, instance=instance)
     finally:

@@ -34,7 +34,12 @@ from mlops_assets.ml.train import (
     regression_metrics,
 )
 from mlops_assets.resources.dataset_source import DatasetSourceResource
-from mlops_assets.resources.mlflow_registry import CHALLENGER, CHAMPION, MlflowResource
+from mlops_assets.resources.mlflow_registry import (
+    CHALLENGER,
+    CHAMPION,
+    REGISTRY_POOL,
+    MlflowResource,
+)
 from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets.resources.policy import LifecyclePolicy
 
@@ -169,6 +174,8 @@ def score_on_test(model: Any, test: Any, spec: DatasetSpec, metric: str) -> floa
 
 @asset(
     retry_policy=SERVER_RETRY,
+    # Alias moves are read-decide-write: one at a time, across runs (see README).
+    pool=REGISTRY_POOL,
     group_name="model",
     kinds={"mlflow"},
     ins={"trained_model": AssetIn("trained_model")},

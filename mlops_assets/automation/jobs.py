@@ -14,7 +14,13 @@ from pydantic import Field
 
 from mlops_assets.assets.metadata import md_table
 from mlops_assets.assets.scoring import daily_batches
-from mlops_assets.resources.mlflow_registry import CHALLENGER, CHAMPION, AliasMove, MlflowResource
+from mlops_assets.resources.mlflow_registry import (
+    CHALLENGER,
+    CHAMPION,
+    REGISTRY_POOL,
+    AliasMove,
+    MlflowResource,
+)
 
 mlops_lifecycle = define_asset_job(
     "mlops_lifecycle",
@@ -47,7 +53,7 @@ class ApprovalConfig(Config):
     approved_by: str = Field(default="", description="who approved, for the record")
 
 
-@op
+@op(pool=REGISTRY_POOL)
 def promote_to_champion(
     context: OpExecutionContext, config: ApprovalConfig, mlflow: MlflowResource
 ) -> None:
@@ -73,7 +79,7 @@ class RollbackConfig(Config):
     reason: str = Field(default="manual rollback", description="why, for the record")
 
 
-@op
+@op(pool=REGISTRY_POOL)
 def point_champion_back(
     context: OpExecutionContext, config: RollbackConfig, mlflow: MlflowResource
 ) -> None:

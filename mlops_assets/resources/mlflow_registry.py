@@ -18,6 +18,8 @@ from dagster import ConfigurableResource
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "mlops.champion_history"
+# Dagster concurrency pool for every step that moves an alias; the instance limits it to 1.
+REGISTRY_POOL = "model_registry"
 
 
 @dataclass(frozen=True)

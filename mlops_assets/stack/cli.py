@@ -27,6 +27,9 @@ storage:
   postgres:
     postgres_url:
       env: MLOPS_DAGSTER_POSTGRES_URL
+concurrency:
+  pools:
+    default_limit: 1  # the model_registry pool: one alias move at a time
 telemetry:
   enabled: false
 """

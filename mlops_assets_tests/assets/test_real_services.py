@@ -58,3 +58,81 @@ def test_lifecycle_against_the_servers(
     for secret in (seaweed.secret_key, mlflow_stack["postgres"].password):
         assert secret not in serialized
         assert secret not in captured.out + captured.err
+
+
+def _step_window(instance, run_id, step):
+    times = {
+        e.dagster_event.event_type_value: e.timestamp
+        for e in instance.all_logs(run_id)
+        if e.dagster_event
+        and e.step_key == step
+        and e.dagster_event.event_type_value in ("STEP_START", "STEP_SUCCESS")
+    }
+    return times["STEP_START"], times["STEP_SUCCESS"]
+
+
+def test_concurrent_registrations_promote_exactly_once(
+    lifecycle, seaweed, s3_store, mlflow_stack, on_servers, tmp_path
+):
+    """Two real dagster processes train the same model and register it at the same moment.
+
+    Serialised, the first becomes champion and the second ties, so it is not promoted. Racing,
+    both would see no champion and both promote.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mlops_assets.demo import DAGSTER_YAML
+    from mlops_assets_tests.conftest import project_free_env
+
+    model = os.environ["MLOPS_MODEL_NAME"]
+    assert lifecycle.run(assets=["raw_data", "versioned_dataset"]).success
+    dagster_home = lifecycle.home / "dagster_home"
+    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    settings = {k: v for k, v in os.environ.items() if k.startswith(("MLOPS_", "MLFLOW_", "AWS_"))}
+    env = {
+        **project_free_env(),
+        **settings,
+        "DAGSTER_HOME": str(dagster_home),
+        "GIT_PYTHON_REFRESH": "quiet",
+    }
+    command = [
+        str(Path(sys.executable).parent / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "mlops_assets.definitions",
+        "--select",
+        "trained_model,registered_model",
+    ]
+    processes = [
+        subprocess.Popen(
+            command,
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+
+    versions = on_servers.search_model_versions(f"name='{model}'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    history = json.loads(on_servers.get_registered_model(model).tags["mlops.champion_history"])
+    assert [entry["version"] for entry in history] == ["1"]
+    assert on_servers.get_model_version_by_alias(model, "champion").version == "1"
+    assert on_servers.get_model_version_by_alias(model, "challenger").version == "2"
+
+    runs = [
+        r for r in lifecycle.instance.get_runs() if "registered_model" in str(r.asset_selection)
+    ]
+    windows = sorted(_step_window(lifecycle.instance, r.run_id, "registered_model") for r in runs)
+    assert len(windows) == 2
+    assert windows[0][1] <= windows[1][0], "registered_model steps overlapped"
