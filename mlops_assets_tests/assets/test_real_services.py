@@ -136,3 +136,47 @@ def test_concurrent_registrations_promote_exactly_once(
     windows = sorted(_step_window(lifecycle.instance, r.run_id, "registered_model") for r in runs)
     assert len(windows) == 2
     assert windows[0][1] <= windows[1][0], "registered_model steps overlapped"
+
+
+def test_mlflow_down_during_registration_fails_clearly_and_keeps_the_champion(
+    lifecycle, seaweed, s3_store, mlflow_stack, monkeypatch, request
+):
+    from mlops_assets.stack.mlflow_server import MlflowServer
+    from mlops_assets_tests.conftest import step_failure
+
+    # A private server on the shared Postgres, so stopping it harms no other test.
+    server = MlflowServer(
+        backend_store_uri=mlflow_stack["postgres"].url("mlflow", driver="postgresql+psycopg2"),
+        artifacts_destination=f"s3://{seaweed.bucket}/mlartifacts",
+        log_dir=mlflow_stack["logs"] / "fault",
+        s3_env=seaweed.env(),
+    )
+    server.start()
+    uri = server.tracking_uri
+    model = f"fault-{request.node.name[-12:]}".replace("_", "-")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLOPS_MODEL_NAME", model)
+    monkeypatch.setenv("MLOPS_EXPERIMENT", request.node.name)
+    # Keep MLflow's own HTTP retries short; Dagster's retry policy still applies on top.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    try:
+        assert lifecycle.run(
+            assets=["raw_data", "versioned_dataset", "trained_model", "registered_model"]
+        ).success
+        assert lifecycle.run(assets=["trained_model"]).success  # a new challenger to register
+        server.stop()
+
+        result = lifecycle.run(assets=["registered_model"])
+
+        assert not result.success
+        message = step_failure(result, "registered_model")
+        assert uri.removeprefix("http://") in message
+        retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        assert len(retried) == 3
+    finally:
+        server.start()  # same port: the registry comes back as it was
+    client = MlflowClient(uri, uri)
+    assert client.get_model_version_by_alias(model, "champion").version == "1"
+    assert [v.version for v in client.search_model_versions(f"name='{model}'")] == ["1"]
+    server.stop()
