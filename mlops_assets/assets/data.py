@@ -125,6 +125,7 @@ def load_snapshot(handle: dict[str, Any], store: ObjectStoreResource) -> list[Ta
 
 
 @multi_asset_check(
+    retry_policy=SERVER_RETRY,
     specs=[
         AssetCheckSpec(name, asset="raw_data", blocking=True, description=description)
         for name, description in RAW_CHECK_DESCRIPTIONS.items()
@@ -220,6 +221,7 @@ def versioned_dataset(
 
 
 @multi_asset_check(
+    retry_policy=SERVER_RETRY,
     specs=[
         AssetCheckSpec(
             "files_match_manifest",

@@ -130,6 +130,7 @@ def trained_model(
 
 
 @asset_check(
+    retry_policy=SERVER_RETRY,
     asset="trained_model",
     blocking=True,
     description="Test RMSE beats a model that predicts the train median by the policy's margin. "
@@ -152,6 +153,7 @@ def beats_naive_baseline(
 
 
 @asset_check(
+    retry_policy=SERVER_RETRY,
     asset="trained_model",
     blocking=True,
     description="Test R2 reaches the policy's minimum. Failing stops registration.",
@@ -254,6 +256,7 @@ def registered_model(
 
 
 @multi_asset_check(
+    retry_policy=SERVER_RETRY,
     specs=[
         AssetCheckSpec(
             "challenger_alias_points_here",

@@ -1,4 +1,4 @@
-"""How assets that talk to servers ride out transient faults."""
+"""How assets and checks that talk to servers ride out transient faults."""
 
 from dagster import Backoff, Jitter, RetryPolicy
 

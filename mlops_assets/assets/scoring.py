@@ -119,6 +119,7 @@ def _load_predictions(handle: dict[str, Any], store: ObjectStoreResource) -> Any
 
 
 @asset_check(
+    retry_policy=SERVER_RETRY,
     asset="predictions",
     partitions_def=daily_batches,
     blocking=True,
@@ -135,6 +136,7 @@ def one_prediction_per_row(
 
 
 @asset_check(
+    retry_policy=SERVER_RETRY,
     asset="predictions",
     partitions_def=daily_batches,
     blocking=True,
@@ -153,6 +155,7 @@ def no_missing_predictions(
 
 
 @asset_check(
+    retry_policy=SERVER_RETRY,
     asset="predictions",
     partitions_def=daily_batches,
     description="Predictions stay within the champion's training target range widened by half "
@@ -250,6 +253,7 @@ def drift_report(
 
 
 @asset_check(
+    retry_policy=SERVER_RETRY,
     asset="drift_report",
     partitions_def=daily_batches,
     description="Share of drifted feature columns is under the policy threshold. WARN: drift "
@@ -269,6 +273,7 @@ def drift_share_below_threshold(
 
 
 @asset_check(
+    retry_policy=SERVER_RETRY,
     asset="drift_report",
     partitions_def=daily_batches,
     description="On a labelled batch, RMSE is at most the champion's test RMSE times "
