@@ -28,7 +28,7 @@ from pathlib import Path
 PARTITION = "2026-11-20"
 
 
-def _env(home: Path, rows: int) -> dict[str, str]:
+def _env(home: Path, rows: int, extra_env: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         MLOPS_HOME=str(home),
@@ -37,6 +37,7 @@ def _env(home: Path, rows: int) -> dict[str, str]:
         GIT_PYTHON_REFRESH="quiet",
     )
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(extra_env or {})
     return env
 
 
@@ -132,11 +133,11 @@ def worker(mode: str) -> None:
     print(json.dumps({"seconds": elapsed, "peak_mb": peak_mb}))
 
 
-def measure(mode: str, rows: int) -> dict[str, float]:
+def measure(mode: str, rows: int, extra_env: dict[str, str] | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as home:
         out = subprocess.run(
             [sys.executable, __file__, "--worker", mode],
-            env=_env(Path(home), rows),
+            env=_env(Path(home), rows, extra_env),
             capture_output=True,
             text=True,
             check=False,
