@@ -117,30 +117,14 @@ def test_raw_data_reads_a_file_or_a_directory(lifecycle, monkeypatch, tmp_path, 
 
 
 def test_raw_data_reads_over_http(lifecycle, monkeypatch):
-    import http.server
-    import threading
-
-    body = to_csv_bytes(good_rows(250, 3))
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server, served = _serve([(200, to_csv_bytes(good_rows(250, 3)))])
     try:
         monkeypatch.setenv("MLOPS_SOURCE_URI", f"http://127.0.0.1:{server.server_port}/houses.csv")
         result = lifecycle.run(assets=["raw_data", "versioned_dataset"])
     finally:
         server.shutdown()
     assert result.success
+    assert served == [200]
     assert materialized(result)["versioned_dataset"]["rows"].value == 250
 
 
