@@ -39,12 +39,7 @@ def main() -> None:
         started.append(s3)
         postgres.start()
         started.append(postgres)
-        mlflow = MlflowServer(
-            backend_store_uri=postgres.url("mlflow", driver="postgresql+psycopg2"),
-            artifacts_destination=f"s3://{s3.bucket}/mlartifacts",
-            log_dir=base / "logs",
-            s3_env=s3.env(),
-        )
+        mlflow = MlflowServer.on_stack(postgres, s3, base / "logs")
         mlflow.start()
         started.append(mlflow)
         stack_env = {

@@ -205,12 +205,7 @@ def mlflow_stack(seaweed: Any) -> Iterator[dict[str, Any]]:
     base.chmod(0o755)
     postgres = LocalPostgres(data_dir=base / "postgres", log_dir=base / "logs")
     postgres.start()
-    server = MlflowServer(
-        backend_store_uri=postgres.url("mlflow", driver="postgresql+psycopg2"),
-        artifacts_destination=f"s3://{seaweed.bucket}/mlartifacts",
-        log_dir=base / "logs",
-        s3_env=seaweed.env(),
-    )
+    server = MlflowServer.on_stack(postgres, seaweed, base / "logs")
     try:
         server.start()
         yield {"postgres": postgres, "mlflow": server, "logs": base / "logs"}

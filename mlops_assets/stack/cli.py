@@ -80,12 +80,7 @@ def up(state: Path) -> int:
         print("starting PostgreSQL ...", flush=True)
         started.append(postgres)
         postgres.start()
-        mlflow = MlflowServer(
-            backend_store_uri=postgres.url("mlflow", driver="postgresql+psycopg2"),
-            artifacts_destination=f"s3://{s3.bucket}/mlartifacts",
-            log_dir=logs,
-            s3_env=s3.env(),
-        )
+        mlflow = MlflowServer.on_stack(postgres, s3, logs)
         print("starting MLflow tracking server ...", flush=True)
         started.append(mlflow)
         mlflow.start()

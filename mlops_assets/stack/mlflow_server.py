@@ -8,7 +8,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlops_assets.stack.postgres import LocalPostgres
 from mlops_assets.stack.process import LOOPBACK, ServerProcess, free_port, wait_until
+from mlops_assets.stack.seaweedfs import SeaweedS3
 
 
 @dataclass
@@ -19,6 +21,18 @@ class MlflowServer:
     s3_env: dict[str, str]
     port: int = 0
     server: ServerProcess | None = None
+
+    @classmethod
+    def on_stack(cls, postgres: LocalPostgres, s3: SeaweedS3, log_dir: Path) -> MlflowServer:
+        """The stack's layout: runs and registry in Postgres database 'mlflow', artifacts under
+        mlartifacts/ in the S3 bucket."""
+        return cls(
+            # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; the project ships psycopg2.
+            backend_store_uri=postgres.url("mlflow", driver="postgresql+psycopg2"),
+            artifacts_destination=f"s3://{s3.bucket}/mlartifacts",
+            log_dir=log_dir,
+            s3_env=s3.env(),
+        )
 
     @property
     def tracking_uri(self) -> str:

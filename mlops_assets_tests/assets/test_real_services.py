@@ -145,11 +145,8 @@ def test_mlflow_down_during_registration_fails_clearly_and_keeps_the_champion(
     from mlops_assets_tests.conftest import step_failure
 
     # A private server on the shared Postgres, so stopping it harms no other test.
-    server = MlflowServer(
-        backend_store_uri=mlflow_stack["postgres"].url("mlflow", driver="postgresql+psycopg2"),
-        artifacts_destination=f"s3://{seaweed.bucket}/mlartifacts",
-        log_dir=mlflow_stack["logs"] / "fault",
-        s3_env=seaweed.env(),
+    server = MlflowServer.on_stack(
+        mlflow_stack["postgres"], seaweed, mlflow_stack["logs"] / "fault"
     )
     server.start()
     uri = server.tracking_uri
