@@ -110,7 +110,7 @@ def run_plain() -> float:
         {"mlops.dataset_digest": dataset_digest, "mlops.dataset_tag": manifest["tag"]},
         SKOPS_TRUSTED_TYPES,
     )
-    version = mlflow.register(logged.model_uri, logged.run_id, {})
+    version = mlflow.register(logged.model_uri, {})
     mlflow.move_alias(CHALLENGER, version, "newly registered")
     if decide(result.metrics["test_rmse"], None, "rmse", 0.0).promote:
         mlflow.move_alias(CHAMPION, version, "no champion yet")

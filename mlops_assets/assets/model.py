@@ -203,7 +203,6 @@ def registered_model(
     _, splits = load_splits(trained_model["dataset_digest"], spec, object_store)
     version = mlflow.register(
         trained_model["model_uri"],
-        trained_model["run_id"],
         tags={
             "mlops.dataset_digest": trained_model["dataset_digest"],
             "mlops.dataset_tag": trained_model["dataset_tag"],

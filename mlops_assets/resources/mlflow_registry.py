@@ -117,7 +117,7 @@ class MlflowResource(ConfigurableResource):
             run_id=run.info.run_id, model_uri=info.model_uri, experiment_id=experiment_id
         )
 
-    def register(self, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
+    def register(self, model_uri: str, tags: dict[str, str]) -> str:
         mlflow = self._mlflow()
         version = mlflow.register_model(model_uri, self.model_name, tags=tags)
         return str(version.version)
