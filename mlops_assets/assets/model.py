@@ -261,7 +261,9 @@ def registered_model(
             "challenger_alias_points_here",
             asset="registered_model",
             blocking=True,
-            description="The 'challenger' alias names the version this materialisation registered.",
+            description="The 'challenger' alias names the version this materialisation "
+            "registered, or a later one registered since (the pool serialises registrations, "
+            "not this check). Failing means the alias is missing or moved back.",
         ),
         AssetCheckSpec(
             "champion_not_regressed",
@@ -292,8 +294,9 @@ def registered_model_gates(
     yield AssetCheckResult(
         check_name="challenger_alias_points_here",
         asset_key="registered_model",
-        passed=challenger == version,
-        description=f"challenger -> v{challenger}, this materialisation registered v{version}",
+        passed=challenger is not None and int(challenger) >= int(version),
+        description=f"challenger -> v{challenger}, this materialisation registered v{version}"
+        + (" (superseded by a later registration)" if challenger not in (None, version) else ""),
     )
     champion = mlflow.alias_version(CHAMPION)
     if champion is None:
