@@ -9,6 +9,7 @@ cannot leak into Dagster's resource config, metadata or event log.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from functools import cached_property
 from pathlib import Path
@@ -67,6 +68,7 @@ class ObjectStoreResource(ConfigurableResource):
         return f"{prefix}/{key}" if prefix else key
 
     def _s3_call(self, operation: str, key: str, call: Any) -> Any:
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -80,7 +82,7 @@ class ObjectStoreResource(ConfigurableResource):
             ):
                 raise FileNotFoundError(f"object {self.uri(key)} does not exist") from None
             raise ObjectStoreError(self._describe(operation, key, f"{code}: {exc}")) from exc
-        except BotoCoreError as exc:
+        except (BotoCoreError, Boto3Error) as exc:
             raise ObjectStoreError(self._describe(operation, key, str(exc))) from exc
 
     def _describe(self, operation: str, key: str, problem: str) -> str:
@@ -122,6 +124,57 @@ class ObjectStoreResource(ConfigurableResource):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Store a local file (streamed; multipart on S3), for objects too big for memory."""
+        if self.is_s3:
+            bucket = self._bucket_and_prefix[0]
+            self._s3_call(
+                "UploadFile",
+                key,
+                lambda: self._s3.upload_file(str(path), bucket, self._s3_key(key)),
+            )
+            return
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Write a stored object to a local file (streamed), for objects too big for memory."""
+        if self.is_s3:
+            bucket = self._bucket_and_prefix[0]
+            self._s3_call(
+                "DownloadFile",
+                key,
+                lambda: self._s3.download_file(bucket, self._s3_key(key), str(path)),
+            )
+            return
+        source = self._path(key)
+        if not source.is_file():
+            raise FileNotFoundError(f"object {self.uri(key)} does not exist")
+        shutil.copyfile(source, path)
+
+    def size(self, key: str) -> int:
+        """Size in bytes of a stored object; FileNotFoundError when it does not exist."""
+        if self.is_s3:
+            bucket = self._bucket_and_prefix[0]
+            head = self._s3_call(
+                "HeadObject",
+                key,
+                lambda: self._s3.head_object(Bucket=bucket, Key=self._s3_key(key)),
+            )
+            return int(head["ContentLength"])
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"object {self.uri(key)} does not exist")
+        return path.stat().st_size
 
     def get_bytes(self, key: str) -> bytes:
         if self.is_s3:
