@@ -77,7 +77,13 @@ def run_plain() -> float:
     from mlops_assets.ml.drift import PREDICTION, drift_report, sample
     from mlops_assets.ml.promotion import decide
     from mlops_assets.ml.tabular import read_validated
-    from mlops_assets.ml.train import SKOPS_TRUSTED_TYPES, TrainingConfig, fit, model_input
+    from mlops_assets.ml.train import (
+        SKOPS_TRUSTED_TYPES,
+        TrainingConfig,
+        fit,
+        model_input,
+        serving_requirements,
+    )
     from mlops_assets.resources.mlflow_registry import CHALLENGER, CHAMPION
 
     resources = build_resources()
@@ -109,6 +115,7 @@ def run_plain() -> float:
         spec.target.name,
         {"mlops.dataset_digest": dataset_digest, "mlops.dataset_tag": manifest["tag"]},
         SKOPS_TRUSTED_TYPES,
+        serving_requirements(),
     )
     version = mlflow.register(logged.model_uri, {})
     mlflow.move_alias(CHALLENGER, version, "newly registered")

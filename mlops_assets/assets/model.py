@@ -32,6 +32,7 @@ from mlops_assets.ml.train import (
     fit,
     model_input,
     regression_metrics,
+    serving_requirements,
 )
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.mlflow_registry import (
@@ -109,6 +110,7 @@ def trained_model(
             "dagster.asset": "trained_model",
         },
         skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        pip_requirements=serving_requirements(),
     )
     context.log.info(f"MLflow run {logged.run_id}: test rmse {result.metrics['test_rmse']:.6g}")
     return MaterializeResult(

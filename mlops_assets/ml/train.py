@@ -26,6 +26,18 @@ SKOPS_TRUSTED_TYPES = [
 ]
 
 
+# What the served model needs to load and predict: pinned to the versions it was trained with,
+# so the image serves exactly this model (MLflow's inference would also pick up whatever the
+# training process happened to import).
+SERVING_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
+
+
+def serving_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in SERVING_PACKAGES]
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     model_type: str = "hist_gradient_boosting"

@@ -87,6 +87,7 @@ class MlflowResource(ConfigurableResource):
         target: str,
         tags: dict[str, str],
         skops_trusted_types: list[str],
+        pip_requirements: list[str] | None = None,
     ) -> LoggedModel:
         """Log params, metrics, the training dataset (with its digest) and the model with its
         signature and input example, in one MLflow run."""
@@ -112,6 +113,7 @@ class MlflowResource(ConfigurableResource):
                 signature=signature,
                 input_example=input_example,
                 skops_trusted_types=skops_trusted_types,
+                pip_requirements=pip_requirements,
             )
         return LoggedModel(
             run_id=run.info.run_id, model_uri=info.model_uri, experiment_id=experiment_id
@@ -147,6 +149,22 @@ class MlflowResource(ConfigurableResource):
             else f"models:/{self.model_name}@{version_or_alias}"
         )
         return mlflow.pyfunc.load_model(reference)
+
+    def write_serving_context(self, version: str, output_dir: Path, base_image: str) -> str:
+        """MLflow's own build context for serving ``version``: the model (downloaded into
+        ``output_dir``) and its Dockerfile. Returns the Dockerfile's text.
+
+        An empty ``base_image`` lets MLflow choose (python:<model's python>-slim).
+        """
+        self._mlflow()
+        from mlflow.pyfunc.backend import PyFuncBackend
+
+        PyFuncBackend(config={}, env_manager="local").generate_dockerfile(
+            model_uri=f"models:/{self.model_name}/{version}",
+            output_dir=str(output_dir),
+            base_image=base_image or None,
+        )
+        return (output_dir / "Dockerfile").read_text()
 
     def champion_history(self) -> list[dict[str, Any]]:
         model = self.client().get_registered_model(self.model_name)
