@@ -1,0 +1,182 @@
+"""The served model's image and its contract, in plain Python.
+
+MLflow writes the Dockerfile (``mlflow.pyfunc.backend.PyFuncBackend.generate_dockerfile``);
+this module makes it fit to deploy (no nginx, no root, listening on all interfaces), names
+what makes a build unique, and states what a correct answer from the container is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+SERVING_PORT = 8000  # MLflow's inference server port when nginx is off
+SERVING_UID = 10001
+CA_BUNDLE_IN_CONTEXT = "build-ca.pem"
+CA_BUNDLE_IN_IMAGE = "/etc/mlops/build-ca.pem"
+# Bump when harden_dockerfile changes what it writes: a new recipe is a new build.
+RECIPE_VERSION = "1"
+LABEL_PREFIX = "org.mlops-assets"
+
+_NGINX_INSTALL = re.compile(r"^RUN apt-get .*install .*\bnginx\b.*$", re.MULTILINE)
+_ENTRYPOINT = re.compile(r"^ENTRYPOINT ", re.MULTILINE)
+_FROM = re.compile(r"^FROM \S+.*$", re.MULTILINE)
+
+
+class DockerfileNotUnderstood(ValueError):
+    """MLflow wrote a Dockerfile of a shape this recipe does not know."""
+
+
+def harden_dockerfile(
+    text: str, labels: Mapping[str, str], uid: int = SERVING_UID, ca_bundle: bool = False
+) -> str:
+    """MLflow's Dockerfile, changed to serve as a deployable image.
+
+    - the scoring server (uvicorn) listens on 0.0.0.0:8000 itself; nginx is neither
+      installed nor started, so nothing needs root;
+    - the server runs as an unprivileged system user ``uid``;
+    - ``labels`` (model name, version, run) are set as OCI labels;
+    - with ``ca_bundle`` the build context's ``build-ca.pem`` is copied in and pip trusts it
+      during the build (for networks that intercept TLS). It holds public certificates only.
+    """
+    if len(_FROM.findall(text)) != 1 or len(_ENTRYPOINT.findall(text)) != 1:
+        raise DockerfileNotUnderstood(
+            f"expected exactly one FROM and one ENTRYPOINT in MLflow's Dockerfile; got:\n{text}"
+        )
+    text = _NGINX_INSTALL.sub("", text)
+    if ca_bundle:
+        text = _FROM.sub(
+            lambda m: (
+                f"{m.group(0)}\nCOPY {CA_BUNDLE_IN_CONTEXT} {CA_BUNDLE_IN_IMAGE}\n"
+                f"ARG PIP_CERT={CA_BUNDLE_IN_IMAGE}"
+            ),
+            text,
+        )
+    label_lines = "".join(
+        f"LABEL {key}={json.dumps(value)}\n" for key, value in sorted(labels.items())
+    )
+    serving = (
+        "ENV DISABLE_NGINX=true UVICORN_HOST=0.0.0.0\n"
+        f"RUN useradd --system --uid {uid} --home-dir /opt/mlflow --no-create-home mlserve\n"
+        f"USER {uid}\n"
+        f"EXPOSE {SERVING_PORT}\n"
+        f"{label_lines}"
+    )
+    return _ENTRYPOINT.sub(lambda m: serving + m.group(0), text)
+
+
+def build_fingerprint(
+    model_name: str,
+    version: str,
+    run_id: str,
+    base_image: str,
+    mlflow_version: str,
+) -> str:
+    """What makes one image differ from another: an unchanged champion builds nothing new."""
+    recipe = {
+        "model_name": model_name,
+        "version": version,
+        "run_id": run_id,
+        "base_image": base_image,
+        "mlflow": mlflow_version,
+        "recipe": RECIPE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def invocation_payload(frame: pd.DataFrame) -> dict[str, Any]:
+    """The /invocations request body for ``frame`` (MLflow's ``dataframe_split`` format).
+
+    Missing values travel as JSON null; the server's schema enforcement restores NaN for
+    numeric columns and None for strings, as in process.
+    """
+    rows = [
+        [None if _missing(value) else _plain(value) for value in row]
+        for row in frame.itertuples(index=False, name=None)
+    ]
+    return {"dataframe_split": {"columns": list(frame.columns), "data": rows}}
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class UnexpectedResponse(ValueError):
+    """The server's answer is not a list of predictions."""
+
+
+def parse_predictions(body: str) -> list[float]:
+    """The predictions in an /invocations response body (``{"predictions": [...]}``)."""
+    try:
+        document = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise UnexpectedResponse(f"response is not JSON ({exc}): {body[:500]!r}") from None
+    predictions = document.get("predictions") if isinstance(document, dict) else None
+    if not isinstance(predictions, list):
+        raise UnexpectedResponse(f"response has no 'predictions' list: {body[:500]!r}")
+    try:
+        return [float(p[0] if isinstance(p, list) else p) for p in predictions]
+    except (TypeError, ValueError, IndexError) as exc:
+        raise UnexpectedResponse(f"predictions are not numbers ({exc}): {body[:500]!r}") from None
+
+
+@dataclass(frozen=True)
+class PredictionComparison:
+    rows: int
+    served_rows: int
+    mismatched_rows: list[int]
+    max_abs_diff: float
+
+    @property
+    def matches(self) -> bool:
+        return self.rows == self.served_rows and not self.mismatched_rows
+
+    def describe(self) -> str:
+        if self.rows != self.served_rows:
+            return f"{self.served_rows} predictions served for {self.rows} rows sent"
+        if self.mismatched_rows:
+            shown = ", ".join(str(r) for r in self.mismatched_rows[:10])
+            return (
+                f"{len(self.mismatched_rows)} of {self.rows} predictions differ from in-process "
+                f"predictions beyond tolerance (rows {shown}); max abs diff {self.max_abs_diff:.3g}"
+            )
+        return (
+            f"{self.rows} predictions match in-process predictions "
+            f"(max abs diff {self.max_abs_diff:.3g})"
+        )
+
+
+def compare_predictions(
+    served: Sequence[float], expected: Sequence[float], tolerance: float = 1e-6
+) -> PredictionComparison:
+    """Served vs in-process predictions; equal when within ``tolerance`` absolute or relative.
+
+    Rows are numbered from 1, as in the rest of the project's messages.
+    """
+    served_array = np.asarray(served, dtype=float)
+    expected_array = np.asarray(expected, dtype=float)
+    if len(served_array) != len(expected_array):
+        return PredictionComparison(len(expected_array), len(served_array), [], math.inf)
+    close = np.isclose(served_array, expected_array, rtol=tolerance, atol=tolerance)
+    diff = np.abs(served_array - expected_array)
+    max_diff = float(np.nanmax(diff)) if len(diff) and not np.isnan(diff).all() else 0.0
+    if np.isnan(diff).any():
+        max_diff = math.inf
+    return PredictionComparison(
+        rows=len(expected_array),
+        served_rows=len(served_array),
+        mismatched_rows=[int(i) + 1 for i in np.flatnonzero(~close)],
+        max_abs_diff=max_diff,
+    )

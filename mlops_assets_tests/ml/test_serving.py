@@ -1,0 +1,124 @@
+"""The served image's recipe and contract, without building anything."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_assets.ml.serving import (
+    DockerfileNotUnderstood,
+    UnexpectedResponse,
+    build_fingerprint,
+    compare_predictions,
+    harden_dockerfile,
+    invocation_payload,
+    parse_predictions,
+)
+
+
+def mlflow_dockerfile(tmp_path: Path, base_image: str) -> str:
+    """The Dockerfile the installed MLflow writes, so an upstream change shows up here."""
+    from mlflow.models.docker_utils import generate_dockerfile
+
+    generate_dockerfile(
+        output_dir=str(tmp_path),
+        base_image=base_image,
+        model_install_steps="COPY model_dir/model /opt/ml/model\n",
+        entrypoint="from mlflow.models import container as C; C._serve('local')",
+        env_manager="local",
+    )
+    return (tmp_path / "Dockerfile").read_text()
+
+
+def test_hardened_dockerfile_serves_without_nginx_as_an_unprivileged_user(tmp_path: Path) -> None:
+    original = mlflow_dockerfile(tmp_path, "python:3.11.7-slim")
+    assert "nginx" in original  # MLflow installs it for python: bases; we do not need it
+
+    hardened = harden_dockerfile(original, {"org.mlops-assets.model-version": "3"})
+
+    assert "nginx" not in hardened
+    lines = hardened.splitlines()
+    entrypoint = next(i for i, line in enumerate(lines) if line.startswith("ENTRYPOINT"))
+    user = next(i for i, line in enumerate(lines) if line.startswith("USER "))
+    assert lines[user] == "USER 10001"
+    assert user < entrypoint  # the server process itself runs as that user
+    assert "ENV DISABLE_NGINX=true UVICORN_HOST=0.0.0.0" in lines
+    assert "EXPOSE 8000" in lines
+    assert 'LABEL org.mlops-assets.model-version="3"' in lines
+
+
+def test_a_ca_bundle_is_trusted_by_pip_only_when_configured(tmp_path: Path) -> None:
+    original = mlflow_dockerfile(tmp_path, "localhost/base:1")
+    without = harden_dockerfile(original, {})
+    with_bundle = harden_dockerfile(original, {}, ca_bundle=True)
+
+    assert "PIP_CERT" not in without
+    lines = with_bundle.splitlines()
+    assert lines.index("FROM localhost/base:1") + 1 == lines.index(
+        "COPY build-ca.pem /etc/mlops/build-ca.pem"
+    )
+    # before the first pip install
+    assert lines.index("ARG PIP_CERT=/etc/mlops/build-ca.pem") < next(
+        i for i, line in enumerate(lines) if "pip install" in line
+    )
+
+
+def test_an_unknown_dockerfile_shape_is_refused() -> None:
+    with pytest.raises(DockerfileNotUnderstood, match="one FROM and one ENTRYPOINT"):
+        harden_dockerfile("FROM a\nFROM b\nENTRYPOINT x\n", {})
+
+
+def test_the_fingerprint_changes_with_the_recipe_and_nothing_else() -> None:
+    base = build_fingerprint("m", "1", "run", "", "3.17.2")
+    assert base == build_fingerprint("m", "1", "run", "", "3.17.2")
+    assert base != build_fingerprint("m", "2", "run", "", "3.17.2")
+    assert base != build_fingerprint("m", "1", "run", "localhost/base:1", "3.17.2")
+    assert base != build_fingerprint("m", "1", "run", "", "3.18.0")
+
+
+def test_payload_sends_missing_values_as_null_and_numpy_scalars_as_plain_json() -> None:
+    frame = pd.DataFrame(
+        {"area": [120.0, np.nan], "rooms": np.array([3, 4], dtype="int64"), "city": ["a", None]}
+    )
+    payload = invocation_payload(frame)
+    assert payload == {
+        "dataframe_split": {
+            "columns": ["area", "rooms", "city"],
+            "data": [[120.0, 3, "a"], [None, 4, None]],
+        }
+    }
+
+
+def test_predictions_are_read_from_mlflow_responses() -> None:
+    assert parse_predictions('{"predictions": [1.5, 2]}') == [1.5, 2.0]
+    assert parse_predictions('{"predictions": [[1.5], [2]]}') == [1.5, 2.0]
+    with pytest.raises(UnexpectedResponse, match="not JSON"):
+        parse_predictions("<html>bad gateway</html>")
+    with pytest.raises(UnexpectedResponse, match="no 'predictions' list"):
+        parse_predictions('{"error_code": "BAD_REQUEST"}')
+    with pytest.raises(UnexpectedResponse, match="not numbers"):
+        parse_predictions('{"predictions": ["high"]}')
+
+
+def test_comparison_tolerates_1e_6_and_names_the_rows_beyond_it() -> None:
+    expected = [100.0, 200.0, 300.0]
+    assert compare_predictions([100.0 + 1e-5, 200.0, 300.0], expected).matches  # relative 1e-7
+    off = compare_predictions([100.0, 200.5, 299.0], expected)
+    assert not off.matches
+    assert off.mismatched_rows == [2, 3]
+    assert off.max_abs_diff == pytest.approx(1.0)
+    assert "2 of 3 predictions differ" in off.describe()
+    assert "rows 2, 3" in off.describe()
+
+
+def test_comparison_fails_on_a_missing_prediction_or_nan() -> None:
+    short = compare_predictions([1.0], [1.0, 2.0])
+    assert not short.matches
+    assert short.describe() == "1 predictions served for 2 rows sent"
+    nan = compare_predictions([1.0, math.nan], [1.0, 2.0])
+    assert not nan.matches
+    assert nan.mismatched_rows == [2]
