@@ -30,6 +30,20 @@ def test_round_trip_listing_and_existence(store):
     assert store.list_keys("missing/") == []
 
 
+def test_files_stream_in_and_out_in_multipart_sized_pieces(store, tmp_path):
+    import os
+
+    source = tmp_path / "image.oci.tar"
+    source.write_bytes(os.urandom(9 * 1024 * 1024))  # above boto3's 8 MiB multipart threshold
+    store.put_file("images/m/v1.oci.tar", source)
+    assert store.size("images/m/v1.oci.tar") == source.stat().st_size
+    copy = tmp_path / "copy.tar"
+    store.get_file("images/m/v1.oci.tar", copy)
+    assert copy.read_bytes() == source.read_bytes()
+    with pytest.raises(FileNotFoundError):
+        store.size("images/m/v2.oci.tar")
+
+
 def test_overwrite_replaces_the_whole_object(store):
     store.put_bytes("refs/latest.json", b'{"digest": "old"}')
     store.put_bytes("refs/latest.json", b'{"digest": "new"}')
