@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus
@@ -59,6 +60,12 @@ def test_stack_runs_the_graph_on_postgres_storage_and_stops_clean(tmp_path):
         printed = "".join(output)
         for secret in (settings["AWS_SECRET_ACCESS_KEY"], settings["MLOPS_DAGSTER_POSTGRES_URL"]):
             assert secret not in printed
+
+        assert "OCI registry     http://" in printed
+        registry = settings["MLOPS_IMAGE_REGISTRY"].removesuffix("/mlops")
+        with urllib.request.urlopen(f"http://{registry}/v2/", timeout=5) as response:
+            assert response.status == 200
+        assert settings["MLOPS_IMAGE_REGISTRY_INSECURE"] == "true"
 
         demo = run_mlops_demo(tmp_path / "mlops", cwd=tmp_path, extra_env=settings)
         assert demo.returncode == 0, demo.stderr[-4000:]

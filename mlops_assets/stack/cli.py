@@ -1,4 +1,5 @@
-"""`mlops-stack up`: SeaweedFS (S3), PostgreSQL and an MLflow tracking server on loopback.
+"""`mlops-stack up`: SeaweedFS (S3), PostgreSQL, an MLflow tracking server and (when Debian's
+docker-registry is installed) an OCI registry, on loopback.
 
 It writes the settings a shell needs to ``<dir>/env.sh`` (mode 600, credentials included, so
 they are never printed), runs until SIGINT or SIGTERM, then stops every server it started.
@@ -19,6 +20,7 @@ from pathlib import Path
 from mlops_assets.settings import home
 from mlops_assets.stack.mlflow_server import MlflowServer
 from mlops_assets.stack.postgres import LocalPostgres
+from mlops_assets.stack.registry import LocalRegistry, registry_binary
 from mlops_assets.stack.seaweedfs import SeaweedS3
 
 DAGSTER_YAML = """\
@@ -69,7 +71,7 @@ def up(state: Path) -> int:
     postgres = LocalPostgres(
         data_dir=state / "postgres", log_dir=logs, password=credentials["postgres_password"]
     )
-    started: list[SeaweedS3 | LocalPostgres | MlflowServer] = []
+    started: list[SeaweedS3 | LocalPostgres | MlflowServer | LocalRegistry] = []
     stop_requested = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop_requested.set())
@@ -85,6 +87,23 @@ def up(state: Path) -> int:
         started.append(mlflow)
         mlflow.start()
 
+        registry_line = "  OCI registry     not started: apt-get install docker-registry\n"
+        registry_settings: dict[str, str] = {}
+        try:
+            registry_binary()
+        except FileNotFoundError:
+            pass
+        else:
+            registry = LocalRegistry(data_dir=state / "registry", log_dir=logs)
+            print("starting OCI registry ...", flush=True)
+            started.append(registry)
+            registry.start()
+            registry_line = f"  OCI registry     http://{registry.address}  (served images)\n"
+            registry_settings = {
+                "MLOPS_IMAGE_REGISTRY": f"{registry.address}/mlops",
+                "MLOPS_IMAGE_REGISTRY_INSECURE": "true",
+            }
+
         dagster_home = state / "dagster_home"
         dagster_home.mkdir(exist_ok=True)
         (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
@@ -94,6 +113,7 @@ def up(state: Path) -> int:
             "MLFLOW_TRACKING_URI": mlflow.tracking_uri,
             "DAGSTER_HOME": str(dagster_home),
             "MLOPS_DAGSTER_POSTGRES_URL": postgres.url("dagster", driver="postgresql+psycopg2"),
+            **registry_settings,
         }
         env_file = state / "env.sh"
         _write_private(
@@ -105,6 +125,7 @@ def up(state: Path) -> int:
             f"  S3 (SeaweedFS)   {s3.endpoint_url}  bucket '{s3.bucket}'\n"
             f"  PostgreSQL       127.0.0.1:{postgres.port}  databases mlflow, dagster\n"
             f"  MLflow           {mlflow.tracking_uri}\n"
+            f"{registry_line}"
             f"  logs             {logs}\n"
             f"point the project at it:  source {env_file}\n"
             "stop with Ctrl-C (or SIGTERM to this process)",
