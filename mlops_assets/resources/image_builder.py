@@ -1,0 +1,357 @@
+"""The image builder: builds an OCI image from a context, pushes it, and runs it for a test.
+
+Backends: ``docker`` (a reachable Docker daemon), ``buildah`` or ``podman`` (daemonless; run
+as root here), and ``kaniko`` (a Kubernetes Job, see kaniko.py). ``auto`` picks the first of
+docker, buildah, podman that works on this machine. Images built here run for their smoke
+test with podman (buildah, podman) or docker.
+
+Registry credentials come from MLOPS_REGISTRY_USERNAME / MLOPS_REGISTRY_PASSWORD; they are
+written to a private auth file for the duration of one command and never appear on a command
+line or in a log.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from dagster import ConfigurableResource
+
+from mlops_assets.resources.oci_registry import (
+    ImageReference,
+    RegistryClient,
+    RegistryUnavailable,
+    registry_credentials,
+)
+
+LOCAL_BACKENDS = ("docker", "buildah", "podman")
+BACKENDS = (*LOCAL_BACKENDS, "kaniko")
+# Network failures worth a retry; anything else from push is a real error.
+_UNREACHABLE = (
+    "connection refused",
+    "no such host",
+    "i/o timeout",
+    "timeout",
+    "connection reset",
+    "no route to host",
+    "server gave http response to https client",
+    "502 bad gateway",
+    "503 service unavailable",
+    "504 gateway",
+    "500 internal server error",
+)
+
+
+class BuilderUnavailable(RuntimeError):
+    """No configured or detected image builder can run here."""
+
+
+class BuildFailed(RuntimeError):
+    """The image build itself failed (bad Dockerfile, failed pip install, ...)."""
+
+
+def _run(command: list[str], what: str, timeout: float = 3600, stdin: str | None = None) -> str:
+    try:
+        completed = subprocess.run(
+            command,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BuildFailed(f"{what} did not finish in {timeout:.0f}s") from exc
+    if completed.returncode != 0:
+        output = (completed.stderr or completed.stdout).strip().splitlines()
+        # buildah and podman end with one "Error: ..." line that says it all.
+        errors = [line for line in output if line.startswith("Error:")]
+        tail = errors[-1] if errors else "\n".join(output[-25:])
+        error_type: type[RuntimeError] = BuildFailed
+        if any(marker in tail.lower() for marker in _UNREACHABLE) and (
+            "push" in what or "pull" in what
+        ):
+            error_type = RegistryUnavailable
+        raise error_type(f"{what} failed (exit {completed.returncode}):\n{tail}")
+    return completed.stdout
+
+
+def _works(command: list[str]) -> bool:
+    if shutil.which(command[0]) is None:
+        return False
+    try:
+        return subprocess.run(command, capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@dataclass
+class RunningContainer:
+    """A container started for a test; stopped and removed by its id."""
+
+    engine: str
+    container_id: str
+    host_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.host_port}"
+
+    def running(self) -> bool:
+        state = subprocess.run(
+            [self.engine, "inspect", "--format", "{{.State.Running}}", self.container_id],
+            capture_output=True,
+            text=True,
+        )
+        return state.stdout.strip() == "true"
+
+    def log_tail(self, lines: int = 40) -> str:
+        logs = subprocess.run(
+            [self.engine, "logs", "--tail", str(lines), self.container_id],
+            capture_output=True,
+            text=True,
+        )
+        return (logs.stdout + logs.stderr).strip()
+
+    def exec(self, command: list[str]) -> str:
+        return _run([self.engine, "exec", self.container_id, *command], "container exec", 60)
+
+    def remove(self) -> None:
+        subprocess.run(
+            [self.engine, "rm", "--force", self.container_id], capture_output=True, timeout=60
+        )
+
+
+class ImageBuilderResource(ConfigurableResource):
+    """Where and how served images are built, pushed and test-run."""
+
+    builder: str = "auto"
+    registry: str = ""
+    registry_insecure: bool = False
+    base_image: str = ""
+    build_ca_bundle: str = ""
+    container_run_args: str = "--ulimit nofile=4096:4096 --ulimit nproc=4096:4096"
+    kaniko_image: str = ""
+    kaniko_namespace: str = "mlops"
+    kaniko_service_account: str = "mlops-image-builder"
+
+    # --- choosing a backend -------------------------------------------------------------
+
+    def backend(self) -> str:
+        """The backend to use: the configured one if it works here, else the first that does."""
+        if self.builder not in (*BACKENDS, "auto"):
+            raise BuilderUnavailable(
+                f"MLOPS_IMAGE_BUILDER='{self.builder}' is not one of auto, {', '.join(BACKENDS)}"
+            )
+        if self.builder == "kaniko":
+            return "kaniko"
+        candidates = LOCAL_BACKENDS if self.builder == "auto" else (self.builder,)
+        for name in candidates:
+            if _works([name, "info"] if name == "docker" else [name, "version"]):
+                return name
+        raise BuilderUnavailable(self._how_to_enable(candidates))
+
+    def _how_to_enable(self, looked_for: tuple[str, ...]) -> str:
+        return (
+            f"no image builder is available: looked for {', '.join(looked_for)} "
+            f"(MLOPS_IMAGE_BUILDER={self.builder}) and none works on this machine. "
+            "Enable one: start a Docker daemon reachable by `docker info`; or install buildah "
+            "and podman (Debian/Ubuntu: apt-get install buildah podman runc) and run as root or "
+            "with rootless user namespaces; or set MLOPS_IMAGE_BUILDER=kaniko to build in a "
+            "Kubernetes Job (with MLOPS_KANIKO_IMAGE and an s3:// MLOPS_OBJECT_STORE_ROOT)."
+        )
+
+    def runtime(self) -> str:
+        """The engine that runs images here for the smoke test."""
+        backend = self.builder if self.builder in ("docker", "podman") else None
+        for name in (backend,) if backend else ("podman", "docker"):
+            if _works([name, "info"] if name == "docker" else [name, "version"]):
+                return name
+        raise BuilderUnavailable(
+            "no container runtime here to run the image for its smoke test: looked for "
+            "podman and docker"
+        )
+
+    def repository(self, model_name: str) -> str:
+        """``<registry>/<model name>``, lower-cased as OCI names must be."""
+        name = "".join(c if c.isalnum() or c in "._-" else "-" for c in model_name.lower())
+        if not self.registry:
+            return f"localhost/{name}"
+        ImageReference.parse(f"{self.registry}/{name}")  # fails early on a malformed registry
+        return f"{self.registry.rstrip('/')}/{name}"
+
+    def registry_client(self, repository: str) -> RegistryClient:
+        return RegistryClient(ImageReference.parse(repository), insecure=self.registry_insecure)
+
+    # --- building -----------------------------------------------------------------------
+
+    def has_image(self, backend: str, reference: str) -> bool:
+        command = [backend, "image", "inspect", reference]
+        if backend == "buildah":
+            command = ["buildah", "inspect", "--type", "image", reference]
+        return subprocess.run(command, capture_output=True).returncode == 0
+
+    def build(self, backend: str, context: Path, tag: str, timeout: float = 3600) -> None:
+        """Build ``context``/Dockerfile as ``tag`` in this machine's image store."""
+        if backend == "docker":
+            command = ["docker", "build", "--network", "host", "-t", tag, str(context)]
+        elif backend in ("buildah", "podman"):
+            command = [
+                backend,
+                "build",
+                "--layers",
+                "--network",
+                "host",
+                "--format",
+                "oci",
+                "-t",
+                tag,
+                str(context),
+            ]
+        else:
+            raise BuilderUnavailable(f"backend {backend} does not build on this machine")
+        _run(command, f"{backend} build of {tag}", timeout)
+
+    def push(self, backend: str, source: str, destination: str) -> str:
+        """Push ``source`` to ``destination`` (``repo:tag``); returns the manifest digest."""
+        with self._auth_file(destination) as auth, tempfile.TemporaryDirectory() as tmp:
+            if backend == "docker":
+                _run(["docker", "tag", source, destination], "docker tag")
+                output = _run(["docker", "push", destination], f"docker push to {destination}")
+                for word in output.split():
+                    if word.startswith("sha256:"):
+                        return word
+                raise BuildFailed(f"docker push printed no digest:\n{output[-2000:]}")
+            digest_file = Path(tmp) / "digest"
+            command = [backend, "push", "--digestfile", str(digest_file)]
+            if backend == "buildah":
+                command += ["--retry", "2", "--retry-delay", "1s"]
+            if auth:
+                command += ["--authfile", auth]
+            if self.registry_insecure:
+                command.append("--tls-verify=false")
+            _run(
+                [*command, source, f"docker://{destination}"],
+                f"{backend} push to {destination}",
+                timeout=1800,
+            )
+            return digest_file.read_text().strip()
+
+    def save_archive(self, backend: str, source: str, path: Path, tag: str) -> str:
+        """Write ``source`` as an OCI archive at ``path``; returns the manifest digest."""
+        engine = "podman" if backend == "docker" and not _works(["docker", "info"]) else backend
+        if engine == "docker":
+            _run(["docker", "save", "-o", str(path), source], "docker save")
+            return _digest_in_archive(path)
+        with tempfile.TemporaryDirectory() as tmp:
+            digest_file = Path(tmp) / "digest"
+            _run(
+                [
+                    engine,
+                    "push",
+                    "--digestfile",
+                    str(digest_file),
+                    source,
+                    f"oci-archive:{path}:{tag}",
+                ],
+                f"{engine} save of {source} as an OCI archive",
+            )
+            return digest_file.read_text().strip()
+
+    @contextlib.contextmanager
+    def _auth_file(self, destination: str) -> Iterator[str | None]:
+        credentials = registry_credentials()
+        if credentials is None:
+            yield None
+            return
+        host = destination.split("/", 1)[0]
+        token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "auth.json"
+            path.touch(mode=0o600)
+            path.write_text(json.dumps({"auths": {host: {"auth": token}}}))
+            yield str(path)
+
+    # --- running ------------------------------------------------------------------------
+
+    def pull(self, runtime: str, reference: str) -> None:
+        command = [runtime, "pull"]
+        if runtime == "podman":
+            command.append("--quiet")
+            if self.registry_insecure:
+                command.append("--tls-verify=false")
+        with self._auth_file(reference) as auth:
+            if auth and runtime == "podman":
+                command += ["--authfile", auth]
+            _run([*command, reference], f"{runtime} pull of {reference}", timeout=1800)
+
+    def load_archive(self, runtime: str, path: Path) -> str:
+        """Load an OCI archive into the runtime's store; returns the loaded image's name."""
+        output = _run([runtime, "load", "--input", str(path)], f"{runtime} load of {path.name}")
+        for line in output.splitlines():
+            if line.startswith("Loaded image"):
+                return line.split(":", 1)[1].strip().split(",")[0].strip()
+        raise BuildFailed(f"{runtime} load printed no image name:\n{output[-2000:]}")
+
+    def run(
+        self, runtime: str, reference: str, container_port: int, env: dict[str, str]
+    ) -> RunningContainer:
+        """Start ``reference`` detached, its ``container_port`` published on a loopback port."""
+        from mlops_assets.stack.process import free_port
+
+        host_port = free_port()
+        command = [
+            runtime,
+            "run",
+            "--detach",
+            "--publish",
+            f"127.0.0.1:{host_port}:{container_port}",
+        ]
+        for key, value in env.items():
+            command += ["--env", f"{key}={value}"]
+        command += shlex.split(self.container_run_args)
+        container_id = _run([*command, reference], f"{runtime} run of {reference}", 300).strip()
+        return RunningContainer(runtime, container_id.splitlines()[-1], host_port)
+
+
+def wait_for_ping(container: RunningContainer, timeout: float) -> float:
+    """Seconds until GET /ping answers 200; raises TimeoutError (with the log tail) if never."""
+    start = time.monotonic()
+    deadline = start + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{container.url}/ping", timeout=2) as response:
+                if response.status == 200:
+                    return time.monotonic() - start
+        except OSError:
+            pass
+        if not container.running():
+            raise TimeoutError(
+                f"container {container.container_id[:12]} exited before answering /ping; "
+                f"log tail:\n{container.log_tail()}"
+            )
+        time.sleep(0.5)
+    raise TimeoutError(
+        f"container {container.container_id[:12]} did not answer /ping within {timeout:.0f}s; "
+        f"log tail:\n{container.log_tail()}"
+    )
+
+
+def _digest_in_archive(path: Path) -> str:
+    import tarfile
+
+    with tarfile.open(path) as archive:
+        member = archive.extractfile("index.json")
+        if member is None:
+            raise BuildFailed(f"{path.name} has no index.json: not an OCI archive")
+        index = json.load(member)
+    return str(index["manifests"][0]["digest"])

@@ -1,0 +1,141 @@
+"""The image builder resource and the registry client, on tiny images: a real registry,
+real buildah and podman."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops_assets.resources.image_builder import BuilderUnavailable, ImageBuilderResource
+from mlops_assets.resources.oci_registry import (
+    ImageReference,
+    RegistryClient,
+    RegistryUnavailable,
+)
+from mlops_assets.stack.process import free_port
+
+
+@pytest.fixture(scope="module")
+def tiny_image(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    context = tmp_path_factory.mktemp("tiny")
+    (context / "Dockerfile").write_text(f'FROM {base_image}\nUSER 10001\nCMD ["sleep", "600"]\n')
+    tag = "localhost/mlops-test/tiny:1"
+    ImageBuilderResource().build("buildah", context, tag)
+    return tag
+
+
+def test_auto_picks_a_builder_that_works_here(container_tools: None) -> None:
+    backend = ImageBuilderResource().backend()
+    assert backend in ("docker", "buildah")  # docker first when a daemon answers
+
+
+def test_with_no_builder_on_the_machine_the_error_names_what_was_looked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BuilderUnavailable, match="looked for docker, buildah, podman"):
+        ImageBuilderResource().backend()
+    with pytest.raises(
+        BuilderUnavailable, match=r"looked for docker \(MLOPS_IMAGE_BUILDER=docker\)"
+    ):
+        ImageBuilderResource(builder="docker").backend()
+    with pytest.raises(BuilderUnavailable, match="is not one of auto, docker, buildah"):
+        ImageBuilderResource(builder="bazel").backend()
+
+
+def test_repository_names_are_valid_oci_names() -> None:
+    assert ImageBuilderResource(registry="127.0.0.1:5000/ml").repository("House Prices_v2") == (
+        "127.0.0.1:5000/ml/house-prices_v2"
+    )
+    assert ImageBuilderResource().repository("m") == "localhost/m"
+    with pytest.raises(ValueError, match="must start with a registry host"):
+        ImageBuilderResource(registry="ml").repository("m")
+
+
+def test_push_returns_the_digest_the_registry_serves(oci_registry: Any, tiny_image: str) -> None:
+    builder = ImageBuilderResource(registry=f"{oci_registry.address}/t", registry_insecure=True)
+    repository = builder.repository("tiny")
+    client = builder.registry_client(repository)
+    assert client.manifest_digest("v1") is None
+
+    digest = builder.push("buildah", tiny_image, f"{repository}:v1")
+
+    assert digest.startswith("sha256:")
+    assert client.manifest_digest("v1") == digest
+    assert client.manifest_digest(digest) == digest
+    assert client.image_size(digest) > 10_000_000  # the debootstrapped base's layer
+
+
+def test_an_oci_archive_round_trips_through_podman(tiny_image: str, tmp_path: Path) -> None:
+    builder = ImageBuilderResource()
+    archive = tmp_path / "tiny.oci.tar"
+    digest = builder.save_archive("buildah", tiny_image, archive, "v1")
+    with tarfile.open(archive) as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+    assert index["manifests"][0]["digest"] == digest
+    loaded = builder.load_archive("podman", archive)
+    assert subprocess.run(["podman", "image", "exists", loaded]).returncode == 0
+
+
+def test_a_started_container_runs_as_its_image_user_and_is_removed(tiny_image: str) -> None:
+    builder = ImageBuilderResource()
+    container = builder.run("podman", tiny_image, 8000, env={"A": "1"})
+    try:
+        assert container.running()
+        assert container.exec(["id", "-u"]).strip() == "10001"
+        assert container.exec(["printenv", "A"]).strip() == "1"
+    finally:
+        container.remove()
+    assert not container.running()
+
+
+def test_an_unreachable_registry_is_reported_as_such() -> None:
+    client = RegistryClient(ImageReference.parse(f"127.0.0.1:{free_port()}/t/m"), insecure=True)
+    with pytest.raises(RegistryUnavailable, match="unreachable"):
+        client.manifest_digest("v1")
+
+
+def test_registry_credentials_reach_the_push_only_through_a_private_auth_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLOPS_REGISTRY_USERNAME", "robot")
+    monkeypatch.setenv("MLOPS_REGISTRY_PASSWORD", "s3cret-value")
+    builder = ImageBuilderResource(registry="registry.example.com/ml")
+    with builder._auth_file("registry.example.com/ml/m:v1") as path:
+        assert path is not None
+        auth = Path(path)
+        assert stat.S_IMODE(auth.stat().st_mode) == 0o600
+        entry = json.loads(auth.read_text())["auths"]["registry.example.com"]
+        assert "s3cret-value" not in entry["auth"]  # base64, as container tools expect
+    assert not auth.exists()
+
+
+def test_a_registry_answering_server_errors_is_unavailable_not_missing() -> None:
+    import http.server
+    import threading
+
+    class Overloaded(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Overloaded)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = RegistryClient(
+            ImageReference.parse(f"127.0.0.1:{server.server_address[1]}/t/m"), insecure=True
+        )
+        with pytest.raises(RegistryUnavailable, match="answered 503"):
+            client.manifest_digest("v1")
+    finally:
+        server.shutdown()
+        server.server_close()

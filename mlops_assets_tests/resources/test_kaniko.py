@@ -1,0 +1,84 @@
+"""The kaniko build Job: a valid Kubernetes object that references Secrets, never holds them.
+
+No cluster runs here; the Job is validated offline against the Kubernetes schemas."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+
+from mlops_assets.resources.kaniko import KanikoBuild, context_tarball
+
+KUBERNETES_VERSION = "1.31.0"
+
+
+def build(**changes: object) -> KanikoBuild:
+    settings: dict[str, object] = {
+        "name": "mlops-build-0123456789ab-1",
+        "namespace": "mlops",
+        "executor_image": "registry.example.com/kaniko/executor:v1.23.2",
+        "service_account": "mlops-image-builder",
+        "context_uri": "s3://mlops/store/build-contexts/0123.tar.gz",
+        "destination": "registry.example.com/ml/house-price-regressor:v3",
+        "s3_endpoint_url": "http://seaweedfs.mlops.svc:8333",
+    }
+    settings.update(changes)
+    return KanikoBuild(**settings)  # type: ignore[arg-type]
+
+
+def test_the_job_validates_against_the_kubernetes_schema() -> None:
+    manifest = build().job_manifest()
+    kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    assert "--destination=registry.example.com/ml/house-price-regressor:v3" in container["args"]
+    assert "--context=s3://mlops/store/build-contexts/0123.tar.gz" in container["args"]
+    assert "--digest-file=/dev/termination-log" in container["args"]
+    assert manifest["spec"]["template"]["spec"]["serviceAccountName"] == "mlops-image-builder"
+
+
+def test_credentials_are_secret_references_only() -> None:
+    manifest = build().job_manifest()
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert "value" not in env[key]
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "mlops-s3", "key": key}
+    volume = manifest["spec"]["template"]["spec"]["volumes"][0]
+    assert volume["secret"]["secretName"] == "mlops-registry"
+    assert "password" not in json.dumps(manifest).lower()
+
+
+def test_an_insecure_registry_adds_kanikos_flag() -> None:
+    args = build(insecure_registry=True).job_manifest()["spec"]["template"]["spec"]["containers"][
+        0
+    ]["args"]
+    assert "--insecure" in args
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"executor_image": ""}, "MLOPS_KANIKO_IMAGE is empty"),
+        ({"context_uri": "file:///tmp/ctx.tar.gz"}, "reads the build context from S3"),
+    ],
+)
+def test_a_job_that_cannot_work_is_refused_before_it_is_sent(
+    changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        build(**changes).job_manifest()
+
+
+def test_the_context_tarball_holds_the_dockerfile_and_the_model(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM x\n")
+    (tmp_path / "model_dir" / "artifacts").mkdir(parents=True)
+    (tmp_path / "model_dir" / "artifacts" / "MLmodel").write_text("flavors: {}\n")
+    with tarfile.open(fileobj=io.BytesIO(context_tarball(tmp_path)), mode="r:gz") as archive:
+        names = archive.getnames()
+    assert "Dockerfile" in names
+    assert "model_dir/artifacts/MLmodel" in names
