@@ -9,9 +9,15 @@ from dagster import (
     load_assets_from_modules,
 )
 
-from mlops_assets.assets import data, model, scoring
-from mlops_assets.automation.jobs import approve_challenger, mlops_lifecycle, rollback_champion
+from mlops_assets.assets import data, model, scoring, serving
+from mlops_assets.automation.jobs import (
+    approve_challenger,
+    mlops_lifecycle,
+    rollback_champion,
+    serve_champion,
+)
 from mlops_assets.resources.dataset_source import DatasetSourceResource
+from mlops_assets.resources.image_builder import ImageBuilderResource
 from mlops_assets.resources.mlflow_registry import MlflowResource
 from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets.resources.policy import LifecyclePolicy
@@ -42,6 +48,18 @@ def build_resources() -> dict[str, object]:
             experiment_name=setting("MLOPS_EXPERIMENT"),
             model_name=setting("MLOPS_MODEL_NAME"),
         ),
+        "image_builder": ImageBuilderResource(
+            builder=setting("MLOPS_IMAGE_BUILDER"),
+            registry=setting("MLOPS_IMAGE_REGISTRY"),
+            registry_insecure=setting("MLOPS_IMAGE_REGISTRY_INSECURE").lower()
+            in ("1", "true", "yes"),
+            base_image=setting("MLOPS_IMAGE_BASE"),
+            build_ca_bundle=setting("MLOPS_IMAGE_BUILD_CA_BUNDLE"),
+            container_run_args=setting("MLOPS_CONTAINER_RUN_ARGS"),
+            kaniko_image=setting("MLOPS_KANIKO_IMAGE"),
+            kaniko_namespace=setting("MLOPS_KANIKO_NAMESPACE"),
+            kaniko_service_account=setting("MLOPS_KANIKO_SERVICE_ACCOUNT"),
+        ),
         "policy": LifecyclePolicy(
             promotion_policy=setting("MLOPS_PROMOTION_POLICY"),
             promotion_metric=setting("MLOPS_PROMOTION_METRIC"),
@@ -55,7 +73,7 @@ def build_resources() -> dict[str, object]:
     }
 
 
-ASSET_MODULES = (data, model, scoring)
+ASSET_MODULES = (data, model, scoring, serving)
 
 
 def build_definitions(resources: dict[str, object] | None = None) -> Definitions:
@@ -63,7 +81,7 @@ def build_definitions(resources: dict[str, object] | None = None) -> Definitions
     return Definitions(
         assets=load_assets_from_modules(ASSET_MODULES),
         asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
-        jobs=[mlops_lifecycle, approve_challenger, rollback_champion],
+        jobs=[mlops_lifecycle, serve_champion, approve_challenger, rollback_champion],
         resources=build_resources() if resources is None else resources,
     )
 

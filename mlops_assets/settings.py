@@ -91,6 +91,51 @@ SETTINGS: tuple[Setting, ...] = (
         "Fraction by which batch RMSE may exceed the champion's test RMSE before the quality check fails (ERROR).",
     ),
     Setting(
+        "MLOPS_IMAGE_BUILDER",
+        "auto",
+        "Image builder of served_image: auto (docker, then buildah, then podman), docker, "
+        "buildah, podman or kaniko.",
+    ),
+    Setting(
+        "MLOPS_IMAGE_REGISTRY",
+        "",
+        "Registry and namespace served images are pushed to, e.g. registry.example.com/ml; "
+        "empty means an OCI archive in the object store. Credentials come from "
+        "MLOPS_REGISTRY_USERNAME / MLOPS_REGISTRY_PASSWORD.",
+    ),
+    Setting(
+        "MLOPS_IMAGE_REGISTRY_INSECURE",
+        "false",
+        "true: talk to the registry over plain HTTP (a registry on loopback).",
+    ),
+    Setting(
+        "MLOPS_IMAGE_BASE",
+        "",
+        "Base image of served images; empty means MLflow's choice (python:<version>-slim).",
+    ),
+    Setting(
+        "MLOPS_IMAGE_BUILD_CA_BUNDLE",
+        "",
+        "CA bundle that pip trusts while building images (networks that intercept TLS); "
+        "copied into the image at /etc/mlops/build-ca.pem (public certificates only).",
+    ),
+    Setting(
+        "MLOPS_CONTAINER_RUN_ARGS",
+        "--ulimit nofile=4096:4096 --ulimit nproc=4096:4096",
+        "Extra arguments of `podman run` / `docker run` for the smoke test.",
+    ),
+    Setting(
+        "MLOPS_KANIKO_IMAGE",
+        "",
+        "kaniko executor image (pinned) for MLOPS_IMAGE_BUILDER=kaniko.",
+    ),
+    Setting("MLOPS_KANIKO_NAMESPACE", "mlops", "Namespace of kaniko build Jobs."),
+    Setting(
+        "MLOPS_KANIKO_SERVICE_ACCOUNT",
+        "mlops-image-builder",
+        "Service account of kaniko build Jobs.",
+    ),
+    Setting(
         "MLOPS_DRIFT_SAMPLE_ROWS",
         "50000",
         "Rows sampled from batch and reference for the drift report.",

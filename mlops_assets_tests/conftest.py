@@ -243,3 +243,58 @@ def run_mlops_demo(home: Path, cwd: Path, extra_env: dict[str, str] | None = Non
         text=True,
         timeout=600,
     )
+
+
+# --- containers: a locally built base image and a registry on loopback -------------------
+
+TEST_BASE_IMAGE = "localhost/mlops-test-base:bookworm"
+# The machine's CA bundle, for pip inside image builds on networks that intercept TLS.
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+@pytest.fixture(scope="session")
+def container_tools() -> None:
+    """buildah, podman and debootstrap must be here: .ci/run installs them. Not a skip: the
+    served-image tests are the proof that images really build and serve."""
+    missing = [t for t in ("buildah", "podman", "debootstrap") if shutil.which(t) is None]
+    if missing:
+        pytest.fail(
+            f"container tools missing: {', '.join(missing)} "
+            "(apt-get install buildah podman runc docker-registry debootstrap; .ci/run does)"
+        )
+
+
+@pytest.fixture(scope="session")
+def base_image(container_tools: None) -> str:
+    """Debian bookworm + python3 built with debootstrap (no public registry here); kept in
+    the machine's image store, so later sessions reuse it."""
+    from mlops_assets.stack.base_image import build_base_image
+
+    return build_base_image(TEST_BASE_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def oci_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real OCI registry (Debian's docker-registry) on loopback for the whole session."""
+    from mlops_assets.stack.registry import LocalRegistry
+
+    base = tmp_path_factory.mktemp("registry")
+    registry = LocalRegistry(data_dir=base / "data", log_dir=base / "logs")
+    registry.start()
+    try:
+        yield registry
+    finally:
+        registry.stop()
+
+
+def image_build_env(base_image: str, registry: str) -> dict[str, str]:
+    """Settings that build served images from the test base image into ``registry``."""
+    env = {
+        "MLOPS_IMAGE_BUILDER": "auto",
+        "MLOPS_IMAGE_REGISTRY": registry,
+        "MLOPS_IMAGE_REGISTRY_INSECURE": "true",
+        "MLOPS_IMAGE_BASE": base_image,
+    }
+    if SYSTEM_CA_BUNDLE.is_file():
+        env["MLOPS_IMAGE_BUILD_CA_BUNDLE"] = str(SYSTEM_CA_BUNDLE)
+    return env

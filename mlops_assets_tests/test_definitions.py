@@ -34,6 +34,11 @@ EXPECTED_CHECKS = {
         "predictions_in_plausible_range",
     },
     "drift_report": {"drift_share_below_threshold", "quality_not_degraded"},
+    "served_image": {
+        "image_exists_at_digest",
+        "serves_champion_predictions",
+        "runs_as_non_root",
+    },
 }
 
 
@@ -53,6 +58,7 @@ def test_graph_has_the_design_assets_edges_and_checks():
     assert parents["registered_model"] == {"trained_model"}
     assert parents["predictions"] == {"registered_model"}
     assert parents["drift_report"] == {"predictions", "versioned_dataset"}
+    assert parents["served_image"] == {"registered_model"}
     checks: dict[str, set[str]] = {}
     for check_key in graph.asset_check_keys:
         checks.setdefault(check_key.asset_key.to_user_string(), set()).add(check_key.name)
@@ -95,3 +101,18 @@ def test_dagster_validates_the_workspace():
         timeout=120,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_lifecycle_runs_without_an_image_builder_and_serving_has_its_own_job():
+    from mlops_assets.definitions import defs
+
+    def selected(job_name: str) -> tuple[set[str], set[str]]:
+        graph = defs.resolve_job_def(job_name).asset_layer.asset_graph
+        assets = {k.to_user_string() for k in graph.executable_asset_keys}
+        checks = {k.name for k in graph.asset_check_keys}
+        return assets, checks
+
+    lifecycle_assets, lifecycle_checks = selected("mlops_lifecycle")
+    assert lifecycle_assets == set(EXPECTED_CHECKS) - {"served_image"}
+    assert not lifecycle_checks & EXPECTED_CHECKS["served_image"]
+    assert selected("serve_champion") == ({"served_image"}, EXPECTED_CHECKS["served_image"])

@@ -22,12 +22,23 @@ from mlops_assets.resources.mlflow_registry import (
     MlflowResource,
 )
 
+# served_image needs an image builder and takes minutes: it has its own job (and, through
+# automation, follows champion changes), so the lifecycle runs on any machine.
+SERVED_IMAGE = AssetSelection.assets("served_image")
+
 mlops_lifecycle = define_asset_job(
     "mlops_lifecycle",
-    selection=AssetSelection.all(),
+    selection=AssetSelection.all() - SERVED_IMAGE,
     partitions_def=daily_batches,
-    description="Every asset and check: snapshot, version, train, register, score the day's "
-    "batch and report its drift.",
+    description="Every asset and check but served_image: snapshot, version, train, register, "
+    "score the day's batch and report its drift.",
+)
+
+serve_champion = define_asset_job(
+    "serve_champion",
+    selection=SERVED_IMAGE,
+    description="Package the champion as an OCI image, push it, and smoke-test it "
+    "(served_image and its checks).",
 )
 
 

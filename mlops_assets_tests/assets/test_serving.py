@@ -1,0 +1,278 @@
+"""served_image with real parts: buildah builds MLflow's image from the debootstrapped base,
+a real registry holds it, podman pulls and runs it, and it answers over HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops_assets.resources.oci_registry import ImageReference, RegistryClient
+from mlops_assets.stack.process import free_port
+from mlops_assets_tests.conftest import (
+    Lifecycle,
+    check_evaluations,
+    image_build_env,
+    materialized,
+    step_failure,
+)
+
+pytestmark = pytest.mark.slow
+
+MODEL = "house-price-regressor"
+
+
+@pytest.fixture
+def serving(
+    trained: Lifecycle, base_image: str, oci_registry: Any, monkeypatch: pytest.MonkeyPatch
+) -> Lifecycle:
+    for name, value in image_build_env(base_image, f"{oci_registry.address}/mlops").items():
+        monkeypatch.setenv(name, value)
+    return trained
+
+
+def record(state: Lifecycle) -> dict[str, Any] | None:
+    path = state.home / "store" / "serving" / MODEL / "latest.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def registry_client(oci_registry: Any) -> RegistryClient:
+    return RegistryClient(ImageReference.parse(f"{oci_registry.address}/mlops/{MODEL}"), True)
+
+
+def test_champion_is_built_pushed_pulled_and_answers_like_in_process(
+    serving: Lifecycle, oci_registry: Any
+) -> None:
+    result = serving.run("serve_champion", partition=None)
+    assert result.success, step_failure(result, "served_image")
+    metadata = materialized(result)["served_image"]
+    digest = metadata["digest"].value
+    assert digest.startswith("sha256:")
+    assert metadata["tag"].value == "v1"
+    assert metadata["model_version"].value == "1"
+    assert metadata["base_image"].value == "localhost/mlops-test-base:bookworm"
+    assert metadata["size_bytes"].value > 50_000_000
+    assert metadata["built"].value is True
+    # The registry itself names the recorded digest under the version tag.
+    assert registry_client(oci_registry).manifest_digest("v1") == digest
+    assert record(serving)["digest"] == digest  # type: ignore[index]
+
+    checks = check_evaluations(result)
+    for name in ("image_exists_at_digest", "serves_champion_predictions", "runs_as_non_root"):
+        assert checks[("served_image", name)].passed, checks[("served_image", name)].description
+    smoke = checks[("served_image", "serves_champion_predictions")]
+    assert "20 predictions match" in smoke.description
+    assert "uid 10001" in checks[("served_image", "runs_as_non_root")].description
+
+    # The image's own labels say which model version it serves.
+    labels = json.loads(
+        subprocess.run(
+            [
+                "podman",
+                "image",
+                "inspect",
+                "--format",
+                "{{json .Labels}}",
+                f"{oci_registry.address}/mlops/{MODEL}@{digest}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert labels["org.mlops-assets.model-version"] == "1"
+
+    # An unchanged champion builds nothing new: same digest, no build, registry untouched.
+    again = serving.run("serve_champion", partition=None)
+    assert again.success
+    metadata = materialized(again)["served_image"]
+    assert metadata["built"].value is False
+    assert metadata["digest"].value == digest
+    assert all(e.passed for e in check_evaluations(again).values())
+
+
+def test_unreachable_registry_is_retried_then_fails_and_the_last_good_image_stays(
+    serving: Lifecycle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = serving.run("serve_champion", partition=None)
+    assert first.success, step_failure(first, "served_image")
+    good = record(serving)
+
+    closed = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLOPS_IMAGE_REGISTRY", f"{closed}/mlops")
+    result = serving.run("serve_champion", partition=None)
+    assert not result.success
+    message = step_failure(result, "served_image")
+    assert closed in message
+    assert "connection refused" in message.lower() or "unreachable" in message.lower()
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retries) == 3
+    assert record(serving) == good
+
+
+def _tiny_server_image(tmp_path: Path, base_image: str, tag: str, script: str) -> str:
+    """An image FROM the test base whose process is ``script`` (a stand-in server)."""
+    context = tmp_path / tag.replace("/", "_").replace(":", "_")
+    context.mkdir()
+    (context / "server.py").write_text(script)
+    (context / "Dockerfile").write_text(
+        f"FROM {base_image}\nCOPY server.py /srv/server.py\nUSER 10001\n"
+        'ENTRYPOINT ["python3", "/srv/server.py"]\n'
+    )
+    subprocess.run(
+        ["buildah", "bud", "-q", "-t", tag, str(context)], check=True, capture_output=True
+    )
+    return tag
+
+
+WRONG_ANSWERS = """
+import http.server, json
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"\\n")
+    def do_POST(self):
+        rows = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = json.dumps({"predictions": [123.0] * len(rows["dataframe_split"]["data"])})
+        self.send_response(200); self.end_headers(); self.wfile.write(body.encode())
+http.server.HTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
+"""
+
+NEVER_READY = """
+import sys, time
+print("loading model ... stuck on a missing dependency", flush=True)
+time.sleep(3600)
+"""
+
+
+def _replace_served_image(state: Lifecycle, oci_registry: Any, local_tag: str) -> dict[str, Any]:
+    """Fault injection: the registry's v1 and the record now name another image (as if the
+    tag had been overwritten by hand). The recipe is unchanged, so nothing is rebuilt."""
+    current = record(state)
+    assert current is not None
+    destination = f"{oci_registry.address}/mlops/{MODEL}:v1"
+    digest_file = state.home / "digest"
+    subprocess.run(
+        [
+            "buildah",
+            "push",
+            "--tls-verify=false",
+            "--digestfile",
+            str(digest_file),
+            local_tag,
+            f"docker://{destination}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    digest = digest_file.read_text().strip()
+    replaced = {
+        **current,
+        "digest": digest,
+        "reference": f"{oci_registry.address}/mlops/{MODEL}@{digest}",
+    }
+    path = state.home / "store" / "serving" / MODEL / "latest.json"
+    path.write_text(json.dumps(replaced))
+    return replaced
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        (WRONG_ANSWERS, "20 of 20 predictions differ"),
+        (NEVER_READY, "stuck on a missing dependency"),
+    ],
+    ids=["wrong-answers", "never-ready"],
+)
+def test_a_container_that_answers_wrongly_or_not_at_all_fails_the_smoke_test(
+    serving: Lifecycle,
+    oci_registry: Any,
+    base_image: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    script: str,
+    expected: str,
+) -> None:
+    import mlops_assets.assets.serving as serving_module
+
+    first = serving.run("serve_champion", partition=None)
+    assert first.success, step_failure(first, "served_image")
+    tag = f"localhost/mlops-fault/{'wrong' if script is WRONG_ANSWERS else 'stuck'}:1"
+    _replace_served_image(
+        serving, oci_registry, _tiny_server_image(tmp_path, base_image, tag, script)
+    )
+    monkeypatch.setattr(serving_module, "SMOKE_PING_TIMEOUT", 15.0)
+
+    result = serving.run("serve_champion", partition=None)
+    smoke = check_evaluations(result)[("served_image", "serves_champion_predictions")]
+    assert not smoke.passed
+    assert expected in smoke.description
+    if script is WRONG_ANSWERS:
+        assert "123.0" in smoke.description  # the response itself is in the message
+
+
+def test_without_any_builder_only_served_image_fails_and_says_how_to_enable_one(
+    lifecycle: Lifecycle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dagster import AssetSelection, Definitions, define_asset_job
+
+    from mlops_assets.assets.scoring import daily_batches
+    from mlops_assets.definitions import build_definitions
+
+    no_tools = tmp_path / "bin"
+    no_tools.mkdir()
+    monkeypatch.setenv("PATH", str(no_tools))
+    monkeypatch.setenv("LOKY_MAX_CPU_COUNT", "2")  # joblib would look for `cat`
+    everything = define_asset_job(
+        "everything", selection=AssetSelection.all(), partitions_def=daily_batches
+    )
+    base = build_definitions()
+    defs = Definitions(
+        assets=list(base.assets or []),
+        asset_checks=list(base.asset_checks or []),
+        jobs=[everything],
+        resources=base.resources,
+    )
+    result = defs.resolve_job_def("everything").execute_in_process(
+        partition_key="2026-11-20", instance=lifecycle.instance, raise_on_error=False
+    )
+
+    message = step_failure(result, "served_image")
+    assert "looked for docker, buildah, podman" in message
+    assert "apt-get install buildah podman runc" in message
+    assert "MLOPS_IMAGE_BUILDER=kaniko" in message
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert retries == []  # a missing builder is not a transient fault
+    assert set(materialized(result)) == {
+        "raw_data",
+        "versioned_dataset",
+        "trained_model",
+        "registered_model",
+        "predictions",
+        "drift_report",
+    }
+    assert lifecycle.state()["aliases"] == {"challenger": "1", "champion": "1"}
+
+
+def test_without_a_registry_the_image_is_an_oci_archive_in_the_object_store(
+    serving: Lifecycle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_IMAGE_REGISTRY", "")
+    result = serving.run("serve_champion", partition=None)
+    assert result.success, step_failure(result, "served_image")
+    metadata = materialized(result)["served_image"]
+    saved = record(serving)
+    assert saved is not None
+    archive = serving.home / "store" / saved["archive_key"]
+    assert archive.stat().st_size == metadata["size_bytes"].value
+    # The archive's own index names the recorded digest.
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+    assert index["manifests"][0]["digest"] == metadata["digest"].value
+    checks = check_evaluations(result)
+    for name in ("image_exists_at_digest", "serves_champion_predictions", "runs_as_non_root"):
+        assert checks[("served_image", name)].passed, checks[("served_image", name)].description
