@@ -27,6 +27,15 @@ INSTANCE_OVERRIDES = {
 # Small, fast sources for tests; the shipped defaults stay as documented.
 TEST_SOURCE = "sample://house-prices?rows=1500&seed=42"
 TEST_INCOMING = "sample://house-prices?rows=400&seed={day}"
+# What mlops_lifecycle materialises (everything but served_image).
+LIFECYCLE_ASSETS = {
+    "raw_data",
+    "versioned_dataset",
+    "trained_model",
+    "registered_model",
+    "predictions",
+    "drift_report",
+}
 
 
 @dataclass

@@ -6,7 +6,12 @@ import pandas as pd
 import pytest
 
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
-from mlops_assets_tests.conftest import check_evaluations, materialized, step_failure
+from mlops_assets_tests.conftest import (
+    LIFECYCLE_ASSETS,
+    check_evaluations,
+    materialized,
+    step_failure,
+)
 
 
 def good_rows(n: int = 300, seed: int = 8) -> pd.DataFrame:
@@ -79,14 +84,7 @@ def test_lifecycle_materialises_every_asset_with_every_check_passing(trained):
     failed = {key: e.description for key, e in evaluations.items() if not e.passed}
     assert failed == {}
     assert len(evaluations) == 18
-    assert set(materialized(result)) == {
-        "raw_data",
-        "versioned_dataset",
-        "trained_model",
-        "registered_model",
-        "predictions",
-        "drift_report",
-    }
+    assert set(materialized(result)) == LIFECYCLE_ASSETS
 
 
 def test_raw_data_is_content_addressed_and_stored_once(lifecycle):

@@ -13,6 +13,7 @@ import pytest
 from mlops_assets.resources.oci_registry import ImageReference, RegistryClient
 from mlops_assets.stack.process import free_port
 from mlops_assets_tests.conftest import (
+    LIFECYCLE_ASSETS,
     Lifecycle,
     check_evaluations,
     image_build_env,
@@ -245,14 +246,7 @@ def test_without_any_builder_only_served_image_fails_and_says_how_to_enable_one(
     assert "MLOPS_IMAGE_BUILDER=kaniko" in message
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert retries == []  # a missing builder is not a transient fault
-    assert set(materialized(result)) == {
-        "raw_data",
-        "versioned_dataset",
-        "trained_model",
-        "registered_model",
-        "predictions",
-        "drift_report",
-    }
+    assert set(materialized(result)) == LIFECYCLE_ASSETS
     assert lifecycle.state()["aliases"] == {"challenger": "1", "champion": "1"}
 
 
