@@ -1,4 +1,5 @@
-"""`mlops-demo`: materialise the whole graph once through the real dagster CLI.
+"""`mlops-demo`: run the mlops_lifecycle job once through the real dagster CLI (every asset
+and check but served_image, which needs an image builder and has its own job).
 
 It gives DAGSTER_HOME a persistent default under $MLOPS_HOME, so the run it
 makes is there when you open `dagster dev` with the same DAGSTER_HOME.
@@ -38,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     from mlops_assets.assets.scoring import daily_batches
 
     parser = argparse.ArgumentParser(
-        prog="mlops-demo", description="Materialise every asset and check of the graph once."
+        prog="mlops-demo",
+        description="Materialise every asset and check of the lifecycle once "
+        "(served_image has its own job, serve_champion).",
     )
     parser.add_argument(
         "--partition",
