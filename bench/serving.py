@@ -18,9 +18,11 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mlops_assets.definitions import build_resources
 from mlops_assets.ml.sample_data import generate_house_prices
 from mlops_assets.ml.serving import SERVING_PORT, invocation_payload
 from mlops_assets.ml.spec import HOUSE_PRICES
@@ -28,12 +30,10 @@ from mlops_assets.ml.train import model_input
 from mlops_assets.resources.image_builder import ImageBuilderResource, wait_for_ping
 
 
-def recorded_image() -> str:
+def recorded_image(resources: dict[str, Any]) -> str:
     """The image served_image recorded last in this project's object store (pulled if needed)."""
     from mlops_assets.assets.serving import read_record
-    from mlops_assets.definitions import build_resources
 
-    resources = build_resources()
     record = read_record(resources["object_store"], resources["mlflow"].model_name)  # type: ignore[arg-type]
     if record is None:
         raise SystemExit("no served image recorded yet: materialise served_image, or pass --image")
@@ -82,9 +82,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400, help="requests at concurrency 1")
     args = parser.parse_args()
 
-    builder = ImageBuilderResource()
+    resources = build_resources()
+    builder: ImageBuilderResource = resources["image_builder"]  # type: ignore[assignment]
     runtime = builder.runtime()
-    image = args.image or recorded_image()
+    image = args.image or recorded_image(resources)
     if "@" in image:
         builder.pull(runtime, image)
     container = builder.run(

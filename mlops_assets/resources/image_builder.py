@@ -44,7 +44,6 @@ _UNREACHABLE = (
     "timeout",
     "connection reset",
     "no route to host",
-    "server gave http response to https client",
     "502 bad gateway",
     "503 service unavailable",
     "504 gateway",
@@ -81,7 +80,10 @@ def _run(command: list[str], what: str, timeout: float = 3600, stdin: str | None
             "push" in what or "pull" in what
         ):
             error_type = RegistryUnavailable
-        raise error_type(f"{what} failed (exit {completed.returncode}):\n{tail}")
+        hint = ""
+        if "http response to https client" in tail.lower():
+            hint = "\n(the registry speaks plain HTTP: set MLOPS_IMAGE_REGISTRY_INSECURE=true)"
+        raise error_type(f"{what} failed (exit {completed.returncode}):\n{tail}{hint}")
     return completed.stdout
 
 
