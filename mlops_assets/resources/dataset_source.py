@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -127,6 +128,125 @@ def read_uri(uri: str, s3_endpoint_url: str = "", s3_region: str = "us-east-1") 
     )
 
 
+def is_generated(uri: str) -> bool:
+    """A sample:// source is generated on read: nothing ever lands there."""
+    return urllib.parse.urlsplit(uri).scheme == "sample"
+
+
+def _digest(entries: list[tuple[object, ...]]) -> str | None:
+    if not entries:
+        return None
+    text = "\n".join("\0".join(str(part) for part in entry) for entry in sorted(entries))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _local_fingerprint(path: Path) -> str | None:
+    if path.is_file():
+        stat = path.stat()
+        return _digest([(path.name, stat.st_size, stat.st_mtime_ns)])
+    if path.is_dir():
+        return _digest(
+            [
+                (p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in DATA_SUFFIXES and not p.name.startswith(".")
+            ]
+        )
+    return None
+
+
+def _s3_fingerprint(uri: urllib.parse.SplitResult, endpoint_url: str, region: str) -> str | None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from mlops_assets.resources.object_store import s3_client
+
+    bucket, key = uri.netloc, uri.path.lstrip("/")
+    client = s3_client(endpoint_url, region)
+    single = bool(key) and not key.endswith("/")
+
+    def wanted(name: str) -> bool:
+        if single:
+            return name == key
+        return name.lower().endswith(DATA_SUFFIXES) and not Path(name).name.startswith(".")
+
+    try:
+        entries = [
+            (item["Key"], item.get("ETag", ""), item.get("Size", 0))
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+            for item in page.get("Contents", [])
+            if wanted(item["Key"])
+        ]
+        return _digest(entries)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code == "NoSuchBucket":
+            return None
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        raise SourceUnavailable(
+            f"listing {uri.geturl()} on {endpoint_url or 'AWS S3'} failed: {code}",
+            transient=status >= 500,
+        ) from exc
+    except BotoCoreError as exc:
+        raise SourceUnavailable(
+            f"listing {uri.geturl()} on {endpoint_url or 'AWS S3'} failed: {exc}", transient=True
+        ) from exc
+
+
+def _http_fingerprint(url: str) -> str | None:
+    """ETag, or Last-Modified and length, from a HEAD request; the body's hash otherwise."""
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "mlops-assets"})
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:
+            headers = response.headers
+    except urllib.error.HTTPError as exc:
+        if exc.code in (404, 410):
+            return None
+        if exc.code not in (405, 501):  # servers that refuse HEAD get a GET below
+            raise SourceUnavailable(
+                f"HEAD {url} answered HTTP {exc.code} {exc.reason}", transient=exc.code >= 500
+            ) from exc
+        headers = None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise SourceUnavailable(f"HEAD {url} failed: {exc}", transient=True) from exc
+    if headers is not None:
+        validator = headers.get("ETag") or (
+            f"{headers.get('Last-Modified', '')}/{headers.get('Content-Length', '')}"
+            if headers.get("Last-Modified")
+            else ""
+        )
+        if validator:
+            return _digest([(url, validator)])
+    try:
+        body = _http(url)[0].data
+    except SourceUnavailable as exc:
+        if "HTTP 404" in str(exc) or "HTTP 410" in str(exc):
+            return None
+        raise
+    return _digest([(url, hashlib.sha256(body).hexdigest())])
+
+
+def fingerprint_uri(
+    uri: str, s3_endpoint_url: str = "", s3_region: str = "us-east-1"
+) -> str | None:
+    """A digest that changes when the data at ``uri`` changes, or None when nothing is there.
+
+    Reads listings and headers, not contents (sizes and mtimes, S3 ETags, HTTP validators),
+    so a sensor can ask every few seconds. Generated sample:// sources have no fingerprint.
+    """
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme == "sample":
+        raise SourceUnavailable(f"{uri} is generated on read; there is no location to watch")
+    if parts.scheme == "s3":
+        return _s3_fingerprint(parts, s3_endpoint_url, s3_region)
+    if parts.scheme in ("http", "https"):
+        return _http_fingerprint(uri)
+    if parts.scheme == "file":
+        return _local_fingerprint(Path(urllib.parse.unquote(parts.path)))
+    if parts.scheme == "" or len(parts.scheme) == 1:
+        return _local_fingerprint(Path(uri).expanduser())
+    raise SourceUnavailable(f"source {uri} has scheme '{parts.scheme}'; nothing to watch")
+
+
 class DatasetSourceResource(ConfigurableResource):
     """The dataset contract (spec) and the locations of labelled data and incoming batches."""
 
@@ -148,3 +268,10 @@ class DatasetSourceResource(ConfigurableResource):
 
     def read_incoming(self, day: date) -> list[TableFile]:
         return read_uri(self.incoming_batch_uri(day), self.s3_endpoint_url, self.s3_region)
+
+    def source_fingerprint(self) -> str | None:
+        """What the labelled-data sensor compares between ticks (see ``fingerprint_uri``)."""
+        return fingerprint_uri(self.source_uri, self.s3_endpoint_url, self.s3_region)
+
+    def incoming_fingerprint(self, day: date) -> str | None:
+        return fingerprint_uri(self.incoming_batch_uri(day), self.s3_endpoint_url, self.s3_region)

@@ -1,0 +1,97 @@
+"""Fingerprints of watched locations: they change with the data, and only with the data."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops_assets.resources.dataset_source import SourceUnavailable, fingerprint_uri
+
+
+def touch_later(path: Path, text: str) -> None:
+    """Write and move the mtime forward, as a later upload would."""
+    path.write_text(text)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+def test_a_folder_fingerprint_follows_its_data_files(tmp_path: Path) -> None:
+    folder = tmp_path / "labelled"
+    assert fingerprint_uri(str(folder)) is None
+    folder.mkdir()
+    assert fingerprint_uri(str(folder)) is None
+    (folder / "a.csv").write_text("x\n1\n")
+    first = fingerprint_uri(str(folder))
+    assert first is not None
+    assert fingerprint_uri(f"file://{folder}") == first
+    (folder / ".partial.csv").write_text("in flight")
+    (folder / "notes.txt").write_text("not data")
+    assert fingerprint_uri(str(folder)) == first
+    (folder / "b.csv").write_text("x\n2\n")
+    second = fingerprint_uri(str(folder))
+    assert second not in (None, first)
+    touch_later(folder / "b.csv", "x\n3\n")
+    assert fingerprint_uri(str(folder)) not in (None, first, second)
+
+
+def test_a_missing_file_has_no_fingerprint(tmp_path: Path) -> None:
+    batch = tmp_path / "2026-11-20.csv"
+    assert fingerprint_uri(str(batch)) is None
+    batch.write_text("x\n1\n")
+    assert fingerprint_uri(str(batch)) is not None
+
+
+def test_generated_sources_cannot_be_watched() -> None:
+    with pytest.raises(SourceUnavailable, match="generated on read"):
+        fingerprint_uri("sample://house-prices?rows=10")
+
+
+def test_s3_fingerprints_use_listings(seaweed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops_assets.resources.object_store import s3_client
+
+    for name, value in seaweed.env().items():
+        monkeypatch.setenv(name, value)
+    endpoint = seaweed.endpoint_url
+    client = s3_client(endpoint, "us-east-1")
+    prefix = f"s3://{seaweed.bucket}/fingerprints/labelled/"
+    assert fingerprint_uri(prefix, endpoint) is None
+    client.put_object(Bucket=seaweed.bucket, Key="fingerprints/labelled/a.csv", Body=b"x\n1\n")
+    first = fingerprint_uri(prefix, endpoint)
+    assert first is not None
+    client.put_object(Bucket=seaweed.bucket, Key="fingerprints/labelled/a.csv", Body=b"x\n2\n")
+    assert fingerprint_uri(prefix, endpoint) not in (None, first)
+    assert fingerprint_uri(f"s3://{seaweed.bucket}/fingerprints/labelled/a.csv", endpoint)
+    assert fingerprint_uri(f"s3://{seaweed.bucket}/fingerprints/nothing.csv", endpoint) is None
+    assert fingerprint_uri("s3://no-such-bucket-here/x/", endpoint) is None
+
+
+@pytest.fixture
+def http_folder(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", tmp_path
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_fingerprints_use_validators(http_folder: tuple[str, Path]) -> None:
+    base, folder = http_folder
+    assert fingerprint_uri(f"{base}/2026-11-20.csv") is None
+    touch_later(folder / "2026-11-20.csv", "x\n1\n")
+    first = fingerprint_uri(f"{base}/2026-11-20.csv")
+    assert first is not None
+    assert fingerprint_uri(f"{base}/2026-11-20.csv") == first
+    touch_later(folder / "2026-11-20.csv", "x\n22\n")
+    assert fingerprint_uri(f"{base}/2026-11-20.csv") not in (None, first)
