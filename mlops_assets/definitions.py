@@ -2,26 +2,45 @@
 
 from __future__ import annotations
 
+import os
+
 from dagster import (
     Definitions,
+    EnvVar,
     FilesystemIOManager,
     load_asset_checks_from_modules,
     load_assets_from_modules,
 )
 
 from mlops_assets.assets import data, model, scoring, serving
+from mlops_assets.automation.alerts import asset_check_alerts, run_failure_alerts
 from mlops_assets.automation.jobs import (
     approve_challenger,
     mlops_lifecycle,
+    refresh_model,
     rollback_champion,
+    score_batch,
     serve_champion,
+)
+from mlops_assets.automation.schedules import daily_scoring, periodic_retrain
+from mlops_assets.automation.sensors import (
+    champion_image,
+    drift_policy,
+    incoming_batches,
+    new_labelled_data,
 )
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.image_builder import ImageBuilderResource
 from mlops_assets.resources.mlflow_registry import MlflowResource
+from mlops_assets.resources.notifier import NotifierResource
 from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets.resources.policy import LifecyclePolicy
-from mlops_assets.settings import home, setting
+from mlops_assets.settings import flag, home, setting
+
+
+def secret(name: str) -> EnvVar | str:
+    """An env var Dagster resolves at run time and shows by name only, never by value."""
+    return EnvVar(name) if os.environ.get(name) else ""
 
 
 def build_resources() -> dict[str, object]:
@@ -51,8 +70,7 @@ def build_resources() -> dict[str, object]:
         "image_builder": ImageBuilderResource(
             builder=setting("MLOPS_IMAGE_BUILDER"),
             registry=setting("MLOPS_IMAGE_REGISTRY"),
-            registry_insecure=setting("MLOPS_IMAGE_REGISTRY_INSECURE").lower()
-            in ("1", "true", "yes"),
+            registry_insecure=flag("MLOPS_IMAGE_REGISTRY_INSECURE"),
             base_image=setting("MLOPS_IMAGE_BASE"),
             build_ca_bundle=setting("MLOPS_IMAGE_BUILD_CA_BUNDLE"),
             container_run_args=setting("MLOPS_CONTAINER_RUN_ARGS"),
@@ -69,6 +87,20 @@ def build_resources() -> dict[str, object]:
             drift_share_threshold=float(setting("MLOPS_DRIFT_SHARE_THRESHOLD")),
             quality_tolerance=float(setting("MLOPS_QUALITY_TOLERANCE")),
             drift_sample_rows=int(setting("MLOPS_DRIFT_SAMPLE_ROWS")),
+            drift_policy=setting("MLOPS_DRIFT_POLICY"),
+            retrain_cooldown_minutes=float(setting("MLOPS_RETRAIN_COOLDOWN_MINUTES")),
+        ),
+        "notifier": NotifierResource(
+            channels=setting("MLOPS_ALERT_CHANNELS"),
+            webhook_url=secret("MLOPS_ALERT_WEBHOOK_URL"),
+            smtp_host=setting("MLOPS_SMTP_HOST"),
+            smtp_port=int(setting("MLOPS_SMTP_PORT")),
+            smtp_starttls=flag("MLOPS_SMTP_STARTTLS"),
+            smtp_username=setting("MLOPS_SMTP_USERNAME"),
+            smtp_password=secret("MLOPS_SMTP_PASSWORD"),
+            email_from=setting("MLOPS_ALERT_EMAIL_FROM"),
+            email_to=setting("MLOPS_ALERT_EMAIL_TO"),
+            ui_base_url=setting("MLOPS_DAGSTER_UI_URL"),
         ),
     }
 
@@ -81,7 +113,23 @@ def build_definitions(resources: dict[str, object] | None = None) -> Definitions
     return Definitions(
         assets=load_assets_from_modules(ASSET_MODULES),
         asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
-        jobs=[mlops_lifecycle, serve_champion, approve_challenger, rollback_champion],
+        jobs=[
+            mlops_lifecycle,
+            refresh_model,
+            score_batch,
+            serve_champion,
+            approve_challenger,
+            rollback_champion,
+        ],
+        schedules=[daily_scoring, periodic_retrain],
+        sensors=[
+            new_labelled_data,
+            incoming_batches,
+            drift_policy,
+            champion_image,
+            asset_check_alerts,
+            run_failure_alerts,
+        ],
         resources=build_resources() if resources is None else resources,
     )
 

@@ -140,6 +140,72 @@ SETTINGS: tuple[Setting, ...] = (
         "50000",
         "Rows sampled from batch and reference for the drift report.",
     ),
+    Setting(
+        "MLOPS_AUTOMATION",
+        "stopped",
+        "running: schedules and the sensors that launch runs start with the daemon; stopped: "
+        "turn them on in the UI. The alert sensors always start running.",
+    ),
+    Setting(
+        "MLOPS_SENSOR_INTERVAL_SECONDS",
+        "30",
+        "Seconds between two evaluations of each sensor.",
+    ),
+    Setting(
+        "MLOPS_SCORING_CRON",
+        "0 1 * * *",
+        "When daily_scoring scores the day that just ended (predictions, drift_report).",
+    ),
+    Setting(
+        "MLOPS_RETRAIN_CRON",
+        "0 3 * * 0",
+        "When periodic_retrain runs refresh_model (snapshot, version, train, register).",
+    ),
+    Setting("MLOPS_SCHEDULE_TIMEZONE", "UTC", "Time zone of both crons."),
+    Setting(
+        "MLOPS_INCOMING_LOOKBACK_DAYS",
+        "7",
+        "How many of the latest daily partitions the incoming_batches sensor watches.",
+    ),
+    Setting(
+        "MLOPS_DRIFT_POLICY",
+        "retrain",
+        "What a failed drift_report check starts: continue (alerts only), retrain "
+        "(refresh_model), or rollback (a failed quality check rolls the champion back; "
+        "drift alone retrains).",
+    ),
+    Setting(
+        "MLOPS_RETRAIN_COOLDOWN_MINUTES",
+        "360",
+        "After a run started by the drift policy, further drift failures start nothing for "
+        "this long.",
+    ),
+    Setting(
+        "MLOPS_ALERT_CHANNELS",
+        "log",
+        "Where alerts go, comma-separated: log, webhook, email.",
+    ),
+    Setting(
+        "MLOPS_ALERT_WEBHOOK_URL",
+        "",
+        "Slack-compatible incoming webhook (a secret: read through EnvVar, never shown).",
+    ),
+    Setting("MLOPS_ALERT_EMAIL_TO", "", "Alert recipients, comma-separated."),
+    Setting("MLOPS_ALERT_EMAIL_FROM", "mlops-assets@localhost", "Sender of alert emails."),
+    Setting("MLOPS_SMTP_HOST", "", "SMTP server for email alerts."),
+    Setting("MLOPS_SMTP_PORT", "587", "SMTP port."),
+    Setting("MLOPS_SMTP_STARTTLS", "true", "true: upgrade the SMTP connection with STARTTLS."),
+    Setting("MLOPS_SMTP_USERNAME", "", "SMTP login; empty means no login."),
+    Setting(
+        "MLOPS_SMTP_PASSWORD",
+        "",
+        "SMTP password (a secret: read through EnvVar, never shown).",
+    ),
+    Setting(
+        "MLOPS_DAGSTER_UI_URL",
+        "http://127.0.0.1:3000",
+        "Base URL of the Dagster UI, for the run links in alerts.",
+    ),
 )
 
 
@@ -148,6 +214,10 @@ def setting(name: str) -> str:
         if entry.name == name:
             return entry.value()
     raise KeyError(f"unknown setting {name}")
+
+
+def flag(name: str) -> bool:
+    return setting(name).strip().lower() in ("1", "true", "yes", "on")
 
 
 def home() -> Path:

@@ -116,3 +116,57 @@ def test_the_lifecycle_runs_without_an_image_builder_and_serving_has_its_own_job
     assert lifecycle_assets == set(EXPECTED_CHECKS) - {"served_image"}
     assert not lifecycle_checks & EXPECTED_CHECKS["served_image"]
     assert selected("serve_champion") == ({"served_image"}, EXPECTED_CHECKS["served_image"])
+
+
+def test_automation_jobs_select_the_model_chain_and_the_scoring_pair():
+    from mlops_assets.definitions import defs
+
+    def assets_of(job_name: str) -> set[str]:
+        graph = defs.resolve_job_def(job_name).asset_layer.asset_graph
+        return {k.to_user_string() for k in graph.executable_asset_keys}
+
+    assert assets_of("refresh_model") == {
+        "raw_data",
+        "versioned_dataset",
+        "trained_model",
+        "registered_model",
+    }
+    assert assets_of("score_batch") == {"predictions", "drift_report"}
+
+
+AUTOMATION_STATUS = (
+    "from mlops_assets.definitions import defs\n"
+    "repo = defs.get_repository_def()\n"
+    "for d in [*repo.schedule_defs, *repo.sensor_defs]:\n"
+    "    print(d.name, d.default_status.value)\n"
+)
+
+
+def automation_status(**env: str) -> dict[str, str]:
+    import os
+
+    out = subprocess.run(
+        [sys.executable, "-c", AUTOMATION_STATUS],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "MLOPS_AUTOMATION": "", **env},
+    )
+    return dict(line.split() for line in out.stdout.splitlines())
+
+
+def test_automation_ships_stopped_and_alerts_ship_running():
+    alerts = {"asset_check_alerts": "RUNNING", "run_failure_alerts": "RUNNING"}
+    launchers = [
+        "daily_scoring",
+        "periodic_retrain",
+        "new_labelled_data",
+        "incoming_batches",
+        "drift_policy",
+        "champion_image",
+    ]
+    assert automation_status() == {**dict.fromkeys(launchers, "STOPPED"), **alerts}
+    assert automation_status(MLOPS_AUTOMATION="running") == {
+        **dict.fromkeys(launchers, "RUNNING"),
+        **alerts,
+    }

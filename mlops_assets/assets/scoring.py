@@ -268,7 +268,7 @@ def drift_share_below_threshold(
         severity=AssetCheckSeverity.WARN,
         description=f"{drift_report['drifted_columns']} drifted columns, share {share:.0%} "
         f"(threshold {policy.drift_share_threshold:.0%})",
-        metadata={"drift_share": share},
+        metadata={"drift_share": share, "model_version": drift_report["model_version"]},
     )
 
 
@@ -285,7 +285,7 @@ def quality_not_degraded(drift_report: dict[str, Any], policy: LifecyclePolicy) 
         return AssetCheckResult(
             passed=True,
             description="batch has no labels; quality not measured",
-            metadata={"labelled": False},
+            metadata={"labelled": False, "model_version": drift_report["model_version"]},
         )
     limit = drift_report["champion_test_rmse"] * (1 + policy.quality_tolerance)
     return AssetCheckResult(
@@ -294,5 +294,10 @@ def quality_not_degraded(drift_report: dict[str, Any], policy: LifecyclePolicy) 
         description=f"batch rmse {quality['rmse']:.6g}, limit {limit:.6g} (champion "
         f"v{drift_report['model_version']} test rmse {drift_report['champion_test_rmse']:.6g} "
         f"+ {policy.quality_tolerance:.0%})",
-        metadata={"batch_rmse": quality["rmse"], "limit": limit, "labelled": True},
+        metadata={
+            "batch_rmse": quality["rmse"],
+            "limit": limit,
+            "labelled": True,
+            "model_version": drift_report["model_version"],
+        },
     )

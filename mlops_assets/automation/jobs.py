@@ -34,6 +34,27 @@ mlops_lifecycle = define_asset_job(
     "score the day's batch and report its drift.",
 )
 
+# The unpartitioned chain: what new labelled data, the retrain schedule and the drift policy
+# run. raw_data is keyed by content, so unchanged data is not stored twice.
+MODEL_CHAIN = AssetSelection.assets(
+    "raw_data", "versioned_dataset", "trained_model", "registered_model"
+)
+
+refresh_model = define_asset_job(
+    "refresh_model",
+    selection=MODEL_CHAIN,
+    description="Snapshot the labelled data, version it, train, register and gate the champion "
+    "(raw_data, versioned_dataset, trained_model, registered_model and their checks).",
+)
+
+score_batch = define_asset_job(
+    "score_batch",
+    selection=AssetSelection.assets("predictions", "drift_report"),
+    partitions_def=daily_batches,
+    description="Score one day's incoming batch with the champion and report its drift "
+    "(predictions, drift_report and their checks).",
+)
+
 serve_champion = define_asset_job(
     "serve_champion",
     selection=SERVED_IMAGE,
@@ -88,12 +109,23 @@ def approve_challenger() -> None:
 
 class RollbackConfig(Config):
     reason: str = Field(default="manual rollback", description="why, for the record")
+    only_if_champion: str = Field(
+        default="",
+        description="roll back only while this version is champion (the drift policy sets it, "
+        "so a champion that already changed is left alone)",
+    )
 
 
 @op(pool=REGISTRY_POOL)
 def point_champion_back(
     context: OpExecutionContext, config: RollbackConfig, mlflow: MlflowResource
 ) -> None:
+    current = mlflow.alias_version(CHAMPION)
+    if config.only_if_champion and current != config.only_if_champion:
+        context.log.info(
+            f"champion is v{current}, not v{config.only_if_champion}: nothing to roll back"
+        )
+        return
     try:
         move = mlflow.rollback_champion(config.reason)
     except ValueError as exc:

@@ -6,6 +6,7 @@ import hashlib
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -133,7 +134,7 @@ def is_generated(uri: str) -> bool:
     return urllib.parse.urlsplit(uri).scheme == "sample"
 
 
-def _digest(entries: list[tuple[object, ...]]) -> str | None:
+def _digest(entries: Sequence[tuple[object, ...]]) -> str | None:
     if not entries:
         return None
     text = "\n".join("\0".join(str(part) for part in entry) for entry in sorted(entries))

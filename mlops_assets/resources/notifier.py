@@ -252,7 +252,9 @@ class NotifierResource(ConfigurableResource):
                     f"{exc} (set MLOPS_SMTP_STARTTLS=false for a server without TLS)"
                 ) from None
             except smtplib.SMTPResponseException as exc:
-                text = f"SMTP {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}"
+                error = exc.smtp_error
+                detail = error.decode(errors="replace") if isinstance(error, bytes) else error
+                text = f"SMTP {exc.smtp_code} {detail}"
                 if 400 <= exc.smtp_code < 500:
                     raise _Transient(text) from None
                 raise _Permanent(text) from None

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
+DRIFT_POLICIES = ("continue", "retrain", "rollback")
+
 
 class LifecyclePolicy(ConfigurableResource):
     promotion_policy: str = Field(
@@ -26,3 +28,22 @@ class LifecyclePolicy(ConfigurableResource):
         description="allowed fractional rise of batch RMSE over the champion's test RMSE",
     )
     drift_sample_rows: int = Field(default=50_000, description="rows sampled for drift reports")
+    drift_policy: str = Field(
+        default="retrain",
+        description="what a failed drift_report check starts: continue, retrain or rollback",
+    )
+    retrain_cooldown_minutes: float = Field(
+        default=360, description="quiet time after a run started by the drift policy"
+    )
+
+    def drift_action(self, check_name: str) -> str:
+        """``continue``, ``retrain`` or ``rollback`` for a failed check of drift_report."""
+        policy = self.drift_policy.strip().lower()
+        if policy not in DRIFT_POLICIES:
+            raise ValueError(
+                f"MLOPS_DRIFT_POLICY is '{self.drift_policy}'; expected one of "
+                f"{', '.join(DRIFT_POLICIES)}"
+            )
+        if policy == "rollback" and check_name != "quality_not_degraded":
+            return "retrain"  # drift alone says the data moved, not that the champion got worse
+        return policy

@@ -1,0 +1,131 @@
+"""Alerts: one per failed asset check evaluation, and one per failed run.
+
+Both sensors ship running: with the default channel (the log) they only write to the
+daemon's log, and with a webhook or email configured a person hears of every failure.
+"""
+
+from __future__ import annotations
+
+from dagster import (
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    SensorEvaluationContext,
+    SensorResult,
+    run_failure_sensor,
+    sensor,
+)
+
+from mlops_assets.automation.check_history import (
+    CheckCursor,
+    FailedCheck,
+    failed_checks,
+    start_cursor,
+)
+from mlops_assets.automation.constants import SENSOR_INTERVAL_SECONDS
+from mlops_assets.resources.notifier import Alert, AlertDeliveryFailed, NotifierResource
+
+
+def check_alert(failure: FailedCheck, notifier: NotifierResource, job: str = "") -> Alert:
+    where = f" [{failure.partition}]" if failure.partition else ""
+    return Alert(
+        title=f"Check {failure.check} failed on {failure.asset}{where}",
+        severity=failure.severity,
+        message=failure.description,
+        run_url=notifier.run_url(failure.run_id),
+        asset=failure.asset,
+        check=failure.check,
+        partition=failure.partition,
+        job=job,
+        run_id=failure.run_id,
+        key=f"check-evaluation-{failure.id}",
+    )
+
+
+class AlertsUndelivered(RuntimeError):
+    """No alert of this tick could be delivered; they stay pending for the next tick."""
+
+
+@sensor(
+    name="asset_check_alerts",
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Sends one alert per failed asset check evaluation (any asset, WARN or ERROR) "
+    "through the notifier (MLOPS_ALERT_CHANNELS). A channel that fails keeps its alerts "
+    "pending and fails the tick, so nothing is dropped and nothing is sent twice.",
+)
+def asset_check_alerts(
+    context: SensorEvaluationContext, notifier: NotifierResource
+) -> SensorResult:
+    keys = list(context.repository_def.asset_graph.asset_check_keys)  # type: ignore[union-attr]
+    cursor = CheckCursor.parse(context.cursor) or start_cursor(context.instance, keys)
+    failures, visible = failed_checks(context.instance, keys, cursor)
+    channels = notifier.channel_list()
+    broken: dict[
+        str, AlertDeliveryFailed
+    ] = {}  # a channel that failed is not tried again this tick
+    delivered = 0
+    for failure in failures:
+        run = context.instance.get_run_by_id(failure.run_id)
+        alert = check_alert(failure, notifier, run.job_name if run else "")
+        owed = [
+            c for c in channels if c not in cursor.partial.get(failure.id, []) and c not in broken
+        ]
+        problems = notifier.send(alert, owed)
+        broken.update({p.channel: p for p in problems})
+        sent = [c for c in owed if c not in broken]
+        delivered += len(sent)
+        done_channels = cursor.partial.get(failure.id, []) + sent
+        if set(done_channels) >= set(channels):
+            cursor.done.add(failure.id)
+            cursor.partial.pop(failure.id, None)
+        else:
+            cursor.partial[failure.id] = done_channels
+    cursor.forget_older_than(visible)
+    if broken and not delivered:
+        # Nothing changed, so failing the tick loses nothing: it shows in the UI and the
+        # daemon log, and the next tick tries again.
+        raise AlertsUndelivered("; ".join(str(p) for p in broken.values()))
+    if broken:
+        context.log.error("some alerts stay pending: " + "; ".join(str(p) for p in broken.values()))
+    if not failures:
+        # The cursor still goes back: the first tick's floor must be kept.
+        return SensorResult(skip_reason="no new failed check evaluations", cursor=cursor.dumps())
+    return SensorResult(cursor=cursor.dumps())
+
+
+def _step_errors(context: RunFailureSensorContext, limit: int = 3) -> list[str]:
+    errors = []
+    for event in context.get_step_failure_events()[:limit]:
+        data = event.event_specific_data
+        user = getattr(data, "user_failure_data", None)
+        error = getattr(data, "error", None)
+        text = (user.description if user else None) or (error.message if error else "")
+        errors.append(f"{event.step_key}: {text.strip()}")
+    return errors
+
+
+@run_failure_sensor(
+    name="run_failure_alerts",
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Sends an alert when a run of this code location fails, with the failed steps "
+    "and their errors.",
+)
+def run_failure_alerts(context: RunFailureSensorContext, notifier: NotifierResource) -> None:
+    run = context.dagster_run
+    steps = _step_errors(context)
+    message = "\n".join(steps) if steps else (context.failure_event.message or "run failed")
+    alert = Alert(
+        title=f"Run of {run.job_name} failed",
+        severity="ERROR",
+        message=message,
+        run_url=notifier.run_url(run.run_id),
+        job=run.job_name,
+        partition=run.tags.get("dagster/partition", ""),
+        run_id=run.run_id,
+        key=f"run-failure-{run.run_id}",
+        facts={"Trigger": run.tags.get("mlops/trigger", "")},
+    )
+    problems = notifier.send(alert)
+    if problems:
+        raise AlertsUndelivered("; ".join(str(p) for p in problems))

@@ -1,0 +1,242 @@
+"""Sensors that launch work: new labelled data, new incoming batches, the drift policy, and
+a new champion to serve.
+
+Each keeps a cursor in the instance and gives every run a run key derived from what caused
+it, so a re-run tick or a restarted daemon never launches the same work twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import date
+
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    AssetRecordsFilter,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from mlops_assets.assets.metadata import redact_uri
+from mlops_assets.assets.scoring import daily_batches
+from mlops_assets.automation.check_history import CheckCursor, failed_checks, start_cursor
+from mlops_assets.automation.constants import (
+    CAUSE_TAG,
+    SENSOR_INTERVAL_SECONDS,
+    SENSOR_STATUS,
+    TRIGGER_TAG,
+)
+from mlops_assets.automation.jobs import (
+    refresh_model,
+    rollback_champion,
+    score_batch,
+    serve_champion,
+)
+from mlops_assets.resources.dataset_source import DatasetSourceResource, is_generated
+from mlops_assets.resources.mlflow_registry import CHAMPION, MlflowResource
+from mlops_assets.resources.policy import LifecyclePolicy
+from mlops_assets.settings import setting
+
+LOOKBACK_DAYS = int(setting("MLOPS_INCOMING_LOOKBACK_DAYS"))
+
+
+@sensor(
+    name="new_labelled_data",
+    job=refresh_model,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=SENSOR_STATUS,
+    description="Watches MLOPS_SOURCE_URI (file listing, S3 ETags or HTTP validators) and runs "
+    "refresh_model when the labelled data changes. Write files under a name starting with '.' "
+    "and rename them when complete: hidden files are ignored.",
+)
+def new_labelled_data(
+    context: SensorEvaluationContext, dataset_source: DatasetSourceResource
+) -> SensorResult | SkipReason:
+    source = redact_uri(dataset_source.source_uri)
+    if is_generated(dataset_source.source_uri):
+        return SkipReason(
+            f"MLOPS_SOURCE_URI is the generated sample {source}: nothing lands there; point it "
+            "at a folder, an s3:// prefix or an http(s) URL"
+        )
+    fingerprint = dataset_source.source_fingerprint()
+    if fingerprint is None:
+        return SkipReason(f"no labelled data at {source} yet")
+    if fingerprint == context.cursor:
+        return SkipReason(f"labelled data at {source} unchanged")
+    return SensorResult(
+        run_requests=[
+            RunRequest(
+                run_key=f"labelled-{fingerprint[:24]}",
+                tags={TRIGGER_TAG: "new_labelled_data", CAUSE_TAG: source},
+            )
+        ],
+        cursor=fingerprint,
+    )
+
+
+@sensor(
+    name="incoming_batches",
+    job=score_batch,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=SENSOR_STATUS,
+    description="Watches MLOPS_INCOMING_URI for the latest MLOPS_INCOMING_LOOKBACK_DAYS daily "
+    "partitions and runs score_batch for a day whose batch appears or changes. Waits while "
+    "the model has no champion.",
+)
+def incoming_batches(
+    context: SensorEvaluationContext,
+    dataset_source: DatasetSourceResource,
+    mlflow: MlflowResource,
+) -> SensorResult | SkipReason:
+    template = redact_uri(dataset_source.incoming_uri)
+    if is_generated(dataset_source.incoming_uri):
+        return SkipReason(
+            f"MLOPS_INCOMING_URI is the generated sample {template}: nothing lands there; "
+            "the daily_scoring schedule scores it"
+        )
+    days = daily_batches.get_partition_keys()[-LOOKBACK_DAYS:]
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    landed = {}
+    for day in days:
+        fingerprint = dataset_source.incoming_fingerprint(date.fromisoformat(day))
+        if fingerprint is not None and seen.get(day) != fingerprint:
+            landed[day] = fingerprint
+    if not landed:
+        return SkipReason(f"no new batch at {template} for {days[0]} .. {days[-1]}")
+    if mlflow.alias_version(CHAMPION) is None:
+        # The cursor stays: the batches are scored as soon as a champion exists.
+        return SkipReason(
+            f"batches for {', '.join(sorted(landed))} wait: model '{mlflow.model_name}' has "
+            "no champion yet"
+        )
+    requests = [
+        RunRequest(
+            run_key=f"batch-{day}-{fingerprint[:16]}",
+            partition_key=day,
+            tags={TRIGGER_TAG: "incoming_batches"},
+        )
+        for day, fingerprint in sorted(landed.items())
+    ]
+    seen.update(landed)
+    return SensorResult(
+        run_requests=requests,
+        cursor=json.dumps({day: seen[day] for day in days if day in seen}, sort_keys=True),
+    )
+
+
+DRIFT_CHECKS = ("drift_share_below_threshold", "quality_not_degraded")
+
+
+def _last_policy_run(context: SensorEvaluationContext) -> float | None:
+    records = context.instance.get_run_records(
+        RunsFilter(tags={TRIGGER_TAG: "drift_policy"}), limit=1
+    )
+    return records[0].create_timestamp.timestamp() if records else None
+
+
+@sensor(
+    name="drift_policy",
+    jobs=[refresh_model, rollback_champion],
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=SENSOR_STATUS,
+    description="Reads failed drift_report checks from the event log and applies "
+    "MLOPS_DRIFT_POLICY: continue (alerts only), retrain (refresh_model), or rollback (a failed "
+    "quality check rolls the champion back). After a run it starts, further failures start "
+    "nothing for MLOPS_RETRAIN_COOLDOWN_MINUTES.",
+)
+def drift_policy(context: SensorEvaluationContext, policy: LifecyclePolicy) -> SensorResult:
+    keys = [AssetCheckKey(AssetKey("drift_report"), name) for name in DRIFT_CHECKS]
+    cursor = CheckCursor.parse(context.cursor) or start_cursor(context.instance, keys)
+    failures, visible = failed_checks(context.instance, keys, cursor)
+    cursor.done.update(failure.id for failure in failures)
+    cursor.forget_older_than(visible)
+    # One run per tick at most: a rollback answers a regressed champion, so it wins over a
+    # retrain asked for by the same batch.
+    acting = [(policy.drift_action(f.check), f) for f in failures]
+    acting = [pair for pair in acting if pair[0] != "continue"]
+    if not acting:
+        reason = (
+            f"{len(failures)} failed drift check(s), policy 'continue': alerts only"
+            if failures
+            else "no new failed drift checks"
+        )
+        return SensorResult(skip_reason=reason, cursor=cursor.dumps())
+    action, failure = next((p for p in acting if p[0] == "rollback"), acting[0])
+    last_run = _last_policy_run(context)
+    waited = time.time() - last_run if last_run is not None else None
+    if waited is not None and waited < policy.retrain_cooldown_minutes * 60:
+        return SensorResult(
+            skip_reason=f"{failure.label} failed, but a drift policy run started "
+            f"{waited / 60:.0f} min ago (cooldown {policy.retrain_cooldown_minutes:g} min): "
+            "nothing started",
+            cursor=cursor.dumps(),
+        )
+    tags = {TRIGGER_TAG: "drift_policy", CAUSE_TAG: failure.label}
+    if action == "rollback":
+        reason = f"drift policy: {failure.label}: {failure.description}"[:500]
+        request = RunRequest(
+            job_name=rollback_champion.name,
+            run_key=f"drift-rollback-{failure.id}",
+            run_config={
+                "ops": {
+                    "point_champion_back": {
+                        "config": {
+                            "reason": reason,
+                            "only_if_champion": failure.metadata.get("model_version", ""),
+                        }
+                    }
+                }
+            },
+            tags=tags,
+        )
+    else:
+        request = RunRequest(
+            job_name=refresh_model.name, run_key=f"drift-retrain-{failure.id}", tags=tags
+        )
+    context.log.info(f"{failure.label} failed: policy '{policy.drift_policy}' starts {action}")
+    return SensorResult(run_requests=[request], cursor=cursor.dumps())
+
+
+@sensor(
+    name="champion_image",
+    job=serve_champion,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=SENSOR_STATUS,
+    description="Runs serve_champion when registered_model records a new champion (a "
+    "promotion, an approval or a rollback), so the served image follows the champion.",
+)
+def champion_image(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+    state = json.loads(context.cursor) if context.cursor else {}
+    after: int | None = state.get("after")
+    champion: str = state.get("champion", "")
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("registered_model"), after_storage_id=after),
+        limit=100,
+        ascending=True,
+    ).records
+    if not records:
+        return SkipReason("no new registered_model materialisation")
+    latest = champion
+    for record in records:
+        materialization = record.asset_materialization
+        value = materialization.metadata.get("champion_version") if materialization else None
+        if value is not None and value.value:
+            latest = str(value.value)
+    requests = []
+    if latest and latest != champion:
+        requests.append(
+            RunRequest(
+                run_key=f"serve-v{latest}-{records[-1].storage_id}",
+                tags={TRIGGER_TAG: "champion_image", CAUSE_TAG: f"champion v{latest}"},
+            )
+        )
+    return SensorResult(
+        run_requests=requests,
+        cursor=json.dumps({"after": records[-1].storage_id, "champion": latest}),
+    )

@@ -1,0 +1,274 @@
+"""Sensors evaluated against a real instance, real files and a real MLflow registry.
+
+The daemon test (test_daemon.py) runs them in `dagster-daemon`; these pin down each rule.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckSeverity,
+    AssetKey,
+    AssetMaterialization,
+    DagsterInstance,
+    DagsterRun,
+    RunRequest,
+    SensorResult,
+    SkipReason,
+    build_sensor_context,
+)
+
+from mlops_assets.automation.constants import TRIGGER_TAG
+from mlops_assets.automation.sensors import (
+    champion_image,
+    drift_policy,
+    incoming_batches,
+    new_labelled_data,
+)
+from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
+from mlops_assets.resources.dataset_source import DatasetSourceResource
+from mlops_assets.resources.policy import LifecyclePolicy
+from mlops_assets_tests.conftest import Lifecycle
+
+
+def evaluate(
+    sensor: Any,
+    instance: DagsterInstance | None = None,
+    cursor: str | None = None,
+    **resources: Any,
+) -> Any:
+    context = build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+    return sensor(context)
+
+
+def requests_of(result: Any) -> list[RunRequest]:
+    return list(result.run_requests or []) if isinstance(result, SensorResult) else []
+
+
+def write_batch(path: Path, rows: int = 50, seed: int = 1) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(to_csv_bytes(generate_house_prices(rows, seed=seed)))
+
+
+# --- new_labelled_data ------------------------------------------------------------------
+
+
+def test_new_labelled_data_runs_once_per_change(tmp_path: Path) -> None:
+    folder = tmp_path / "labelled"
+    source = DatasetSourceResource(source_uri=str(folder), incoming_uri="unused")
+
+    empty = evaluate(new_labelled_data, dataset_source=source)
+    assert isinstance(empty, SkipReason)
+    assert f"no labelled data at {folder}" in empty.skip_message
+
+    write_batch(folder / "2026-11.csv")
+    first = evaluate(new_labelled_data, dataset_source=source)
+    [request] = requests_of(first)
+    assert request.run_key.startswith("labelled-")
+    assert request.tags[TRIGGER_TAG] == "new_labelled_data"
+
+    again = evaluate(new_labelled_data, cursor=first.cursor, dataset_source=source)
+    assert isinstance(again, SkipReason)
+    assert "unchanged" in again.skip_message
+
+    write_batch(folder / "2026-12.csv", seed=2)
+    second = evaluate(new_labelled_data, cursor=first.cursor, dataset_source=source)
+    [later] = requests_of(second)
+    assert later.run_key != request.run_key
+
+
+def test_new_labelled_data_explains_a_generated_source() -> None:
+    source = DatasetSourceResource(source_uri="sample://house-prices?rows=10", incoming_uri="x")
+    result = evaluate(new_labelled_data, dataset_source=source)
+    assert isinstance(result, SkipReason)
+    assert "nothing lands there" in result.skip_message
+
+
+# --- incoming_batches -------------------------------------------------------------------
+
+
+def incoming_source(folder: Path) -> DatasetSourceResource:
+    return DatasetSourceResource(
+        source_uri="sample://house-prices?rows=10", incoming_uri=str(folder / "{date}.csv")
+    )
+
+
+def last_day() -> str:
+    from mlops_assets.assets.scoring import daily_batches
+
+    return daily_batches.get_partition_keys()[-1]
+
+
+def test_incoming_batches_scores_each_landed_day_once(trained: Lifecycle, tmp_path: Path) -> None:
+    from mlops_assets.definitions import build_resources
+
+    mlflow = build_resources()["mlflow"]
+    source = incoming_source(tmp_path / "incoming")
+    nothing = evaluate(incoming_batches, dataset_source=source, mlflow=mlflow)
+    assert isinstance(nothing, SkipReason)
+
+    day = last_day()
+    write_batch(tmp_path / "incoming" / f"{day}.csv")
+    (tmp_path / "incoming" / "1999-01-01.csv").write_text("outside the watched days")
+    first = evaluate(incoming_batches, dataset_source=source, mlflow=mlflow)
+    [request] = requests_of(first)
+    assert request.partition_key == day
+    assert request.run_key.startswith(f"batch-{day}-")
+    assert json.loads(first.cursor).keys() == {day}
+
+    again = evaluate(incoming_batches, cursor=first.cursor, dataset_source=source, mlflow=mlflow)
+    assert isinstance(again, SkipReason)
+
+    write_batch(tmp_path / "incoming" / f"{day}.csv", rows=60, seed=3)  # a corrected upload
+    corrected = evaluate(
+        incoming_batches, cursor=first.cursor, dataset_source=source, mlflow=mlflow
+    )
+    [rescore] = requests_of(corrected)
+    assert rescore.partition_key == day
+    assert rescore.run_key != request.run_key
+
+
+def test_incoming_batches_wait_for_a_champion(lifecycle: Lifecycle, tmp_path: Path) -> None:
+    from mlops_assets.definitions import build_resources
+
+    mlflow = build_resources()["mlflow"]
+    source = incoming_source(tmp_path / "incoming")
+    write_batch(tmp_path / "incoming" / f"{last_day()}.csv")
+    result = evaluate(incoming_batches, dataset_source=source, mlflow=mlflow)
+    assert isinstance(result, SkipReason)
+    assert "no champion yet" in result.skip_message
+
+
+# --- drift_policy -----------------------------------------------------------------------
+
+
+def fail_check(instance: DagsterInstance, check: str, model_version: str = "1") -> None:
+    """Record a failed evaluation of a drift_report check in the instance's event log."""
+    instance.report_runless_asset_event(
+        AssetCheckEvaluation(
+            asset_key=AssetKey("drift_report"),
+            check_name=check,
+            passed=False,
+            severity=AssetCheckSeverity.ERROR
+            if check == "quality_not_degraded"
+            else AssetCheckSeverity.WARN,
+            description=f"{check} failed in a test",
+            metadata={"model_version": model_version},
+        )
+    )
+
+
+def policy(kind: str, cooldown: float = 60) -> LifecyclePolicy:
+    return LifecyclePolicy(drift_policy=kind, retrain_cooldown_minutes=cooldown)
+
+
+def test_drift_policy_retrains_once_per_failure_and_not_for_history(
+    lifecycle: Lifecycle,
+) -> None:
+    instance = lifecycle.instance
+    fail_check(instance, "drift_share_below_threshold")  # before the sensor ever ran
+    start = evaluate(drift_policy, instance, policy=policy("retrain"))
+    assert requests_of(start) == []
+
+    fail_check(instance, "drift_share_below_threshold")
+    result = evaluate(drift_policy, instance, start.cursor, policy=policy("retrain"))
+    [request] = requests_of(result)
+    assert request.job_name == "refresh_model"
+    assert request.run_key.startswith("drift-retrain-")
+    assert request.tags[TRIGGER_TAG] == "drift_policy"
+    assert "drift_report.drift_share_below_threshold" in request.tags["mlops/cause"]
+
+    repeat = evaluate(drift_policy, instance, result.cursor, policy=policy("retrain"))
+    assert requests_of(repeat) == []
+
+
+def launched(instance: DagsterInstance, request: RunRequest) -> None:
+    """What the daemon does with a run request: a run with its tags in the instance."""
+    instance.add_run(
+        DagsterRun(job_name=request.job_name or "", run_id=str(uuid.uuid4()), tags=request.tags)
+    )
+
+
+def test_drift_policy_cooldown_holds_off_a_storm(lifecycle: Lifecycle) -> None:
+    instance = lifecycle.instance
+    cursor = evaluate(drift_policy, instance, policy=policy("retrain")).cursor
+    fail_check(instance, "drift_share_below_threshold")
+    first = evaluate(drift_policy, instance, cursor, policy=policy("retrain"))
+    [request] = requests_of(first)
+    launched(instance, request)
+
+    for _ in range(3):
+        fail_check(instance, "drift_share_below_threshold")
+    held = evaluate(drift_policy, instance, first.cursor, policy=policy("retrain"))
+    assert requests_of(held) == []
+    assert "cooldown 60 min" in held.skip_reason.skip_message
+
+    # Without a cooldown the next failure retrains again.
+    fail_check(instance, "drift_share_below_threshold")
+    after = evaluate(drift_policy, instance, held.cursor, policy=policy("retrain", cooldown=0))
+    assert len(requests_of(after)) == 1
+
+
+def test_drift_policy_continue_only_alerts(lifecycle: Lifecycle) -> None:
+    instance = lifecycle.instance
+    cursor = evaluate(drift_policy, instance, policy=policy("continue")).cursor
+    fail_check(instance, "quality_not_degraded")
+    result = evaluate(drift_policy, instance, cursor, policy=policy("continue"))
+    assert requests_of(result) == []
+    assert "policy 'continue'" in result.skip_reason.skip_message
+
+
+def test_drift_policy_rolls_back_a_regressed_champion(lifecycle: Lifecycle) -> None:
+    instance = lifecycle.instance
+    cursor = evaluate(drift_policy, instance, policy=policy("rollback")).cursor
+    fail_check(instance, "drift_share_below_threshold", model_version="3")
+    fail_check(instance, "quality_not_degraded", model_version="3")
+    result = evaluate(drift_policy, instance, cursor, policy=policy("rollback"))
+    [request] = requests_of(result)
+    assert request.job_name == "rollback_champion"
+    config = request.run_config["ops"]["point_champion_back"]["config"]
+    assert config["only_if_champion"] == "3"
+    assert "quality_not_degraded" in config["reason"]
+
+
+def test_a_bad_drift_policy_is_named() -> None:
+    with pytest.raises(ValueError, match="MLOPS_DRIFT_POLICY is 'panic'"):
+        policy("panic").drift_action("quality_not_degraded")
+
+
+# --- champion_image ---------------------------------------------------------------------
+
+
+def champion_recorded(instance: DagsterInstance, version: str) -> None:
+    instance.report_runless_asset_event(
+        AssetMaterialization("registered_model", metadata={"champion_version": version})
+    )
+
+
+def test_champion_image_serves_each_new_champion_once(lifecycle: Lifecycle) -> None:
+    instance = lifecycle.instance
+    assert isinstance(evaluate(champion_image, instance), SkipReason)
+
+    champion_recorded(instance, "1")
+    first = evaluate(champion_image, instance)
+    [request] = requests_of(first)
+    assert request.run_key.startswith("serve-v1-")
+
+    champion_recorded(instance, "1")  # registered again, champion unchanged
+    same = evaluate(champion_image, instance, first.cursor)
+    assert requests_of(same) == []
+
+    champion_recorded(instance, "2")
+    champion_recorded(instance, "1")  # promoted, then rolled back before the next tick
+    back = evaluate(champion_image, instance, same.cursor)
+    assert requests_of(back) == []  # v1 is what is served already
+    champion_recorded(instance, "2")
+    promoted = evaluate(champion_image, instance, back.cursor)
+    [serve] = requests_of(promoted)
+    assert serve.run_key.startswith("serve-v2-")
