@@ -166,7 +166,10 @@ def test_automation_ships_stopped_and_alerts_ship_running():
         "champion_image",
     ]
     assert automation_status() == {**dict.fromkeys(launchers, "STOPPED"), **alerts}
-    assert automation_status(MLOPS_AUTOMATION="running") == {
-        **dict.fromkeys(launchers, "RUNNING"),
-        **alerts,
-    }
+    running = {**dict.fromkeys(launchers, "RUNNING"), **alerts}
+    # champion_image builds images: it follows the champion only where a registry is set.
+    assert automation_status(MLOPS_AUTOMATION="running") == {**running, "champion_image": "STOPPED"}
+    assert (
+        automation_status(MLOPS_AUTOMATION="running", MLOPS_IMAGE_REGISTRY="registry.test/ml")
+        == running
+    )

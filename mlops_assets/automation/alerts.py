@@ -70,7 +70,7 @@ def asset_check_alerts(
         owed = [
             c for c in channels if c not in cursor.partial.get(failure.id, []) and c not in broken
         ]
-        problems = notifier.send(alert, owed)
+        problems = notifier.send(alert, owed, log=context.log)
         broken.update({p.channel: p for p in problems})
         sent = [c for c in owed if c not in broken]
         delivered += len(sent)
@@ -126,6 +126,6 @@ def run_failure_alerts(context: RunFailureSensorContext, notifier: NotifierResou
         key=f"run-failure-{run.run_id}",
         facts={"Trigger": run.tags.get("mlops/trigger", "")},
     )
-    problems = notifier.send(alert)
+    problems = notifier.send(alert, log=context.log)
     if problems:
         raise AlertsUndelivered("; ".join(str(p) for p in problems))

@@ -13,4 +13,11 @@ SCHEDULE_STATUS = (
     DefaultScheduleStatus.RUNNING if AUTOMATION_RUNNING else DefaultScheduleStatus.STOPPED
 )
 SENSOR_STATUS = DefaultSensorStatus.RUNNING if AUTOMATION_RUNNING else DefaultSensorStatus.STOPPED
+# Building images needs a builder and somewhere to push: champion_image follows the champion
+# automatically only where a registry is configured.
+IMAGE_SENSOR_STATUS = (
+    DefaultSensorStatus.RUNNING
+    if AUTOMATION_RUNNING and setting("MLOPS_IMAGE_REGISTRY")
+    else DefaultSensorStatus.STOPPED
+)
 SENSOR_INTERVAL_SECONDS = int(setting("MLOPS_SENSOR_INTERVAL_SECONDS"))

@@ -28,6 +28,7 @@ from mlops_assets.assets.scoring import daily_batches
 from mlops_assets.automation.check_history import CheckCursor, failed_checks, start_cursor
 from mlops_assets.automation.constants import (
     CAUSE_TAG,
+    IMAGE_SENSOR_STATUS,
     SENSOR_INTERVAL_SECONDS,
     SENSOR_STATUS,
     TRIGGER_TAG,
@@ -207,7 +208,7 @@ def drift_policy(context: SensorEvaluationContext, policy: LifecyclePolicy) -> S
     name="champion_image",
     job=serve_champion,
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-    default_status=SENSOR_STATUS,
+    default_status=IMAGE_SENSOR_STATUS,
     description="Runs serve_champion when registered_model records a new champion (a "
     "promotion, an approval or a rollback), so the served image follows the champion.",
 )

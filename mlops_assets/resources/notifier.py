@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from typing import Any
 
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -150,21 +151,28 @@ class NotifierResource(ConfigurableResource):
     def run_url(self, run_id: str) -> str:
         return f"{self.ui_base_url.rstrip('/')}/runs/{run_id}" if run_id else ""
 
-    def send(self, alert: Alert, channels: list[str] | None = None) -> list[AlertDeliveryFailed]:
-        """Deliver to each channel (all configured ones by default); return the failures."""
+    def send(
+        self, alert: Alert, channels: list[str] | None = None, log: Any = None
+    ) -> list[AlertDeliveryFailed]:
+        """Deliver to each channel (all configured ones by default); return the failures.
+
+        ``log``: where the log channel writes (a sensor's ``context.log``, so the alert shows in
+        the tick's logs in the UI); the module logger by default.
+        """
         failures = []
         for channel in channels if channels is not None else self.channel_list():
             try:
-                self.deliver(alert, channel)
+                self.deliver(alert, channel, log)
             except AlertDeliveryFailed as exc:
                 LOGGER.error("%s; the alert was: %s", exc, alert.text())
                 failures.append(exc)
         return failures
 
-    def deliver(self, alert: Alert, channel: str) -> None:
+    def deliver(self, alert: Alert, channel: str, log: Any = None) -> None:
         if channel == "log":
-            log = LOGGER.error if alert.severity == "ERROR" else LOGGER.warning
-            log("ALERT %s", alert.text())
+            logger = log or LOGGER
+            write = logger.error if alert.severity == "ERROR" else logger.warning
+            write(f"ALERT {alert.text()}")
         elif channel == "webhook":
             self._post_webhook(slack_payload(alert))
         elif channel == "email":
