@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -13,6 +14,8 @@ from mlops_assets.stack.process import ServerProcess, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# What tests leave for a person to look at (CI keeps this folder): screenshots, timings.
+ARTIFACTS = Path(os.environ.get("MLOPS_TEST_ARTIFACTS") or ROOT / "test-artifacts")
 
 DAGSTER_YAML = """\
 concurrency:

@@ -9,7 +9,6 @@ run, also after the daemon is restarted.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,12 @@ import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
-from mlops_assets_tests.dagster_services import daemon, project_env, wait_for
+from mlops_assets_tests.dagster_services import ARTIFACTS, daemon, project_env, wait_for
 from mlops_assets_tests.receivers import WebhookReceiver
 
 pytestmark = pytest.mark.slow
 
 INTERVAL = 3
-ARTIFACTS = Path(
-    os.environ.get("MLOPS_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")
-)
 
 
 def runs(instance: DagsterInstance, trigger: str) -> list[Any]:

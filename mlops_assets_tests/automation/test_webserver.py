@@ -1,0 +1,315 @@
+"""The UI a team uses, with the real `dagster-webserver` (and daemon) in subprocesses.
+
+GraphQL lists every asset and check of the graph; "Materialize all", launched the way the UI
+launches it, materialises the whole graph (served_image included: a real image build); and
+headless Chromium, driven through chromedriver's WebDriver HTTP API, saves a screenshot of the
+asset graph page as a test artifact.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import struct
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops_assets_tests.conftest import PARTITION, TEST_INCOMING, TEST_SOURCE, image_build_env
+from mlops_assets_tests.dagster_services import (
+    ARTIFACTS,
+    daemon,
+    project_env,
+    wait_for,
+    wait_until,
+    webserver,
+)
+from mlops_assets_tests.test_definitions import EXPECTED_CHECKS
+
+pytestmark = pytest.mark.slow
+
+LOCATION = "mlops_assets"
+REPOSITORY = "__repository__"
+
+
+def graphql(base: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{base}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        body = json.loads(response.read())
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+ASSETS_AND_CHECKS = """
+{
+  assetNodes {
+    assetKey { path }
+    isPartitioned
+    assetChecksOrError { ... on AssetChecks { checks { name } } }
+  }
+  repositoryOrError(repositorySelector: {repositoryName: "__repository__",
+                                         repositoryLocationName: "mlops_assets"}) {
+    ... on Repository { jobs { name } sensors { name } schedules { name } }
+  }
+}
+"""
+
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message stack }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+RUN = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) {
+    ... on Run { status assetMaterializations { assetKey { path } } }
+  }
+}
+"""
+
+
+def materialize_all(base: str, asset_job: str) -> str:
+    """What the UI's "Materialize all" sends: the implicit asset job, every asset and check,
+    and the partition picked in its dialog."""
+    params = {
+        "selector": {
+            "repositoryLocationName": LOCATION,
+            "repositoryName": REPOSITORY,
+            "jobName": asset_job,
+            "assetSelection": [{"path": [asset]} for asset in sorted(EXPECTED_CHECKS)],
+            "assetCheckSelection": [
+                {"assetKey": {"path": [asset]}, "name": check}
+                for asset, checks in sorted(EXPECTED_CHECKS.items())
+                for check in sorted(checks)
+            ],
+        },
+        "mode": "default",
+        "runConfigData": {},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": PARTITION}]},
+    }
+    result = graphql(base, LAUNCH, {"params": params})["launchRun"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    return str(result["run"]["runId"])
+
+
+# --- headless Chromium through chromedriver's WebDriver API --------------------------------
+
+
+def webdriver(base: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    request = urllib.request.Request(
+        f"{base}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())["value"]
+
+
+def wait_for_optional(probe: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.5)
+    return None
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def screenshot_asset_graph(ui: str, tmp_path: Path, logs: Path) -> Path:
+    from mlops_assets.stack.process import ServerProcess, free_port
+
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.fail(
+            "chromium and chromedriver are needed for the UI screenshot "
+            "(apt-get install chromium chromium-driver; .ci/run does)"
+        )
+    port = free_port()
+    driver = ServerProcess(
+        "chromedriver", [chromedriver, f"--port={port}"], logs / "chromedriver.log"
+    )
+    driver.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: webdriver(base, "GET", "/status")["ready"], "chromedriver", 30, driver.log
+        )
+        options = {
+            "binary": chromium,
+            "args": [
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--window-size=1600,1000",
+                # This machine's network is closed: no background calls home.
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-quic",
+                "--no-first-run",
+                f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            ],
+        }
+        session = webdriver(
+            base,
+            "POST",
+            "/session",
+            {"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}},
+        )["sessionId"]
+        try:
+            webdriver(base, "POST", f"/session/{session}/url", {"url": f"{ui}/asset-groups"})
+
+            def find(xpath: str) -> list[dict[str, str]]:
+                return list(
+                    webdriver(
+                        base,
+                        "POST",
+                        f"/session/{session}/elements",
+                        {"using": "xpath", "value": xpath},
+                    )
+                )
+
+            ui_logs = [logs / "webserver.log"]
+            wait_for("the asset groups", lambda: find("//*[text()='serving']"), 90, ui_logs)
+            # A fresh instance greets its first visitor with a dialog; dismiss it as they would.
+            skip = wait_for_optional(lambda: find("//button[normalize-space()='Skip']"), 10)
+            if skip:
+                element = next(iter(skip[0].values()))
+                webdriver(base, "POST", f"/session/{session}/element/{element}/click", {})
+            # Groups start collapsed; Alt+E is the graph's "expand all groups" shortcut.
+            alt = "\ue00a"
+            webdriver(
+                base,
+                "POST",
+                f"/session/{session}/actions",
+                {
+                    "actions": [
+                        {
+                            "type": "key",
+                            "id": "keyboard",
+                            "actions": [
+                                {"type": "keyDown", "value": alt},
+                                {"type": "keyDown", "value": "e"},
+                                {"type": "keyUp", "value": "e"},
+                                {"type": "keyUp", "value": alt},
+                            ],
+                        }
+                    ]
+                },
+            )
+            wait_for(
+                "the asset graph to show every asset",
+                lambda: all(find(f"//*[text()='{asset}']") for asset in EXPECTED_CHECKS),
+                60,
+                ui_logs,
+            )
+            time.sleep(2)  # let the graph finish its layout animation
+            png = base64.b64decode(webdriver(base, "GET", f"/session/{session}/screenshot"))
+        finally:
+            webdriver(base, "DELETE", f"/session/{session}")
+    finally:
+        driver.stop()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    target = ARTIFACTS / "asset_graph.png"
+    target.write_bytes(png)
+    width, height = png_size(png)
+    assert width >= 1000, (width, height)
+    assert height >= 600, (width, height)
+    assert len(png) > 30_000, "the screenshot looks empty"
+    return target
+
+
+def test_webserver_lists_the_graph_materializes_all_and_renders_it(
+    tmp_path: Path, base_image: str, oci_registry: Any
+) -> None:
+    dagster_home, logs = tmp_path / "dagster_home", tmp_path / "logs"
+    env = project_env(
+        tmp_path / "mlops",
+        dagster_home,
+        MLOPS_SOURCE_URI=TEST_SOURCE,
+        MLOPS_INCOMING_URI=TEST_INCOMING,
+        **image_build_env(base_image, f"{oci_registry.address}/webserver-test"),
+    )
+    from dagster import DagsterInstance
+
+    DagsterInstance.from_config(str(dagster_home)).dispose()  # databases first, then servers
+    server, ui = webserver(env, logs / "webserver.log")
+    runner = daemon(env, logs / "daemon.log")  # the queued "Materialize all" run needs it
+    server.start()
+    runner.start()
+    try:
+        wait_until(
+            lambda: urllib.request.urlopen(f"{ui}/server_info", timeout=5).status == 200,
+            "dagster-webserver",
+            180,
+            server.log,
+        )
+
+        def graph_listed() -> dict[str, Any] | None:
+            data = graphql(ui, ASSETS_AND_CHECKS)
+            return data if data["assetNodes"] else None
+
+        data = wait_for("the code location to load", graph_listed, 180, [server.log])
+
+        # 1. Every asset and check of the graph, as the UI lists them.
+        listed = {
+            node["assetKey"]["path"][0]: {c["name"] for c in node["assetChecksOrError"]["checks"]}
+            for node in data["assetNodes"]
+        }
+        assert listed == EXPECTED_CHECKS
+        partitioned = {n["assetKey"]["path"][0] for n in data["assetNodes"] if n["isPartitioned"]}
+        assert partitioned == {"predictions", "drift_report"}
+        repository = data["repositoryOrError"]
+        assert {"asset_check_alerts", "drift_policy"} <= {s["name"] for s in repository["sensors"]}
+        assert {s["name"] for s in repository["schedules"]} == {"daily_scoring", "periodic_retrain"}
+
+        # 2. "Materialize all" succeeds.
+        asset_job = next(
+            j["name"] for j in repository["jobs"] if j["name"].startswith("__ASSET_JOB")
+        )
+        run_id = materialize_all(ui, asset_job)
+
+        def run_finished() -> dict[str, Any] | None:
+            run = graphql(ui, RUN, {"runId": run_id})["runOrError"]
+            return run if run["status"] in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+        run = wait_for(
+            "the Materialize all run to finish",
+            run_finished,
+            900,
+            [server.log, logs / "daemon.log"],
+            interval=3,
+        )
+        assert run["status"] == "SUCCESS", f"run {run_id} ended {run['status']}"
+        materialized = {m["assetKey"]["path"][0] for m in run["assetMaterializations"]}
+        assert materialized == set(EXPECTED_CHECKS)
+
+        # 3. The asset graph page, rendered by headless Chromium.
+        shot = screenshot_asset_graph(ui, tmp_path, logs)
+        print(f"\nasset graph screenshot: {shot}")
+    finally:
+        runner.stop()
+        server.stop()
