@@ -121,16 +121,6 @@ def webdriver(base: str, method: str, path: str, body: dict[str, Any] | None = N
         return json.loads(response.read())["value"]
 
 
-def wait_for_optional(probe: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.5)
-    return None
-
-
 def png_size(data: bytes) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     width, height = struct.unpack(">II", data[16:24])
@@ -180,6 +170,9 @@ def screenshot_asset_graph(ui: str, tmp_path: Path, logs: Path) -> Path:
             {"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}},
         )["sessionId"]
         try:
+            # A fresh instance greets its first visitor with a dialog; mark it seen, as its
+            # Skip button does, so it cannot cover the graph.
+            graphql(ui, "mutation { setNuxSeen }")
             webdriver(base, "POST", f"/session/{session}/url", {"url": f"{ui}/asset-groups"})
 
             def find(xpath: str) -> list[dict[str, str]]:
@@ -194,11 +187,6 @@ def screenshot_asset_graph(ui: str, tmp_path: Path, logs: Path) -> Path:
 
             ui_logs = [logs / "webserver.log"]
             wait_for("the asset groups", lambda: find("//*[text()='serving']"), 90, ui_logs)
-            # A fresh instance greets its first visitor with a dialog; dismiss it as they would.
-            skip = wait_for_optional(lambda: find("//button[normalize-space()='Skip']"), 10)
-            if skip:
-                element = next(iter(skip[0].values()))
-                webdriver(base, "POST", f"/session/{session}/element/{element}/click", {})
             # Groups start collapsed; Alt+E is the graph's "expand all groups" shortcut.
             alt = "\ue00a"
             webdriver(
