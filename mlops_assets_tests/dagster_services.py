@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlops_assets.demo import DAGSTER_YAML
 from mlops_assets.settings import SETTINGS
 from mlops_assets.stack.process import ServerProcess, free_port, wait_until
 
@@ -16,14 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # What tests leave for a person to look at (CI keeps this folder): screenshots, timings.
 ARTIFACTS = Path(os.environ.get("MLOPS_TEST_ARTIFACTS") or ROOT / "test-artifacts")
-
-DAGSTER_YAML = """\
-concurrency:
-  pools:
-    default_limit: 1
-telemetry:
-  enabled: false
-"""
 
 
 def project_env(home: Path, dagster_home: Path, **settings: str) -> dict[str, str]:

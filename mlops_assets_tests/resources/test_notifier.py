@@ -142,13 +142,21 @@ def smtp_server() -> Iterator[Any]:
         controller.stop()
 
 
-def test_email_reaches_a_real_smtp_server(smtp_server: Any) -> None:
-    controller, inbox = smtp_server
-    failures = notifier(
+def mailer(controller: Any, **config: Any) -> NotifierResource:
+    """The email channel pointed at the test's SMTP server (plain SMTP on loopback)."""
+    return notifier(
         channels="email",
         smtp_host="127.0.0.1",
         smtp_port=controller.port,
         smtp_starttls=False,
+        **config,
+    )
+
+
+def test_email_reaches_a_real_smtp_server(smtp_server: Any) -> None:
+    controller, inbox = smtp_server
+    failures = mailer(
+        controller,
         smtp_username="alerts",
         smtp_password="s3cret",
         email_from="dagster@example.com",
@@ -165,14 +173,8 @@ def test_email_reaches_a_real_smtp_server(smtp_server: Any) -> None:
 
 def test_email_with_a_wrong_password_fails_at_once(smtp_server: Any) -> None:
     controller, inbox = smtp_server
-    failures = notifier(
-        channels="email",
-        smtp_host="127.0.0.1",
-        smtp_port=controller.port,
-        smtp_starttls=False,
-        smtp_username="alerts",
-        smtp_password="wrong",
-        email_to="ml-team@example.com",
+    failures = mailer(
+        controller, smtp_username="alerts", smtp_password="wrong", email_to="ml-team@example.com"
     ).send(ALERT)
     assert "authentication as 'alerts' failed (535)" in str(failures[0])
     assert "wrong" not in str(failures[0])
