@@ -90,6 +90,33 @@ class Lifecycle:
         }
 
 
+# Checks whose failures are warnings; the others fail as errors.
+WARN_CHECKS = {"drift_share_below_threshold", "predictions_in_plausible_range"}
+
+
+def record_evaluation(
+    instance: DagsterInstance,
+    asset: str,
+    check: str,
+    passed: bool,
+    description: str,
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """A check evaluation in the instance's event log, with the severity the check uses."""
+    from dagster import AssetCheckEvaluation, AssetCheckSeverity
+
+    instance.report_runless_asset_event(
+        AssetCheckEvaluation(
+            asset_key=AssetKey(asset),
+            check_name=check,
+            passed=passed,
+            severity=AssetCheckSeverity.WARN if check in WARN_CHECKS else AssetCheckSeverity.ERROR,
+            description=description,
+            metadata=metadata or {},
+        )
+    )
+
+
 def check_evaluations(result: ExecuteInProcessResult) -> dict[tuple[str, str], Any]:
     evaluations = {}
     for event in result.all_events:

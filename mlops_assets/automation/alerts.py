@@ -37,7 +37,6 @@ def check_alert(failure: FailedCheck, notifier: NotifierResource, job: str = "")
         partition=failure.partition,
         job=job,
         run_id=failure.run_id,
-        key=f"check-evaluation-{failure.id}",
     )
 
 
@@ -60,9 +59,8 @@ def asset_check_alerts(
     cursor = CheckCursor.parse(context.cursor) or start_cursor(context.instance, keys)
     failures, visible = failed_checks(context.instance, keys, cursor)
     channels = notifier.channel_list()
-    broken: dict[
-        str, AlertDeliveryFailed
-    ] = {}  # a channel that failed is not tried again this tick
+    # A channel that failed is not tried again this tick.
+    broken: dict[str, AlertDeliveryFailed] = {}
     delivered = 0
     for failure in failures:
         run = context.instance.get_run_by_id(failure.run_id)
@@ -123,7 +121,6 @@ def run_failure_alerts(context: RunFailureSensorContext, notifier: NotifierResou
         job=run.job_name,
         partition=run.tags.get("dagster/partition", ""),
         run_id=run.run_id,
-        key=f"run-failure-{run.run_id}",
         facts={"Trigger": run.tags.get("mlops/trigger", "")},
     )
     problems = notifier.send(alert, log=context.log)

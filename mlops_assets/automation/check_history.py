@@ -29,7 +29,6 @@ class FailedCheck:
     description: str
     partition: str
     run_id: str
-    timestamp: float
     metadata: dict[str, str]
 
     @property
@@ -113,7 +112,6 @@ def failed_checks(
                     description=evaluation.description or "(the check gave no description)",
                     partition=record.partition or getattr(evaluation, "partition", None) or "",
                     run_id=record.run_id,
-                    timestamp=record.create_timestamp,
                     metadata={k: _text(v) for k, v in evaluation.metadata.items()},
                 )
             )

@@ -6,7 +6,8 @@ import hashlib
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -24,12 +25,52 @@ HTTP_TIMEOUT_SECONDS = 60
 class SourceUnavailable(RuntimeError):
     """The source could not be read at all (missing path, HTTP error, unknown scheme).
 
-    ``transient`` marks faults worth retrying (server errors, timeouts, connection failures).
+    ``transient`` marks faults worth retrying (server errors, timeouts, connection failures);
+    ``code`` is the server's answer where there was one (an HTTP status, an S3 error code).
     """
 
-    def __init__(self, message: str, transient: bool = False):
+    def __init__(self, message: str, transient: bool = False, code: str = ""):
         super().__init__(message)
         self.transient = transient
+        self.code = code
+
+
+def is_data_file(name: str) -> bool:
+    """A .csv or .parquet file that is not hidden: a file written under a '.' name and renamed
+    when complete is not read half-written."""
+    base = Path(name).name
+    return base.lower().endswith(DATA_SUFFIXES) and not base.startswith(".")
+
+
+def _data_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_data_file(p.name))
+
+
+def _local_path(uri: str) -> Path | None:
+    """The path a file:// URI or a plain path (or a drive letter) names; None for other schemes."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme == "file":
+        return Path(urllib.parse.unquote(parts.path))
+    if parts.scheme == "" or len(parts.scheme) == 1:
+        return Path(uri).expanduser()
+    return None
+
+
+@contextmanager
+def _s3_errors(action: str) -> Iterator[None]:
+    """S3 client errors as SourceUnavailable: '<action> failed: <code or error>'."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        raise SourceUnavailable(
+            f"{action} failed: {code}", transient=status >= 500, code=code
+        ) from exc
+    except BotoCoreError as exc:
+        raise SourceUnavailable(f"{action} failed: {exc}", transient=True) from exc
 
 
 def _sample(uri: urllib.parse.SplitResult) -> list[TableFile]:
@@ -56,7 +97,9 @@ def _http(url: str) -> list[TableFile]:
             data = response.read()
     except urllib.error.HTTPError as exc:
         raise SourceUnavailable(
-            f"GET {url} answered HTTP {exc.code} {exc.reason}", transient=exc.code >= 500
+            f"GET {url} answered HTTP {exc.code} {exc.reason}",
+            transient=exc.code >= 500,
+            code=str(exc.code),
         ) from exc
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise SourceUnavailable(f"GET {url} failed: {exc}", transient=True) from exc
@@ -68,25 +111,19 @@ def _local(path: Path) -> list[TableFile]:
     if path.is_file():
         return [TableFile(path.name, path.read_bytes())]
     if path.is_dir():
-        files = sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file() and p.suffix.lower() in DATA_SUFFIXES and not p.name.startswith(".")
-        )
-        return [TableFile(p.relative_to(path).as_posix(), p.read_bytes()) for p in files]
+        return [
+            TableFile(p.relative_to(path).as_posix(), p.read_bytes()) for p in _data_files(path)
+        ]
     raise SourceUnavailable(f"source path {path} does not exist")
 
 
 def _s3(uri: urllib.parse.SplitResult, endpoint_url: str, region: str) -> list[TableFile]:
     """One object, or every .csv/.parquet object under a prefix ending in '/'."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     from mlops_assets.resources.object_store import s3_client
 
     bucket, key = uri.netloc, uri.path.lstrip("/")
     client = s3_client(endpoint_url, region)
-    server = endpoint_url or "AWS S3"
-    try:
+    with _s3_errors(f"reading {uri.geturl()} from {endpoint_url or 'AWS S3'}"):
         if key and not key.endswith("/"):
             body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
             return [TableFile(Path(key).name, body)]
@@ -94,20 +131,10 @@ def _s3(uri: urllib.parse.SplitResult, endpoint_url: str, region: str) -> list[T
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
             for item in page.get("Contents", []):
                 name = item["Key"]
-                if name.lower().endswith(DATA_SUFFIXES) and not Path(name).name.startswith("."):
+                if is_data_file(name):
                     body = client.get_object(Bucket=bucket, Key=name)["Body"].read()
                     files.append(TableFile(name[len(key) :], body))
         return sorted(files, key=lambda f: f.name)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        raise SourceUnavailable(
-            f"reading {uri.geturl()} from {server} failed: {code}", transient=status >= 500
-        ) from exc
-    except BotoCoreError as exc:
-        raise SourceUnavailable(
-            f"reading {uri.geturl()} from {server} failed: {exc}", transient=True
-        ) from exc
 
 
 def read_uri(uri: str, s3_endpoint_url: str = "", s3_region: str = "us-east-1") -> list[TableFile]:
@@ -119,10 +146,9 @@ def read_uri(uri: str, s3_endpoint_url: str = "", s3_region: str = "us-east-1") 
         return _sample(parts)
     if parts.scheme in ("http", "https"):
         return _http(uri)
-    if parts.scheme == "file":
-        return _local(Path(urllib.parse.unquote(parts.path)))
-    if parts.scheme == "" or len(parts.scheme) == 1:  # a plain path (or a drive letter)
-        return _local(Path(uri).expanduser())
+    path = _local_path(uri)
+    if path is not None:
+        return _local(path)
     raise SourceUnavailable(
         f"source {uri} has scheme '{parts.scheme}'; supported: a path, file://, http(s)://, "
         "s3://, sample://"
@@ -146,19 +172,15 @@ def _local_fingerprint(path: Path) -> str | None:
         stat = path.stat()
         return _digest([(path.name, stat.st_size, stat.st_mtime_ns)])
     if path.is_dir():
-        return _digest(
-            [
-                (p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in DATA_SUFFIXES and not p.name.startswith(".")
-            ]
-        )
+        entries = []
+        for file in _data_files(path):
+            stat = file.stat()
+            entries.append((file.relative_to(path).as_posix(), stat.st_size, stat.st_mtime_ns))
+        return _digest(entries)
     return None
 
 
 def _s3_fingerprint(uri: urllib.parse.SplitResult, endpoint_url: str, region: str) -> str | None:
-    from botocore.exceptions import BotoCoreError, ClientError
-
     from mlops_assets.resources.object_store import s3_client
 
     bucket, key = uri.netloc, uri.path.lstrip("/")
@@ -166,31 +188,22 @@ def _s3_fingerprint(uri: urllib.parse.SplitResult, endpoint_url: str, region: st
     single = bool(key) and not key.endswith("/")
 
     def wanted(name: str) -> bool:
-        if single:
-            return name == key
-        return name.lower().endswith(DATA_SUFFIXES) and not Path(name).name.startswith(".")
+        return name == key if single else is_data_file(name)
 
     try:
-        entries = [
-            (item["Key"], item.get("ETag", ""), item.get("Size", 0))
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
-            for item in page.get("Contents", [])
-            if wanted(item["Key"])
-        ]
-        return _digest(entries)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code == "NoSuchBucket":
+        with _s3_errors(f"listing {uri.geturl()} on {endpoint_url or 'AWS S3'}"):
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+            entries = [
+                (item["Key"], item.get("ETag", ""), item.get("Size", 0))
+                for page in pages
+                for item in page.get("Contents", [])
+                if wanted(item["Key"])
+            ]
+    except SourceUnavailable as exc:
+        if exc.code == "NoSuchBucket":
             return None
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        raise SourceUnavailable(
-            f"listing {uri.geturl()} on {endpoint_url or 'AWS S3'} failed: {code}",
-            transient=status >= 500,
-        ) from exc
-    except BotoCoreError as exc:
-        raise SourceUnavailable(
-            f"listing {uri.geturl()} on {endpoint_url or 'AWS S3'} failed: {exc}", transient=True
-        ) from exc
+        raise
+    return _digest(entries)
 
 
 def _http_fingerprint(url: str) -> str | None:
@@ -220,7 +233,7 @@ def _http_fingerprint(url: str) -> str | None:
     try:
         body = _http(url)[0].data
     except SourceUnavailable as exc:
-        if "HTTP 404" in str(exc) or "HTTP 410" in str(exc):
+        if exc.code in ("404", "410"):
             return None
         raise
     return _digest([(url, hashlib.sha256(body).hexdigest())])
@@ -241,10 +254,9 @@ def fingerprint_uri(
         return _s3_fingerprint(parts, s3_endpoint_url, s3_region)
     if parts.scheme in ("http", "https"):
         return _http_fingerprint(uri)
-    if parts.scheme == "file":
-        return _local_fingerprint(Path(urllib.parse.unquote(parts.path)))
-    if parts.scheme == "" or len(parts.scheme) == 1:
-        return _local_fingerprint(Path(uri).expanduser())
+    path = _local_path(uri)
+    if path is not None:
+        return _local_fingerprint(path)
     raise SourceUnavailable(f"source {uri} has scheme '{parts.scheme}'; nothing to watch")
 
 

@@ -50,7 +50,6 @@ class Alert:
     partition: str = ""
     job: str = ""
     run_id: str = ""
-    key: str = ""  # stable identity, for deduplication by the sender
     facts: dict[str, str] = field(default_factory=dict)
 
     def fields(self) -> list[tuple[str, str]]:

@@ -8,9 +8,6 @@ from typing import Any
 
 import pytest
 from dagster import (
-    AssetCheckEvaluation,
-    AssetCheckSeverity,
-    AssetKey,
     DagsterInstance,
     build_run_status_sensor_context,
     build_sensor_context,
@@ -23,22 +20,10 @@ from mlops_assets.automation.alerts import (
 )
 from mlops_assets.definitions import build_definitions
 from mlops_assets.resources.notifier import NotifierResource
-from mlops_assets_tests.conftest import Lifecycle
+from mlops_assets_tests.conftest import Lifecycle, record_evaluation
 from mlops_assets_tests.receivers import WebhookReceiver
 
 UI = "http://dagster.test:3000"
-
-
-def record(instance: DagsterInstance, asset: str, check: str, passed: bool, text: str) -> None:
-    instance.report_runless_asset_event(
-        AssetCheckEvaluation(
-            asset_key=AssetKey(asset),
-            check_name=check,
-            passed=passed,
-            severity=AssetCheckSeverity.WARN if "drift" in check else AssetCheckSeverity.ERROR,
-            description=text,
-        )
-    )
 
 
 def tick(instance: DagsterInstance, cursor: str | None, notifier: NotifierResource) -> Any:
@@ -63,16 +48,20 @@ def webhook(receiver: WebhookReceiver, channels: str = "webhook") -> NotifierRes
 
 def test_one_alert_per_failed_evaluation_and_none_twice(lifecycle: Lifecycle) -> None:
     instance = lifecycle.instance
-    record(instance, "raw_data", "has_data_rows", False, "history: before alerts were on")
+    record_evaluation(
+        instance, "raw_data", "has_data_rows", False, "history: before alerts were on"
+    )
     with WebhookReceiver() as receiver:
         notifier = webhook(receiver)
         start = tick(instance, None, notifier)
         assert start.skip_reason is not None
         assert receiver.delivered() == []
 
-        record(instance, "drift_report", "drift_share_below_threshold", False, "share 50%")
-        record(instance, "predictions", "no_missing_predictions", True, "0 non-finite")
-        record(instance, "raw_data", "values_match_schema", False, "column 'area': rule")
+        record_evaluation(
+            instance, "drift_report", "drift_share_below_threshold", False, "share 50%"
+        )
+        record_evaluation(instance, "predictions", "no_missing_predictions", True, "0 non-finite")
+        record_evaluation(instance, "raw_data", "values_match_schema", False, "column 'area': rule")
         # The daemon persists the cursor in the instance; a re-run tick gets the same one.
         first = tick(instance, start.cursor, notifier)
         assert first.skip_reason is None
@@ -98,7 +87,9 @@ def test_a_failing_webhook_keeps_alerts_pending_until_it_recovers(
     with WebhookReceiver(statuses=[500] * 4) as receiver:
         notifier = webhook(receiver)
         cursor = tick(instance, None, notifier).cursor
-        record(instance, "drift_report", "quality_not_degraded", False, "rmse 9e5 over limit")
+        record_evaluation(
+            instance, "drift_report", "quality_not_degraded", False, "rmse 9e5 over limit"
+        )
         with pytest.raises(AlertsUndelivered, match=r"webhook.*failed 2 times.*HTTP 500") as failed:
             tick(instance, cursor, notifier)
         assert "secret-token" not in str(failed.value)
@@ -120,8 +111,10 @@ def test_channels_that_delivered_are_not_repeated(
     with WebhookReceiver(statuses=[503, 503]) as receiver:
         notifier = webhook(receiver, channels="log,webhook")
         cursor = tick(instance, None, notifier).cursor
-        record(instance, "drift_report", "drift_share_below_threshold", False, "share 40%")
-        record(instance, "drift_report", "quality_not_degraded", False, "rmse up")
+        record_evaluation(
+            instance, "drift_report", "drift_share_below_threshold", False, "share 40%"
+        )
+        record_evaluation(instance, "drift_report", "quality_not_degraded", False, "rmse up")
         partial = tick(instance, cursor, notifier)  # the log delivers both; the webhook is down
         assert partial.skip_reason is None
         done = tick(instance, partial.cursor, notifier)

@@ -54,13 +54,13 @@ def sensor_ticks_after(instance: DagsterInstance, name: str, after: float) -> in
     return sum(1 for tick in ticks if tick.timestamp > after)
 
 
-def failed_evaluations(instance: DagsterInstance) -> list[tuple[str, str, str]]:
+def failed_evaluations(instance: DagsterInstance) -> list[tuple[str, str, str, str]]:
     from mlops_assets.automation.check_history import CheckCursor, failed_checks
     from mlops_assets.definitions import defs
 
     keys = list(defs.resolve_asset_graph().asset_check_keys)
     failures, _ = failed_checks(instance, keys, CheckCursor(floor=0))
-    return [(f.asset, f.check, f.partition) for f in failures]
+    return [(f.severity, f.asset, f.check, f.partition) for f in failures]
 
 
 def test_sensors_launch_the_loop_and_alert_once_across_a_daemon_restart(tmp_path: Path) -> None:
@@ -140,7 +140,7 @@ def test_sensors_launch_the_loop_and_alert_once_across_a_daemon_restart(tmp_path
                 assert event.dagster_event.partition == day
 
             failed = failed_evaluations(instance)
-            assert ("drift_report", "drift_share_below_threshold", day) in failed
+            assert ("WARN", "drift_report", "drift_share_below_threshold", day) in failed
 
             # 3. One alert per failed evaluation, and one retraining run.
             wait_for(
@@ -186,9 +186,8 @@ def test_sensors_launch_the_loop_and_alert_once_across_a_daemon_restart(tmp_path
     check_alerts = [p for p in payloads if "Check " in p["text"]]
     alerted = sorted(p["text"].split(":")[0] for p in check_alerts)
     expected = sorted(
-        f"[{'WARN' if check in ('drift_share_below_threshold', 'predictions_in_plausible_range') else 'ERROR'}] "
-        f"Check {check} failed on {asset}" + (f" [{partition}]" if partition else "")
-        for asset, check, partition in failed
+        f"[{severity}] Check {check} failed on {asset}" + (f" [{partition}]" if partition else "")
+        for severity, asset, check, partition in failed
     )
     assert alerted == expected, "one alert per failed evaluation, none twice"
     assert [p for p in payloads if "Run of " in p["text"]] == [], "no run failed"

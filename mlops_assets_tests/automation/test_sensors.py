@@ -12,9 +12,6 @@ from typing import Any
 
 import pytest
 from dagster import (
-    AssetCheckEvaluation,
-    AssetCheckSeverity,
-    AssetKey,
     AssetMaterialization,
     DagsterInstance,
     DagsterRun,
@@ -34,7 +31,7 @@ from mlops_assets.automation.sensors import (
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.policy import LifecyclePolicy
-from mlops_assets_tests.conftest import Lifecycle
+from mlops_assets_tests.conftest import Lifecycle, record_evaluation
 
 
 def evaluate(
@@ -150,17 +147,13 @@ def test_incoming_batches_wait_for_a_champion(lifecycle: Lifecycle, tmp_path: Pa
 
 def fail_check(instance: DagsterInstance, check: str, model_version: str = "1") -> None:
     """Record a failed evaluation of a drift_report check in the instance's event log."""
-    instance.report_runless_asset_event(
-        AssetCheckEvaluation(
-            asset_key=AssetKey("drift_report"),
-            check_name=check,
-            passed=False,
-            severity=AssetCheckSeverity.ERROR
-            if check == "quality_not_degraded"
-            else AssetCheckSeverity.WARN,
-            description=f"{check} failed in a test",
-            metadata={"model_version": model_version},
-        )
+    record_evaluation(
+        instance,
+        "drift_report",
+        check,
+        passed=False,
+        description=f"{check} failed in a test",
+        metadata={"model_version": model_version},
     )
 
 
