@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from dagster import (
     Definitions,
     EnvVar,
+    ExecutorDefinition,
     FilesystemIOManager,
     load_asset_checks_from_modules,
     load_assets_from_modules,
 )
 
-from mlops_assets.assets import data, model, scoring, serving
+from mlops_assets.assets import data, deployment, model, scoring, serving
+from mlops_assets.assets.pod_resources import standard_pod
 from mlops_assets.automation.alerts import asset_check_alerts, run_failure_alerts
 from mlops_assets.automation.jobs import (
     approve_challenger,
@@ -32,6 +35,7 @@ from mlops_assets.automation.sensors import (
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.image_builder import ImageBuilderResource
 from mlops_assets.resources.mlflow_registry import MlflowResource
+from mlops_assets.resources.model_rollout import ModelRolloutResource
 from mlops_assets.resources.notifier import NotifierResource
 from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets.resources.policy import LifecyclePolicy
@@ -43,11 +47,46 @@ def secret(name: str) -> EnvVar | str:
     return EnvVar(name) if os.environ.get(name) else ""
 
 
+def io_manager(root: Path) -> object:
+    """Where asset values (small handles) live between runs: beside the object store.
+
+    With an s3:// store they go to S3 too, because on Kubernetes every run (and with
+    k8s_job_executor every step) is a pod with a filesystem of its own.
+    """
+    store = setting("MLOPS_OBJECT_STORE_ROOT")
+    if not store.startswith("s3://"):
+        return FilesystemIOManager(base_dir=str(root / "io"))
+    from dagster_aws.s3 import S3PickleIOManager, S3Resource
+
+    bucket, _, prefix = store.removeprefix("s3://").partition("/")
+    return S3PickleIOManager(
+        s3_resource=S3Resource(
+            endpoint_url=setting("MLOPS_S3_ENDPOINT_URL") or None,
+            region_name=setting("MLOPS_S3_REGION"),
+        ),
+        s3_bucket=bucket,
+        s3_prefix=f"{prefix.strip('/')}/dagster-io".lstrip("/"),
+    )
+
+
+def executor() -> ExecutorDefinition | None:
+    """MLOPS_EXECUTOR=k8s_job: every step in its own Kubernetes Job, sized by its op tags
+    (training larger), others by the standard pod size; otherwise Dagster's default."""
+    choice = setting("MLOPS_EXECUTOR")
+    if choice == "multiprocess":
+        return None
+    if choice != "k8s_job":
+        raise ValueError(f"MLOPS_EXECUTOR must be multiprocess or k8s_job, not '{choice}'")
+    from dagster_k8s import k8s_job_executor
+
+    return k8s_job_executor.configured({"step_k8s_config": standard_pod()})
+
+
 def build_resources() -> dict[str, object]:
     root = home()
     tracking_uri = setting("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
     return {
-        "io_manager": FilesystemIOManager(base_dir=str(root / "io")),
+        "io_manager": io_manager(root),
         "object_store": ObjectStoreResource(
             root=setting("MLOPS_OBJECT_STORE_ROOT") or str(root / "store"),
             s3_endpoint_url=setting("MLOPS_S3_ENDPOINT_URL"),
@@ -90,6 +129,14 @@ def build_resources() -> dict[str, object]:
             drift_policy=setting("MLOPS_DRIFT_POLICY"),
             retrain_cooldown_minutes=float(setting("MLOPS_RETRAIN_COOLDOWN_MINUTES")),
         ),
+        "model_rollout": ModelRolloutResource(
+            cluster=setting("MLOPS_DEPLOY_CLUSTER"),
+            namespace=setting("MLOPS_DEPLOY_NAMESPACE"),
+            kind=setting("MLOPS_DEPLOY_KIND"),
+            replicas=int(setting("MLOPS_DEPLOY_REPLICAS")),
+            timeout_seconds=float(setting("MLOPS_DEPLOY_TIMEOUT_SECONDS")),
+            pull_secret=setting("MLOPS_DEPLOY_PULL_SECRET"),
+        ),
         "notifier": NotifierResource(
             channels=setting("MLOPS_ALERT_CHANNELS"),
             webhook_url=secret("MLOPS_ALERT_WEBHOOK_URL"),
@@ -105,7 +152,7 @@ def build_resources() -> dict[str, object]:
     }
 
 
-ASSET_MODULES = (data, model, scoring, serving)
+ASSET_MODULES = (data, model, scoring, serving, deployment)
 
 
 def build_definitions(resources: dict[str, object] | None = None) -> Definitions:
@@ -131,6 +178,7 @@ def build_definitions(resources: dict[str, object] | None = None) -> Definitions
             run_failure_alerts,
         ],
         resources=build_resources() if resources is None else resources,
+        executor=executor(),
     )
 
 

@@ -202,6 +202,42 @@ SETTINGS: tuple[Setting, ...] = (
         "SMTP password (a secret: read through EnvVar, never shown).",
     ),
     Setting(
+        "MLOPS_EXECUTOR",
+        "multiprocess",
+        "multiprocess: every step of a run in the run's own process or pod; k8s_job: each step "
+        "in its own Kubernetes Job (k8s_job_executor, on a cluster only).",
+    ),
+    Setting("MLOPS_K8S_CPU", "500m", "CPU request of run and step pods on Kubernetes."),
+    Setting("MLOPS_K8S_MEMORY", "1Gi", "Memory request of run and step pods on Kubernetes."),
+    Setting("MLOPS_K8S_MEMORY_LIMIT", "2Gi", "Memory limit of run and step pods on Kubernetes."),
+    Setting("MLOPS_K8S_TRAINING_CPU", "2", "CPU request of pods that train (Kubernetes)."),
+    Setting("MLOPS_K8S_TRAINING_MEMORY", "4Gi", "Memory request of pods that train."),
+    Setting("MLOPS_K8S_TRAINING_MEMORY_LIMIT", "6Gi", "Memory limit of pods that train."),
+    Setting(
+        "MLOPS_DEPLOY_CLUSTER",
+        "",
+        "Cluster model_deployment rolls the served image out to: in-cluster (the pod's service "
+        "account), a kubeconfig file path, or empty to skip model_deployment.",
+    ),
+    Setting("MLOPS_DEPLOY_NAMESPACE", "mlops-serving", "Namespace of the served model."),
+    Setting(
+        "MLOPS_DEPLOY_KIND",
+        "auto",
+        "kserve (InferenceService), deployment (Deployment + Service), or auto: kserve when the "
+        "cluster serves the serving.kserve.io API, else deployment.",
+    ),
+    Setting("MLOPS_DEPLOY_REPLICAS", "1", "Replicas of the served model."),
+    Setting(
+        "MLOPS_DEPLOY_TIMEOUT_SECONDS",
+        "600",
+        "How long model_deployment waits for the rollout to become ready.",
+    ),
+    Setting(
+        "MLOPS_DEPLOY_PULL_SECRET",
+        "",
+        "Image pull secret (in the serving namespace) for the served image; empty means none.",
+    ),
+    Setting(
         "MLOPS_DAGSTER_UI_URL",
         "http://127.0.0.1:3000",
         "Base URL of the Dagster UI, for the run links in alerts.",

@@ -22,6 +22,7 @@ from dagster import (
 from pydantic import Field
 
 from mlops_assets.assets.metadata import md_table
+from mlops_assets.assets.pod_resources import training_tags
 from mlops_assets.assets.retries import SERVER_RETRY
 from mlops_assets.ml.dataset_store import DatasetStore
 from mlops_assets.ml.promotion import METRIC_DIRECTION, decide, relative_improvement
@@ -75,6 +76,8 @@ def load_splits(
     group_name="model",
     kinds={"sklearn", "mlflow"},
     ins={"versioned_dataset": AssetIn("versioned_dataset")},
+    # On Kubernetes with k8s_job_executor, the training step's pod gets the training size.
+    op_tags=training_tags(),
     description="sklearn Pipeline (preprocessing inside) fitted on the train split and logged "
     "to MLflow with params, metrics, signature, input example, dataset digest and run id.",
 )

@@ -13,6 +13,7 @@ from dagster import (
 from pydantic import Field
 
 from mlops_assets.assets.metadata import md_table
+from mlops_assets.assets.pod_resources import standard_tags, training_tags
 from mlops_assets.assets.scoring import daily_batches
 from mlops_assets.resources.mlflow_registry import (
     CHALLENGER,
@@ -22,15 +23,17 @@ from mlops_assets.resources.mlflow_registry import (
     MlflowResource,
 )
 
-# served_image needs an image builder and takes minutes: it has its own job (and, through
-# automation, follows champion changes), so the lifecycle runs on any machine.
-SERVED_IMAGE = AssetSelection.assets("served_image")
+# served_image needs an image builder and takes minutes, model_deployment a cluster: they have
+# their own job (and, through automation, follow champion changes), so the lifecycle runs on
+# any machine.
+SERVED_IMAGE = AssetSelection.assets("served_image", "model_deployment")
 
 mlops_lifecycle = define_asset_job(
     "mlops_lifecycle",
     selection=AssetSelection.all() - SERVED_IMAGE,
     partitions_def=daily_batches,
-    description="Every asset and check but served_image: snapshot, version, train, register, "
+    tags=training_tags(),
+    description="Every asset and check but served_image and model_deployment: snapshot, version, train, register, "
     "score the day's batch and report its drift.",
 )
 
@@ -43,6 +46,7 @@ MODEL_CHAIN = AssetSelection.assets(
 refresh_model = define_asset_job(
     "refresh_model",
     selection=MODEL_CHAIN,
+    tags=training_tags(),
     description="Snapshot the labelled data, version it, train, register and gate the champion "
     "(raw_data, versioned_dataset, trained_model, registered_model and their checks).",
 )
@@ -51,6 +55,7 @@ score_batch = define_asset_job(
     "score_batch",
     selection=AssetSelection.assets("predictions", "drift_report"),
     partitions_def=daily_batches,
+    tags=standard_tags(),
     description="Score one day's incoming batch with the champion and report its drift "
     "(predictions, drift_report and their checks).",
 )
@@ -58,8 +63,9 @@ score_batch = define_asset_job(
 serve_champion = define_asset_job(
     "serve_champion",
     selection=SERVED_IMAGE,
-    description="Package the champion as an OCI image, push it, and smoke-test it "
-    "(served_image and its checks).",
+    tags=standard_tags(),
+    description="Package the champion as an OCI image, push it, smoke-test it, and roll it out "
+    "to Kubernetes when a cluster is configured (served_image, model_deployment, their checks).",
 )
 
 

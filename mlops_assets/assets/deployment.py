@@ -1,0 +1,170 @@
+"""model_deployment: the served image running on Kubernetes, behind /ping probes.
+
+What was applied is recorded at ``deployments/<model>/latest.json`` in the object store, only
+once the cluster reports the rollout ready: a rollout that fails leaves the previous record,
+and the previous pods serving.
+"""
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    Failure,
+    MetadataValue,
+    Output,
+    asset,
+    asset_check,
+)
+
+from mlops_assets.assets.retries import SERVER_RETRY
+from mlops_assets.assets.serving import read_record as read_image_record
+from mlops_assets.resources.mlflow_registry import MlflowResource
+from mlops_assets.resources.model_rollout import (
+    ClusterUnavailable,
+    KubernetesApi,
+    ModelRolloutResource,
+    Rollout,
+    RolloutFailed,
+)
+from mlops_assets.resources.object_store import ObjectStoreResource
+
+
+def record_key(model_name: str) -> str:
+    return f"deployments/{model_name}/latest.json"
+
+
+def read_record(object_store: ObjectStoreResource, model_name: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(object_store.get_bytes(record_key(model_name)))
+    except FileNotFoundError:
+        return None
+
+
+@asset(
+    retry_policy=SERVER_RETRY,
+    group_name="serving",
+    kinds={"kubernetes"},
+    deps=["served_image"],
+    output_required=False,
+    description="The served image rolled out to Kubernetes (MLOPS_DEPLOY_CLUSTER): a KServe "
+    "InferenceService, or a Deployment and Service with /ping readiness and liveness probes. "
+    "Skipped, with the reason in the log, when no cluster is configured or the image is not in "
+    "a registry.",
+)
+def model_deployment(
+    context: AssetExecutionContext,
+    model_rollout: ModelRolloutResource,
+    mlflow: MlflowResource,
+    object_store: ObjectStoreResource,
+):
+    reason = model_rollout.skip_reason()
+    image = read_image_record(object_store, mlflow.model_name)
+    if reason is None and image is None:
+        reason = "served_image has recorded no image yet"
+    if reason is None and image is not None and image.get("archive_key"):
+        reason = (
+            "the served image is an OCI archive in the object store, which a cluster cannot "
+            "pull: set MLOPS_IMAGE_REGISTRY so served_image pushes it to a registry"
+        )
+    if reason is not None or image is None:
+        context.log.warning(f"model_deployment skipped: {reason}")
+        return
+    rollout = Rollout(
+        model_name=mlflow.model_name,
+        model_version=image["model_version"],
+        image=f"{image['repository']}@{image['digest']}",
+        namespace=model_rollout.namespace,
+        replicas=model_rollout.replicas,
+        pull_secret=model_rollout.pull_secret,
+    )
+    try:
+        api = model_rollout.connect()
+        kind = model_rollout.rollout_kind(api)
+        manifests = (
+            [rollout.inference_service_manifest()]
+            if kind == "kserve"
+            else rollout.deployment_manifests()
+        )
+        for manifest in manifests:
+            api.apply(manifest)
+            context.log.info(f"applied {manifest['kind']} {rollout.namespace}/{rollout.name}")
+        status = model_rollout.wait_until_ready(api, rollout, kind)
+        live = api.read(manifests[0])
+    except ClusterUnavailable as exc:
+        if context.retry_number < SERVER_RETRY.max_retries:
+            raise
+        raise Failure(allow_retries=False, description=f"Kubernetes API: {exc}") from exc
+    except RolloutFailed as exc:
+        raise Failure(
+            allow_retries=False,
+            description=f"{exc}. The previous pods keep serving; the record of the last good "
+            "rollout is unchanged.",
+        ) from exc
+    url = rollout.url(kind, live)
+    record = {
+        "model_name": rollout.model_name,
+        "model_version": rollout.model_version,
+        "image": rollout.image,
+        "kind": kind,
+        "namespace": rollout.namespace,
+        "name": rollout.name,
+        "replicas": rollout.replicas,
+        "url": url,
+        "status": status,
+        "manifests": manifests,
+        "applied_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    object_store.put_bytes(record_key(rollout.model_name), json.dumps(record, indent=2).encode())
+    yield Output(
+        record,
+        metadata={
+            "kind": kind,
+            "object": f"{rollout.namespace}/{rollout.name}",
+            "image": MetadataValue.text(rollout.image),
+            "model_version": rollout.model_version,
+            "url": MetadataValue.url(url),
+            "status": status,
+            "applied": MetadataValue.md(
+                "\n".join(f"- `{m['apiVersion']}` {m['kind']} `{rollout.name}`" for m in manifests)
+            ),
+        },
+    )
+
+
+def _live_image(api: KubernetesApi, record: dict[str, Any]) -> str:
+    manifest = record["manifests"][0]
+    live = api.read(manifest)
+    spec = live["spec"]
+    pod = spec["predictor"] if record["kind"] == "kserve" else spec["template"]["spec"]
+    return pod["containers"][0]["image"]
+
+
+@asset_check(
+    asset="model_deployment",
+    retry_policy=SERVER_RETRY,
+    description="The cluster runs the image served_image recorded last (by digest). Failing "
+    "means the rollout fell behind the champion or someone changed the object by hand.",
+)
+def runs_the_served_image(
+    model_rollout: ModelRolloutResource,
+    mlflow: MlflowResource,
+    object_store: ObjectStoreResource,
+) -> AssetCheckResult:
+    deployed = read_record(object_store, mlflow.model_name)
+    image = read_image_record(object_store, mlflow.model_name)
+    if deployed is None or image is None:
+        return AssetCheckResult(passed=False, description="nothing has been rolled out yet")
+    expected = f"{image['repository']}@{image['digest']}"
+    live = _live_image(model_rollout.connect(), deployed)
+    return AssetCheckResult(
+        passed=live == expected,
+        severity=AssetCheckSeverity.ERROR,
+        description=None
+        if live == expected
+        else f"cluster runs {live}, served_image is {expected}",
+        metadata={"live_image": live, "served_image": expected},
+    )

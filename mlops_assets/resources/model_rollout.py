@@ -1,0 +1,371 @@
+"""Rolling the served image out to Kubernetes: a KServe InferenceService, or a Deployment and
+Service where KServe is not installed.
+
+Objects are written with server-side apply (field manager ``mlops-assets``), so applying the
+same model twice changes nothing and a person's own fields on the objects survive. A rollout is
+done when the cluster says the new pods are ready; until then the previous pods keep serving
+(``maxUnavailable: 0``), and a rollout that never gets ready leaves them serving.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from dagster import ConfigurableResource
+
+from mlops_assets.ml.serving import SERVING_PORT
+
+FIELD_MANAGER = "mlops-assets"
+KSERVE_GROUP = "serving.kserve.io/v1beta1"
+SERVING_UID = 10001
+# apiVersion/kind -> (API path prefix, plural) for the objects this module writes.
+_PATHS = {
+    ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
+    ("v1", "Service"): ("/api/v1", "services"),
+    (KSERVE_GROUP, "InferenceService"): (f"/apis/{KSERVE_GROUP}", "inferenceservices"),
+}
+
+
+class ClusterUnavailable(RuntimeError):
+    """The Kubernetes API could not be reached or refused the request."""
+
+
+class RolloutFailed(RuntimeError):
+    """The cluster accepted the objects, but the model never became ready."""
+
+
+def object_name(model_name: str) -> str:
+    """A DNS-1035 label for ``model_name``: lower case, dashes, at most 45 characters
+    (KServe adds suffixes of its own to the InferenceService name)."""
+    name = re.sub(r"[^a-z0-9-]+", "-", model_name.lower()).strip("-")
+    name = re.sub(r"^[^a-z]+", "", name)[:45].rstrip("-")
+    if not name:
+        raise ValueError(f"model name '{model_name}' has no letters to name a Kubernetes object")
+    return name
+
+
+def _probe(path: str, **timing: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}, "timeoutSeconds": 5, **timing}
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """What to run: one model version's image, by digest, in one namespace."""
+
+    model_name: str
+    model_version: str
+    image: str
+    namespace: str
+    replicas: int = 1
+    pull_secret: str = ""
+
+    @property
+    def name(self) -> str:
+        return object_name(self.model_name)
+
+    def labels(self) -> dict[str, str]:
+        return {
+            "app.kubernetes.io/name": self.name,
+            "app.kubernetes.io/component": "model-server",
+            "app.kubernetes.io/part-of": "mlops-assets",
+            "app.kubernetes.io/managed-by": FIELD_MANAGER,
+        }
+
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "namespace": self.namespace,
+            "labels": self.labels(),
+            "annotations": {
+                "mlops-assets/model-name": self.model_name,
+                "mlops-assets/model-version": self.model_version,
+            },
+        }
+
+    def container(self, name: str) -> dict[str, Any]:
+        """The MLflow scoring server: /ping tells readiness and liveness, port 8000."""
+        return {
+            "name": name,
+            "image": self.image,
+            "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
+            # /ping answers once the model is loaded: readiness gates traffic on it, the
+            # startup probe gives a slow load five minutes, liveness restarts a hung server.
+            "startupProbe": _probe("/ping", periodSeconds=5, failureThreshold=60),
+            "readinessProbe": _probe("/ping", periodSeconds=5, failureThreshold=3),
+            "livenessProbe": _probe("/ping", periodSeconds=20, failureThreshold=3),
+            "resources": {
+                "requests": {"cpu": "250m", "memory": "512Mi"},
+                "limits": {"memory": "1Gi"},
+            },
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+                "runAsNonRoot": True,
+                "runAsUser": SERVING_UID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+        }
+
+    def _pod_spec_extras(self) -> dict[str, Any]:
+        extras: dict[str, Any] = {"automountServiceAccountToken": False}
+        if self.pull_secret:
+            extras["imagePullSecrets"] = [{"name": self.pull_secret}]
+        return extras
+
+    def deployment_manifests(self) -> list[dict[str, Any]]:
+        """A Deployment (rolling, never below the wanted replicas) and its ClusterIP Service."""
+        selector = {
+            k: self.labels()[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component")
+        }
+        deployment = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": self._metadata(),
+            "spec": {
+                "replicas": self.replicas,
+                "revisionHistoryLimit": 5,
+                "progressDeadlineSeconds": 600,
+                "selector": {"matchLabels": selector},
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+                },
+                "template": {
+                    "metadata": {
+                        "labels": self.labels(),
+                        "annotations": {"mlops-assets/model-version": self.model_version},
+                    },
+                    "spec": {
+                        **self._pod_spec_extras(),
+                        "containers": [self.container("model-server")],
+                    },
+                },
+            },
+        }
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": self._metadata(),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": selector,
+                "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+            },
+        }
+        return [deployment, service]
+
+    def inference_service_manifest(self) -> dict[str, Any]:
+        """A KServe InferenceService with the image as a custom predictor container, in raw
+        deployment mode (plain Deployment and Service, no Knative needed)."""
+        metadata = self._metadata()
+        metadata["annotations"]["serving.kserve.io/deploymentMode"] = "RawDeployment"
+        return {
+            "apiVersion": KSERVE_GROUP,
+            "kind": "InferenceService",
+            "metadata": metadata,
+            "spec": {
+                "predictor": {
+                    "minReplicas": self.replicas,
+                    **self._pod_spec_extras(),
+                    "containers": [self.container("kserve-container")],
+                }
+            },
+        }
+
+    def url(self, kind: str, live: dict[str, Any]) -> str:
+        """Where the model answers inside the cluster."""
+        if kind == "kserve":
+            found = (live.get("status") or {}).get("url")
+            return found or f"http://{self.name}-predictor.{self.namespace}.svc.cluster.local"
+        return f"http://{self.name}.{self.namespace}.svc.cluster.local"
+
+
+def deployment_progress(deployment: dict[str, Any], replicas: int) -> tuple[bool, str]:
+    """(ready, what the status says) for a Deployment read back from the API."""
+    status = deployment.get("status") or {}
+    generation = deployment.get("metadata", {}).get("generation", 0)
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Progressing" and condition.get("reason") == (
+            "ProgressDeadlineExceeded"
+        ):
+            raise RolloutFailed(f"rollout stalled: {condition.get('message', '')}")
+    summary = (
+        f"{status.get('updatedReplicas', 0)} updated, {status.get('availableReplicas', 0)} "
+        f"available of {replicas}"
+    )
+    ready = (
+        status.get("observedGeneration", 0) >= generation
+        and status.get("updatedReplicas", 0) >= replicas
+        and status.get("availableReplicas", 0) >= replicas
+        and not status.get("unavailableReplicas")
+    )
+    return ready, summary
+
+
+def inference_service_progress(service: dict[str, Any]) -> tuple[bool, str]:
+    """(ready, what the status says) for an InferenceService read back from the API."""
+    conditions = (service.get("status") or {}).get("conditions") or []
+    for condition in conditions:
+        if condition.get("type") == "Ready":
+            message = condition.get("message") or condition.get("reason") or ""
+            return condition.get("status") == "True", f"Ready={condition.get('status')} {message}"
+    return False, "no Ready condition yet"
+
+
+class KubernetesApi:
+    """The few calls a rollout makes, through the official client's ApiClient."""
+
+    def __init__(self, api_client: Any) -> None:
+        self.api_client = api_client
+
+    def _call(
+        self, method: str, path: str, body: Any = None, query: Any = (), headers: Any = None
+    ) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.api_client.call_api(
+                path,
+                method,
+                query_params=list(query),
+                header_params={"Accept": "application/json", **(headers or {})},
+                body=body,
+                response_type="object",
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=True,
+                _request_timeout=30,
+            )
+        except ApiException as exc:
+            raise ClusterUnavailable(
+                f"{method} {path}: HTTP {exc.status} {exc.reason}: {(exc.body or '')[:500]}"
+            ) from exc
+        except OSError as exc:  # urllib3 wraps connection errors in OSError subclasses
+            raise ClusterUnavailable(f"{method} {path}: {exc}") from exc
+
+    def serves(self, group_version: str) -> bool:
+        """Whether the API server knows ``group_version`` (e.g. serving.kserve.io/v1beta1)."""
+        try:
+            self._call("GET", f"/apis/{group_version}")
+        except ClusterUnavailable as exc:
+            if "HTTP 404" in str(exc):
+                return False
+            raise
+        return True
+
+    @staticmethod
+    def path(manifest: dict[str, Any]) -> str:
+        prefix, plural = _PATHS[(manifest["apiVersion"], manifest["kind"])]
+        meta = manifest["metadata"]
+        return f"{prefix}/namespaces/{meta['namespace']}/{plural}/{meta['name']}"
+
+    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply: create or update ``manifest``; returns the object as stored."""
+        import json
+
+        return self._call(
+            "PATCH",
+            self.path(manifest),
+            body=json.dumps(manifest),
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
+
+    def read(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return self._call("GET", self.path(manifest))
+
+    def pod_problems(self, namespace: str, labels: dict[str, str]) -> list[str]:
+        """Why pods matching ``labels`` are not ready (image pulls, crash loops), if known."""
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        try:
+            pods = self._call(
+                "GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", selector)]
+            )
+        except ClusterUnavailable:
+            return []
+        problems = []
+        for pod in pods.get("items") or []:
+            for container in (pod.get("status") or {}).get("containerStatuses") or []:
+                waiting = (container.get("state") or {}).get("waiting")
+                if waiting:
+                    problems.append(
+                        f"{pod['metadata']['name']}: {waiting.get('reason')} {waiting.get('message', '')}".strip()
+                    )
+        return problems
+
+
+class ModelRolloutResource(ConfigurableResource):
+    """Where and how model_deployment rolls the served image out (MLOPS_DEPLOY_* settings)."""
+
+    cluster: str = ""
+    namespace: str = "mlops-serving"
+    kind: str = "auto"
+    replicas: int = 1
+    timeout_seconds: float = 600
+    pull_secret: str = ""
+
+    def skip_reason(self) -> str | None:
+        """Why no rollout can happen here, or None when a cluster is configured."""
+        if not self.cluster:
+            return (
+                "no cluster configured (MLOPS_DEPLOY_CLUSTER is empty): set it to in-cluster "
+                "on Kubernetes, or to a kubeconfig path, to roll the served image out"
+            )
+        if self.kind not in ("auto", "kserve", "deployment"):
+            raise ValueError(
+                f"MLOPS_DEPLOY_KIND must be auto, kserve or deployment, not '{self.kind}'"
+            )
+        return None
+
+    def connect(self) -> KubernetesApi:
+        from kubernetes import client, config
+
+        configuration = client.Configuration()
+        try:
+            if self.cluster == "in-cluster":
+                config.load_incluster_config(client_configuration=configuration)
+            else:
+                config.load_kube_config(
+                    config_file=self.cluster, client_configuration=configuration
+                )
+        except (config.ConfigException, OSError) as exc:
+            raise ClusterUnavailable(
+                f"cannot load the cluster configuration '{self.cluster}': {exc}"
+            ) from exc
+        return KubernetesApi(client.ApiClient(configuration))
+
+    def rollout_kind(self, api: KubernetesApi) -> str:
+        if self.kind != "auto":
+            return self.kind
+        return "kserve" if api.serves(KSERVE_GROUP) else "deployment"
+
+    def wait_until_ready(
+        self, api: KubernetesApi, rollout: Rollout, kind: str, poll_seconds: float = 2.0
+    ) -> str:
+        """Poll until the rollout is ready; returns the last status summary."""
+        if kind == "kserve":
+            target = rollout.inference_service_manifest()
+        else:
+            target = rollout.deployment_manifests()[0]
+        deadline = time.monotonic() + self.timeout_seconds
+        while True:
+            live = api.read(target)
+            if kind == "kserve":
+                ready, summary = inference_service_progress(live)
+            else:
+                ready, summary = deployment_progress(live, rollout.replicas)
+            if ready:
+                return summary
+            if time.monotonic() >= deadline:
+                problems = api.pod_problems(
+                    rollout.namespace, {"app.kubernetes.io/name": rollout.name}
+                )
+                raise RolloutFailed(
+                    f"{kind} {rollout.namespace}/{rollout.name} not ready after "
+                    f"{self.timeout_seconds:.0f}s: {summary}"
+                    + (f"; pods: {'; '.join(problems)}" if problems else "")
+                )
+            time.sleep(poll_seconds)
