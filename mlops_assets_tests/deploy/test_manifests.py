@@ -59,9 +59,11 @@ def test_manifest_is_valid_kubernetes(name: str, manifest: dict[str, Any]) -> No
 def _credential_places(value: Any, where: str = "") -> list[str]:
     found = []
     if isinstance(value, dict):
-        if any(w in str(value.get("name", "")).upper() for w in ("PASSWORD", "SECRET", "TOKEN")):
-            if "value" in value:
-                found.append(f"{where}: env {value['name']} has a literal value")
+        sensitive = any(
+            w in str(value.get("name", "")).upper() for w in ("PASSWORD", "SECRET", "TOKEN")
+        )
+        if sensitive and "value" in value:
+            found.append(f"{where}: env {value['name']} has a literal value")
         for key, inner in value.items():
             if key.lower() in ("password", "token", "secretkey", "accesskey"):
                 found.append(f"{where}/{key}")
@@ -87,7 +89,8 @@ def test_every_container_is_pinned_non_root_and_sized() -> None:
         for container in pod.get("initContainers", []) + pod["containers"]:
             image = container["image"]
             tag = image.rsplit(":", 1)[-1]
-            assert ":" in image and tag not in ("latest", ""), f"{name}: {image} is not pinned"
+            assert ":" in image, f"{name}: {image} has no tag"
+            assert tag not in ("latest", ""), f"{name}: {image} is not pinned"
             assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
             assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}, name
             assert container["resources"]["requests"], name
@@ -121,7 +124,8 @@ def test_only_documented_secrets_are_referenced() -> None:
 
 
 def test_rbac_grants_only_what_the_launcher_kaniko_and_rollout_need() -> None:
-    assert not by_kind("ClusterRole") and not by_kind("ClusterRoleBinding")
+    assert not by_kind("ClusterRole")
+    assert not by_kind("ClusterRoleBinding")
     rules = {
         (role["metadata"]["namespace"], group, resource): set(rule["verbs"])
         for role in by_kind("Role")
@@ -206,7 +210,8 @@ def test_one_user_code_image_everywhere() -> None:
         for c in pod.get("initContainers", []) + pod["containers"]
         if "mlops-assets" in c["image"]
     ]
-    assert ours and set(ours) == {image}
+    assert ours
+    assert set(ours) == {image}
 
 
 def test_values_keep_to_the_dagster_chart_schema_and_carry_valid_kubernetes() -> None:
@@ -218,7 +223,8 @@ def test_values_keep_to_the_dagster_chart_schema_and_carry_valid_kubernetes() ->
     )
     run_k8s = launcher["runK8sConfig"]
     assert set(run_k8s) <= helm_chart.RUN_K8S_CONFIG_KEYS
-    assert values["postgresql"]["enabled"] is False and values["global"]["postgresqlSecretName"]
+    assert values["postgresql"]["enabled"] is False
+    assert values["global"]["postgresqlSecretName"]
     assert values["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
     deployment = helm_chart.user_deployment(values)
     assert deployment["includeConfigInLaunchedRuns"]["enabled"] is True
@@ -289,7 +295,8 @@ def test_kind_recipe_maps_the_ports_the_services_use() -> None:
     assert f"http://localhost:{node_port}" in kind["containerdConfigPatches"][0]
     script = (DEPLOY / "kind" / "up.sh").read_text()
     assert f"localhost:{ports[node_port]}/mlops-assets" in script
-    assert 'nodePort":30080' in script and ports[30080] == 8080
+    assert 'nodePort":30080' in script
+    assert ports[30080] == 8080
     order = [script.index(f"deploy/manifests/{p.name}") for p in MANIFESTS]
     assert order == sorted(order), "up.sh applies the manifests in their numbered order"
     assert script.index("60-mlflow.yaml") > script.index("docker push"), (
@@ -311,9 +318,10 @@ def test_dockerfile_is_pinned_and_runs_as_non_root() -> None:
     base = next(
         line.split("=", 1)[1] for line in text.splitlines() if line.startswith("ARG BASE_IMAGE=")
     )
-    assert base.count(".") >= 2 and "latest" not in base, (
-        f"base image {base} is not pinned to a release"
-    )
+    assert base.count(".") >= 2, f"base image {base} is not pinned to a release"
+    assert "latest" not in base
     assert "-c /src/constraints.txt" in text
     user = [line for line in text.splitlines() if line.startswith("USER ")]
-    assert user and user[-1] != "USER root" and "UID=10001" in text
+    assert user
+    assert user[-1] != "USER root"
+    assert "UID=10001" in text

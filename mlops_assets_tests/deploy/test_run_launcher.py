@@ -248,11 +248,13 @@ def test_run_launched_by_k8s_run_launcher_executes_to_success(
         instance = DagsterInstance.from_config(str(dagster_home))
         run_id = job["metadata"]["labels"]["dagster/run-id"]
         run = instance.get_run_by_id(run_id)
-        assert run is not None and run.status == DagsterRunStatus.SUCCESS
+        assert run is not None
+        assert run.status == DagsterRunStatus.SUCCESS
         assert run.tags[DOCKER_IMAGE_TAG] == image
         for asset in ("raw_data", "versioned_dataset", "trained_model", "registered_model"):
             event = instance.get_latest_materialization_event(AssetKey(asset))
-            assert event is not None and event.run_id == run_id, asset
+            assert event is not None, asset
+            assert event.run_id == run_id, asset
         instance.dispose()
     finally:
         del os.environ["DAGSTER_PG_PASSWORD"]
