@@ -39,7 +39,9 @@ EXPECTED_CHECKS = {
         "serves_champion_predictions",
         "runs_as_non_root",
     },
+    "model_deployment": {"runs_the_served_image"},
 }
+SERVING = {"served_image", "model_deployment"}
 
 
 def test_graph_has_the_design_assets_edges_and_checks():
@@ -59,6 +61,7 @@ def test_graph_has_the_design_assets_edges_and_checks():
     assert parents["predictions"] == {"registered_model"}
     assert parents["drift_report"] == {"predictions", "versioned_dataset"}
     assert parents["served_image"] == {"registered_model"}
+    assert parents["model_deployment"] == {"served_image"}
     checks: dict[str, set[str]] = {}
     for check_key in graph.asset_check_keys:
         checks.setdefault(check_key.asset_key.to_user_string(), set()).add(check_key.name)
@@ -113,9 +116,10 @@ def test_the_lifecycle_runs_without_an_image_builder_and_serving_has_its_own_job
         return assets, checks
 
     lifecycle_assets, lifecycle_checks = selected("mlops_lifecycle")
-    assert lifecycle_assets == set(EXPECTED_CHECKS) - {"served_image"}
-    assert not lifecycle_checks & EXPECTED_CHECKS["served_image"]
-    assert selected("serve_champion") == ({"served_image"}, EXPECTED_CHECKS["served_image"])
+    serving_checks = EXPECTED_CHECKS["served_image"] | EXPECTED_CHECKS["model_deployment"]
+    assert lifecycle_assets == set(EXPECTED_CHECKS) - SERVING
+    assert not lifecycle_checks & serving_checks
+    assert selected("serve_champion") == (SERVING, serving_checks)
 
 
 def test_automation_jobs_select_the_model_chain_and_the_scoring_pair():

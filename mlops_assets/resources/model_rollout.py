@@ -9,6 +9,7 @@ done when the cluster says the new pods are ready; until then the previous pods 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -227,18 +228,18 @@ class KubernetesApi:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return self.api_client.call_api(
+            response = self.api_client.call_api(
                 path,
                 method,
                 query_params=list(query),
                 header_params={"Accept": "application/json", **(headers or {})},
                 body=body,
-                response_type="object",
                 auth_settings=["BearerToken"],
                 _return_http_data_only=True,
-                _preload_content=True,
+                _preload_content=False,
                 _request_timeout=30,
             )
+            return json.loads(response.data or b"{}")
         except ApiException as exc:
             raise ClusterUnavailable(
                 f"{method} {path}: HTTP {exc.status} {exc.reason}: {(exc.body or '')[:500]}"
@@ -264,12 +265,10 @@ class KubernetesApi:
 
     def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply: create or update ``manifest``; returns the object as stored."""
-        import json
-
         return self._call(
             "PATCH",
             self.path(manifest),
-            body=json.dumps(manifest),
+            body=manifest,
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
             headers={"Content-Type": "application/apply-patch+yaml"},
         )

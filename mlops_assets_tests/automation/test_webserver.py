@@ -293,7 +293,8 @@ def test_webserver_lists_the_graph_materializes_all_and_renders_it(
         )
         assert run["status"] == "SUCCESS", f"run {run_id} ended {run['status']}"
         materialized = {m["assetKey"]["path"][0] for m in run["assetMaterializations"]}
-        assert materialized == set(EXPECTED_CHECKS)
+        # No cluster here: model_deployment skips itself (its own tests cover the rollout).
+        assert materialized == set(EXPECTED_CHECKS) - {"model_deployment"}
 
         # 3. The asset graph page, rendered by headless Chromium.
         shot = screenshot_asset_graph(ui, tmp_path, logs)

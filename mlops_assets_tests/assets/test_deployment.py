@@ -1,0 +1,246 @@
+"""model_deployment against the stand-in Kubernetes API: what it applies, how it waits, what it
+records, and what it does when there is no cluster or the rollout never gets ready. The test
+plays the Deployment controller by setting status on the objects."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import AssetKey, DagsterInstance
+
+from mlops_assets.definitions import build_definitions, build_resources
+from mlops_assets.resources.mlflow_registry import MlflowResource
+from mlops_assets.resources.model_rollout import ModelRolloutResource
+from mlops_assets.resources.object_store import ObjectStoreResource
+from mlops_assets_tests.deploy.k8s_schema import validate
+from mlops_assets_tests.k8s_api import KSERVE, KubernetesStandIn
+
+MODEL = "house-price-regressor"
+APPS = "/apis/apps/v1"
+DIGEST_1 = "sha256:" + "1" * 64
+DIGEST_2 = "sha256:" + "2" * 64
+
+
+def _record_image(store: ObjectStoreResource, version: str, digest: str) -> None:
+    """What served_image records after a push (tested in test_serving.py)."""
+    record = {
+        "model_name": MODEL,
+        "model_version": version,
+        "repository": "registry.example.test/mlops/house-price-regressor",
+        "tag": f"v{version}",
+        "digest": digest,
+        "reference": f"registry.example.test/mlops/house-price-regressor@{digest}",
+    }
+    store.put_bytes(f"serving/{MODEL}/latest.json", json.dumps(record).encode())
+
+
+def _run(
+    tmp_path: Path,
+    rollout: ModelRolloutResource,
+    store: ObjectStoreResource,
+    instance: DagsterInstance | None = None,
+) -> Any:
+    defs = build_definitions(
+        {
+            **build_resources(),
+            "model_rollout": rollout,
+            "mlflow": MlflowResource(
+                tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                experiment_name="deploy",
+                model_name=MODEL,
+            ),
+            "object_store": store,
+        }
+    )
+    job = defs.resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(
+        instance=instance or DagsterInstance.ephemeral(),
+        asset_selection=[AssetKey("model_deployment")],
+        raise_on_error=False,
+    )
+
+
+class DeploymentController:
+    """Marks each new generation of a Deployment rolled out, as the controller would."""
+
+    def __init__(self, cluster: KubernetesStandIn, namespace: str) -> None:
+        self.cluster, self.namespace = cluster, namespace
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            for deployment in self.cluster.list(APPS, "deployments"):
+                meta, replicas = deployment["metadata"], deployment["spec"]["replicas"]
+                status = {
+                    "observedGeneration": meta["generation"],
+                    "replicas": replicas,
+                    "updatedReplicas": replicas,
+                    "readyReplicas": replicas,
+                    "availableReplicas": replicas,
+                }
+                if deployment.get("status") != status:
+                    self.cluster.set_status(
+                        APPS, meta["namespace"], "deployments", meta["name"], status
+                    )
+            time.sleep(0.1)
+
+    def __enter__(self) -> DeploymentController:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clean_env: None, monkeypatch: pytest.MonkeyPatch) -> ObjectStoreResource:
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "mlops"))
+    return ObjectStoreResource(root=str(tmp_path / "store"))
+
+
+def test_without_a_cluster_model_deployment_is_skipped_with_the_reason(
+    tmp_path: Path, store: ObjectStoreResource
+) -> None:
+    _record_image(store, "1", DIGEST_1)
+    instance = DagsterInstance.ephemeral()
+    result = _run(tmp_path, ModelRolloutResource(cluster=""), store, instance)
+    assert result.success
+    assert not result.get_asset_materialization_events()
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any("model_deployment skipped: no cluster configured" in m for m in messages)
+    assert not store.exists(f"deployments/{MODEL}/latest.json")
+
+
+def test_rolls_out_a_deployment_and_service_with_ping_probes_and_records_it(
+    tmp_path: Path, store: ObjectStoreResource
+) -> None:
+    _record_image(store, "1", DIGEST_1)
+    with KubernetesStandIn() as cluster, DeploymentController(cluster, "mlops-serving"):
+        rollout = ModelRolloutResource(cluster=str(cluster.kubeconfig(tmp_path / "kubeconfig")))
+        result = _run(tmp_path, rollout, store)
+        assert result.success, result.all_events
+        deployment = cluster.get(APPS, "mlops-serving", "deployments", MODEL)
+        service = cluster.get("/api/v1", "mlops-serving", "services", MODEL)
+        applies = [r for r in cluster.requests if r["method"] == "PATCH"]
+
+        # A new champion: same objects, next generation, new image.
+        _record_image(store, "2", DIGEST_2)
+        second = _run(tmp_path, rollout, store)
+        assert second.success
+        updated = cluster.get(APPS, "mlops-serving", "deployments", MODEL)
+
+    assert deployment is not None
+    assert service is not None
+    for manifest in (deployment, service):
+        manifest = {k: v for k, v in manifest.items() if k != "status"}
+        assert validate(manifest) == []
+    assert {r["content_type"] for r in applies} == {"application/apply-patch+yaml"}
+    assert all(r["query"]["fieldManager"] == ["mlops-assets"] for r in applies)
+
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"registry.example.test/mlops/house-price-regressor@{DIGEST_1}"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/ping", "port": "http"}
+    assert container["ports"][0]["containerPort"] == 8000
+    assert container["securityContext"]["runAsNonRoot"] is True
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+    assert updated is not None
+    assert updated["metadata"]["generation"] == 2
+    assert updated["spec"]["template"]["spec"]["containers"][0]["image"].endswith(DIGEST_2)
+    record = json.loads(store.get_bytes(f"deployments/{MODEL}/latest.json"))
+    assert record["kind"] == "deployment"
+    assert record["model_version"] == "2"
+    assert record["image"].endswith(DIGEST_2)
+    assert record["url"] == f"http://{MODEL}.mlops-serving.svc.cluster.local"
+    assert [m["kind"] for m in record["manifests"]] == ["Deployment", "Service"]
+    (check,) = second.get_asset_check_evaluations()
+    assert check.check_name == "runs_the_served_image"
+    assert check.passed
+
+
+def test_a_rollout_that_never_gets_ready_fails_and_keeps_the_last_good_record(
+    tmp_path: Path, store: ObjectStoreResource
+) -> None:
+    _record_image(store, "1", DIGEST_1)
+    with KubernetesStandIn() as cluster:
+        kubeconfig = str(cluster.kubeconfig(tmp_path / "kubeconfig"))
+        with DeploymentController(cluster, "mlops-serving"):
+            assert _run(tmp_path, ModelRolloutResource(cluster=kubeconfig), store).success
+        before = store.get_bytes(f"deployments/{MODEL}/latest.json")
+
+        # No controller now: the new pods never become ready (say, the image cannot be pulled).
+        _record_image(store, "2", DIGEST_2)
+        cluster.put(
+            "/api/v1",
+            "pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"{MODEL}-7c9d",
+                    "namespace": "mlops-serving",
+                    "labels": {"app.kubernetes.io/name": MODEL},
+                },
+                "status": {
+                    "containerStatuses": [
+                        {
+                            "state": {
+                                "waiting": {"reason": "ImagePullBackOff", "message": "not found"}
+                            }
+                        }
+                    ]
+                },
+            },
+        )
+        result = _run(tmp_path, ModelRolloutResource(cluster=kubeconfig, timeout_seconds=2), store)
+
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = str(failure.event_specific_data.error)
+    assert "not ready after 2s" in message
+    assert "ImagePullBackOff" in message
+    assert "previous pods keep serving" in message
+    assert store.get_bytes(f"deployments/{MODEL}/latest.json") == before
+
+
+def test_with_kserve_it_applies_an_inference_service(
+    tmp_path: Path, store: ObjectStoreResource
+) -> None:
+    _record_image(store, "3", DIGEST_1)
+    url = f"http://{MODEL}-mlops-serving.example.test"
+
+    def ready() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if cluster.get(KSERVE, "mlops-serving", "inferenceservices", MODEL):
+                status = {"url": url, "conditions": [{"type": "Ready", "status": "True"}]}
+                cluster.set_status(KSERVE, "mlops-serving", "inferenceservices", MODEL, status)
+                return
+            time.sleep(0.1)
+
+    with KubernetesStandIn(kserve=True) as cluster:
+        threading.Thread(target=ready, daemon=True).start()
+        rollout = ModelRolloutResource(cluster=str(cluster.kubeconfig(tmp_path / "kubeconfig")))
+        result = _run(tmp_path, rollout, store)
+        service = cluster.get(KSERVE, "mlops-serving", "inferenceservices", MODEL)
+        deployments = cluster.list(APPS, "deployments")
+
+    assert result.success
+    assert deployments == []
+    assert service is not None
+    predictor = service["spec"]["predictor"]
+    assert predictor["containers"][0]["image"].endswith(DIGEST_1)
+    assert predictor["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/ping"
+    assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    record = json.loads(store.get_bytes(f"deployments/{MODEL}/latest.json"))
+    assert record["kind"] == "kserve"
+    assert record["url"] == url
