@@ -38,10 +38,7 @@ def record_key(model_name: str) -> str:
 
 
 def read_record(object_store: ObjectStoreResource, model_name: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(object_store.get_bytes(record_key(model_name)))
-    except FileNotFoundError:
-        return None
+    return object_store.get_json(record_key(model_name))
 
 
 @asset(
@@ -61,22 +58,15 @@ def model_deployment(
     mlflow: MlflowResource,
     object_store: ObjectStoreResource,
 ):
-    reason = model_rollout.skip_reason()
     image = read_image_record(object_store, mlflow.model_name)
-    if reason is None and image is None:
-        reason = "served_image has recorded no image yet"
-    if reason is None and image is not None and image.get("archive_key"):
-        reason = (
-            "the served image is an OCI archive in the object store, which a cluster cannot "
-            "pull: set MLOPS_IMAGE_REGISTRY so served_image pushes it to a registry"
-        )
+    reason = _skip_reason(model_rollout, image)
     if reason is not None or image is None:
         context.log.warning(f"model_deployment skipped: {reason}")
         return
     rollout = Rollout(
         model_name=mlflow.model_name,
         model_version=image["model_version"],
-        image=f"{image['repository']}@{image['digest']}",
+        image=image["reference"],
         namespace=model_rollout.namespace,
         replicas=model_rollout.replicas,
         pull_secret=model_rollout.pull_secret,
@@ -135,6 +125,21 @@ def model_deployment(
     )
 
 
+def _skip_reason(model_rollout: ModelRolloutResource, image: dict[str, Any] | None) -> str | None:
+    """Why there is nothing to roll out, or None."""
+    reason = model_rollout.skip_reason()
+    if reason is not None:
+        return reason
+    if image is None:
+        return "served_image has recorded no image yet"
+    if image.get("archive_key"):
+        return (
+            "the served image is an OCI archive in the object store, which a cluster cannot "
+            "pull: set MLOPS_IMAGE_REGISTRY so served_image pushes it to a registry"
+        )
+    return None
+
+
 def _live_image(api: KubernetesApi, record: dict[str, Any]) -> str:
     manifest = record["manifests"][0]
     live = api.read(manifest)
@@ -158,7 +163,7 @@ def runs_the_served_image(
     image = read_image_record(object_store, mlflow.model_name)
     if deployed is None or image is None:
         return AssetCheckResult(passed=False, description="nothing has been rolled out yet")
-    expected = f"{image['repository']}@{image['digest']}"
+    expected = image["reference"]
     live = _live_image(model_rollout.connect(), deployed)
     return AssetCheckResult(
         passed=live == expected,

@@ -66,10 +66,7 @@ def record_key(model_name: str) -> str:
 
 
 def read_record(object_store: ObjectStoreResource, model_name: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(object_store.get_bytes(record_key(model_name)))
-    except FileNotFoundError:
-        return None
+    return object_store.get_json(record_key(model_name))
 
 
 def _image_present(record: dict[str, Any], builder: ImageBuilderResource, store: Any) -> bool:

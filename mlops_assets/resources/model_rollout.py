@@ -31,7 +31,11 @@ _PATHS = {
 
 
 class ClusterUnavailable(RuntimeError):
-    """The Kubernetes API could not be reached or refused the request."""
+    """The Kubernetes API could not be reached (``status`` None) or refused the request."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class RolloutFailed(RuntimeError):
@@ -242,7 +246,8 @@ class KubernetesApi:
             return json.loads(response.data or b"{}")
         except ApiException as exc:
             raise ClusterUnavailable(
-                f"{method} {path}: HTTP {exc.status} {exc.reason}: {(exc.body or '')[:500]}"
+                f"{method} {path}: HTTP {exc.status} {exc.reason}: {(exc.body or '')[:500]}",
+                status=exc.status,
             ) from exc
         except OSError as exc:  # urllib3 wraps connection errors in OSError subclasses
             raise ClusterUnavailable(f"{method} {path}: {exc}") from exc
@@ -252,7 +257,7 @@ class KubernetesApi:
         try:
             self._call("GET", f"/apis/{group_version}")
         except ClusterUnavailable as exc:
-            if "HTTP 404" in str(exc):
+            if exc.status == 404:
                 return False
             raise
         return True

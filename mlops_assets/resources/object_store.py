@@ -8,6 +8,7 @@ cannot leak into Dagster's resource config, metadata or event log.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -188,6 +189,14 @@ class ObjectStoreResource(ConfigurableResource):
             return path.read_bytes()
         except FileNotFoundError:
             raise FileNotFoundError(f"object {self.uri(key)} does not exist") from None
+
+    def get_json(self, key: str) -> Any | None:
+        """The JSON object at ``key``, or None when there is none (records such as
+        ``serving/<model>/latest.json``)."""
+        try:
+            return json.loads(self.get_bytes(key))
+        except FileNotFoundError:
+            return None
 
     def exists(self, key: str) -> bool:
         if self.is_s3:

@@ -13,6 +13,7 @@ import yaml
 
 from mlops_assets.settings import SETTINGS
 from mlops_assets_tests import helm_chart
+from mlops_assets_tests.deploy import skip_loudly
 from mlops_assets_tests.deploy.k8s_schema import K8S_VERSION, validate, validate_fragment
 
 DEPLOY = helm_chart.ROOT / "deploy"
@@ -262,13 +263,11 @@ def test_helm_template_renders_valid_kubernetes() -> None:
     chart = os.environ.get("MLOPS_DAGSTER_CHART", "")
     helm = shutil.which("helm")
     if not chart or helm is None:
-        message = (
-            "SKIPPED LOUDLY: the official Dagster chart is not on this machine (set "
-            "MLOPS_DAGSTER_CHART and install helm to render it); values are checked against "
-            "the chart's schema keys and Kubernetes fragments instead"
+        skip_loudly(
+            "the official Dagster chart is not on this machine (set MLOPS_DAGSTER_CHART and "
+            "install helm to render it); values are checked against the chart's schema keys "
+            "and Kubernetes fragments instead"
         )
-        print(message)
-        pytest.skip(message)
     rendered = subprocess.run(
         [helm, "template", "dagster", chart, "--namespace", "mlops", "-f", str(helm_chart.VALUES)],
         capture_output=True, text=True, check=True,

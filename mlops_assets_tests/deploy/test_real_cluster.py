@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from mlops_assets_tests.deploy import skip_loudly
 from mlops_assets_tests.helm_chart import ROOT
 
 
@@ -18,12 +19,10 @@ def kubectl() -> str:
     kubeconfig = os.environ.get("KUBECONFIG", "")
     tool = shutil.which("kubectl")
     if not kubeconfig or tool is None:
-        message = (
-            "SKIPPED LOUDLY: no Kubernetes cluster (KUBECONFIG is unset or kubectl is missing); "
-            "the deploy/ manifests were validated offline only"
+        skip_loudly(
+            "no Kubernetes cluster (KUBECONFIG is unset or kubectl is missing); the deploy/ "
+            "manifests were validated offline only"
         )
-        print(message)
-        pytest.skip(message)
     return tool
 
 

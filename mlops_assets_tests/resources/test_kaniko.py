@@ -9,12 +9,10 @@ import json
 import tarfile
 from pathlib import Path
 
-import kubernetes_validate
 import pytest
 
 from mlops_assets.resources.kaniko import KanikoBuild, context_tarball
-
-KUBERNETES_VERSION = "1.31.0"
+from mlops_assets_tests.deploy.k8s_schema import K8S_VERSION, validate
 
 
 def build(**changes: object) -> KanikoBuild:
@@ -33,7 +31,7 @@ def build(**changes: object) -> KanikoBuild:
 
 def test_the_job_validates_against_the_kubernetes_schema() -> None:
     manifest = build().job_manifest()
-    kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    assert validate(manifest) == [], f"not valid Kubernetes {K8S_VERSION}"
     container = manifest["spec"]["template"]["spec"]["containers"][0]
     assert "--destination=registry.example.com/ml/house-price-regressor:v3" in container["args"]
     assert "--context=s3://mlops/store/build-contexts/0123.tar.gz" in container["args"]
