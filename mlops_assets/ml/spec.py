@@ -3,6 +3,10 @@
 A spec is plain data (JSON-serialisable) so another dataset can be used by
 configuration alone: point ``MLOPS_DATASET_SPEC`` at a JSON file of the same
 shape as :data:`HOUSE_PRICES` and ``MLOPS_SOURCE_URI`` at the data.
+
+Categorical values are compared after :func:`normalise_label` (trimmed, lower
+case, inner whitespace collapsed) on both sides: the data's values and the
+spec's allowed values, so a spec may be written in the data's own case.
 """
 
 from __future__ import annotations
@@ -14,18 +18,43 @@ from pathlib import Path
 from typing import Any
 
 
+def normalise_label(value: object) -> str:
+    """A category as the data is compared: trimmed, lower case, inner whitespace collapsed."""
+    return " ".join(str(value).lower().split())
+
+
+def _check_share(owner: str, share: float | None) -> None:
+    if share is not None and not 0 <= share <= 1:
+        raise ValueError(f"{owner}: max_null_share {share} must be between 0 and 1")
+
+
 @dataclass(frozen=True)
 class NumericColumn:
     name: str
     min: float | None = None
     max: float | None = None
     integer: bool = False
+    # This column's limit on missing values; None means the dataset's max_null_share.
+    max_null_share: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_share(f"column '{self.name}'", self.max_null_share)
+
+    def schema(self) -> dict[str, Any]:
+        return {"name": self.name, "min": self.min, "max": self.max, "integer": self.integer}
 
 
 @dataclass(frozen=True)
 class CategoricalColumn:
     name: str
     allowed: tuple[str, ...]
+    max_null_share: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_share(f"column '{self.name}'", self.max_null_share)
+        # Normalised as the data is, so 'Yes' in a spec matches 'yes', ' YES ' and 'Yes' in a file.
+        normalised = tuple(dict.fromkeys(normalise_label(v) for v in self.allowed))
+        object.__setattr__(self, "allowed", normalised)
 
 
 @dataclass(frozen=True)
@@ -61,6 +90,7 @@ class DatasetSpec:
                     f"dataset spec '{self.name}': categorical column '{column.name}' "
                     "has no allowed values"
                 )
+        _check_share(f"dataset spec '{self.name}'", self.max_null_share)
         split = self.split
         if not (0 < split.val_fraction < 1 and 0 < split.test_fraction < 1) or (
             split.val_fraction + split.test_fraction >= 1
@@ -86,11 +116,22 @@ class DatasetSpec:
     def required_columns(self) -> list[str]:
         return [*self.feature_columns, self.target.name]
 
+    def _columns(self) -> list[NumericColumn | CategoricalColumn]:
+        return [self.target, *self.numeric, *self.categorical]
+
+    def null_limit(self, column: str) -> float:
+        """The largest share of missing values ``column`` may have: its own limit, if the spec
+        gives one, else the dataset's ``max_null_share``."""
+        for declared in self._columns():
+            if declared.name == column and declared.max_null_share is not None:
+                return declared.max_null_share
+        return self.max_null_share
+
     def schema_fingerprint(self) -> str:
         """Digest of the columns, types and allowed values: a change is a new major version."""
         schema = {
-            "target": asdict(self.target),
-            "numeric": [asdict(c) for c in self.numeric],
+            "target": self.target.schema(),
+            "numeric": [c.schema() for c in self.numeric],
             "categorical": [
                 {"name": c.name, "allowed": sorted(c.allowed)} for c in self.categorical
             ],
@@ -99,20 +140,32 @@ class DatasetSpec:
 
     def processing_fingerprint(self) -> str:
         """Digest of the cleaning and split settings: a change is a new patch version."""
-        return _digest(
-            {
-                "split": asdict(self.split),
-                "max_null_share": self.max_null_share,
-                "max_duplicate_share": self.max_duplicate_share,
-            }
-        )
+        processing: dict[str, Any] = {
+            "split": asdict(self.split),
+            "max_null_share": self.max_null_share,
+            "max_duplicate_share": self.max_duplicate_share,
+        }
+        # Only specs that set a column's own limit carry it, so earlier digests stay valid.
+        column_limits = {
+            c.name: c.max_null_share for c in self._columns() if c.max_null_share is not None
+        }
+        if column_limits:
+            processing["column_max_null_share"] = column_limits
+        return _digest(processing)
 
     def to_dict(self) -> dict[str, Any]:
+        def column(c: NumericColumn | CategoricalColumn) -> dict[str, Any]:
+            data = asdict(c)
+            if isinstance(c, CategoricalColumn):
+                data["allowed"] = list(c.allowed)
+            if c.max_null_share is None:
+                del data["max_null_share"]
+            return data
+
         data = asdict(self)
-        data["numeric"] = [asdict(c) for c in self.numeric]
-        data["categorical"] = [
-            {"name": c.name, "allowed": list(c.allowed)} for c in self.categorical
-        ]
+        data["target"] = column(self.target)
+        data["numeric"] = [column(c) for c in self.numeric]
+        data["categorical"] = [column(c) for c in self.categorical]
         return data
 
     @classmethod
@@ -126,15 +179,21 @@ class DatasetSpec:
                 else NumericColumn(target),
                 numeric=tuple(NumericColumn(**c) for c in data.get("numeric", [])),
                 categorical=tuple(
-                    CategoricalColumn(name=c["name"], allowed=tuple(str(v) for v in c["allowed"]))
+                    CategoricalColumn(
+                        name=c["name"],
+                        allowed=tuple(str(v) for v in c["allowed"]),
+                        max_null_share=c.get("max_null_share"),
+                    )
                     for c in data.get("categorical", [])
                 ),
                 max_null_share=float(data.get("max_null_share", 0.05)),
                 max_duplicate_share=float(data.get("max_duplicate_share", 0.2)),
                 split=SplitSpec(**data.get("split", {})),
             )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"dataset spec {source} is malformed: {exc!r}") from exc
+        except KeyError as exc:
+            raise ValueError(f"dataset spec {source} is malformed: missing key {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"dataset spec {source} is malformed: {exc}") from exc
 
 
 def load_spec(path: str | None) -> DatasetSpec:

@@ -67,3 +67,44 @@ def test_missing_or_broken_spec_file_names_the_file(tmp_path):
     broken.write_text("{not json")
     with pytest.raises(ValueError, match=r"broken\.json is not valid JSON"):
         load_spec(str(broken))
+
+
+def test_allowed_values_are_normalised_as_the_data_is():
+    data = HOUSE_PRICES.to_dict()
+    data["categorical"][-1]["allowed"] = [
+        "Furnished",
+        " Semi-Furnished",
+        "UNFURNISHED",
+        "furnished",
+    ]
+    furnishing = DatasetSpec.from_dict(data).categorical[-1]
+    assert furnishing.allowed == ("furnished", "semi-furnished", "unfurnished")
+    assert DatasetSpec.from_dict(data).schema_fingerprint() == HOUSE_PRICES.schema_fingerprint()
+
+
+def test_a_column_may_set_its_own_null_limit():
+    data = HOUSE_PRICES.to_dict()
+    data["numeric"][0]["max_null_share"] = 0.3
+    data["categorical"][0]["max_null_share"] = 0.0
+    spec = DatasetSpec.from_dict(data)
+    assert spec.null_limit("area") == 0.3
+    assert spec.null_limit("mainroad") == 0.0
+    assert spec.null_limit("bedrooms") == HOUSE_PRICES.max_null_share
+    # A new limit is a processing change (a patch version), not a schema change.
+    assert spec.schema_fingerprint() == HOUSE_PRICES.schema_fingerprint()
+    assert spec.processing_fingerprint() != HOUSE_PRICES.processing_fingerprint()
+    assert DatasetSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_specs_without_column_limits_keep_their_fingerprints():
+    # Fingerprints of the house-price spec before per-column limits existed: every stored
+    # dataset digest depends on them.
+    assert HOUSE_PRICES.schema_fingerprint() == "5db57883c927bf8b"
+    assert HOUSE_PRICES.processing_fingerprint() == "adc48008ccb4dea0"
+
+
+def test_a_null_limit_outside_zero_to_one_is_refused():
+    data = HOUSE_PRICES.to_dict()
+    data["numeric"][1]["max_null_share"] = 5
+    with pytest.raises(ValueError, match=r"column 'bedrooms': max_null_share 5 must be between"):
+        DatasetSpec.from_dict(data)
