@@ -12,7 +12,9 @@ as not evaluated rather than as passed or failed.
 
 from __future__ import annotations
 
+import csv
 import io
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -69,6 +71,8 @@ class Inspection:
     file: str
     frame: pd.DataFrame | None
     results: dict[str, list[Violation] | None] = field(default_factory=dict)
+    # Columns of the file the spec does not declare: read past, never silently.
+    ignored_columns: tuple[str, ...] = ()
 
     @property
     def violations(self) -> list[Violation]:
@@ -77,6 +81,22 @@ class Inspection:
     @property
     def ok(self) -> bool:
         return self.frame is not None and not self.violations
+
+
+@dataclass(frozen=True)
+class ValidatedTable:
+    """Every file of a source, validated and typed as one frame."""
+
+    frame: pd.DataFrame
+    # file name -> columns the spec does not declare, which are left out of ``frame``
+    ignored_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def describe_ignored(self) -> str:
+        """``"file 'a.csv': 'id', 'note'; ..."``, or an empty string when nothing was ignored."""
+        return "; ".join(
+            f"file '{name}': " + ", ".join(repr(c) for c in columns)
+            for name, columns in self.ignored_columns.items()
+        )
 
 
 class DatasetRejected(ValueError):
@@ -125,6 +145,76 @@ def _utf8_violation(file: TableFile, error: UnicodeDecodeError) -> Violation:
     )
 
 
+# A field ending a number's leading digit group and the next field a group of exactly three
+# digits: '1,200' written without quotes splits into '1' and '200'.
+_LEADING_GROUP = re.compile(r"\s*[-+]?\d{1,3}")
+_THOUSANDS_GROUP = re.compile(r"\d{3}(\.\d*)?\s*")
+CSV_RULE = "must be well-formed CSV"
+
+
+def _split_thousands(fields: list[str], width: int) -> list[int] | None:
+    """Header positions whose value most likely lost its thousands separator to the comma,
+    when re-joining those numbers gives the row the header's width; else None."""
+    extra = len(fields) - width
+    columns: list[int] = []
+    i = position = 0
+    while i < len(fields):
+        merged = 0
+        while (
+            extra > 0
+            and i + merged + 1 < len(fields)
+            and _LEADING_GROUP.fullmatch(fields[i])
+            and _THOUSANDS_GROUP.fullmatch(fields[i + merged + 1])
+        ):
+            merged += 1
+            extra -= 1
+        if merged:
+            columns.append(position)
+        i += merged + 1
+        position += 1
+    return columns if extra == 0 and columns else None
+
+
+def _field_count_violations(file: TableFile) -> list[Violation]:
+    """Rows with more fields than the header, with the column each most likely breaks.
+
+    Rows are data rows as elsewhere (blank lines are skipped, as the reader skips them); the
+    detail names the first file line, since a person opens the file at a line.
+    """
+    reader = csv.reader(io.StringIO(file.data.decode("utf-8")))
+    header = next(reader, [])
+    names = [name.strip() for name in header]
+    width = len(names)
+    by_column: dict[str | None, list[tuple[int, int, int]]] = {}
+    row = 0
+    for fields in reader:
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue
+        row += 1
+        if len(fields) <= width:
+            continue
+        columns = _split_thousands(fields, width)
+        for column in [names[c] for c in columns] if columns else [None]:
+            by_column.setdefault(column, []).append((row, reader.line_num, len(fields)))
+    violations = []
+    for column, found in by_column.items():
+        rows = tuple(r for r, _, _ in found[:MAX_ROWS_LISTED])
+        _, first_line, first_width = found[0]
+        where = (
+            f"{len(found):,} rows have more fields than the header's {width} "
+            f"(first: line {first_line} has {first_width})"
+        )
+        if column is None:
+            detail = f"{where}; quote values that contain a comma"
+        else:
+            detail = (
+                f"{where}; its values look like numbers with an unquoted thousands separator "
+                "(e.g. 1,200): write 1200, or quote the value"
+            )
+        violations.append(Violation(file.name, column, CSV_RULE, detail, rows, len(found)))
+    return violations
+
+
 def _read_frame(file: TableFile) -> tuple[pd.DataFrame | None, list[Violation]]:
     name = file.name
     if name.lower().endswith(".parquet"):
@@ -147,7 +237,15 @@ def _read_frame(file: TableFile) -> tuple[pd.DataFrame | None, list[Violation]]:
             encoding="utf-8",
         )
     except pd.errors.ParserError as exc:
-        return None, [Violation(name, None, "must be well-formed CSV", str(exc).strip())]
+        return None, _field_count_violations(file) or [
+            Violation(name, None, CSV_RULE, str(exc).strip())
+        ]
+    if not isinstance(frame.index, pd.RangeIndex):
+        # Every data row is wider than the header: pandas took the extra leading fields as
+        # the index and shifted every value one column to the right. Never accept that.
+        return None, _field_count_violations(file) or [
+            Violation(name, None, CSV_RULE, "data rows have more fields than the header")
+        ]
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame, []
 
@@ -250,13 +348,14 @@ def _check_values(
     for name in checked_for_nulls:
         missing = result[name].isna()
         share = float(missing.mean()) if len(result) else 0.0
-        if share > spec.max_null_share:
+        limit = spec.null_limit(name)
+        if share > limit:
             rows, count = _row_numbers(missing)
             violations.append(
                 Violation(
                     file,
                     name,
-                    f"at most {spec.max_null_share:.0%} missing values",
+                    f"at most {limit:.0%} missing values",
                     f"{share:.1%} of values are missing ({count:,} of {len(result):,})",
                     rows,
                     count,
@@ -320,6 +419,8 @@ def inspect_table(file: TableFile, spec: DatasetSpec, require_target: bool = Tru
     if missing:
         return inspection
 
+    known = set(spec.required_columns)
+    inspection.ignored_columns = tuple(c for c in frame.columns if c not in known)
     typed, value_violations = _check_values(frame, spec, file.name, require_target)
     results[SCHEMA] = value_violations
 
@@ -344,19 +445,24 @@ def inspect_table(file: TableFile, spec: DatasetSpec, require_target: bool = Tru
 
 def read_validated(
     files: Sequence[TableFile], spec: DatasetSpec, require_target: bool = True
-) -> pd.DataFrame:
-    """Read and validate every file; return one typed frame or raise :class:`DatasetRejected`."""
+) -> ValidatedTable:
+    """Read and validate every file; return one typed frame (and the columns it left out) or
+    raise :class:`DatasetRejected`."""
     if not files:
         raise DatasetRejected(
             [Violation("<source>", None, "source must contain a file", "no data files found")]
         )
     frames: list[pd.DataFrame] = []
     violations: list[Violation] = []
+    ignored: dict[str, tuple[str, ...]] = {}
     for file in files:
         inspection = inspect_table(file, spec, require_target=require_target)
         violations.extend(inspection.violations)
         if inspection.frame is not None:
             frames.append(inspection.frame)
+        if inspection.ignored_columns:
+            ignored[file.name] = inspection.ignored_columns
     if violations:
         raise DatasetRejected(violations)
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return ValidatedTable(frame, ignored)

@@ -18,7 +18,7 @@ from mlops_assets.ml.tabular import TableFile, read_validated
 @pytest.fixture(scope="module")
 def frame() -> pd.DataFrame:
     raw = generate_house_prices(3000, seed=21)
-    return read_validated([TableFile("h.csv", to_csv_bytes(raw))], HOUSE_PRICES)
+    return read_validated([TableFile("h.csv", to_csv_bytes(raw))], HOUSE_PRICES).frame
 
 
 def test_clean_drops_duplicates_and_rows_without_target(frame):

@@ -14,7 +14,7 @@ def frame(rows, seed, drift=False, labels=True):
         raw = raw.drop(columns=["price"])
     return read_validated(
         [TableFile("b.csv", to_csv_bytes(raw))], HOUSE_PRICES, require_target=labels
-    )
+    ).frame
 
 
 @pytest.fixture(scope="module")

@@ -146,11 +146,93 @@ def test_parquet_input_is_read(good_frame):
 
 
 def test_read_validated_concatenates_files_and_raises_with_every_violation(good_frame):
-    frame = read_validated(
+    table = read_validated(
         [csv_file(good_frame, "a.csv"), csv_file(good_frame, "b.csv")], HOUSE_PRICES
     )
-    assert len(frame) == 200
+    assert len(table.frame) == 200
+    assert table.ignored_columns == {}
     bad = good_frame.drop(columns=["price"])
     with pytest.raises(DatasetRejected) as info:
         read_validated([csv_file(good_frame, "a.csv"), csv_file(bad, "b.csv")], HOUSE_PRICES)
     assert "file 'b.csv', column 'price'" in str(info.value)
+
+
+def _with_unquoted_thousands(frame: pd.DataFrame, rows: list[int], column: str) -> bytes:
+    """CSV text where ``column`` of ``rows`` is written as 1,234 without quotes."""
+    lines = to_csv_bytes(frame).decode().splitlines()
+    position = list(frame.columns).index(column)
+    for row in rows:
+        fields = lines[row + 1].split(",")
+        fields[position] = f"{int(float(fields[position])) // 1000 + 1},{234:03d}"
+        lines[row + 1] = ",".join(fields)
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_unquoted_thousands_separator_names_the_column_rows_and_line(good_frame):
+    data = _with_unquoted_thousands(good_frame, [4, 16], "area")
+    [violation] = inspect_table(TableFile("export.csv", data), HOUSE_PRICES).results[PARSES]
+    assert violation.column == "area"
+    assert violation.rows == (5, 17)
+    assert "first: line 6 has 14" in violation.message
+    assert "unquoted thousands separator" in violation.message
+    assert "rule: must be well-formed CSV" in violation.message
+
+
+def test_every_row_with_a_thousands_separator_is_never_read_shifted(good_frame):
+    # pandas would take the extra field as an index and shift every value one column right.
+    data = _with_unquoted_thousands(good_frame, list(range(len(good_frame))), "area")
+    inspection = inspect_table(TableFile("export.csv", data), HOUSE_PRICES)
+    [violation] = inspection.results[PARSES]
+    assert inspection.frame is None
+    assert violation.column == "area"
+    assert violation.row_count == len(good_frame)
+
+
+def test_a_ragged_row_without_a_number_to_blame_names_the_line():
+    data = b"price,area\n1,2\n3,x,y\n"
+    [violation] = inspect_table(TableFile("ragged.csv", data), HOUSE_PRICES).results[PARSES]
+    assert violation.column is None
+    assert violation.rows == (2,)
+    assert "line 3 has 3" in violation.message
+
+
+def test_columns_the_spec_does_not_declare_are_reported(good_frame):
+    extra = good_frame.assign(listing_id=range(len(good_frame)), agent="x")
+    inspection = inspect_table(csv_file(extra, "with-ids.csv"), HOUSE_PRICES)
+    assert inspection.ok
+    assert inspection.ignored_columns == ("listing_id", "agent")
+    table = read_validated([csv_file(extra, "with-ids.csv")], HOUSE_PRICES)
+    assert "listing_id" not in table.frame.columns
+    assert table.describe_ignored() == "file 'with-ids.csv': 'listing_id', 'agent'"
+
+
+def test_categories_match_a_spec_written_in_the_data_case(good_frame):
+    from mlops_assets.ml.spec import DatasetSpec
+
+    data = HOUSE_PRICES.to_dict()
+    for column in data["categorical"]:
+        column["allowed"] = [value.title() for value in column["allowed"]]
+    spec = DatasetSpec.from_dict(data)
+    titled = good_frame.assign(furnishingstatus=good_frame["furnishingstatus"].str.title())
+    inspection = inspect_table(csv_file(titled), spec)
+    assert inspection.ok, [v.message for v in inspection.violations]
+    assert set(inspection.frame["furnishingstatus"].cat.categories) == {
+        "furnished",
+        "semi-furnished",
+        "unfurnished",
+    }
+
+
+def test_a_column_limit_replaces_the_dataset_null_limit(good_frame):
+    from mlops_assets.ml.spec import DatasetSpec
+
+    frame = good_frame.astype({"area": float, "bedrooms": float})
+    frame.loc[:19, "area"] = None  # 20%: over the dataset's 5%, under area's own 30%
+    frame.loc[:0, "bedrooms"] = None  # 1%: under 5%, over bedrooms' own 0%
+    data = HOUSE_PRICES.to_dict()
+    data["numeric"][0]["max_null_share"] = 0.3
+    data["numeric"][1]["max_null_share"] = 0.0
+    spec = DatasetSpec.from_dict(data)
+    for require_target in (True, False):  # training data and incoming batches alike
+        found = inspect_table(csv_file(frame), spec, require_target).results[SCHEMA]
+        assert [(v.column, v.rule) for v in found] == [("bedrooms", "at most 0% missing values")]

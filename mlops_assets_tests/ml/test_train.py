@@ -12,7 +12,7 @@ from mlops_assets.ml.train import TrainingConfig, fit, model_input, regression_m
 def splits():
     frame = read_validated(
         [TableFile("h.csv", to_csv_bytes(generate_house_prices(3000, seed=4)))], HOUSE_PRICES
-    )
+    ).frame
     return split(clean(frame, HOUSE_PRICES)[0], HOUSE_PRICES)
 
 
