@@ -96,15 +96,15 @@ def run_plain() -> float:
     digest = snapshot_digest(files)
     for file in files:
         store.put_bytes(f"raw/{digest}/files/{file.name}", file.data)
-    frame = read_validated(files, spec)
+    frame = read_validated(files, spec).frame
     cleaned, stats = clean(frame, spec)
     splits = split(cleaned, spec)
     dataset_digest = content_digest(splits, spec)
-    manifest = (
-        DatasetStore(store, spec.name)
-        .publish(splits, dataset_digest, spec, {"uri": source.source_uri, "digest": digest}, stats)
-        .manifest
+    datasets = DatasetStore(store, spec.name)
+    staged = datasets.stage(
+        splits, dataset_digest, spec, {"uri": source.source_uri, "digest": digest}, stats
     )
+    manifest = datasets.publish(staged).manifest
     result = fit(splits, spec, TrainingConfig())
     logged = mlflow.log_training_run(
         result.pipeline,
@@ -122,7 +122,7 @@ def run_plain() -> float:
     if decide(result.metrics["test_rmse"], None, "rmse", 0.0).promote:
         mlflow.move_alias(CHAMPION, version, "no champion yet")
     day = date.fromisoformat(PARTITION)
-    batch = read_validated(source.read_incoming(day), spec, require_target=False)
+    batch = read_validated(source.read_incoming(day), spec, require_target=False).frame
     model = mlflow.load_model(CHAMPION)
     batch[PREDICTION] = np.asarray(model.predict(model_input(batch, spec)), dtype=float)
     store.put_bytes(f"predictions/{PARTITION}.parquet", frame_to_parquet(batch))

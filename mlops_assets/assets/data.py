@@ -24,7 +24,9 @@ from mlops_assets.assets.metadata import md_table, redact_uri, violations_result
 from mlops_assets.assets.retries import SERVER_RETRY
 from mlops_assets.ml.dataset import clean, content_digest, leaked_rows, split, split_size_findings
 from mlops_assets.ml.dataset_store import DatasetStore, sha256
+from mlops_assets.ml.spec import DatasetSpec
 from mlops_assets.ml.tabular import (
+    REQUIRED_COLUMNS,
     RULE_GROUPS,
     DatasetRejected,
     TableFile,
@@ -145,16 +147,100 @@ def raw_data_contract(
     """
     spec = dataset_source.spec
     grouped: dict[str, list[Violation] | None] = dict.fromkeys(RULE_GROUPS)
+    ignored: list[str] = []
     for file in load_snapshot(raw_data, object_store):
         inspection = inspect_table(file, spec)
         for group, found in inspection.results.items():
             if found is not None:
                 grouped[group] = (grouped[group] or []) + found
+        if inspection.ignored_columns:
+            ignored.append(
+                f"file '{file.name}': " + ", ".join(repr(c) for c in inspection.ignored_columns)
+            )
+    if ignored:
+        context.log.warning(
+            f"columns not in the spec '{spec.name}' are ignored: {'; '.join(ignored)}"
+        )
     for group, found in grouped.items():
         if found is None:
             context.log.info(f"check {group} not evaluated: an earlier rule failed")
             continue
-        yield violations_result(group, "raw_data", found, f"{len(raw_data['files'])} file(s) pass")
+        passed = f"{len(raw_data['files'])} file(s) pass"
+        if group == REQUIRED_COLUMNS and ignored:
+            passed += f"; columns not in the spec are ignored: {'; '.join(ignored)}"
+        yield violations_result(group, "raw_data", found, passed)
+
+
+VERSION_CHECKS = [
+    AssetCheckSpec(
+        "files_match_manifest",
+        asset="versioned_dataset",
+        blocking=True,
+        description="Every Parquet file of the version is in the store with the sha256 its "
+        "manifest records, read back before the version is published. Failing means the store "
+        "lost or altered a file; the version is not published.",
+    ),
+    AssetCheckSpec(
+        "no_train_test_leakage",
+        asset="versioned_dataset",
+        blocking=True,
+        description="No val or test row has feature values identical to a train row (nor test "
+        "to val). Failing means test metrics would overstate the model; the version is not "
+        "published.",
+    ),
+    AssetCheckSpec(
+        "split_sizes_as_configured",
+        asset="versioned_dataset",
+        blocking=True,
+        description="Each split has at least the spec's minimum rows (ERROR: the version is not "
+        "published) and its share is within 3 binomial standard deviations of the configured "
+        "fraction (WARN).",
+    ),
+]
+
+
+def split_checks(splits: dict[str, Any], spec: DatasetSpec) -> list[AssetCheckResult]:
+    """no_train_test_leakage and split_sizes_as_configured, on the splits in memory."""
+    leaks = leaked_rows(splits, spec)
+    findings = split_size_findings(splits, spec)
+    too_small = [f for f in findings if f.rows < spec.split.min_rows_per_split]
+    off_share = [f for f in findings if not f.ok_share]
+    lines = [
+        f"{f.split}: {f.rows} rows ({f.share:.1%}, expected {f.expected_share:.0%} "
+        f"± {f.tolerance:.1%})"
+        for f in findings
+    ]
+    return [
+        AssetCheckResult(
+            check_name="no_train_test_leakage",
+            passed=not any(leaks.values()),
+            description=", ".join(f"{k}: {v} rows" for k, v in leaks.items() if v)
+            or "no feature row is shared between splits",
+            metadata=dict(leaks),
+        ),
+        AssetCheckResult(
+            check_name="split_sizes_as_configured",
+            passed=not too_small and not off_share,
+            severity=AssetCheckSeverity.ERROR if too_small else AssetCheckSeverity.WARN,
+            description=(
+                f"splits below the minimum of {spec.split.min_rows_per_split} rows: "
+                f"{[f.split for f in too_small]}; "
+                if too_small
+                else ""
+            )
+            + "; ".join(lines),
+            metadata={f"{f.split}_rows": f.rows for f in findings},
+        ),
+    ]
+
+
+def blocks(results: list[AssetCheckResult]) -> list[str]:
+    """Names of the results that must stop publication: failed with ERROR severity."""
+    return [
+        str(r.check_name)
+        for r in results
+        if not r.passed and r.severity == AssetCheckSeverity.ERROR
+    ]
 
 
 @asset(
@@ -162,18 +248,23 @@ def raw_data_contract(
     group_name="data",
     kinds={"parquet"},
     ins={"raw_data": AssetIn("raw_data")},
+    check_specs=VERSION_CHECKS,
+    # No materialisation when a blocking check fails: the last published version stays the
+    # asset's value, and nothing downstream runs.
+    output_required=False,
     description="Cleaned, validated, de-duplicated train/val/test splits as Parquet under a "
-    "content-addressed version with a manifest; tagged data-vX.Y.Z, with latest/previous refs.",
+    "content-addressed version with a manifest; tagged data-vX.Y.Z, with latest/previous refs. "
+    "Its checks run before anything is published.",
 )
 def versioned_dataset(
     context: AssetExecutionContext,
     raw_data: dict[str, Any],
     dataset_source: DatasetSourceResource,
     object_store: ObjectStoreResource,
-) -> MaterializeResult:
+) -> Iterator[MaterializeResult | AssetCheckResult]:
     spec = dataset_source.spec
     try:
-        frame = read_validated(load_snapshot(raw_data, object_store), spec)
+        table = read_validated(load_snapshot(raw_data, object_store), spec)
     except DatasetRejected as exc:
         raise Failure(
             allow_retries=False,
@@ -181,22 +272,49 @@ def versioned_dataset(
             f"dataset contract '{spec.name}'; no version was written.\n{exc}",
             metadata={"violations": len(exc.violations)},
         ) from exc
-    cleaned, stats = clean(frame, spec)
+    ignored = table.describe_ignored()
+    if ignored:
+        context.log.warning(f"columns not in the spec '{spec.name}' are left out: {ignored}")
+    cleaned, stats = clean(table.frame, spec)
     splits = split(cleaned, spec)
     digest = content_digest(splits, spec)
+
+    # Evaluate every check that can reject the version before a tag or ref moves.
+    results = split_checks(splits, spec)
     store = DatasetStore(object_store, spec.name)
-    published = store.publish(
-        splits,
-        digest,
-        spec,
-        source={"uri": raw_data["source"], "digest": raw_data["digest"]},
-        cleaning=stats,
-    )
+    if not blocks(results):
+        staged = store.stage(
+            splits,
+            digest,
+            spec,
+            source={"uri": raw_data["source"], "digest": raw_data["digest"]},
+            cleaning=stats,
+        )
+        problems = store.verify(staged.manifest)
+        results.append(
+            AssetCheckResult(
+                check_name="files_match_manifest",
+                passed=not problems,
+                description="; ".join(problems) or f"{len(staged.manifest['files'])} files match",
+            )
+        )
+    rejected = blocks(results)
+    if rejected:
+        latest = store.ref("latest")
+        context.log.error(
+            f"version {digest[:12]} of '{spec.name}' is not published: {', '.join(rejected)} "
+            "failed. No tag or ref moved; latest is still "
+            + (f"{latest['tag']} ({latest['digest'][:12]})" if latest else "unset")
+        )
+        yield from results
+        return
+
+    published = store.publish(staged)
     manifest = published.manifest
     context.log.info(
         f"{manifest['tag']} ({digest[:12]}) " + ("created" if published.created else "unchanged")
     )
-    return MaterializeResult(
+    yield MaterializeResult(
         value={"dataset": spec.name, "digest": digest, "tag": manifest["tag"]},
         metadata={
             "tag": manifest["tag"],
@@ -209,6 +327,7 @@ def versioned_dataset(
             "test_rows": len(splits["test"]),
             "duplicates_dropped": stats.duplicates_dropped,
             "missing_target_dropped": stats.missing_target_dropped,
+            "ignored_columns": ignored or "none",
             "manifest": MetadataValue.url(
                 object_store.uri(f"{store.prefix}/versions/{digest}/manifest.json")
             ),
@@ -217,90 +336,5 @@ def versioned_dataset(
             ),
         },
         data_version=DataVersion(digest),
-    )
-
-
-@multi_asset_check(
-    retry_policy=SERVER_RETRY,
-    specs=[
-        AssetCheckSpec(
-            "files_match_manifest",
-            asset="versioned_dataset",
-            blocking=True,
-            description="Every Parquet file of the version is present with the sha256 its "
-            "manifest records. Failing means the stored version is corrupt or was altered.",
-        ),
-        AssetCheckSpec(
-            "no_train_test_leakage",
-            asset="versioned_dataset",
-            blocking=True,
-            description="No val or test row has feature values identical to a train row (nor "
-            "test to val). Failing means test metrics would overstate the model.",
-        ),
-        AssetCheckSpec(
-            "split_sizes_as_configured",
-            asset="versioned_dataset",
-            blocking=True,
-            description="Each split has at least the spec's minimum rows (ERROR) and its share "
-            "is within 3 binomial standard deviations of the configured fraction (WARN).",
-        ),
-    ],
-    ins={"versioned_dataset": AssetIn("versioned_dataset")},
-)
-def versioned_dataset_integrity(
-    versioned_dataset: dict[str, Any],
-    dataset_source: DatasetSourceResource,
-    object_store: ObjectStoreResource,
-) -> Iterator[AssetCheckResult]:
-    spec = dataset_source.spec
-    store = DatasetStore(object_store, spec.name)
-    manifest = store.manifest(versioned_dataset["digest"])
-    if manifest is None:
-        yield AssetCheckResult(
-            check_name="files_match_manifest",
-            asset_key="versioned_dataset",
-            passed=False,
-            description=f"version {versioned_dataset['digest'][:12]} has no manifest in the store",
-        )
-        return
-    problems = store.verify(manifest)
-    yield AssetCheckResult(
-        check_name="files_match_manifest",
-        asset_key="versioned_dataset",
-        passed=not problems,
-        description="; ".join(problems) or f"{len(manifest['files'])} files match",
-    )
-    if problems:
-        return
-    splits = {name: store.load_split(manifest, name) for name in manifest["files"]}
-    leaks = leaked_rows(splits, spec)
-    yield AssetCheckResult(
-        check_name="no_train_test_leakage",
-        asset_key="versioned_dataset",
-        passed=not any(leaks.values()),
-        description=", ".join(f"{k}: {v} rows" for k, v in leaks.items() if v)
-        or "no feature row is shared between splits",
-        metadata=dict(leaks),
-    )
-    findings = split_size_findings(splits, spec)
-    too_small = [f for f in findings if f.rows < spec.split.min_rows_per_split]
-    off_share = [f for f in findings if not f.ok_share]
-    lines = [
-        f"{f.split}: {f.rows} rows ({f.share:.1%}, expected {f.expected_share:.0%} "
-        f"± {f.tolerance:.1%})"
-        for f in findings
-    ]
-    yield AssetCheckResult(
-        check_name="split_sizes_as_configured",
-        asset_key="versioned_dataset",
-        passed=not too_small and not off_share,
-        severity=AssetCheckSeverity.ERROR if too_small else AssetCheckSeverity.WARN,
-        description=(
-            f"splits below the minimum of {spec.split.min_rows_per_split} rows: "
-            f"{[f.split for f in too_small]}; "
-            if too_small
-            else ""
-        )
-        + "; ".join(lines),
-        metadata={f"{f.split}_rows": f.rows for f in findings},
+        check_results=results,
     )

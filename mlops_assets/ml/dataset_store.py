@@ -7,8 +7,11 @@ Layout under ``datasets/<name>/``::
     tags/data-vX.Y.Z.json               immutable human tag -> digest
     refs/latest.json, refs/previous.json
 
-Parquet files are written before the manifest and the manifest before the tag
-and refs, so a reader following ``latest`` never meets a half-written version.
+Publishing is two steps, so that nothing a reader follows changes before a
+version has passed its checks: :meth:`DatasetStore.stage` writes the Parquet
+files (content-addressed, invisible without a manifest), and
+:meth:`DatasetStore.publish` writes the manifest, then the tag, then the refs.
+A reader following ``latest`` never meets a half-written or rejected version.
 """
 
 from __future__ import annotations
@@ -52,6 +55,18 @@ def parquet_to_frame(data: bytes) -> pd.DataFrame:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class StagedVersion:
+    """A version whose Parquet files are in the store but which nothing points at yet.
+
+    ``manifest`` is the stored manifest when the version already exists (``created`` False),
+    else the draft to write on publishing; a draft has no tag until it is published.
+    """
+
+    manifest: dict[str, Any]
+    created: bool
 
 
 @dataclass(frozen=True)
@@ -112,59 +127,74 @@ class DatasetStore:
                 )
         return problems
 
-    def publish(
+    def stage(
         self,
         splits: dict[str, pd.DataFrame],
         digest: str,
         spec: DatasetSpec,
         source: dict[str, Any],
         cleaning: CleaningStats,
-    ) -> PublishResult:
-        """Store a version unless its digest exists, then point ``latest`` at it."""
+    ) -> StagedVersion:
+        """Write a new version's Parquet files (nothing for a digest that exists); no manifest,
+        tag or ref is written, so a staged version stays invisible until :meth:`publish`."""
+        existing = self.manifest(digest)
+        if existing is not None:
+            return StagedVersion(manifest=existing, created=False)
+        files = {}
+        for name in SPLITS:
+            data = frame_to_parquet(splits[name])
+            key = self._version_key(digest, f"{name}.parquet")
+            self.store.put_bytes(key, data)
+            files[name] = {
+                "key": key,
+                "rows": len(splits[name]),
+                "sha256": sha256(data),
+                "bytes": len(data),
+            }
+        draft = {
+            "dataset": spec.name,
+            "digest": digest,
+            "schema_fingerprint": spec.schema_fingerprint(),
+            "processing_fingerprint": spec.processing_fingerprint(),
+            "spec": spec.to_dict(),
+            "source": source,
+            "cleaning": {
+                "rows_in": cleaning.rows_in,
+                "duplicates_dropped": cleaning.duplicates_dropped,
+                "missing_target_dropped": cleaning.missing_target_dropped,
+                "rows_out": cleaning.rows_out,
+            },
+            "files": files,
+        }
+        return StagedVersion(manifest=draft, created=True)
+
+    def publish(self, staged: StagedVersion) -> PublishResult:
+        """Make a staged version visible and point ``latest`` at it (``previous`` at the old
+        latest). Call it only once the version passed its blocking checks.
+
+        A new version gets its tag here, numbered from the ``latest`` it replaces: manifest
+        first, then the immutable tag, then the refs.
+        """
         latest = self.ref("latest")
-        manifest = self.manifest(digest)
-        created = manifest is None
-        if manifest is None:
-            files = {}
-            for name in SPLITS:
-                data = frame_to_parquet(splits[name])
-                key = self._version_key(digest, f"{name}.parquet")
-                self.store.put_bytes(key, data)
-                files[name] = {
-                    "key": key,
-                    "rows": len(splits[name]),
-                    "sha256": sha256(data),
-                    "bytes": len(data),
-                }
-            tag = next_version_tag(
+        manifest = dict(staged.manifest)
+        digest = manifest["digest"]
+        if staged.created:
+            manifest["tag"] = next_version_tag(
                 latest["tag"] if latest else None,
                 schema_changed=latest is not None
-                and latest["schema_fingerprint"] != spec.schema_fingerprint(),
-                source_changed=latest is None or latest["source"]["digest"] != source["digest"],
+                and latest["schema_fingerprint"] != manifest["schema_fingerprint"],
+                source_changed=latest is None
+                or latest["source"]["digest"] != manifest["source"]["digest"],
             )
-            manifest = {
-                "dataset": spec.name,
-                "digest": digest,
-                "tag": tag,
-                "created_at": datetime.now(UTC).isoformat(),
-                "schema_fingerprint": spec.schema_fingerprint(),
-                "processing_fingerprint": spec.processing_fingerprint(),
-                "spec": spec.to_dict(),
-                "source": source,
-                "cleaning": {
-                    "rows_in": cleaning.rows_in,
-                    "duplicates_dropped": cleaning.duplicates_dropped,
-                    "missing_target_dropped": cleaning.missing_target_dropped,
-                    "rows_out": cleaning.rows_out,
-                },
-                "files": files,
-            }
+            manifest["created_at"] = datetime.now(UTC).isoformat()
             self._write_json(self._version_key(digest, "manifest.json"), manifest)
-            self._write_json(f"{self.prefix}/tags/{tag}.json", {"digest": digest})
+            self._write_json(f"{self.prefix}/tags/{manifest['tag']}.json", {"digest": digest})
         if latest is None or latest["digest"] != digest:
             if latest is not None:
                 self._write_json(f"{self.prefix}/refs/previous.json", {"digest": latest["digest"]})
             self._write_json(f"{self.prefix}/refs/latest.json", {"digest": digest})
         return PublishResult(
-            manifest=manifest, created=created, previous_latest=latest["tag"] if latest else None
+            manifest=manifest,
+            created=staged.created,
+            previous_latest=latest["tag"] if latest else None,
         )

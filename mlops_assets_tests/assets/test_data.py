@@ -36,6 +36,17 @@ def _non_utf8() -> bytes:
     return b"\n".join(lines)
 
 
+def _thousands_separator() -> bytes:
+    """Areas of three rows exported as 1,234 without quotes."""
+    frame = good_rows()
+    lines = to_csv_bytes(frame).decode().splitlines()
+    for row in (5, 40, 41):
+        fields = lines[row + 1].split(",")
+        fields[1] = f"{int(float(fields[1])) // 1000 + 1},234"
+        lines[row + 1] = ",".join(fields)
+    return ("\n".join(lines) + "\n").encode()
+
+
 # name -> (file content, the check that must fail, text its message must contain)
 BAD_INPUTS = {
     "empty": (lambda: b"", "has_data_rows", ["file 'input.csv'", "rule: file must not be empty"]),
@@ -63,6 +74,16 @@ BAD_INPUTS = {
         lambda: to_csv_bytes(pd.concat([good_rows(), good_rows()], ignore_index=True)),
         "duplicate_share_within_limit",
         ["column 'all columns', rows 301, 302", "50.0% of rows", "rule: at most 20% duplicate"],
+    ),
+    "thousands_separator": (
+        _thousands_separator,
+        "parses_as_table",
+        [
+            "file 'input.csv', column 'area', rows 6, 41, 42",
+            "first: line 7 has 14",
+            "unquoted thousands separator",
+            "rule: must be well-formed CSV",
+        ],
     ),
     "non_utf8": (
         _non_utf8,
@@ -199,14 +220,79 @@ def test_corrupted_version_fails_files_match_manifest(trained):
     assert "test: " in evaluation.description
 
 
-def test_tiny_dataset_fails_split_sizes_with_error(lifecycle, monkeypatch):
+def test_tiny_dataset_fails_split_sizes_with_error_and_publishes_nothing(lifecycle, monkeypatch):
     monkeypatch.setenv("MLOPS_SOURCE_URI", "sample://house-prices?rows=20&seed=1")
     result = lifecycle.run(assets=["raw_data", "versioned_dataset", "trained_model"])
     evaluation = check_evaluations(result)[("versioned_dataset", "split_sizes_as_configured")]
     assert not evaluation.passed
     assert evaluation.severity.value == "ERROR"
     assert "below the minimum of 5 rows" in evaluation.description
+    assert "versioned_dataset" not in materialized(result)
     assert "trained_model" not in materialized(result)
+    state = lifecycle.state()
+    assert (state["latest"], state["previous"], state["tags"]) == (None, None, [])
+    assert not list((lifecycle.home / "store" / "datasets").rglob("manifest.json"))
+
+
+def test_three_valid_rows_move_no_tag_or_ref_and_keep_the_trained_state(
+    trained, monkeypatch, tmp_path
+):
+    path = tmp_path / "three.csv"
+    path.write_bytes(to_csv_bytes(good_rows(3, seed=5)))
+    monkeypatch.setenv("MLOPS_SOURCE_URI", str(path))
+    before = trained.state()
+    manifests = sorted((trained.home / "store" / "datasets").rglob("manifest.json"))
+
+    result = trained.run()
+
+    assert not result.success
+    evaluations = check_evaluations(result)
+    failed = {name for (asset, name), e in evaluations.items() if not e.passed}
+    assert failed == {"split_sizes_as_configured"}
+    assert "versioned_dataset" not in materialized(result)
+    assert trained.state() == before
+    assert before["latest"] is not None
+    assert before["tags"] == ["data-v1.0.0.json"]
+    assert sorted((trained.home / "store" / "datasets").rglob("manifest.json")) == manifests
+    # The asset's value is still the published version, so a later run trains on that.
+    retrain = trained.run(assets=["trained_model"])
+    assert materialized(retrain)["trained_model"]["dataset_tag"].value == "data-v1.0.0"
+
+
+def test_extra_source_columns_are_reported_not_dropped_silently(lifecycle, monkeypatch, tmp_path):
+    path = tmp_path / "with-ids.csv"
+    path.write_bytes(to_csv_bytes(good_rows().assign(listing_id=range(300))))
+    monkeypatch.setenv("MLOPS_SOURCE_URI", str(path))
+    result = lifecycle.run(assets=["raw_data", "versioned_dataset"])
+    assert result.success
+    meta = materialized(result)["versioned_dataset"]
+    assert meta["ignored_columns"].value == "file 'with-ids.csv': 'listing_id'"
+    required = check_evaluations(result)[("raw_data", "required_columns_present")]
+    assert required.passed
+    assert "columns not in the spec are ignored: file 'with-ids.csv': 'listing_id'" in (
+        required.description
+    )
+    logged = [r.user_message for r in lifecycle.instance.all_logs(result.run_id)]
+    assert any("are left out: file 'with-ids.csv': 'listing_id'" in m for m in logged)
+
+
+def test_a_spec_in_the_data_case_accepts_its_data(lifecycle, monkeypatch, tmp_path):
+    from mlops_assets.ml.spec import HOUSE_PRICES
+
+    data = HOUSE_PRICES.to_dict()
+    for column in data["categorical"]:
+        column["allowed"] = [value.title() for value in column["allowed"]]
+    spec = tmp_path / "titled.json"
+    spec.write_text(json.dumps(data))
+    rows = good_rows()
+    rows["furnishingstatus"] = rows["furnishingstatus"].str.title()
+    path = tmp_path / "titled.csv"
+    path.write_bytes(to_csv_bytes(rows))
+    monkeypatch.setenv("MLOPS_DATASET_SPEC", str(spec))
+    monkeypatch.setenv("MLOPS_SOURCE_URI", str(path))
+    result = lifecycle.run(assets=["raw_data", "versioned_dataset"])
+    assert result.success, check_evaluations(result)
+    assert materialized(result)["versioned_dataset"]["tag"].value == "data-v1.0.0"
 
 
 def _serve(responses):

@@ -12,7 +12,7 @@ from mlops_assets.resources.object_store import ObjectStoreResource
 def prepared(rows: int, seed: int, spec: DatasetSpec = HOUSE_PRICES):
     frame = read_validated(
         [TableFile("h.csv", to_csv_bytes(generate_house_prices(rows, seed)))], spec
-    )
+    ).frame
     cleaned, stats = clean(frame, spec)
     splits = split(cleaned, spec)
     return splits, content_digest(splits, spec), stats
@@ -25,7 +25,8 @@ def store(tmp_path) -> DatasetStore:
 
 def publish(store, rows, seed, source_digest, spec=HOUSE_PRICES):
     splits, digest, stats = prepared(rows, seed, spec)
-    return store.publish(splits, digest, spec, {"uri": "x", "digest": source_digest}, stats)
+    staged = store.stage(splits, digest, spec, {"uri": "x", "digest": source_digest}, stats)
+    return store.publish(staged)
 
 
 def test_first_version_is_tagged_and_latest(store):
@@ -80,3 +81,20 @@ def test_a_version_without_manifest_is_invisible(store, tmp_path):
     (tmp_path / store.prefix / "versions" / digest / "train.parquet").write_bytes(b"partial")
     assert store.manifest(digest) is None
     assert store.ref("latest") is None
+
+
+def test_a_staged_version_is_invisible_until_published(store):
+    publish(store, 300, 1, "raw-a")
+    splits, digest, stats = prepared(300, 2)
+    before = (store.ref("latest"), store.ref("previous"), store.tags())
+
+    staged = store.stage(splits, digest, HOUSE_PRICES, {"uri": "x", "digest": "raw-b"}, stats)
+
+    assert staged.created
+    assert "tag" not in staged.manifest
+    assert store.verify(staged.manifest) == []  # the files are there, checkable
+    assert store.manifest(digest) is None  # ... but the version is not
+    assert (store.ref("latest"), store.ref("previous"), store.tags()) == before
+    published = store.publish(staged)
+    assert published.manifest["tag"] == "data-v1.1.0"
+    assert store.ref("latest")["digest"] == digest
