@@ -34,11 +34,14 @@ from mlops_assets.ml.train import (
     model_input,
     regression_metrics,
     serving_requirements,
+    training_fingerprint,
 )
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.mlflow_registry import (
     CHALLENGER,
     CHAMPION,
+    FINGERPRINT_TAG,
+    MODEL_URI_TAG,
     REGISTRY_POOL,
     MlflowResource,
 )
@@ -55,19 +58,31 @@ class TrainingRunConfig(Config):
     )
     params_json: str = Field(default="{}", description="estimator parameters as a JSON object")
     random_state: int = 0
+    force_retrain: bool = Field(
+        default=False,
+        description="train even when an MLflow run already trained this dataset version with "
+        "this config (otherwise that run's model is reused and nothing new is registered)",
+    )
 
 
-def load_splits(
+def load_manifest(
     digest: str, spec: DatasetSpec, object_store: ObjectStoreResource
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    store = DatasetStore(object_store, spec.name)
-    manifest = store.manifest(digest)
+) -> dict[str, Any]:
+    manifest = DatasetStore(object_store, spec.name).manifest(digest)
     if manifest is None:
         raise Failure(
             allow_retries=False,
             description=f"dataset version {digest[:12]} of '{spec.name}' is not in the "
             f"object store {object_store.root}",
         )
+    return manifest
+
+
+def load_splits(
+    digest: str, spec: DatasetSpec, object_store: ObjectStoreResource
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    store = DatasetStore(object_store, spec.name)
+    manifest = load_manifest(digest, spec, object_store)
     return manifest, {name: store.load_split(manifest, name) for name in manifest["files"]}
 
 
@@ -95,7 +110,37 @@ def trained_model(
         training = TrainingConfig(config.model_type, params, config.random_state)
     except (ValueError, TypeError) as exc:
         raise Failure(allow_retries=False, description=f"bad training config: {exc}") from exc
-    manifest, splits = load_splits(versioned_dataset["digest"], spec, object_store)
+    manifest = load_manifest(versioned_dataset["digest"], spec, object_store)
+    fingerprint = training_fingerprint(manifest["digest"], training)
+    earlier = None if config.force_retrain else mlflow.find_training_run(fingerprint)
+    if earlier is not None:
+        reason = (
+            f"not trained: dataset {manifest['tag']} ({manifest['digest'][:12]}) and the training "
+            f"config are unchanged since MLflow run {earlier.info.run_id}, whose model is "
+            "reused; set force_retrain to train again"
+        )
+        context.log.info(reason)
+        metrics = dict(earlier.data.metrics)
+        return MaterializeResult(
+            value={
+                "run_id": earlier.info.run_id,
+                "model_uri": earlier.data.tags[MODEL_URI_TAG],
+                "metrics": metrics,
+                "dataset_digest": manifest["digest"],
+                "dataset_tag": manifest["tag"],
+            },
+            metadata={
+                "trained": False,
+                "training": reason,
+                "mlflow_run_id": earlier.info.run_id,
+                "model_uri": earlier.data.tags[MODEL_URI_TAG],
+                "model_type": training.model_type,
+                "dataset_tag": manifest["tag"],
+                "training_fingerprint": fingerprint,
+                **{name: MetadataValue.float(value) for name, value in metrics.items()},
+            },
+        )
+    _, splits = load_splits(manifest["digest"], spec, object_store)
     result = fit(splits, spec, training)
     logged = mlflow.log_training_run(
         pipeline=result.pipeline,
@@ -111,6 +156,7 @@ def trained_model(
             "mlops.dataset_uri": object_store.uri(manifest["files"]["train"]["key"]),
             "dagster.run_id": context.run_id,
             "dagster.asset": "trained_model",
+            FINGERPRINT_TAG: fingerprint,
         },
         skops_trusted_types=SKOPS_TRUSTED_TYPES,
         pip_requirements=serving_requirements(),
@@ -125,10 +171,13 @@ def trained_model(
             "dataset_tag": manifest["tag"],
         },
         metadata={
+            "trained": True,
+            "training": "trained" + (" (force_retrain)" if config.force_retrain else ""),
             "mlflow_run_id": logged.run_id,
             "model_uri": logged.model_uri,
             "model_type": training.model_type,
             "dataset_tag": manifest["tag"],
+            "training_fingerprint": fingerprint,
             **{name: MetadataValue.float(value) for name, value in result.metrics.items()},
         },
     )
@@ -206,15 +255,21 @@ def registered_model(
             f"and policy '{policy.promotion_policy}' one of auto, manual",
         )
     _, splits = load_splits(trained_model["dataset_digest"], spec, object_store)
-    version = mlflow.register(
-        trained_model["model_uri"],
-        tags={
-            "mlops.dataset_digest": trained_model["dataset_digest"],
-            "mlops.dataset_tag": trained_model["dataset_tag"],
-            "dagster.run_id": context.run_id,
-        },
-    )
-    moves = [mlflow.move_alias(CHALLENGER, version, "newly registered")]
+    # A model registered before (training was skipped as unchanged) is not registered again,
+    # and no alias moves for it: re-running never undoes an approval or a rollback.
+    registered_before = mlflow.version_of_run(trained_model["run_id"])
+    if registered_before is None:
+        version = mlflow.register(
+            trained_model["model_uri"],
+            tags={
+                "mlops.dataset_digest": trained_model["dataset_digest"],
+                "mlops.dataset_tag": trained_model["dataset_tag"],
+                "dagster.run_id": context.run_id,
+            },
+        )
+        moves = [mlflow.move_alias(CHALLENGER, version, "newly registered")]
+    else:
+        version, moves = registered_before, []
     challenger_score = trained_model["metrics"][f"test_{metric}"]
     champion_before = mlflow.alias_version(CHAMPION)
     champion_score = None
@@ -222,12 +277,18 @@ def registered_model(
         champion_score = score_on_test(
             mlflow.load_model(champion_before), splits["test"], spec, metric
         )
-    decision = decide(challenger_score, champion_score, metric, policy.min_improvement)
-    reason = decision.reason
-    if decision.promote and policy.promotion_policy == "manual":
-        reason = f"{reason}; policy is manual: run the approve_challenger job to promote"
-    elif decision.promote:
-        moves.append(mlflow.move_alias(CHAMPION, version, reason))
+    if registered_before is not None:
+        reason = (
+            f"the model of MLflow run {trained_model['run_id']} is already registered as "
+            f"v{version}: nothing registered, no alias moved"
+        )
+    else:
+        decision = decide(challenger_score, champion_score, metric, policy.min_improvement)
+        reason = decision.reason
+        if decision.promote and policy.promotion_policy == "manual":
+            reason = f"{reason}; policy is manual: run the approve_challenger job to promote"
+        elif decision.promote:
+            moves.append(mlflow.move_alias(CHAMPION, version, reason))
     champion_after = mlflow.alias_version(CHAMPION)
     context.log.info(f"v{version}: {reason}")
     return MaterializeResult(
@@ -244,6 +305,7 @@ def registered_model(
         metadata={
             "model_name": mlflow.model_name,
             "version": version,
+            "newly_registered": registered_before is None,
             "champion_version": champion_after or "",
             "promoted": champion_after == version and champion_before != version,
             "decision": reason,

@@ -6,6 +6,8 @@ raw feature columns and is exactly what gets served.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +38,23 @@ def serving_requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{name}=={version(name)}" for name in SERVING_PACKAGES]
+
+
+def training_fingerprint(dataset_digest: str, config: TrainingConfig) -> str:
+    """What decides the model a training run produces: the dataset version (its rows, schema
+    and processing), the training config and the versions of the packages that fit and serve
+    it. The same fingerprint trains the same model again, so it is not trained twice."""
+    from importlib.metadata import version
+
+    identity = {
+        "dataset_digest": dataset_digest,
+        "model_type": config.model_type,
+        "params": config.params,
+        "random_state": config.random_state,
+        "packages": {name: version(name) for name in SERVING_PACKAGES},
+    }
+    encoded = json.dumps(identity, sort_keys=True, default=str).encode()
+    return hashlib.sha256(encoded).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,10 @@ CHALLENGER = "challenger"
 HISTORY_TAG = "mlops.champion_history"
 # Dagster concurrency pool for every step that moves an alias; the instance limits it to 1.
 REGISTRY_POOL = "model_registry"
+# Run tags: what the run was trained from (ml.train.training_fingerprint) and the URI of the
+# model it logged, set once the model is logged, so only complete runs are ever reused.
+FINGERPRINT_TAG = "mlops.training_fingerprint"
+MODEL_URI_TAG = "mlops.model_uri"
 
 
 @dataclass(frozen=True)
@@ -115,9 +119,32 @@ class MlflowResource(ConfigurableResource):
                 skops_trusted_types=skops_trusted_types,
                 pip_requirements=pip_requirements,
             )
+            mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
         return LoggedModel(
             run_id=run.info.run_id, model_uri=info.model_uri, experiment_id=experiment_id
         )
+
+    def find_training_run(self, fingerprint: str) -> Any | None:
+        """The newest finished run with this training fingerprint that logged its model."""
+        client = self.client()
+        experiment = client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            return None
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`{FINGERPRINT_TAG}` = '{fingerprint}' "
+            "and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=5,
+        )
+        return next((run for run in runs if MODEL_URI_TAG in run.data.tags), None)
+
+    def version_of_run(self, run_id: str) -> str | None:
+        """The newest registered version of this model that came from ``run_id``, if any."""
+        versions = self.client().search_model_versions(
+            f"name='{self.model_name}' and run_id='{run_id}'"
+        )
+        return str(max(int(v.version) for v in versions)) if versions else None
 
     def register(self, model_uri: str, tags: dict[str, str]) -> str:
         mlflow = self._mlflow()

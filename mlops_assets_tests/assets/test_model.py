@@ -43,9 +43,40 @@ def test_training_run_is_fully_tracked_in_mlflow(trained):
     assert info.saved_input_example_info is not None
 
 
-def test_equal_challenger_is_registered_but_not_promoted(trained):
+def test_unchanged_dataset_and_config_train_nothing_and_register_nothing(trained):
+    before = trained.state()
+    runs_before = client(trained).search_runs(["1", "0"])
+
     result = trained.run(assets=TRAIN_AND_REGISTER)
+
     assert result.success
+    trained_meta = materialized(result)["trained_model"]
+    assert trained_meta["trained"].value is False
+    champion = client(trained).get_model_version_by_alias(MODEL, "champion")
+    assert trained_meta["mlflow_run_id"].value == champion.run_id
+    assert "unchanged" in trained_meta["training"].value
+    assert "force_retrain" in trained_meta["training"].value
+    registered = materialized(result)["registered_model"]
+    assert registered["version"].value == "1"
+    assert registered["newly_registered"].value is False
+    assert "already registered as v1" in registered["decision"].value
+    assert len(client(trained).search_runs(["1", "0"])) == len(runs_before)
+    assert trained.state() == before
+    failed = {k: e.description for k, e in check_evaluations(result).items() if not e.passed}
+    assert failed == {}
+
+
+def test_a_new_training_config_trains_again(trained):
+    result = trained.run(
+        assets=["trained_model"], run_config=training_config(params={"max_iter": 150})
+    )
+    assert materialized(result)["trained_model"]["trained"].value is True
+
+
+def test_equal_challenger_is_registered_but_not_promoted(trained):
+    result = trained.run(assets=TRAIN_AND_REGISTER, run_config=training_config(force_retrain=True))
+    assert result.success
+    assert materialized(result)["trained_model"]["trained"].value is True
     meta = materialized(result)["registered_model"]
     assert meta["version"].value == "2"
     assert meta["promoted"].value is False

@@ -1,6 +1,8 @@
 """The whole graph against real servers: SeaweedFS S3, and an MLflow tracking server backed by
 PostgreSQL with its artifacts in S3. Each result is read back through the server's own client."""
 
+import json
+
 import pytest
 from mlflow import MlflowClient
 
@@ -79,7 +81,6 @@ def test_concurrent_registrations_promote_exactly_once(
     Serialised, the first becomes champion and the second ties, so it is not promoted. Racing,
     both would see no champion and both promote.
     """
-    import json
     import os
     import subprocess
     import sys
@@ -107,6 +108,9 @@ def test_concurrent_registrations_promote_exactly_once(
         "mlops_assets.definitions",
         "--select",
         "trained_model,registered_model",
+        # The same data and config would reuse the first finished run: force two trainings.
+        "--config-json",
+        json.dumps({"ops": {"trained_model": {"config": {"force_retrain": True}}}}),
     ]
     processes = [
         subprocess.Popen(
@@ -161,7 +165,9 @@ def test_mlflow_down_during_registration_fails_clearly_and_keeps_the_champion(
         assert lifecycle.run(
             assets=["raw_data", "versioned_dataset", "trained_model", "registered_model"]
         ).success
-        assert lifecycle.run(assets=["trained_model"]).success  # a new challenger to register
+        # A new challenger to register (unchanged data and config would reuse v1's run).
+        force = {"ops": {"trained_model": {"config": {"force_retrain": True}}}}
+        assert lifecycle.run(assets=["trained_model"], run_config=force).success
         server.stop()
 
         result = lifecycle.run(assets=["registered_model"])
