@@ -63,7 +63,7 @@ def predictions(
 
     # 1. load data
     try:
-        batch = read_validated(dataset_source.read_incoming(day), spec, require_target=False)
+        table = read_validated(dataset_source.read_incoming(day), spec, require_target=False)
     except SourceUnavailable as exc:
         raise Failure(
             allow_retries=exc.transient, description=f"no incoming batch for {day}: {exc}"
@@ -73,6 +73,10 @@ def predictions(
             allow_retries=False,
             description=f"incoming batch {batch_uri} for {day} rejected:\n{exc}",
         ) from exc
+    batch = table.frame
+    ignored = table.describe_ignored()
+    if ignored:
+        context.log.warning(f"columns not in the spec '{spec.name}' are left out: {ignored}")
 
     # 2. load model
     champion = mlflow.alias_version(CHAMPION)
@@ -109,6 +113,7 @@ def predictions(
             "batch": batch_uri,
             "prediction_mean": float(scored[PREDICTION].mean()),
             "labelled": spec.target.name in batch.columns,
+            "ignored_columns": ignored or "none",
             "path": MetadataValue.url(object_store.uri(key)),
         },
     )
@@ -154,33 +159,59 @@ def no_missing_predictions(
     )
 
 
+def plausible_range(
+    train_min: float, train_max: float, spec_min: float | None, spec_max: float | None
+) -> tuple[float, float]:
+    """The training target range widened by half its span on each side, never past the bounds
+    the spec sets for the target (a price is never negative, however wide the margin)."""
+    margin = (train_max - train_min) / 2
+    low, high = train_min - margin, train_max + margin
+    if spec_min is not None:
+        low = max(low, spec_min)
+    if spec_max is not None:
+        high = min(high, spec_max)
+    return low, high
+
+
 @asset_check(
     retry_policy=SERVER_RETRY,
     asset="predictions",
     partitions_def=daily_batches,
     description="Predictions stay within the champion's training target range widened by half "
-    "its span on each side (WARN: a sign of extrapolation, not of a broken model).",
+    "its span on each side, and within the target's bounds in the spec (WARN: a sign of "
+    "extrapolation, not of a broken model).",
 )
 def predictions_in_plausible_range(
-    predictions: dict[str, Any], object_store: ObjectStoreResource
+    predictions: dict[str, Any],
+    dataset_source: DatasetSourceResource,
+    object_store: ObjectStoreResource,
 ) -> AssetCheckResult:
-    low, high = predictions["train_target_min"], predictions["train_target_max"]
+    train_min, train_max = predictions["train_target_min"], predictions["train_target_max"]
     values = _load_predictions(predictions, object_store)[PREDICTION].to_numpy(dtype=float)
-    if low is None or high is None:
+    if train_min is None or train_max is None:
         return AssetCheckResult(
             passed=False,
             severity=AssetCheckSeverity.WARN,
             description="champion run has no training target range",
         )
-    margin = (high - low) / 2
-    outside = np.flatnonzero((values < low - margin) | (values > high + margin))
+    target = dataset_source.spec.target
+    low, high = plausible_range(train_min, train_max, target.min, target.max)
+    outside = np.flatnonzero((values < low) | (values > high))
+    below = int(np.count_nonzero(values < target.min)) if target.min is not None else 0
+    above = int(np.count_nonzero(values > target.max)) if target.max is not None else 0
+    beyond_spec = below + above
     return AssetCheckResult(
         passed=len(outside) == 0,
         severity=AssetCheckSeverity.WARN,
         description=f"{len(outside)} of {len(values)} predictions outside "
-        f"[{low - margin:.6g}, {high + margin:.6g}]"
-        + (f", rows {', '.join(str(i + 1) for i in outside[:10])}" if len(outside) else ""),
-        metadata={"outside": len(outside)},
+        f"[{low:.6g}, {high:.6g}]"
+        + (f", rows {', '.join(str(i + 1) for i in outside[:10])}" if len(outside) else "")
+        + (
+            f"; {beyond_spec} break the bounds of target '{target.name}' in the spec"
+            if beyond_spec
+            else ""
+        ),
+        metadata={"outside": len(outside), "outside_spec_bounds": beyond_spec},
     )
 
 

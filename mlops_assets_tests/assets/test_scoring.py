@@ -100,3 +100,33 @@ def test_bad_batch_fails_predictions_with_file_column_rows_rule(trained, monkeyp
     assert f"file '{PARTITION}.csv', column 'parking', rows 1, 5" in message
     assert "rule: numeric column" in message
     assert earlier.read_bytes() == earlier_bytes
+
+
+def test_plausible_range_never_reaches_past_the_target_bounds_of_the_spec(tmp_path):
+    from mlops_assets.assets.scoring import plausible_range, predictions_in_plausible_range
+    from mlops_assets.ml.dataset_store import frame_to_parquet
+    from mlops_assets.resources.dataset_source import DatasetSourceResource
+    from mlops_assets.resources.object_store import ObjectStoreResource
+
+    # Trained on prices 10..110: the half-span margin alone would allow -40.
+    assert plausible_range(10, 110, None, None) == (-40, 160)
+    assert plausible_range(10, 110, 0, None) == (0, 160)
+    assert plausible_range(10, 110, 0, 120) == (0, 120)
+
+    store = ObjectStoreResource(root=str(tmp_path))
+    scored = pd.DataFrame({"prediction": [-5.0, 50.0, 100.0]})
+    store.put_bytes("predictions/day.parquet", frame_to_parquet(scored))
+    handle = {
+        "key": "predictions/day.parquet",
+        "input_rows": 3,
+        "train_target_min": 10.0,
+        "train_target_max": 110.0,
+    }
+    source = DatasetSourceResource(source_uri="unused", incoming_uri="unused")
+    result = predictions_in_plausible_range(
+        predictions=handle, dataset_source=source, object_store=store
+    )
+    assert not result.passed  # the house-price spec says price >= 0
+    assert "1 of 3 predictions outside [0, 160], rows 1" in result.description
+    assert "1 break the bounds of target 'price' in the spec" in result.description
+    assert result.metadata["outside_spec_bounds"].value == 1
