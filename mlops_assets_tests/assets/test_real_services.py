@@ -76,10 +76,11 @@ def _step_window(instance, run_id, step):
 def test_concurrent_registrations_promote_exactly_once(
     lifecycle, seaweed, s3_store, mlflow_stack, on_servers, tmp_path
 ):
-    """Two real dagster processes train the same model and register it at the same moment.
+    """Two real dagster processes register the same trained model at the same moment.
 
-    Serialised, the first becomes champion and the second ties, so it is not promoted. Racing,
-    both would see no champion and both promote.
+    Serialised, the first registers it and makes it champion; the second finds it registered
+    and changes nothing. Racing, both would find it unregistered and no champion: two versions,
+    two promotions.
     """
     import os
     import subprocess
@@ -90,7 +91,7 @@ def test_concurrent_registrations_promote_exactly_once(
     from mlops_assets_tests.conftest import project_free_env
 
     model = os.environ["MLOPS_MODEL_NAME"]
-    assert lifecycle.run(assets=["raw_data", "versioned_dataset"]).success
+    assert lifecycle.run(assets=["raw_data", "versioned_dataset", "trained_model"]).success
     dagster_home = lifecycle.home / "dagster_home"
     (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
     settings = {k: v for k, v in os.environ.items() if k.startswith(("MLOPS_", "MLFLOW_", "AWS_"))}
@@ -107,10 +108,7 @@ def test_concurrent_registrations_promote_exactly_once(
         "-m",
         "mlops_assets.definitions",
         "--select",
-        "trained_model,registered_model",
-        # The same data and config would reuse the first finished run: force two trainings.
-        "--config-json",
-        json.dumps({"ops": {"trained_model": {"config": {"force_retrain": True}}}}),
+        "registered_model",
     ]
     processes = [
         subprocess.Popen(
@@ -128,11 +126,11 @@ def test_concurrent_registrations_promote_exactly_once(
         assert process.returncode == 0, output[-3000:]
 
     versions = on_servers.search_model_versions(f"name='{model}'")
-    assert sorted(int(v.version) for v in versions) == [1, 2]
+    assert sorted(int(v.version) for v in versions) == [1]
     history = json.loads(on_servers.get_registered_model(model).tags["mlops.champion_history"])
     assert [entry["version"] for entry in history] == ["1"]
     assert on_servers.get_model_version_by_alias(model, "champion").version == "1"
-    assert on_servers.get_model_version_by_alias(model, "challenger").version == "2"
+    assert on_servers.get_model_version_by_alias(model, "challenger").version == "1"
 
     runs = [
         r for r in lifecycle.instance.get_runs() if "registered_model" in str(r.asset_selection)
