@@ -234,7 +234,7 @@ def split_checks(splits: dict[str, Any], spec: DatasetSpec) -> list[AssetCheckRe
     ]
 
 
-def blocks(results: list[AssetCheckResult]) -> list[str]:
+def failed_blocking(results: list[AssetCheckResult]) -> list[str]:
     """Names of the results that must stop publication: failed with ERROR severity."""
     return [
         str(r.check_name)
@@ -282,7 +282,7 @@ def versioned_dataset(
     # Evaluate every check that can reject the version before a tag or ref moves.
     results = split_checks(splits, spec)
     store = DatasetStore(object_store, spec.name)
-    if not blocks(results):
+    if not failed_blocking(results):
         staged = store.stage(
             splits,
             digest,
@@ -298,7 +298,7 @@ def versioned_dataset(
                 description="; ".join(problems) or f"{len(staged.manifest['files'])} files match",
             )
         )
-    rejected = blocks(results)
+    rejected = failed_blocking(results)
     if rejected:
         latest = store.ref("latest")
         context.log.error(
