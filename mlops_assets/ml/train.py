@@ -42,12 +42,15 @@ def serving_requirements() -> list[str]:
 
 def training_fingerprint(dataset_digest: str, config: TrainingConfig) -> str:
     """What decides the model a training run produces: the dataset version (its rows, schema
-    and processing), the training config and the versions of the packages that fit and serve
-    it. The same fingerprint trains the same model again, so it is not trained twice."""
+    and processing), the training config, this module's code (the Pipeline and how it is fitted)
+    and the versions of the packages that fit and serve it. The same fingerprint trains the
+    same model again, so it is not trained twice."""
     from importlib.metadata import version
+    from pathlib import Path
 
     identity = {
         "dataset_digest": dataset_digest,
+        "training_code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
         "model_type": config.model_type,
         "params": config.params,
         "random_state": config.random_state,

@@ -50,3 +50,20 @@ def test_regression_metrics_on_known_values():
     assert m["rmse"] == pytest.approx(np.sqrt(4 / 3))
     assert m["mae"] == pytest.approx(2 / 3)
     assert m["r2"] == pytest.approx(1 - 4 / 2)
+
+
+def test_training_fingerprint_follows_data_config_and_code(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    import mlops_assets.ml.train as train
+    from mlops_assets.ml.train import TrainingConfig, training_fingerprint
+
+    base = training_fingerprint("digest-a", TrainingConfig())
+    assert training_fingerprint("digest-a", TrainingConfig()) == base
+    assert training_fingerprint("digest-b", TrainingConfig()) != base
+    assert training_fingerprint("digest-a", TrainingConfig(params={"max_iter": 10})) != base
+    assert training_fingerprint("digest-a", TrainingConfig(random_state=1)) != base
+    edited = tmp_path / "train.py"
+    edited.write_bytes(Path(train.__file__).read_bytes() + b"\n# a changed line\n")
+    monkeypatch.setattr(train, "__file__", str(edited))
+    assert training_fingerprint("digest-a", TrainingConfig()) != base
