@@ -31,6 +31,7 @@ from mlops_assets.ml.tabular import (
     DatasetRejected,
     TableFile,
     Violation,
+    describe_ignored,
     inspect_table,
     read_validated,
 )
@@ -147,27 +148,23 @@ def raw_data_contract(
     """
     spec = dataset_source.spec
     grouped: dict[str, list[Violation] | None] = dict.fromkeys(RULE_GROUPS)
-    ignored: list[str] = []
+    ignored_columns: dict[str, tuple[str, ...]] = {}
     for file in load_snapshot(raw_data, object_store):
         inspection = inspect_table(file, spec)
         for group, found in inspection.results.items():
             if found is not None:
                 grouped[group] = (grouped[group] or []) + found
-        if inspection.ignored_columns:
-            ignored.append(
-                f"file '{file.name}': " + ", ".join(repr(c) for c in inspection.ignored_columns)
-            )
+        ignored_columns[file.name] = inspection.ignored_columns
+    ignored = describe_ignored(ignored_columns)
     if ignored:
-        context.log.warning(
-            f"columns not in the spec '{spec.name}' are ignored: {'; '.join(ignored)}"
-        )
+        context.log.warning(f"columns not in the spec '{spec.name}' are ignored: {ignored}")
     for group, found in grouped.items():
         if found is None:
             context.log.info(f"check {group} not evaluated: an earlier rule failed")
             continue
         passed = f"{len(raw_data['files'])} file(s) pass"
         if group == REQUIRED_COLUMNS and ignored:
-            passed += f"; columns not in the spec are ignored: {'; '.join(ignored)}"
+            passed += f"; columns not in the spec are ignored: {ignored}"
         yield violations_result(group, "raw_data", found, passed)
 
 

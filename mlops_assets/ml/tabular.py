@@ -92,11 +92,16 @@ class ValidatedTable:
     ignored_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def describe_ignored(self) -> str:
-        """``"file 'a.csv': 'id', 'note'; ..."``, or an empty string when nothing was ignored."""
-        return "; ".join(
-            f"file '{name}': " + ", ".join(repr(c) for c in columns)
-            for name, columns in self.ignored_columns.items()
-        )
+        return describe_ignored(self.ignored_columns)
+
+
+def describe_ignored(ignored_columns: dict[str, tuple[str, ...]]) -> str:
+    """``"file 'a.csv': 'id', 'note'; ..."``, or an empty string when nothing was ignored."""
+    return "; ".join(
+        f"file '{name}': " + ", ".join(repr(c) for c in columns)
+        for name, columns in ignored_columns.items()
+        if columns
+    )
 
 
 class DatasetRejected(ValueError):
@@ -251,7 +256,10 @@ def _read_frame(file: TableFile) -> tuple[pd.DataFrame | None, list[Violation]]:
 
 
 def normalise_category(values: pd.Series) -> pd.Series:
-    """Lower-case, trim and collapse inner whitespace; missing stays missing."""
+    """Lower-case, trim and collapse inner whitespace; missing stays missing.
+
+    The vectorised form of :func:`mlops_assets.ml.spec.normalise_label`, which normalises a
+    spec's allowed values: the two must agree (a test holds them to it)."""
     text = values.astype("string")
     return text.str.strip().str.lower().str.replace(r"\s+", " ", regex=True)
 

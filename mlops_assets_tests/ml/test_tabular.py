@@ -236,3 +236,13 @@ def test_a_column_limit_replaces_the_dataset_null_limit(good_frame):
     for require_target in (True, False):  # training data and incoming batches alike
         found = inspect_table(csv_file(frame), spec, require_target).results[SCHEMA]
         assert [(v.column, v.rule) for v in found] == [("bedrooms", "at most 0% missing values")]
+
+
+def test_category_normalisation_of_data_and_spec_agree():
+    from mlops_assets.ml.spec import normalise_label
+    from mlops_assets.ml.tabular import normalise_category
+
+    values = [" Semi-Furnished ", "YES", "semi\t  furnished", "Ärger\u00a0Zone", "no", None]
+    normalised = normalise_category(pd.Series(values, dtype=object)).tolist()
+    assert normalised[:-1] == [normalise_label(v) for v in values[:-1]]
+    assert pd.isna(normalised[-1])
