@@ -78,12 +78,18 @@ def load_manifest(
     return manifest
 
 
+def read_splits(
+    manifest: dict[str, Any], spec: DatasetSpec, object_store: ObjectStoreResource
+) -> dict[str, Any]:
+    store = DatasetStore(object_store, spec.name)
+    return {name: store.load_split(manifest, name) for name in manifest["files"]}
+
+
 def load_splits(
     digest: str, spec: DatasetSpec, object_store: ObjectStoreResource
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    store = DatasetStore(object_store, spec.name)
     manifest = load_manifest(digest, spec, object_store)
-    return manifest, {name: store.load_split(manifest, name) for name in manifest["files"]}
+    return manifest, read_splits(manifest, spec, object_store)
 
 
 @asset(
@@ -114,71 +120,55 @@ def trained_model(
     fingerprint = training_fingerprint(manifest["digest"], training)
     earlier = None if config.force_retrain else mlflow.find_training_run(fingerprint)
     if earlier is not None:
-        reason = (
-            f"not trained: dataset {manifest['tag']} ({manifest['digest'][:12]}) and the training "
-            f"config are unchanged since MLflow run {earlier.info.run_id}, whose model is "
-            "reused; set force_retrain to train again"
-        )
-        context.log.info(reason)
+        run_id, model_uri = earlier.info.run_id, earlier.data.tags[MODEL_URI_TAG]
         metrics = dict(earlier.data.metrics)
-        return MaterializeResult(
-            value={
-                "run_id": earlier.info.run_id,
-                "model_uri": earlier.data.tags[MODEL_URI_TAG],
-                "metrics": metrics,
-                "dataset_digest": manifest["digest"],
-                "dataset_tag": manifest["tag"],
-            },
-            metadata={
-                "trained": False,
-                "training": reason,
-                "mlflow_run_id": earlier.info.run_id,
-                "model_uri": earlier.data.tags[MODEL_URI_TAG],
-                "model_type": training.model_type,
-                "dataset_tag": manifest["tag"],
-                "training_fingerprint": fingerprint,
-                **{name: MetadataValue.float(value) for name, value in metrics.items()},
-            },
+        training_note = (
+            f"not trained: dataset {manifest['tag']} ({manifest['digest'][:12]}) and the training "
+            f"config are unchanged since MLflow run {run_id}, whose model is reused; set "
+            "force_retrain to train again"
         )
-    _, splits = load_splits(manifest["digest"], spec, object_store)
-    result = fit(splits, spec, training)
-    logged = mlflow.log_training_run(
-        pipeline=result.pipeline,
-        params=result.params,
-        metrics=result.metrics,
-        input_example=model_input(splits["train"].head(5), spec),
-        training_frame=splits["train"],
-        target=spec.target.name,
-        tags={
-            "mlops.dataset_name": spec.name,
-            "mlops.dataset_digest": manifest["digest"],
-            "mlops.dataset_tag": manifest["tag"],
-            "mlops.dataset_uri": object_store.uri(manifest["files"]["train"]["key"]),
-            "dagster.run_id": context.run_id,
-            "dagster.asset": "trained_model",
-            FINGERPRINT_TAG: fingerprint,
-        },
-        skops_trusted_types=SKOPS_TRUSTED_TYPES,
-        pip_requirements=serving_requirements(),
-    )
-    context.log.info(f"MLflow run {logged.run_id}: test rmse {result.metrics['test_rmse']:.6g}")
+    else:
+        splits = read_splits(manifest, spec, object_store)
+        result = fit(splits, spec, training)
+        logged = mlflow.log_training_run(
+            pipeline=result.pipeline,
+            params=result.params,
+            metrics=result.metrics,
+            input_example=model_input(splits["train"].head(5), spec),
+            training_frame=splits["train"],
+            target=spec.target.name,
+            tags={
+                "mlops.dataset_name": spec.name,
+                "mlops.dataset_digest": manifest["digest"],
+                "mlops.dataset_tag": manifest["tag"],
+                "mlops.dataset_uri": object_store.uri(manifest["files"]["train"]["key"]),
+                "dagster.run_id": context.run_id,
+                "dagster.asset": "trained_model",
+                FINGERPRINT_TAG: fingerprint,
+            },
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            pip_requirements=serving_requirements(),
+        )
+        run_id, model_uri, metrics = logged.run_id, logged.model_uri, result.metrics
+        training_note = "trained" + (" (force_retrain)" if config.force_retrain else "")
+    context.log.info(f"MLflow run {run_id}, test rmse {metrics['test_rmse']:.6g}: {training_note}")
     return MaterializeResult(
         value={
-            "run_id": logged.run_id,
-            "model_uri": logged.model_uri,
-            "metrics": result.metrics,
+            "run_id": run_id,
+            "model_uri": model_uri,
+            "metrics": metrics,
             "dataset_digest": manifest["digest"],
             "dataset_tag": manifest["tag"],
         },
         metadata={
-            "trained": True,
-            "training": "trained" + (" (force_retrain)" if config.force_retrain else ""),
-            "mlflow_run_id": logged.run_id,
-            "model_uri": logged.model_uri,
+            "trained": earlier is None,
+            "training": training_note,
+            "mlflow_run_id": run_id,
+            "model_uri": model_uri,
             "model_type": training.model_type,
             "dataset_tag": manifest["tag"],
             "training_fingerprint": fingerprint,
-            **{name: MetadataValue.float(value) for name, value in result.metrics.items()},
+            **{name: MetadataValue.float(value) for name, value in metrics.items()},
         },
     )
 
