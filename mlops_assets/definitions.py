@@ -16,7 +16,8 @@ from dagster import (
 
 from mlops_assets.assets import data, deployment, model, scoring, serving
 from mlops_assets.assets.pod_resources import standard_pod
-from mlops_assets.automation.alerts import asset_check_alerts, run_failure_alerts
+from mlops_assets.automation.alerts import build_alert_sensors
+from mlops_assets.automation.constants import AutomationSettings
 from mlops_assets.automation.jobs import (
     approve_challenger,
     mlops_lifecycle,
@@ -25,13 +26,8 @@ from mlops_assets.automation.jobs import (
     score_batch,
     serve_champion,
 )
-from mlops_assets.automation.schedules import daily_scoring, periodic_retrain
-from mlops_assets.automation.sensors import (
-    champion_image,
-    drift_policy,
-    incoming_batches,
-    new_labelled_data,
-)
+from mlops_assets.automation.schedules import build_schedules
+from mlops_assets.automation.sensors import build_sensors
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.image_builder import ImageBuilderResource
 from mlops_assets.resources.mlflow_registry import MlflowResource
@@ -155,8 +151,12 @@ def build_resources() -> dict[str, object]:
 ASSET_MODULES = (data, model, scoring, serving, deployment)
 
 
-def build_definitions(resources: dict[str, object] | None = None) -> Definitions:
-    """The Definitions with resources from the environment, or the ones given (tests)."""
+def build_definitions(
+    resources: dict[str, object] | None = None, automation: AutomationSettings | None = None
+) -> Definitions:
+    """The Definitions with resources and automation settings from the environment (read now,
+    not on import), or the ones given (tests)."""
+    automation = AutomationSettings.from_env() if automation is None else automation
     return Definitions(
         assets=load_assets_from_modules(ASSET_MODULES),
         asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
@@ -168,15 +168,8 @@ def build_definitions(resources: dict[str, object] | None = None) -> Definitions
             approve_challenger,
             rollback_champion,
         ],
-        schedules=[daily_scoring, periodic_retrain],
-        sensors=[
-            new_labelled_data,
-            incoming_batches,
-            drift_policy,
-            champion_image,
-            asset_check_alerts,
-            run_failure_alerts,
-        ],
+        schedules=build_schedules(automation),
+        sensors=[*build_sensors(automation), *build_alert_sensors(automation)],
         resources=build_resources() if resources is None else resources,
         executor=executor(),
     )

@@ -36,7 +36,7 @@ def dagster_home() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mlops_assets.assets.scoring import daily_batches
+    from mlops_assets.partitions import daily_batches
 
     parser = argparse.ArgumentParser(
         prog="mlops-demo",

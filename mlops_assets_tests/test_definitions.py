@@ -85,6 +85,19 @@ def test_importing_the_code_location_loads_no_heavy_library():
     assert out.stdout.strip() == "[]"
 
 
+def test_the_code_location_does_not_ship_the_local_stack():
+    """mlops_assets.stack starts servers for development; the runtime and the user-code image
+    must not need it, so nothing outside it imports it, not even lazily inside a function."""
+    package = ROOT / "mlops_assets"
+    importers = [
+        path.relative_to(ROOT).as_posix()
+        for path in package.rglob("*.py")
+        if "stack" not in path.relative_to(package).parts
+        and re.search(r"mlops_assets\.stack|from \.+stack", path.read_text())
+    ]
+    assert importers == []
+
+
 def test_readme_documents_every_setting_with_its_default():
     readme = (ROOT / "README.md").read_text()
     for setting in SETTINGS:

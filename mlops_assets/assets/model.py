@@ -21,6 +21,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from mlops_assets.assets.datasets import dataset_manifest, dataset_splits
 from mlops_assets.assets.metadata import md_table
 from mlops_assets.assets.pod_resources import training_tags
 from mlops_assets.assets.retries import SERVER_RETRY
@@ -65,33 +66,6 @@ class TrainingRunConfig(Config):
     )
 
 
-def load_manifest(
-    digest: str, spec: DatasetSpec, object_store: ObjectStoreResource
-) -> dict[str, Any]:
-    manifest = DatasetStore(object_store, spec.name).manifest(digest)
-    if manifest is None:
-        raise Failure(
-            allow_retries=False,
-            description=f"dataset version {digest[:12]} of '{spec.name}' is not in the "
-            f"object store {object_store.root}",
-        )
-    return manifest
-
-
-def read_splits(
-    manifest: dict[str, Any], spec: DatasetSpec, object_store: ObjectStoreResource
-) -> dict[str, Any]:
-    store = DatasetStore(object_store, spec.name)
-    return {name: store.load_split(manifest, name) for name in manifest["files"]}
-
-
-def load_splits(
-    digest: str, spec: DatasetSpec, object_store: ObjectStoreResource
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    manifest = load_manifest(digest, spec, object_store)
-    return manifest, read_splits(manifest, spec, object_store)
-
-
 @asset(
     retry_policy=SERVER_RETRY,
     group_name="model",
@@ -116,7 +90,7 @@ def trained_model(
         training = TrainingConfig(config.model_type, params, config.random_state)
     except (ValueError, TypeError) as exc:
         raise Failure(allow_retries=False, description=f"bad training config: {exc}") from exc
-    manifest = load_manifest(versioned_dataset["digest"], spec, object_store)
+    manifest = dataset_manifest(versioned_dataset["digest"], spec, object_store)
     fingerprint = training_fingerprint(manifest["digest"], training)
     earlier = None if config.force_retrain else mlflow.find_training_run(fingerprint)
     if earlier is not None:
@@ -128,7 +102,7 @@ def trained_model(
             "force_retrain to train again"
         )
     else:
-        splits = read_splits(manifest, spec, object_store)
+        splits = DatasetStore(object_store, spec.name).load_splits(manifest)
         result = fit(splits, spec, training)
         logged = mlflow.log_training_run(
             pipeline=result.pipeline,
@@ -244,7 +218,7 @@ def registered_model(
             description=f"promotion metric '{metric}' must be one of {sorted(METRIC_DIRECTION)} "
             f"and policy '{policy.promotion_policy}' one of auto, manual",
         )
-    _, splits = load_splits(trained_model["dataset_digest"], spec, object_store)
+    splits = dataset_splits(trained_model["dataset_digest"], spec, object_store)
     # A model registered before (training was skipped as unchanged) is not registered again,
     # and no alias moves for it: re-running never undoes an approval or a rollback.
     registered_before = mlflow.version_of_run(trained_model["run_id"])
@@ -373,7 +347,7 @@ def registered_model_gates(
             "approve_challenger job to promote a version",
         )
         return
-    _, splits = load_splits(registered_model["dataset_digest"], spec, object_store)
+    splits = dataset_splits(registered_model["dataset_digest"], spec, object_store)
     test = splits["test"]
     metric = registered_model["metric"]
     try:

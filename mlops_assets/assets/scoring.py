@@ -10,7 +10,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetIn,
-    DailyPartitionsDefinition,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -19,25 +18,23 @@ from dagster import (
     asset_check,
 )
 
+from mlops_assets.assets.datasets import dataset_splits
 from mlops_assets.assets.metadata import md_table, redact_uri
-from mlops_assets.assets.model import load_splits
 from mlops_assets.assets.retries import SERVER_RETRY
 from mlops_assets.ml.dataset_store import frame_to_parquet, parquet_to_frame
 from mlops_assets.ml.drift import PREDICTION, sample
 from mlops_assets.ml.drift import drift_report as build_drift_report
 from mlops_assets.ml.tabular import DatasetRejected, read_validated
 from mlops_assets.ml.train import model_input
+from mlops_assets.partitions import daily_batches
 from mlops_assets.resources.dataset_source import DatasetSourceResource, SourceUnavailable
 from mlops_assets.resources.mlflow_registry import CHAMPION, MlflowResource
 from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets.resources.policy import LifecyclePolicy
-from mlops_assets.settings import setting
 
 # Partitioned checks are a Dagster preview feature; they are what makes each day's checks
 # evaluate that day's predictions, so the preview is accepted knowingly.
 warnings.filterwarnings("ignore", category=PreviewWarning, module="dagster")
-
-daily_batches = DailyPartitionsDefinition(start_date=setting("MLOPS_PARTITIONS_START"))
 
 MODEL_VERSION = "model_version"
 
@@ -237,7 +234,7 @@ def drift_report(
     spec = dataset_source.spec
     version = predictions[MODEL_VERSION]
     run = mlflow.run(mlflow.model_version(version).run_id)
-    _, splits = load_splits(run.data.tags["mlops.dataset_digest"], spec, object_store)
+    splits = dataset_splits(run.data.tags["mlops.dataset_digest"], spec, object_store)
     reference = sample(splits["train"], policy.drift_sample_rows).copy()
     model = mlflow.load_model(version)
     reference[PREDICTION] = np.asarray(model.predict(model_input(reference, spec)), dtype=float)

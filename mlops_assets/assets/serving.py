@@ -30,7 +30,7 @@ from dagster import (
     multi_asset_check,
 )
 
-from mlops_assets.assets.model import load_splits
+from mlops_assets.assets.datasets import dataset_splits
 from mlops_assets.assets.retries import SERVER_RETRY
 from mlops_assets.ml.serving import (
     CA_BUNDLE_IN_CONTEXT,
@@ -388,7 +388,7 @@ def served_image_smoke_test(
     spec = dataset_source.spec
     version = mlflow.model_version(record["model_version"])
     dataset_digest = version.tags.get("mlops.dataset_digest", "")
-    _, splits = load_splits(dataset_digest, spec, object_store)
+    splits = dataset_splits(dataset_digest, spec, object_store)
     rows = model_input(splits["test"].head(SMOKE_ROWS), spec)
     expected = [float(p) for p in mlflow.load_model(record["model_version"]).predict(rows)]
 

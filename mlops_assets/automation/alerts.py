@@ -9,6 +9,7 @@ from __future__ import annotations
 from dagster import (
     DefaultSensorStatus,
     RunFailureSensorContext,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     run_failure_sensor,
@@ -21,7 +22,7 @@ from mlops_assets.automation.check_history import (
     failed_checks,
     start_cursor,
 )
-from mlops_assets.automation.constants import SENSOR_INTERVAL_SECONDS
+from mlops_assets.automation.constants import AutomationSettings
 from mlops_assets.resources.notifier import Alert, AlertDeliveryFailed, NotifierResource
 
 
@@ -44,15 +45,7 @@ class AlertsUndelivered(RuntimeError):
     """No alert of this tick could be delivered; they stay pending for the next tick."""
 
 
-@sensor(
-    name="asset_check_alerts",
-    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Sends one alert per failed asset check evaluation (any asset, WARN or ERROR) "
-    "through the notifier (MLOPS_ALERT_CHANNELS). A channel that fails keeps its alerts "
-    "pending and fails the tick, so nothing is dropped and nothing is sent twice.",
-)
-def asset_check_alerts(
+def alert_failed_checks(
     context: SensorEvaluationContext, notifier: NotifierResource
 ) -> SensorResult:
     keys = list(context.repository_def.asset_graph.asset_check_keys)  # type: ignore[union-attr]
@@ -102,14 +95,7 @@ def _step_errors(context: RunFailureSensorContext, limit: int = 3) -> list[str]:
     return errors
 
 
-@run_failure_sensor(
-    name="run_failure_alerts",
-    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Sends an alert when a run of this code location fails, with the failed steps "
-    "and their errors.",
-)
-def run_failure_alerts(context: RunFailureSensorContext, notifier: NotifierResource) -> None:
+def alert_failed_run(context: RunFailureSensorContext, notifier: NotifierResource) -> None:
     run = context.dagster_run
     steps = _step_errors(context)
     message = "\n".join(steps) if steps else (context.failure_event.message or "run failed")
@@ -126,3 +112,25 @@ def run_failure_alerts(context: RunFailureSensorContext, notifier: NotifierResou
     problems = notifier.send(alert, log=context.log)
     if problems:
         raise AlertsUndelivered("; ".join(str(p) for p in problems))
+
+
+def build_alert_sensors(settings: AutomationSettings) -> list[SensorDefinition]:
+    """Hand-written on purpose: open-source Dagster has no declarative alert on a failed check.
+    Both always start running, whatever MLOPS_AUTOMATION says."""
+    return [
+        sensor(
+            name="asset_check_alerts",
+            minimum_interval_seconds=settings.interval_seconds,
+            default_status=DefaultSensorStatus.RUNNING,
+            description="Sends one alert per failed asset check evaluation (any asset, WARN or ERROR) "
+            "through the notifier (MLOPS_ALERT_CHANNELS). A channel that fails keeps its alerts "
+            "pending and fails the tick, so nothing is dropped and nothing is sent twice.",
+        )(alert_failed_checks),
+        run_failure_sensor(
+            name="run_failure_alerts",
+            minimum_interval_seconds=settings.interval_seconds,
+            default_status=DefaultSensorStatus.RUNNING,
+            description="Sends an alert when a run of this code location fails, with the failed steps "
+            "and their errors.",
+        )(alert_failed_run),
+    ]

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from mlops_assets.assets.metadata import md_table
 from mlops_assets.assets.pod_resources import standard_tags, training_tags
-from mlops_assets.assets.scoring import daily_batches
+from mlops_assets.partitions import daily_batches
 from mlops_assets.resources.mlflow_registry import (
     CHALLENGER,
     CHAMPION,

@@ -1,5 +1,7 @@
 """Schedules: score each day's batch after the day ends, and retrain periodically."""
 
+from __future__ import annotations
+
 from dagster import (
     RunRequest,
     ScheduleDefinition,
@@ -8,23 +10,12 @@ from dagster import (
     schedule,
 )
 
-from mlops_assets.assets.scoring import daily_batches
-from mlops_assets.automation.constants import SCHEDULE_STATUS, TRIGGER_TAG
+from mlops_assets.automation.constants import TRIGGER_TAG, AutomationSettings
 from mlops_assets.automation.jobs import refresh_model, score_batch
-from mlops_assets.settings import setting
-
-TIMEZONE = setting("MLOPS_SCHEDULE_TIMEZONE")
+from mlops_assets.partitions import daily_batches
 
 
-@schedule(
-    name="daily_scoring",
-    job=score_batch,
-    cron_schedule=setting("MLOPS_SCORING_CRON"),
-    execution_timezone=TIMEZONE,
-    default_status=SCHEDULE_STATUS,
-    description="Scores the day that just ended (its incoming batch) and reports its drift.",
-)
-def daily_scoring(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
+def score_the_day_that_ended(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
     days = daily_batches.get_partition_keys(current_time=context.scheduled_execution_time)
     if not days:
         return SkipReason("no complete day since MLOPS_PARTITIONS_START yet")
@@ -32,13 +23,23 @@ def daily_scoring(context: ScheduleEvaluationContext) -> RunRequest | SkipReason
     return RunRequest(run_key=day, partition_key=day, tags={TRIGGER_TAG: "daily_scoring"})
 
 
-periodic_retrain = ScheduleDefinition(
-    name="periodic_retrain",
-    job=refresh_model,
-    cron_schedule=setting("MLOPS_RETRAIN_CRON"),
-    execution_timezone=TIMEZONE,
-    default_status=SCHEDULE_STATUS,
-    tags={TRIGGER_TAG: "periodic_retrain"},
-    description="Retrains on the current labelled data: the champion gate decides whether the "
-    "new model serves.",
-)
+def build_schedules(settings: AutomationSettings) -> list[ScheduleDefinition]:
+    daily_scoring = schedule(
+        name="daily_scoring",
+        job=score_batch,
+        cron_schedule=settings.scoring_cron,
+        execution_timezone=settings.timezone,
+        default_status=settings.schedule_status,
+        description="Scores the day that just ended (its incoming batch) and reports its drift.",
+    )(score_the_day_that_ended)
+    periodic_retrain = ScheduleDefinition(
+        name="periodic_retrain",
+        job=refresh_model,
+        cron_schedule=settings.retrain_cron,
+        execution_timezone=settings.timezone,
+        default_status=settings.schedule_status,
+        tags={TRIGGER_TAG: "periodic_retrain"},
+        description="Retrains on the current labelled data: the champion gate decides whether "
+        "the new model serves.",
+    )
+    return [daily_scoring, periodic_retrain]

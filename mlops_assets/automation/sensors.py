@@ -1,6 +1,11 @@
 """Sensors that launch work: new labelled data, new incoming batches, the drift policy, and
 a new champion to serve.
 
+They are hand-written because nothing declarative does their job: the first two watch data
+outside Dagster, the drift policy turns failed checks into a retrain or a rollback by a
+configured policy, and champion_image follows the champion that registered_model records, also when a
+job approves or rolls back.
+
 Each keeps a cursor in the instance and gives every run a run key derived from what caused
 it, so a re-run tick or a restarted daemon never launches the same work twice.
 """
@@ -17,6 +22,7 @@ from dagster import (
     AssetRecordsFilter,
     RunRequest,
     RunsFilter,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -24,39 +30,21 @@ from dagster import (
 )
 
 from mlops_assets.assets.metadata import redact_uri
-from mlops_assets.assets.scoring import daily_batches
 from mlops_assets.automation.check_history import CheckCursor, failed_checks, start_cursor
-from mlops_assets.automation.constants import (
-    CAUSE_TAG,
-    IMAGE_SENSOR_STATUS,
-    SENSOR_INTERVAL_SECONDS,
-    SENSOR_STATUS,
-    TRIGGER_TAG,
-)
+from mlops_assets.automation.constants import CAUSE_TAG, TRIGGER_TAG, AutomationSettings
 from mlops_assets.automation.jobs import (
     refresh_model,
     rollback_champion,
     score_batch,
     serve_champion,
 )
+from mlops_assets.partitions import daily_batches
 from mlops_assets.resources.dataset_source import DatasetSourceResource, is_generated
 from mlops_assets.resources.mlflow_registry import CHAMPION, MlflowResource
 from mlops_assets.resources.policy import LifecyclePolicy
-from mlops_assets.settings import setting
-
-LOOKBACK_DAYS = int(setting("MLOPS_INCOMING_LOOKBACK_DAYS"))
 
 
-@sensor(
-    name="new_labelled_data",
-    job=refresh_model,
-    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-    default_status=SENSOR_STATUS,
-    description="Watches MLOPS_SOURCE_URI (file listing, S3 ETags or HTTP validators) and runs "
-    "refresh_model when the labelled data changes. Write files under a name starting with '.' "
-    "and rename them when complete: hidden files are ignored.",
-)
-def new_labelled_data(
+def watch_labelled_data(
     context: SensorEvaluationContext, dataset_source: DatasetSourceResource
 ) -> SensorResult | SkipReason:
     source = redact_uri(dataset_source.source_uri)
@@ -81,19 +69,11 @@ def new_labelled_data(
     )
 
 
-@sensor(
-    name="incoming_batches",
-    job=score_batch,
-    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-    default_status=SENSOR_STATUS,
-    description="Watches MLOPS_INCOMING_URI for the latest MLOPS_INCOMING_LOOKBACK_DAYS daily "
-    "partitions and runs score_batch for a day whose batch appears or changes. Waits while "
-    "the model has no champion.",
-)
-def incoming_batches(
+def watch_incoming_batches(
     context: SensorEvaluationContext,
     dataset_source: DatasetSourceResource,
     mlflow: MlflowResource,
+    lookback_days: int,
 ) -> SensorResult | SkipReason:
     template = redact_uri(dataset_source.incoming_uri)
     if is_generated(dataset_source.incoming_uri):
@@ -101,7 +81,7 @@ def incoming_batches(
             f"MLOPS_INCOMING_URI is the generated sample {template}: nothing lands there; "
             "the daily_scoring schedule scores it"
         )
-    days = daily_batches.get_partition_keys()[-LOOKBACK_DAYS:]
+    days = daily_batches.get_partition_keys()[-lookback_days:]
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     landed = {}
     for day in days:
@@ -141,17 +121,7 @@ def _last_policy_run(context: SensorEvaluationContext) -> float | None:
     return records[0].create_timestamp.timestamp() if records else None
 
 
-@sensor(
-    name="drift_policy",
-    jobs=[refresh_model, rollback_champion],
-    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-    default_status=SENSOR_STATUS,
-    description="Reads failed drift_report checks from the event log and applies "
-    "MLOPS_DRIFT_POLICY: continue (alerts only), retrain (refresh_model), or rollback (a failed "
-    "quality check rolls the champion back). After a run it starts, further failures start "
-    "nothing for MLOPS_RETRAIN_COOLDOWN_MINUTES.",
-)
-def drift_policy(context: SensorEvaluationContext, policy: LifecyclePolicy) -> SensorResult:
+def apply_drift_policy(context: SensorEvaluationContext, policy: LifecyclePolicy) -> SensorResult:
     keys = [AssetCheckKey(AssetKey("drift_report"), name) for name in DRIFT_CHECKS]
     cursor = CheckCursor.parse(context.cursor) or start_cursor(context.instance, keys)
     failures, visible = failed_checks(context.instance, keys, cursor)
@@ -204,15 +174,7 @@ def drift_policy(context: SensorEvaluationContext, policy: LifecyclePolicy) -> S
     return SensorResult(run_requests=[request], cursor=cursor.dumps())
 
 
-@sensor(
-    name="champion_image",
-    job=serve_champion,
-    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-    default_status=IMAGE_SENSOR_STATUS,
-    description="Runs serve_champion when registered_model records a new champion (a "
-    "promotion, an approval or a rollback), so the served image follows the champion.",
-)
-def champion_image(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+def follow_champion(context: SensorEvaluationContext) -> SensorResult | SkipReason:
     state = json.loads(context.cursor) if context.cursor else {}
     after: int | None = state.get("after")
     champion: str = state.get("champion", "")
@@ -241,3 +203,53 @@ def champion_image(context: SensorEvaluationContext) -> SensorResult | SkipReaso
         run_requests=requests,
         cursor=json.dumps({"after": records[-1].storage_id, "champion": latest}),
     )
+
+
+def build_sensors(settings: AutomationSettings) -> list[SensorDefinition]:
+    """The sensors that launch runs, with the interval and default status of ``settings``."""
+
+    def incoming_batches(
+        context: SensorEvaluationContext,
+        dataset_source: DatasetSourceResource,
+        mlflow: MlflowResource,
+    ) -> SensorResult | SkipReason:
+        return watch_incoming_batches(context, dataset_source, mlflow, settings.lookback_days)
+
+    return [
+        sensor(
+            name="new_labelled_data",
+            job=refresh_model,
+            minimum_interval_seconds=settings.interval_seconds,
+            default_status=settings.sensor_status,
+            description="Watches MLOPS_SOURCE_URI (file listing, S3 ETags or HTTP validators) and runs "
+            "refresh_model when the labelled data changes. Write files under a name starting with '.' "
+            "and rename them when complete: hidden files are ignored.",
+        )(watch_labelled_data),
+        sensor(
+            name="incoming_batches",
+            job=score_batch,
+            minimum_interval_seconds=settings.interval_seconds,
+            default_status=settings.sensor_status,
+            description="Watches MLOPS_INCOMING_URI for the latest MLOPS_INCOMING_LOOKBACK_DAYS daily "
+            "partitions and runs score_batch for a day whose batch appears or changes. Waits while "
+            "the model has no champion.",
+        )(incoming_batches),
+        sensor(
+            name="drift_policy",
+            jobs=[refresh_model, rollback_champion],
+            minimum_interval_seconds=settings.interval_seconds,
+            default_status=settings.sensor_status,
+            description="Reads failed drift_report checks from the event log and applies "
+            "MLOPS_DRIFT_POLICY: continue (alerts only), retrain (refresh_model), or rollback (a failed "
+            "quality check rolls the champion back). After a run it starts, further failures start "
+            "nothing for MLOPS_RETRAIN_COOLDOWN_MINUTES.",
+        )(apply_drift_policy),
+        sensor(
+            name="champion_image",
+            job=serve_champion,
+            minimum_interval_seconds=settings.interval_seconds,
+            default_status=settings.image_sensor_status,
+            description="Runs serve_champion when registered_model records a new champion (a "
+            "promotion, an approval or a rollback), so the served image follows the champion.",
+        )(follow_champion),
+    ]

@@ -57,6 +57,10 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class DatasetVersionMissing(LookupError):
+    """A dataset version that a model or a run names is not in the store."""
+
+
 @dataclass(frozen=True)
 class StagedVersion:
     """A version whose Parquet files are in the store but which nothing points at yet.
@@ -79,6 +83,7 @@ class PublishResult:
 class DatasetStore:
     def __init__(self, store: BlobStore, dataset_name: str):
         self.store = store
+        self.name = dataset_name
         self.prefix = f"datasets/{dataset_name}"
 
     def _version_key(self, digest: str, name: str) -> str:
@@ -108,8 +113,26 @@ class DatasetStore:
             result[tag] = json.loads(self.store.get_bytes(key))["digest"]
         return result
 
+    def require_manifest(self, digest: str) -> dict[str, Any]:
+        """The manifest of ``digest``; raises DatasetVersionMissing, naming the store, if none."""
+        manifest = self.manifest(digest)
+        if manifest is None:
+            raise DatasetVersionMissing(
+                f"dataset version {digest[:12]} of '{self.name}' is not in the object store "
+                f"{self.store.uri('')}"
+            )
+        return manifest
+
     def load_split(self, manifest: dict[str, Any], split: str) -> pd.DataFrame:
         return parquet_to_frame(self.store.get_bytes(manifest["files"][split]["key"]))
+
+    def load_splits(self, manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
+        return {name: self.load_split(manifest, name) for name in manifest["files"]}
+
+    def load_version(self, digest: str) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+        """Manifest and splits of a published version (DatasetVersionMissing if none)."""
+        manifest = self.require_manifest(digest)
+        return manifest, self.load_splits(manifest)
 
     def verify(self, manifest: dict[str, Any]) -> list[str]:
         """Re-hash every file of a version; return a problem per file that does not match."""

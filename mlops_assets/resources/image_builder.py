@@ -17,6 +17,7 @@ import contextlib
 import json
 import shlex
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -308,9 +309,7 @@ class ImageBuilderResource(ConfigurableResource):
         self, runtime: str, reference: str, container_port: int, env: dict[str, str]
     ) -> RunningContainer:
         """Start ``reference`` detached, its ``container_port`` published on a loopback port."""
-        from mlops_assets.stack.process import free_port
-
-        host_port = free_port()
+        host_port = _free_loopback_port()
         command = [
             runtime,
             "run",
@@ -346,6 +345,12 @@ def wait_for_ping(container: RunningContainer, timeout: float) -> float:
         f"container {container.container_id[:12]} did not answer /ping within {timeout:.0f}s; "
         f"log tail:\n{container.log_tail()}"
     )
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _digest_in_archive(path: Path) -> str:

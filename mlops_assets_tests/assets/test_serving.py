@@ -219,8 +219,8 @@ def test_without_any_builder_only_served_image_fails_and_says_how_to_enable_one(
 ) -> None:
     from dagster import AssetSelection, Definitions, define_asset_job
 
-    from mlops_assets.assets.scoring import daily_batches
     from mlops_assets.definitions import build_definitions
+    from mlops_assets.partitions import daily_batches
 
     no_tools = tmp_path / "bin"
     no_tools.mkdir()

@@ -13,17 +13,15 @@ from dagster import (
     build_sensor_context,
 )
 
-from mlops_assets.automation.alerts import (
-    AlertsUndelivered,
-    asset_check_alerts,
-    run_failure_alerts,
-)
+from mlops_assets.automation.alerts import AlertsUndelivered, build_alert_sensors
+from mlops_assets.automation.constants import AutomationSettings
 from mlops_assets.definitions import build_definitions
 from mlops_assets.resources.notifier import NotifierResource
 from mlops_assets_tests.conftest import Lifecycle, record_evaluation
 from mlops_assets_tests.receivers import WebhookReceiver
 
 UI = "http://dagster.test:3000"
+asset_check_alerts, run_failure_alerts = build_alert_sensors(AutomationSettings())
 
 
 def tick(instance: DagsterInstance, cursor: str | None, notifier: NotifierResource) -> Any:

@@ -64,7 +64,7 @@ def failed_evaluations(instance: DagsterInstance) -> list[tuple[str, str, str, s
 
 
 def test_sensors_launch_the_loop_and_alert_once_across_a_daemon_restart(tmp_path: Path) -> None:
-    from mlops_assets.assets.scoring import daily_batches
+    from mlops_assets.partitions import daily_batches
 
     labelled, incoming = tmp_path / "labelled", tmp_path / "incoming"
     dagster_home, logs = tmp_path / "dagster_home", tmp_path / "logs"

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from dagster import RunRequest, SkipReason, build_schedule_context
+import pytest
+from dagster import (
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    SkipReason,
+    build_schedule_context,
+)
 
-from mlops_assets.automation.constants import TRIGGER_TAG
-from mlops_assets.automation.schedules import daily_scoring, periodic_retrain
+from mlops_assets.automation.constants import TRIGGER_TAG, AutomationSettings
+from mlops_assets.automation.schedules import build_schedules
+
+daily_scoring, periodic_retrain = build_schedules(AutomationSettings.from_env())
 
 
 def test_daily_scoring_scores_the_day_that_just_ended() -> None:
@@ -33,3 +42,38 @@ def test_periodic_retrain_runs_the_model_chain_weekly() -> None:
     assert periodic_retrain.job_name == "refresh_model"
     assert periodic_retrain.cron_schedule == "0 3 * * 0"
     assert periodic_retrain.tags[TRIGGER_TAG] == "periodic_retrain"
+
+
+def test_automation_settings_are_read_when_definitions_are_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing is frozen at import: a code location built after a change sees the change."""
+    from mlops_assets.definitions import build_definitions
+
+    monkeypatch.setenv("MLOPS_SCORING_CRON", "30 2 * * *")
+    monkeypatch.setenv("MLOPS_RETRAIN_CRON", "0 4 1 * *")
+    monkeypatch.setenv("MLOPS_SCHEDULE_TIMEZONE", "Europe/Berlin")
+    monkeypatch.setenv("MLOPS_AUTOMATION", "running")
+    monkeypatch.setenv("MLOPS_SENSOR_INTERVAL_SECONDS", "7")
+    monkeypatch.setenv("MLOPS_IMAGE_REGISTRY", "")
+    defs = build_definitions()
+    scoring = defs.resolve_schedule_def("daily_scoring")
+    retrain = defs.resolve_schedule_def("periodic_retrain")
+    assert (scoring.cron_schedule, retrain.cron_schedule) == ("30 2 * * *", "0 4 1 * *")
+    assert scoring.execution_timezone == retrain.execution_timezone == "Europe/Berlin"
+    assert scoring.default_status == DefaultScheduleStatus.RUNNING
+    labelled = defs.resolve_sensor_def("new_labelled_data")
+    assert labelled.minimum_interval_seconds == 7
+    assert labelled.default_status == DefaultSensorStatus.RUNNING
+    # Without a registry the image sensor stays stopped even when automation runs.
+    assert defs.resolve_sensor_def("champion_image").default_status == DefaultSensorStatus.STOPPED
+
+    monkeypatch.setenv("MLOPS_AUTOMATION", "stopped")
+    stopped = build_definitions()
+    assert stopped.resolve_schedule_def("daily_scoring").default_status == (
+        DefaultScheduleStatus.STOPPED
+    )
+    assert stopped.resolve_sensor_def("drift_policy").default_status == DefaultSensorStatus.STOPPED
+    assert stopped.resolve_sensor_def("asset_check_alerts").default_status == (
+        DefaultSensorStatus.RUNNING
+    )

@@ -21,17 +21,18 @@ from dagster import (
     build_sensor_context,
 )
 
-from mlops_assets.automation.constants import TRIGGER_TAG
-from mlops_assets.automation.sensors import (
-    champion_image,
-    drift_policy,
-    incoming_batches,
-    new_labelled_data,
-)
+from mlops_assets.automation.constants import TRIGGER_TAG, AutomationSettings
+from mlops_assets.automation.sensors import build_sensors
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.policy import LifecyclePolicy
 from mlops_assets_tests.conftest import Lifecycle, record_evaluation
+
+SENSORS = {sensor.name: sensor for sensor in build_sensors(AutomationSettings())}
+new_labelled_data = SENSORS["new_labelled_data"]
+incoming_batches = SENSORS["incoming_batches"]
+drift_policy = SENSORS["drift_policy"]
+champion_image = SENSORS["champion_image"]
 
 
 def evaluate(
@@ -97,7 +98,7 @@ def incoming_source(folder: Path) -> DatasetSourceResource:
 
 
 def last_day() -> str:
-    from mlops_assets.assets.scoring import daily_batches
+    from mlops_assets.partitions import daily_batches
 
     return daily_batches.get_partition_keys()[-1]
 
