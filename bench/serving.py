@@ -32,14 +32,18 @@ from mlops_assets.resources.image_builder import ImageBuilderResource, wait_for_
 
 def recorded_image(resources: dict[str, Any]) -> str:
     """The image served_image recorded last in this project's object store (pulled if needed)."""
-    from mlops_assets.assets.serving import read_record
+    from mlops_assets.assets.serving import published_key
+    from mlops_assets.records import ServedImage
 
-    record = read_record(resources["object_store"], resources["mlflow"].model_name)  # type: ignore[arg-type]
-    if record is None:
+    document = resources["object_store"].get_json(  # type: ignore[attr-defined]
+        published_key(resources["mlflow"].model_name)  # type: ignore[attr-defined]
+    )
+    if document is None:
         raise SystemExit("no served image recorded yet: materialise served_image, or pass --image")
-    if record.get("archive_key"):
+    image = ServedImage.from_dict(document)
+    if image.archive_key:
         raise SystemExit("the recorded image is an OCI archive: load it and pass --image")
-    return f"{record['repository']}@{record['digest']}"
+    return f"{image.repository}@{image.digest}"
 
 
 def client_run(port: int, body: bytes, requests: int) -> list[float]:

@@ -112,6 +112,7 @@ def build_resources() -> dict[str, object]:
             kaniko_image=setting("MLOPS_KANIKO_IMAGE"),
             kaniko_namespace=setting("MLOPS_KANIKO_NAMESPACE"),
             kaniko_service_account=setting("MLOPS_KANIKO_SERVICE_ACCOUNT"),
+            kaniko_cluster=setting("MLOPS_KANIKO_CLUSTER"),
         ),
         "policy": LifecyclePolicy(
             promotion_policy=setting("MLOPS_PROMOTION_POLICY"),

@@ -136,6 +136,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Service account of kaniko build Jobs.",
     ),
     Setting(
+        "MLOPS_KANIKO_CLUSTER",
+        "in-cluster",
+        "Cluster kaniko build Jobs run on: in-cluster (the pod's service account) or a "
+        "kubeconfig file path.",
+    ),
+    Setting(
         "MLOPS_DRIFT_SAMPLE_ROWS",
         "50000",
         "Rows sampled from batch and reference for the drift report.",

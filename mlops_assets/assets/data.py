@@ -1,7 +1,6 @@
 """raw_data and versioned_dataset, with the checks that guard them."""
 
 import hashlib
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +34,7 @@ from mlops_assets.ml.tabular import (
     inspect_table,
     read_validated,
 )
+from mlops_assets.records import DatasetVersion, Snapshot, SnapshotFile
 from mlops_assets.resources.dataset_source import DatasetSourceResource, SourceUnavailable
 from mlops_assets.resources.object_store import ObjectStoreResource
 
@@ -82,49 +82,49 @@ def raw_data(
         )
     digest = snapshot_digest(files)
     prefix = f"raw/{digest}"
-    manifest_key = f"{prefix}/manifest.json"
-    entries: list[dict[str, Any]] = [
-        {
-            "name": f.name,
-            "key": f"{prefix}/files/{f.name}",
-            "sha256": sha256(f.data),
-            "bytes": len(f.data),
-        }
-        for f in files
-    ]
-    existed = object_store.exists(manifest_key)
+    snapshot = Snapshot(
+        source=source,
+        digest=digest,
+        manifest_key=f"{prefix}/manifest.json",
+        files=tuple(
+            SnapshotFile(
+                name=f.name,
+                key=f"{prefix}/files/{f.name}",
+                sha256=sha256(f.data),
+                bytes=len(f.data),
+            )
+            for f in files
+        ),
+    )
+    existed = object_store.exists(snapshot.manifest_key)
     if not existed:
-        for file, entry in zip(files, entries, strict=True):
-            object_store.put_bytes(entry["key"], file.data)
-        object_store.put_bytes(
-            manifest_key,
-            json.dumps({"source": source, "digest": digest, "files": entries}, indent=2).encode(),
-        )
+        for file, entry in zip(files, snapshot.files, strict=True):
+            object_store.put_bytes(entry.key, file.data)
+        object_store.put_bytes(snapshot.manifest_key, snapshot.manifest_json())
     context.log.info(
         f"snapshot {digest[:12]} of {source}: {len(files)} file(s), "
         + ("already stored" if existed else "stored")
     )
-    handle = {"source": source, "digest": digest, "manifest_key": manifest_key, "files": entries}
     return MaterializeResult(
-        value=handle,
+        value=snapshot,
         metadata={
             "source": source,
             "digest": digest,
             "already_stored": existed,
             "files": len(files),
-            "bytes": sum(e["bytes"] for e in entries),
-            "snapshot": MetadataValue.url(object_store.uri(manifest_key)),
+            "bytes": sum(e.bytes for e in snapshot.files),
+            "snapshot": MetadataValue.url(object_store.uri(snapshot.manifest_key)),
             "file_list": md_table(
                 ["file", "bytes", "sha256"],
-                [(e["name"], e["bytes"], e["sha256"][:12]) for e in entries],
+                [(e.name, e.bytes, e.sha256[:12]) for e in snapshot.files],
             ),
         },
         data_version=DataVersion(digest),
     )
 
 
-def load_snapshot(handle: dict[str, Any], store: ObjectStoreResource) -> list[TableFile]:
-    return [TableFile(e["name"], store.get_bytes(e["key"])) for e in handle["files"]]
+def load_snapshot(snapshot: Snapshot, store: ObjectStoreResource) -> list[TableFile]:
+    return [TableFile(f.name, store.get_bytes(f.key)) for f in snapshot.files]
 
 
 @multi_asset_check(
@@ -137,7 +137,7 @@ def load_snapshot(handle: dict[str, Any], store: ObjectStoreResource) -> list[Ta
 )
 def raw_data_contract(
     context: AssetCheckExecutionContext,
-    raw_data: dict[str, Any],
+    raw_data: Snapshot,
     dataset_source: DatasetSourceResource,
     object_store: ObjectStoreResource,
 ) -> Iterator[AssetCheckResult]:
@@ -162,7 +162,7 @@ def raw_data_contract(
         if found is None:
             context.log.info(f"check {group} not evaluated: an earlier rule failed")
             continue
-        passed = f"{len(raw_data['files'])} file(s) pass"
+        passed = f"{len(raw_data.files)} file(s) pass"
         if group == REQUIRED_COLUMNS and ignored:
             passed += f"; columns not in the spec are ignored: {ignored}"
         yield violations_result(group, "raw_data", found, passed)
@@ -255,7 +255,7 @@ def failed_blocking(results: list[AssetCheckResult]) -> list[str]:
 )
 def versioned_dataset(
     context: AssetExecutionContext,
-    raw_data: dict[str, Any],
+    raw_data: Snapshot,
     dataset_source: DatasetSourceResource,
     object_store: ObjectStoreResource,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
@@ -265,7 +265,7 @@ def versioned_dataset(
     except DatasetRejected as exc:
         raise Failure(
             allow_retries=False,
-            description=f"snapshot {raw_data['digest'][:12]} of {raw_data['source']} breaks the "
+            description=f"snapshot {raw_data.digest[:12]} of {raw_data.source} breaks the "
             f"dataset contract '{spec.name}'; no version was written.\n{exc}",
             metadata={"violations": len(exc.violations)},
         ) from exc
@@ -284,7 +284,7 @@ def versioned_dataset(
             splits,
             digest,
             spec,
-            source={"uri": raw_data["source"], "digest": raw_data["digest"]},
+            source={"uri": raw_data.source, "digest": raw_data.digest},
             cleaning=stats,
         )
         problems = store.verify(staged.manifest)
@@ -312,7 +312,7 @@ def versioned_dataset(
         f"{manifest['tag']} ({digest[:12]}) " + ("created" if published.created else "unchanged")
     )
     yield MaterializeResult(
-        value={"dataset": spec.name, "digest": digest, "tag": manifest["tag"]},
+        value=DatasetVersion(dataset=spec.name, digest=digest, tag=manifest["tag"]),
         metadata={
             "tag": manifest["tag"],
             "digest": digest,

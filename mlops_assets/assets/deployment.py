@@ -5,14 +5,14 @@ once the cluster reports the rollout ready: a rollout that fails leaves the prev
 and the previous pods serving.
 """
 
-import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
+    AssetIn,
     Failure,
     MetadataValue,
     Output,
@@ -21,15 +21,9 @@ from dagster import (
 )
 
 from mlops_assets.assets.retries import SERVER_RETRY
-from mlops_assets.assets.serving import read_record as read_image_record
-from mlops_assets.resources.mlflow_registry import MlflowResource
-from mlops_assets.resources.model_rollout import (
-    ClusterUnavailable,
-    KubernetesApi,
-    ModelRolloutResource,
-    Rollout,
-    RolloutFailed,
-)
+from mlops_assets.records import Deployment, ServedImage
+from mlops_assets.resources.kubernetes import ClusterUnavailable, KubernetesApi, RolloutFailed
+from mlops_assets.resources.model_rollout import ModelRolloutResource, Rollout
 from mlops_assets.resources.object_store import ObjectStoreResource
 
 
@@ -37,15 +31,11 @@ def record_key(model_name: str) -> str:
     return f"deployments/{model_name}/latest.json"
 
 
-def read_record(object_store: ObjectStoreResource, model_name: str) -> dict[str, Any] | None:
-    return object_store.get_json(record_key(model_name))
-
-
 @asset(
     retry_policy=SERVER_RETRY,
     group_name="serving",
     kinds={"kubernetes"},
-    deps=["served_image"],
+    ins={"served_image": AssetIn("served_image")},
     output_required=False,
     description="The served image rolled out to Kubernetes (MLOPS_DEPLOY_CLUSTER): a KServe "
     "InferenceService, or a Deployment and Service with /ping readiness and liveness probes. "
@@ -54,19 +44,18 @@ def read_record(object_store: ObjectStoreResource, model_name: str) -> dict[str,
 )
 def model_deployment(
     context: AssetExecutionContext,
+    served_image: ServedImage,
     model_rollout: ModelRolloutResource,
-    mlflow: MlflowResource,
     object_store: ObjectStoreResource,
-):
-    image = read_image_record(object_store, mlflow.model_name)
-    reason = _skip_reason(model_rollout, image)
-    if reason is not None or image is None:
+) -> Iterator[Output[Deployment]]:
+    reason = _skip_reason(model_rollout, served_image)
+    if reason is not None:
         context.log.warning(f"model_deployment skipped: {reason}")
         return
     rollout = Rollout(
-        model_name=mlflow.model_name,
-        model_version=image["model_version"],
-        image=image["reference"],
+        model_name=served_image.model_name,
+        model_version=served_image.model_version,
+        image=served_image.reference,
         namespace=model_rollout.namespace,
         replicas=model_rollout.replicas,
         pull_secret=model_rollout.pull_secret,
@@ -95,22 +84,22 @@ def model_deployment(
             "rollout is unchanged.",
         ) from exc
     url = rollout.url(kind, live)
-    record = {
-        "model_name": rollout.model_name,
-        "model_version": rollout.model_version,
-        "image": rollout.image,
-        "kind": kind,
-        "namespace": rollout.namespace,
-        "name": rollout.name,
-        "replicas": rollout.replicas,
-        "url": url,
-        "status": status,
-        "manifests": manifests,
-        "applied_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    object_store.put_bytes(record_key(rollout.model_name), json.dumps(record, indent=2).encode())
+    deployment = Deployment(
+        model_name=rollout.model_name,
+        model_version=rollout.model_version,
+        image=rollout.image,
+        kind=kind,
+        namespace=rollout.namespace,
+        name=rollout.name,
+        replicas=rollout.replicas,
+        url=url,
+        status=status,
+        manifests=manifests,
+        applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    object_store.put_bytes(record_key(rollout.model_name), deployment.to_json())
     yield Output(
-        record,
+        deployment,
         metadata={
             "kind": kind,
             "object": f"{rollout.namespace}/{rollout.name}",
@@ -125,14 +114,12 @@ def model_deployment(
     )
 
 
-def _skip_reason(model_rollout: ModelRolloutResource, image: dict[str, Any] | None) -> str | None:
+def _skip_reason(model_rollout: ModelRolloutResource, image: ServedImage) -> str | None:
     """Why there is nothing to roll out, or None."""
     reason = model_rollout.skip_reason()
     if reason is not None:
         return reason
-    if image is None:
-        return "served_image has recorded no image yet"
-    if image.get("archive_key"):
+    if image.archive_key:
         return (
             "the served image is an OCI archive in the object store, which a cluster cannot "
             "pull: set MLOPS_IMAGE_REGISTRY so served_image pushes it to a registry"
@@ -140,31 +127,27 @@ def _skip_reason(model_rollout: ModelRolloutResource, image: dict[str, Any] | No
     return None
 
 
-def _live_image(api: KubernetesApi, record: dict[str, Any]) -> str:
-    manifest = record["manifests"][0]
-    live = api.read(manifest)
+def _live_image(api: KubernetesApi, deployment: Deployment) -> str:
+    live = api.read(deployment.manifests[0])
     spec = live["spec"]
-    pod = spec["predictor"] if record["kind"] == "kserve" else spec["template"]["spec"]
-    return pod["containers"][0]["image"]
+    pod = spec["predictor"] if deployment.kind == "kserve" else spec["template"]["spec"]
+    return str(pod["containers"][0]["image"])
 
 
 @asset_check(
     asset="model_deployment",
+    additional_ins={"served_image": AssetIn("served_image")},
     retry_policy=SERVER_RETRY,
     description="The cluster runs the image served_image recorded last (by digest). Failing "
     "means the rollout fell behind the champion or someone changed the object by hand.",
 )
 def runs_the_served_image(
+    model_deployment: Deployment,
+    served_image: ServedImage,
     model_rollout: ModelRolloutResource,
-    mlflow: MlflowResource,
-    object_store: ObjectStoreResource,
 ) -> AssetCheckResult:
-    deployed = read_record(object_store, mlflow.model_name)
-    image = read_image_record(object_store, mlflow.model_name)
-    if deployed is None or image is None:
-        return AssetCheckResult(passed=False, description="nothing has been rolled out yet")
-    expected = image["reference"]
-    live = _live_image(model_rollout.connect(), deployed)
+    expected = served_image.reference
+    live = _live_image(model_rollout.connect(), model_deployment)
     return AssetCheckResult(
         passed=live == expected,
         severity=AssetCheckSeverity.ERROR,

@@ -37,6 +37,7 @@ from mlops_assets.ml.train import (
     serving_requirements,
     training_fingerprint,
 )
+from mlops_assets.records import DatasetVersion, Registration, TrainedModel
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.mlflow_registry import (
     CHALLENGER,
@@ -79,7 +80,7 @@ class TrainingRunConfig(Config):
 def trained_model(
     context: AssetExecutionContext,
     config: TrainingRunConfig,
-    versioned_dataset: dict[str, Any],
+    versioned_dataset: DatasetVersion,
     dataset_source: DatasetSourceResource,
     object_store: ObjectStoreResource,
     mlflow: MlflowResource,
@@ -90,7 +91,7 @@ def trained_model(
         training = TrainingConfig(config.model_type, params, config.random_state)
     except (ValueError, TypeError) as exc:
         raise Failure(allow_retries=False, description=f"bad training config: {exc}") from exc
-    manifest = dataset_manifest(versioned_dataset["digest"], spec, object_store)
+    manifest = dataset_manifest(versioned_dataset.digest, spec, object_store)
     fingerprint = training_fingerprint(manifest["digest"], training)
     earlier = None if config.force_retrain else mlflow.find_training_run(fingerprint)
     if earlier is not None:
@@ -116,7 +117,7 @@ def trained_model(
                 "mlops.dataset_digest": manifest["digest"],
                 "mlops.dataset_tag": manifest["tag"],
                 "mlops.dataset_uri": object_store.uri(manifest["files"]["train"]["key"]),
-                "dagster.run_id": context.run_id,
+                "dagster.run_id": context.run.run_id,
                 "dagster.asset": "trained_model",
                 FINGERPRINT_TAG: fingerprint,
             },
@@ -127,13 +128,13 @@ def trained_model(
         training_note = "trained" + (" (force_retrain)" if config.force_retrain else "")
     context.log.info(f"MLflow run {run_id}, test rmse {metrics['test_rmse']:.6g}: {training_note}")
     return MaterializeResult(
-        value={
-            "run_id": run_id,
-            "model_uri": model_uri,
-            "metrics": metrics,
-            "dataset_digest": manifest["digest"],
-            "dataset_tag": manifest["tag"],
-        },
+        value=TrainedModel(
+            run_id=run_id,
+            model_uri=model_uri,
+            metrics=metrics,
+            dataset_digest=manifest["digest"],
+            dataset_tag=manifest["tag"],
+        ),
         metadata={
             "trained": earlier is None,
             "training": training_note,
@@ -154,10 +155,8 @@ def trained_model(
     description="Test RMSE beats a model that predicts the train median by the policy's margin. "
     "Failing means the model learned nothing worth registering.",
 )
-def beats_naive_baseline(
-    trained_model: dict[str, Any], policy: LifecyclePolicy
-) -> AssetCheckResult:
-    metrics = trained_model["metrics"]
+def beats_naive_baseline(trained_model: TrainedModel, policy: LifecyclePolicy) -> AssetCheckResult:
+    metrics = trained_model.metrics
     limit = metrics["baseline_test_rmse"] * (1 - policy.baseline_margin)
     return AssetCheckResult(
         passed=metrics["test_rmse"] <= limit,
@@ -177,9 +176,9 @@ def beats_naive_baseline(
     description="Test R2 reaches the policy's minimum. Failing stops registration.",
 )
 def meets_metric_thresholds(
-    trained_model: dict[str, Any], policy: LifecyclePolicy
+    trained_model: TrainedModel, policy: LifecyclePolicy
 ) -> AssetCheckResult:
-    r2 = trained_model["metrics"]["test_r2"]
+    r2 = trained_model.metrics["test_r2"]
     return AssetCheckResult(
         passed=r2 >= policy.min_r2,
         description=f"test r2 {r2:.4f} (minimum {policy.min_r2})",
@@ -204,7 +203,7 @@ def score_on_test(model: Any, test: Any, spec: DatasetSpec, metric: str) -> floa
 )
 def registered_model(
     context: AssetExecutionContext,
-    trained_model: dict[str, Any],
+    trained_model: TrainedModel,
     dataset_source: DatasetSourceResource,
     object_store: ObjectStoreResource,
     mlflow: MlflowResource,
@@ -218,23 +217,23 @@ def registered_model(
             description=f"promotion metric '{metric}' must be one of {sorted(METRIC_DIRECTION)} "
             f"and policy '{policy.promotion_policy}' one of auto, manual",
         )
-    splits = dataset_splits(trained_model["dataset_digest"], spec, object_store)
+    splits = dataset_splits(trained_model.dataset_digest, spec, object_store)
     # A model registered before (training was skipped as unchanged) is not registered again,
     # and no alias moves for it: re-running never undoes an approval or a rollback.
-    registered_before = mlflow.version_of_run(trained_model["run_id"])
+    registered_before = mlflow.version_of_run(trained_model.run_id)
     if registered_before is None:
         version = mlflow.register(
-            trained_model["model_uri"],
+            trained_model.model_uri,
             tags={
-                "mlops.dataset_digest": trained_model["dataset_digest"],
-                "mlops.dataset_tag": trained_model["dataset_tag"],
-                "dagster.run_id": context.run_id,
+                "mlops.dataset_digest": trained_model.dataset_digest,
+                "mlops.dataset_tag": trained_model.dataset_tag,
+                "dagster.run_id": context.run.run_id,
             },
         )
         moves = [mlflow.move_alias(CHALLENGER, version, "newly registered")]
     else:
         version, moves = registered_before, []
-    challenger_score = trained_model["metrics"][f"test_{metric}"]
+    challenger_score = trained_model.metrics[f"test_{metric}"]
     champion_before = mlflow.alias_version(CHAMPION)
     champion_score = None
     if champion_before is not None:
@@ -243,7 +242,7 @@ def registered_model(
         )
     if registered_before is not None:
         reason = (
-            f"the model of MLflow run {trained_model['run_id']} is already registered as "
+            f"the model of MLflow run {trained_model.run_id} is already registered as "
             f"v{version}: nothing registered, no alias moved"
         )
     else:
@@ -256,16 +255,16 @@ def registered_model(
     champion_after = mlflow.alias_version(CHAMPION)
     context.log.info(f"v{version}: {reason}")
     return MaterializeResult(
-        value={
-            "model_name": mlflow.model_name,
-            "version": version,
-            "champion_before": champion_before,
-            "champion_after": champion_after,
-            "metric": metric,
-            "challenger_score": challenger_score,
-            "champion_score_before": champion_score,
-            "dataset_digest": trained_model["dataset_digest"],
-        },
+        value=Registration(
+            model_name=mlflow.model_name,
+            version=version,
+            champion_before=champion_before,
+            champion_after=champion_after,
+            metric=metric,
+            challenger_score=challenger_score,
+            champion_score_before=champion_score,
+            dataset_digest=trained_model.dataset_digest,
+        ),
         metadata={
             "model_name": mlflow.model_name,
             "version": version,
@@ -314,13 +313,13 @@ def registered_model(
     ins={"registered_model": AssetIn("registered_model")},
 )
 def registered_model_gates(
-    registered_model: dict[str, Any],
+    registered_model: Registration,
     dataset_source: DatasetSourceResource,
     object_store: ObjectStoreResource,
     mlflow: MlflowResource,
 ) -> Iterator[AssetCheckResult]:
     spec = dataset_source.spec
-    version = registered_model["version"]
+    version = registered_model.version
     challenger = mlflow.alias_version(CHALLENGER)
     yield AssetCheckResult(
         check_name="challenger_alias_points_here",
@@ -347,9 +346,9 @@ def registered_model_gates(
             "approve_challenger job to promote a version",
         )
         return
-    splits = dataset_splits(registered_model["dataset_digest"], spec, object_store)
+    splits = dataset_splits(registered_model.dataset_digest, spec, object_store)
     test = splits["test"]
-    metric = registered_model["metric"]
+    metric = registered_model.metric
     try:
         model = mlflow.load_model(CHAMPION)
         predictions = np.asarray(model.predict(model_input(test.head(SMOKE_ROWS), spec)), float)
@@ -375,7 +374,7 @@ def registered_model_gates(
             description=f"models:/{mlflow.model_name}@champion (v{champion}) failed: {load_error}",
         )
         return
-    before = registered_model["champion_score_before"]
+    before = registered_model.champion_score_before
     if before is None:
         yield AssetCheckResult(
             check_name="champion_not_regressed",
@@ -391,6 +390,6 @@ def registered_model_gates(
         asset_key="registered_model",
         passed=change >= -1e-9,
         description=f"champion v{champion} test {metric} {now:.6g}; champion before "
-        f"v{registered_model['champion_before']}: {before:.6g}",
+        f"v{registered_model.champion_before}: {before:.6g}",
         metadata={f"champion_test_{metric}": now, f"previous_champion_test_{metric}": before},
     )

@@ -27,6 +27,7 @@ from mlops_assets.ml.drift import drift_report as build_drift_report
 from mlops_assets.ml.tabular import DatasetRejected, read_validated
 from mlops_assets.ml.train import model_input
 from mlops_assets.partitions import daily_batches
+from mlops_assets.records import DriftResult, ScoredBatch
 from mlops_assets.resources.dataset_source import DatasetSourceResource, SourceUnavailable
 from mlops_assets.resources.mlflow_registry import CHAMPION, MlflowResource
 from mlops_assets.resources.object_store import ObjectStoreResource
@@ -34,7 +35,11 @@ from mlops_assets.resources.policy import LifecyclePolicy
 
 # Partitioned checks are a Dagster preview feature; they are what makes each day's checks
 # evaluate that day's predictions, so the preview is accepted knowingly.
-warnings.filterwarnings("ignore", category=PreviewWarning, module="dagster")
+warnings.filterwarnings(
+    "ignore",
+    message="Specifying a partitions_def on an AssetCheckSpec is currently in preview",
+    category=PreviewWarning,
+)
 
 MODEL_VERSION = "model_version"
 
@@ -95,15 +100,15 @@ def predictions(
     object_store.put_bytes(key, frame_to_parquet(scored))
     run_metrics = mlflow.run(mlflow.model_version(champion).run_id).data.metrics
     return MaterializeResult(
-        value={
-            "key": key,
-            "rows": len(scored),
-            "input_rows": len(batch),
-            "model_version": champion,
-            "batch_uri": batch_uri,
-            "train_target_min": run_metrics.get("train_target_min"),
-            "train_target_max": run_metrics.get("train_target_max"),
-        },
+        value=ScoredBatch(
+            key=key,
+            rows=len(scored),
+            input_rows=len(batch),
+            model_version=champion,
+            batch_uri=batch_uri,
+            train_target_min=run_metrics.get("train_target_min"),
+            train_target_max=run_metrics.get("train_target_max"),
+        ),
         metadata={
             "rows": len(scored),
             "model_version": champion,
@@ -116,8 +121,8 @@ def predictions(
     )
 
 
-def _load_predictions(handle: dict[str, Any], store: ObjectStoreResource) -> Any:
-    return parquet_to_frame(store.get_bytes(handle["key"]))
+def _load_predictions(handle: ScoredBatch, store: ObjectStoreResource) -> Any:
+    return parquet_to_frame(store.get_bytes(handle.key))
 
 
 @asset_check(
@@ -128,12 +133,12 @@ def _load_predictions(handle: dict[str, Any], store: ObjectStoreResource) -> Any
     description="The saved results have exactly one prediction per input row.",
 )
 def one_prediction_per_row(
-    predictions: dict[str, Any], object_store: ObjectStoreResource
+    predictions: ScoredBatch, object_store: ObjectStoreResource
 ) -> AssetCheckResult:
     rows = len(_load_predictions(predictions, object_store))
     return AssetCheckResult(
-        passed=rows == predictions["input_rows"],
-        description=f"{rows} predictions for {predictions['input_rows']} input rows",
+        passed=rows == predictions.input_rows,
+        description=f"{rows} predictions for {predictions.input_rows} input rows",
     )
 
 
@@ -145,7 +150,7 @@ def one_prediction_per_row(
     description="No prediction is NaN or infinite.",
 )
 def no_missing_predictions(
-    predictions: dict[str, Any], object_store: ObjectStoreResource
+    predictions: ScoredBatch, object_store: ObjectStoreResource
 ) -> AssetCheckResult:
     values = _load_predictions(predictions, object_store)[PREDICTION].to_numpy(dtype=float)
     bad = np.flatnonzero(~np.isfinite(values))
@@ -179,11 +184,11 @@ def plausible_range(
     "extrapolation, not of a broken model).",
 )
 def predictions_in_plausible_range(
-    predictions: dict[str, Any],
+    predictions: ScoredBatch,
     dataset_source: DatasetSourceResource,
     object_store: ObjectStoreResource,
 ) -> AssetCheckResult:
-    train_min, train_max = predictions["train_target_min"], predictions["train_target_max"]
+    train_min, train_max = predictions.train_target_min, predictions.train_target_max
     values = _load_predictions(predictions, object_store)[PREDICTION].to_numpy(dtype=float)
     if train_min is None or train_max is None:
         return AssetCheckResult(
@@ -225,14 +230,14 @@ def predictions_in_plausible_range(
 )
 def drift_report(
     context: AssetExecutionContext,
-    predictions: dict[str, Any],
+    predictions: ScoredBatch,
     dataset_source: DatasetSourceResource,
     object_store: ObjectStoreResource,
     mlflow: MlflowResource,
     policy: LifecyclePolicy,
 ) -> MaterializeResult:
     spec = dataset_source.spec
-    version = predictions[MODEL_VERSION]
+    version = predictions.model_version
     run = mlflow.run(mlflow.model_version(version).run_id)
     splits = dataset_splits(run.data.tags["mlops.dataset_digest"], spec, object_store)
     reference = sample(splits["train"], policy.drift_sample_rows).copy()
@@ -248,15 +253,15 @@ def drift_report(
     champion_test_rmse = run.data.metrics["test_rmse"]
     quality = summary.quality or {}
     return MaterializeResult(
-        value={
-            "json_key": f"{prefix}/report.json",
-            "html_key": f"{prefix}/report.html",
-            "drift_share": summary.drift_share,
-            "drifted_columns": summary.drifted_columns,
-            "quality": summary.quality,
-            "champion_test_rmse": champion_test_rmse,
-            "model_version": version,
-        },
+        value=DriftResult(
+            json_key=f"{prefix}/report.json",
+            html_key=f"{prefix}/report.html",
+            drift_share=summary.drift_share,
+            drifted_columns=summary.drifted_columns,
+            quality=summary.quality,
+            champion_test_rmse=champion_test_rmse,
+            model_version=version,
+        ),
         metadata={
             "drift_share": MetadataValue.float(summary.drift_share),
             "drifted_columns": summary.drifted_columns,
@@ -288,15 +293,15 @@ def drift_report(
     "alone is a reason to look, not to stop.",
 )
 def drift_share_below_threshold(
-    drift_report: dict[str, Any], policy: LifecyclePolicy
+    drift_report: DriftResult, policy: LifecyclePolicy
 ) -> AssetCheckResult:
-    share = drift_report["drift_share"]
+    share = drift_report.drift_share
     return AssetCheckResult(
         passed=share < policy.drift_share_threshold,
         severity=AssetCheckSeverity.WARN,
-        description=f"{drift_report['drifted_columns']} drifted columns, share {share:.0%} "
+        description=f"{drift_report.drifted_columns} drifted columns, share {share:.0%} "
         f"(threshold {policy.drift_share_threshold:.0%})",
-        metadata={"drift_share": share, "model_version": drift_report["model_version"]},
+        metadata={"drift_share": share, "model_version": drift_report.model_version},
     )
 
 
@@ -307,25 +312,25 @@ def drift_share_below_threshold(
     description="On a labelled batch, RMSE is at most the champion's test RMSE times "
     "(1 + tolerance). ERROR: the model is getting answers wrong. Unlabelled batches pass.",
 )
-def quality_not_degraded(drift_report: dict[str, Any], policy: LifecyclePolicy) -> AssetCheckResult:
-    quality = drift_report["quality"]
+def quality_not_degraded(drift_report: DriftResult, policy: LifecyclePolicy) -> AssetCheckResult:
+    quality = drift_report.quality
     if not quality:
         return AssetCheckResult(
             passed=True,
             description="batch has no labels; quality not measured",
-            metadata={"labelled": False, "model_version": drift_report["model_version"]},
+            metadata={"labelled": False, "model_version": drift_report.model_version},
         )
-    limit = drift_report["champion_test_rmse"] * (1 + policy.quality_tolerance)
+    limit = drift_report.champion_test_rmse * (1 + policy.quality_tolerance)
     return AssetCheckResult(
         passed=quality["rmse"] <= limit,
         severity=AssetCheckSeverity.ERROR,
         description=f"batch rmse {quality['rmse']:.6g}, limit {limit:.6g} (champion "
-        f"v{drift_report['model_version']} test rmse {drift_report['champion_test_rmse']:.6g} "
+        f"v{drift_report.model_version} test rmse {drift_report.champion_test_rmse:.6g} "
         f"+ {policy.quality_tolerance:.0%})",
         metadata={
             "batch_rmse": quality["rmse"],
             "limit": limit,
             "labelled": True,
-            "model_version": drift_report["model_version"],
+            "model_version": drift_report.model_version,
         },
     )

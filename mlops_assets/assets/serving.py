@@ -6,7 +6,6 @@ The latest good image of each model is recorded in the object store at
 """
 
 import json
-import shutil
 import tempfile
 import time
 import urllib.error
@@ -33,25 +32,24 @@ from dagster import (
 from mlops_assets.assets.datasets import dataset_splits
 from mlops_assets.assets.retries import SERVER_RETRY
 from mlops_assets.ml.serving import (
-    CA_BUNDLE_IN_CONTEXT,
     LABEL_PREFIX,
     SERVING_PORT,
     UnexpectedResponse,
     build_fingerprint,
     compare_predictions,
-    harden_dockerfile,
     invocation_payload,
     parse_predictions,
 )
 from mlops_assets.ml.train import model_input
+from mlops_assets.records import ServedImage
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.image_builder import (
     BuilderUnavailable,
     ImageBuilderResource,
+    ImageConfigError,
     RunningContainer,
     wait_for_ping,
 )
-from mlops_assets.resources.kaniko import KanikoBuild, context_tarball
 from mlops_assets.resources.mlflow_registry import CHAMPION, MlflowResource
 from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets.resources.oci_registry import RegistryUnavailable
@@ -59,21 +57,6 @@ from mlops_assets.resources.oci_registry import RegistryUnavailable
 SMOKE_ROWS = 20
 SMOKE_TOLERANCE = 1e-6
 SMOKE_PING_TIMEOUT = 180.0
-
-
-def record_key(model_name: str) -> str:
-    return f"serving/{model_name}/latest.json"
-
-
-def read_record(object_store: ObjectStoreResource, model_name: str) -> dict[str, Any] | None:
-    return object_store.get_json(record_key(model_name))
-
-
-def _image_present(record: dict[str, Any], builder: ImageBuilderResource, store: Any) -> bool:
-    if record.get("archive_key"):
-        return bool(store.exists(record["archive_key"]))
-    client = builder.registry_client(record["repository"])
-    return client.manifest_digest(record["tag"]) == record["digest"]
 
 
 @asset(
@@ -97,83 +80,91 @@ def served_image(
             allow_retries=False,
             description=f"model '{mlflow.model_name}' has no champion to serve yet",
         )
-    try:
-        backend = image_builder.backend()
-        repository = image_builder.repository(mlflow.model_name)
-    except (BuilderUnavailable, ValueError) as exc:
-        raise Failure(allow_retries=False, description=str(exc)) from exc
-    model_version = mlflow.model_version(champion)
-    tag = f"v{champion}"
+    run_id = mlflow.model_version(champion).run_id
     fingerprint = build_fingerprint(
-        mlflow.model_name,
-        champion,
-        model_version.run_id,
-        image_builder.base_image,
-        package_version("mlflow"),
+        mlflow.model_name, champion, run_id, image_builder.base_image, package_version("mlflow")
     )
-    previous = read_record(object_store, mlflow.model_name)
+    started = time.monotonic()
     try:
-        unchanged = (
-            previous is not None
-            and previous["fingerprint"] == fingerprint
-            and previous["repository"] == repository
-            and bool(previous.get("archive_key")) == (not image_builder.registry)
-            and _image_present(previous, image_builder, object_store)
-        )
+        repository = image_builder.repository(mlflow.model_name)
+        previous = _published(object_store, mlflow.model_name)
+        if previous is not None and _still_serves(
+            previous, fingerprint, repository, image_builder, object_store
+        ):
+            context.log.info(f"champion v{champion} is already served by {previous.reference}")
+            return _result(previous, built=False)
+        labels = {
+            f"{LABEL_PREFIX}.model-name": mlflow.model_name,
+            f"{LABEL_PREFIX}.model-version": champion,
+            f"{LABEL_PREFIX}.mlflow-run-id": run_id,
+            f"{LABEL_PREFIX}.fingerprint": fingerprint,
+        }
+        with tempfile.TemporaryDirectory(prefix="mlops-image-") as tmp:
+            build_context = Path(tmp)
+            dockerfile = mlflow.write_serving_context(
+                champion, build_context, image_builder.base_image
+            )
+            base_image = image_builder.prepare_context(build_context, dockerfile, labels)
+            published = image_builder.publish(
+                build_context,
+                repository=repository,
+                tag=f"v{champion}",
+                fingerprint=fingerprint,
+                object_store=object_store,
+                archive_key=f"images/{mlflow.model_name}/v{champion}-{fingerprint[:12]}.oci.tar",
+                log=context.log.info,
+            )
+    except (BuilderUnavailable, ImageConfigError, ValueError) as exc:
+        raise Failure(allow_retries=False, description=str(exc)) from exc
     except RegistryUnavailable as exc:
         _retry_or_fail(context, exc)
-    if unchanged and previous is not None:
-        context.log.info(f"champion v{champion} is already served by {previous['reference']}")
-        return _result(previous, built=False)
+    image = ServedImage(
+        model_name=mlflow.model_name,
+        model_version=champion,
+        run_id=run_id,
+        repository=repository,
+        tag=f"v{champion}",
+        base_image=base_image,
+        fingerprint=fingerprint,
+        builder=published.builder,
+        digest=published.digest,
+        reference=published.reference,
+        archive_key=published.archive_key,
+        size_bytes=published.size_bytes,
+        build_seconds=round(time.monotonic() - started, 1),
+        built_at=datetime.now(UTC).isoformat(),
+        dagster_run_id=context.run.run_id,
+    )
+    # What is published, for the next run to find: written only once the image is in place.
+    object_store.put_bytes(published_key(mlflow.model_name), image.to_json())
+    context.log.info(f"champion v{champion} served by {image.reference}")
+    return _result(image, built=True)
 
-    started = time.monotonic()
-    labels = {
-        f"{LABEL_PREFIX}.model-name": mlflow.model_name,
-        f"{LABEL_PREFIX}.model-version": champion,
-        f"{LABEL_PREFIX}.mlflow-run-id": model_version.run_id,
-        f"{LABEL_PREFIX}.fingerprint": fingerprint,
-    }
-    with tempfile.TemporaryDirectory(prefix="mlops-image-") as tmp:
-        build_context = Path(tmp) / "context"
-        build_context.mkdir()
-        base_image = _write_context(mlflow, image_builder, champion, build_context, labels)
-        record: dict[str, Any] = {
-            "model_name": mlflow.model_name,
-            "model_version": champion,
-            "run_id": model_version.run_id,
-            "repository": repository,
-            "tag": tag,
-            "base_image": base_image,
-            "fingerprint": fingerprint,
-            "builder": backend,
-            "archive_key": None,
-        }
-        if backend == "kaniko":
-            record |= _build_with_kaniko(
-                context, image_builder, object_store, build_context, repository, tag, fingerprint
-            )
-        else:
-            local_tag = f"localhost/mlops-build/{repository.rsplit('/', 1)[-1]}:{fingerprint[:16]}"
-            if image_builder.has_image(backend, local_tag):
-                context.log.info(f"{local_tag} is already built here; pushing it")
-            else:
-                context.log.info(f"building {local_tag} with {backend} from {base_image}")
-                image_builder.build(backend, build_context, local_tag)
-            if image_builder.registry:
-                try:
-                    record |= _push(image_builder, backend, local_tag, repository, tag)
-                except RegistryUnavailable as exc:
-                    _retry_or_fail(context, exc)
-            else:
-                record |= _save_archive(
-                    image_builder, backend, object_store, local_tag, tag, Path(tmp), record
-                )
-    record["build_seconds"] = round(time.monotonic() - started, 1)
-    record["built_at"] = datetime.now(UTC).isoformat()
-    record["dagster_run_id"] = context.run_id
-    object_store.put_bytes(record_key(mlflow.model_name), json.dumps(record, indent=2).encode())
-    context.log.info(f"champion v{champion} served by {record['reference']}")
-    return _result(record, built=True)
+
+def published_key(model_name: str) -> str:
+    return f"serving/{model_name}/latest.json"
+
+
+def _published(object_store: ObjectStoreResource, model_name: str) -> ServedImage | None:
+    document = object_store.get_json(published_key(model_name))
+    return None if document is None else ServedImage.from_dict(document)
+
+
+def _still_serves(
+    image: ServedImage,
+    fingerprint: str,
+    repository: str,
+    image_builder: ImageBuilderResource,
+    object_store: ObjectStoreResource,
+) -> bool:
+    """The published image is this build's, in the place the settings now ask for, and can
+    still be pulled from there."""
+    return (
+        image.fingerprint == fingerprint
+        and image.repository == repository
+        and bool(image.archive_key) == (not image_builder.registry)
+        and image_builder.is_published(image, object_store)
+    )
 
 
 def _retry_or_fail(context: AssetExecutionContext, error: RegistryUnavailable) -> NoReturn:
@@ -188,124 +179,22 @@ def _retry_or_fail(context: AssetExecutionContext, error: RegistryUnavailable) -
     ) from error
 
 
-def _write_context(
-    mlflow: MlflowResource,
-    image_builder: ImageBuilderResource,
-    version: str,
-    build_context: Path,
-    labels: dict[str, str],
-) -> str:
-    """MLflow's build context for ``version``, hardened; returns the base image it uses."""
-    dockerfile = mlflow.write_serving_context(version, build_context, image_builder.base_image)
-    ca_bundle = bool(image_builder.build_ca_bundle)
-    if ca_bundle:
-        bundle = Path(image_builder.build_ca_bundle)
-        if not bundle.is_file():
-            raise Failure(
-                allow_retries=False,
-                description=f"MLOPS_IMAGE_BUILD_CA_BUNDLE '{bundle}' is not a file",
-            )
-        shutil.copyfile(bundle, build_context / CA_BUNDLE_IN_CONTEXT)
-    hardened = harden_dockerfile(dockerfile, labels, ca_bundle=ca_bundle)
-    (build_context / "Dockerfile").write_text(hardened)
-    return next(line.split()[1] for line in hardened.splitlines() if line.startswith("FROM "))
-
-
-def _push(
-    image_builder: ImageBuilderResource, backend: str, local_tag: str, repository: str, tag: str
-) -> dict[str, Any]:
-    destination = f"{repository}:{tag}"
-    digest = image_builder.push(backend, local_tag, destination)
-    client = image_builder.registry_client(repository)
-    found = client.manifest_digest(tag)
-    if found != digest:
-        raise RegistryUnavailable(
-            f"pushed {destination} as {digest}, but the registry now resolves {tag} to {found}"
-        )
-    return {
-        "digest": digest,
-        "reference": f"{repository}@{digest}",
-        "size_bytes": client.image_size(digest),
-    }
-
-
-def _save_archive(
-    image_builder: ImageBuilderResource,
-    backend: str,
-    object_store: ObjectStoreResource,
-    local_tag: str,
-    tag: str,
-    scratch: Path,
-    record: dict[str, Any],
-) -> dict[str, Any]:
-    archive = scratch / "image.oci.tar"
-    digest = image_builder.save_archive(backend, local_tag, archive, tag)
-    key = f"images/{record['model_name']}/{tag}-{record['fingerprint'][:12]}.oci.tar"
-    object_store.put_file(key, archive)
-    return {
-        "digest": digest,
-        "reference": f"{object_store.uri(key)} ({digest})",
-        "archive_key": key,
-        "size_bytes": archive.stat().st_size,
-    }
-
-
-def _build_with_kaniko(
-    context: AssetExecutionContext,
-    image_builder: ImageBuilderResource,
-    object_store: ObjectStoreResource,
-    build_context: Path,
-    repository: str,
-    tag: str,
-    fingerprint: str,
-) -> dict[str, Any]:
-    if not image_builder.registry:
-        raise Failure(
-            allow_retries=False, description="kaniko pushes to a registry: set MLOPS_IMAGE_REGISTRY"
-        )
-    key = f"build-contexts/{fingerprint}.tar.gz"
-    object_store.put_bytes(key, context_tarball(build_context))
-    build = KanikoBuild(
-        name=f"mlops-build-{fingerprint[:12]}-{int(time.time())}",
-        namespace=image_builder.kaniko_namespace,
-        executor_image=image_builder.kaniko_image,
-        service_account=image_builder.kaniko_service_account,
-        context_uri=object_store.uri(key),
-        destination=f"{repository}:{tag}",
-        s3_endpoint_url=object_store.s3_endpoint_url,
-        s3_region=object_store.s3_region,
-        insecure_registry=image_builder.registry_insecure,
-    )
-    try:
-        build.job_manifest()
-    except ValueError as exc:
-        raise Failure(allow_retries=False, description=str(exc)) from exc
-    context.log.info(f"kaniko Job {build.namespace}/{build.name} builds {build.destination}")
-    digest = build.run()
-    client = image_builder.registry_client(repository)
-    return {
-        "digest": digest,
-        "reference": f"{repository}@{digest}",
-        "size_bytes": client.image_size(digest),
-    }
-
-
-def _result(record: dict[str, Any], built: bool) -> MaterializeResult:
-    size = record.get("size_bytes")
+def _result(image: ServedImage, built: bool) -> MaterializeResult:
+    size = image.size_bytes
     return MaterializeResult(
-        value=record,
+        value=image,
         metadata={
-            "image": MetadataValue.text(f"{record['repository']}:{record['tag']}"),
-            "reference": MetadataValue.text(record["reference"]),
-            "digest": record["digest"],
-            "tag": record["tag"],
-            "model_version": record["model_version"],
-            "base_image": record["base_image"],
-            "builder": record["builder"],
+            "image": MetadataValue.text(image.image),
+            "reference": MetadataValue.text(image.reference),
+            "digest": image.digest,
+            "tag": image.tag,
+            "model_version": image.model_version,
+            "base_image": image.base_image,
+            "builder": image.builder,
             "size_bytes": MetadataValue.int(size) if size is not None else MetadataValue.null(),
             "size_mb": MetadataValue.float(round(size / 1e6, 1)) if size else MetadataValue.null(),
             "built": built,
-            "build_seconds": MetadataValue.float(record.get("build_seconds", 0.0)),
+            "build_seconds": MetadataValue.float(image.build_seconds),
         },
     )
 
@@ -321,30 +210,29 @@ def _result(record: dict[str, Any], built: bool) -> MaterializeResult:
     "the OCI archive is in the object store. Failing means what was recorded cannot be pulled.",
 )
 def image_exists_at_digest(
-    served_image: dict[str, Any],
+    served_image: ServedImage,
     image_builder: ImageBuilderResource,
     object_store: ObjectStoreResource,
 ) -> AssetCheckResult:
-    record = served_image
-    if record.get("archive_key"):
-        present = object_store.exists(record["archive_key"])
+    if served_image.archive_key:
+        present = object_store.exists(served_image.archive_key)
         return AssetCheckResult(
             passed=present,
-            description=f"OCI archive {object_store.uri(record['archive_key'])} "
+            description=f"OCI archive {object_store.uri(served_image.archive_key)} "
             + ("is in the object store" if present else "is missing"),
         )
-    client = image_builder.registry_client(record["repository"])
-    by_digest = client.manifest_digest(record["digest"])
-    by_tag = client.manifest_digest(record["tag"])
-    passed = by_digest == record["digest"]
+    client = image_builder.registry_client(served_image.repository)
+    by_digest = client.manifest_digest(served_image.digest)
+    by_tag = client.manifest_digest(served_image.tag)
+    passed = by_digest == served_image.digest
     tag_note = (
-        f"tag {record['tag']} names it"
-        if by_tag == record["digest"]
-        else f"tag {record['tag']} now names {by_tag or 'nothing'}"
+        f"tag {served_image.tag} names it"
+        if by_tag == served_image.digest
+        else f"tag {served_image.tag} now names {by_tag or 'nothing'}"
     )
     return AssetCheckResult(
         passed=passed,
-        description=f"{record['reference']}: "
+        description=f"{served_image.reference}: "
         + ("in the registry" if passed else "not in the registry")
         + f"; {tag_note}",
         metadata={"tag_digest": by_tag or ""},
@@ -372,13 +260,12 @@ def image_exists_at_digest(
     ins={"served_image": AssetIn("served_image")},
 )
 def served_image_smoke_test(
-    served_image: dict[str, Any],
+    served_image: ServedImage,
     image_builder: ImageBuilderResource,
     object_store: ObjectStoreResource,
     dataset_source: DatasetSourceResource,
     mlflow: MlflowResource,
 ) -> Iterator[AssetCheckResult]:
-    record = served_image
     try:
         runtime = image_builder.runtime()
     except BuilderUnavailable as exc:
@@ -386,46 +273,28 @@ def served_image_smoke_test(
             yield AssetCheckResult(check_name=name, passed=False, description=str(exc))
         return
     spec = dataset_source.spec
-    version = mlflow.model_version(record["model_version"])
+    version = mlflow.model_version(served_image.model_version)
     dataset_digest = version.tags.get("mlops.dataset_digest", "")
     splits = dataset_splits(dataset_digest, spec, object_store)
     rows = model_input(splits["test"].head(SMOKE_ROWS), spec)
-    expected = [float(p) for p in mlflow.load_model(record["model_version"]).predict(rows)]
+    expected = [float(p) for p in mlflow.load_model(served_image.model_version).predict(rows)]
 
-    with tempfile.TemporaryDirectory(prefix="mlops-smoke-") as tmp:
-        reference = _local_reference(image_builder, runtime, object_store, record, Path(tmp))
-        container = image_builder.run(
-            runtime, reference, SERVING_PORT, env={"MLFLOW_MODELS_WORKERS": "1"}
-        )
+    reference = image_builder.fetch_for_test(runtime, served_image, object_store)
+    container = image_builder.run(
+        runtime, reference, SERVING_PORT, env={"MLFLOW_MODELS_WORKERS": "1"}
+    )
     try:
-        yield _smoke_result(container, rows, expected, record)
+        yield _smoke_result(container, rows, expected, served_image)
         yield _non_root_result(container)
     finally:
         container.remove()
-
-
-def _local_reference(
-    image_builder: ImageBuilderResource,
-    runtime: str,
-    object_store: ObjectStoreResource,
-    record: dict[str, Any],
-    scratch: Path,
-) -> str:
-    """Pull the image by digest (or load its archive) into the runtime's store."""
-    if record.get("archive_key"):
-        archive = scratch / "image.oci.tar"
-        object_store.get_file(record["archive_key"], archive)
-        return image_builder.load_archive(runtime, archive)
-    reference = f"{record['repository']}@{record['digest']}"
-    image_builder.pull(runtime, reference)
-    return reference
 
 
 def _smoke_result(
     container: RunningContainer,
     rows: Any,
     expected: list[float],
-    record: dict[str, Any],
+    served_image: ServedImage,
 ) -> AssetCheckResult:
     name = "serves_champion_predictions"
     try:
@@ -459,7 +328,7 @@ def _smoke_result(
             f"container log tail:\n{container.log_tail()}",
         )
     comparison = compare_predictions(served, expected, SMOKE_TOLERANCE)
-    description = f"v{record['model_version']} served by {record['reference']}: " + (
+    description = f"v{served_image.model_version} served by {served_image.reference}: " + (
         comparison.describe()
     )
     if not comparison.matches:

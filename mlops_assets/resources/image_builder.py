@@ -22,12 +22,17 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from dagster import ConfigurableResource
 
+from mlops_assets.ml.serving import CA_BUNDLE_IN_CONTEXT, harden_dockerfile
+from mlops_assets.records import ServedImage
+from mlops_assets.resources.kaniko import KanikoBuild, context_tarball
+from mlops_assets.resources.kubernetes import connect
+from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets.resources.oci_registry import (
     ImageReference,
     RegistryClient,
@@ -58,6 +63,21 @@ class BuilderUnavailable(RuntimeError):
 
 class BuildFailed(RuntimeError):
     """The image build itself failed (bad Dockerfile, failed pip install, ...)."""
+
+
+class ImageConfigError(ValueError):
+    """The settings cannot work (kaniko without a registry, a missing CA bundle, ...)."""
+
+
+@dataclass(frozen=True)
+class PublishedImage:
+    """Where a published image is: pushed (digest in the registry) or an OCI archive."""
+
+    builder: str
+    digest: str
+    reference: str
+    size_bytes: int | None
+    archive_key: str | None = None
 
 
 def _run(command: list[str], what: str, timeout: float = 3600, stdin: str | None = None) -> str:
@@ -146,6 +166,7 @@ class ImageBuilderResource(ConfigurableResource):
     kaniko_image: str = ""
     kaniko_namespace: str = "mlops"
     kaniko_service_account: str = "mlops-image-builder"
+    kaniko_cluster: str = "in-cluster"
 
     # --- choosing a backend -------------------------------------------------------------
 
@@ -194,6 +215,135 @@ class ImageBuilderResource(ConfigurableResource):
 
     def registry_client(self, repository: str) -> RegistryClient:
         return RegistryClient(ImageReference.parse(repository), insecure=self.registry_insecure)
+
+    # --- publishing: what served_image asks for -----------------------------------------
+
+    def prepare_context(self, build_context: Path, dockerfile: str, labels: dict[str, str]) -> str:
+        """Write the hardened Dockerfile (labels, non-root user, the build CA bundle if set)
+        into ``build_context``; returns the base image it builds from."""
+        ca_bundle = bool(self.build_ca_bundle)
+        if ca_bundle:
+            bundle = Path(self.build_ca_bundle)
+            if not bundle.is_file():
+                raise ImageConfigError(f"MLOPS_IMAGE_BUILD_CA_BUNDLE '{bundle}' is not a file")
+            shutil.copyfile(bundle, build_context / CA_BUNDLE_IN_CONTEXT)
+        hardened = harden_dockerfile(dockerfile, labels, ca_bundle=ca_bundle)
+        (build_context / "Dockerfile").write_text(hardened)
+        return next(line.split()[1] for line in hardened.splitlines() if line.startswith("FROM "))
+
+    def publish(
+        self,
+        build_context: Path,
+        repository: str,
+        tag: str,
+        fingerprint: str,
+        object_store: ObjectStoreResource,
+        archive_key: str,
+        log: Callable[[str], None],
+    ) -> PublishedImage:
+        """Build ``build_context`` and publish it as ``repository:tag``: pushed and its digest
+        confirmed by the registry, or, without a registry, an OCI archive at ``archive_key``
+        in the object store. With kaniko the build runs as a Kubernetes Job and pushes."""
+        backend = self.backend()
+        if backend == "kaniko":
+            return self._publish_with_kaniko(
+                build_context, repository, tag, fingerprint, object_store, log
+            )
+        local_tag = f"localhost/mlops-build/{repository.rsplit('/', 1)[-1]}:{fingerprint[:16]}"
+        if self.has_image(backend, local_tag):
+            log(f"{local_tag} is already built here; publishing it")
+        else:
+            log(f"building {local_tag} with {backend}")
+            self.build(backend, build_context, local_tag)
+        if self.registry:
+            digest = self.push(backend, local_tag, f"{repository}:{tag}")
+            return self._confirmed(backend, repository, tag, digest)
+        with tempfile.TemporaryDirectory(prefix="mlops-archive-") as tmp:
+            archive = Path(tmp) / "image.oci.tar"
+            digest = self.save_archive(backend, local_tag, archive, tag)
+            object_store.put_file(archive_key, archive)
+            return PublishedImage(
+                builder=backend,
+                digest=digest,
+                reference=f"{object_store.uri(archive_key)} ({digest})",
+                size_bytes=archive.stat().st_size,
+                archive_key=archive_key,
+            )
+
+    def _confirmed(self, builder: str, repository: str, tag: str, digest: str) -> PublishedImage:
+        """The pushed image, once the registry resolves ``tag`` to the digest pushed."""
+        client = self.registry_client(repository)
+        found = client.manifest_digest(tag)
+        if found != digest:
+            raise RegistryUnavailable(
+                f"pushed {repository}:{tag} as {digest}, but the registry now resolves {tag} "
+                f"to {found}"
+            )
+        return PublishedImage(
+            builder=builder,
+            digest=digest,
+            reference=f"{repository}@{digest}",
+            size_bytes=client.image_size(digest),
+        )
+
+    def _publish_with_kaniko(
+        self,
+        build_context: Path,
+        repository: str,
+        tag: str,
+        fingerprint: str,
+        object_store: ObjectStoreResource,
+        log: Callable[[str], None],
+    ) -> PublishedImage:
+        if not self.registry:
+            raise ImageConfigError("kaniko pushes to a registry: set MLOPS_IMAGE_REGISTRY")
+        key = f"build-contexts/{fingerprint}.tar.gz"
+        build = KanikoBuild(
+            name=f"mlops-build-{fingerprint[:12]}-{int(time.time())}",
+            namespace=self.kaniko_namespace,
+            executor_image=self.kaniko_image,
+            service_account=self.kaniko_service_account,
+            context_uri=object_store.uri(key),
+            destination=f"{repository}:{tag}",
+            s3_endpoint_url=object_store.s3_endpoint_url,
+            s3_region=object_store.s3_region,
+            insecure_registry=self.registry_insecure,
+        )
+        try:
+            build.job_manifest()
+        except ValueError as exc:
+            raise ImageConfigError(str(exc)) from exc
+        object_store.put_bytes(key, context_tarball(build_context))
+        log(f"kaniko Job {build.namespace}/{build.name} builds {build.destination}")
+        digest = build.run(connect(self.kaniko_cluster))
+        client = self.registry_client(repository)
+        return PublishedImage(
+            builder="kaniko",
+            digest=digest,
+            reference=f"{repository}@{digest}",
+            size_bytes=client.image_size(digest),
+        )
+
+    def is_published(self, image: ServedImage, object_store: ObjectStoreResource) -> bool:
+        """The recorded image can still be pulled: its archive is in the store, or the registry
+        resolves its tag to the recorded digest."""
+        if image.archive_key:
+            return bool(object_store.exists(image.archive_key))
+        return self.registry_client(image.repository).manifest_digest(image.tag) == image.digest
+
+    def fetch_for_test(
+        self, runtime: str, image: ServedImage, object_store: ObjectStoreResource
+    ) -> str:
+        """Pull the image by digest (or load its archive) into the runtime's store; returns the
+        reference to run."""
+        if image.archive_key:
+            with tempfile.TemporaryDirectory(prefix="mlops-smoke-") as tmp:
+                archive = Path(tmp) / "image.oci.tar"
+                object_store.get_file(image.archive_key, archive)
+                return self.load_archive(runtime, archive)
+        reference = f"{image.repository}@{image.digest}"
+        self.pull(runtime, reference)
+        return reference
 
     # --- building -----------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlops_assets.resources.kubernetes import KubernetesApi
+
 S3_SECRET = "mlops-s3"  # keys: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
 REGISTRY_SECRET = "mlops-registry"  # type kubernetes.io/dockerconfigjson
 JOB_LABEL = "app.kubernetes.io/component"
@@ -129,38 +131,30 @@ class KanikoBuild:
             },
         }
 
-    def run(self, timeout: float = 3600, poll_seconds: float = 5) -> str:
-        """Create the Job on the cluster (in-cluster config, else kubeconfig), wait for it,
-        and return the digest kaniko pushed."""
-        from kubernetes import client, config
-
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        batch = client.BatchV1Api()
-        core = client.CoreV1Api()
-        batch.create_namespaced_job(self.namespace, self.job_manifest())
+    def run(self, api: KubernetesApi, timeout: float = 3600, poll_seconds: float = 5) -> str:
+        """Create the Job through ``api``, wait for it, and return the digest kaniko pushed."""
+        manifest = self.job_manifest()
+        api.apply(manifest)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            status = batch.read_namespaced_job_status(self.name, self.namespace).status
-            if status.succeeded or status.failed:
+            status = api.read(manifest).get("status") or {}
+            if status.get("succeeded") or status.get("failed"):
                 break
             time.sleep(poll_seconds)
         else:
             raise TimeoutError(f"kaniko Job {self.namespace}/{self.name} ran over {timeout:.0f}s")
-        pods = core.list_namespaced_pod(self.namespace, label_selector=f"job-name={self.name}")
         messages = []
-        for pod in pods.items:
-            for container in pod.status.container_statuses or []:
-                terminated = container.state.terminated
+        for pod in api.pods(self.namespace, {"job-name": self.name}):
+            for container in (pod.get("status") or {}).get("containerStatuses") or []:
+                terminated = (container.get("state") or {}).get("terminated")
                 if terminated is not None:
-                    messages.append((terminated.exit_code, (terminated.message or "").strip()))
+                    message = (terminated.get("message") or "").strip()
+                    messages.append((int(terminated.get("exitCode", -1)), message))
         for exit_code, message in messages:
             if exit_code == 0 and message.startswith("sha256:"):
                 return message
         raise RuntimeError(
             f"kaniko Job {self.namespace}/{self.name} failed: "
-            + "; ".join(f"exit {code}: {msg[-500:]}" for code, msg in messages)
+            + ("; ".join(f"exit {code}: {msg[-500:]}" for code, msg in messages) or "no pod")
             + f" (kubectl logs -n {self.namespace} job/{self.name})"
         )

@@ -9,7 +9,6 @@ done when the cluster says the new pods are ready; until then the previous pods 
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -18,28 +17,15 @@ from typing import Any
 from dagster import ConfigurableResource
 
 from mlops_assets.ml.serving import SERVING_PORT
+from mlops_assets.resources.kubernetes import (
+    FIELD_MANAGER,
+    KSERVE_GROUP,
+    KubernetesApi,
+    RolloutFailed,
+    connect,
+)
 
-FIELD_MANAGER = "mlops-assets"
-KSERVE_GROUP = "serving.kserve.io/v1beta1"
 SERVING_UID = 10001
-# apiVersion/kind -> (API path prefix, plural) for the objects this module writes.
-_PATHS = {
-    ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
-    ("v1", "Service"): ("/api/v1", "services"),
-    (KSERVE_GROUP, "InferenceService"): (f"/apis/{KSERVE_GROUP}", "inferenceservices"),
-}
-
-
-class ClusterUnavailable(RuntimeError):
-    """The Kubernetes API could not be reached (``status`` None) or refused the request."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class RolloutFailed(RuntimeError):
-    """The cluster accepted the objects, but the model never became ready."""
 
 
 def object_name(model_name: str) -> str:
@@ -220,87 +206,6 @@ def inference_service_progress(service: dict[str, Any]) -> tuple[bool, str]:
     return False, "no Ready condition yet"
 
 
-class KubernetesApi:
-    """The few calls a rollout makes, through the official client's ApiClient."""
-
-    def __init__(self, api_client: Any) -> None:
-        self.api_client = api_client
-
-    def _call(
-        self, method: str, path: str, body: Any = None, query: Any = (), headers: Any = None
-    ) -> Any:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            response = self.api_client.call_api(
-                path,
-                method,
-                query_params=list(query),
-                header_params={"Accept": "application/json", **(headers or {})},
-                body=body,
-                auth_settings=["BearerToken"],
-                _return_http_data_only=True,
-                _preload_content=False,
-                _request_timeout=30,
-            )
-            return json.loads(response.data or b"{}")
-        except ApiException as exc:
-            raise ClusterUnavailable(
-                f"{method} {path}: HTTP {exc.status} {exc.reason}: {(exc.body or '')[:500]}",
-                status=exc.status,
-            ) from exc
-        except OSError as exc:  # urllib3 wraps connection errors in OSError subclasses
-            raise ClusterUnavailable(f"{method} {path}: {exc}") from exc
-
-    def serves(self, group_version: str) -> bool:
-        """Whether the API server knows ``group_version`` (e.g. serving.kserve.io/v1beta1)."""
-        try:
-            self._call("GET", f"/apis/{group_version}")
-        except ClusterUnavailable as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
-
-    @staticmethod
-    def path(manifest: dict[str, Any]) -> str:
-        prefix, plural = _PATHS[(manifest["apiVersion"], manifest["kind"])]
-        meta = manifest["metadata"]
-        return f"{prefix}/namespaces/{meta['namespace']}/{plural}/{meta['name']}"
-
-    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply: create or update ``manifest``; returns the object as stored."""
-        return self._call(
-            "PATCH",
-            self.path(manifest),
-            body=manifest,
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-            headers={"Content-Type": "application/apply-patch+yaml"},
-        )
-
-    def read(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        return self._call("GET", self.path(manifest))
-
-    def pod_problems(self, namespace: str, labels: dict[str, str]) -> list[str]:
-        """Why pods matching ``labels`` are not ready (image pulls, crash loops), if known."""
-        selector = ",".join(f"{k}={v}" for k, v in labels.items())
-        try:
-            pods = self._call(
-                "GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", selector)]
-            )
-        except ClusterUnavailable:
-            return []
-        problems = []
-        for pod in pods.get("items") or []:
-            for container in (pod.get("status") or {}).get("containerStatuses") or []:
-                waiting = (container.get("state") or {}).get("waiting")
-                if waiting:
-                    problems.append(
-                        f"{pod['metadata']['name']}: {waiting.get('reason')} {waiting.get('message', '')}".strip()
-                    )
-        return problems
-
-
 class ModelRolloutResource(ConfigurableResource):
     """Where and how model_deployment rolls the served image out (MLOPS_DEPLOY_* settings)."""
 
@@ -325,21 +230,7 @@ class ModelRolloutResource(ConfigurableResource):
         return None
 
     def connect(self) -> KubernetesApi:
-        from kubernetes import client, config
-
-        configuration = client.Configuration()
-        try:
-            if self.cluster == "in-cluster":
-                config.load_incluster_config(client_configuration=configuration)
-            else:
-                config.load_kube_config(
-                    config_file=self.cluster, client_configuration=configuration
-                )
-        except (config.ConfigException, OSError) as exc:
-            raise ClusterUnavailable(
-                f"cannot load the cluster configuration '{self.cluster}': {exc}"
-            ) from exc
-        return KubernetesApi(client.ApiClient(configuration))
+        return connect(self.cluster)
 
     def rollout_kind(self, api: KubernetesApi) -> str:
         if self.kind != "auto":

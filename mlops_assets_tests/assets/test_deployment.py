@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import DagsterInstance, Definitions, asset
 
-from mlops_assets.definitions import build_definitions, build_resources
-from mlops_assets.resources.mlflow_registry import MlflowResource
+from mlops_assets.assets.deployment import model_deployment, runs_the_served_image
+from mlops_assets.definitions import build_resources
+from mlops_assets.records import ServedImage
 from mlops_assets.resources.model_rollout import ModelRolloutResource
 from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets_tests.deploy.k8s_schema import validate
@@ -26,42 +27,44 @@ DIGEST_1 = "sha256:" + "1" * 64
 DIGEST_2 = "sha256:" + "2" * 64
 
 
-def _record_image(store: ObjectStoreResource, version: str, digest: str) -> None:
-    """What served_image records after a push (tested in test_serving.py)."""
-    record = {
-        "model_name": MODEL,
-        "model_version": version,
-        "repository": "registry.example.test/mlops/house-price-regressor",
-        "tag": f"v{version}",
-        "digest": digest,
-        "reference": f"registry.example.test/mlops/house-price-regressor@{digest}",
-    }
-    store.put_bytes(f"serving/{MODEL}/latest.json", json.dumps(record).encode())
+def _image(version: str, digest: str) -> ServedImage:
+    """What served_image hands model_deployment after a push (tested in test_serving.py)."""
+    repository = "registry.example.test/mlops/house-price-regressor"
+    return ServedImage(
+        model_name=MODEL,
+        model_version=version,
+        run_id="run",
+        repository=repository,
+        tag=f"v{version}",
+        base_image="python:3.11-slim",
+        fingerprint="f" * 64,
+        builder="buildah",
+        digest=digest,
+        reference=f"{repository}@{digest}",
+    )
 
 
 def _run(
     tmp_path: Path,
     rollout: ModelRolloutResource,
     store: ObjectStoreResource,
+    image: ServedImage,
     instance: DagsterInstance | None = None,
 ) -> Any:
-    defs = build_definitions(
-        {
-            **build_resources(),
-            "model_rollout": rollout,
-            "mlflow": MlflowResource(
-                tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-                experiment_name="deploy",
-                model_name=MODEL,
-            ),
-            "object_store": store,
-        }
+    """model_deployment and its check, downstream of a served_image that returns ``image``."""
+
+    @asset(name="served_image", group_name="serving")
+    def served_image() -> ServedImage:
+        return image
+
+    defs = Definitions(
+        assets=[served_image, model_deployment],
+        asset_checks=[runs_the_served_image],
+        resources={**build_resources(), "model_rollout": rollout, "object_store": store},
     )
     job = defs.resolve_implicit_global_asset_job_def()
     return job.execute_in_process(
-        instance=instance or DagsterInstance.ephemeral(),
-        asset_selection=[AssetKey("model_deployment")],
-        raise_on_error=False,
+        instance=instance or DagsterInstance.ephemeral(), raise_on_error=False
     )
 
 
@@ -108,11 +111,12 @@ def store(tmp_path: Path, clean_env: None, monkeypatch: pytest.MonkeyPatch) -> O
 def test_without_a_cluster_model_deployment_is_skipped_with_the_reason(
     tmp_path: Path, store: ObjectStoreResource
 ) -> None:
-    _record_image(store, "1", DIGEST_1)
+    image = _image("1", DIGEST_1)
     instance = DagsterInstance.ephemeral()
-    result = _run(tmp_path, ModelRolloutResource(cluster=""), store, instance)
+    result = _run(tmp_path, ModelRolloutResource(cluster=""), store, image, instance)
     assert result.success
-    assert not result.get_asset_materialization_events()
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "model_deployment" not in materialized
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert any("model_deployment skipped: no cluster configured" in m for m in messages)
     assert not store.exists(f"deployments/{MODEL}/latest.json")
@@ -121,18 +125,18 @@ def test_without_a_cluster_model_deployment_is_skipped_with_the_reason(
 def test_rolls_out_a_deployment_and_service_with_ping_probes_and_records_it(
     tmp_path: Path, store: ObjectStoreResource
 ) -> None:
-    _record_image(store, "1", DIGEST_1)
+    image = _image("1", DIGEST_1)
     with KubernetesStandIn() as cluster, DeploymentController(cluster, "mlops-serving"):
         rollout = ModelRolloutResource(cluster=str(cluster.kubeconfig(tmp_path / "kubeconfig")))
-        result = _run(tmp_path, rollout, store)
+        result = _run(tmp_path, rollout, store, image)
         assert result.success, result.all_events
         deployment = cluster.get(APPS, "mlops-serving", "deployments", MODEL)
         service = cluster.get("/api/v1", "mlops-serving", "services", MODEL)
         applies = [r for r in cluster.requests if r["method"] == "PATCH"]
 
         # A new champion: same objects, next generation, new image.
-        _record_image(store, "2", DIGEST_2)
-        second = _run(tmp_path, rollout, store)
+        image = _image("2", DIGEST_2)
+        second = _run(tmp_path, rollout, store, image)
         assert second.success
         updated = cluster.get(APPS, "mlops-serving", "deployments", MODEL)
 
@@ -170,15 +174,15 @@ def test_rolls_out_a_deployment_and_service_with_ping_probes_and_records_it(
 def test_a_rollout_that_never_gets_ready_fails_and_keeps_the_last_good_record(
     tmp_path: Path, store: ObjectStoreResource
 ) -> None:
-    _record_image(store, "1", DIGEST_1)
+    image = _image("1", DIGEST_1)
     with KubernetesStandIn() as cluster:
         kubeconfig = str(cluster.kubeconfig(tmp_path / "kubeconfig"))
         with DeploymentController(cluster, "mlops-serving"):
-            assert _run(tmp_path, ModelRolloutResource(cluster=kubeconfig), store).success
+            assert _run(tmp_path, ModelRolloutResource(cluster=kubeconfig), store, image).success
         before = store.get_bytes(f"deployments/{MODEL}/latest.json")
 
         # No controller now: the new pods never become ready (say, the image cannot be pulled).
-        _record_image(store, "2", DIGEST_2)
+        image = _image("2", DIGEST_2)
         cluster.put(
             "/api/v1",
             "pods",
@@ -201,7 +205,9 @@ def test_a_rollout_that_never_gets_ready_fails_and_keeps_the_last_good_record(
                 },
             },
         )
-        result = _run(tmp_path, ModelRolloutResource(cluster=kubeconfig, timeout_seconds=2), store)
+        result = _run(
+            tmp_path, ModelRolloutResource(cluster=kubeconfig, timeout_seconds=2), store, image
+        )
 
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
@@ -215,7 +221,7 @@ def test_a_rollout_that_never_gets_ready_fails_and_keeps_the_last_good_record(
 def test_with_kserve_it_applies_an_inference_service(
     tmp_path: Path, store: ObjectStoreResource
 ) -> None:
-    _record_image(store, "3", DIGEST_1)
+    image = _image("3", DIGEST_1)
     url = f"http://{MODEL}-mlops-serving.example.test"
 
     def ready() -> None:
@@ -230,7 +236,7 @@ def test_with_kserve_it_applies_an_inference_service(
     with KubernetesStandIn(kserve=True) as cluster:
         threading.Thread(target=ready, daemon=True).start()
         rollout = ModelRolloutResource(cluster=str(cluster.kubeconfig(tmp_path / "kubeconfig")))
-        result = _run(tmp_path, rollout, store)
+        result = _run(tmp_path, rollout, store, image)
         service = cluster.get(KSERVE, "mlops-serving", "inferenceservices", MODEL)
         deployments = cluster.list(APPS, "deployments")
 

@@ -105,6 +105,7 @@ def test_bad_batch_fails_predictions_with_file_column_rows_rule(trained, monkeyp
 def test_plausible_range_never_reaches_past_the_target_bounds_of_the_spec(tmp_path):
     from mlops_assets.assets.scoring import plausible_range, predictions_in_plausible_range
     from mlops_assets.ml.dataset_store import frame_to_parquet
+    from mlops_assets.records import ScoredBatch
     from mlops_assets.resources.dataset_source import DatasetSourceResource
     from mlops_assets.resources.object_store import ObjectStoreResource
 
@@ -116,12 +117,15 @@ def test_plausible_range_never_reaches_past_the_target_bounds_of_the_spec(tmp_pa
     store = ObjectStoreResource(root=str(tmp_path))
     scored = pd.DataFrame({"prediction": [-5.0, 50.0, 100.0]})
     store.put_bytes("predictions/day.parquet", frame_to_parquet(scored))
-    handle = {
-        "key": "predictions/day.parquet",
-        "input_rows": 3,
-        "train_target_min": 10.0,
-        "train_target_max": 110.0,
-    }
+    handle = ScoredBatch(
+        key="predictions/day.parquet",
+        rows=3,
+        input_rows=3,
+        model_version="1",
+        batch_uri="unused",
+        train_target_min=10.0,
+        train_target_max=110.0,
+    )
     source = DatasetSourceResource(source_uri="unused", incoming_uri="unused")
     result = predictions_in_plausible_range(
         predictions=handle, dataset_source=source, object_store=store

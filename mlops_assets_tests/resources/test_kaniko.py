@@ -1,18 +1,23 @@
 """The kaniko build Job: a valid Kubernetes object that references Secrets, never holds them.
 
-No cluster runs here; the Job is validated offline against the Kubernetes schemas."""
+No cluster runs here; the Job is validated offline against the Kubernetes schemas, and run
+against the stand-in API server, the test playing the Job controller."""
 
 from __future__ import annotations
 
 import io
 import json
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from mlops_assets.resources.kaniko import KanikoBuild, context_tarball
+from mlops_assets.resources.kubernetes import connect
 from mlops_assets_tests.deploy.k8s_schema import K8S_VERSION, validate
+from mlops_assets_tests.k8s_api import KubernetesStandIn
 
 
 def build(**changes: object) -> KanikoBuild:
@@ -80,3 +85,83 @@ def test_the_context_tarball_holds_the_dockerfile_and_the_model(tmp_path: Path) 
         names = archive.getnames()
     assert "Dockerfile" in names
     assert "model_dir/artifacts/MLmodel" in names
+
+
+class JobController:
+    """Plays the Job controller and the kubelet: each new kaniko Job finishes and its pod
+    terminates with ``exit_code`` and ``message``, as kaniko's digest file would write it."""
+
+    def __init__(self, cluster: KubernetesStandIn, exit_code: int, message: str) -> None:
+        self.cluster, self.exit_code, self.message = cluster, exit_code, message
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            for job in self.cluster.list("/apis/batch/v1", "jobs"):
+                meta = job["metadata"]
+                if job.get("status"):
+                    continue
+                self.cluster.put(
+                    "/api/v1",
+                    "pods",
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "metadata": {
+                            "name": f"{meta['name']}-x1",
+                            "namespace": meta["namespace"],
+                            "labels": {"job-name": meta["name"]},
+                        },
+                        "status": {
+                            "containerStatuses": [
+                                {
+                                    "state": {
+                                        "terminated": {
+                                            "exitCode": self.exit_code,
+                                            "message": self.message,
+                                        }
+                                    }
+                                }
+                            ]
+                        },
+                    },
+                )
+                outcome = "succeeded" if self.exit_code == 0 else "failed"
+                self.cluster.set_status(
+                    "/apis/batch/v1", meta["namespace"], "jobs", meta["name"], {outcome: 1}
+                )
+            time.sleep(0.05)
+
+    def __enter__(self) -> JobController:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def test_a_kaniko_job_runs_through_the_cluster_api_and_returns_the_pushed_digest(
+    tmp_path: Path,
+) -> None:
+    digest = "sha256:" + "a" * 64
+    with KubernetesStandIn() as cluster, JobController(cluster, 0, digest + "\n"):
+        api = connect(str(cluster.kubeconfig(tmp_path / "kubeconfig")))
+        assert build().run(api, timeout=30, poll_seconds=0.05) == digest
+        job = cluster.get("/apis/batch/v1", "mlops", "jobs", "mlops-build-0123456789ab-1")
+    assert job is not None
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][2] == (
+        "--destination=registry.example.com/ml/house-price-regressor:v3"
+    )
+
+
+def test_a_failed_kaniko_job_names_the_job_and_kanikos_message(tmp_path: Path) -> None:
+    with KubernetesStandIn() as cluster, JobController(cluster, 1, "error pushing: 401"):
+        api = connect(str(cluster.kubeconfig(tmp_path / "kubeconfig")))
+        with pytest.raises(RuntimeError) as failed:
+            build().run(api, timeout=30, poll_seconds=0.05)
+    message = str(failed.value)
+    assert "kaniko Job mlops/mlops-build-0123456789ab-1 failed" in message
+    assert "exit 1: error pushing: 401" in message
+    assert "kubectl logs -n mlops job/mlops-build-0123456789ab-1" in message
