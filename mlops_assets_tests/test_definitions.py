@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mlops_assets.settings import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,25 +153,20 @@ def test_automation_jobs_select_the_model_chain_and_the_scoring_pair():
     assert assets_of("score_batch") == {"predictions", "drift_report"}
 
 
-AUTOMATION_STATUS = (
-    "from mlops_assets.definitions import defs\n"
-    "repo = defs.get_repository_def()\n"
-    "for d in [*repo.schedule_defs, *repo.sensor_defs]:\n"
-    "    print(d.name, d.default_status.value)\n"
-)
-
-
 def automation_status(**env: str) -> dict[str, str]:
-    import os
+    """Default status of each schedule and sensor of the code location built with ``env``
+    (settings are read when the definitions are built, so no new process is needed)."""
+    from mlops_assets.definitions import build_definitions
 
-    out = subprocess.run(
-        [sys.executable, "-c", AUTOMATION_STATUS],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "MLOPS_AUTOMATION": "", **env},
-    )
-    return dict(line.split() for line in out.stdout.splitlines())
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("MLOPS_AUTOMATION", "MLOPS_IMAGE_REGISTRY"):
+            patch.delenv(name, raising=False)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        repository = build_definitions().get_repository_def()
+    return {
+        d.name: d.default_status.value for d in [*repository.schedule_defs, *repository.sensor_defs]
+    }
 
 
 def test_automation_ships_stopped_and_alerts_ship_running():

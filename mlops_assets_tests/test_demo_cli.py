@@ -1,9 +1,13 @@
 """The README's run command: the whole graph through the real dagster CLI in a subprocess."""
 
+import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
 from mlops_assets_tests.conftest import LIFECYCLE_ASSETS, PARTITION, run_mlops_demo
 from mlops_assets_tests.test_definitions import EXPECTED_CHECKS
+
+# Runs mlops-demo, and so the dagster CLI, in a subprocess.
+pytestmark = pytest.mark.slow
 
 
 def test_mlops_demo_materialises_the_graph_through_the_dagster_cli(tmp_path):

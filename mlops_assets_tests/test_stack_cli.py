@@ -11,9 +11,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
 from mlops_assets_tests.conftest import project_free_env, run_mlops_demo
+
+# Starts Postgres, SeaweedFS and an MLflow server, and runs the dagster CLI.
+pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 

@@ -14,7 +14,6 @@ from pydantic import Field
 
 from mlops_assets.assets.metadata import md_table
 from mlops_assets.assets.pod_resources import standard_tags, training_tags
-from mlops_assets.partitions import daily_batches
 from mlops_assets.resources.mlflow_registry import (
     CHALLENGER,
     CHAMPION,
@@ -31,7 +30,6 @@ SERVED_IMAGE = AssetSelection.assets("served_image", "model_deployment")
 mlops_lifecycle = define_asset_job(
     "mlops_lifecycle",
     selection=AssetSelection.all() - SERVED_IMAGE,
-    partitions_def=daily_batches,
     tags=training_tags(),
     description="Every asset and check but served_image and model_deployment: snapshot, version, train, register, "
     "score the day's batch and report its drift.",
@@ -54,7 +52,6 @@ refresh_model = define_asset_job(
 score_batch = define_asset_job(
     "score_batch",
     selection=AssetSelection.assets("predictions", "drift_report"),
-    partitions_def=daily_batches,
     tags=standard_tags(),
     description="Score one day's incoming batch with the champion and report its drift "
     "(predictions, drift_report and their checks).",

@@ -8,6 +8,9 @@ from mlflow import MlflowClient
 
 from mlops_assets_tests.conftest import PARTITION, check_evaluations
 
+# Runs the graph against real Postgres, SeaweedFS and MLflow servers, stopping them mid-run.
+pytestmark = pytest.mark.slow
+
 MODEL = "house-price-regressor"
 
 

@@ -1,5 +1,7 @@
 """The whole graph with its object store on a real S3 server (SeaweedFS)."""
 
+import pytest
+
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets_tests.conftest import PARTITION, materialized
 
@@ -67,6 +69,7 @@ def test_missing_s3_source_fails_naming_source_and_server(
     assert seaweed.endpoint_url in message
 
 
+@pytest.mark.slow
 def test_s3_outage_mid_run_recovers_and_leaves_no_half_written_version(
     lifecycle, tmp_path, monkeypatch
 ):

@@ -20,6 +20,9 @@ from mlops_assets.resources.oci_registry import (
 )
 from mlops_assets.stack.process import free_port
 
+# Builds, pushes and runs images with buildah/podman and a real registry.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tiny_image(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> str:

@@ -67,6 +67,7 @@ def test_local_keys_cannot_escape_the_root(tmp_path):
         store.put_bytes("../outside.txt", b"x")
 
 
+@pytest.mark.slow
 def test_server_down_fails_naming_server_and_operation(tmp_path, monkeypatch):
     server = SeaweedS3(data_dir=tmp_path / "data", log_dir=tmp_path / "logs")
     server.start()
