@@ -1,5 +1,6 @@
 """The code location as Dagster and a new user see it."""
 
+import json
 import re
 import subprocess
 import sys
@@ -98,6 +99,23 @@ def test_the_code_location_does_not_ship_the_local_stack():
         and re.search(r"mlops_assets\.stack|from \.+stack", path.read_text())
     ]
     assert importers == []
+
+
+def test_dg_checks_and_lists_the_code_location():
+    """`dg check defs` and `dg list defs` (the current Dagster project tooling) load it."""
+    dg = str(Path(sys.executable).with_name("dg"))
+    check = subprocess.run([dg, "check", "defs"], capture_output=True, text=True, cwd=ROOT)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "All definitions loaded successfully" in check.stdout + check.stderr
+    listed = subprocess.run(
+        [dg, "list", "defs", "--json"], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    found = json.loads(listed.stdout)
+    assert {a["asset_key"] for a in found["assets"]} == set(EXPECTED_CHECKS)
+    checks = {(c["asset_key"], c["name"]) for c in found["asset_checks"]}
+    assert checks == {(asset, name) for asset, names in EXPECTED_CHECKS.items() for name in names}
+    assert {s["name"] for s in found["schedules"]} == {"daily_scoring", "periodic_retrain"}
+    assert "model_rollout" in {r["name"] for r in found["resources"]}
 
 
 def test_readme_documents_every_setting_with_its_default():
