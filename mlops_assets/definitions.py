@@ -15,17 +15,10 @@ from dagster import (
 )
 
 from mlops_assets.assets import data, deployment, model, scoring, serving
-from mlops_assets.assets.pod_resources import standard_pod
+from mlops_assets.assets.pod_resources import standard_pod, training_pod
 from mlops_assets.automation.alerts import build_alert_sensors
 from mlops_assets.automation.constants import AutomationSettings
-from mlops_assets.automation.jobs import (
-    approve_challenger,
-    mlops_lifecycle,
-    refresh_model,
-    rollback_champion,
-    score_batch,
-    serve_champion,
-)
+from mlops_assets.automation.jobs import build_jobs
 from mlops_assets.automation.schedules import build_schedules
 from mlops_assets.automation.sensors import build_sensors
 from mlops_assets.resources.dataset_source import DatasetSourceResource
@@ -65,9 +58,18 @@ def io_manager(root: Path) -> object:
     )
 
 
+def k8s_executor_config() -> dict[str, object]:
+    """Step pods of the standard size; the training step (trained_model) gets the training
+    size. Read when the definitions are built, so the MLOPS_K8S_* settings apply."""
+    return {
+        "step_k8s_config": standard_pod(),
+        "per_step_k8s_config": {"trained_model": training_pod()},
+    }
+
+
 def executor() -> ExecutorDefinition | None:
-    """MLOPS_EXECUTOR=k8s_job: every step in its own Kubernetes Job, sized by its op tags
-    (training larger), others by the standard pod size; otherwise Dagster's default."""
+    """MLOPS_EXECUTOR=k8s_job: every step in its own Kubernetes Job (k8s_executor_config);
+    otherwise Dagster's default."""
     choice = setting("MLOPS_EXECUTOR")
     if choice == "multiprocess":
         return None
@@ -75,7 +77,7 @@ def executor() -> ExecutorDefinition | None:
         raise ValueError(f"MLOPS_EXECUTOR must be multiprocess or k8s_job, not '{choice}'")
     from dagster_k8s import k8s_job_executor
 
-    return k8s_job_executor.configured({"step_k8s_config": standard_pod()})
+    return k8s_job_executor.configured(k8s_executor_config())
 
 
 def build_resources() -> dict[str, object]:
@@ -158,19 +160,13 @@ def build_definitions(
     """The Definitions with resources and automation settings from the environment (read now,
     not on import), or the ones given (tests)."""
     automation = AutomationSettings.from_env() if automation is None else automation
+    jobs = build_jobs()
     return Definitions(
         assets=load_assets_from_modules(ASSET_MODULES),
         asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
-        jobs=[
-            mlops_lifecycle,
-            refresh_model,
-            score_batch,
-            serve_champion,
-            approve_challenger,
-            rollback_champion,
-        ],
-        schedules=build_schedules(automation),
-        sensors=[*build_sensors(automation), *build_alert_sensors(automation)],
+        jobs=jobs.all(),
+        schedules=build_schedules(automation, jobs),
+        sensors=[*build_sensors(automation, jobs), *build_alert_sensors(automation)],
         resources=build_resources() if resources is None else resources,
         executor=executor(),
     )

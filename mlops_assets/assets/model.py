@@ -23,7 +23,6 @@ from pydantic import Field
 
 from mlops_assets.assets.datasets import dataset_manifest, dataset_splits
 from mlops_assets.assets.metadata import md_table
-from mlops_assets.assets.pod_resources import training_tags
 from mlops_assets.assets.retries import SERVER_RETRY
 from mlops_assets.ml.dataset_store import DatasetStore
 from mlops_assets.ml.promotion import METRIC_DIRECTION, decide, relative_improvement
@@ -72,8 +71,6 @@ class TrainingRunConfig(Config):
     group_name="model",
     kinds={"sklearn", "mlflow"},
     ins={"versioned_dataset": AssetIn("versioned_dataset")},
-    # On Kubernetes with k8s_job_executor, the training step's pod gets the training size.
-    op_tags=training_tags(),
     description="sklearn Pipeline (preprocessing inside) fitted on the train split and logged "
     "to MLflow with params, metrics, signature, input example, dataset digest and run id.",
 )

@@ -1,9 +1,10 @@
 """How big a Kubernetes pod each piece of work asks for, as ``dagster-k8s/config`` tags.
 
 On a laptop these tags do nothing. On a cluster, K8sRunLauncher reads a run's tags (a job's
-tags become its runs' tags) to size the run pod, and k8s_job_executor reads each asset's op
-tags to size its step pod. Training asks for more CPU and memory than anything else. Sizes are
-settings, so a team changes them per cluster without touching code.
+tags become its runs' tags) to size the run pod, and k8s_job_executor sizes each step pod
+from its config (definitions.k8s_executor_config: the training step larger). Training asks
+for more CPU and memory than anything else. Sizes are settings, read when the definitions are
+built, so a team changes them per cluster without touching code.
 """
 
 from __future__ import annotations

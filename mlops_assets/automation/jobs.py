@@ -1,16 +1,25 @@
 """Jobs: the whole lifecycle, and the two registry actions a person takes by hand."""
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from dagster import (
     AssetMaterialization,
     AssetSelection,
     Config,
     Failure,
+    JobDefinition,
     OpExecutionContext,
     define_asset_job,
     job,
     op,
 )
 from pydantic import Field
+
+if TYPE_CHECKING:  # what define_asset_job returns; dagster exports it for typing only here
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
 
 from mlops_assets.assets.metadata import md_table
 from mlops_assets.assets.pod_resources import standard_tags, training_tags
@@ -26,44 +35,66 @@ from mlops_assets.resources.mlflow_registry import (
 # their own job (and, through automation, follow champion changes), so the lifecycle runs on
 # any machine.
 SERVED_IMAGE = AssetSelection.assets("served_image", "model_deployment")
-
-mlops_lifecycle = define_asset_job(
-    "mlops_lifecycle",
-    selection=AssetSelection.all() - SERVED_IMAGE,
-    tags=training_tags(),
-    description="Every asset and check but served_image and model_deployment: snapshot, version, train, register, "
-    "score the day's batch and report its drift.",
-)
-
 # The unpartitioned chain: what new labelled data, the retrain schedule and the drift policy
 # run. raw_data is keyed by content, so unchanged data is not stored twice.
 MODEL_CHAIN = AssetSelection.assets(
     "raw_data", "versioned_dataset", "trained_model", "registered_model"
 )
 
-refresh_model = define_asset_job(
-    "refresh_model",
-    selection=MODEL_CHAIN,
-    tags=training_tags(),
-    description="Snapshot the labelled data, version it, train, register and gate the champion "
-    "(raw_data, versioned_dataset, trained_model, registered_model and their checks).",
-)
 
-score_batch = define_asset_job(
-    "score_batch",
-    selection=AssetSelection.assets("predictions", "drift_report"),
-    tags=standard_tags(),
-    description="Score one day's incoming batch with the champion and report its drift "
-    "(predictions, drift_report and their checks).",
-)
+@dataclass(frozen=True)
+class AssetJobs:
+    """The asset jobs, tagged with the pod sizes read when the definitions are built."""
 
-serve_champion = define_asset_job(
-    "serve_champion",
-    selection=SERVED_IMAGE,
-    tags=standard_tags(),
-    description="Package the champion as an OCI image, push it, smoke-test it, and roll it out "
-    "to Kubernetes when a cluster is configured (served_image, model_deployment, their checks).",
-)
+    mlops_lifecycle: "UnresolvedAssetJobDefinition"
+    refresh_model: "UnresolvedAssetJobDefinition"
+    score_batch: "UnresolvedAssetJobDefinition"
+    serve_champion: "UnresolvedAssetJobDefinition"
+
+    def all(self) -> list["UnresolvedAssetJobDefinition | JobDefinition"]:
+        return [
+            self.mlops_lifecycle,
+            self.refresh_model,
+            self.score_batch,
+            self.serve_champion,
+            approve_challenger,
+            rollback_champion,
+        ]
+
+
+def build_jobs() -> AssetJobs:
+    return AssetJobs(
+        mlops_lifecycle=define_asset_job(
+            "mlops_lifecycle",
+            selection=AssetSelection.all() - SERVED_IMAGE,
+            tags=training_tags(),
+            description="Every asset and check but served_image and model_deployment: snapshot, "
+            "version, train, register, score the day's batch and report its drift.",
+        ),
+        refresh_model=define_asset_job(
+            "refresh_model",
+            selection=MODEL_CHAIN,
+            tags=training_tags(),
+            description="Snapshot the labelled data, version it, train, register and gate the "
+            "champion (raw_data, versioned_dataset, trained_model, registered_model and their "
+            "checks).",
+        ),
+        score_batch=define_asset_job(
+            "score_batch",
+            selection=AssetSelection.assets("predictions", "drift_report"),
+            tags=standard_tags(),
+            description="Score one day's incoming batch with the champion and report its drift "
+            "(predictions, drift_report and their checks).",
+        ),
+        serve_champion=define_asset_job(
+            "serve_champion",
+            selection=SERVED_IMAGE,
+            tags=standard_tags(),
+            description="Package the champion as an OCI image, push it, smoke-test it, and roll "
+            "it out to Kubernetes when a cluster is configured (served_image, model_deployment, "
+            "their checks).",
+        ),
+    )
 
 
 def _record(context: OpExecutionContext, move: AliasMove, model_name: str) -> None:

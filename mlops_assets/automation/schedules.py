@@ -11,7 +11,7 @@ from dagster import (
 )
 
 from mlops_assets.automation.constants import TRIGGER_TAG, AutomationSettings
-from mlops_assets.automation.jobs import refresh_model, score_batch
+from mlops_assets.automation.jobs import AssetJobs
 from mlops_assets.partitions import daily_batches
 
 
@@ -23,10 +23,10 @@ def score_the_day_that_ended(context: ScheduleEvaluationContext) -> RunRequest |
     return RunRequest(run_key=day, partition_key=day, tags={TRIGGER_TAG: "daily_scoring"})
 
 
-def build_schedules(settings: AutomationSettings) -> list[ScheduleDefinition]:
+def build_schedules(settings: AutomationSettings, jobs: AssetJobs) -> list[ScheduleDefinition]:
     daily_scoring = schedule(
         name="daily_scoring",
-        job=score_batch,
+        job=jobs.score_batch,
         cron_schedule=settings.scoring_cron,
         execution_timezone=settings.timezone,
         default_status=settings.schedule_status,
@@ -34,7 +34,7 @@ def build_schedules(settings: AutomationSettings) -> list[ScheduleDefinition]:
     )(score_the_day_that_ended)
     periodic_retrain = ScheduleDefinition(
         name="periodic_retrain",
-        job=refresh_model,
+        job=jobs.refresh_model,
         cron_schedule=settings.retrain_cron,
         execution_timezone=settings.timezone,
         default_status=settings.schedule_status,

@@ -32,12 +32,7 @@ from dagster import (
 from mlops_assets.assets.metadata import redact_uri
 from mlops_assets.automation.check_history import CheckCursor, failed_checks, start_cursor
 from mlops_assets.automation.constants import CAUSE_TAG, TRIGGER_TAG, AutomationSettings
-from mlops_assets.automation.jobs import (
-    refresh_model,
-    rollback_champion,
-    score_batch,
-    serve_champion,
-)
+from mlops_assets.automation.jobs import AssetJobs, rollback_champion
 from mlops_assets.partitions import daily_batches
 from mlops_assets.resources.dataset_source import DatasetSourceResource, is_generated
 from mlops_assets.resources.mlflow_registry import CHAMPION, MlflowResource
@@ -168,7 +163,7 @@ def apply_drift_policy(context: SensorEvaluationContext, policy: LifecyclePolicy
         )
     else:
         request = RunRequest(
-            job_name=refresh_model.name, run_key=f"drift-retrain-{failure.id}", tags=tags
+            job_name="refresh_model", run_key=f"drift-retrain-{failure.id}", tags=tags
         )
     context.log.info(f"{failure.label} failed: policy '{policy.drift_policy}' starts {action}")
     return SensorResult(run_requests=[request], cursor=cursor.dumps())
@@ -205,7 +200,7 @@ def follow_champion(context: SensorEvaluationContext) -> SensorResult | SkipReas
     )
 
 
-def build_sensors(settings: AutomationSettings) -> list[SensorDefinition]:
+def build_sensors(settings: AutomationSettings, jobs: AssetJobs) -> list[SensorDefinition]:
     """The sensors that launch runs, with the interval and default status of ``settings``."""
 
     def incoming_batches(
@@ -218,7 +213,7 @@ def build_sensors(settings: AutomationSettings) -> list[SensorDefinition]:
     return [
         sensor(
             name="new_labelled_data",
-            job=refresh_model,
+            job=jobs.refresh_model,
             minimum_interval_seconds=settings.interval_seconds,
             default_status=settings.sensor_status,
             description="Watches MLOPS_SOURCE_URI (file listing, S3 ETags or HTTP validators) and runs "
@@ -227,7 +222,7 @@ def build_sensors(settings: AutomationSettings) -> list[SensorDefinition]:
         )(watch_labelled_data),
         sensor(
             name="incoming_batches",
-            job=score_batch,
+            job=jobs.score_batch,
             minimum_interval_seconds=settings.interval_seconds,
             default_status=settings.sensor_status,
             description="Watches MLOPS_INCOMING_URI for the latest MLOPS_INCOMING_LOOKBACK_DAYS daily "
@@ -236,7 +231,7 @@ def build_sensors(settings: AutomationSettings) -> list[SensorDefinition]:
         )(incoming_batches),
         sensor(
             name="drift_policy",
-            jobs=[refresh_model, rollback_champion],
+            jobs=[jobs.refresh_model, rollback_champion],
             minimum_interval_seconds=settings.interval_seconds,
             default_status=settings.sensor_status,
             description="Reads failed drift_report checks from the event log and applies "
@@ -246,7 +241,7 @@ def build_sensors(settings: AutomationSettings) -> list[SensorDefinition]:
         )(apply_drift_policy),
         sensor(
             name="champion_image",
-            job=serve_champion,
+            job=jobs.serve_champion,
             minimum_interval_seconds=settings.interval_seconds,
             default_status=settings.image_sensor_status,
             description="Runs serve_champion when registered_model records a new champion (a "

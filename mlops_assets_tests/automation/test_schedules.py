@@ -14,9 +14,10 @@ from dagster import (
 )
 
 from mlops_assets.automation.constants import TRIGGER_TAG, AutomationSettings
+from mlops_assets.automation.jobs import build_jobs
 from mlops_assets.automation.schedules import build_schedules
 
-daily_scoring, periodic_retrain = build_schedules(AutomationSettings.from_env())
+daily_scoring, periodic_retrain = build_schedules(AutomationSettings.from_env(), build_jobs())
 
 
 def test_daily_scoring_scores_the_day_that_just_ended() -> None:
@@ -77,3 +78,24 @@ def test_automation_settings_are_read_when_definitions_are_built(
     assert stopped.resolve_sensor_def("asset_check_alerts").default_status == (
         DefaultSensorStatus.RUNNING
     )
+
+
+def test_pod_sizes_are_read_when_definitions_are_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run pods take their size from the job's tags, step pods (k8s_job_executor) from the
+    executor config: both follow the MLOPS_K8S_* settings of the moment, training larger."""
+    import json
+
+    from mlops_assets.definitions import build_definitions, k8s_executor_config
+
+    monkeypatch.setenv("MLOPS_K8S_TRAINING_CPU", "3")
+    monkeypatch.setenv("MLOPS_K8S_TRAINING_MEMORY_LIMIT", "7Gi")
+    monkeypatch.setenv("MLOPS_K8S_MEMORY", "512Mi")
+    defs = build_definitions()
+    refresh = json.loads(defs.resolve_job_def("refresh_model").tags["dagster-k8s/config"])
+    scoring = json.loads(defs.resolve_job_def("score_batch").tags["dagster-k8s/config"])
+    assert refresh["container_config"]["resources"]["requests"]["cpu"] == "3"
+    assert refresh["container_config"]["resources"]["limits"]["memory"] == "7Gi"
+    assert scoring["container_config"]["resources"]["requests"]["memory"] == "512Mi"
+    steps = k8s_executor_config()
+    assert steps["step_k8s_config"] == scoring
+    assert steps["per_step_k8s_config"] == {"trained_model": refresh}

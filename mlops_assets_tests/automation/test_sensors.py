@@ -22,13 +22,14 @@ from dagster import (
 )
 
 from mlops_assets.automation.constants import TRIGGER_TAG, AutomationSettings
+from mlops_assets.automation.jobs import build_jobs
 from mlops_assets.automation.sensors import build_sensors
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.policy import LifecyclePolicy
 from mlops_assets_tests.conftest import Lifecycle, record_evaluation
 
-SENSORS = {sensor.name: sensor for sensor in build_sensors(AutomationSettings())}
+SENSORS = {sensor.name: sensor for sensor in build_sensors(AutomationSettings(), build_jobs())}
 new_labelled_data = SENSORS["new_labelled_data"]
 incoming_batches = SENSORS["incoming_batches"]
 drift_policy = SENSORS["drift_policy"]
