@@ -26,7 +26,7 @@ from mlops_assets.resources.image_builder import ImageBuilderResource
 from mlops_assets.resources.mlflow_registry import MlflowResource
 from mlops_assets.resources.model_rollout import ModelRolloutResource
 from mlops_assets.resources.notifier import NotifierResource
-from mlops_assets.resources.object_store import ObjectStoreResource
+from mlops_assets.resources.object_store import ObjectStoreResource, S3Config
 from mlops_assets.resources.policy import LifecyclePolicy
 from mlops_assets.settings import flag, home, setting
 
@@ -36,7 +36,7 @@ def secret(name: str) -> EnvVar | str:
     return EnvVar(name) if os.environ.get(name) else ""
 
 
-def io_manager(root: Path) -> object:
+def io_manager(root: Path, s3: S3Config) -> object:
     """Where asset values (small handles) live between runs: beside the object store.
 
     With an s3:// store they go to S3 too, because on Kubernetes every run (and with
@@ -45,14 +45,11 @@ def io_manager(root: Path) -> object:
     store = setting("MLOPS_OBJECT_STORE_ROOT")
     if not store.startswith("s3://"):
         return FilesystemIOManager(base_dir=str(root / "io"))
-    from dagster_aws.s3 import S3PickleIOManager, S3Resource
+    from dagster_aws.s3 import S3PickleIOManager
 
     bucket, _, prefix = store.removeprefix("s3://").partition("/")
     return S3PickleIOManager(
-        s3_resource=S3Resource(
-            endpoint_url=setting("MLOPS_S3_ENDPOINT_URL") or None,
-            region_name=setting("MLOPS_S3_REGION"),
-        ),
+        s3_resource=s3.dagster_aws_resource(),
         s3_bucket=bucket,
         s3_prefix=f"{prefix.strip('/')}/dagster-io".lstrip("/"),
     )
@@ -82,20 +79,22 @@ def executor() -> ExecutorDefinition | None:
 
 def build_resources() -> dict[str, object]:
     root = home()
+    # One S3 configuration for the object store, s3:// sources and the IO manager.
+    s3 = S3Config(
+        endpoint_url=setting("MLOPS_S3_ENDPOINT_URL"), region_name=setting("MLOPS_S3_REGION")
+    )
     tracking_uri = setting("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
     return {
-        "io_manager": io_manager(root),
+        "io_manager": io_manager(root, s3),
         "object_store": ObjectStoreResource(
             root=setting("MLOPS_OBJECT_STORE_ROOT") or str(root / "store"),
-            s3_endpoint_url=setting("MLOPS_S3_ENDPOINT_URL"),
-            s3_region=setting("MLOPS_S3_REGION"),
+            s3=s3,
         ),
         "dataset_source": DatasetSourceResource(
             spec_path=setting("MLOPS_DATASET_SPEC"),
             source_uri=setting("MLOPS_SOURCE_URI"),
             incoming_uri=setting("MLOPS_INCOMING_URI"),
-            s3_endpoint_url=setting("MLOPS_S3_ENDPOINT_URL"),
-            s3_region=setting("MLOPS_S3_REGION"),
+            s3=s3,
         ),
         "mlflow": MlflowResource(
             tracking_uri=tracking_uri,

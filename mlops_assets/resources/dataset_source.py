@@ -17,6 +17,7 @@ from dagster import ConfigurableResource
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets.ml.spec import DatasetSpec, load_spec
 from mlops_assets.ml.tabular import TableFile
+from mlops_assets.resources.object_store import S3Config, s3_client, s3_server
 
 DATA_SUFFIXES = (".csv", ".parquet")
 HTTP_TIMEOUT_SECONDS = 60
@@ -117,13 +118,11 @@ def _local(path: Path) -> list[TableFile]:
     raise SourceUnavailable(f"source path {path} does not exist")
 
 
-def _s3(uri: urllib.parse.SplitResult, endpoint_url: str, region: str) -> list[TableFile]:
+def _s3(uri: urllib.parse.SplitResult, s3: S3Config | None) -> list[TableFile]:
     """One object, or every .csv/.parquet object under a prefix ending in '/'."""
-    from mlops_assets.resources.object_store import s3_client
-
     bucket, key = uri.netloc, uri.path.lstrip("/")
-    client = s3_client(endpoint_url, region)
-    with _s3_errors(f"reading {uri.geturl()} from {endpoint_url or 'AWS S3'}"):
+    client = s3_client(s3)
+    with _s3_errors(f"reading {uri.geturl()} from {s3_server(s3)}"):
         if key and not key.endswith("/"):
             body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
             return [TableFile(Path(key).name, body)]
@@ -137,11 +136,11 @@ def _s3(uri: urllib.parse.SplitResult, endpoint_url: str, region: str) -> list[T
         return sorted(files, key=lambda f: f.name)
 
 
-def read_uri(uri: str, s3_endpoint_url: str = "", s3_region: str = "us-east-1") -> list[TableFile]:
+def read_uri(uri: str, s3: S3Config | None = None) -> list[TableFile]:
     """Read every data file a source URI names, in a stable order."""
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme == "s3":
-        return _s3(parts, s3_endpoint_url, s3_region)
+        return _s3(parts, s3)
     if parts.scheme == "sample":
         return _sample(parts)
     if parts.scheme in ("http", "https"):
@@ -180,18 +179,16 @@ def _local_fingerprint(path: Path) -> str | None:
     return None
 
 
-def _s3_fingerprint(uri: urllib.parse.SplitResult, endpoint_url: str, region: str) -> str | None:
-    from mlops_assets.resources.object_store import s3_client
-
+def _s3_fingerprint(uri: urllib.parse.SplitResult, s3: S3Config | None) -> str | None:
     bucket, key = uri.netloc, uri.path.lstrip("/")
-    client = s3_client(endpoint_url, region)
+    client = s3_client(s3)
     single = bool(key) and not key.endswith("/")
 
     def wanted(name: str) -> bool:
         return name == key if single else is_data_file(name)
 
     try:
-        with _s3_errors(f"listing {uri.geturl()} on {endpoint_url or 'AWS S3'}"):
+        with _s3_errors(f"listing {uri.geturl()} on {s3_server(s3)}"):
             pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
             entries = [
                 (item["Key"], item.get("ETag", ""), item.get("Size", 0))
@@ -239,9 +236,7 @@ def _http_fingerprint(url: str) -> str | None:
     return _digest([(url, hashlib.sha256(body).hexdigest())])
 
 
-def fingerprint_uri(
-    uri: str, s3_endpoint_url: str = "", s3_region: str = "us-east-1"
-) -> str | None:
+def fingerprint_uri(uri: str, s3: S3Config | None = None) -> str | None:
     """A digest that changes when the data at ``uri`` changes, or None when nothing is there.
 
     Reads listings and headers, not contents (sizes and mtimes, S3 ETags, HTTP validators),
@@ -251,7 +246,7 @@ def fingerprint_uri(
     if parts.scheme == "sample":
         raise SourceUnavailable(f"{uri} is generated on read; there is no location to watch")
     if parts.scheme == "s3":
-        return _s3_fingerprint(parts, s3_endpoint_url, s3_region)
+        return _s3_fingerprint(parts, s3)
     if parts.scheme in ("http", "https"):
         return _http_fingerprint(uri)
     path = _local_path(uri)
@@ -266,25 +261,25 @@ class DatasetSourceResource(ConfigurableResource):
     spec_path: str = ""
     source_uri: str
     incoming_uri: str
-    s3_endpoint_url: str = ""
-    s3_region: str = "us-east-1"
+    # The S3 configuration of s3:// sources (the object store's); None means AWS defaults.
+    s3: S3Config | None = None
 
     @cached_property
     def spec(self) -> DatasetSpec:
         return load_spec(self.spec_path)
 
     def read_source(self) -> list[TableFile]:
-        return read_uri(self.source_uri, self.s3_endpoint_url, self.s3_region)
+        return read_uri(self.source_uri, self.s3)
 
     def incoming_batch_uri(self, day: date) -> str:
         return self.incoming_uri.format(date=day.isoformat(), day=day.strftime("%Y%m%d"))
 
     def read_incoming(self, day: date) -> list[TableFile]:
-        return read_uri(self.incoming_batch_uri(day), self.s3_endpoint_url, self.s3_region)
+        return read_uri(self.incoming_batch_uri(day), self.s3)
 
     def source_fingerprint(self) -> str | None:
         """What the labelled-data sensor compares between ticks (see ``fingerprint_uri``)."""
-        return fingerprint_uri(self.source_uri, self.s3_endpoint_url, self.s3_region)
+        return fingerprint_uri(self.source_uri, self.s3)
 
     def incoming_fingerprint(self, day: date) -> str | None:
-        return fingerprint_uri(self.incoming_batch_uri(day), self.s3_endpoint_url, self.s3_region)
+        return fingerprint_uri(self.incoming_batch_uri(day), self.s3)

@@ -305,8 +305,8 @@ class ImageBuilderResource(ConfigurableResource):
             service_account=self.kaniko_service_account,
             context_uri=object_store.uri(key),
             destination=f"{repository}:{tag}",
-            s3_endpoint_url=object_store.s3_endpoint_url,
-            s3_region=object_store.s3_region,
+            s3_endpoint_url=object_store.s3.endpoint_url if object_store.s3 else "",
+            s3_region=object_store.s3.region_name if object_store.s3 else "us-east-1",
             insecure_registry=self.registry_insecure,
         )
         try:

@@ -17,14 +17,49 @@ from pathlib import Path
 from typing import Any
 
 from dagster import ConfigurableResource
+from pydantic import Field
 
 
 class ObjectStoreError(RuntimeError):
     """A store operation failed for good (after the client's own retries)."""
 
 
-def s3_client(endpoint_url: str, region: str) -> Any:
-    """A boto3 S3 client with bounded timeouts and standard retries with backoff.
+class S3Config(ConfigurableResource):
+    """The one S3 configuration, nested in the object store and the dataset source and given to
+    the IO manager. Credentials are not part of it: boto3 reads AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY (or an instance role).
+
+    Its own small class rather than dagster_aws's S3Resource: importing dagster_aws costs
+    about 0.9 s on every load of the code location (it imports Dagster's test utilities);
+    :meth:`dagster_aws_resource` builds that one where it is needed (the S3 IO manager).
+    """
+
+    endpoint_url: str = Field(
+        default="", description="S3-compatible server (SeaweedFS, MinIO); empty means AWS."
+    )
+    region_name: str = Field(default="us-east-1", description="Region of the S3 client.")
+    max_attempts: int = Field(
+        default=6, description="Attempts per request, standard retry mode with backoff."
+    )
+
+    def dagster_aws_resource(self) -> Any:
+        from dagster_aws.s3 import S3Resource
+
+        return S3Resource(
+            endpoint_url=self.endpoint_url or None,
+            region_name=self.region_name,
+            max_attempts=self.max_attempts,
+        )
+
+
+def s3_server(s3: S3Config | None) -> str:
+    """How messages name the S3 server: its endpoint, or AWS S3."""
+    return (s3.endpoint_url if s3 else None) or "AWS S3"
+
+
+def s3_client(s3: S3Config | None) -> Any:
+    """A boto3 S3 client for the S3 configuration ``s3`` (None: AWS with its defaults), with
+    bounded timeouts, standard retries with backoff and path-style addressing.
 
     Each client gets its own session: the default session caches credentials for the life
     of the process, so rotated credentials would not be seen.
@@ -32,22 +67,24 @@ def s3_client(endpoint_url: str, region: str) -> Any:
     import boto3
     from botocore.config import Config
 
+    s3 = s3 or S3Config()
     config = Config(
-        retries={"max_attempts": 6, "mode": "standard"},
+        retries={"max_attempts": s3.max_attempts, "mode": "standard"},
         connect_timeout=5,
         read_timeout=60,
         s3={"addressing_style": "path"},
     )
-    session = boto3.session.Session(region_name=region)
-    return session.client("s3", endpoint_url=endpoint_url or None, config=config)
+    session = boto3.session.Session(region_name=s3.region_name)
+    return session.client("s3", endpoint_url=s3.endpoint_url or None, config=config)
 
 
 class ObjectStoreResource(ConfigurableResource):
     """Keys are '/'-separated paths below ``root``; writes are atomic per object."""
 
     root: str
-    s3_endpoint_url: str = ""
-    s3_region: str = "us-east-1"
+    # The one S3 configuration (endpoint, region, retries), shared with the dataset source and
+    # the IO manager; None means AWS with boto3's defaults.
+    s3: S3Config | None = None
 
     @property
     def is_s3(self) -> bool:
@@ -62,7 +99,7 @@ class ObjectStoreResource(ConfigurableResource):
 
     @cached_property
     def _s3(self) -> Any:
-        return s3_client(self.s3_endpoint_url, self.s3_region)
+        return s3_client(self.s3)
 
     def _s3_key(self, key: str) -> str:
         prefix = self._bucket_and_prefix[1]
@@ -87,8 +124,7 @@ class ObjectStoreResource(ConfigurableResource):
             raise ObjectStoreError(self._describe(operation, key, str(exc))) from exc
 
     def _describe(self, operation: str, key: str, problem: str) -> str:
-        server = self.s3_endpoint_url or "AWS S3"
-        return f"S3 {operation} of {self.uri(key)} on {server} failed: {problem}"
+        return f"S3 {operation} of {self.uri(key)} on {s3_server(self.s3)} failed: {problem}"
 
     # --- local ------------------------------------------------------------------------
 

@@ -77,7 +77,7 @@ def test_s3_outage_mid_run_recovers_and_leaves_no_half_written_version(
     import time
 
     from mlops_assets.ml.dataset_store import DatasetStore
-    from mlops_assets.resources.object_store import ObjectStoreResource
+    from mlops_assets.resources.object_store import ObjectStoreResource, S3Config
     from mlops_assets.stack.seaweedfs import SeaweedS3
 
     server = SeaweedS3(data_dir=tmp_path / "s3", log_dir=tmp_path / "logs")
@@ -87,7 +87,7 @@ def test_s3_outage_mid_run_recovers_and_leaves_no_half_written_version(
     root = f"s3://{server.bucket}/outage"
     monkeypatch.setenv("MLOPS_OBJECT_STORE_ROOT", root)
     monkeypatch.setenv("MLOPS_SOURCE_URI", "sample://house-prices?rows=20000&seed=3")
-    store = ObjectStoreResource(root=root, s3_endpoint_url=server.endpoint_url)
+    store = ObjectStoreResource(root=root, s3=S3Config(endpoint_url=server.endpoint_url))
     results = []
     run = threading.Thread(
         target=lambda: results.append(lifecycle.run(assets=["raw_data", "versioned_dataset"]))

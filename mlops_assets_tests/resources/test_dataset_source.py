@@ -54,22 +54,22 @@ def test_generated_sources_cannot_be_watched() -> None:
 
 
 def test_s3_fingerprints_use_listings(seaweed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlops_assets.resources.object_store import s3_client
+    from mlops_assets.resources.object_store import S3Config, s3_client
 
     for name, value in seaweed.env().items():
         monkeypatch.setenv(name, value)
-    endpoint = seaweed.endpoint_url
-    client = s3_client(endpoint, "us-east-1")
+    s3 = S3Config(endpoint_url=seaweed.endpoint_url)
+    client = s3_client(s3)
     prefix = f"s3://{seaweed.bucket}/fingerprints/labelled/"
-    assert fingerprint_uri(prefix, endpoint) is None
+    assert fingerprint_uri(prefix, s3) is None
     client.put_object(Bucket=seaweed.bucket, Key="fingerprints/labelled/a.csv", Body=b"x\n1\n")
-    first = fingerprint_uri(prefix, endpoint)
+    first = fingerprint_uri(prefix, s3)
     assert first is not None
     client.put_object(Bucket=seaweed.bucket, Key="fingerprints/labelled/a.csv", Body=b"x\n2\n")
-    assert fingerprint_uri(prefix, endpoint) not in (None, first)
-    assert fingerprint_uri(f"s3://{seaweed.bucket}/fingerprints/labelled/a.csv", endpoint)
-    assert fingerprint_uri(f"s3://{seaweed.bucket}/fingerprints/nothing.csv", endpoint) is None
-    assert fingerprint_uri("s3://no-such-bucket-here/x/", endpoint) is None
+    assert fingerprint_uri(prefix, s3) not in (None, first)
+    assert fingerprint_uri(f"s3://{seaweed.bucket}/fingerprints/labelled/a.csv", s3)
+    assert fingerprint_uri(f"s3://{seaweed.bucket}/fingerprints/nothing.csv", s3) is None
+    assert fingerprint_uri("s3://no-such-bucket-here/x/", s3) is None
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mlops_assets.resources.object_store import ObjectStoreError, ObjectStoreResource
+from mlops_assets.resources.object_store import ObjectStoreError, ObjectStoreResource, S3Config
 from mlops_assets.stack.seaweedfs import SeaweedS3
 
 
@@ -15,7 +15,8 @@ def store(request, tmp_path):
     for name, value in seaweed.env().items():
         monkeypatch.setenv(name, value)
     return ObjectStoreResource(
-        root=f"s3://{seaweed.bucket}/{tmp_path.name}", s3_endpoint_url=seaweed.endpoint_url
+        root=f"s3://{seaweed.bucket}/{tmp_path.name}",
+        s3=S3Config(endpoint_url=seaweed.endpoint_url),
     )
 
 
@@ -73,7 +74,9 @@ def test_server_down_fails_naming_server_and_operation(tmp_path, monkeypatch):
     server.start()
     for name, value in server.env().items():
         monkeypatch.setenv(name, value)
-    store = ObjectStoreResource(root=f"s3://{server.bucket}/p", s3_endpoint_url=server.endpoint_url)
+    store = ObjectStoreResource(
+        root=f"s3://{server.bucket}/p", s3=S3Config(endpoint_url=server.endpoint_url)
+    )
     store.put_bytes("k", b"v")
     server.stop()
     with pytest.raises(ObjectStoreError) as info:
@@ -88,7 +91,7 @@ def test_wrong_credentials_fail_clearly_without_echoing_the_secret(seaweed, monk
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "intruder")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-value")
     store = ObjectStoreResource(
-        root=f"s3://{seaweed.bucket}/x", s3_endpoint_url=seaweed.endpoint_url
+        root=f"s3://{seaweed.bucket}/x", s3=S3Config(endpoint_url=seaweed.endpoint_url)
     )
     with pytest.raises(ObjectStoreError, match="InvalidAccessKeyId") as info:
         store.put_bytes("k", b"v")
