@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any, TypeVar
 
 from dagster import (
     Definitions,
@@ -28,12 +30,9 @@ from mlops_assets.resources.model_rollout import ModelRolloutResource
 from mlops_assets.resources.notifier import NotifierResource
 from mlops_assets.resources.object_store import ObjectStoreResource, S3Config
 from mlops_assets.resources.policy import LifecyclePolicy
-from mlops_assets.settings import flag, home, setting
+from mlops_assets.settings import env_fields, home, setting
 
-
-def secret(name: str) -> EnvVar | str:
-    """An env var Dagster resolves at run time and shows by name only, never by value."""
-    return EnvVar(name) if os.environ.get(name) else ""
+R = TypeVar("R")
 
 
 def io_manager(root: Path, s3: S3Config) -> object:
@@ -77,76 +76,46 @@ def executor() -> ExecutorDefinition | None:
     return k8s_job_executor.configured(k8s_executor_config())
 
 
+def from_env(resource: type[R], secrets: Collection[str] = (), **fixed: Any) -> R:
+    """``resource`` configured by its settings: a field declared with ``env_field`` takes its
+    variable's text when that is set (pydantic coerces it), else the field's default. A secret
+    field named in ``secrets`` is an EnvVar: Dagster resolves it when a run or tick starts and
+    shows only its name; one not named stays empty (its feature is off)."""
+    values: dict[str, Any] = {}
+    for field_name, entry in env_fields(resource).items():
+        if field_name in fixed:
+            continue
+        if entry.secret:
+            if field_name in secrets:
+                values[field_name] = EnvVar(entry.name)
+            continue
+        text = os.environ.get(entry.name, "")
+        if text:
+            values[field_name] = text
+    return resource(**values, **fixed)
+
+
 def build_resources() -> dict[str, object]:
+    """Every resource from its settings; only the values derived from MLOPS_HOME are set here."""
     root = home()
-    # One S3 configuration for the object store, s3:// sources and the IO manager.
-    s3 = S3Config(
-        endpoint_url=setting("MLOPS_S3_ENDPOINT_URL"), region_name=setting("MLOPS_S3_REGION")
-    )
+    s3 = from_env(S3Config)  # one S3 configuration: object store, s3:// sources, IO manager
     tracking_uri = setting("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    notifier = from_env(NotifierResource)
     return {
         "io_manager": io_manager(root, s3),
         "object_store": ObjectStoreResource(
-            root=setting("MLOPS_OBJECT_STORE_ROOT") or str(root / "store"),
-            s3=s3,
+            root=setting("MLOPS_OBJECT_STORE_ROOT") or str(root / "store"), s3=s3
         ),
-        "dataset_source": DatasetSourceResource(
-            spec_path=setting("MLOPS_DATASET_SPEC"),
-            source_uri=setting("MLOPS_SOURCE_URI"),
-            incoming_uri=setting("MLOPS_INCOMING_URI"),
-            s3=s3,
-        ),
-        "mlflow": MlflowResource(
+        "dataset_source": from_env(DatasetSourceResource, s3=s3),
+        "mlflow": from_env(
+            MlflowResource,
             tracking_uri=tracking_uri,
-            registry_uri=setting("MLFLOW_REGISTRY_URI"),
             artifact_root=str(root / "mlartifacts") if tracking_uri.startswith("sqlite") else "",
-            experiment_name=setting("MLOPS_EXPERIMENT"),
-            model_name=setting("MLOPS_MODEL_NAME"),
         ),
-        "image_builder": ImageBuilderResource(
-            builder=setting("MLOPS_IMAGE_BUILDER"),
-            registry=setting("MLOPS_IMAGE_REGISTRY"),
-            registry_insecure=flag("MLOPS_IMAGE_REGISTRY_INSECURE"),
-            base_image=setting("MLOPS_IMAGE_BASE"),
-            build_ca_bundle=setting("MLOPS_IMAGE_BUILD_CA_BUNDLE"),
-            container_run_args=setting("MLOPS_CONTAINER_RUN_ARGS"),
-            kaniko_image=setting("MLOPS_KANIKO_IMAGE"),
-            kaniko_namespace=setting("MLOPS_KANIKO_NAMESPACE"),
-            kaniko_service_account=setting("MLOPS_KANIKO_SERVICE_ACCOUNT"),
-            kaniko_cluster=setting("MLOPS_KANIKO_CLUSTER"),
-        ),
-        "policy": LifecyclePolicy(
-            promotion_policy=setting("MLOPS_PROMOTION_POLICY"),
-            promotion_metric=setting("MLOPS_PROMOTION_METRIC"),
-            min_improvement=float(setting("MLOPS_MIN_IMPROVEMENT")),
-            min_r2=float(setting("MLOPS_MIN_R2")),
-            baseline_margin=float(setting("MLOPS_BASELINE_MARGIN")),
-            drift_share_threshold=float(setting("MLOPS_DRIFT_SHARE_THRESHOLD")),
-            quality_tolerance=float(setting("MLOPS_QUALITY_TOLERANCE")),
-            drift_sample_rows=int(setting("MLOPS_DRIFT_SAMPLE_ROWS")),
-            drift_policy=setting("MLOPS_DRIFT_POLICY"),
-            retrain_cooldown_minutes=float(setting("MLOPS_RETRAIN_COOLDOWN_MINUTES")),
-        ),
-        "model_rollout": ModelRolloutResource(
-            cluster=setting("MLOPS_DEPLOY_CLUSTER"),
-            namespace=setting("MLOPS_DEPLOY_NAMESPACE"),
-            kind=setting("MLOPS_DEPLOY_KIND"),
-            replicas=int(setting("MLOPS_DEPLOY_REPLICAS")),
-            timeout_seconds=float(setting("MLOPS_DEPLOY_TIMEOUT_SECONDS")),
-            pull_secret=setting("MLOPS_DEPLOY_PULL_SECRET"),
-        ),
-        "notifier": NotifierResource(
-            channels=setting("MLOPS_ALERT_CHANNELS"),
-            webhook_url=secret("MLOPS_ALERT_WEBHOOK_URL"),
-            smtp_host=setting("MLOPS_SMTP_HOST"),
-            smtp_port=int(setting("MLOPS_SMTP_PORT")),
-            smtp_starttls=flag("MLOPS_SMTP_STARTTLS"),
-            smtp_username=setting("MLOPS_SMTP_USERNAME"),
-            smtp_password=secret("MLOPS_SMTP_PASSWORD"),
-            email_from=setting("MLOPS_ALERT_EMAIL_FROM"),
-            email_to=setting("MLOPS_ALERT_EMAIL_TO"),
-            ui_base_url=setting("MLOPS_DAGSTER_UI_URL"),
-        ),
+        "image_builder": from_env(ImageBuilderResource),
+        "policy": from_env(LifecyclePolicy),
+        "model_rollout": from_env(ModelRolloutResource),
+        "notifier": from_env(NotifierResource, secrets=notifier.secrets_needed()),
     }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 
-from mlops_assets.settings import SETTINGS
+from mlops_assets.settings import all_settings
 
 PARTITION = "2026-11-20"
 # As the shipped dagster.yaml files: the model_registry pool admits one step at a time.
@@ -143,7 +143,7 @@ def step_failure(result: ExecuteInProcessResult, step: str) -> str:
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for setting in SETTINGS:
+    for setting in all_settings():
         monkeypatch.delenv(setting.name, raising=False)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.setenv("MLOPS_SOURCE_URI", TEST_SOURCE)
@@ -192,7 +192,7 @@ def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A state after one successful lifecycle run: data-v1.0.0, model v1 as champion."""
     home = tmp_path_factory.mktemp("trained") / "mlops"
     with pytest.MonkeyPatch.context() as patch:
-        for setting in SETTINGS:
+        for setting in all_settings():
             patch.delenv(setting.name, raising=False)
         patch.setenv("MLOPS_HOME", str(home))
         patch.setenv("MLOPS_SOURCE_URI", TEST_SOURCE)
@@ -267,7 +267,7 @@ def mlflow_stack(seaweed: Any) -> Iterator[dict[str, Any]]:
 
 def project_free_env() -> dict[str, str]:
     """This process's environment without any project setting or DAGSTER_HOME."""
-    names = {s.name for s in SETTINGS} | {"DAGSTER_HOME"}
+    names = {s.name for s in all_settings()} | {"DAGSTER_HOME"}
     return {k: v for k, v in os.environ.items() if k not in names}
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_assets.demo import DAGSTER_YAML
-from mlops_assets.settings import SETTINGS
+from mlops_assets.settings import all_settings
 from mlops_assets.stack.process import ServerProcess, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ def project_env(home: Path, dagster_home: Path, **settings: str) -> dict[str, st
     dagster_home.mkdir(parents=True, exist_ok=True)
     (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
     return {
-        **{s.name: "" for s in SETTINGS},
+        **{s.name: "" for s in all_settings()},
         "MLOPS_HOME": str(home),
         "DAGSTER_HOME": str(dagster_home),
         "GIT_PYTHON_REFRESH": "quiet",

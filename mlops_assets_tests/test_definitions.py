@@ -5,10 +5,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mlops_assets.settings import SETTINGS
+from mlops_assets.settings import all_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,12 +120,51 @@ def test_dg_checks_and_lists_the_code_location():
 
 
 def test_readme_documents_every_setting_with_its_default():
+    """The README's table is the one settings.py prints from the resource fields and the other
+    settings: every setting, its default and its description, nothing stale."""
+    from mlops_assets.settings import markdown_table
+
     readme = (ROOT / "README.md").read_text()
-    for setting in SETTINGS:
+    assert markdown_table() in readme, "README's settings table is stale: paste the output of "
+    "`python -m mlops_assets.settings`"
+    for setting in all_settings():
         row = re.search(rf"^\| `{setting.name}` \| (.*?) \|", readme, re.MULTILINE)
         assert row, f"README does not list {setting.name}"
         if setting.default:
             assert setting.default in row.group(1), f"README default of {setting.name} is stale"
+
+
+def test_every_resource_setting_reaches_its_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wiring is derived from the fields: each setting of a resource, set in the
+    environment, arrives in the built resource coerced to the field's type; secrets arrive as
+    EnvVar (by name), never as their value."""
+    from dagster import EnvVar
+
+    from mlops_assets.definitions import from_env
+    from mlops_assets.settings import env_fields, resource_classes
+
+    samples = {str: "set-by-env", int: "7", float: "0.75", bool: "true"}
+    for resource in resource_classes():
+        fields = env_fields(resource)
+        assert fields, f"{resource.__name__} has no settings"
+        for field_name, entry in fields.items():
+            annotation = resource.model_fields[field_name].annotation
+            monkeypatch.setenv(entry.name, samples[annotation])
+        # Fields no setting configures (derived in build_resources): any valid value.
+        required: dict[str, Any] = {
+            name: "placeholder" for name, f in resource.model_fields.items() if f.is_required()
+        }
+        built = from_env(resource, secrets=[n for n, e in fields.items() if e.secret], **required)
+        for field_name, entry in fields.items():
+            value = getattr(built, field_name)
+            if entry.secret:
+                # An EnvVar is configured by its name; the value appears only in a run.
+                assert isinstance(value, EnvVar), field_name
+                assert value == entry.name != samples[str], field_name
+                continue
+            annotation = resource.model_fields[field_name].annotation
+            expected = {str: "set-by-env", int: 7, float: 0.75, bool: True}[annotation]
+            assert value == expected, f"{entry.name} did not reach {resource.__name__}.{field_name}"
 
 
 def test_dagster_validates_the_workspace():
@@ -205,3 +245,27 @@ def test_automation_ships_stopped_and_alerts_ship_running():
         automation_status(MLOPS_AUTOMATION="running", MLOPS_IMAGE_REGISTRY="registry.test/ml")
         == running
     )
+
+
+def test_alert_secrets_are_env_vars_wherever_their_channel_is_on(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A secret is never read into config: with its channel on it is an EnvVar (resolved when
+    a tick or run starts, so a Secret mounted only in run pods still works, and a missing one
+    fails loudly there); with its channel off it is not wired at all."""
+    from dagster import EnvVar
+
+    from mlops_assets.definitions import build_resources
+
+    quiet = build_resources()["notifier"]
+    assert (quiet.webhook_url, quiet.smtp_password) == ("", "")  # type: ignore[attr-defined]
+    monkeypatch.setenv("MLOPS_ALERT_CHANNELS", "log,webhook,email")
+    monkeypatch.setenv("MLOPS_SMTP_USERNAME", "alerts")
+    loud = build_resources()["notifier"]
+    for field, name in (
+        ("webhook_url", "MLOPS_ALERT_WEBHOOK_URL"),
+        ("smtp_password", "MLOPS_SMTP_PASSWORD"),
+    ):
+        value = getattr(loud, field)
+        assert isinstance(value, EnvVar)
+        assert value == name

@@ -18,6 +18,7 @@ from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets.ml.spec import DatasetSpec, load_spec
 from mlops_assets.ml.tabular import TableFile
 from mlops_assets.resources.object_store import S3Config, s3_client, s3_server
+from mlops_assets.settings import env_field
 
 DATA_SUFFIXES = (".csv", ".parquet")
 HTTP_TIMEOUT_SECONDS = 60
@@ -258,9 +259,22 @@ def fingerprint_uri(uri: str, s3: S3Config | None = None) -> str | None:
 class DatasetSourceResource(ConfigurableResource):
     """The dataset contract (spec) and the locations of labelled data and incoming batches."""
 
-    spec_path: str = ""
-    source_uri: str
-    incoming_uri: str
+    spec_path: str = env_field(
+        "MLOPS_DATASET_SPEC",
+        "",
+        "JSON dataset spec file; empty means the house-price spec.",
+    )
+    source_uri: str = env_field(
+        "MLOPS_SOURCE_URI",
+        "sample://house-prices?rows=5000&seed=42",
+        "Labelled training data: a file, a directory of .csv/.parquet files, an http(s) URL, "
+        "or sample://house-prices?rows=N&seed=S[&drift=1].",
+    )
+    incoming_uri: str = env_field(
+        "MLOPS_INCOMING_URI",
+        "sample://house-prices?rows=2000&seed={day}",
+        "Incoming batch of a daily partition; {date} becomes YYYY-MM-DD, {day} YYYYMMDD.",
+    )
     # The S3 configuration of s3:// sources (the object store's); None means AWS defaults.
     s3: S3Config | None = None
 

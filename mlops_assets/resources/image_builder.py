@@ -39,6 +39,7 @@ from mlops_assets.resources.oci_registry import (
     RegistryUnavailable,
     registry_credentials,
 )
+from mlops_assets.settings import env_field
 
 LOCAL_BACKENDS = ("docker", "buildah", "podman")
 BACKENDS = (*LOCAL_BACKENDS, "kaniko")
@@ -157,16 +158,61 @@ class RunningContainer:
 class ImageBuilderResource(ConfigurableResource):
     """Where and how served images are built, pushed and test-run."""
 
-    builder: str = "auto"
-    registry: str = ""
-    registry_insecure: bool = False
-    base_image: str = ""
-    build_ca_bundle: str = ""
-    container_run_args: str = "--ulimit nofile=4096:4096 --ulimit nproc=4096:4096"
-    kaniko_image: str = ""
-    kaniko_namespace: str = "mlops"
-    kaniko_service_account: str = "mlops-image-builder"
-    kaniko_cluster: str = "in-cluster"
+    builder: str = env_field(
+        "MLOPS_IMAGE_BUILDER",
+        "auto",
+        "Image builder of served_image: auto (docker, then buildah, then podman), docker, "
+        "buildah, podman or kaniko.",
+    )
+    registry: str = env_field(
+        "MLOPS_IMAGE_REGISTRY",
+        "",
+        "Registry and namespace served images are pushed to, e.g. registry.example.com/ml; "
+        "empty means an OCI archive in the object store. Credentials come from "
+        "MLOPS_REGISTRY_USERNAME / MLOPS_REGISTRY_PASSWORD.",
+    )
+    registry_insecure: bool = env_field(
+        "MLOPS_IMAGE_REGISTRY_INSECURE",
+        False,
+        "true: talk to the registry over plain HTTP (a registry on loopback).",
+    )
+    base_image: str = env_field(
+        "MLOPS_IMAGE_BASE",
+        "",
+        "Base image of served images; empty means MLflow's choice (python:<version>-slim).",
+    )
+    build_ca_bundle: str = env_field(
+        "MLOPS_IMAGE_BUILD_CA_BUNDLE",
+        "",
+        "CA bundle that pip trusts while building images (networks that intercept TLS); "
+        "copied into the image at /etc/mlops/build-ca.pem (public certificates only).",
+    )
+    container_run_args: str = env_field(
+        "MLOPS_CONTAINER_RUN_ARGS",
+        "--ulimit nofile=4096:4096 --ulimit nproc=4096:4096",
+        "Extra arguments of `podman run` / `docker run` for the smoke test.",
+    )
+    kaniko_image: str = env_field(
+        "MLOPS_KANIKO_IMAGE",
+        "",
+        "kaniko executor image (pinned) for MLOPS_IMAGE_BUILDER=kaniko.",
+    )
+    kaniko_namespace: str = env_field(
+        "MLOPS_KANIKO_NAMESPACE",
+        "mlops",
+        "Namespace of kaniko build Jobs.",
+    )
+    kaniko_service_account: str = env_field(
+        "MLOPS_KANIKO_SERVICE_ACCOUNT",
+        "mlops-image-builder",
+        "Service account of kaniko build Jobs.",
+    )
+    kaniko_cluster: str = env_field(
+        "MLOPS_KANIKO_CLUSTER",
+        "in-cluster",
+        "Cluster kaniko build Jobs run on: in-cluster (the pod's service account) or a "
+        "kubeconfig file path.",
+    )
 
     # --- choosing a backend -------------------------------------------------------------
 

@@ -15,6 +15,8 @@ from typing import Any
 import pandas as pd
 from dagster import ConfigurableResource
 
+from mlops_assets.settings import env_field
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "mlops.champion_history"
@@ -53,10 +55,23 @@ class MlflowResource(ConfigurableResource):
     """MLflow tracking server (or sqlite file) and registry, plus the names used in them."""
 
     tracking_uri: str
-    registry_uri: str = ""
+    registry_uri: str = env_field(
+        "MLFLOW_REGISTRY_URI",
+        "",
+        "MLflow model registry; empty means the tracking URI.",
+    )
+    experiment_name: str = env_field(
+        "MLOPS_EXPERIMENT",
+        "house-prices",
+        "MLflow experiment of training runs.",
+    )
+    model_name: str = env_field(
+        "MLOPS_MODEL_NAME",
+        "house-price-regressor",
+        "Registered model name.",
+    )
+    # Derived from MLOPS_HOME for a sqlite tracking URI (definitions.build_resources).
     artifact_root: str = ""
-    experiment_name: str
-    model_name: str
 
     def _mlflow(self) -> Any:
         import mlflow

@@ -24,6 +24,7 @@ from mlops_assets.resources.kubernetes import (
     RolloutFailed,
     connect,
 )
+from mlops_assets.settings import env_field
 
 SERVING_UID = 10001
 
@@ -209,12 +210,38 @@ def inference_service_progress(service: dict[str, Any]) -> tuple[bool, str]:
 class ModelRolloutResource(ConfigurableResource):
     """Where and how model_deployment rolls the served image out (MLOPS_DEPLOY_* settings)."""
 
-    cluster: str = ""
-    namespace: str = "mlops-serving"
-    kind: str = "auto"
-    replicas: int = 1
-    timeout_seconds: float = 600
-    pull_secret: str = ""
+    cluster: str = env_field(
+        "MLOPS_DEPLOY_CLUSTER",
+        "",
+        "Cluster model_deployment rolls the served image out to: in-cluster (the pod's "
+        "service account), a kubeconfig file path, or empty to skip model_deployment.",
+    )
+    namespace: str = env_field(
+        "MLOPS_DEPLOY_NAMESPACE",
+        "mlops-serving",
+        "Namespace of the served model.",
+    )
+    kind: str = env_field(
+        "MLOPS_DEPLOY_KIND",
+        "auto",
+        "kserve (InferenceService), deployment (Deployment + Service), or auto: kserve when "
+        "the cluster serves the serving.kserve.io API, else deployment.",
+    )
+    replicas: int = env_field(
+        "MLOPS_DEPLOY_REPLICAS",
+        1,
+        "Replicas of the served model.",
+    )
+    timeout_seconds: float = env_field(
+        "MLOPS_DEPLOY_TIMEOUT_SECONDS",
+        600.0,
+        "How long model_deployment waits for the rollout to become ready.",
+    )
+    pull_secret: str = env_field(
+        "MLOPS_DEPLOY_PULL_SECRET",
+        "",
+        "Image pull secret (in the serving namespace) for the served image; empty means none.",
+    )
 
     def skip_reason(self) -> str | None:
         """Why no rollout can happen here, or None when a cluster is configured."""

@@ -25,6 +25,8 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from mlops_assets.settings import env_field
+
 CHANNELS = ("log", "webhook", "email")
 LOGGER = logging.getLogger("mlops_assets.alerts")
 
@@ -119,19 +121,72 @@ def _redacted_url(url: str) -> str:
 class NotifierResource(ConfigurableResource):
     """Sends alerts to the configured channels."""
 
-    channels: str = Field(default="log", description="comma-separated: log, webhook, email")
-    webhook_url: str = Field(default="", description="Slack-compatible incoming webhook")
-    smtp_host: str = ""
-    smtp_port: int = 587
-    smtp_starttls: bool = True
-    smtp_username: str = ""
-    smtp_password: str = ""
-    email_from: str = "mlops-assets@localhost"
-    email_to: str = Field(default="", description="comma-separated recipients")
-    ui_base_url: str = Field(default="http://127.0.0.1:3000", description="Dagster UI, for links")
+    channels: str = env_field(
+        "MLOPS_ALERT_CHANNELS",
+        "log",
+        "Where alerts go, comma-separated: log, webhook, email.",
+    )
+    webhook_url: str = env_field(
+        "MLOPS_ALERT_WEBHOOK_URL",
+        "",
+        "Slack-compatible incoming webhook (a secret: read through EnvVar, never shown).",
+        secret=True,
+    )
+    smtp_host: str = env_field(
+        "MLOPS_SMTP_HOST",
+        "",
+        "SMTP server for email alerts.",
+    )
+    smtp_port: int = env_field(
+        "MLOPS_SMTP_PORT",
+        587,
+        "SMTP port.",
+    )
+    smtp_starttls: bool = env_field(
+        "MLOPS_SMTP_STARTTLS",
+        True,
+        "true: upgrade the SMTP connection with STARTTLS.",
+    )
+    smtp_username: str = env_field(
+        "MLOPS_SMTP_USERNAME",
+        "",
+        "SMTP login; empty means no login.",
+    )
+    smtp_password: str = env_field(
+        "MLOPS_SMTP_PASSWORD",
+        "",
+        "SMTP password (a secret: read through EnvVar, never shown).",
+        secret=True,
+    )
+    email_from: str = env_field(
+        "MLOPS_ALERT_EMAIL_FROM",
+        "mlops-assets@localhost",
+        "Sender of alert emails.",
+    )
+    email_to: str = env_field(
+        "MLOPS_ALERT_EMAIL_TO",
+        "",
+        "Alert recipients, comma-separated.",
+    )
+    ui_base_url: str = env_field(
+        "MLOPS_DAGSTER_UI_URL",
+        "http://127.0.0.1:3000",
+        "Base URL of the Dagster UI, for the run links in alerts.",
+    )
     attempts: int = Field(default=4, description="tries per alert and network channel")
     backoff_seconds: float = Field(default=1.0, description="first retry delay; doubles")
     timeout_seconds: float = 10.0
+
+    def secrets_needed(self) -> set[str]:
+        """The secret fields the configured channels use: wired as EnvVar, so a missing
+        variable fails loudly where it is needed instead of sending nothing."""
+        names = {c.strip().lower() for c in self.channels.split(",")}
+        needed = set()
+        if "webhook" in names:
+            needed.add("webhook_url")
+        if "email" in names and self.smtp_username:
+            needed.add("smtp_password")
+        return needed
 
     def channel_list(self) -> list[str]:
         names = [c.strip().lower() for c in self.channels.split(",") if c.strip()]

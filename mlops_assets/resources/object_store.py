@@ -19,6 +19,8 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from mlops_assets.settings import env_field
+
 
 class ObjectStoreError(RuntimeError):
     """A store operation failed for good (after the client's own retries)."""
@@ -34,10 +36,17 @@ class S3Config(ConfigurableResource):
     :meth:`dagster_aws_resource` builds that one where it is needed (the S3 IO manager).
     """
 
-    endpoint_url: str = Field(
-        default="", description="S3-compatible server (SeaweedFS, MinIO); empty means AWS."
+    endpoint_url: str = env_field(
+        "MLOPS_S3_ENDPOINT_URL",
+        "",
+        "S3-compatible server for s3:// store and sources (SeaweedFS, MinIO); empty means "
+        "AWS. Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.",
     )
-    region_name: str = Field(default="us-east-1", description="Region of the S3 client.")
+    region_name: str = env_field(
+        "MLOPS_S3_REGION",
+        "us-east-1",
+        "Region for the S3 client.",
+    )
     max_attempts: int = Field(
         default=6, description="Attempts per request, standard retry mode with backoff."
     )

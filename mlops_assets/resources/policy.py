@@ -3,37 +3,66 @@
 from __future__ import annotations
 
 from dagster import ConfigurableResource
-from pydantic import Field
+
+from mlops_assets.settings import env_field
 
 DRIFT_POLICIES = ("continue", "retrain", "rollback")
 
 
 class LifecyclePolicy(ConfigurableResource):
-    promotion_policy: str = Field(
-        default="auto", description="auto: promote a better challenger; manual: approve by job"
+    promotion_policy: str = env_field(
+        "MLOPS_PROMOTION_POLICY",
+        "auto",
+        "auto: promote a better challenger; manual: wait for the approve_challenger job.",
     )
-    promotion_metric: str = Field(default="rmse", description="rmse, mae or r2 on the test split")
-    min_improvement: float = Field(
-        default=0.0, description="fraction by which a challenger must beat the champion"
+    promotion_metric: str = env_field(
+        "MLOPS_PROMOTION_METRIC",
+        "rmse",
+        "Test-split metric that decides promotion: rmse, mae or r2.",
     )
-    min_r2: float = Field(default=0.5, description="lowest acceptable test R2")
-    baseline_margin: float = Field(
-        default=0.1, description="fraction by which test RMSE must beat the median baseline"
+    min_improvement: float = env_field(
+        "MLOPS_MIN_IMPROVEMENT",
+        0.0,
+        "Fraction by which a challenger must beat the champion.",
     )
-    drift_share_threshold: float = Field(
-        default=0.3, description="share of drifted feature columns that fails the drift check"
+    min_r2: float = env_field(
+        "MLOPS_MIN_R2",
+        0.5,
+        "Lowest test R2 a trained model may have (blocking check).",
     )
-    quality_tolerance: float = Field(
-        default=0.25,
-        description="allowed fractional rise of batch RMSE over the champion's test RMSE",
+    baseline_margin: float = env_field(
+        "MLOPS_BASELINE_MARGIN",
+        0.1,
+        "Fraction by which a model must beat the median baseline's test RMSE.",
     )
-    drift_sample_rows: int = Field(default=50_000, description="rows sampled for drift reports")
-    drift_policy: str = Field(
-        default="retrain",
-        description="what a failed drift_report check starts: continue, retrain or rollback",
+    drift_share_threshold: float = env_field(
+        "MLOPS_DRIFT_SHARE_THRESHOLD",
+        0.3,
+        "Share of drifted feature columns that fails the drift check (WARN).",
     )
-    retrain_cooldown_minutes: float = Field(
-        default=360, description="quiet time after a run started by the drift policy"
+    quality_tolerance: float = env_field(
+        "MLOPS_QUALITY_TOLERANCE",
+        0.25,
+        "Fraction by which batch RMSE may exceed the champion's test RMSE before the quality "
+        "check fails (ERROR).",
+    )
+    drift_sample_rows: int = env_field(
+        "MLOPS_DRIFT_SAMPLE_ROWS",
+        50000,
+        "Rows sampled from batch and reference for the drift report.",
+    )
+    drift_policy: str = env_field(
+        "MLOPS_DRIFT_POLICY",
+        "retrain",
+        "What a failed drift_report check starts: continue (alerts only), retrain "
+        "(refresh_model), or rollback (a failed quality check rolls the champion back; drift "
+        "alone retrains).",
+    )
+    retrain_cooldown_minutes: float = env_field(
+        "MLOPS_RETRAIN_COOLDOWN_MINUTES",
+        360.0,
+        "After a run started by the drift policy, further drift failures start nothing for "
+        "this long.",
     )
 
     def drift_action(self, check_name: str) -> str:

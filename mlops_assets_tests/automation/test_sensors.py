@@ -42,8 +42,9 @@ def evaluate(
     cursor: str | None = None,
     **resources: Any,
 ) -> Any:
-    context = build_sensor_context(instance=instance, cursor=cursor, resources=resources)
-    return sensor(context)
+    # A context manager: resources with nested resources (S3Config) are set up inside it.
+    with build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        return sensor(context)
 
 
 def requests_of(result: Any) -> list[RunRequest]:

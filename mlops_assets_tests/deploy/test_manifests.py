@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlops_assets.settings import SETTINGS
+from mlops_assets.settings import all_settings
 from mlops_assets_tests import helm_chart
 from mlops_assets_tests.deploy import skip_loudly
 from mlops_assets_tests.deploy.k8s_schema import K8S_VERSION, validate, validate_fragment
@@ -190,7 +190,7 @@ def test_mlflow_admits_every_dns_name_of_its_service_with_and_without_port() -> 
 
 def test_settings_config_map_sets_only_project_settings() -> None:
     (settings,) = [c for c in by_kind("ConfigMap") if c["metadata"]["name"] == "mlops-settings"]
-    known = {s.name for s in SETTINGS} | {"MLFLOW_TRACKING_URI"}
+    known = {s.name for s in all_settings()} | {"MLFLOW_TRACKING_URI"}
     assert set(settings["data"]) <= known, set(settings["data"]) - known
     assert settings["data"]["MLOPS_AUTOMATION"] == "running", (
         "the daemon runs schedules and sensors"
