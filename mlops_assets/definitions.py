@@ -101,6 +101,7 @@ def build_resources() -> dict[str, object]:
     s3 = from_env(S3Config)  # one S3 configuration: object store, s3:// sources, IO manager
     tracking_uri = setting("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
     notifier = from_env(NotifierResource)
+    image_builder = from_env(ImageBuilderResource)
     return {
         "io_manager": io_manager(root, s3),
         "object_store": ObjectStoreResource(
@@ -112,7 +113,7 @@ def build_resources() -> dict[str, object]:
             tracking_uri=tracking_uri,
             artifact_root=str(root / "mlartifacts") if tracking_uri.startswith("sqlite") else "",
         ),
-        "image_builder": from_env(ImageBuilderResource),
+        "image_builder": from_env(ImageBuilderResource, secrets=image_builder.secrets_needed()),
         "policy": from_env(LifecyclePolicy),
         "model_rollout": from_env(ModelRolloutResource),
         "notifier": from_env(NotifierResource, secrets=notifier.secrets_needed()),

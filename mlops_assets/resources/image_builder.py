@@ -5,8 +5,8 @@ as root here), and ``kaniko`` (a Kubernetes Job, see kaniko.py). ``auto`` picks 
 docker, buildah, podman that works on this machine. Images built here run for their smoke
 test with podman (buildah, podman) or docker.
 
-Registry credentials come from MLOPS_REGISTRY_USERNAME / MLOPS_REGISTRY_PASSWORD; they are
-written to a private auth file for the duration of one command and never appear on a command
+Registry credentials are settings of this resource (MLOPS_REGISTRY_USERNAME, and the password
+as an EnvVar); they are written to a private auth file for the duration of one command and never appear on a command
 line or in a log.
 """
 
@@ -37,7 +37,6 @@ from mlops_assets.resources.oci_registry import (
     ImageReference,
     RegistryClient,
     RegistryUnavailable,
-    registry_credentials,
 )
 from mlops_assets.settings import env_field
 
@@ -213,6 +212,17 @@ class ImageBuilderResource(ConfigurableResource):
         "Cluster kaniko build Jobs run on: in-cluster (the pod's service account) or a "
         "kubeconfig file path.",
     )
+    registry_username: str = env_field(
+        "MLOPS_REGISTRY_USERNAME",
+        "",
+        "Login of MLOPS_IMAGE_REGISTRY; empty means anonymous (with Docker, `docker login`).",
+    )
+    registry_password: str = env_field(
+        "MLOPS_REGISTRY_PASSWORD",
+        "",
+        "Password or token of that login (a secret: read through EnvVar, never shown).",
+        secret=True,
+    )
 
     # --- choosing a backend -------------------------------------------------------------
 
@@ -259,8 +269,19 @@ class ImageBuilderResource(ConfigurableResource):
         ImageReference.parse(f"{self.registry}/{name}")  # fails early on a malformed registry
         return f"{self.registry.rstrip('/')}/{name}"
 
+    def credentials(self) -> tuple[str, str] | None:
+        return (self.registry_username, self.registry_password) if self.registry_username else None
+
+    def secrets_needed(self) -> set[str]:
+        """With a registry login, its password is wired as an EnvVar (see from_env)."""
+        return {"registry_password"} if self.registry_username else set()
+
     def registry_client(self, repository: str) -> RegistryClient:
-        return RegistryClient(ImageReference.parse(repository), insecure=self.registry_insecure)
+        return RegistryClient(
+            ImageReference.parse(repository),
+            insecure=self.registry_insecure,
+            credentials=self.credentials(),
+        )
 
     # --- publishing: what served_image asks for -----------------------------------------
 
@@ -468,7 +489,7 @@ class ImageBuilderResource(ConfigurableResource):
 
     @contextlib.contextmanager
     def _auth_file(self, destination: str) -> Iterator[str | None]:
-        credentials = registry_credentials()
+        credentials = self.credentials()
         if credentials is None:
             yield None
             return

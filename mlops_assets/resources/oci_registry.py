@@ -2,14 +2,14 @@
 
 Only what the served image needs: does a tag or digest exist, what digest does a tag name,
 how big is the image. Anonymous, basic and bearer-token auth; credentials come from
-MLOPS_REGISTRY_USERNAME / MLOPS_REGISTRY_PASSWORD and are never logged.
+the image builder's settings (MLOPS_REGISTRY_USERNAME / MLOPS_REGISTRY_PASSWORD) and are never
+logged.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import urllib.error
 import urllib.parse
@@ -29,12 +29,6 @@ MANIFEST_TYPES = ", ".join(
 
 class RegistryUnavailable(RuntimeError):
     """The registry did not answer, or answered with a server error."""
-
-
-def registry_credentials() -> tuple[str, str] | None:
-    user = os.environ.get("MLOPS_REGISTRY_USERNAME", "")
-    password = os.environ.get("MLOPS_REGISTRY_PASSWORD", "")
-    return (user, password) if user else None
 
 
 @dataclass(frozen=True)
@@ -63,6 +57,8 @@ class RegistryClient:
     repository: ImageReference
     insecure: bool = False
     timeout: float = 10
+    # (user, password) from ImageBuilderResource; None is anonymous. Never logged.
+    credentials: tuple[str, str] | None = None
 
     @property
     def base_url(self) -> str:
@@ -104,7 +100,7 @@ class RegistryClient:
     def _request(self, method: str, path: str) -> RegistryClient._Response | None:
         url = f"{self.base_url}/{path}"
         headers = {"Accept": MANIFEST_TYPES}
-        credentials = registry_credentials()
+        credentials = self.credentials
         if credentials:
             headers["Authorization"] = "Basic " + _basic(credentials)
         try:

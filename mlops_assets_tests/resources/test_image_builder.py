@@ -104,12 +104,12 @@ def test_an_unreachable_registry_is_reported_as_such() -> None:
         client.manifest_digest("v1")
 
 
-def test_registry_credentials_reach_the_push_only_through_a_private_auth_file(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("MLOPS_REGISTRY_USERNAME", "robot")
-    monkeypatch.setenv("MLOPS_REGISTRY_PASSWORD", "s3cret-value")
-    builder = ImageBuilderResource(registry="registry.example.com/ml")
+def test_registry_credentials_reach_the_push_only_through_a_private_auth_file() -> None:
+    builder = ImageBuilderResource(
+        registry="registry.example.com/ml",
+        registry_username="robot",
+        registry_password="s3cret-value",
+    )
     with builder._auth_file("registry.example.com/ml/m:v1") as path:
         assert path is not None
         auth = Path(path)
