@@ -72,6 +72,13 @@ class Registration:
     dataset_digest: str
 
 
+def champion_data_version(version: str | None) -> str:
+    """registered_model's data version: which version is champion. The served image and the
+    deployment follow it (an automation condition on its change), whether a materialisation,
+    an approval or a rollback moved it."""
+    return f"champion-v{version}" if version else "no-champion"
+
+
 @dataclass(frozen=True)
 class ScoredBatch:
     """predictions: one day's scored batch as Parquet in the object store."""

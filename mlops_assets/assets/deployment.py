@@ -13,6 +13,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetIn,
+    AutomationCondition,
     Failure,
     MetadataValue,
     Output,
@@ -36,6 +37,8 @@ def record_key(model_name: str) -> str:
     group_name="serving",
     kinds={"kubernetes"},
     ins={"served_image": AssetIn("served_image")},
+    # Rolls out every image served_image publishes, in the same run when both are requested.
+    automation_condition=AutomationCondition.eager(),
     output_required=False,
     description="The served image rolled out to Kubernetes (MLOPS_DEPLOY_CLUSTER): a KServe "
     "InferenceService, or a Deployment and Service with /ping readiness and liveness probes. "

@@ -12,6 +12,7 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     Config,
+    DataVersion,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -36,7 +37,12 @@ from mlops_assets.ml.train import (
     serving_requirements,
     training_fingerprint,
 )
-from mlops_assets.records import DatasetVersion, Registration, TrainedModel
+from mlops_assets.records import (
+    DatasetVersion,
+    Registration,
+    TrainedModel,
+    champion_data_version,
+)
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.mlflow_registry import (
     CHALLENGER,
@@ -262,6 +268,7 @@ def registered_model(
             champion_score_before=champion_score,
             dataset_digest=trained_model.dataset_digest,
         ),
+        data_version=DataVersion(champion_data_version(champion_after)),
         metadata={
             "model_name": mlflow.model_name,
             "version": version,

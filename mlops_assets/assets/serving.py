@@ -21,6 +21,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
+    AutomationCondition,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -59,11 +60,23 @@ SMOKE_TOLERANCE = 1e-6
 SMOKE_PING_TIMEOUT = 180.0
 
 
+# The champion changed (registered_model's data version names it; an approval or a rollback
+# records it too): build its image once, when nothing upstream or here is running.
+FOLLOWS_THE_CHAMPION = (
+    AutomationCondition.any_deps_match(AutomationCondition.data_version_changed())
+    .since_last_handled()
+    .with_label("champion changed")
+    & ~AutomationCondition.in_progress()
+    & ~AutomationCondition.any_deps_in_progress()
+)
+
+
 @asset(
     retry_policy=SERVER_RETRY,
     group_name="serving",
     kinds={"mlflow", "docker"},
     deps=["registered_model"],
+    automation_condition=FOLLOWS_THE_CHAMPION,
     description="The champion (models:/NAME@champion) in an OCI image built from MLflow's own "
     "Dockerfile (MLflow scoring server on port 8000, non-root), tagged v<version> and pushed to "
     "MLOPS_IMAGE_REGISTRY, or saved as an OCI archive in the object store without a registry.",

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # what define_asset_job returns; dagster exports it for typin
 
 from mlops_assets.assets.metadata import md_table
 from mlops_assets.assets.pod_resources import standard_tags, training_tags
+from mlops_assets.records import champion_data_version
 from mlops_assets.resources.mlflow_registry import (
     CHALLENGER,
     CHAMPION,
@@ -30,6 +31,9 @@ from mlops_assets.resources.mlflow_registry import (
     AliasMove,
     MlflowResource,
 )
+
+# How Dagster records a materialisation's data version (DataVersion does it for assets).
+DATA_VERSION_TAG = "dagster/data_version"
 
 # served_image needs an image builder and takes minutes, model_deployment a cluster: they have
 # their own job (and, through automation, follow champion changes), so the lifecycle runs on
@@ -101,6 +105,8 @@ def _record(context: OpExecutionContext, move: AliasMove, model_name: str) -> No
     context.log_event(
         AssetMaterialization(
             asset_key="registered_model",
+            # The champion's data version: the served image follows it (champion_image).
+            tags={DATA_VERSION_TAG: champion_data_version(move.to_version)},
             description=f"{move.alias}: v{move.from_version} -> v{move.to_version} ({move.reason})",
             metadata={
                 "model_name": model_name,

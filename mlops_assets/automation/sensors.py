@@ -1,10 +1,10 @@
 """Sensors that launch work: new labelled data, new incoming batches, the drift policy, and
 a new champion to serve.
 
-They are hand-written because nothing declarative does their job: the first two watch data
-outside Dagster, the drift policy turns failed checks into a retrain or a rollback by a
-configured policy, and champion_image follows the champion that registered_model records, also when a
-job approves or rolls back.
+The first three are hand-written because nothing declarative does their job: two watch data
+outside Dagster, and the drift policy turns failed checks into a retrain or a rollback by a
+configured policy. champion_image is declarative: it evaluates the automation conditions of
+served_image and model_deployment.
 
 Each keeps a cursor in the instance and gives every run a run key derived from what caused
 it, so a re-run tick or a restarted daemon never launches the same work twice.
@@ -19,7 +19,8 @@ from datetime import date
 from dagster import (
     AssetCheckKey,
     AssetKey,
-    AssetRecordsFilter,
+    AssetSelection,
+    AutomationConditionSensorDefinition,
     RunRequest,
     RunsFilter,
     SensorDefinition,
@@ -169,37 +170,6 @@ def apply_drift_policy(context: SensorEvaluationContext, policy: LifecyclePolicy
     return SensorResult(run_requests=[request], cursor=cursor.dumps())
 
 
-def follow_champion(context: SensorEvaluationContext) -> SensorResult | SkipReason:
-    state = json.loads(context.cursor) if context.cursor else {}
-    after: int | None = state.get("after")
-    champion: str = state.get("champion", "")
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey("registered_model"), after_storage_id=after),
-        limit=100,
-        ascending=True,
-    ).records
-    if not records:
-        return SkipReason("no new registered_model materialisation")
-    latest = champion
-    for record in records:
-        materialization = record.asset_materialization
-        value = materialization.metadata.get("champion_version") if materialization else None
-        if value is not None and value.value:
-            latest = str(value.value)
-    requests = []
-    if latest and latest != champion:
-        requests.append(
-            RunRequest(
-                run_key=f"serve-v{latest}-{records[-1].storage_id}",
-                tags={TRIGGER_TAG: "champion_image", CAUSE_TAG: f"champion v{latest}"},
-            )
-        )
-    return SensorResult(
-        run_requests=requests,
-        cursor=json.dumps({"after": records[-1].storage_id, "champion": latest}),
-    )
-
-
 def build_sensors(settings: AutomationSettings, jobs: AssetJobs) -> list[SensorDefinition]:
     """The sensors that launch runs, with the interval and default status of ``settings``."""
 
@@ -239,12 +209,16 @@ def build_sensors(settings: AutomationSettings, jobs: AssetJobs) -> list[SensorD
             "quality check rolls the champion back). After a run it starts, further failures start "
             "nothing for MLOPS_RETRAIN_COOLDOWN_MINUTES.",
         )(apply_drift_policy),
-        sensor(
-            name="champion_image",
-            job=jobs.serve_champion,
+        # Declarative: served_image and model_deployment carry automation conditions (the
+        # champion changed; a new image); this sensor evaluates them.
+        AutomationConditionSensorDefinition(
+            "champion_image",
+            target=AssetSelection.assets("served_image", "model_deployment"),
             minimum_interval_seconds=settings.interval_seconds,
             default_status=settings.image_sensor_status,
-            description="Runs serve_champion when registered_model records a new champion (a "
-            "promotion, an approval or a rollback), so the served image follows the champion.",
-        )(follow_champion),
+            run_tags={TRIGGER_TAG: "champion_image"},
+            description="Evaluates the automation conditions of served_image (the champion "
+            "changed: a promotion, an approval or a rollback) and model_deployment (a new "
+            "image), so the served image and the rollout follow the champion.",
+        ),
     ]

@@ -12,19 +12,24 @@ from typing import Any
 
 import pytest
 from dagster import (
+    AssetKey,
     AssetMaterialization,
+    AssetSelection,
+    AutomationConditionSensorDefinition,
     DagsterInstance,
     DagsterRun,
     RunRequest,
     SensorResult,
     SkipReason,
     build_sensor_context,
+    evaluate_automation_conditions,
 )
 
 from mlops_assets.automation.constants import TRIGGER_TAG, AutomationSettings
-from mlops_assets.automation.jobs import build_jobs
+from mlops_assets.automation.jobs import DATA_VERSION_TAG, build_jobs
 from mlops_assets.automation.sensors import build_sensors
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
+from mlops_assets.records import champion_data_version
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.policy import LifecyclePolicy
 from mlops_assets_tests.conftest import Lifecycle, record_evaluation
@@ -33,7 +38,6 @@ SENSORS = {sensor.name: sensor for sensor in build_sensors(AutomationSettings(),
 new_labelled_data = SENSORS["new_labelled_data"]
 incoming_batches = SENSORS["incoming_batches"]
 drift_policy = SENSORS["drift_policy"]
-champion_image = SENSORS["champion_image"]
 
 
 def evaluate(
@@ -242,29 +246,79 @@ def test_a_bad_drift_policy_is_named() -> None:
 
 
 def champion_recorded(instance: DagsterInstance, version: str) -> None:
+    """What registered_model (or an approval, or a rollback) records: the champion's version
+    as its data version."""
     instance.report_runless_asset_event(
-        AssetMaterialization("registered_model", metadata={"champion_version": version})
+        AssetMaterialization(
+            "registered_model",
+            metadata={"champion_version": version},
+            tags={DATA_VERSION_TAG: champion_data_version(version)},
+        )
     )
 
 
 def test_champion_image_serves_each_new_champion_once(lifecycle: Lifecycle) -> None:
+    """champion_image evaluates the automation conditions of served_image and model_deployment:
+    a new champion requests both (in one run), an unchanged one nothing."""
+    from mlops_assets.definitions import build_definitions
+
     instance = lifecycle.instance
-    assert isinstance(evaluate(champion_image, instance), SkipReason)
+    defs = build_definitions()
+    target = AssetSelection.assets("served_image", "model_deployment")
+
+    def tick(cursor: Any) -> Any:
+        return evaluate_automation_conditions(
+            defs=defs, instance=instance, asset_selection=target, cursor=cursor
+        )
+
+    def requested(result: Any) -> set[str]:
+        return {
+            key.to_user_string()
+            for key in (AssetKey("served_image"), AssetKey("model_deployment"))
+            if result.get_requested_partitions(key)
+        }
+
+    start = tick(None)
+    assert requested(start) == set()  # no champion recorded yet
 
     champion_recorded(instance, "1")
-    first = evaluate(champion_image, instance)
-    [request] = requests_of(first)
-    assert request.run_key.startswith("serve-v1-")
+    first = tick(start.cursor)
+    assert requested(first) == {"served_image", "model_deployment"}
 
     champion_recorded(instance, "1")  # registered again, champion unchanged
-    same = evaluate(champion_image, instance, first.cursor)
-    assert requests_of(same) == []
+    same = tick(first.cursor)
+    assert requested(same) == set()
 
     champion_recorded(instance, "2")
     champion_recorded(instance, "1")  # promoted, then rolled back before the next tick
-    back = evaluate(champion_image, instance, same.cursor)
-    assert requests_of(back) == []  # v1 is what is served already
+    back = tick(same.cursor)
+    assert requested(back) == set()  # v1 is what is served already
     champion_recorded(instance, "2")
-    promoted = evaluate(champion_image, instance, back.cursor)
-    [serve] = requests_of(promoted)
-    assert serve.run_key.startswith("serve-v2-")
+    promoted = tick(back.cursor)
+    assert requested(promoted) == {"served_image", "model_deployment"}
+    assert requested(tick(promoted.cursor)) == set()
+
+    sensor = defs.resolve_sensor_def("champion_image")
+    assert isinstance(sensor, AutomationConditionSensorDefinition)
+    assert sensor.run_tags == {TRIGGER_TAG: "champion_image"}
+
+
+def test_the_real_registered_model_drives_champion_image(lifecycle: Lifecycle) -> None:
+    """registered_model's own materialisation carries the champion's data version: a first
+    champion requests the served image, an unchanged re-run does not."""
+    from mlops_assets.definitions import build_definitions
+
+    defs = build_definitions()
+    target = AssetSelection.assets("served_image", "model_deployment")
+
+    def tick(cursor: Any) -> Any:
+        return evaluate_automation_conditions(
+            defs=defs, instance=lifecycle.instance, asset_selection=target, cursor=cursor
+        )
+
+    start = tick(None)
+    assert lifecycle.run("refresh_model", partition=None).success
+    first = tick(start.cursor)
+    assert first.get_requested_partitions(AssetKey("served_image"))
+    assert lifecycle.run("refresh_model", partition=None).success  # unchanged: reused
+    assert tick(first.cursor).total_requested == 0
