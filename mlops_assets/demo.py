@@ -36,7 +36,7 @@ def dagster_home() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mlops_assets.partitions import daily_batches
+    from mlops_assets.partitions import daily_partitions
 
     parser = argparse.ArgumentParser(
         prog="mlops-demo",
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--partition",
-        default=daily_batches.get_last_partition_key(),
+        default=daily_partitions().get_last_partition_key(),
         help="day of the incoming batch to score (default: the latest complete day)",
     )
     args = parser.parse_args(argv)

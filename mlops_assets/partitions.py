@@ -1,5 +1,6 @@
-"""The daily partitions of incoming batches, shared by the scoring assets, their jobs, the
-schedule, the sensors and the demo."""
+"""The daily partitions of incoming batches, shared by the scoring assets, the schedule, the
+sensors and the demo; built when asked (never on import), so MLOPS_PARTITIONS_START is read
+then."""
 
 from dagster import DailyPartitionsDefinition
 
@@ -9,7 +10,3 @@ from mlops_assets.settings import setting
 def daily_partitions(start: str | None = None) -> DailyPartitionsDefinition:
     """One partition per day from ``start`` (MLOPS_PARTITIONS_START when not given)."""
     return DailyPartitionsDefinition(start_date=start or setting("MLOPS_PARTITIONS_START"))
-
-
-# Assets take their partitions when they are defined, so this one is built on import.
-daily_batches = daily_partitions()

@@ -7,12 +7,15 @@ from typing import Any
 import numpy as np
 from dagster import (
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetIn,
+    AssetsDefinition,
     Failure,
     MaterializeResult,
     MetadataValue,
+    PartitionsDefinition,
     PreviewWarning,
     asset,
     asset_check,
@@ -26,33 +29,15 @@ from mlops_assets.ml.drift import PREDICTION, sample
 from mlops_assets.ml.drift import drift_report as build_drift_report
 from mlops_assets.ml.tabular import DatasetRejected, read_validated
 from mlops_assets.ml.train import model_input
-from mlops_assets.partitions import daily_batches
 from mlops_assets.records import DriftResult, ScoredBatch
 from mlops_assets.resources.dataset_source import DatasetSourceResource, SourceUnavailable
 from mlops_assets.resources.mlflow_registry import CHAMPION, MlflowResource
 from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets.resources.policy import LifecyclePolicy
 
-# Partitioned checks are a Dagster preview feature; they are what makes each day's checks
-# evaluate that day's predictions, so the preview is accepted knowingly.
-warnings.filterwarnings(
-    "ignore",
-    message="Specifying a partitions_def on an AssetCheckSpec is currently in preview",
-    category=PreviewWarning,
-)
-
 MODEL_VERSION = "model_version"
 
 
-@asset(
-    retry_policy=SERVER_RETRY,
-    group_name="scoring",
-    kinds={"mlflow", "parquet"},
-    partitions_def=daily_batches,
-    deps=["registered_model"],
-    description="Batch inference of the day's incoming batch: load data, load the champion "
-    "(models:/NAME@champion), run inference, save results as Parquet.",
-)
 def predictions(
     context: AssetExecutionContext,
     dataset_source: DatasetSourceResource,
@@ -125,13 +110,6 @@ def _load_predictions(handle: ScoredBatch, store: ObjectStoreResource) -> Any:
     return parquet_to_frame(store.get_bytes(handle.key))
 
 
-@asset_check(
-    retry_policy=SERVER_RETRY,
-    asset="predictions",
-    partitions_def=daily_batches,
-    blocking=True,
-    description="The saved results have exactly one prediction per input row.",
-)
 def one_prediction_per_row(
     predictions: ScoredBatch, object_store: ObjectStoreResource
 ) -> AssetCheckResult:
@@ -142,13 +120,6 @@ def one_prediction_per_row(
     )
 
 
-@asset_check(
-    retry_policy=SERVER_RETRY,
-    asset="predictions",
-    partitions_def=daily_batches,
-    blocking=True,
-    description="No prediction is NaN or infinite.",
-)
 def no_missing_predictions(
     predictions: ScoredBatch, object_store: ObjectStoreResource
 ) -> AssetCheckResult:
@@ -175,14 +146,6 @@ def plausible_range(
     return low, high
 
 
-@asset_check(
-    retry_policy=SERVER_RETRY,
-    asset="predictions",
-    partitions_def=daily_batches,
-    description="Predictions stay within the champion's training target range widened by half "
-    "its span on each side, and within the target's bounds in the spec (WARN: a sign of "
-    "extrapolation, not of a broken model).",
-)
 def predictions_in_plausible_range(
     predictions: ScoredBatch,
     dataset_source: DatasetSourceResource,
@@ -217,17 +180,6 @@ def predictions_in_plausible_range(
     )
 
 
-@asset(
-    retry_policy=SERVER_RETRY,
-    group_name="scoring",
-    kinds={"evidently"},
-    partitions_def=daily_batches,
-    ins={"predictions": AssetIn("predictions")},
-    deps=["versioned_dataset"],
-    description="Evidently report of the day's scored batch against the training split of the "
-    "champion that scored it: data drift, and regression quality when the batch has labels. "
-    "HTML and JSON in the object store.",
-)
 def drift_report(
     context: AssetExecutionContext,
     predictions: ScoredBatch,
@@ -285,13 +237,6 @@ def drift_report(
     )
 
 
-@asset_check(
-    retry_policy=SERVER_RETRY,
-    asset="drift_report",
-    partitions_def=daily_batches,
-    description="Share of drifted feature columns is under the policy threshold. WARN: drift "
-    "alone is a reason to look, not to stop.",
-)
 def drift_share_below_threshold(
     drift_report: DriftResult, policy: LifecyclePolicy
 ) -> AssetCheckResult:
@@ -305,13 +250,6 @@ def drift_share_below_threshold(
     )
 
 
-@asset_check(
-    retry_policy=SERVER_RETRY,
-    asset="drift_report",
-    partitions_def=daily_batches,
-    description="On a labelled batch, RMSE is at most the champion's test RMSE times "
-    "(1 + tolerance). ERROR: the model is getting answers wrong. Unlabelled batches pass.",
-)
 def quality_not_degraded(drift_report: DriftResult, policy: LifecyclePolicy) -> AssetCheckResult:
     quality = drift_report.quality
     if not quality:
@@ -334,3 +272,104 @@ def quality_not_degraded(drift_report: DriftResult, policy: LifecyclePolicy) -> 
             "model_version": drift_report.model_version,
         },
     )
+
+
+def build_scoring_assets(
+    partitions: PartitionsDefinition,
+) -> tuple[list[AssetsDefinition], list[AssetChecksDefinition]]:
+    """predictions and drift_report with their checks, partitioned by ``partitions`` (built when
+    the definitions are, so MLOPS_PARTITIONS_START is read then, not on import)."""
+    with warnings.catch_warnings():
+        # Partitioned checks are a Dagster preview feature; they are what makes each day's
+        # checks evaluate that day's predictions, so the preview is accepted knowingly.
+        warnings.filterwarnings(
+            "ignore",
+            message="Specifying a partitions_def on an AssetCheckSpec is currently in preview",
+            category=PreviewWarning,
+        )
+        return _scoring_assets(partitions)
+
+
+def _scoring_assets(
+    partitions: PartitionsDefinition,
+) -> tuple[list[AssetsDefinition], list[AssetChecksDefinition]]:
+    assets = []
+    checks = []
+    assets.append(
+        asset(
+            name="predictions",
+            retry_policy=SERVER_RETRY,
+            group_name="scoring",
+            kinds={"mlflow", "parquet"},
+            partitions_def=partitions,
+            deps=["registered_model"],
+            description="Batch inference of the day's incoming batch: load data, load the champion "
+            "(models:/NAME@champion), run inference, save results as Parquet.",
+        )(predictions)
+    )
+    checks.append(
+        asset_check(
+            name="one_prediction_per_row",
+            retry_policy=SERVER_RETRY,
+            asset="predictions",
+            partitions_def=partitions,
+            blocking=True,
+            description="The saved results have exactly one prediction per input row.",
+        )(one_prediction_per_row)
+    )
+    checks.append(
+        asset_check(
+            name="no_missing_predictions",
+            retry_policy=SERVER_RETRY,
+            asset="predictions",
+            partitions_def=partitions,
+            blocking=True,
+            description="No prediction is NaN or infinite.",
+        )(no_missing_predictions)
+    )
+    checks.append(
+        asset_check(
+            name="predictions_in_plausible_range",
+            retry_policy=SERVER_RETRY,
+            asset="predictions",
+            partitions_def=partitions,
+            description="Predictions stay within the champion's training target range widened by half "
+            "its span on each side, and within the target's bounds in the spec (WARN: a sign of "
+            "extrapolation, not of a broken model).",
+        )(predictions_in_plausible_range)
+    )
+    assets.append(
+        asset(
+            name="drift_report",
+            retry_policy=SERVER_RETRY,
+            group_name="scoring",
+            kinds={"evidently"},
+            partitions_def=partitions,
+            ins={"predictions": AssetIn("predictions")},
+            deps=["versioned_dataset"],
+            description="Evidently report of the day's scored batch against the training split of the "
+            "champion that scored it: data drift, and regression quality when the batch has labels. "
+            "HTML and JSON in the object store.",
+        )(drift_report)
+    )
+    checks.append(
+        asset_check(
+            name="drift_share_below_threshold",
+            retry_policy=SERVER_RETRY,
+            asset="drift_report",
+            partitions_def=partitions,
+            description="Share of drifted feature columns is under the policy threshold. WARN: drift "
+            "alone is a reason to look, not to stop.",
+        )(drift_share_below_threshold)
+    )
+    checks.append(
+        asset_check(
+            name="quality_not_degraded",
+            retry_policy=SERVER_RETRY,
+            asset="drift_report",
+            partitions_def=partitions,
+            description="On a labelled batch, RMSE is at most the champion's test RMSE times "
+            "(1 + tolerance). ERROR: the model is getting answers wrong. Unlabelled batches pass.",
+        )(quality_not_degraded)
+    )
+    return assets, checks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dagster import (
+    DailyPartitionsDefinition,
     RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
@@ -12,18 +13,24 @@ from dagster import (
 
 from mlops_assets.automation.constants import TRIGGER_TAG, AutomationSettings
 from mlops_assets.automation.jobs import AssetJobs
-from mlops_assets.partitions import daily_batches
 
 
-def score_the_day_that_ended(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
-    days = daily_batches.get_partition_keys(current_time=context.scheduled_execution_time)
+def score_the_day_that_ended(
+    context: ScheduleEvaluationContext, partitions: DailyPartitionsDefinition
+) -> RunRequest | SkipReason:
+    days = partitions.get_partition_keys(current_time=context.scheduled_execution_time)
     if not days:
         return SkipReason("no complete day since MLOPS_PARTITIONS_START yet")
     day = days[-1]
     return RunRequest(run_key=day, partition_key=day, tags={TRIGGER_TAG: "daily_scoring"})
 
 
-def build_schedules(settings: AutomationSettings, jobs: AssetJobs) -> list[ScheduleDefinition]:
+def build_schedules(
+    settings: AutomationSettings, jobs: AssetJobs, partitions: DailyPartitionsDefinition
+) -> list[ScheduleDefinition]:
+    def scoring_tick(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
+        return score_the_day_that_ended(context, partitions)
+
     daily_scoring = schedule(
         name="daily_scoring",
         job=jobs.score_batch,
@@ -31,7 +38,7 @@ def build_schedules(settings: AutomationSettings, jobs: AssetJobs) -> list[Sched
         execution_timezone=settings.timezone,
         default_status=settings.schedule_status,
         description="Scores the day that just ended (its incoming batch) and reports its drift.",
-    )(score_the_day_that_ended)
+    )(scoring_tick)
     periodic_retrain = ScheduleDefinition(
         name="periodic_retrain",
         job=jobs.refresh_model,

@@ -21,6 +21,7 @@ from dagster import (
     AssetKey,
     AssetSelection,
     AutomationConditionSensorDefinition,
+    DailyPartitionsDefinition,
     RunRequest,
     RunsFilter,
     SensorDefinition,
@@ -34,7 +35,6 @@ from mlops_assets.assets.metadata import redact_uri
 from mlops_assets.automation.check_history import CheckCursor, failed_checks, start_cursor
 from mlops_assets.automation.constants import CAUSE_TAG, TRIGGER_TAG, AutomationSettings
 from mlops_assets.automation.jobs import AssetJobs, rollback_champion
-from mlops_assets.partitions import daily_batches
 from mlops_assets.resources.dataset_source import DatasetSourceResource, is_generated
 from mlops_assets.resources.mlflow_registry import CHAMPION, MlflowResource
 from mlops_assets.resources.policy import LifecyclePolicy
@@ -69,6 +69,7 @@ def watch_incoming_batches(
     context: SensorEvaluationContext,
     dataset_source: DatasetSourceResource,
     mlflow: MlflowResource,
+    partitions: DailyPartitionsDefinition,
     lookback_days: int,
 ) -> SensorResult | SkipReason:
     template = redact_uri(dataset_source.incoming_uri)
@@ -77,7 +78,7 @@ def watch_incoming_batches(
             f"MLOPS_INCOMING_URI is the generated sample {template}: nothing lands there; "
             "the daily_scoring schedule scores it"
         )
-    days = daily_batches.get_partition_keys()[-lookback_days:]
+    days = partitions.get_partition_keys()[-lookback_days:]
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     landed = {}
     for day in days:
@@ -170,7 +171,9 @@ def apply_drift_policy(context: SensorEvaluationContext, policy: LifecyclePolicy
     return SensorResult(run_requests=[request], cursor=cursor.dumps())
 
 
-def build_sensors(settings: AutomationSettings, jobs: AssetJobs) -> list[SensorDefinition]:
+def build_sensors(
+    settings: AutomationSettings, jobs: AssetJobs, partitions: DailyPartitionsDefinition
+) -> list[SensorDefinition]:
     """The sensors that launch runs, with the interval and default status of ``settings``."""
 
     def incoming_batches(
@@ -178,7 +181,9 @@ def build_sensors(settings: AutomationSettings, jobs: AssetJobs) -> list[SensorD
         dataset_source: DatasetSourceResource,
         mlflow: MlflowResource,
     ) -> SensorResult | SkipReason:
-        return watch_incoming_batches(context, dataset_source, mlflow, settings.lookback_days)
+        return watch_incoming_batches(
+            context, dataset_source, mlflow, partitions, settings.lookback_days
+        )
 
     return [
         sensor(

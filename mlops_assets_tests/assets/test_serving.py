@@ -220,15 +220,12 @@ def test_without_any_builder_only_served_image_fails_and_says_how_to_enable_one(
     from dagster import AssetSelection, Definitions, define_asset_job
 
     from mlops_assets.definitions import build_definitions
-    from mlops_assets.partitions import daily_batches
 
     no_tools = tmp_path / "bin"
     no_tools.mkdir()
     monkeypatch.setenv("PATH", str(no_tools))
     monkeypatch.setenv("LOKY_MAX_CPU_COUNT", "2")  # joblib would look for `cat`
-    everything = define_asset_job(
-        "everything", selection=AssetSelection.all(), partitions_def=daily_batches
-    )
+    everything = define_asset_job("everything", selection=AssetSelection.all())
     base = build_definitions()
     defs = Definitions(
         assets=list(base.assets or []),

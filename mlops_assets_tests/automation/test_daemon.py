@@ -64,7 +64,7 @@ def failed_evaluations(instance: DagsterInstance) -> list[tuple[str, str, str, s
 
 
 def test_sensors_launch_the_loop_and_alert_once_across_a_daemon_restart(tmp_path: Path) -> None:
-    from mlops_assets.partitions import daily_batches
+    from mlops_assets.partitions import daily_partitions
 
     labelled, incoming = tmp_path / "labelled", tmp_path / "incoming"
     dagster_home, logs = tmp_path / "dagster_home", tmp_path / "logs"
@@ -122,7 +122,7 @@ def test_sensors_launch_the_loop_and_alert_once_across_a_daemon_restart(tmp_path
                 assert instance.get_latest_materialization_event(AssetKey(asset)) is not None
 
             # 2. A drifted, unlabelled batch lands for the latest day -> score_batch.
-            day = daily_batches.get_partition_keys()[-1]
+            day = daily_partitions().get_partition_keys()[-1]
             drifted = generate_house_prices(400, seed=7, drift=True).drop(columns=["price"])
             drop(incoming / f"{day}.csv", drifted)
             scored = wait_for(

@@ -16,8 +16,11 @@ from dagster import (
 from mlops_assets.automation.constants import TRIGGER_TAG, AutomationSettings
 from mlops_assets.automation.jobs import build_jobs
 from mlops_assets.automation.schedules import build_schedules
+from mlops_assets.partitions import daily_partitions
 
-daily_scoring, periodic_retrain = build_schedules(AutomationSettings.from_env(), build_jobs())
+daily_scoring, periodic_retrain = build_schedules(
+    AutomationSettings.from_env(), build_jobs(), daily_partitions()
+)
 
 
 def test_daily_scoring_scores_the_day_that_just_ended() -> None:
@@ -57,7 +60,12 @@ def test_automation_settings_are_read_when_definitions_are_built(
     monkeypatch.setenv("MLOPS_AUTOMATION", "running")
     monkeypatch.setenv("MLOPS_SENSOR_INTERVAL_SECONDS", "7")
     monkeypatch.setenv("MLOPS_IMAGE_REGISTRY", "")
+    monkeypatch.setenv("MLOPS_PARTITIONS_START", "2026-11-10")
     defs = build_definitions()
+    for name in ("predictions", "drift_report"):
+        partitions = defs.resolve_assets_def(name).partitions_def
+        assert partitions is not None
+        assert partitions.get_first_partition_key() == "2026-11-10"
     scoring = defs.resolve_schedule_def("daily_scoring")
     retrain = defs.resolve_schedule_def("periodic_retrain")
     assert (scoring.cron_schedule, retrain.cron_schedule) == ("30 2 * * *", "0 4 1 * *")

@@ -29,12 +29,16 @@ from mlops_assets.automation.constants import TRIGGER_TAG, AutomationSettings
 from mlops_assets.automation.jobs import DATA_VERSION_TAG, build_jobs
 from mlops_assets.automation.sensors import build_sensors
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
+from mlops_assets.partitions import daily_partitions
 from mlops_assets.records import champion_data_version
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.policy import LifecyclePolicy
 from mlops_assets_tests.conftest import Lifecycle, record_evaluation
 
-SENSORS = {sensor.name: sensor for sensor in build_sensors(AutomationSettings(), build_jobs())}
+SENSORS = {
+    sensor.name: sensor
+    for sensor in build_sensors(AutomationSettings(), build_jobs(), daily_partitions())
+}
 new_labelled_data = SENSORS["new_labelled_data"]
 incoming_batches = SENSORS["incoming_batches"]
 drift_policy = SENSORS["drift_policy"]
@@ -104,9 +108,7 @@ def incoming_source(folder: Path) -> DatasetSourceResource:
 
 
 def last_day() -> str:
-    from mlops_assets.partitions import daily_batches
-
-    return daily_batches.get_partition_keys()[-1]
+    return daily_partitions().get_partition_keys()[-1]
 
 
 def test_incoming_batches_scores_each_landed_day_once(trained: Lifecycle, tmp_path: Path) -> None:
