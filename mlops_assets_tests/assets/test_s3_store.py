@@ -5,6 +5,9 @@ import pytest
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets_tests.conftest import PARTITION, materialized
 
+# A real S3 server (SeaweedFS): the whole suite, not the fast lane.
+pytestmark = pytest.mark.slow
+
 
 def s3_keys(seaweed, root):
     prefix = root.removeprefix(f"s3://{seaweed.bucket}/")
@@ -69,7 +72,6 @@ def test_missing_s3_source_fails_naming_source_and_server(
     assert seaweed.endpoint_url in message
 
 
-@pytest.mark.slow
 def test_s3_outage_mid_run_recovers_and_leaves_no_half_written_version(
     lifecycle, tmp_path, monkeypatch
 ):

@@ -53,6 +53,7 @@ def test_generated_sources_cannot_be_watched() -> None:
         fingerprint_uri("sample://house-prices?rows=10")
 
 
+@pytest.mark.slow
 def test_s3_fingerprints_use_listings(seaweed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlops_assets.resources.object_store import S3Config, s3_client
 

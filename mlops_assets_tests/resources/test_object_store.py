@@ -6,7 +6,8 @@ from mlops_assets.resources.object_store import ObjectStoreError, ObjectStoreRes
 from mlops_assets.stack.seaweedfs import SeaweedS3
 
 
-@pytest.fixture(params=["local", "s3"])
+# The S3 half needs a real server (SeaweedFS): it runs in the whole suite, not the fast lane.
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
 def store(request, tmp_path):
     if request.param == "local":
         return ObjectStoreResource(root=str(tmp_path / "store"))
@@ -87,6 +88,7 @@ def test_server_down_fails_naming_server_and_operation(tmp_path, monkeypatch):
     assert server.secret_key not in message
 
 
+@pytest.mark.slow
 def test_wrong_credentials_fail_clearly_without_echoing_the_secret(seaweed, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "intruder")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-value")
