@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from dagster import AssetCheckEvaluation, AssetCheckKey, DagsterInstance
+
 # Not exported by dagster: no public API reads check evaluations by status. The pinned version
 # and the tests (no DeprecationWarning is silenced) are what notice if it changes.
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
