@@ -177,12 +177,19 @@ def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def lifecycle(
-    tmp_path: Path, clean_env: None, monkeypatch: pytest.MonkeyPatch, empty_mlflow_db: Path
+    tmp_path: Path,
+    clean_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Lifecycle]:
     """An empty project state."""
     home = tmp_path / "mlops"
     home.mkdir()
-    shutil.copyfile(empty_mlflow_db, home / "mlflow.db")
+    if "mlflow_stack" not in request.fixturenames:
+        # Embedded MLflow: start from the migrated empty database. (On the MLflow server a
+        # test asserts that no local database appears, so none is put there.)
+        template = request.getfixturevalue("empty_mlflow_db")
+        shutil.copyfile(template, home / "mlflow.db")
     monkeypatch.setenv("MLOPS_HOME", str(home))
     yield from _lifecycle(home)
 
