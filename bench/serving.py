@@ -32,15 +32,14 @@ from mlops_assets.resources.image_builder import ImageBuilderResource, wait_for_
 
 def recorded_image(resources: dict[str, Any]) -> str:
     """The image served_image recorded last in this project's object store (pulled if needed)."""
-    from mlops_assets.assets.serving import published_key
-    from mlops_assets.records import ServedImage
+    from mlops_assets.assets.serving import published_image
 
-    document = resources["object_store"].get_json(  # type: ignore[attr-defined]
-        published_key(resources["mlflow"].model_name)  # type: ignore[attr-defined]
+    image = published_image(
+        resources["object_store"],  # type: ignore[arg-type]
+        resources["mlflow"].model_name,  # type: ignore[attr-defined]
     )
-    if document is None:
+    if image is None:
         raise SystemExit("no served image recorded yet: materialise served_image, or pass --image")
-    image = ServedImage.from_dict(document)
     if image.archive_key:
         raise SystemExit("the recorded image is an OCI archive: load it and pass --image")
     return f"{image.repository}@{image.digest}"

@@ -78,23 +78,28 @@ def executor() -> ExecutorDefinition | None:
     return k8s_job_executor.configured(k8s_executor_config())
 
 
-def from_env(resource: type[R], secrets: Collection[str] = (), **fixed: Any) -> R:
+def from_env(resource: type[R], secrets: Collection[str] | None = None, **fixed: Any) -> R:
     """``resource`` configured by its settings: a field declared with ``env_field`` takes its
     variable's text when that is set (pydantic coerces it), else the field's default. A secret
     field named in ``secrets`` is an EnvVar: Dagster resolves it when a run or tick starts and
-    shows only its name; one not named stays empty (its feature is off)."""
+    shows only its name; one not named stays empty (its feature is off). Without ``secrets``,
+    a resource with ``secrets_needed()`` names them from its own configuration."""
+    fields = env_fields(resource)
     values: dict[str, Any] = {}
-    for field_name, entry in env_fields(resource).items():
-        if field_name in fixed:
-            continue
-        if entry.secret:
-            if field_name in secrets:
-                values[field_name] = EnvVar(entry.name)
+    for field_name, entry in fields.items():
+        if field_name in fixed or entry.secret:
             continue
         text = os.environ.get(entry.name, "")
         if text:
             values[field_name] = text
-    return resource(**values, **fixed)
+    built = resource(**values, **fixed)
+    if secrets is None:
+        needed = getattr(built, "secrets_needed", None)
+        secrets = needed() if needed else ()
+    if not secrets:
+        return built
+    wired = {f: EnvVar(e.name) for f, e in fields.items() if e.secret and f in secrets}
+    return resource(**values, **wired, **fixed)
 
 
 def build_resources() -> dict[str, object]:
@@ -102,8 +107,6 @@ def build_resources() -> dict[str, object]:
     root = home()
     s3 = from_env(S3Config)  # one S3 configuration: object store, s3:// sources, IO manager
     tracking_uri = setting("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
-    notifier = from_env(NotifierResource)
-    image_builder = from_env(ImageBuilderResource)
     return {
         "io_manager": io_manager(root, s3),
         "object_store": ObjectStoreResource(
@@ -115,10 +118,10 @@ def build_resources() -> dict[str, object]:
             tracking_uri=tracking_uri,
             artifact_root=str(root / "mlartifacts") if tracking_uri.startswith("sqlite") else "",
         ),
-        "image_builder": from_env(ImageBuilderResource, secrets=image_builder.secrets_needed()),
+        "image_builder": from_env(ImageBuilderResource),
         "policy": from_env(LifecyclePolicy),
         "model_rollout": from_env(ModelRolloutResource),
-        "notifier": from_env(NotifierResource, secrets=notifier.secrets_needed()),
+        "notifier": from_env(NotifierResource),
     }
 
 

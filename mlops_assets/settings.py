@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,9 @@ def env_fields(resource: type) -> dict[str, Setting]:
     return found
 
 
+@cache
 def all_settings() -> tuple[Setting, ...]:
+    """Derived once per process: the fields do not change (values are read by Setting.value)."""
     resource_settings = [s for cls in resource_classes() for s in env_fields(cls).values()]
     return (*OTHER_SETTINGS, *resource_settings)
 
@@ -180,10 +183,6 @@ def setting(name: str) -> str:
         if entry.name == name:
             return entry.value()
     raise KeyError(f"unknown setting {name}")
-
-
-def flag(name: str) -> bool:
-    return setting(name).strip().lower() in ("1", "true", "yes", "on")
 
 
 def home() -> Path:

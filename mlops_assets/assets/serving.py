@@ -100,7 +100,7 @@ def served_image(
     started = time.monotonic()
     try:
         repository = image_builder.repository(mlflow.model_name)
-        previous = _published(object_store, mlflow.model_name)
+        previous = published_image(object_store, mlflow.model_name)
         if previous is not None and _still_serves(
             previous, fingerprint, repository, image_builder, object_store
         ):
@@ -158,7 +158,8 @@ def published_key(model_name: str) -> str:
     return f"serving/{model_name}/latest.json"
 
 
-def _published(object_store: ObjectStoreResource, model_name: str) -> ServedImage | None:
+def published_image(object_store: ObjectStoreResource, model_name: str) -> ServedImage | None:
+    """The image served_image published last for ``model_name``, if any."""
     document = object_store.get_json(published_key(model_name))
     return None if document is None else ServedImage.from_dict(document)
 

@@ -129,11 +129,6 @@ class DatasetStore:
     def load_splits(self, manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
         return {name: self.load_split(manifest, name) for name in manifest["files"]}
 
-    def load_version(self, digest: str) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
-        """Manifest and splits of a published version (DatasetVersionMissing if none)."""
-        manifest = self.require_manifest(digest)
-        return manifest, self.load_splits(manifest)
-
     def verify(self, manifest: dict[str, Any]) -> list[str]:
         """Re-hash every file of a version; return a problem per file that does not match."""
         problems = []

@@ -32,7 +32,7 @@ from mlops_assets.ml.serving import CA_BUNDLE_IN_CONTEXT, harden_dockerfile
 from mlops_assets.records import ServedImage
 from mlops_assets.resources.kaniko import KanikoBuild, context_tarball
 from mlops_assets.resources.kubernetes import connect
-from mlops_assets.resources.object_store import ObjectStoreResource
+from mlops_assets.resources.object_store import ObjectStoreResource, S3Config
 from mlops_assets.resources.oci_registry import (
     ImageReference,
     RegistryClient,
@@ -346,11 +346,14 @@ class ImageBuilderResource(ConfigurableResource):
                 f"pushed {repository}:{tag} as {digest}, but the registry now resolves {tag} "
                 f"to {found}"
             )
+        return self._in_registry(builder, repository, digest)
+
+    def _in_registry(self, builder: str, repository: str, digest: str) -> PublishedImage:
         return PublishedImage(
             builder=builder,
             digest=digest,
             reference=f"{repository}@{digest}",
-            size_bytes=client.image_size(digest),
+            size_bytes=self.registry_client(repository).image_size(digest),
         )
 
     def _publish_with_kaniko(
@@ -365,6 +368,7 @@ class ImageBuilderResource(ConfigurableResource):
         if not self.registry:
             raise ImageConfigError("kaniko pushes to a registry: set MLOPS_IMAGE_REGISTRY")
         key = f"build-contexts/{fingerprint}.tar.gz"
+        s3 = object_store.s3 or S3Config()
         build = KanikoBuild(
             name=f"mlops-build-{fingerprint[:12]}-{int(time.time())}",
             namespace=self.kaniko_namespace,
@@ -372,8 +376,8 @@ class ImageBuilderResource(ConfigurableResource):
             service_account=self.kaniko_service_account,
             context_uri=object_store.uri(key),
             destination=f"{repository}:{tag}",
-            s3_endpoint_url=object_store.s3.endpoint_url if object_store.s3 else "",
-            s3_region=object_store.s3.region_name if object_store.s3 else "us-east-1",
+            s3_endpoint_url=s3.endpoint_url,
+            s3_region=s3.region_name,
             insecure_registry=self.registry_insecure,
         )
         try:
@@ -383,13 +387,7 @@ class ImageBuilderResource(ConfigurableResource):
         object_store.put_bytes(key, context_tarball(build_context))
         log(f"kaniko Job {build.namespace}/{build.name} builds {build.destination}")
         digest = build.run(connect(self.kaniko_cluster))
-        client = self.registry_client(repository)
-        return PublishedImage(
-            builder="kaniko",
-            digest=digest,
-            reference=f"{repository}@{digest}",
-            size_bytes=client.image_size(digest),
-        )
+        return self._in_registry("kaniko", repository, digest)
 
     def is_published(self, image: ServedImage, object_store: ObjectStoreResource) -> bool:
         """The recorded image can still be pulled: its archive is in the store, or the registry
