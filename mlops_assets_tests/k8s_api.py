@@ -15,10 +15,11 @@ import copy
 import json
 import re
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlparse
 
 TOKEN = "stand-in-token"
@@ -27,6 +28,34 @@ KSERVE = "/apis/serving.kserve.io/v1beta1"
 _PATH = re.compile(
     r"^(?P<prefix>/api/v1|/apis/[^/]+/[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>status))?$"
 )
+
+
+class Controller:
+    """Plays a Kubernetes controller against the stand-in: ``reconcile`` runs every
+    ``interval`` seconds in a thread for as long as the with-block lasts."""
+
+    interval = 0.1
+
+    def __init__(self, cluster: KubernetesStandIn) -> None:
+        self.cluster = cluster
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def reconcile(self) -> None:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            self.reconcile()
+            time.sleep(self.interval)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 class KubernetesStandIn:

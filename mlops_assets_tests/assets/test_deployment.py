@@ -19,7 +19,7 @@ from mlops_assets.records import ServedImage
 from mlops_assets.resources.model_rollout import ModelRolloutResource
 from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets_tests.deploy.k8s_schema import validate
-from mlops_assets_tests.k8s_api import KSERVE, KubernetesStandIn
+from mlops_assets_tests.k8s_api import KSERVE, Controller, KubernetesStandIn
 
 MODEL = "house-price-regressor"
 APPS = "/apis/apps/v1"
@@ -68,38 +68,27 @@ def _run(
     )
 
 
-class DeploymentController:
+class DeploymentController(Controller):
     """Marks each new generation of a Deployment rolled out, as the controller would."""
 
     def __init__(self, cluster: KubernetesStandIn, namespace: str) -> None:
-        self.cluster, self.namespace = cluster, namespace
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
+        super().__init__(cluster)
+        self.namespace = namespace
 
-    def _loop(self) -> None:
-        while not self.stop.is_set():
-            for deployment in self.cluster.list(APPS, "deployments"):
-                meta, replicas = deployment["metadata"], deployment["spec"]["replicas"]
-                status = {
-                    "observedGeneration": meta["generation"],
-                    "replicas": replicas,
-                    "updatedReplicas": replicas,
-                    "readyReplicas": replicas,
-                    "availableReplicas": replicas,
-                }
-                if deployment.get("status") != status:
-                    self.cluster.set_status(
-                        APPS, meta["namespace"], "deployments", meta["name"], status
-                    )
-            time.sleep(0.1)
-
-    def __enter__(self) -> DeploymentController:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
+    def reconcile(self) -> None:
+        for deployment in self.cluster.list(APPS, "deployments"):
+            meta, replicas = deployment["metadata"], deployment["spec"]["replicas"]
+            status = {
+                "observedGeneration": meta["generation"],
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+            }
+            if deployment.get("status") != status:
+                self.cluster.set_status(
+                    APPS, meta["namespace"], "deployments", meta["name"], status
+                )
 
 
 @pytest.fixture

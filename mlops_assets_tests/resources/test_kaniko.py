@@ -8,8 +8,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ import pytest
 from mlops_assets.resources.kaniko import KanikoBuild, context_tarball
 from mlops_assets.resources.kubernetes import connect
 from mlops_assets_tests.deploy.k8s_schema import K8S_VERSION, validate
-from mlops_assets_tests.k8s_api import KubernetesStandIn
+from mlops_assets_tests.k8s_api import Controller, KubernetesStandIn
 
 
 def build(**changes: object) -> KanikoBuild:
@@ -87,59 +85,40 @@ def test_the_context_tarball_holds_the_dockerfile_and_the_model(tmp_path: Path) 
     assert "model_dir/artifacts/MLmodel" in names
 
 
-class JobController:
+class JobController(Controller):
     """Plays the Job controller and the kubelet: each new kaniko Job finishes and its pod
     terminates with ``exit_code`` and ``message``, as kaniko's digest file would write it."""
 
+    interval = 0.05
+
     def __init__(self, cluster: KubernetesStandIn, exit_code: int, message: str) -> None:
-        self.cluster, self.exit_code, self.message = cluster, exit_code, message
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
+        super().__init__(cluster)
+        self.exit_code, self.message = exit_code, message
 
-    def _loop(self) -> None:
-        while not self.stop.is_set():
-            for job in self.cluster.list("/apis/batch/v1", "jobs"):
-                meta = job["metadata"]
-                if job.get("status"):
-                    continue
-                self.cluster.put(
-                    "/api/v1",
-                    "pods",
-                    {
-                        "apiVersion": "v1",
-                        "kind": "Pod",
-                        "metadata": {
-                            "name": f"{meta['name']}-x1",
-                            "namespace": meta["namespace"],
-                            "labels": {"job-name": meta["name"]},
-                        },
-                        "status": {
-                            "containerStatuses": [
-                                {
-                                    "state": {
-                                        "terminated": {
-                                            "exitCode": self.exit_code,
-                                            "message": self.message,
-                                        }
-                                    }
-                                }
-                            ]
-                        },
+    def reconcile(self) -> None:
+        for job in self.cluster.list("/apis/batch/v1", "jobs"):
+            meta = job["metadata"]
+            if job.get("status"):
+                continue
+            terminated = {"exitCode": self.exit_code, "message": self.message}
+            self.cluster.put(
+                "/api/v1",
+                "pods",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": f"{meta['name']}-x1",
+                        "namespace": meta["namespace"],
+                        "labels": {"job-name": meta["name"]},
                     },
-                )
-                outcome = "succeeded" if self.exit_code == 0 else "failed"
-                self.cluster.set_status(
-                    "/apis/batch/v1", meta["namespace"], "jobs", meta["name"], {outcome: 1}
-                )
-            time.sleep(0.05)
-
-    def __enter__(self) -> JobController:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
+                    "status": {"containerStatuses": [{"state": {"terminated": terminated}}]},
+                },
+            )
+            outcome = "succeeded" if self.exit_code == 0 else "failed"
+            self.cluster.set_status(
+                "/apis/batch/v1", meta["namespace"], "jobs", meta["name"], {outcome: 1}
+            )
 
 
 def test_a_kaniko_job_runs_through_the_cluster_api_and_returns_the_pushed_digest(
