@@ -47,7 +47,9 @@ def run_graph() -> float:
     warnings.filterwarnings("ignore")
     from dagster import DagsterInstance
 
-    from mlops_assets.definitions import defs
+    from mlops_assets.definitions import build_definitions
+
+    defs = build_definitions()
 
     job = defs.resolve_job_def("mlops_lifecycle")
     with tempfile.TemporaryDirectory() as dagster_home:
@@ -70,8 +72,8 @@ def run_plain() -> float:
     warnings.filterwarnings("ignore")
     import numpy as np
 
-    from mlops_assets.assets.data import snapshot_digest
     from mlops_assets.definitions import build_resources
+    from mlops_assets.defs.data.assets import snapshot_digest
     from mlops_assets.ml.dataset import clean, content_digest, split
     from mlops_assets.ml.dataset_store import DatasetStore, frame_to_parquet
     from mlops_assets.ml.drift import PREDICTION, drift_report, sample

@@ -32,10 +32,8 @@ from mlops_assets.resources.image_builder import ImageBuilderResource, wait_for_
 
 def recorded_image(resources: dict[str, Any]) -> str:
     """The image served_image recorded last in this project's object store (pulled if needed)."""
-    from mlops_assets.assets.serving import published_image
-
-    image = published_image(
-        resources["object_store"],  # type: ignore[arg-type]
+    image = resources["image_builder"].published(  # type: ignore[attr-defined]
+        resources["object_store"],
         resources["mlflow"].model_name,  # type: ignore[attr-defined]
     )
     if image is None:

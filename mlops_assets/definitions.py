@@ -1,4 +1,5 @@
-"""The code location: every asset, check, job and resource, configured from env vars."""
+"""The code location: what ``mlops_assets/defs/`` declares (one folder per domain: data, model,
+serving, scoring, automation), with the resources and executor configured from env vars."""
 
 from __future__ import annotations
 
@@ -12,19 +13,11 @@ from dagster import (
     EnvVar,
     ExecutorDefinition,
     FilesystemIOManager,
-    load_asset_checks_from_modules,
-    load_assets_from_modules,
+    definitions,
+    load_from_defs_folder,
 )
 
-from mlops_assets.assets import data, deployment, model, serving
-from mlops_assets.assets.pod_resources import standard_pod, training_pod
-from mlops_assets.assets.scoring import build_scoring_assets
-from mlops_assets.automation.alerts import build_alert_sensors
-from mlops_assets.automation.constants import AutomationSettings
-from mlops_assets.automation.jobs import build_jobs
-from mlops_assets.automation.schedules import build_schedules
-from mlops_assets.automation.sensors import build_sensors
-from mlops_assets.partitions import daily_partitions
+from mlops_assets.lib.pod_resources import standard_pod, training_pod
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.image_builder import ImageBuilderResource
 from mlops_assets.resources.mlflow_registry import MlflowResource
@@ -125,32 +118,18 @@ def build_resources() -> dict[str, object]:
     }
 
 
-# Modules whose assets and checks are defined on import; the scoring pair is built with the
-# daily partitions (build_scoring_assets).
-ASSET_MODULES = (data, model, serving, deployment)
-
-
-def build_definitions(
-    resources: dict[str, object] | None = None, automation: AutomationSettings | None = None
-) -> Definitions:
-    """The Definitions with resources and automation settings from the environment (read now,
-    not on import), or the ones given (tests)."""
-    automation = AutomationSettings.from_env() if automation is None else automation
-    partitions = daily_partitions()
-    scoring_assets, scoring_checks = build_scoring_assets(partitions)
-    jobs = build_jobs()
-    return Definitions(
-        assets=[*load_assets_from_modules(ASSET_MODULES), *scoring_assets],
-        asset_checks=[*load_asset_checks_from_modules(ASSET_MODULES), *scoring_checks],
-        jobs=jobs.all(),
-        schedules=build_schedules(automation, jobs, partitions),
-        sensors=[
-            *build_sensors(automation, jobs, partitions),
-            *build_alert_sensors(automation),
-        ],
-        resources=build_resources() if resources is None else resources,
-        executor=executor(),
+def build_definitions(resources: dict[str, object] | None = None) -> Definitions:
+    """Everything in ``defs/`` (settings read now, not on import) with the resources from the
+    environment, or the ones given (tests)."""
+    return Definitions.merge(
+        load_from_defs_folder(path_within_project=Path(__file__).parent),
+        Definitions(
+            resources=build_resources() if resources is None else resources,
+            executor=executor(),
+        ),
     )
 
 
-defs = build_definitions()
+@definitions
+def defs() -> Definitions:
+    return build_definitions()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dagster import Definitions
 
 from mlops_assets.settings import all_settings
 
@@ -48,9 +49,15 @@ EXPECTED_CHECKS = {
 SERVING = {"served_image", "model_deployment"}
 
 
-def test_graph_has_the_design_assets_edges_and_checks():
-    from mlops_assets.definitions import defs
+@pytest.fixture
+def defs() -> Definitions:
+    """The code location as the environment configures it now."""
+    from mlops_assets.definitions import build_definitions
 
+    return build_definitions()
+
+
+def test_graph_has_the_design_assets_edges_and_checks(defs: Definitions) -> None:
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == set(EXPECTED_CHECKS)
@@ -72,17 +79,16 @@ def test_graph_has_the_design_assets_edges_and_checks():
     assert checks == EXPECTED_CHECKS
 
 
-def test_every_check_has_a_description():
-    from mlops_assets.definitions import defs
-
+def test_every_check_has_a_description(defs: Definitions) -> None:
     for checks_def in defs.asset_checks or []:
         for spec in checks_def.check_specs:
             assert spec.description, f"{spec.key} has no description"
 
 
-def test_importing_the_code_location_loads_no_heavy_library():
+def test_loading_the_code_location_loads_no_heavy_library():
     code = (
-        "import sys, mlops_assets.definitions\n"
+        "import sys, mlops_assets.definitions as location\n"
+        "location.build_definitions()\n"
         "print(sorted(m for m in ('mlflow', 'evidently', 'sklearn', 'scipy') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -179,9 +185,9 @@ def test_dagster_validates_the_workspace():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_the_lifecycle_runs_without_an_image_builder_and_serving_has_its_own_job():
-    from mlops_assets.definitions import defs
-
+def test_the_lifecycle_runs_without_an_image_builder_and_serving_has_its_own_job(
+    defs: Definitions,
+) -> None:
     def selected(job_name: str) -> tuple[set[str], set[str]]:
         graph = defs.resolve_job_def(job_name).asset_layer.asset_graph
         assets = {k.to_user_string() for k in graph.executable_asset_keys}
@@ -195,9 +201,7 @@ def test_the_lifecycle_runs_without_an_image_builder_and_serving_has_its_own_job
     assert selected("serve_champion") == (SERVING, serving_checks)
 
 
-def test_automation_jobs_select_the_model_chain_and_the_scoring_pair():
-    from mlops_assets.definitions import defs
-
+def test_automation_jobs_select_the_model_chain_and_the_scoring_pair(defs: Definitions) -> None:
     def assets_of(job_name: str) -> set[str]:
         graph = defs.resolve_job_def(job_name).asset_layer.asset_graph
         return {k.to_user_string() for k in graph.executable_asset_keys}

@@ -389,6 +389,32 @@ class ImageBuilderResource(ConfigurableResource):
         digest = build.run(connect(self.kaniko_cluster))
         return self._in_registry("kaniko", repository, digest)
 
+    def last_published(
+        self, object_store: ObjectStoreResource, model_name: str, fingerprint: str
+    ) -> ServedImage | None:
+        """The image published last for ``model_name``, when it is this build's (same
+        fingerprint), in the place the settings now ask for, and can still be pulled from
+        there; otherwise None and the image is to be built."""
+        image = self.published(object_store, model_name)
+        if image is None:
+            return None
+        unchanged = (
+            image.fingerprint == fingerprint
+            and image.repository == self.repository(model_name)
+            and bool(image.archive_key) == (not self.registry)
+        )
+        return image if unchanged and self.is_published(image, object_store) else None
+
+    def published(self, object_store: ObjectStoreResource, model_name: str) -> ServedImage | None:
+        """The image recorded last for ``model_name``, as recorded."""
+        document = object_store.get_json(_published_key(model_name))
+        return None if document is None else ServedImage.from_dict(document)
+
+    def record_published(self, object_store: ObjectStoreResource, image: ServedImage) -> None:
+        """Record ``image`` as what is published for its model: call only once it is in place
+        (pushed and confirmed, or archived), so a failed build leaves the last good record."""
+        object_store.put_bytes(_published_key(image.model_name), image.to_json())
+
     def is_published(self, image: ServedImage, object_store: ObjectStoreResource) -> bool:
         """The recorded image can still be pulled: its archive is in the store, or the registry
         resolves its tag to the recorded digest."""
@@ -537,6 +563,10 @@ class ImageBuilderResource(ConfigurableResource):
         command += shlex.split(self.container_run_args)
         container_id = _run([*command, reference], f"{runtime} run of {reference}", 300).strip()
         return RunningContainer(runtime, container_id.splitlines()[-1], host_port)
+
+
+def _published_key(model_name: str) -> str:
+    return f"serving/{model_name}/latest.json"
 
 
 def wait_for_ping(container: RunningContainer, timeout: float) -> float:

@@ -103,7 +103,7 @@ def test_bad_batch_fails_predictions_with_file_column_rows_rule(trained, monkeyp
 
 
 def test_plausible_range_never_reaches_past_the_target_bounds_of_the_spec(tmp_path):
-    from mlops_assets.assets.scoring import plausible_range, predictions_in_plausible_range
+    from mlops_assets.defs.scoring.assets import plausible_range, predictions_in_plausible_range
     from mlops_assets.ml.dataset_store import frame_to_parquet
     from mlops_assets.records import ScoredBatch
     from mlops_assets.resources.dataset_source import DatasetSourceResource

@@ -196,7 +196,7 @@ def test_a_container_that_answers_wrongly_or_not_at_all_fails_the_smoke_test(
     script: str,
     expected: str,
 ) -> None:
-    import mlops_assets.assets.serving as serving_module
+    import mlops_assets.defs.serving.image as serving_module
 
     first = serving.run("serve_champion", partition=None)
     assert first.success, step_failure(first, "served_image")

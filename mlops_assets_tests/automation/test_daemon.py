@@ -55,8 +55,10 @@ def sensor_ticks_after(instance: DagsterInstance, name: str, after: float) -> in
 
 
 def failed_evaluations(instance: DagsterInstance) -> list[tuple[str, str, str, str]]:
-    from mlops_assets.automation.check_history import CheckCursor, failed_checks
-    from mlops_assets.definitions import defs
+    from mlops_assets.definitions import build_definitions
+    from mlops_assets.defs.automation.check_history import CheckCursor, failed_checks
+
+    defs = build_definitions()
 
     keys = list(defs.resolve_asset_graph().asset_check_keys)
     failures, _ = failed_checks(instance, keys, CheckCursor(floor=0))

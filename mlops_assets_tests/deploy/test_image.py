@@ -36,6 +36,20 @@ def test_user_code_image_builds_runs_non_root_and_serves_grpc(base_image: str) -
         ).stdout
     ), "the build CA must not stay in the image"
 
+    # The code location loads in the image: load_from_defs_folder finds the installed project.
+    validated = subprocess.run(
+        ["podman", "run", "--rm", *RUN_ARGS, TAG,
+         "dagster", "definitions", "validate", "-m", "mlops_assets.definitions"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert validated.returncode == 0, validated.stdout[-3000:] + validated.stderr[-3000:]
+    # The installed source is not writable by the runtime user.
+    written = subprocess.run(
+        ["podman", "run", "--rm", *RUN_ARGS, TAG, "touch", "/opt/dagster/project/mlops_assets/x"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert written.returncode != 0, "the runtime user can change the installed code"
+
     port = "39301"
     container = subprocess.run(
         ["podman", "run", "-d", "--rm", *RUN_ARGS, TAG,

@@ -319,7 +319,7 @@ def test_dockerfile_is_pinned_and_runs_as_non_root() -> None:
     )
     assert base.count(".") >= 2, f"base image {base} is not pinned to a release"
     assert "latest" not in base
-    assert "-c /src/constraints.txt" in text
+    assert "-c /opt/dagster/project/constraints.txt" in text
     user = [line for line in text.splitlines() if line.startswith("USER ")]
     assert user
     assert user[-1] != "USER root"

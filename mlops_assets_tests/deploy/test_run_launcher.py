@@ -263,7 +263,7 @@ def test_run_launched_by_k8s_run_launcher_executes_to_success(
 def _assert_job_as_deployed(
     job: dict[str, Any], values: dict[str, Any], image: str, secret_values: list[str]
 ) -> None:
-    from mlops_assets.assets.pod_resources import training_pod
+    from mlops_assets.lib.pod_resources import training_pod
 
     errors = validate(job)
     assert not errors, f"the run Job is not valid Kubernetes {K8S_VERSION}: {errors}"

@@ -1,8 +1,9 @@
 """served_image: the champion as an OCI image that answers /ping and /invocations.
 
-The latest good image of each model is recorded in the object store at
-``serving/<model>/latest.json``, written only after the image is verifiably in the registry
-(or its archive in the store): a failed build or push leaves the previous record in place.
+The image builder records the latest good image of each model (``serving/<model>/latest.json``
+in the object store) only after it is verifiably in the registry (or its archive in the store):
+a failed build or push leaves the previous record in place, and an unchanged champion is not
+rebuilt.
 """
 
 import json
@@ -11,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -30,8 +32,8 @@ from dagster import (
     multi_asset_check,
 )
 
-from mlops_assets.assets.datasets import dataset_splits
-from mlops_assets.assets.retries import SERVER_RETRY
+from mlops_assets.lib.datasets import dataset_splits
+from mlops_assets.lib.retries import SERVER_RETRY
 from mlops_assets.ml.serving import (
     LABEL_PREFIX,
     SERVING_PORT,
@@ -99,39 +101,54 @@ def served_image(
     )
     started = time.monotonic()
     try:
-        repository = image_builder.repository(mlflow.model_name)
-        previous = published_image(object_store, mlflow.model_name)
-        if previous is not None and _still_serves(
-            previous, fingerprint, repository, image_builder, object_store
-        ):
-            context.log.info(f"champion v{champion} is already served by {previous.reference}")
-            return _result(previous, built=False)
-        labels = {
-            f"{LABEL_PREFIX}.model-name": mlflow.model_name,
-            f"{LABEL_PREFIX}.model-version": champion,
-            f"{LABEL_PREFIX}.mlflow-run-id": run_id,
-            f"{LABEL_PREFIX}.fingerprint": fingerprint,
-        }
-        with tempfile.TemporaryDirectory(prefix="mlops-image-") as tmp:
-            build_context = Path(tmp)
-            dockerfile = mlflow.write_serving_context(
-                champion, build_context, image_builder.base_image
-            )
-            base_image = image_builder.prepare_context(build_context, dockerfile, labels)
-            published = image_builder.publish(
-                build_context,
-                repository=repository,
-                tag=f"v{champion}",
-                fingerprint=fingerprint,
-                object_store=object_store,
-                archive_key=f"images/{mlflow.model_name}/v{champion}-{fingerprint[:12]}.oci.tar",
-                log=context.log.info,
-            )
+        current = image_builder.last_published(object_store, mlflow.model_name, fingerprint)
+        if current is not None:
+            context.log.info(f"champion v{champion} is already served by {current.reference}")
+            return _result(current, built=False)
+        image = _build_and_publish(
+            context, mlflow, image_builder, object_store, champion, run_id, fingerprint
+        )
     except (BuilderUnavailable, ImageConfigError, ValueError) as exc:
         raise Failure(allow_retries=False, description=str(exc)) from exc
     except RegistryUnavailable as exc:
         _retry_or_fail(context, exc)
-    image = ServedImage(
+    image = replace(image, build_seconds=round(time.monotonic() - started, 1))
+    image_builder.record_published(object_store, image)
+    context.log.info(f"champion v{champion} served by {image.reference}")
+    return _result(image, built=True)
+
+
+def _build_and_publish(
+    context: AssetExecutionContext,
+    mlflow: MlflowResource,
+    image_builder: ImageBuilderResource,
+    object_store: ObjectStoreResource,
+    champion: str,
+    run_id: str,
+    fingerprint: str,
+) -> ServedImage:
+    """Build the champion's image from MLflow's serving context and publish it."""
+    repository = image_builder.repository(mlflow.model_name)
+    labels = {
+        f"{LABEL_PREFIX}.model-name": mlflow.model_name,
+        f"{LABEL_PREFIX}.model-version": champion,
+        f"{LABEL_PREFIX}.mlflow-run-id": run_id,
+        f"{LABEL_PREFIX}.fingerprint": fingerprint,
+    }
+    with tempfile.TemporaryDirectory(prefix="mlops-image-") as tmp:
+        build_context = Path(tmp)
+        dockerfile = mlflow.write_serving_context(champion, build_context, image_builder.base_image)
+        base_image = image_builder.prepare_context(build_context, dockerfile, labels)
+        published = image_builder.publish(
+            build_context,
+            repository=repository,
+            tag=f"v{champion}",
+            fingerprint=fingerprint,
+            object_store=object_store,
+            archive_key=f"images/{mlflow.model_name}/v{champion}-{fingerprint[:12]}.oci.tar",
+            log=context.log.info,
+        )
+    return ServedImage(
         model_name=mlflow.model_name,
         model_version=champion,
         run_id=run_id,
@@ -144,40 +161,8 @@ def served_image(
         reference=published.reference,
         archive_key=published.archive_key,
         size_bytes=published.size_bytes,
-        build_seconds=round(time.monotonic() - started, 1),
         built_at=datetime.now(UTC).isoformat(),
         dagster_run_id=context.run.run_id,
-    )
-    # What is published, for the next run to find: written only once the image is in place.
-    object_store.put_bytes(published_key(mlflow.model_name), image.to_json())
-    context.log.info(f"champion v{champion} served by {image.reference}")
-    return _result(image, built=True)
-
-
-def published_key(model_name: str) -> str:
-    return f"serving/{model_name}/latest.json"
-
-
-def published_image(object_store: ObjectStoreResource, model_name: str) -> ServedImage | None:
-    """The image served_image published last for ``model_name``, if any."""
-    document = object_store.get_json(published_key(model_name))
-    return None if document is None else ServedImage.from_dict(document)
-
-
-def _still_serves(
-    image: ServedImage,
-    fingerprint: str,
-    repository: str,
-    image_builder: ImageBuilderResource,
-    object_store: ObjectStoreResource,
-) -> bool:
-    """The published image is this build's, in the place the settings now ask for, and can
-    still be pulled from there."""
-    return (
-        image.fingerprint == fingerprint
-        and image.repository == repository
-        and bool(image.archive_key) == (not image_builder.registry)
-        and image_builder.is_published(image, object_store)
     )
 
 

@@ -11,8 +11,8 @@ from dagster import (
     schedule,
 )
 
-from mlops_assets.automation.constants import TRIGGER_TAG, AutomationSettings
-from mlops_assets.automation.jobs import AssetJobs
+from mlops_assets.defs.automation.constants import TRIGGER_TAG, AutomationSettings
+from mlops_assets.defs.automation.jobs import AssetJobs
 
 
 def score_the_day_that_ended(

@@ -19,8 +19,8 @@ from dagster import (
     multi_asset_check,
 )
 
-from mlops_assets.assets.metadata import md_table, redact_uri, violations_result
-from mlops_assets.assets.retries import SERVER_RETRY
+from mlops_assets.lib.metadata import md_table, redact_uri, violations_result
+from mlops_assets.lib.retries import SERVER_RETRY
 from mlops_assets.ml.dataset import clean, content_digest, leaked_rows, split, split_size_findings
 from mlops_assets.ml.dataset_store import DatasetStore, sha256
 from mlops_assets.ml.spec import DatasetSpec

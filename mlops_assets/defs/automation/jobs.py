@@ -21,8 +21,8 @@ if TYPE_CHECKING:  # what define_asset_job returns; dagster exports it for typin
         UnresolvedAssetJobDefinition,
     )
 
-from mlops_assets.assets.metadata import md_table
-from mlops_assets.assets.pod_resources import standard_tags, training_tags
+from mlops_assets.lib.metadata import md_table
+from mlops_assets.lib.pod_resources import standard_tags, training_tags
 from mlops_assets.records import champion_data_version
 from mlops_assets.resources.mlflow_registry import (
     CHALLENGER,

@@ -16,13 +16,13 @@ from dagster import (
     sensor,
 )
 
-from mlops_assets.automation.check_history import (
+from mlops_assets.defs.automation.check_history import (
     CheckCursor,
     FailedCheck,
     failed_checks,
     start_cursor,
 )
-from mlops_assets.automation.constants import AutomationSettings
+from mlops_assets.defs.automation.constants import AutomationSettings
 from mlops_assets.resources.notifier import Alert, AlertDeliveryFailed, NotifierResource
 
 

@@ -21,7 +21,7 @@ from dagster import (
     asset_check,
 )
 
-from mlops_assets.assets.retries import SERVER_RETRY
+from mlops_assets.lib.retries import SERVER_RETRY
 from mlops_assets.records import Deployment, ServedImage
 from mlops_assets.resources.kubernetes import ClusterUnavailable, KubernetesApi, RolloutFailed
 from mlops_assets.resources.model_rollout import ModelRolloutResource, Rollout

@@ -22,9 +22,9 @@ from dagster import (
 )
 from pydantic import Field
 
-from mlops_assets.assets.datasets import dataset_manifest, dataset_splits
-from mlops_assets.assets.metadata import md_table
-from mlops_assets.assets.retries import SERVER_RETRY
+from mlops_assets.lib.datasets import dataset_manifest, dataset_splits
+from mlops_assets.lib.metadata import md_table
+from mlops_assets.lib.retries import SERVER_RETRY
 from mlops_assets.ml.dataset_store import DatasetStore
 from mlops_assets.ml.promotion import METRIC_DIRECTION, decide, relative_improvement
 from mlops_assets.ml.spec import DatasetSpec

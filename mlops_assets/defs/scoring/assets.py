@@ -12,6 +12,7 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetsDefinition,
+    Definitions,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -19,16 +20,18 @@ from dagster import (
     PreviewWarning,
     asset,
     asset_check,
+    definitions,
 )
 
-from mlops_assets.assets.datasets import dataset_splits
-from mlops_assets.assets.metadata import md_table, redact_uri
-from mlops_assets.assets.retries import SERVER_RETRY
+from mlops_assets.lib.datasets import dataset_splits
+from mlops_assets.lib.metadata import md_table, redact_uri
+from mlops_assets.lib.retries import SERVER_RETRY
 from mlops_assets.ml.dataset_store import frame_to_parquet, parquet_to_frame
 from mlops_assets.ml.drift import PREDICTION, sample
 from mlops_assets.ml.drift import drift_report as build_drift_report
 from mlops_assets.ml.tabular import DatasetRejected, read_validated
 from mlops_assets.ml.train import model_input
+from mlops_assets.partitions import daily_partitions
 from mlops_assets.records import DriftResult, ScoredBatch
 from mlops_assets.resources.dataset_source import DatasetSourceResource, SourceUnavailable
 from mlops_assets.resources.mlflow_registry import CHAMPION, MlflowResource
@@ -373,3 +376,10 @@ def _scoring_assets(
         )(quality_not_degraded)
     )
     return assets, checks
+
+
+@definitions
+def scoring_defs() -> Definitions:
+    """The scoring pair on the daily partitions, built when the code location loads."""
+    assets, checks = build_scoring_assets(daily_partitions())
+    return Definitions(assets=assets, asset_checks=checks)

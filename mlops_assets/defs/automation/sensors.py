@@ -31,10 +31,10 @@ from dagster import (
     sensor,
 )
 
-from mlops_assets.assets.metadata import redact_uri
-from mlops_assets.automation.check_history import CheckCursor, failed_checks, start_cursor
-from mlops_assets.automation.constants import CAUSE_TAG, TRIGGER_TAG, AutomationSettings
-from mlops_assets.automation.jobs import AssetJobs, rollback_champion
+from mlops_assets.defs.automation.check_history import CheckCursor, failed_checks, start_cursor
+from mlops_assets.defs.automation.constants import CAUSE_TAG, TRIGGER_TAG, AutomationSettings
+from mlops_assets.defs.automation.jobs import AssetJobs, rollback_champion
+from mlops_assets.lib.metadata import redact_uri
 from mlops_assets.resources.dataset_source import DatasetSourceResource, is_generated
 from mlops_assets.resources.mlflow_registry import CHAMPION, MlflowResource
 from mlops_assets.resources.policy import LifecyclePolicy
