@@ -108,6 +108,7 @@ def test_the_code_location_does_not_ship_the_local_stack():
     assert importers == []
 
 
+@pytest.mark.slow
 def test_dg_checks_and_lists_the_code_location():
     """`dg check defs` and `dg list defs` (the current Dagster project tooling) load it."""
     dg = str(Path(sys.executable).with_name("dg"))
@@ -173,6 +174,7 @@ def test_every_resource_setting_reaches_its_field(monkeypatch: pytest.MonkeyPatc
             assert value == expected, f"{entry.name} did not reach {resource.__name__}.{field_name}"
 
 
+@pytest.mark.slow
 def test_dagster_validates_the_workspace():
     dagster = Path(sys.executable).parent / "dagster"
     out = subprocess.run(
