@@ -25,6 +25,7 @@ from mlops_assets.resources.model_rollout import ModelRolloutResource
 from mlops_assets.resources.notifier import NotifierResource
 from mlops_assets.resources.object_store import ObjectStoreResource, S3Config
 from mlops_assets.resources.policy import LifecyclePolicy
+from mlops_assets.resources.training import TrainingResource
 from mlops_assets.settings import env_fields, home, setting
 
 R = TypeVar("R")
@@ -113,6 +114,7 @@ def build_resources() -> dict[str, object]:
         ),
         "image_builder": from_env(ImageBuilderResource),
         "policy": from_env(LifecyclePolicy),
+        "training_settings": from_env(TrainingResource),
         "model_rollout": from_env(ModelRolloutResource),
         "notifier": from_env(NotifierResource),
     }

@@ -144,11 +144,13 @@ def resource_classes() -> tuple[type, ...]:
     from mlops_assets.resources.notifier import NotifierResource
     from mlops_assets.resources.object_store import S3Config
     from mlops_assets.resources.policy import LifecyclePolicy
+    from mlops_assets.resources.training import TrainingResource
 
     return (
         S3Config,
         DatasetSourceResource,
         MlflowResource,
+        TrainingResource,
         LifecyclePolicy,
         ImageBuilderResource,
         ModelRolloutResource,

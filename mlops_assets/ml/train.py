@@ -1,14 +1,20 @@
 """Build, fit and evaluate the regression Pipeline.
 
 Preprocessing lives inside the Pipeline, so the registered artefact takes the
-raw feature columns and is exactly what gets served.
+raw feature columns and is exactly what gets served. The estimator is one of the built-in
+types or any scikit-learn-compatible regressor named by its import path.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import inspect
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +23,10 @@ import pandas as pd
 from mlops_assets.ml.spec import DatasetSpec
 
 MODEL_TYPES = ("hist_gradient_boosting", "random_forest", "ridge")
+# package.module.Class: any scikit-learn-compatible estimator the environment can import.
+IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+# package.module:function: the user's own training code.
+FUNCTION_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 # skops refuses to load types it was not told to trust; these are the ones the
 # Pipelines built here contain beyond sklearn's defaults, each reviewed.
@@ -24,6 +34,7 @@ SKOPS_TRUSTED_TYPES = [
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
     "sklearn.compose._column_transformer._RemainderColsList",
+    "sklearn.tree._tree.Tree",  # the fitted trees of random_forest (and sklearn's tree models)
     "numpy.dtype",  # OneHotEncoder's output dtype parameter
 ]
 
@@ -46,9 +57,8 @@ def training_fingerprint(dataset_digest: str, config: TrainingConfig) -> str:
     and the versions of the packages that fit and serve it. The same fingerprint trains the
     same model again, so it is not trained twice."""
     from importlib.metadata import version
-    from pathlib import Path
 
-    identity = {
+    identity: dict[str, Any] = {
         "dataset_digest": dataset_digest,
         "training_code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
         "model_type": config.model_type,
@@ -56,8 +66,23 @@ def training_fingerprint(dataset_digest: str, config: TrainingConfig) -> str:
         "random_state": config.random_state,
         "packages": {name: version(name) for name in SERVING_PACKAGES},
     }
+    # The user's own code decides the model too: the source of its module.
+    if config.training_function:
+        identity["training_function"] = config.training_function
+        identity["user_code"] = _source_digest(training_function(config.training_function))
+    elif config.model_type not in MODEL_TYPES:
+        identity["user_code"] = _source_digest(estimator_class(config.model_type))
     encoded = json.dumps(identity, sort_keys=True, default=str).encode()
     return hashlib.sha256(encoded).hexdigest()[:32]
+
+
+class EstimatorError(ValueError):
+    """The configured estimator cannot be used: the message names it and why."""
+
+
+def _source_digest(code: Any) -> str:
+    source = inspect.getsourcefile(code)
+    return hashlib.sha256(Path(source).read_bytes()).hexdigest() if source else ""
 
 
 @dataclass(frozen=True)
@@ -65,10 +90,36 @@ class TrainingConfig:
     model_type: str = "hist_gradient_boosting"
     params: dict[str, Any] = field(default_factory=dict)
     random_state: int = 0
+    # Types the saved model may contain beyond SKOPS_TRUSTED_TYPES (reviewed by the user).
+    trusted_types: tuple[str, ...] = ()
+    # package.module:function that fits the model itself (see fit); model_type is then unused.
+    training_function: str = ""
+
+    @property
+    def label(self) -> str:
+        """What fits the model: the training function, or the estimator."""
+        return self.training_function or self.model_type
+
+    def check(self) -> None:
+        """Fail now, before any data is read, when the estimator or function cannot be used."""
+        if self.training_function:
+            training_function(self.training_function)
+        else:
+            make_estimator(self)
 
     def __post_init__(self) -> None:
-        if self.model_type not in MODEL_TYPES:
-            raise ValueError(f"model_type '{self.model_type}' is not one of {MODEL_TYPES}")
+        if self.training_function and not FUNCTION_PATH.match(self.training_function):
+            raise EstimatorError(
+                f"training function '{self.training_function}' is not of the form "
+                "package.module:function"
+            )
+        if self.model_type not in MODEL_TYPES and not IMPORT_PATH.match(self.model_type):
+            raise EstimatorError(
+                f"model_type '{self.model_type}' is not one of {MODEL_TYPES} nor the import "
+                "path of an estimator class (package.module.Class)"
+            )
+        if not isinstance(self.params, dict):
+            raise EstimatorError(f"estimator params must be a JSON object, not {self.params!r}")
 
 
 @dataclass
@@ -92,11 +143,113 @@ def model_input(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     return pd.DataFrame(columns, index=frame.index)
 
 
+def estimator_class(path: str) -> type:
+    """The class at ``path`` (package.module.Class), or EstimatorError saying what is wrong."""
+    module_name, _, class_name = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EstimatorError(
+            f"model_type '{path}': cannot import module '{module_name}' ({exc}); install the "
+            "package that provides it in the environment that trains"
+        ) from exc
+    found = getattr(module, class_name, None)
+    if not isinstance(found, type):
+        raise EstimatorError(
+            f"model_type '{path}': module '{module_name}' has no class '{class_name}'"
+        )
+    return found
+
+
+def training_function(path: str) -> Callable[..., Any]:
+    """The function at ``path`` (package.module:function), or EstimatorError."""
+    module_name, _, name = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EstimatorError(
+            f"training function '{path}': cannot import module '{module_name}' ({exc})"
+        ) from exc
+    found = getattr(module, name, None)
+    if not callable(found):
+        raise EstimatorError(
+            f"training function '{path}': module '{module_name}' has no function '{name}'"
+        )
+    return found
+
+
+def make_estimator(config: TrainingConfig) -> Any:
+    """The configured regressor, unfitted: a built-in type with its defaults, or the class at
+    ``config.model_type`` with ``config.params``, checked to be a scikit-learn regressor."""
+    try:
+        return _estimator(config)
+    except TypeError as exc:  # a parameter the estimator does not take
+        raise EstimatorError(
+            f"model_type '{config.model_type}' does not accept params {config.params}: {exc}"
+        ) from exc
+
+
+def _estimator(config: TrainingConfig) -> Any:
+    from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+    from sklearn.linear_model import Ridge
+
+    params = dict(config.params)
+    if config.model_type == "hist_gradient_boosting":
+        params.setdefault("max_iter", 200)
+        params.setdefault("learning_rate", 0.1)
+        return HistGradientBoostingRegressor(random_state=config.random_state, **params)
+    if config.model_type == "random_forest":
+        params.setdefault("n_estimators", 100)
+        params.setdefault("n_jobs", -1)
+        return RandomForestRegressor(random_state=config.random_state, **params)
+    if config.model_type == "ridge":
+        return Ridge(**params)
+    return _custom_estimator(config.model_type, params, config.random_state)
+
+
+def _check_task(estimator: Any, name: str) -> None:
+    from sklearn.base import is_classifier, is_regressor
+
+    if is_classifier(estimator):
+        raise EstimatorError(
+            f"{name} is a classifier; the dataset spec's task is regression, so the estimator "
+            "must be a regressor"
+        )
+    if not is_regressor(estimator):
+        raise EstimatorError(
+            f"{name} is not a regressor (sklearn.base.is_regressor is false): derive it from "
+            "sklearn.base.RegressorMixin"
+        )
+
+
+def _custom_estimator(path: str, params: dict[str, Any], random_state: int) -> Any:
+    cls = estimator_class(path)
+    needed = ("fit", "predict", "get_params", "set_params")
+    missing = [name for name in needed if not callable(getattr(cls, name, None))]
+    if missing:
+        raise EstimatorError(
+            f"model_type '{path}' is not a scikit-learn estimator: it has no "
+            f"{', '.join(missing)} (derive it from sklearn.base.BaseEstimator)"
+        )
+    estimator = cls(**params)
+    _check_task(estimator, f"model_type '{path}'")
+    if "random_state" in estimator.get_params() and "random_state" not in params:
+        estimator.set_params(random_state=random_state)
+    return estimator
+
+
+def untrusted_types(pipeline: Any, trusted: tuple[str, ...] = ()) -> list[str]:
+    """Types in ``pipeline``'s skops file that neither skops, the reviewed SKOPS_TRUSTED_TYPES
+    nor ``trusted`` allow: a model containing any is not saved, so never loaded unreviewed."""
+    import skops.io
+
+    found = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+    return sorted(set(found) - set(SKOPS_TRUSTED_TYPES) - set(trusted))
+
+
 def build_pipeline(spec: DatasetSpec, config: TrainingConfig) -> Any:
     from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
     from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import Ridge
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -113,18 +266,7 @@ def build_pipeline(spec: DatasetSpec, config: TrainingConfig) -> Any:
             ("categorical", categorical, spec.categorical_features),
         ]
     )
-    params = dict(config.params)
-    if config.model_type == "hist_gradient_boosting":
-        params.setdefault("max_iter", 200)
-        params.setdefault("learning_rate", 0.1)
-        regressor: Any = HistGradientBoostingRegressor(random_state=config.random_state, **params)
-    elif config.model_type == "random_forest":
-        params.setdefault("n_estimators", 100)
-        params.setdefault("n_jobs", -1)
-        regressor = RandomForestRegressor(random_state=config.random_state, **params)
-    else:
-        regressor = Ridge(**params)
-    return Pipeline([("preprocess", preprocess), ("regressor", regressor)])
+    return Pipeline([("preprocess", preprocess), ("regressor", make_estimator(config))])
 
 
 def regression_metrics(y_true: np.ndarray | pd.Series, y_pred: np.ndarray) -> dict[str, float]:
@@ -144,11 +286,21 @@ def fit(
     splits: dict[str, pd.DataFrame], spec: DatasetSpec, config: TrainingConfig
 ) -> TrainingResult:
     """Fit on train; report metrics on val and test, and those of a naive baseline that
-    predicts the train median for every row."""
+    predicts the train median for every row. With ``config.training_function`` the user's
+    function fits the model instead (see fit_with_user_code)."""
     target = spec.target.name
     train = splits["train"]
-    pipeline = build_pipeline(spec, config)
-    pipeline.fit(model_input(train, spec), train[target].to_numpy(dtype=float))
+    if config.training_function:
+        pipeline = fit_with_user_code(splits, spec, config.training_function)
+        params: dict[str, Any] = {
+            "training_function": config.training_function,
+            **_scalar_params(pipeline),
+        }
+    else:
+        pipeline = build_pipeline(spec, config)
+        pipeline.fit(model_input(train, spec), train[target].to_numpy(dtype=float))
+        params = {"model_type": config.model_type, "random_state": config.random_state}
+        params.update(pipeline.named_steps["regressor"].get_params())
     metrics: dict[str, float] = {
         "train_target_min": float(train[target].min()),
         "train_target_max": float(train[target].max()),
@@ -161,6 +313,35 @@ def fit(
             metrics[f"{name}_{key}"] = value
         for key, value in regression_metrics(y, np.full(len(y), median)).items():
             metrics[f"baseline_{name}_{key}"] = value
-    params = {"model_type": config.model_type, "random_state": config.random_state}
-    params.update(pipeline.named_steps["regressor"].get_params())
     return TrainingResult(pipeline=pipeline, metrics=metrics, params=params)
+
+
+def fit_with_user_code(splits: dict[str, pd.DataFrame], spec: DatasetSpec, path: str) -> Any:
+    """Call the user's ``package.module:function(splits, spec)`` with the train and val splits
+    (the test split is kept back for the gates). It returns a fitted scikit-learn regressor,
+    usually a Pipeline, that predicts from ``model_input(frame, spec)``: the raw feature
+    columns, exactly as the served model is called. ``build_pipeline`` is there to reuse."""
+    function = training_function(path)
+    name = f"training function '{path}'"
+    model = function({part: splits[part].copy() for part in ("train", "val")}, spec)
+    if not callable(getattr(model, "predict", None)):
+        raise EstimatorError(f"{name} returned {type(model).__name__}, not a fitted estimator")
+    _check_task(model, name)
+    try:
+        model.predict(model_input(splits["val"].head(5), spec))
+    except Exception as exc:  # the user's model, any failure: say which and why
+        raise EstimatorError(
+            f"{name} returned a model that cannot predict from the spec's feature columns "
+            f"({', '.join(spec.feature_columns)}): {type(exc).__name__}: {exc}"
+        ) from exc
+    return model
+
+
+def _scalar_params(model: Any) -> dict[str, Any]:
+    """The final estimator's plain parameters, for tracking."""
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    return {
+        key: value
+        for key, value in final.get_params(deep=False).items()
+        if isinstance(value, (str, int, float, bool)) or value is None
+    }

@@ -21,6 +21,12 @@ def client(lifecycle) -> MlflowClient:
     return MlflowClient(uri, uri)
 
 
+def training_runs(lifecycle) -> int:
+    mlflow = client(lifecycle)
+    ids = [e.experiment_id for e in mlflow.search_experiments()]
+    return len(mlflow.search_runs(experiment_ids=ids))
+
+
 def test_training_run_is_fully_tracked_in_mlflow(trained):
     mlflow = client(trained)
     version = mlflow.get_model_version_by_alias(MODEL, "champion")
@@ -189,3 +195,67 @@ def test_rollback_points_champion_at_the_previous_one(lifecycle):
     assert not again.success
     assert "no earlier champion" in step_failure(again, "point_champion_back")
     assert lifecycle.state()["aliases"]["champion"] == "1"
+
+
+CUSTOM = "mlops_assets_tests.ml.estimators.ShrunkLeastSquares"
+
+
+def test_any_regressor_by_import_path_trains_registers_and_is_tracked(trained, monkeypatch):
+    monkeypatch.setenv("MLOPS_MODEL_TYPE", "sklearn.linear_model.Lasso")
+    monkeypatch.setenv("MLOPS_MODEL_PARAMS", '{"alpha": 10.0}')
+    result = trained.run(assets=TRAIN_AND_REGISTER)
+    assert result.success
+    metadata = materialized(result)["trained_model"]
+    assert metadata["model_type"].value == "sklearn.linear_model.Lasso"
+    run = client(trained).get_run(metadata["mlflow_run_id"].value)
+    assert run.data.params["model_type"] == "sklearn.linear_model.Lasso"
+    assert run.data.params["alpha"] == "10.0"
+    assert trained.state()["versions"] == [1, 2]
+    loads = check_evaluations(result)[("registered_model", "champion_loads_and_predicts")]
+    assert loads.passed
+
+
+def test_an_untrusted_estimator_type_is_named_and_nothing_is_logged(trained):
+    before = trained.state()
+    runs_before = training_runs(trained)
+    assert runs_before >= 1
+    result = trained.run(assets=TRAIN_AND_REGISTER, run_config=training_config(model_type=CUSTOM))
+    message = step_failure(result, "trained_model")
+    assert f"holds types skops does not trust: {CUSTOM}" in message
+    assert "MLOPS_SKOPS_TRUSTED_TYPES" in message
+    assert trained.state() == before
+    assert training_runs(trained) == runs_before
+
+    trusted = trained.run(
+        assets=TRAIN_AND_REGISTER,
+        run_config=training_config(model_type=CUSTOM, trusted_types=[CUSTOM]),
+    )
+    assert trusted.success
+    assert trained.state()["versions"] == [1, 2]
+
+
+def test_an_estimator_that_does_not_fit_the_task_changes_nothing(trained):
+    before = trained.state()
+    result = trained.run(
+        assets=TRAIN_AND_REGISTER,
+        run_config=training_config(model_type="sklearn.linear_model.LogisticRegression"),
+    )
+    message = step_failure(result, "trained_model")
+    assert "'sklearn.linear_model.LogisticRegression' is a classifier" in message
+    assert trained.state() == before
+
+
+def test_a_users_training_function_trains_and_registers(trained, monkeypatch):
+    function = "mlops_assets_tests.ml.estimators:train_shrunk_least_squares"
+    monkeypatch.setenv("MLOPS_TRAINING_FUNCTION", function)
+    monkeypatch.setenv("MLOPS_SKOPS_TRUSTED_TYPES", CUSTOM)
+    result = trained.run(assets=TRAIN_AND_REGISTER)
+    assert result.success
+    metadata = materialized(result)["trained_model"]
+    assert metadata["model_type"].value == function
+    run = client(trained).get_run(metadata["mlflow_run_id"].value)
+    assert run.data.params["training_function"] == function
+    assert trained.state()["versions"] == [1, 2]
+    checks = check_evaluations(result)
+    assert checks[("trained_model", "beats_naive_baseline")].passed
+    assert checks[("registered_model", "champion_loads_and_predicts")].passed

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -5,7 +7,16 @@ from mlops_assets.ml.dataset import clean, split
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets.ml.spec import HOUSE_PRICES
 from mlops_assets.ml.tabular import TableFile, read_validated
-from mlops_assets.ml.train import TrainingConfig, fit, model_input, regression_metrics
+from mlops_assets.ml.train import (
+    MODEL_TYPES,
+    EstimatorError,
+    TrainingConfig,
+    fit,
+    make_estimator,
+    model_input,
+    regression_metrics,
+    untrusted_types,
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +78,109 @@ def test_training_fingerprint_follows_data_config_and_code(monkeypatch, tmp_path
     edited.write_bytes(Path(train.__file__).read_bytes() + b"\n# a changed line\n")
     monkeypatch.setattr(train, "__file__", str(edited))
     assert training_fingerprint("digest-a", TrainingConfig()) != base
+
+
+CUSTOM = "mlops_assets_tests.ml.estimators.ShrunkLeastSquares"
+
+
+def test_any_regressor_by_import_path_with_its_params(splits):
+    result = fit(splits, HOUSE_PRICES, TrainingConfig("sklearn.linear_model.Lasso", {"alpha": 5.0}))
+    assert type(result.pipeline.named_steps["regressor"]).__name__ == "Lasso"
+    assert result.params["alpha"] == 5.0
+    assert result.params["model_type"] == "sklearn.linear_model.Lasso"
+    assert result.metrics["test_rmse"] < 0.8 * result.metrics["baseline_test_rmse"]
+
+
+def test_a_user_estimator_class_trains_and_gets_the_random_state(splits):
+    trees = make_estimator(TrainingConfig("sklearn.ensemble.ExtraTreesRegressor", random_state=7))
+    assert trees.random_state == 7
+    result = fit(splits, HOUSE_PRICES, TrainingConfig(CUSTOM, {"shrink": 0.1}))
+    assert result.pipeline.named_steps["regressor"].shrink == 0.1
+    assert result.metrics["test_r2"] > 0.5
+
+
+@pytest.mark.parametrize(
+    ("model_type", "params", "message"),
+    [
+        ("xgb", {}, "model_type 'xgb' is not one of"),
+        ("no_such_package.Model", {}, "cannot import module 'no_such_package'"),
+        ("sklearn.svm.NoSuchModel", {}, "module 'sklearn.svm' has no class 'NoSuchModel'"),
+        ("mlops_assets_tests.ml.estimators.NotAnEstimator", {}, "is not a scikit-learn estimator"),
+        ("sklearn.linear_model.LogisticRegression", {}, "is a classifier; the dataset spec's task"),
+        ("sklearn.cluster.KMeans", {}, "is not a regressor"),
+        ("sklearn.linear_model.Lasso", {"alphaa": 1.0}, "does not accept params {'alphaa': 1.0}"),
+        ("ridge", {"bogus": 1}, "model_type 'ridge' does not accept params"),
+    ],
+)
+def test_an_unusable_estimator_is_refused_by_name(model_type, params, message):
+    with pytest.raises(EstimatorError, match=re.escape(message)):
+        make_estimator(TrainingConfig(model_type, params))
+
+
+def test_types_skops_does_not_trust_are_named_until_listed(splits):
+    pipeline = fit(splits, HOUSE_PRICES, TrainingConfig(CUSTOM)).pipeline
+    assert untrusted_types(pipeline) == [CUSTOM]
+    assert untrusted_types(pipeline, (CUSTOM,)) == []
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_every_built_in_model_type_is_saved_with_reviewed_types_only(splits, model_type):
+    """random_forest's trees were once refused by skops when the model was logged."""
+    params = {"n_estimators": 5} if model_type == "random_forest" else {}
+    builtin = fit(splits, HOUSE_PRICES, TrainingConfig(model_type, params))
+    assert untrusted_types(builtin.pipeline) == []
+
+
+def test_a_custom_estimators_code_is_part_of_the_fingerprint(monkeypatch, tmp_path):
+    from mlops_assets.ml.train import training_fingerprint
+
+    package = tmp_path / "user_models"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    source = "from sklearn.linear_model import Ridge\n\nclass Mine(Ridge):\n    pass\n"
+    (package / "mine.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = TrainingConfig("user_models.mine.Mine")
+    before = training_fingerprint("digest-a", config)
+    assert training_fingerprint("digest-a", config) == before
+    (package / "mine.py").write_text(source + "    # changed\n")
+    assert training_fingerprint("digest-a", config) != before
+
+
+def test_a_users_training_function_fits_the_model(splits):
+    config = TrainingConfig(
+        training_function="mlops_assets_tests.ml.estimators:train_shrunk_least_squares"
+    )
+    result = fit(splits, HOUSE_PRICES, config)
+    assert type(result.pipeline.steps[-1][1]).__name__ == "ShrunkLeastSquares"
+    assert result.params["shrink"] == 0.05
+    assert result.params["training_function"] == config.training_function
+    assert result.metrics["test_r2"] > 0.5
+    assert result.metrics["test_rmse"] < 0.8 * result.metrics["baseline_test_rmse"]
+
+
+def test_a_training_function_never_sees_the_test_split(splits):
+    config = TrainingConfig(
+        training_function="mlops_assets_tests.ml.estimators:splits_it_was_given"
+    )
+    with pytest.raises(RuntimeError, match=re.escape("given splits: ['train', 'val']")):
+        fit(splits, HOUSE_PRICES, config)
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("not a path", "is not of the form package.module:function"),
+        ("no_such_pkg.train:fit", "cannot import module 'no_such_pkg.train'"),
+        ("mlops_assets_tests.ml.estimators:missing", "has no function 'missing'"),
+        ("mlops_assets_tests.ml.estimators:returns_a_string", "returned str, not a fitted"),
+    ],
+)
+def test_an_unusable_training_function_is_refused_by_name(splits, path, message):
+    def train() -> None:
+        config = TrainingConfig(training_function=path)
+        config.check()
+        fit(splits, HOUSE_PRICES, config)
+
+    with pytest.raises(EstimatorError, match=re.escape(message)):
+        train()

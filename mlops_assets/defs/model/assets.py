@@ -1,6 +1,5 @@
 """trained_model and registered_model: fit, track, register and gate the champion."""
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,12 +29,13 @@ from mlops_assets.ml.promotion import METRIC_DIRECTION, decide, relative_improve
 from mlops_assets.ml.spec import DatasetSpec
 from mlops_assets.ml.train import (
     SKOPS_TRUSTED_TYPES,
-    TrainingConfig,
+    EstimatorError,
     fit,
     model_input,
     regression_metrics,
     serving_requirements,
     training_fingerprint,
+    untrusted_types,
 )
 from mlops_assets.records import (
     DatasetVersion,
@@ -54,17 +54,31 @@ from mlops_assets.resources.mlflow_registry import (
 )
 from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets.resources.policy import LifecyclePolicy
+from mlops_assets.resources.training import TrainingResource
 
 SMOKE_ROWS = 100
 
 
 class TrainingRunConfig(Config):
     model_type: str = Field(
-        default="hist_gradient_boosting",
-        description="hist_gradient_boosting, random_forest or ridge",
+        default="",
+        description="hist_gradient_boosting, random_forest, ridge, or the import path of a "
+        "scikit-learn-compatible regressor (package.module.Class); empty: MLOPS_MODEL_TYPE",
     )
-    params_json: str = Field(default="{}", description="estimator parameters as a JSON object")
+    params_json: str = Field(
+        default="", description="estimator parameters as a JSON object; empty: MLOPS_MODEL_PARAMS"
+    )
     random_state: int = 0
+    training_function: str = Field(
+        default="",
+        description="your own training code, package.module:function(splits, spec) returning a "
+        "fitted regressor; empty: MLOPS_TRAINING_FUNCTION",
+    )
+    trusted_types: list[str] = Field(
+        default=[],
+        description="types the saved model may contain, in addition to MLOPS_SKOPS_TRUSTED_TYPES "
+        "and the reviewed list",
+    )
     force_retrain: bool = Field(
         default=False,
         description="train even when an MLflow run already trained this dataset version with "
@@ -87,15 +101,22 @@ def trained_model(
     dataset_source: DatasetSourceResource,
     object_store: ObjectStoreResource,
     mlflow: MlflowResource,
+    training_settings: TrainingResource,
 ) -> MaterializeResult:
     spec = dataset_source.spec
     try:
-        params = json.loads(config.params_json)
-        training = TrainingConfig(config.model_type, params, config.random_state)
-    except (ValueError, TypeError) as exc:
+        training = training_settings.config(
+            config.model_type,
+            config.params_json,
+            config.random_state,
+            tuple(config.trusted_types),
+            config.training_function,
+        )
+        training.check()  # an unusable estimator or function fails now, before data is read
+        manifest = dataset_manifest(versioned_dataset.digest, spec, object_store)
+        fingerprint = training_fingerprint(manifest["digest"], training)
+    except EstimatorError as exc:
         raise Failure(allow_retries=False, description=f"bad training config: {exc}") from exc
-    manifest = dataset_manifest(versioned_dataset.digest, spec, object_store)
-    fingerprint = training_fingerprint(manifest["digest"], training)
     earlier = None if config.force_retrain else mlflow.find_training_run(fingerprint)
     if earlier is not None:
         run_id, model_uri = earlier.info.run_id, earlier.data.tags[MODEL_URI_TAG]
@@ -107,7 +128,19 @@ def trained_model(
         )
     else:
         splits = DatasetStore(object_store, spec.name).load_splits(manifest)
-        result = fit(splits, spec, training)
+        try:
+            result = fit(splits, spec, training)
+        except EstimatorError as exc:  # the user's function returned no usable model
+            raise Failure(allow_retries=False, description=str(exc)) from exc
+        untrusted = untrusted_types(result.pipeline, training.trusted_types)
+        if untrusted:
+            raise Failure(
+                allow_retries=False,
+                description=f"the fitted {training.label} model holds types skops does "
+                f"not trust: {', '.join(untrusted)}. Review them, then list them in "
+                "MLOPS_SKOPS_TRUSTED_TYPES (or the run config's trusted_types). Nothing was "
+                "logged or registered.",
+            )
         logged = mlflow.log_training_run(
             pipeline=result.pipeline,
             params=result.params,
@@ -124,7 +157,7 @@ def trained_model(
                 "dagster.asset": "trained_model",
                 FINGERPRINT_TAG: fingerprint,
             },
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            skops_trusted_types=[*SKOPS_TRUSTED_TYPES, *training.trusted_types],
             pip_requirements=serving_requirements(),
         )
         run_id, model_uri, metrics = logged.run_id, logged.model_uri, result.metrics
@@ -143,7 +176,7 @@ def trained_model(
             "training": training_note,
             "mlflow_run_id": run_id,
             "model_uri": model_uri,
-            "model_type": training.model_type,
+            "model_type": training.label,
             "dataset_tag": manifest["tag"],
             "training_fingerprint": fingerprint,
             **{name: MetadataValue.float(value) for name, value in metrics.items()},

@@ -1,0 +1,34 @@
+"""TrainingResource: the settings train; a run's config overrides each of them."""
+
+import pytest
+
+from mlops_assets.ml.train import EstimatorError
+from mlops_assets.resources.training import TrainingResource
+
+
+def test_settings_apply_where_the_run_config_is_empty():
+    settings = TrainingResource(
+        model_type="sklearn.svm.SVR", model_params='{"C": 2.0}', trusted_types="a.B, c.D"
+    )
+    config = settings.config()
+    assert (config.model_type, config.params) == ("sklearn.svm.SVR", {"C": 2.0})
+    assert config.trusted_types == ("a.B", "c.D")
+    run = settings.config("ridge", '{"alpha": 3}', random_state=4, trusted_types=("e.F",))
+    assert (run.model_type, run.params, run.random_state) == ("ridge", {"alpha": 3}, 4)
+    assert run.trusted_types == ("a.B", "c.D", "e.F")
+
+
+def test_params_that_are_not_a_json_object_are_refused_with_the_text():
+    with pytest.raises(EstimatorError, match=r"not JSON .*'\{C: 2\}'"):
+        TrainingResource(model_params="{C: 2}").config()
+    with pytest.raises(EstimatorError, match="must be a JSON object"):
+        TrainingResource(model_params="[1, 2]").config()
+
+
+def test_the_settings_come_from_the_environment(monkeypatch):
+    from mlops_assets.definitions import from_env
+
+    monkeypatch.setenv("MLOPS_MODEL_TYPE", "sklearn.linear_model.Lasso")
+    monkeypatch.setenv("MLOPS_MODEL_PARAMS", '{"alpha": 0.5}')
+    config = from_env(TrainingResource).config()
+    assert (config.model_type, config.params) == ("sklearn.linear_model.Lasso", {"alpha": 0.5})
