@@ -145,37 +145,33 @@ def model_input(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
 
 def estimator_class(path: str) -> type:
     """The class at ``path`` (package.module.Class), or EstimatorError saying what is wrong."""
-    module_name, _, class_name = path.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise EstimatorError(
-            f"model_type '{path}': cannot import module '{module_name}' ({exc}); install the "
-            "package that provides it in the environment that trains"
-        ) from exc
-    found = getattr(module, class_name, None)
+    module_name, _, name = path.rpartition(".")
+    found = _import(f"model_type '{path}'", module_name, name, "class")
     if not isinstance(found, type):
-        raise EstimatorError(
-            f"model_type '{path}': module '{module_name}' has no class '{class_name}'"
-        )
+        raise EstimatorError(f"model_type '{path}': '{name}' in '{module_name}' is not a class")
     return found
 
 
 def training_function(path: str) -> Callable[..., Any]:
     """The function at ``path`` (package.module:function), or EstimatorError."""
     module_name, _, name = path.partition(":")
+    found = _import(f"training function '{path}'", module_name, name, "function")
+    if not callable(found):
+        raise EstimatorError(f"training function '{path}': '{name}' is not callable")
+    return found
+
+
+def _import(what: str, module_name: str, name: str, kind: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise EstimatorError(
-            f"training function '{path}': cannot import module '{module_name}' ({exc})"
+            f"{what}: cannot import module '{module_name}' ({exc}); install the package that "
+            "provides it where training runs"
         ) from exc
-    found = getattr(module, name, None)
-    if not callable(found):
-        raise EstimatorError(
-            f"training function '{path}': module '{module_name}' has no function '{name}'"
-        )
-    return found
+    if not hasattr(module, name):
+        raise EstimatorError(f"{what}: module '{module_name}' has no {kind} '{name}'")
+    return getattr(module, name)
 
 
 def make_estimator(config: TrainingConfig) -> Any:
