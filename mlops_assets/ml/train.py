@@ -13,7 +13,7 @@ import inspect
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,12 @@ def training_fingerprint(dataset_digest: str, config: TrainingConfig) -> str:
         "random_state": config.random_state,
         "packages": {name: version(name) for name in SERVING_PACKAGES},
     }
+    if config.search.enabled:
+        identity["search"] = {
+            "trials": config.search.trials,
+            "timeout_seconds": config.search.timeout_seconds,
+            "space": config.search.space,
+        }
     # The user's own code decides the model too: the source of its module.
     if config.training_function:
         identity["training_function"] = config.training_function
@@ -74,6 +80,20 @@ def training_fingerprint(dataset_digest: str, config: TrainingConfig) -> str:
         identity["user_code"] = _source_digest(estimator_class(config.model_type))
     encoded = json.dumps(identity, sort_keys=True, default=str).encode()
     return hashlib.sha256(encoded).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Hyperparameter search ahead of training (mlops_assets.ml.search): off unless a number of
+    trials or a time budget is given; ``space`` replaces the built-in type's space."""
+
+    trials: int = 0
+    timeout_seconds: float = 0.0
+    space: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return self.trials > 0 or self.timeout_seconds > 0
 
 
 class EstimatorError(ValueError):
@@ -94,6 +114,7 @@ class TrainingConfig:
     trusted_types: tuple[str, ...] = ()
     # package.module:function that fits the model itself (see fit); model_type is then unused.
     training_function: str = ""
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     @property
     def label(self) -> str:
@@ -106,6 +127,10 @@ class TrainingConfig:
             training_function(self.training_function)
         else:
             make_estimator(self)
+        if self.search.enabled:
+            from mlops_assets.ml.search import space_for
+
+            space_for(self, self.search)
 
     def __post_init__(self) -> None:
         if self.training_function and not FUNCTION_PATH.match(self.training_function):
@@ -118,6 +143,11 @@ class TrainingConfig:
                 f"model_type '{self.model_type}' is not one of {MODEL_TYPES} nor the import "
                 "path of an estimator class (package.module.Class)"
             )
+        if self.training_function and self.search.enabled:
+            raise EstimatorError(
+                "hyperparameter search tunes an estimator (model_type); a training function "
+                "does its own tuning, so give one or the other"
+            )
         if not isinstance(self.params, dict):
             raise EstimatorError(f"estimator params must be a JSON object, not {self.params!r}")
 
@@ -127,6 +157,7 @@ class TrainingResult:
     pipeline: Any
     metrics: dict[str, float]
     params: dict[str, Any]
+    search: Any = None  # mlops_assets.ml.search.SearchResult when a search ran
 
 
 def model_input(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
@@ -286,6 +317,7 @@ def fit(
     function fits the model instead (see fit_with_user_code)."""
     target = spec.target.name
     train = splits["train"]
+    searched = None
     if config.training_function:
         pipeline = fit_with_user_code(splits, spec, config.training_function)
         params: dict[str, Any] = {
@@ -293,6 +325,12 @@ def fit(
             **_scalar_params(pipeline),
         }
     else:
+        if config.search.enabled:
+            from mlops_assets.ml.search import search
+
+            # The search gets train and val only: the test split is for the gates.
+            searched = search(train, splits["val"], spec, config, config.search)
+            config = replace(config, params={**config.params, **searched.best_params})
         pipeline = build_pipeline(spec, config)
         pipeline.fit(model_input(train, spec), train[target].to_numpy(dtype=float))
         params = {"model_type": config.model_type, "random_state": config.random_state}
@@ -309,7 +347,7 @@ def fit(
             metrics[f"{name}_{key}"] = value
         for key, value in regression_metrics(y, np.full(len(y), median)).items():
             metrics[f"baseline_{name}_{key}"] = value
-    return TrainingResult(pipeline=pipeline, metrics=metrics, params=params)
+    return TrainingResult(pipeline=pipeline, metrics=metrics, params=params, search=searched)
 
 
 def fit_with_user_code(splits: dict[str, pd.DataFrame], spec: DatasetSpec, path: str) -> Any:

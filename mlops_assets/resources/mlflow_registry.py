@@ -33,6 +33,7 @@ class LoggedModel:
     run_id: str
     model_uri: str
     experiment_id: str
+    search_plot_uri: str = ""  # the optimisation history, when a search ran
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,11 @@ class MlflowResource(ConfigurableResource):
         tags: dict[str, str],
         skops_trusted_types: list[str],
         pip_requirements: list[str] | None = None,
+        search: Any = None,
     ) -> LoggedModel:
         """Log params, metrics, the training dataset (with its digest) and the model with its
-        signature and input example, in one MLflow run."""
+        signature and input example, in one MLflow run; a hyperparameter search's trials are
+        nested runs under it, and its optimisation history a picture in its artifacts."""
         mlflow = self._mlflow()
         from mlflow.models import infer_signature
 
@@ -134,10 +137,51 @@ class MlflowResource(ConfigurableResource):
                 skops_trusted_types=skops_trusted_types,
                 pip_requirements=pip_requirements,
             )
+            plot_uri = self._log_search(search, experiment_id) if search is not None else ""
             mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
         return LoggedModel(
-            run_id=run.info.run_id, model_uri=info.model_uri, experiment_id=experiment_id
+            run_id=run.info.run_id,
+            model_uri=info.model_uri,
+            experiment_id=experiment_id,
+            search_plot_uri=plot_uri,
         )
+
+    def _log_search(self, search: Any, experiment_id: str) -> str:
+        """Each trial as a nested run of the active run; the history as a PNG artifact."""
+        import tempfile
+
+        from mlops_assets.ml.search import OBJECTIVE, history_png
+
+        mlflow = self._mlflow()
+        mlflow.log_metrics(
+            {
+                f"search_best_{OBJECTIVE}": search.best_value,
+                "search_trials": len(search.trials),
+                "search_failed_trials": search.failed,
+            }
+        )
+        mlflow.log_param("search_space", json.dumps(search.space, sort_keys=True)[:6000])
+        for trial in search.trials:
+            state = "failed" if trial.value is None else "complete"
+            tags = {"mlops.search_trial": str(trial.number), "mlops.trial_state": state}
+            if trial.error:
+                tags["mlops.trial_error"] = trial.error[:5000]
+            with mlflow.start_run(
+                experiment_id=experiment_id,
+                nested=True,
+                run_name=f"trial-{trial.number}",
+                tags=tags,
+            ):
+                mlflow.log_params({k: str(v)[:500] for k, v in trial.params.items()})
+                metrics = {"trial_seconds": trial.seconds}
+                if trial.value is not None:
+                    metrics[OBJECTIVE] = trial.value
+                mlflow.log_metrics(metrics)
+        with tempfile.TemporaryDirectory(prefix="mlops-search-") as tmp:
+            path = Path(tmp) / "optimization_history.png"
+            path.write_bytes(history_png(search))
+            mlflow.log_artifact(str(path), artifact_path="search")
+        return f"{mlflow.get_artifact_uri()}/search/optimization_history.png"
 
     def find_training_run(self, fingerprint: str) -> Any | None:
         """The newest finished run with this training fingerprint that logged its model."""

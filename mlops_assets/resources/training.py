@@ -4,10 +4,11 @@ hold. Schedules and sensors train with these settings; a run's config overrides 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from dagster import ConfigurableResource
 
-from mlops_assets.ml.train import EstimatorError, TrainingConfig
+from mlops_assets.ml.train import EstimatorError, SearchConfig, TrainingConfig
 from mlops_assets.settings import env_field
 
 
@@ -30,6 +31,23 @@ class TrainingResource(ConfigurableResource):
         "Your own training code, package.module:function(splits, spec) returning a fitted "
         "regressor that predicts from the raw feature columns; set, it replaces MLOPS_MODEL_TYPE.",
     )
+    search_trials: int = env_field(
+        "MLOPS_SEARCH_TRIALS",
+        0,
+        "Hyperparameter search ahead of training: this many Optuna trials, each scored on the "
+        "val split (0 with no time budget: no search).",
+    )
+    search_timeout_seconds: float = env_field(
+        "MLOPS_SEARCH_TIMEOUT_SECONDS",
+        0.0,
+        "Time budget of the search in seconds (0: none; with trials, whichever ends first).",
+    )
+    search_space: str = env_field(
+        "MLOPS_SEARCH_SPACE",
+        "",
+        'Search space as JSON, e.g. {"alpha": {"type": "float", "low": 0.01, "high": 10, '
+        '"log": true}}; empty: the built-in type\'s space.',
+    )
     trusted_types: str = env_field(
         "MLOPS_SKOPS_TRUSTED_TYPES",
         "",
@@ -45,13 +63,21 @@ class TrainingResource(ConfigurableResource):
         random_state: int = 0,
         trusted_types: tuple[str, ...] = (),
         training_function: str = "",
+        search_trials: int | None = None,
+        search_timeout_seconds: float | None = None,
+        search_space_json: str = "",
     ) -> TrainingConfig:
         """The training config: what a run asks for, the settings for what it leaves empty."""
-        text = params_json or self.model_params
-        try:
-            params = json.loads(text)
-        except ValueError as exc:
-            raise EstimatorError(f"estimator params are not JSON ({exc}): {text!r}") from exc
+        params = _json("estimator params", params_json or self.model_params)
+        search = SearchConfig(
+            trials=self.search_trials if search_trials is None else search_trials,
+            timeout_seconds=(
+                self.search_timeout_seconds
+                if search_timeout_seconds is None
+                else search_timeout_seconds
+            ),
+            space=_json("search space", search_space_json or self.search_space or "{}"),
+        )
         extra = tuple(t.strip() for t in self.trusted_types.split(",") if t.strip())
         return TrainingConfig(
             model_type=model_type or self.model_type,
@@ -60,4 +86,12 @@ class TrainingResource(ConfigurableResource):
             trusted_types=(*extra, *trusted_types),
             # A run that names an estimator trains it, not the function the settings name.
             training_function=training_function or ("" if model_type else self.training_function),
+            search=search,
         )
+
+
+def _json(what: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise EstimatorError(f"{what}: not JSON ({exc}): {text!r}") from exc

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from mlflow import MlflowClient
 
 from mlops_assets_tests.conftest import check_evaluations, materialized, step_failure
@@ -259,3 +260,41 @@ def test_a_users_training_function_trains_and_registers(trained, monkeypatch):
     checks = check_evaluations(result)
     assert checks[("trained_model", "beats_naive_baseline")].passed
     assert checks[("registered_model", "champion_loads_and_predicts")].passed
+
+
+def test_a_search_ahead_of_training_is_tracked_as_nested_runs_with_its_picture(
+    trained, monkeypatch
+):
+    monkeypatch.setenv("MLOPS_SEARCH_TRIALS", "4")
+    result = trained.run(assets=TRAIN_AND_REGISTER, run_config=training_config(model_type="ridge"))
+    assert result.success
+    metadata = materialized(result)["trained_model"]
+    assert metadata["search_trials"].value == 4
+    assert "alpha" in metadata["search_best_params"].value
+    assert metadata["search_history_plot"].value.endswith("search/optimization_history.png")
+    mlflow = client(trained)
+    parent = mlflow.get_run(metadata["mlflow_run_id"].value)
+    children = mlflow.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
+    assert sorted(int(c.data.tags["mlops.search_trial"]) for c in children) == [0, 1, 2, 3]
+    assert all("val_rmse" in c.data.metrics and "alpha" in c.data.params for c in children)
+    best = min(c.data.metrics["val_rmse"] for c in children)
+    assert parent.data.metrics["search_best_val_rmse"] == best
+    assert float(parent.data.params["alpha"]) == pytest.approx(
+        float(min(children, key=lambda c: c.data.metrics["val_rmse"]).data.params["alpha"])
+    )
+    artifacts = [a.path for a in mlflow.list_artifacts(parent.info.run_id, "search")]
+    assert artifacts == ["search/optimization_history.png"]
+
+
+def test_a_search_that_cannot_run_fails_clearly_and_changes_nothing(trained, monkeypatch):
+    monkeypatch.setenv("MLOPS_SEARCH_TRIALS", "3")
+    before = trained.state()
+    result = trained.run(
+        assets=TRAIN_AND_REGISTER,
+        run_config=training_config(model_type="sklearn.linear_model.Lasso"),
+    )
+    assert "has no built-in search space" in step_failure(result, "trained_model")
+    assert trained.state() == before

@@ -19,7 +19,7 @@ def test_settings_apply_where_the_run_config_is_empty():
 
 
 def test_params_that_are_not_a_json_object_are_refused_with_the_text():
-    with pytest.raises(EstimatorError, match=r"not JSON .*'\{C: 2\}'"):
+    with pytest.raises(EstimatorError, match=r"estimator params: not JSON .*'\{C: 2\}'"):
         TrainingResource(model_params="{C: 2}").config()
     with pytest.raises(EstimatorError, match="must be a JSON object"):
         TrainingResource(model_params="[1, 2]").config()
@@ -32,3 +32,15 @@ def test_the_settings_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("MLOPS_MODEL_PARAMS", '{"alpha": 0.5}')
     config = from_env(TrainingResource).config()
     assert (config.model_type, config.params) == ("sklearn.linear_model.Lasso", {"alpha": 0.5})
+
+
+def test_search_settings_and_their_run_overrides():
+    settings = TrainingResource(
+        search_trials=20, search_space='{"alpha": {"type": "float", "low": 1, "high": 2}}'
+    )
+    search = settings.config().search
+    assert (search.trials, search.timeout_seconds) == (20, 0.0)
+    assert search.space == {"alpha": {"type": "float", "low": 1, "high": 2}}
+    run = settings.config(search_trials=0, search_timeout_seconds=30.0).search
+    assert (run.trials, run.timeout_seconds, run.enabled) == (0, 30.0, True)
+    assert not TrainingResource().config().search.enabled

@@ -26,6 +26,7 @@ from mlops_assets.lib.metadata import md_table
 from mlops_assets.lib.retries import SERVER_RETRY
 from mlops_assets.ml.dataset_store import DatasetStore
 from mlops_assets.ml.promotion import METRIC_DIRECTION, decide, relative_improvement
+from mlops_assets.ml.search import OBJECTIVE, SearchResult
 from mlops_assets.ml.spec import DatasetSpec
 from mlops_assets.ml.train import (
     SKOPS_TRUSTED_TYPES,
@@ -74,6 +75,15 @@ class TrainingRunConfig(Config):
         description="your own training code, package.module:function(splits, spec) returning a "
         "fitted regressor; empty: MLOPS_TRAINING_FUNCTION",
     )
+    search_trials: int | None = Field(
+        default=None, description="Optuna trials ahead of training; empty: MLOPS_SEARCH_TRIALS"
+    )
+    search_timeout_seconds: float | None = Field(
+        default=None, description="search time budget; empty: MLOPS_SEARCH_TIMEOUT_SECONDS"
+    )
+    search_space_json: str = Field(
+        default="", description="search space as JSON; empty: MLOPS_SEARCH_SPACE or built-in"
+    )
     trusted_types: list[str] = Field(
         default=[],
         description="types the saved model may contain, in addition to MLOPS_SKOPS_TRUSTED_TYPES "
@@ -111,6 +121,9 @@ def trained_model(
             config.random_state,
             tuple(config.trusted_types),
             config.training_function,
+            config.search_trials,
+            config.search_timeout_seconds,
+            config.search_space_json,
         )
         training.check()  # an unusable estimator or function fails now, before data is read
         manifest = dataset_manifest(versioned_dataset.digest, spec, object_store)
@@ -118,6 +131,7 @@ def trained_model(
     except EstimatorError as exc:
         raise Failure(allow_retries=False, description=f"bad training config: {exc}") from exc
     earlier = None if config.force_retrain else mlflow.find_training_run(fingerprint)
+    search_metadata: dict[str, Any] = {}
     if earlier is not None:
         run_id, model_uri = earlier.info.run_id, earlier.data.tags[MODEL_URI_TAG]
         metrics = dict(earlier.data.metrics)
@@ -159,9 +173,12 @@ def trained_model(
             },
             skops_trusted_types=[*SKOPS_TRUSTED_TYPES, *training.trusted_types],
             pip_requirements=serving_requirements(),
+            search=result.search,
         )
         run_id, model_uri, metrics = logged.run_id, logged.model_uri, result.metrics
         training_note = "trained" + (" (force_retrain)" if config.force_retrain else "")
+        if result.search is not None:
+            search_metadata = _search_metadata(result.search, logged.search_plot_uri)
     context.log.info(f"MLflow run {run_id}, test rmse {metrics['test_rmse']:.6g}: {training_note}")
     return MaterializeResult(
         value=TrainedModel(
@@ -179,9 +196,24 @@ def trained_model(
             "model_type": training.label,
             "dataset_tag": manifest["tag"],
             "training_fingerprint": fingerprint,
+            **search_metadata,
             **{name: MetadataValue.float(value) for name, value in metrics.items()},
         },
     )
+
+
+def _search_metadata(search: SearchResult, plot_uri: str) -> dict[str, Any]:
+    """The search as a person reads it: best params, how many trials (and failures), and
+    where the optimisation history picture is."""
+    return {
+        "search_best_params": md_table(
+            ["parameter", "best value"], sorted(search.best_params.items())
+        ),
+        f"search_best_{OBJECTIVE}": MetadataValue.float(search.best_value),
+        "search_trials": len(search.trials),
+        "search_failed_trials": search.failed,
+        "search_history_plot": MetadataValue.url(plot_uri) if plot_uri else MetadataValue.null(),
+    }
 
 
 @asset_check(

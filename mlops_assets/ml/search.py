@@ -1,0 +1,183 @@
+"""Hyperparameter search ahead of training (Optuna), scored on the validation split only.
+
+The search sees the train and val splits and nothing else: the test split stays unread until
+the final model, fitted with the best parameters, is evaluated for the gates. The sampler is
+seeded with the training config's random state, so the same data, config and number of trials
+give the same best parameters (a time budget stops after however many trials fit in it). A
+trial that fails is recorded with its error and skipped; all of them failing is an error.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops_assets.ml.spec import DatasetSpec
+from mlops_assets.ml.train import (
+    EstimatorError,
+    SearchConfig,
+    TrainingConfig,
+    build_pipeline,
+    model_input,
+)
+
+# The space searched for each built-in type; a custom estimator brings its own (search_space).
+BUILT_IN_SPACES: dict[str, dict[str, dict[str, Any]]] = {
+    "hist_gradient_boosting": {
+        "learning_rate": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
+        "max_iter": {"type": "int", "low": 50, "high": 400},
+        "max_leaf_nodes": {"type": "int", "low": 8, "high": 64},
+        "min_samples_leaf": {"type": "int", "low": 5, "high": 50},
+    },
+    "random_forest": {
+        "n_estimators": {"type": "int", "low": 50, "high": 300},
+        "max_depth": {"type": "int", "low": 3, "high": 20},
+        "min_samples_leaf": {"type": "int", "low": 1, "high": 20},
+    },
+    "ridge": {"alpha": {"type": "float", "low": 0.001, "high": 100.0, "log": True}},
+}
+OBJECTIVE = "val_rmse"
+
+
+class SearchFailed(EstimatorError):
+    """No trial produced a model, or the search is configured wrongly; the message says which."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    number: int
+    params: dict[str, Any]
+    value: float | None  # validation RMSE; None when the trial failed
+    error: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    best_params: dict[str, Any]
+    best_value: float
+    trials: tuple[Trial, ...]
+    space: dict[str, dict[str, Any]]
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for t in self.trials if t.value is None)
+
+
+def space_for(config: TrainingConfig, search: SearchConfig) -> dict[str, dict[str, Any]]:
+    """The space to search: the one given, else the built-in type's."""
+    space = search.space or BUILT_IN_SPACES.get(config.model_type, {})
+    if not isinstance(space, dict) or not all(isinstance(e, dict) for e in space.values()):
+        raise SearchFailed(f"search space must map each parameter to its range, not {space!r}")
+    if not space:
+        raise SearchFailed(
+            f"model_type '{config.model_type}' has no built-in search space: give one as JSON "
+            '(MLOPS_SEARCH_SPACE), e.g. {"C": {"type": "float", "low": 0.1, "high": 10, '
+            '"log": true}}'
+        )
+    for name, entry in space.items():
+        kind = entry.get("type")
+        if kind in ("int", "float"):
+            if not {"low", "high"} <= entry.keys() or entry["low"] >= entry["high"]:
+                raise SearchFailed(f"search space '{name}': give low < high, not {entry}")
+        elif kind == "categorical":
+            if not entry.get("choices"):
+                raise SearchFailed(f"search space '{name}': categorical needs a 'choices' list")
+        else:
+            raise SearchFailed(
+                f"search space '{name}': type must be int, float or categorical, not {kind!r}"
+            )
+    return space
+
+
+def search(
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    spec: DatasetSpec,
+    config: TrainingConfig,
+    search_config: SearchConfig,
+) -> SearchResult:
+    """Search ``config``'s estimator's parameters on ``train``, scoring each on ``val``."""
+    import optuna
+
+    space = space_for(config, search_config)
+    # Failed trials are recorded here (and in MLflow); Optuna need not print their tracebacks.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    x_train, y_train = model_input(train, spec), train[spec.target.name].to_numpy(dtype=float)
+    x_val, y_val = model_input(val, spec), val[spec.target.name].to_numpy(dtype=float)
+    trials: list[Trial] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {name: _suggest(trial, name, entry) for name, entry in space.items()}
+        started = time.monotonic()
+        try:
+            candidate = replace(config, params={**config.params, **params})
+            pipeline = build_pipeline(spec, candidate).fit(x_train, y_train)
+            value = float(np.sqrt(np.mean((pipeline.predict(x_val) - y_val) ** 2)))
+            if not np.isfinite(value):
+                raise ValueError(f"validation RMSE is {value}")
+        except Exception as exc:  # any failure of one trial: record it, go on with the next
+            error = f"{type(exc).__name__}: {exc}"
+            trials.append(Trial(trial.number, params, None, error, time.monotonic() - started))
+            raise
+        trials.append(Trial(trial.number, params, value, "", time.monotonic() - started))
+        return value
+
+    study = optuna.create_study(
+        direction="minimize", sampler=optuna.samplers.TPESampler(seed=config.random_state)
+    )
+    study.optimize(
+        objective,
+        n_trials=search_config.trials or None,
+        timeout=search_config.timeout_seconds or None,
+        catch=(Exception,),
+    )
+    done = [t for t in trials if t.value is not None]
+    if not done:
+        first = trials[0].error if trials else "no trial ran within the time budget"
+        raise SearchFailed(f"all {len(trials)} search trials failed; the first: {first}")
+    best = min(done, key=lambda t: (t.value, t.number))
+    return SearchResult(best.params, float(best.value or 0.0), tuple(trials), space)
+
+
+def _suggest(trial: Any, name: str, entry: dict[str, Any]) -> Any:
+    log = bool(entry.get("log"))
+    if entry["type"] == "int":
+        return trial.suggest_int(name, int(entry["low"]), int(entry["high"]), log=log)
+    if entry["type"] == "float":
+        return trial.suggest_float(name, float(entry["low"]), float(entry["high"]), log=log)
+    return trial.suggest_categorical(name, list(entry["choices"]))
+
+
+def history_png(result: SearchResult) -> bytes:
+    """The optimisation history: each trial's validation RMSE and the best so far."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    done = [t for t in result.trials if t.value is not None]
+    numbers = [t.number for t in done]
+    values = [float(t.value or 0.0) for t in done]
+    best = np.minimum.accumulate(values)
+    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+    axes.scatter(numbers, values, s=18, label="trial")
+    axes.step(numbers, best, where="post", color="tab:red", label="best so far")
+    failed = [t.number for t in result.trials if t.value is None]
+    if failed:
+        marks = [max(values)] * len(failed)
+        axes.scatter(failed, marks, marker="x", color="grey", label=f"failed ({len(failed)})")
+    axes.set_xlabel("trial")
+    axes.set_ylabel("validation RMSE")
+    axes.set_title("Hyperparameter search: optimisation history")
+    axes.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
