@@ -26,6 +26,7 @@ from mlops_assets.ml.spec import (
     NumericColumn,
     normalise_label,
 )
+from mlops_assets.ml.tabular import TableFile, read_frame
 
 DEFAULT_MARGIN = 0.1
 DEFAULT_MAX_CATEGORIES = 30
@@ -41,11 +42,14 @@ class Draft:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.suffix in (".csv", ".txt"):
-        return pd.read_csv(path)
-    raise ValueError(f"{path}: write the data as .csv or .parquet to draft a spec from it")
+    """The file read as the data contract reads it (read_frame), so the draft describes the
+    values the checks will see."""
+    if path.suffix not in (".csv", ".parquet"):
+        raise ValueError(f"{path}: write the data as .csv or .parquet to draft a spec from it")
+    frame, violations = read_frame(TableFile(path.name, path.read_bytes()))
+    if frame is None:
+        raise ValueError("; ".join(v.message for v in violations))
+    return frame
 
 
 def infer_spec(
@@ -58,8 +62,8 @@ def infer_spec(
     """A draft spec for a regression on ``target`` from the rows in ``frame``."""
     if target not in frame.columns:
         raise ValueError(f"target column '{target}' is not in the data: {list(frame.columns)}")
-    numeric_target = pd.to_numeric(frame[target], errors="coerce")
-    if numeric_target.notna().sum() < frame[target].notna().sum():
+    numeric_target = _as_numbers(frame[target])
+    if numeric_target is None:
         raise ValueError(
             f"target column '{target}' has values that are not numbers; the spec's task is "
             "regression, which needs a numeric target"
@@ -73,9 +77,10 @@ def infer_spec(
             continue
         values = frame[column]
         share = _null_limit(values)
+        numbers = _as_numbers(values)
         if values.notna().sum() == 0:
             flagged[column] = "every value is missing"
-        elif pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+        elif numbers is None:
             labels = sorted({normalise_label(v) for v in values.dropna()})
             if len(labels) > max_categories:
                 flagged[column] = (
@@ -85,8 +90,8 @@ def infer_spec(
             else:
                 categorical.append(CategoricalColumn(column, tuple(labels), share))
         else:
-            numeric.append(_numeric(column, values, margin, share))
-            distinct = values.nunique()
+            numeric.append(_numeric(column, numbers, margin, share))
+            distinct = numbers.nunique()
             if numeric[-1].integer and distinct <= FEW_VALUES:
                 notes[column] = (
                     f"only {distinct} distinct values: a category coded as numbers? It is "
@@ -101,6 +106,14 @@ def infer_spec(
         max_null_share=DATASET_NULL_SHARE,
     )
     return Draft(spec=spec, flagged=flagged, notes=notes)
+
+
+def _as_numbers(values: pd.Series) -> pd.Series | None:
+    """The column as numbers when every present value is one (CSV values arrive as text)."""
+    if pd.api.types.is_bool_dtype(values):
+        return None
+    numbers = pd.to_numeric(values, errors="coerce")
+    return numbers if numbers.notna().sum() == values.notna().sum() else None
 
 
 def _numeric(name: str, values: pd.Series, margin: float, share: float | None) -> NumericColumn:

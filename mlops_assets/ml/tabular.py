@@ -220,7 +220,9 @@ def _field_count_violations(file: TableFile) -> list[Violation]:
     return violations
 
 
-def _read_frame(file: TableFile) -> tuple[pd.DataFrame | None, list[Violation]]:
+def read_frame(file: TableFile) -> tuple[pd.DataFrame | None, list[Violation]]:
+    """One file as the contract reads it, before any spec applies: every CSV value a string
+    (the NA tokens missing), column names trimmed; or None and why it cannot be read."""
     name = file.name
     if name.lower().endswith(".parquet"):
         try:
@@ -389,7 +391,7 @@ def inspect_table(file: TableFile, spec: DatasetSpec, require_target: bool = Tru
     for group in RULE_GROUPS:
         results[group] = None
 
-    frame, parse_violations = _read_frame(file)
+    frame, parse_violations = read_frame(file)
     results[PARSES] = parse_violations
     if frame is None:
         return inspection
