@@ -24,6 +24,7 @@ from mlops_assets.ml.train import (
     TrainingConfig,
     build_pipeline,
     model_input,
+    regression_metrics,
 )
 
 # The space searched for each built-in type; a custom estimator brings its own (search_space).
@@ -118,7 +119,7 @@ def search(
         try:
             candidate = replace(config, params={**config.params, **params})
             pipeline = build_pipeline(spec, candidate).fit(x_train, y_train)
-            value = float(np.sqrt(np.mean((pipeline.predict(x_val) - y_val) ** 2)))
+            value = regression_metrics(y_val, pipeline.predict(x_val))["rmse"]
             if not np.isfinite(value):
                 raise ValueError(f"validation RMSE is {value}")
         except Exception as exc:  # any failure of one trial: record it, go on with the next

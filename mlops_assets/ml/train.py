@@ -15,12 +15,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from mlops_assets.ml.spec import DatasetSpec
+
+if TYPE_CHECKING:
+    from mlops_assets.ml.search import SearchResult
 
 MODEL_TYPES = ("hist_gradient_boosting", "random_forest", "ridge")
 # package.module.Class: any scikit-learn-compatible estimator the environment can import.
@@ -157,7 +160,7 @@ class TrainingResult:
     pipeline: Any
     metrics: dict[str, float]
     params: dict[str, Any]
-    search: Any = None  # mlops_assets.ml.search.SearchResult when a search ran
+    search: SearchResult | None = None  # when a search ran ahead of training
 
 
 def model_input(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:

@@ -36,6 +36,11 @@ class LoggedModel:
     search_plot_uri: str = ""  # the optimisation history, when a search ran
 
 
+def _param_values(params: dict[str, Any]) -> dict[str, str]:
+    """MLflow params as text, each cut to 500 characters."""
+    return {key: str(value)[:500] for key, value in params.items()}
+
+
 @dataclass(frozen=True)
 class AliasMove:
     alias: str
@@ -119,7 +124,7 @@ class MlflowResource(ConfigurableResource):
         experiment_id = self.experiment_id()
         signature = infer_signature(input_example, pipeline.predict(input_example))
         with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
-            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+            mlflow.log_params(_param_values(params))
             mlflow.log_metrics(metrics)
             dataset = mlflow.data.from_pandas(
                 training_frame,
@@ -172,7 +177,7 @@ class MlflowResource(ConfigurableResource):
                 run_name=f"trial-{trial.number}",
                 tags=tags,
             ):
-                mlflow.log_params({k: str(v)[:500] for k, v in trial.params.items()})
+                mlflow.log_params(_param_values(trial.params))
                 metrics = {"trial_seconds": trial.seconds}
                 if trial.value is not None:
                     metrics[OBJECTIVE] = trial.value
