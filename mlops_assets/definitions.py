@@ -11,12 +11,13 @@ from typing import Any, TypeVar
 
 from dagster import (
     BetaWarning,
+    ComponentTree,
     Definitions,
     EnvVar,
     ExecutorDefinition,
     FilesystemIOManager,
+    PreviewWarning,
     definitions,
-    load_from_defs_folder,
 )
 
 from mlops_assets.lib.pod_resources import standard_pod, training_pod
@@ -132,11 +133,34 @@ def build_resources() -> dict[str, object]:
     }
 
 
+def load_defs_folder() -> Definitions:
+    """What ``defs/`` declares, loaded as ``load_from_defs_folder`` does but without its last
+    step: enriching the location with a JSON catalogue of every installed component type.
+
+    That catalogue (for the UI's component browser and project scaffolding) imports each
+    plugin's components, dagster_aws's among them (boto3, sqlalchemy, alembic), and generates
+    their pydantic schemas: about a second and 700 modules in every process that loads the
+    location (each run worker, step, gRPC server, test). This project declares no components
+    and creates none in the UI. The tree stays on the definitions, as Dagster attaches it.
+    """
+    tree = ComponentTree.for_project(Path(__file__).parent)
+    with warnings.catch_warnings():
+        # load_from_defs_folder silences these too: its own preview loader, called for every
+        # plain Python module in defs/.
+        warnings.filterwarnings(
+            "ignore",
+            message=r"Function `load_definitions_from_modules?` is currently in preview",
+            category=PreviewWarning,
+        )
+        folder = tree.build_defs_at_path(tree.defs_module_path)
+    return Definitions.merge(folder, Definitions(component_tree=tree))
+
+
 def build_definitions(resources: dict[str, object] | None = None) -> Definitions:
     """Everything in ``defs/`` (settings read now, not on import) with the resources from the
     environment, or the ones given (tests)."""
     return Definitions.merge(
-        load_from_defs_folder(path_within_project=Path(__file__).parent),
+        load_defs_folder(),
         Definitions(
             resources=build_resources() if resources is None else resources,
             executor=executor(),
