@@ -1,4 +1,7 @@
-"""Dataset specification: what a tabular regression dataset must look like.
+"""Dataset specification: what a tabular dataset must look like, and the task it is for.
+
+The task is ``regression`` (a numeric target; the default) or ``classification`` (binary or
+multiclass: the target is a categorical column whose ``allowed`` values are the classes).
 
 A spec is plain data (JSON-serialisable) so another dataset can be used by
 configuration alone: point ``MLOPS_DATASET_SPEC`` at a JSON file of the same
@@ -52,9 +55,14 @@ class CategoricalColumn:
 
     def __post_init__(self) -> None:
         _check_share(f"column '{self.name}'", self.max_null_share)
+        if isinstance(self.allowed, str):  # ("a") is a string, not a one-value tuple
+            object.__setattr__(self, "allowed", (self.allowed,))
         # Normalised as the data is, so 'Yes' in a spec matches 'yes', ' YES ' and 'Yes' in a file.
         normalised = tuple(dict.fromkeys(normalise_label(v) for v in self.allowed))
         object.__setattr__(self, "allowed", normalised)
+
+    def schema(self) -> dict[str, Any]:
+        return {"name": self.name, "allowed": sorted(self.allowed)}
 
 
 @dataclass(frozen=True)
@@ -67,17 +75,37 @@ class SplitSpec:
     min_rows_per_split: int = 5
 
 
+TASKS = ("regression", "classification")
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    target: NumericColumn
+    # regression: a NumericColumn; classification: a CategoricalColumn, its allowed values the
+    # classes (see task).
+    target: NumericColumn | CategoricalColumn
     numeric: tuple[NumericColumn, ...]
     categorical: tuple[CategoricalColumn, ...]
     max_null_share: float = 0.05
     max_duplicate_share: float = 0.2
     split: SplitSpec = field(default_factory=SplitSpec)
 
+    @property
+    def task(self) -> str:
+        """``classification`` when the target is categorical, else ``regression``."""
+        return "classification" if isinstance(self.target, CategoricalColumn) else "regression"
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The target's classes (classification), in the spec's order; () for regression."""
+        return self.target.allowed if isinstance(self.target, CategoricalColumn) else ()
+
     def __post_init__(self) -> None:
+        if self.task == "classification" and len(self.classes) < 2:
+            raise ValueError(
+                f"dataset spec '{self.name}': a classification target needs at least two "
+                f"classes; '{self.target.name}' allows {list(self.classes)}"
+            )
         names = [self.target.name, *self.feature_columns]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
@@ -129,13 +157,15 @@ class DatasetSpec:
 
     def schema_fingerprint(self) -> str:
         """Digest of the columns, types and allowed values: a change is a new major version."""
-        schema = {
+        schema: dict[str, Any] = {
             "target": self.target.schema(),
             "numeric": [c.schema() for c in self.numeric],
             "categorical": [
                 {"name": c.name, "allowed": sorted(c.allowed)} for c in self.categorical
             ],
         }
+        if self.task != "regression":  # regression specs keep the digests they always had
+            schema["task"] = self.task
         return _digest(schema)
 
     def processing_fingerprint(self) -> str:
@@ -162,7 +192,7 @@ class DatasetSpec:
                 del data["max_null_share"]
             return data
 
-        data = asdict(self)
+        data = {"task": self.task, **asdict(self)}
         data["target"] = column(self.target)
         data["numeric"] = [column(c) for c in self.numeric]
         data["categorical"] = [column(c) for c in self.categorical]
@@ -171,12 +201,12 @@ class DatasetSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> DatasetSpec:
         try:
-            target = data["target"]
+            task = data.get("task", "regression")
+            if task not in TASKS:
+                raise ValueError(f"task '{task}' is not one of {', '.join(TASKS)}")
             return cls(
                 name=str(data["name"]),
-                target=NumericColumn(**target)
-                if isinstance(target, dict)
-                else NumericColumn(target),
+                target=_target(data["target"], task),
                 numeric=tuple(NumericColumn(**c) for c in data.get("numeric", [])),
                 categorical=tuple(
                     CategoricalColumn(
@@ -194,6 +224,22 @@ class DatasetSpec:
             raise ValueError(f"dataset spec {source} is malformed: missing key {exc}") from exc
         except (TypeError, ValueError) as exc:
             raise ValueError(f"dataset spec {source} is malformed: {exc}") from exc
+
+
+def _target(target: Any, task: str) -> NumericColumn | CategoricalColumn:
+    """The target column as ``task`` reads it: numeric, or categorical with its classes."""
+    if task == "regression":
+        return NumericColumn(**target) if isinstance(target, dict) else NumericColumn(target)
+    if not isinstance(target, dict) or "allowed" not in target:
+        raise ValueError(
+            "a classification target is an object with its classes: "
+            '{"name": "...", "allowed": ["class a", "class b"]}'
+        )
+    return CategoricalColumn(
+        name=target["name"],
+        allowed=tuple(str(v) for v in target["allowed"]),
+        max_null_share=target.get("max_null_share"),
+    )
 
 
 def load_spec(path: str | None) -> DatasetSpec:

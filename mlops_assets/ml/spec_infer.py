@@ -32,6 +32,7 @@ DEFAULT_MARGIN = 0.1
 DEFAULT_MAX_CATEGORIES = 30
 DATASET_NULL_SHARE = 0.05
 FEW_VALUES = 5  # an integer column with this few values may be codes, not amounts
+TASKS = ("regression", "classification")
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,21 @@ def infer_spec(
     name: str,
     margin: float = DEFAULT_MARGIN,
     max_categories: int = DEFAULT_MAX_CATEGORIES,
+    task: str = "",
 ) -> Draft:
-    """A draft spec for a regression on ``target`` from the rows in ``frame``."""
+    """A draft spec for a model of ``target`` from the rows in ``frame``: ``task`` regression
+    (a numeric target) or classification (the target's values are the classes). Without a
+    task: classification when the target is text, else regression."""
     if target not in frame.columns:
         raise ValueError(f"target column '{target}' is not in the data: {list(frame.columns)}")
+    if task and task not in TASKS:
+        raise ValueError(f"task '{task}' is not one of {', '.join(TASKS)}")
     numeric_target = _as_numbers(frame[target])
-    if numeric_target is None:
+    task = task or ("regression" if numeric_target is not None else "classification")
+    if task == "regression" and numeric_target is None:
         raise ValueError(
             f"target column '{target}' has values that are not numbers; the spec's task is "
-            "regression, which needs a numeric target"
+            "regression, which needs a numeric target (use --task classification for classes)"
         )
     numeric: list[NumericColumn] = []
     categorical: list[CategoricalColumn] = []
@@ -97,7 +104,12 @@ def infer_spec(
                     f"only {distinct} distinct values: a category coded as numbers? It is "
                     "numeric in the draft; move it to categorical if the codes are not amounts"
                 )
-    target_column = _numeric(target, numeric_target, margin, _null_limit(numeric_target))
+    target_column: NumericColumn | CategoricalColumn
+    if task == "classification":
+        target_column = _classes(target, frame[target], max_categories)
+    else:
+        assert numeric_target is not None  # checked above for regression
+        target_column = _numeric(target, numeric_target, margin, _null_limit(numeric_target))
     spec = DatasetSpec(
         name=name,
         target=target_column,
@@ -106,6 +118,27 @@ def infer_spec(
         max_null_share=DATASET_NULL_SHARE,
     )
     return Draft(spec=spec, flagged=flagged, notes=notes)
+
+
+def _classes(name: str, values: pd.Series, max_categories: int) -> CategoricalColumn:
+    """The target's classes, as the data contract normalises them (whole numbers as 0, 1)."""
+    present = values.dropna()
+    numbers = _as_numbers(present)
+    if numbers is not None and bool((numbers == numbers.round()).all()):
+        present = numbers.astype("int64")
+    classes = sorted({normalise_label(v) for v in present})
+    if len(classes) < 2:
+        raise ValueError(
+            f"target column '{name}' has {len(classes)} class(es) {classes}: classification "
+            "needs at least two"
+        )
+    if len(classes) > max_categories:
+        raise ValueError(
+            f"target column '{name}' has {len(classes)} distinct values (more than "
+            f"{max_categories}): a regression target? Use --task regression, or raise "
+            "--max-categories"
+        )
+    return CategoricalColumn(name, tuple(classes))
 
 
 def _as_numbers(values: pd.Series) -> pd.Series | None:
@@ -158,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     infer.add_argument("--target", required=True, help="the column the model predicts")
     infer.add_argument("--name", help="dataset name (default: the file's name)")
     infer.add_argument(
+        "--task", choices=TASKS,
+        help="regression or classification (default: classification when the target is text)",
+    )  # fmt: skip
+    infer.add_argument(
         "--margin", type=float, default=DEFAULT_MARGIN,
         help="widen numeric ranges by this share of their span",
     )  # fmt: skip
@@ -170,7 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         frame = read_table(args.data)
         draft = infer_spec(
-            frame, args.target, args.name or args.data.stem, args.margin, args.max_categories
+            frame,
+            args.target,
+            args.name or args.data.stem,
+            args.margin,
+            args.max_categories,
+            args.task or "",
         )
     except (OSError, ValueError) as exc:
         print(f"mlops-spec: {exc}", file=sys.stderr)
@@ -182,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sys.stdout.write(text)
     print(
-        f"drafted from {len(frame):,} rows: {len(draft.spec.numeric)} numeric, "
+        f"drafted a {draft.spec.task} spec from {len(frame):,} rows: "
+        f"{len(draft.spec.numeric)} numeric, "
         f"{len(draft.spec.categorical)} categorical columns; review the bounds and allowed "
         "values before you use it (MLOPS_DATASET_SPEC)",
         file=sys.stderr,
@@ -196,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _readable(spec: dict[str, Any]) -> dict[str, Any]:
     """Without the keys that only repeat a default, so the draft reads like a hand-written one."""
-    for column in [spec["target"], *spec["numeric"]]:
+    numeric_target = [spec["target"]] if "allowed" not in spec["target"] else []
+    for column in [*numeric_target, *spec["numeric"]]:
         for key, default in (("min", None), ("max", None), ("integer", False)):
             if column.get(key) == default:
                 del column[key]

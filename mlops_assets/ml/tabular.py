@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from mlops_assets.ml.spec import DatasetSpec
+from mlops_assets.ml.spec import CategoricalColumn, DatasetSpec
 
 NA_TOKENS = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
 MAX_ROWS_LISTED = 10
@@ -272,8 +272,13 @@ def _check_values(
     typed: dict[str, pd.Series] = {}
     violations: list[Violation] = []
     numeric_columns = list(spec.numeric)
+    categorical_columns = list(spec.categorical)
     if spec.target.name in frame.columns:
-        numeric_columns.append(spec.target)
+        # A classification target is checked as a categorical column: its classes are allowed.
+        if isinstance(spec.target, CategoricalColumn):
+            categorical_columns.append(spec.target)
+        else:
+            numeric_columns.append(spec.target)
 
     for column in numeric_columns:
         raw = frame[column.name]
@@ -331,7 +336,7 @@ def _check_values(
                 )
         typed[column.name] = values
 
-    for category in spec.categorical:
+    for category in categorical_columns:
         raw = frame[category.name]
         values = normalise_category(raw)
         allowed = set(category.allowed)

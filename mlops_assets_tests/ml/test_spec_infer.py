@@ -70,7 +70,43 @@ def test_a_target_that_is_missing_or_not_numeric_is_refused():
     with pytest.raises(ValueError, match="target column 'y' is not in the data"):
         infer_spec(frame, "y", "d")
     with pytest.raises(ValueError, match="'label' has values that are not numbers"):
-        infer_spec(frame, "label", "d")
+        infer_spec(frame, "label", "d", task="regression")
+
+
+def test_a_text_target_drafts_a_classification_spec_with_its_classes():
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "label": ["Spam", "ham", "spam ", None]})
+    spec = infer_spec(frame, "label", "mail").spec
+    assert spec.task == "classification"
+    assert spec.classes == ("ham", "spam")  # normalised as the data contract compares them
+    # Whole-number codes are classes when asked for, not amounts.
+    codes = pd.DataFrame({"x": [1.0, 2.0, 3.0], "churned": [0, 1, 1]})
+    assert infer_spec(codes, "churned", "c", task="classification").spec.classes == ("0", "1")
+    assert infer_spec(codes, "churned", "c").spec.task == "regression"
+    with pytest.raises(ValueError, match="'label' has 1 class"):
+        infer_spec(frame.assign(label="spam"), "label", "mail")
+    with pytest.raises(ValueError, match="4 distinct values \\(more than 3\\)"):
+        infer_spec(frame.assign(label=list("abcd")), "label", "m", max_categories=3)
+
+
+def test_the_command_drafts_a_classifier_spec_from_real_data(tmp_path, capsys):
+    from sklearn.datasets import load_iris
+
+    data = load_iris(as_frame=True)
+    frame = data.frame.assign(species=[data.target_names[i] for i in data.target])
+    frame.drop(columns="target").to_csv(tmp_path / "iris.csv", index=False)
+
+    assert main(["infer", str(tmp_path / "iris.csv"), "--target", "species",
+                 "--task", "classification", "-o", str(tmp_path / "spec.json")]) == 0  # fmt: skip
+
+    drafted = json.loads((tmp_path / "spec.json").read_text())
+    assert drafted["task"] == "classification"
+    assert drafted["target"] == {
+        "name": "species",
+        "allowed": ["setosa", "versicolor", "virginica"],
+    }
+    assert len(drafted["numeric"]) == 4
+    assert "drafted a classification spec from 150 rows" in capsys.readouterr().err
+    assert DatasetSpec.from_dict(drafted).classes == ("setosa", "versicolor", "virginica")
 
 
 def test_the_command_reports_a_bad_file_without_a_traceback(tmp_path, capsys):
