@@ -90,6 +90,8 @@ class ScoredBatch:
     batch_uri: str
     train_target_min: float | None
     train_target_max: float | None
+    # The spec's classes (classification): allowed predictions, one probability column each.
+    classes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,10 @@ class DriftResult:
     drift_share: float
     drifted_columns: int
     quality: dict[str, float] | None
-    champion_test_rmse: float
+    # The metric the quality check compares (rmse, or balanced_accuracy for classification),
+    # and the champion's value of it on its test split.
+    quality_metric: str
+    champion_test_quality: float
     model_version: str
 
 

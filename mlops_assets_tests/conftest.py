@@ -63,11 +63,11 @@ class Lifecycle:
             kwargs["asset_selection"] = [AssetKey(a) for a in assets]
         return job_def.execute_in_process(**kwargs)
 
-    def state(self) -> dict[str, Any]:
+    def state(self, dataset_name: str = "house_prices") -> dict[str, Any]:
         """Everything bad input must leave alone: dataset refs and tags, model versions, aliases."""
         from mlflow import MlflowClient
 
-        dataset = self.home / "store" / "datasets" / "house_prices"
+        dataset = self.home / "store" / "datasets" / dataset_name
 
         def read(path: Path) -> Any:
             return json.loads(path.read_text()) if path.exists() else None

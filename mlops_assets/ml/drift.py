@@ -16,8 +16,7 @@ from typing import Any
 import pandas as pd
 
 from mlops_assets.ml.spec import DatasetSpec
-
-PREDICTION = "prediction"
+from mlops_assets.ml.tasks import PREDICTION, classification_metrics, probability_columns
 
 
 @dataclass(frozen=True)
@@ -65,12 +64,20 @@ def drift_report(
 ) -> tuple[DriftSummary, str, str]:
     """Run Evidently's data drift preset, plus regression quality when the batch has labels.
 
+    For classification, the drift of the predicted class is reported too (a column of its
+    own, not counted in the feature drift share), and a labelled batch gets Evidently's
+    classification preset; its ``quality`` is computed by
+    :func:`mlops_assets.ml.tasks.classification_metrics`, as the champion's test metrics
+    were, so the quality check compares like with like.
+
     Both frames carry the champion's predictions in a ``prediction`` column: on the batch,
     and on the reference (its training split) so the report sets the batch's quality beside
     the quality the model had on the data it learned from.
 
     Returns the summary, the report JSON and the report HTML.
     """
+    if spec.task == "classification":
+        return _classification_report(current, reference, spec, max_rows, column_drift_threshold)
     from evidently import DataDefinition, Dataset, Regression, Report
     from evidently.presets import DataDriftPreset, RegressionPreset
 
@@ -109,8 +116,22 @@ def drift_report(
         Dataset.from_pandas(current_for_report, data_definition=definition),
         Dataset.from_pandas(reference_for_report, data_definition=definition),
     )
+    return _finish(snapshot, current, reference, features, max_rows, column_drift_threshold)
+
+
+def _finish(
+    snapshot: Any,
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    features: list[str],
+    max_rows: int,
+    threshold: float,
+    quality: dict[str, float] | None = None,
+) -> tuple[DriftSummary, str, str]:
     report = snapshot.dict()
-    summary = summarise(report, features, column_drift_threshold)
+    summary = summarise(report, features, threshold)
+    if quality is not None:
+        summary.quality = quality
     summary.current_rows = len(current)
     summary.reference_rows = len(reference)
     summary.sampled = len(current) > max_rows or len(reference) > max_rows
@@ -119,6 +140,73 @@ def drift_report(
         snapshot.save_html(str(html_path))
         html = html_path.read_text(encoding="utf-8")
     return summary, json.dumps(report, default=str), html
+
+
+def _classification_report(
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    spec: DatasetSpec,
+    max_rows: int,
+    threshold: float,
+) -> tuple[DriftSummary, str, str]:
+    from evidently import (
+        BinaryClassification,
+        DataDefinition,
+        Dataset,
+        MulticlassClassification,
+        Report,
+    )
+    from evidently.metrics import ValueDrift
+    from evidently.presets import ClassificationPreset, DataDriftPreset
+
+    features = spec.feature_columns
+    target = spec.target.name
+    has_labels = target in current.columns and bool(current[target].notna().any())
+    current_sample = sample(current, max_rows)
+    reference_sample = sample(reference, max_rows)
+    if has_labels:
+        current_sample = current_sample[current_sample[target].notna()]
+    columns = [*features, PREDICTION, *([target] if has_labels else [])]
+
+    def prepared(frame: pd.DataFrame) -> pd.DataFrame:
+        out = frame[columns].copy()
+        for name in [*spec.categorical_features, PREDICTION, target]:
+            if name in out.columns:
+                out[name] = out[name].astype(str).astype(object)
+        return out
+
+    metrics: list[Any] = [
+        DataDriftPreset(columns=features, drift_share=0.5),
+        ValueDrift(column=PREDICTION),
+    ]
+    classification: list[Any] | None = None
+    quality = None
+    if has_labels:
+        metrics.append(ClassificationPreset())
+        if len(spec.classes) == 2:
+            classification = [
+                BinaryClassification(
+                    target=target, prediction_labels=PREDICTION, pos_label=spec.classes[1]
+                )
+            ]
+        else:
+            classification = [MulticlassClassification(target=target, prediction_labels=PREDICTION)]
+        quality = classification_metrics(
+            current_sample[target].astype(str),
+            current_sample[probability_columns(spec)].to_numpy(dtype=float),
+            spec.classes,
+        )
+    definition = DataDefinition(
+        numerical_columns=spec.numeric_features,
+        categorical_columns=[*spec.categorical_features, PREDICTION]
+        + ([target] if has_labels else []),
+        classification=classification,
+    )
+    snapshot = Report(metrics, include_tests=False).run(
+        Dataset.from_pandas(prepared(current_sample), data_definition=definition),
+        Dataset.from_pandas(prepared(reference_sample), data_definition=definition),
+    )
+    return _finish(snapshot, current, reference, features, max_rows, threshold, quality)
 
 
 def summarise(report: dict[str, Any], features: list[str], threshold: float) -> DriftSummary:

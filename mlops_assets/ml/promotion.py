@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# metric -> True when lower is better
-METRIC_DIRECTION = {"rmse": True, "mae": True, "r2": False}
+# metric -> True when lower is better (regression, then classification metrics)
+METRIC_DIRECTION = {
+    "rmse": True,
+    "mae": True,
+    "r2": False,
+    "accuracy": False,
+    "balanced_accuracy": False,
+    "macro_f1": False,
+    "roc_auc": False,
+    "log_loss": True,
+}
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,14 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.ml.spec import DatasetSpec
+from mlops_assets.ml.tasks import answer, score
 from mlops_assets.ml.train import (
     EstimatorError,
     SearchConfig,
     TrainingConfig,
     build_pipeline,
     model_input,
-    regression_metrics,
+    target_values,
 )
 
 # The space searched for each built-in type; a custom estimator brings its own (search_space).
@@ -41,8 +42,14 @@ BUILT_IN_SPACES: dict[str, dict[str, dict[str, Any]]] = {
         "min_samples_leaf": {"type": "int", "low": 1, "high": 20},
     },
     "ridge": {"alpha": {"type": "float", "low": 0.001, "high": 100.0, "log": True}},
+    "logistic_regression": {"C": {"type": "float", "low": 0.001, "high": 100.0, "log": True}},
 }
-OBJECTIVE = "val_rmse"
+# What a trial minimises on the validation split, per task.
+OBJECTIVES = {"regression": "rmse", "classification": "log_loss"}
+
+
+def objective_name(spec: DatasetSpec) -> str:
+    return f"val_{OBJECTIVES[spec.task]}"
 
 
 class SearchFailed(EstimatorError):
@@ -53,7 +60,7 @@ class SearchFailed(EstimatorError):
 class Trial:
     number: int
     params: dict[str, Any]
-    value: float | None  # validation RMSE; None when the trial failed
+    value: float | None  # the validation objective; None when the trial failed
     error: str = ""
     seconds: float = 0.0
 
@@ -64,6 +71,7 @@ class SearchResult:
     best_value: float
     trials: tuple[Trial, ...]
     space: dict[str, dict[str, Any]]
+    objective: str = "val_rmse"
 
     @property
     def failed(self) -> int:
@@ -109,8 +117,9 @@ def search(
     space = space_for(config, search_config)
     # Failed trials are recorded here (and in MLflow); Optuna need not print their tracebacks.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    x_train, y_train = model_input(train, spec), train[spec.target.name].to_numpy(dtype=float)
-    x_val, y_val = model_input(val, spec), val[spec.target.name].to_numpy(dtype=float)
+    x_train, y_train = model_input(train, spec), target_values(train, spec)
+    x_val, y_val = model_input(val, spec), target_values(val, spec)
+    metric = OBJECTIVES[spec.task]
     trials: list[Trial] = []
 
     def objective(trial: optuna.Trial) -> float:
@@ -119,9 +128,9 @@ def search(
         try:
             candidate = replace(config, params={**config.params, **params})
             pipeline = build_pipeline(spec, candidate).fit(x_train, y_train)
-            value = regression_metrics(y_val, pipeline.predict(x_val))["rmse"]
+            value = score(y_val, answer(pipeline, x_val, spec), spec)[metric]
             if not np.isfinite(value):
-                raise ValueError(f"validation RMSE is {value}")
+                raise ValueError(f"validation {metric} is {value}")
         except Exception as exc:  # any failure of one trial: record it, go on with the next
             error = f"{type(exc).__name__}: {exc}"
             trials.append(Trial(trial.number, params, None, error, time.monotonic() - started))
@@ -143,7 +152,9 @@ def search(
         first = trials[0].error if trials else "no trial ran within the time budget"
         raise SearchFailed(f"all {len(trials)} search trials failed; the first: {first}")
     best = min(done, key=lambda t: (t.value, t.number))
-    return SearchResult(best.params, float(best.value or 0.0), tuple(trials), space)
+    return SearchResult(
+        best.params, float(best.value or 0.0), tuple(trials), space, objective_name(spec)
+    )
 
 
 def _suggest(trial: Any, name: str, entry: dict[str, Any]) -> Any:
@@ -156,7 +167,7 @@ def _suggest(trial: Any, name: str, entry: dict[str, Any]) -> Any:
 
 
 def history_png(result: SearchResult) -> bytes:
-    """The optimisation history: each trial's validation RMSE and the best so far."""
+    """The optimisation history: each trial's validation objective and the best so far."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,7 +185,7 @@ def history_png(result: SearchResult) -> bytes:
         marks = [max(values)] * len(failed)
         axes.scatter(failed, marks, marker="x", color="grey", label=f"failed ({len(failed)})")
     axes.set_xlabel("trial")
-    axes.set_ylabel("validation RMSE")
+    axes.set_ylabel(result.objective.replace("val_", "validation ").replace("_", " "))
     axes.set_title("Hyperparameter search: optimisation history")
     axes.legend()
     figure.tight_layout()

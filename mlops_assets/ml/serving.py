@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,7 +118,14 @@ class UnexpectedResponse(ValueError):
 
 
 def parse_predictions(body: str) -> list[float]:
-    """The predictions in an /invocations response body (``{"predictions": [...]}``)."""
+    """The predictions in an /invocations response body (``{"predictions": [...]}``), one
+    number per row."""
+    return [row[0] for row in parse_prediction_rows(body)]
+
+
+def parse_prediction_rows(body: str) -> list[list[float]]:
+    """Each row's numbers in an /invocations response body: ``[x]`` for a regressor, one
+    probability per class for a classifier."""
     try:
         document = json.loads(body)
     except json.JSONDecodeError as exc:
@@ -127,9 +134,12 @@ def parse_predictions(body: str) -> list[float]:
     if not isinstance(predictions, list):
         raise UnexpectedResponse(f"response has no 'predictions' list: {body[:500]!r}")
     try:
-        return [float(p[0] if isinstance(p, list) else p) for p in predictions]
-    except (TypeError, ValueError, IndexError) as exc:
+        rows = [[float(v) for v in p] if isinstance(p, list) else [float(p)] for p in predictions]
+    except (TypeError, ValueError) as exc:
         raise UnexpectedResponse(f"predictions are not numbers ({exc}): {body[:500]!r}") from None
+    if any(not row for row in rows):
+        raise UnexpectedResponse(f"a prediction is an empty list: {body[:500]!r}")
+    return rows
 
 
 @dataclass(frozen=True)
@@ -158,25 +168,25 @@ class PredictionComparison:
         )
 
 
-def compare_predictions(
-    served: Sequence[float], expected: Sequence[float], tolerance: float = 1e-6
+def compare_answers(
+    served: pd.DataFrame, expected: pd.DataFrame, tolerance: float = 1e-6
 ) -> PredictionComparison:
-    """Served vs in-process predictions; equal when within ``tolerance`` absolute or relative.
-
-    Rows are numbered from 1, as in the rest of the project's messages.
-    """
-    served_array = np.asarray(served, dtype=float)
-    expected_array = np.asarray(expected, dtype=float)
-    if len(served_array) != len(expected_array):
-        return PredictionComparison(len(expected_array), len(served_array), [], math.inf)
-    close = np.isclose(served_array, expected_array, rtol=tolerance, atol=tolerance)
-    diff = np.abs(served_array - expected_array)
-    max_diff = float(np.nanmax(diff)) if len(diff) and not np.isnan(diff).all() else 0.0
-    if np.isnan(diff).any():
-        max_diff = math.inf
+    """Served vs in-process answers (``mlops_assets.ml.tasks.answer_frame`` frames): every
+    number equal within ``tolerance`` and, for a classifier, the same class in every row."""
+    if len(served) != len(expected):
+        return PredictionComparison(len(expected), len(served), [], math.inf)
+    numeric = [c for c in expected.columns if pd.api.types.is_numeric_dtype(expected[c])]
+    labels = [c for c in expected.columns if c not in numeric]
+    got = served[numeric].to_numpy(dtype=float)
+    want = expected[numeric].to_numpy(dtype=float)
+    close = np.isclose(got, want, rtol=tolerance, atol=tolerance).all(axis=1)
+    for column in labels:
+        close &= served[column].to_numpy() == expected[column].to_numpy()
+    diff = np.abs(got - want)
+    max_diff = math.inf if np.isnan(diff).any() else float(diff.max()) if diff.size else 0.0
     return PredictionComparison(
-        rows=len(expected_array),
-        served_rows=len(served_array),
+        rows=len(expected),
+        served_rows=len(served),
         mismatched_rows=[int(i) + 1 for i in np.flatnonzero(~close)],
         max_abs_diff=max_diff,
     )

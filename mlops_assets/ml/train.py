@@ -1,8 +1,8 @@
-"""Build, fit and evaluate the regression Pipeline.
+"""Build, fit and evaluate the model Pipeline for the spec's task.
 
 Preprocessing lives inside the Pipeline, so the registered artefact takes the
 raw feature columns and is exactly what gets served. The estimator is one of the built-in
-types or any scikit-learn-compatible regressor named by its import path.
+types or any scikit-learn-compatible regressor or classifier named by its import path.
 """
 
 from __future__ import annotations
@@ -20,12 +20,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from mlops_assets.ml import tasks
 from mlops_assets.ml.spec import DatasetSpec
+from mlops_assets.ml.tasks import answer, class_report, class_shares, regression_metrics, score
 
 if TYPE_CHECKING:
     from mlops_assets.ml.search import SearchResult
 
-MODEL_TYPES = ("hist_gradient_boosting", "random_forest", "ridge")
+# Built-in types: the first two for either task; ridge regresses, logistic_regression classifies.
+MODEL_TYPES = ("hist_gradient_boosting", "random_forest", "ridge", "logistic_regression")
+TASK_ONLY = {"ridge": "regression", "logistic_regression": "classification"}
 # package.module.Class: any scikit-learn-compatible estimator the environment can import.
 IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 # package.module:function: the user's own training code.
@@ -63,7 +67,9 @@ def training_fingerprint(dataset_digest: str, config: TrainingConfig) -> str:
 
     identity: dict[str, Any] = {
         "dataset_digest": dataset_digest,
-        "training_code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        "training_code": hashlib.sha256(
+            Path(__file__).read_bytes() + Path(tasks.__file__).read_bytes()
+        ).hexdigest(),
         "model_type": config.model_type,
         "params": config.params,
         "random_state": config.random_state,
@@ -124,12 +130,13 @@ class TrainingConfig:
         """What fits the model: the training function, or the estimator."""
         return self.training_function or self.model_type
 
-    def check(self) -> None:
-        """Fail now, before any data is read, when the estimator or function cannot be used."""
+    def check(self, task: str = "regression") -> None:
+        """Fail now, before any data is read, when the estimator or function cannot be used
+        (for the spec's ``task``)."""
         if self.training_function:
             training_function(self.training_function)
         else:
-            make_estimator(self)
+            make_estimator(self, task)
         if self.search.enabled:
             from mlops_assets.ml.search import space_for
 
@@ -161,6 +168,8 @@ class TrainingResult:
     metrics: dict[str, float]
     params: dict[str, Any]
     search: SearchResult | None = None  # when a search ran ahead of training
+    # classification: the test split's per-class precision/recall/support and confusion matrix
+    test_classes: tuple[list[dict[str, Any]], list[list[int]]] | None = None
 
 
 def model_input(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
@@ -208,38 +217,69 @@ def _import(what: str, module_name: str, name: str, kind: str) -> Any:
     return getattr(module, name)
 
 
-def make_estimator(config: TrainingConfig) -> Any:
-    """The configured regressor, unfitted: a built-in type with its defaults, or the class at
-    ``config.model_type`` with ``config.params``, checked to be a scikit-learn regressor."""
+def make_estimator(config: TrainingConfig, task: str = "regression") -> Any:
+    """The configured estimator for ``task``, unfitted: a built-in type with its defaults, or
+    the class at ``config.model_type`` with ``config.params``, checked to be a scikit-learn
+    regressor (or classifier)."""
+    needed = TASK_ONLY.get(config.model_type, task)
+    if needed != task:
+        raise EstimatorError(
+            f"model_type '{config.model_type}' is for {needed}; the dataset spec's task is "
+            f"{task} (built-in types for it: "
+            f"{', '.join(t for t in MODEL_TYPES if TASK_ONLY.get(t, task) == task)})"
+        )
     try:
-        return _estimator(config)
+        return _estimator(config, task)
     except TypeError as exc:  # a parameter the estimator does not take
         raise EstimatorError(
             f"model_type '{config.model_type}' does not accept params {config.params}: {exc}"
         ) from exc
 
 
-def _estimator(config: TrainingConfig) -> Any:
-    from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
-    from sklearn.linear_model import Ridge
+def _estimator(config: TrainingConfig, task: str) -> Any:
+    from sklearn import ensemble
+    from sklearn.linear_model import LogisticRegression, Ridge
 
     params = dict(config.params)
+    classify = task == "classification"
     if config.model_type == "hist_gradient_boosting":
         params.setdefault("max_iter", 200)
         params.setdefault("learning_rate", 0.1)
-        return HistGradientBoostingRegressor(random_state=config.random_state, **params)
+        hgb = (
+            ensemble.HistGradientBoostingClassifier
+            if classify
+            else ensemble.HistGradientBoostingRegressor
+        )
+        return hgb(random_state=config.random_state, **params)
     if config.model_type == "random_forest":
         params.setdefault("n_estimators", 100)
         params.setdefault("n_jobs", -1)
-        return RandomForestRegressor(random_state=config.random_state, **params)
+        forest = ensemble.RandomForestClassifier if classify else ensemble.RandomForestRegressor
+        return forest(random_state=config.random_state, **params)
     if config.model_type == "ridge":
         return Ridge(**params)
-    return _custom_estimator(config.model_type, params, config.random_state)
+    if config.model_type == "logistic_regression":
+        params.setdefault("max_iter", 1000)
+        return LogisticRegression(random_state=config.random_state, **params)
+    return _custom_estimator(config.model_type, params, config.random_state, task)
 
 
-def _check_task(estimator: Any, name: str) -> None:
+def _check_task(estimator: Any, name: str, task: str = "regression") -> None:
     from sklearn.base import is_classifier, is_regressor
 
+    if task == "classification":
+        if not is_classifier(estimator):
+            raise EstimatorError(
+                f"{name} is not a classifier (sklearn.base.is_classifier is false); the dataset "
+                "spec's task is classification: use a classifier (derive it from "
+                "sklearn.base.ClassifierMixin)"
+            )
+        if not hasattr(estimator, "predict_proba"):
+            raise EstimatorError(
+                f"{name} has no predict_proba: the project serves one probability per class "
+                "(for SVC, set probability=true)"
+            )
+        return
     if is_classifier(estimator):
         raise EstimatorError(
             f"{name} is a classifier; the dataset spec's task is regression, so the estimator "
@@ -252,7 +292,7 @@ def _check_task(estimator: Any, name: str) -> None:
         )
 
 
-def _custom_estimator(path: str, params: dict[str, Any], random_state: int) -> Any:
+def _custom_estimator(path: str, params: dict[str, Any], random_state: int, task: str) -> Any:
     cls = estimator_class(path)
     needed = ("fit", "predict", "get_params", "set_params")
     missing = [name for name in needed if not callable(getattr(cls, name, None))]
@@ -262,7 +302,7 @@ def _custom_estimator(path: str, params: dict[str, Any], random_state: int) -> A
             f"{', '.join(missing)} (derive it from sklearn.base.BaseEstimator)"
         )
     estimator = cls(**params)
-    _check_task(estimator, f"model_type '{path}'")
+    _check_task(estimator, f"model_type '{path}'", task)
     if "random_state" in estimator.get_params() and "random_state" not in params:
         estimator.set_params(random_state=random_state)
     return estimator
@@ -296,30 +336,50 @@ def build_pipeline(spec: DatasetSpec, config: TrainingConfig) -> Any:
             ("categorical", categorical, spec.categorical_features),
         ]
     )
-    return Pipeline([("preprocess", preprocess), ("regressor", make_estimator(config))])
+    return Pipeline(
+        [("preprocess", preprocess), (estimator_step(spec), make_estimator(config, spec.task))]
+    )
 
 
-def regression_metrics(y_true: np.ndarray | pd.Series, y_pred: np.ndarray) -> dict[str, float]:
-    y_true = np.asarray(y_true, dtype=float)
-    y_pred = np.asarray(y_pred, dtype=float)
-    error = y_pred - y_true
-    ss_res = float(np.sum(error**2))
-    ss_tot = float(np.sum((y_true - y_true.mean()) ** 2))
-    return {
-        "rmse": float(np.sqrt(np.mean(error**2))),
-        "mae": float(np.mean(np.abs(error))),
-        "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0,
-    }
+def estimator_step(spec: DatasetSpec) -> str:
+    """The Pipeline step that holds the estimator: ``regressor`` or ``classifier``."""
+    return "classifier" if spec.task == "classification" else "regressor"
+
+
+def target_values(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
+    """What the estimator learns: the number, or the class as text (the spec's normalised
+    label, as the served model answers)."""
+    if spec.task == "classification":
+        return frame[spec.target.name].astype(str).to_numpy(dtype=object)
+    return frame[spec.target.name].to_numpy(dtype=float)
+
+
+class TrainingDataError(EstimatorError):
+    """The training split cannot teach this task (e.g. a single class)."""
+
+
+def check_training_data(train: pd.DataFrame, spec: DatasetSpec) -> None:
+    if spec.task != "classification":
+        return
+    seen = sorted(set(train[spec.target.name].astype(str)))
+    if len(seen) < 2:
+        raise TrainingDataError(
+            f"target '{spec.target.name}' has only the class {seen} in the train split "
+            f"({len(train)} rows): a classifier needs at least two of "
+            f"{', '.join(spec.classes)}"
+        )
 
 
 def fit(
     splits: dict[str, pd.DataFrame], spec: DatasetSpec, config: TrainingConfig
 ) -> TrainingResult:
-    """Fit on train; report metrics on val and test, and those of a naive baseline that
-    predicts the train median for every row. With ``config.training_function`` the user's
+    """Fit on train; report the task's metrics on val and test, and those of a naive baseline:
+    the train median for every row (regression), or the majority class with the train class
+    shares as probabilities (classification). With ``config.training_function`` the user's
     function fits the model instead (see fit_with_user_code)."""
     target = spec.target.name
     train = splits["train"]
+    check_training_data(train, spec)
     searched = None
     if config.training_function:
         pipeline = fit_with_user_code(splits, spec, config.training_function)
@@ -335,37 +395,58 @@ def fit(
             searched = search(train, splits["val"], spec, config, config.search)
             config = replace(config, params={**config.params, **searched.best_params})
         pipeline = build_pipeline(spec, config)
-        pipeline.fit(model_input(train, spec), train[target].to_numpy(dtype=float))
+        pipeline.fit(model_input(train, spec), target_values(train, spec))
         params = {"model_type": config.model_type, "random_state": config.random_state}
-        params.update(pipeline.named_steps["regressor"].get_params())
-    metrics: dict[str, float] = {
-        "train_target_min": float(train[target].min()),
-        "train_target_max": float(train[target].max()),
-    }
-    median = float(train[target].median())
+        params.update(pipeline.named_steps[estimator_step(spec)].get_params())
+    metrics: dict[str, float] = {}
+    test_classes = None
+    if spec.task == "regression":
+        metrics["train_target_min"] = float(train[target].min())
+        metrics["train_target_max"] = float(train[target].max())
     for name in ("val", "test"):
         part = splits[name]
-        y = part[target].to_numpy(dtype=float)
-        for key, value in regression_metrics(y, pipeline.predict(model_input(part, spec))).items():
+        y = target_values(part, spec)
+        answers = answer(pipeline, model_input(part, spec), spec)
+        for key, value in score(y, answers, spec).items():
             metrics[f"{name}_{key}"] = value
-        for key, value in regression_metrics(y, np.full(len(y), median)).items():
+        for key, value in _baseline(train, y, spec).items():
             metrics[f"baseline_{name}_{key}"] = value
-    return TrainingResult(pipeline=pipeline, metrics=metrics, params=params, search=searched)
+        if name == "test" and spec.task == "classification":
+            test_classes = class_report(y, answers[tasks.PREDICTION], spec.classes)
+    return TrainingResult(
+        pipeline=pipeline,
+        metrics=metrics,
+        params=params,
+        search=searched,
+        test_classes=test_classes,
+    )
+
+
+def _baseline(train: pd.DataFrame, y: np.ndarray, spec: DatasetSpec) -> dict[str, float]:
+    """The naive model's metrics on ``y``: the train median, or the train class shares."""
+    from mlops_assets.ml.tasks import classification_metrics
+
+    if spec.task == "classification":
+        shares = class_shares(train[spec.target.name], spec.classes)
+        return classification_metrics(y, np.tile(shares, (len(y), 1)), spec.classes)
+    median = float(train[spec.target.name].median())
+    return regression_metrics(y, np.full(len(y), median))
 
 
 def fit_with_user_code(splits: dict[str, pd.DataFrame], spec: DatasetSpec, path: str) -> Any:
     """Call the user's ``package.module:function(splits, spec)`` with the train and val splits
-    (the test split is kept back for the gates). It returns a fitted scikit-learn regressor,
-    usually a Pipeline, that predicts from ``model_input(frame, spec)``: the raw feature
-    columns, exactly as the served model is called. ``build_pipeline`` is there to reuse."""
+    (the test split is kept back for the gates). It returns a fitted scikit-learn regressor
+    (a classifier with predict_proba when the spec's task is classification), usually a
+    Pipeline, that predicts from ``model_input(frame, spec)``: the raw feature columns,
+    exactly as the served model is called. ``build_pipeline`` is there to reuse."""
     function = training_function(path)
     name = f"training function '{path}'"
     model = function({part: splits[part].copy() for part in ("train", "val")}, spec)
     if not callable(getattr(model, "predict", None)):
         raise EstimatorError(f"{name} returned {type(model).__name__}, not a fitted estimator")
-    _check_task(model, name)
+    _check_task(model, name, spec.task)
     try:
-        model.predict(model_input(splits["val"].head(5), spec))
+        answer(model, model_input(splits["val"].head(5), spec), spec)
     except Exception as exc:  # the user's model, any failure: say which and why
         raise EstimatorError(
             f"{name} returned a model that cannot predict from the spec's feature columns "

@@ -7,7 +7,7 @@ worker and step process imports the code location.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ class LoggedModel:
     model_uri: str
     experiment_id: str
     search_plot_uri: str = ""  # the optimisation history, when a search ran
+    artifact_uris: dict[str, str] = field(default_factory=dict)  # extra files, by run path
 
 
 def _param_values(params: dict[str, Any]) -> dict[str, str]:
@@ -114,15 +115,33 @@ class MlflowResource(ConfigurableResource):
         skops_trusted_types: list[str],
         pip_requirements: list[str] | None = None,
         search: Any = None,
+        classes: list[str] | None = None,
+        artifacts: dict[str, bytes] | None = None,
     ) -> LoggedModel:
         """Log params, metrics, the training dataset (with its digest) and the model with its
         signature and input example, in one MLflow run; a hyperparameter search's trials are
-        nested runs under it, and its optimisation history a picture in its artifacts."""
+        nested runs under it, and its optimisation history a picture in its artifacts.
+
+        A classifier (``classes``: its classes_, in order) is logged so that its pyfunc, in
+        process and in the served image, answers with ``predict_proba``; the class order is
+        in the model's metadata. ``artifacts`` (path in the run -> bytes) are logged as files.
+        """
         mlflow = self._mlflow()
         from mlflow.models import infer_signature
 
+        from mlops_assets.ml.tasks import CLASSES_KEY, TASK_KEY
+
         experiment_id = self.experiment_id()
-        signature = infer_signature(input_example, pipeline.predict(input_example))
+        flavour: dict[str, Any] = {}
+        if classes:
+            output = pipeline.predict_proba(input_example)
+            flavour = {
+                "pyfunc_predict_fn": "predict_proba",
+                "metadata": {TASK_KEY: "classification", CLASSES_KEY: list(classes)},
+            }
+        else:
+            output = pipeline.predict(input_example)
+        signature = infer_signature(input_example, output)
         with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
             mlflow.log_params(_param_values(params))
             mlflow.log_metrics(metrics)
@@ -141,7 +160,9 @@ class MlflowResource(ConfigurableResource):
                 input_example=input_example,
                 skops_trusted_types=skops_trusted_types,
                 pip_requirements=pip_requirements,
+                **flavour,
             )
+            artifact_uris = self._log_files(artifacts or {})
             plot_uri = self._log_search(search, experiment_id) if search is not None else ""
             mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
         return LoggedModel(
@@ -149,18 +170,35 @@ class MlflowResource(ConfigurableResource):
             model_uri=info.model_uri,
             experiment_id=experiment_id,
             search_plot_uri=plot_uri,
+            artifact_uris=artifact_uris,
         )
+
+    def _log_files(self, files: dict[str, bytes]) -> dict[str, str]:
+        """Each ``path -> bytes`` as an artifact of the active run; their URIs by path."""
+        import tempfile
+
+        mlflow = self._mlflow()
+        uris = {}
+        with tempfile.TemporaryDirectory(prefix="mlops-artifacts-") as tmp:
+            for path, data in files.items():
+                local = Path(tmp) / path
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_bytes(data)
+                folder = str(Path(path).parent)
+                mlflow.log_artifact(str(local), artifact_path=None if folder == "." else folder)
+                uris[path] = f"{mlflow.get_artifact_uri()}/{path}"
+        return uris
 
     def _log_search(self, search: Any, experiment_id: str) -> str:
         """Each trial as a nested run of the active run; the history as a PNG artifact."""
         import tempfile
 
-        from mlops_assets.ml.search import OBJECTIVE, history_png
+        from mlops_assets.ml.search import history_png
 
         mlflow = self._mlflow()
         mlflow.log_metrics(
             {
-                f"search_best_{OBJECTIVE}": search.best_value,
+                f"search_best_{search.objective}": search.best_value,
                 "search_trials": len(search.trials),
                 "search_failed_trials": search.failed,
             }
@@ -180,7 +218,7 @@ class MlflowResource(ConfigurableResource):
                 mlflow.log_params(_param_values(trial.params))
                 metrics = {"trial_seconds": trial.seconds}
                 if trial.value is not None:
-                    metrics[OBJECTIVE] = trial.value
+                    metrics[search.objective] = trial.value
                 mlflow.log_metrics(metrics)
         with tempfile.TemporaryDirectory(prefix="mlops-search-") as tmp:
             path = Path(tmp) / "optimization_history.png"

@@ -17,8 +17,10 @@ class LifecyclePolicy(ConfigurableResource):
     )
     promotion_metric: str = env_field(
         "MLOPS_PROMOTION_METRIC",
-        "rmse",
-        "Test-split metric that decides promotion: rmse, mae or r2.",
+        "",
+        "Test-split metric that decides promotion. Regression: rmse, mae or r2 (empty: rmse); "
+        "classification: accuracy, balanced_accuracy, macro_f1, roc_auc or log_loss (empty: "
+        "log_loss).",
     )
     min_improvement: float = env_field(
         "MLOPS_MIN_IMPROVEMENT",
@@ -30,10 +32,16 @@ class LifecyclePolicy(ConfigurableResource):
         0.5,
         "Lowest test R2 a trained model may have (blocking check).",
     )
+    min_balanced_accuracy: float = env_field(
+        "MLOPS_MIN_BALANCED_ACCURACY",
+        0.6,
+        "Lowest test balanced accuracy a trained classifier may have (blocking check).",
+    )
     baseline_margin: float = env_field(
         "MLOPS_BASELINE_MARGIN",
         0.1,
-        "Fraction by which a model must beat the median baseline's test RMSE.",
+        "Fraction by which a model must beat the naive baseline's test loss: RMSE of the train "
+        "median (regression), log loss of the train class shares (classification).",
     )
     drift_share_threshold: float = env_field(
         "MLOPS_DRIFT_SHARE_THRESHOLD",
@@ -43,8 +51,9 @@ class LifecyclePolicy(ConfigurableResource):
     quality_tolerance: float = env_field(
         "MLOPS_QUALITY_TOLERANCE",
         0.25,
-        "Fraction by which batch RMSE may exceed the champion's test RMSE before the quality "
-        "check fails (ERROR).",
+        "Fraction by which a labelled batch's quality may fall short of the champion's test "
+        "quality before the quality check fails (ERROR): RMSE may be that much higher "
+        "(regression), balanced accuracy that much lower (classification).",
     )
     drift_sample_rows: int = env_field(
         "MLOPS_DRIFT_SAMPLE_ROWS",
@@ -64,6 +73,12 @@ class LifecyclePolicy(ConfigurableResource):
         "After a run started by the drift policy, further drift failures start nothing for "
         "this long.",
     )
+
+    def metric_for(self, task: str) -> str:
+        """The promotion metric: the one set, else the task's default."""
+        from mlops_assets.ml.tasks import DEFAULT_PROMOTION_METRIC
+
+        return self.promotion_metric.strip() or DEFAULT_PROMOTION_METRIC[task]
 
     def drift_action(self, check_name: str) -> str:
         """``continue``, ``retrain`` or ``rollback`` for a failed check of drift_report."""

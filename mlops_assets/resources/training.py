@@ -16,9 +16,9 @@ class TrainingResource(ConfigurableResource):
     model_type: str = env_field(
         "MLOPS_MODEL_TYPE",
         "hist_gradient_boosting",
-        "Estimator: hist_gradient_boosting, random_forest, ridge, or the import path of any "
-        "scikit-learn-compatible regressor (e.g. sklearn.svm.SVR, or a class in a package you "
-        "installed).",
+        "Estimator: hist_gradient_boosting, random_forest (either task), ridge (regression), "
+        "logistic_regression (classification), or the import path of any scikit-learn-compatible "
+        "regressor or classifier (e.g. sklearn.svm.SVR, or a class in a package you installed).",
     )
     model_params: str = env_field(
         "MLOPS_MODEL_PARAMS",
@@ -29,7 +29,8 @@ class TrainingResource(ConfigurableResource):
         "MLOPS_TRAINING_FUNCTION",
         "",
         "Your own training code, package.module:function(splits, spec) returning a fitted "
-        "regressor that predicts from the raw feature columns; set, it replaces MLOPS_MODEL_TYPE.",
+        "regressor (or classifier) that predicts from the raw feature columns; set, it replaces "
+        "MLOPS_MODEL_TYPE.",
     )
     search_trials: int = env_field(
         "MLOPS_SEARCH_TRIALS",

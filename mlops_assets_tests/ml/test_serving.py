@@ -13,9 +13,10 @@ from mlops_assets.ml.serving import (
     DockerfileNotUnderstood,
     UnexpectedResponse,
     build_fingerprint,
-    compare_predictions,
+    compare_answers,
     harden_dockerfile,
     invocation_payload,
+    parse_prediction_rows,
     parse_predictions,
 )
 
@@ -104,10 +105,14 @@ def test_predictions_are_read_from_mlflow_responses() -> None:
         parse_predictions('{"predictions": ["high"]}')
 
 
+def values(numbers: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"prediction": numbers})
+
+
 def test_comparison_tolerates_1e_6_and_names_the_rows_beyond_it() -> None:
-    expected = [100.0, 200.0, 300.0]
-    assert compare_predictions([100.0 + 1e-5, 200.0, 300.0], expected).matches  # relative 1e-7
-    off = compare_predictions([100.0, 200.5, 299.0], expected)
+    expected = values([100.0, 200.0, 300.0])
+    assert compare_answers(values([100.0 + 1e-5, 200.0, 300.0]), expected).matches  # rel. 1e-7
+    off = compare_answers(values([100.0, 200.5, 299.0]), expected)
     assert not off.matches
     assert off.mismatched_rows == [2, 3]
     assert off.max_abs_diff == pytest.approx(1.0)
@@ -116,9 +121,24 @@ def test_comparison_tolerates_1e_6_and_names_the_rows_beyond_it() -> None:
 
 
 def test_comparison_fails_on_a_missing_prediction_or_nan() -> None:
-    short = compare_predictions([1.0], [1.0, 2.0])
+    short = compare_answers(values([1.0]), values([1.0, 2.0]))
     assert not short.matches
     assert short.describe() == "1 predictions served for 2 rows sent"
-    nan = compare_predictions([1.0, math.nan], [1.0, 2.0])
+    nan = compare_answers(values([1.0, math.nan]), values([1.0, 2.0]))
     assert not nan.matches
     assert nan.mismatched_rows == [2]
+
+
+def test_a_classifier_answer_matches_on_every_probability_and_the_class() -> None:
+    assert parse_prediction_rows('{"predictions": [[0.2, 0.8], [0.9, 0.1]]}') == [
+        [0.2, 0.8],
+        [0.9, 0.1],
+    ]
+    expected = pd.DataFrame(
+        {"prediction": ["b", "a"], "probability_a": [0.2, 0.9], "probability_b": [0.8, 0.1]}
+    )
+    assert compare_answers(expected.copy(), expected).matches
+    moved = expected.assign(probability_a=[0.2, 0.9 + 1e-3])
+    assert compare_answers(moved, expected).mismatched_rows == [2]
+    relabelled = expected.assign(prediction=["a", "a"])
+    assert compare_answers(relabelled, expected).mismatched_rows == [1]

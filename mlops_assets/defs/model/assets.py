@@ -1,5 +1,6 @@
 """trained_model and registered_model: fit, track, register and gate the champion."""
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,16 +26,25 @@ from mlops_assets.lib.datasets import dataset_manifest, dataset_splits
 from mlops_assets.lib.metadata import md_table
 from mlops_assets.lib.retries import SERVER_RETRY
 from mlops_assets.ml.dataset_store import DatasetStore
-from mlops_assets.ml.promotion import METRIC_DIRECTION, decide, relative_improvement
-from mlops_assets.ml.search import OBJECTIVE, SearchResult
+from mlops_assets.ml.promotion import decide, relative_improvement
+from mlops_assets.ml.search import SearchResult
 from mlops_assets.ml.spec import DatasetSpec
+from mlops_assets.ml.tasks import (
+    PREDICTION,
+    QUALITY_METRIC,
+    answer,
+    confusion_matrix_png,
+    metrics_for,
+    score,
+)
 from mlops_assets.ml.train import (
     SKOPS_TRUSTED_TYPES,
     EstimatorError,
+    TrainingResult,
     fit,
     model_input,
-    regression_metrics,
     serving_requirements,
+    target_values,
     training_fingerprint,
     untrusted_types,
 )
@@ -63,8 +73,9 @@ SMOKE_ROWS = 100
 class TrainingRunConfig(Config):
     model_type: str = Field(
         default="",
-        description="hist_gradient_boosting, random_forest, ridge, or the import path of a "
-        "scikit-learn-compatible regressor (package.module.Class); empty: MLOPS_MODEL_TYPE",
+        description="hist_gradient_boosting, random_forest, ridge (regression), "
+        "logistic_regression (classification), or the import path of a scikit-learn-compatible "
+        "regressor or classifier (package.module.Class); empty: MLOPS_MODEL_TYPE",
     )
     params_json: str = Field(
         default="", description="estimator parameters as a JSON object; empty: MLOPS_MODEL_PARAMS"
@@ -73,7 +84,7 @@ class TrainingRunConfig(Config):
     training_function: str = Field(
         default="",
         description="your own training code, package.module:function(splits, spec) returning a "
-        "fitted regressor; empty: MLOPS_TRAINING_FUNCTION",
+        "fitted regressor or classifier; empty: MLOPS_TRAINING_FUNCTION",
     )
     search_trials: int | None = Field(
         default=None, description="Optuna trials ahead of training; empty: MLOPS_SEARCH_TRIALS"
@@ -125,13 +136,13 @@ def trained_model(
             config.search_timeout_seconds,
             config.search_space_json,
         )
-        training.check()  # an unusable estimator or function fails now, before data is read
+        training.check(spec.task)  # an unusable estimator fails now, before data is read
         manifest = dataset_manifest(versioned_dataset.digest, spec, object_store)
         fingerprint = training_fingerprint(manifest["digest"], training)
     except EstimatorError as exc:
         raise Failure(allow_retries=False, description=f"bad training config: {exc}") from exc
     earlier = None if config.force_retrain else mlflow.find_training_run(fingerprint)
-    search_metadata: dict[str, Any] = {}
+    extra_metadata: dict[str, Any] = {}
     if earlier is not None:
         run_id, model_uri = earlier.info.run_id, earlier.data.tags[MODEL_URI_TAG]
         metrics = dict(earlier.data.metrics)
@@ -144,7 +155,7 @@ def trained_model(
         splits = DatasetStore(object_store, spec.name).load_splits(manifest)
         try:
             result = fit(splits, spec, training)
-        except EstimatorError as exc:  # the user's function returned no usable model
+        except EstimatorError as exc:  # no usable model: the user's function, or the data
             raise Failure(allow_retries=False, description=str(exc)) from exc
         untrusted = untrusted_types(result.pipeline, training.trusted_types)
         if untrusted:
@@ -174,12 +185,19 @@ def trained_model(
             skops_trusted_types=[*SKOPS_TRUSTED_TYPES, *training.trusted_types],
             pip_requirements=serving_requirements(),
             search=result.search,
+            classes=_fitted_classes(result) if spec.task == "classification" else None,
+            artifacts=_class_artifacts(result, spec.classes),
         )
         run_id, model_uri, metrics = logged.run_id, logged.model_uri, result.metrics
         training_note = "trained" + (" (force_retrain)" if config.force_retrain else "")
         if result.search is not None:
-            search_metadata = _search_metadata(result.search, logged.search_plot_uri)
-    context.log.info(f"MLflow run {run_id}, test rmse {metrics['test_rmse']:.6g}: {training_note}")
+            extra_metadata.update(_search_metadata(result.search, logged.search_plot_uri))
+        if result.test_classes is not None:
+            extra_metadata.update(_class_metadata(result, logged.artifact_uris))
+    quality = QUALITY_METRIC[spec.task]
+    context.log.info(
+        f"MLflow run {run_id}, test {quality} {metrics[f'test_{quality}']:.6g}: {training_note}"
+    )
     return MaterializeResult(
         value=TrainedModel(
             run_id=run_id,
@@ -196,10 +214,51 @@ def trained_model(
             "model_type": training.label,
             "dataset_tag": manifest["tag"],
             "training_fingerprint": fingerprint,
-            **search_metadata,
+            "task": spec.task,
+            **extra_metadata,
             **{name: MetadataValue.float(value) for name, value in metrics.items()},
         },
     )
+
+
+CONFUSION_PNG = "evaluation/confusion_matrix_test.png"
+CLASS_REPORT_JSON = "evaluation/classes_test.json"
+
+
+def _fitted_classes(result: TrainingResult) -> list[str]:
+    return [str(c) for c in result.pipeline.classes_]
+
+
+def _class_artifacts(result: TrainingResult, classes: tuple[str, ...]) -> dict[str, bytes]:
+    """The test split's confusion matrix as a picture and the per-class report as JSON."""
+    if result.test_classes is None:
+        return {}
+    per_class, matrix = result.test_classes
+    picture = confusion_matrix_png(matrix, classes, "Confusion matrix (test split)")
+    report = {"classes": per_class, "confusion_matrix": matrix, "order": list(classes)}
+    return {CONFUSION_PNG: picture, CLASS_REPORT_JSON: json.dumps(report, indent=2).encode()}
+
+
+def _class_metadata(result: TrainingResult, uris: dict[str, str]) -> dict[str, Any]:
+    """Per-class precision and recall and the confusion matrix, as a person reads them."""
+    per_class, matrix = result.test_classes or ([], [])
+    names = [row["class"] for row in per_class]
+    return {
+        "test_per_class": md_table(
+            ["class", "precision", "recall", "support"],
+            [
+                (r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", r["support"])
+                for r in per_class
+            ],
+        ),
+        "test_confusion_matrix": md_table(
+            ["true class", *(f"predicted {n}" for n in names)],
+            [(name, *row) for name, row in zip(names, matrix, strict=True)],
+        ),
+        "test_confusion_matrix_plot": MetadataValue.url(uris[CONFUSION_PNG])
+        if CONFUSION_PNG in uris
+        else MetadataValue.null(),
+    }
 
 
 def _search_metadata(search: SearchResult, plot_uri: str) -> dict[str, Any]:
@@ -209,31 +268,35 @@ def _search_metadata(search: SearchResult, plot_uri: str) -> dict[str, Any]:
         "search_best_params": md_table(
             ["parameter", "best value"], sorted(search.best_params.items())
         ),
-        f"search_best_{OBJECTIVE}": MetadataValue.float(search.best_value),
+        f"search_best_{search.objective}": MetadataValue.float(search.best_value),
         "search_trials": len(search.trials),
         "search_failed_trials": search.failed,
         "search_history_plot": MetadataValue.url(plot_uri) if plot_uri else MetadataValue.null(),
     }
 
 
+# The loss the naive-baseline check compares: lower is better for both.
+BASELINE_METRIC = {"regression": "rmse", "classification": "log_loss"}
+
+
 @asset_check(
     retry_policy=SERVER_RETRY,
     asset="trained_model",
     blocking=True,
-    description="Test RMSE beats a model that predicts the train median by the policy's margin. "
-    "Failing means the model learned nothing worth registering.",
+    description="Test loss beats a naive model's by the policy's margin: RMSE against the train "
+    "median (regression), log loss against the train class shares, i.e. the majority class "
+    "(classification). Failing means the model learned nothing worth registering.",
 )
 def beats_naive_baseline(trained_model: TrainedModel, policy: LifecyclePolicy) -> AssetCheckResult:
     metrics = trained_model.metrics
-    limit = metrics["baseline_test_rmse"] * (1 - policy.baseline_margin)
+    metric = "log_loss" if "test_log_loss" in metrics else "rmse"
+    model, baseline = metrics[f"test_{metric}"], metrics[f"baseline_test_{metric}"]
+    limit = baseline * (1 - policy.baseline_margin)
     return AssetCheckResult(
-        passed=metrics["test_rmse"] <= limit,
-        description=f"test rmse {metrics['test_rmse']:.6g} vs baseline "
-        f"{metrics['baseline_test_rmse']:.6g} (must be <= {limit:.6g})",
-        metadata={
-            "test_rmse": metrics["test_rmse"],
-            "baseline_test_rmse": metrics["baseline_test_rmse"],
-        },
+        passed=model <= limit,
+        description=f"test {metric} {model:.6g} vs baseline {baseline:.6g} "
+        f"(must be <= {limit:.6g})",
+        metadata={f"test_{metric}": model, f"baseline_test_{metric}": baseline},
     )
 
 
@@ -241,22 +304,28 @@ def beats_naive_baseline(trained_model: TrainedModel, policy: LifecyclePolicy) -
     retry_policy=SERVER_RETRY,
     asset="trained_model",
     blocking=True,
-    description="Test R2 reaches the policy's minimum. Failing stops registration.",
+    description="Test R2 (regression) or test balanced accuracy (classification) reaches the "
+    "policy's minimum. Failing stops registration.",
 )
 def meets_metric_thresholds(
     trained_model: TrainedModel, policy: LifecyclePolicy
 ) -> AssetCheckResult:
-    r2 = trained_model.metrics["test_r2"]
+    metrics = trained_model.metrics
+    if "test_balanced_accuracy" in metrics:
+        name, minimum = "balanced_accuracy", policy.min_balanced_accuracy
+    else:
+        name, minimum = "r2", policy.min_r2
+    value = metrics[f"test_{name}"]
     return AssetCheckResult(
-        passed=r2 >= policy.min_r2,
-        description=f"test r2 {r2:.4f} (minimum {policy.min_r2})",
-        metadata={"test_r2": r2, "min_r2": policy.min_r2},
+        passed=value >= minimum,
+        description=f"test {name.replace('_', ' ')} {value:.4f} (minimum {minimum})",
+        metadata={f"test_{name}": value, f"min_{name}": minimum},
     )
 
 
 def score_on_test(model: Any, test: Any, spec: DatasetSpec, metric: str) -> float:
-    predictions = model.predict(model_input(test, spec))
-    return regression_metrics(test[spec.target.name], np.asarray(predictions))[metric]
+    answers = answer(model, model_input(test, spec), spec)
+    return score(target_values(test, spec), answers, spec)[metric]
 
 
 @asset(
@@ -278,12 +347,13 @@ def registered_model(
     policy: LifecyclePolicy,
 ) -> MaterializeResult:
     spec = dataset_source.spec
-    metric = policy.promotion_metric
-    if metric not in METRIC_DIRECTION or policy.promotion_policy not in ("auto", "manual"):
+    metric = policy.metric_for(spec.task)
+    if metric not in metrics_for(spec.task) or policy.promotion_policy not in ("auto", "manual"):
         raise Failure(
             allow_retries=False,
-            description=f"promotion metric '{metric}' must be one of {sorted(METRIC_DIRECTION)} "
-            f"and policy '{policy.promotion_policy}' one of auto, manual",
+            description=f"promotion metric '{metric}' must be one of "
+            f"{', '.join(metrics_for(spec.task))} (task {spec.task}) and policy "
+            f"'{policy.promotion_policy}' one of auto, manual",
         )
     splits = dataset_splits(trained_model.dataset_digest, spec, object_store)
     # A model registered before (training was skipped as unchanged) is not registered again,
@@ -420,13 +490,18 @@ def registered_model_gates(
     metric = registered_model.metric
     try:
         model = mlflow.load_model(CHAMPION)
-        predictions = np.asarray(model.predict(model_input(test.head(SMOKE_ROWS), spec)), float)
+        answers = answer(model, model_input(test.head(SMOKE_ROWS), spec), spec)
         load_error = None
     except Exception as exc:
         load_error = f"{type(exc).__name__}: {exc}"
     if load_error is None:
         expected = min(SMOKE_ROWS, len(test))
-        finite = int(np.isfinite(predictions).sum())
+        predictions = answers[PREDICTION]
+        if spec.task == "classification":  # a class for every row, probabilities finite
+            probabilities = answers.drop(columns=PREDICTION).to_numpy(dtype=float)
+            finite = int((predictions.notna() & np.isfinite(probabilities).all(axis=1)).sum())
+        else:
+            finite = int(np.isfinite(predictions.to_numpy(dtype=float)).sum())
         ok = len(predictions) == expected and finite == expected
         yield AssetCheckResult(
             check_name="champion_loads_and_predicts",

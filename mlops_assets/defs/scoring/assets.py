@@ -27,9 +27,11 @@ from mlops_assets.lib.datasets import dataset_splits
 from mlops_assets.lib.metadata import md_table, redact_uri
 from mlops_assets.lib.retries import SERVER_RETRY
 from mlops_assets.ml.dataset_store import frame_to_parquet, parquet_to_frame
-from mlops_assets.ml.drift import PREDICTION, sample
 from mlops_assets.ml.drift import drift_report as build_drift_report
+from mlops_assets.ml.drift import sample
+from mlops_assets.ml.spec import NumericColumn
 from mlops_assets.ml.tabular import DatasetRejected, read_validated
+from mlops_assets.ml.tasks import PREDICTION, QUALITY_METRIC, answer, probability_column
 from mlops_assets.ml.train import model_input
 from mlops_assets.partitions import daily_partitions
 from mlops_assets.records import DriftResult, ScoredBatch
@@ -78,9 +80,9 @@ def predictions(
         )
     model = mlflow.load_model(champion)
 
-    # 3. run inference
-    scored = batch.copy()
-    scored[PREDICTION] = np.asarray(model.predict(model_input(batch, spec)), dtype=float)
+    # 3. run inference: the value, or the class and one probability per class
+    answers = answer(model, model_input(batch, spec), spec)
+    scored = batch.drop(columns=list(answers.columns), errors="ignore").join(answers)
     scored[MODEL_VERSION] = champion
 
     # 4. save results
@@ -96,17 +98,30 @@ def predictions(
             batch_uri=batch_uri,
             train_target_min=run_metrics.get("train_target_min"),
             train_target_max=run_metrics.get("train_target_max"),
+            classes=spec.classes,
         ),
         metadata={
             "rows": len(scored),
             "model_version": champion,
             "batch": batch_uri,
-            "prediction_mean": float(scored[PREDICTION].mean()),
+            **_prediction_summary(scored, spec.classes),
             "labelled": spec.target.name in batch.columns,
             "ignored_columns": ignored or "none",
             "path": MetadataValue.url(object_store.uri(key)),
         },
     )
+
+
+def _prediction_summary(scored: Any, classes: tuple[str, ...]) -> dict[str, Any]:
+    """The mean prediction, or each class's share of the predictions."""
+    if not classes:
+        return {"prediction_mean": float(scored[PREDICTION].mean())}
+    shares = scored[PREDICTION].value_counts(normalize=True)
+    return {
+        "predicted_class_shares": md_table(
+            ["class", "share"], [(c, f"{shares.get(c, 0.0):.1%}") for c in classes]
+        )
+    }
 
 
 def _load_predictions(handle: ScoredBatch, store: ObjectStoreResource) -> Any:
@@ -126,12 +141,56 @@ def one_prediction_per_row(
 def no_missing_predictions(
     predictions: ScoredBatch, object_store: ObjectStoreResource
 ) -> AssetCheckResult:
-    values = _load_predictions(predictions, object_store)[PREDICTION].to_numpy(dtype=float)
+    scored = _load_predictions(predictions, object_store)
+    if predictions.classes:
+        return _valid_classes(scored, predictions.classes)
+    values = scored[PREDICTION].to_numpy(dtype=float)
     bad = np.flatnonzero(~np.isfinite(values))
     return AssetCheckResult(
         passed=len(bad) == 0,
         description=f"{len(bad)} non-finite predictions"
         + (f" in rows {', '.join(str(i + 1) for i in bad[:10])}" if len(bad) else ""),
+    )
+
+
+def _rows(mask: Any) -> str:
+    rows = np.flatnonzero(np.asarray(mask))
+    return ", ".join(str(i + 1) for i in rows[:10]) + (" ..." if len(rows) > 10 else "")
+
+
+def _valid_classes(scored: Any, classes: tuple[str, ...]) -> AssetCheckResult:
+    """Every predicted class is one of the spec's; each row's probabilities are in [0, 1] and
+    sum to 1 (within 1e-6)."""
+    columns = [probability_column(c) for c in classes]
+    missing = [c for c in columns if c not in scored.columns]
+    if missing:
+        return AssetCheckResult(
+            passed=False, description=f"probability columns missing: {', '.join(missing)}"
+        )
+    unknown = ~scored[PREDICTION].isin(classes)
+    probabilities = scored[columns].to_numpy(dtype=float)
+    out_of_range = ~((probabilities >= 0) & (probabilities <= 1)).all(axis=1)
+    bad_sum = ~np.isclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+    problems = []
+    if unknown.any():
+        problems.append(
+            f"{int(unknown.sum())} predicted classes not in {{{', '.join(classes)}}} "
+            f"(rows {_rows(unknown)})"
+        )
+    if out_of_range.any():
+        problems.append(
+            f"{int(out_of_range.sum())} rows with a probability outside [0, 1] or missing "
+            f"(rows {_rows(out_of_range)})"
+        )
+    if bad_sum.any():
+        problems.append(
+            f"{int(bad_sum.sum())} rows whose probabilities do not sum to 1 (rows {_rows(bad_sum)})"
+        )
+    return AssetCheckResult(
+        passed=not problems,
+        description="; ".join(problems)
+        or f"{len(scored)} predictions, each one of {len(classes)} classes with probabilities "
+        "in [0, 1] summing to 1",
     )
 
 
@@ -154,6 +213,8 @@ def predictions_in_plausible_range(
     dataset_source: DatasetSourceResource,
     object_store: ObjectStoreResource,
 ) -> AssetCheckResult:
+    if predictions.classes:
+        return _class_spread(_load_predictions(predictions, object_store), predictions.classes)
     train_min, train_max = predictions.train_target_min, predictions.train_target_max
     values = _load_predictions(predictions, object_store)[PREDICTION].to_numpy(dtype=float)
     if train_min is None or train_max is None:
@@ -163,6 +224,12 @@ def predictions_in_plausible_range(
             description="champion run has no training target range",
         )
     target = dataset_source.spec.target
+    if not isinstance(target, NumericColumn):  # the spec changed task since this batch
+        return AssetCheckResult(
+            passed=False,
+            severity=AssetCheckSeverity.WARN,
+            description=f"target '{target.name}' is no longer numeric in the spec",
+        )
     low, high = plausible_range(train_min, train_max, target.min, target.max)
     outside = np.flatnonzero((values < low) | (values > high))
     below = int(np.count_nonzero(values < target.min)) if target.min is not None else 0
@@ -183,6 +250,27 @@ def predictions_in_plausible_range(
     )
 
 
+# A batch at least this large whose predictions are all one class (of several) is suspect.
+ONE_CLASS_MIN_ROWS = 20
+
+
+def _class_spread(scored: Any, classes: tuple[str, ...]) -> AssetCheckResult:
+    """Classification: a batch of ONE_CLASS_MIN_ROWS rows or more predicted as a single class
+    is a sign the model collapsed (WARN), unless the batch is that small."""
+    seen = sorted(set(scored[PREDICTION]))
+    collapsed = len(scored) >= ONE_CLASS_MIN_ROWS and len(seen) == 1
+    return AssetCheckResult(
+        passed=not collapsed,
+        severity=AssetCheckSeverity.WARN,
+        description=(
+            f"all {len(scored)} predictions are class '{seen[0]}' (of {len(classes)} classes)"
+            if collapsed
+            else f"{len(seen)} of {len(classes)} classes predicted in {len(scored)} rows"
+        ),
+        metadata={"classes_predicted": len(seen)},
+    )
+
+
 def drift_report(
     context: AssetExecutionContext,
     predictions: ScoredBatch,
@@ -195,9 +283,9 @@ def drift_report(
     version = predictions.model_version
     run = mlflow.run(mlflow.model_version(version).run_id)
     splits = dataset_splits(run.data.tags["mlops.dataset_digest"], spec, object_store)
-    reference = sample(splits["train"], policy.drift_sample_rows).copy()
+    reference = sample(splits["train"], policy.drift_sample_rows)
     model = mlflow.load_model(version)
-    reference[PREDICTION] = np.asarray(model.predict(model_input(reference, spec)), dtype=float)
+    reference = reference.join(answer(model, model_input(reference, spec), spec))
     current = _load_predictions(predictions, object_store)
     summary, report_json, report_html = build_drift_report(
         current, reference, spec, max_rows=policy.drift_sample_rows
@@ -205,7 +293,8 @@ def drift_report(
     prefix = f"reports/drift/{mlflow.model_name}/{context.partition_key}/v{version}"
     object_store.put_bytes(f"{prefix}/report.json", report_json.encode())
     object_store.put_bytes(f"{prefix}/report.html", report_html.encode())
-    champion_test_rmse = run.data.metrics["test_rmse"]
+    quality_metric = QUALITY_METRIC[spec.task]
+    champion_test_quality = run.data.metrics[f"test_{quality_metric}"]
     quality = summary.quality or {}
     return MaterializeResult(
         value=DriftResult(
@@ -214,7 +303,8 @@ def drift_report(
             drift_share=summary.drift_share,
             drifted_columns=summary.drifted_columns,
             quality=summary.quality,
-            champion_test_rmse=champion_test_rmse,
+            quality_metric=quality_metric,
+            champion_test_quality=champion_test_quality,
             model_version=version,
         ),
         metadata={
@@ -225,7 +315,7 @@ def drift_report(
             "batch_rows": summary.current_rows,
             "reference_rows": summary.reference_rows,
             "model_version": version,
-            "champion_test_rmse": champion_test_rmse,
+            f"champion_test_{quality_metric}": champion_test_quality,
             **{f"batch_{k}": MetadataValue.float(v) for k, v in quality.items()},
             "column_drift": md_table(
                 ["column", "method", "score", "threshold", "drifted"],
@@ -261,15 +351,24 @@ def quality_not_degraded(drift_report: DriftResult, policy: LifecyclePolicy) -> 
             description="batch has no labels; quality not measured",
             metadata={"labelled": False, "model_version": drift_report.model_version},
         )
-    limit = drift_report.champion_test_rmse * (1 + policy.quality_tolerance)
+    # Like with like: the batch's value of the metric the champion scored on its test split.
+    metric, champion = drift_report.quality_metric, drift_report.champion_test_quality
+    lower_is_better = metric == "rmse"
+    if lower_is_better:
+        limit = champion * (1 + policy.quality_tolerance)
+        passed, sign, bound = quality[metric] <= limit, "+", "limit"
+    else:
+        limit = champion * (1 - policy.quality_tolerance)
+        passed, sign, bound = quality[metric] >= limit, "-", "minimum"
+    label = metric.replace("_", " ")
     return AssetCheckResult(
-        passed=quality["rmse"] <= limit,
+        passed=passed,
         severity=AssetCheckSeverity.ERROR,
-        description=f"batch rmse {quality['rmse']:.6g}, limit {limit:.6g} (champion "
-        f"v{drift_report.model_version} test rmse {drift_report.champion_test_rmse:.6g} "
-        f"+ {policy.quality_tolerance:.0%})",
+        description=f"batch {label} {quality[metric]:.6g}, {bound} {limit:.6g} (champion "
+        f"v{drift_report.model_version} test {label} {champion:.6g} "
+        f"{sign} {policy.quality_tolerance:.0%})",
         metadata={
-            "batch_rmse": quality["rmse"],
+            f"batch_{metric}": quality[metric],
             "limit": limit,
             "labelled": True,
             "model_version": drift_report.model_version,
@@ -327,7 +426,8 @@ def _scoring_assets(
             asset="predictions",
             partitions_def=partitions,
             blocking=True,
-            description="No prediction is NaN or infinite.",
+            description="No prediction is NaN or infinite. Classification: every predicted "
+            "class is one of the spec's, and each row's probabilities are in [0, 1] and sum to 1.",
         )(no_missing_predictions)
     )
     checks.append(
@@ -338,7 +438,8 @@ def _scoring_assets(
             partitions_def=partitions,
             description="Predictions stay within the champion's training target range widened by half "
             "its span on each side, and within the target's bounds in the spec (WARN: a sign of "
-            "extrapolation, not of a broken model).",
+            "extrapolation, not of a broken model). Classification: a batch of 20 rows or more "
+            "is not predicted as one single class (WARN: a sign the model collapsed).",
         )(predictions_in_plausible_range)
     )
     assets.append(
@@ -351,7 +452,8 @@ def _scoring_assets(
             ins={"predictions": AssetIn("predictions")},
             deps=["versioned_dataset"],
             description="Evidently report of the day's scored batch against the training split of the "
-            "champion that scored it: data drift, and regression quality when the batch has labels. "
+            "champion that scored it: data drift (and prediction drift for classification), and "
+            "regression or classification quality when the batch has labels. "
             "HTML and JSON in the object store.",
         )(drift_report)
     )
@@ -372,7 +474,9 @@ def _scoring_assets(
             asset="drift_report",
             partitions_def=partitions,
             description="On a labelled batch, RMSE is at most the champion's test RMSE times "
-            "(1 + tolerance). ERROR: the model is getting answers wrong. Unlabelled batches pass.",
+            "(1 + tolerance); for classification, balanced accuracy at least the champion's test "
+            "balanced accuracy times (1 - tolerance). ERROR: the model is getting answers wrong. "
+            "Unlabelled batches pass.",
         )(quality_not_degraded)
     )
     return assets, checks

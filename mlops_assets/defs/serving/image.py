@@ -11,7 +11,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
@@ -37,12 +37,12 @@ from mlops_assets.lib.retries import SERVER_RETRY
 from mlops_assets.ml.serving import (
     LABEL_PREFIX,
     SERVING_PORT,
-    UnexpectedResponse,
     build_fingerprint,
-    compare_predictions,
+    compare_answers,
     invocation_payload,
-    parse_predictions,
+    parse_prediction_rows,
 )
+from mlops_assets.ml.tasks import answer, answer_frame, model_classes
 from mlops_assets.ml.train import model_input
 from mlops_assets.records import ServedImage
 from mlops_assets.resources.dataset_source import DatasetSourceResource
@@ -276,14 +276,19 @@ def served_image_smoke_test(
     dataset_digest = version.tags.get("mlops.dataset_digest", "")
     splits = dataset_splits(dataset_digest, spec, object_store)
     rows = model_input(splits["test"].head(SMOKE_ROWS), spec)
-    expected = [float(p) for p in mlflow.load_model(served_image.model_version).predict(rows)]
+    model = mlflow.load_model(served_image.model_version)
+    expected = answer(model, rows, spec)
+
+    def served_answer(matrix: list[list[float]]) -> Any:
+        classes = model_classes(model) if spec.task == "classification" else ()
+        return answer_frame(matrix, spec, classes)
 
     reference = image_builder.fetch_for_test(runtime, served_image, object_store)
     container = image_builder.run(
         runtime, reference, SERVING_PORT, env={"MLFLOW_MODELS_WORKERS": "1"}
     )
     try:
-        yield _smoke_result(container, rows, expected, served_image)
+        yield _smoke_result(container, rows, expected, served_answer, served_image)
         yield _non_root_result(container)
     finally:
         container.remove()
@@ -292,7 +297,8 @@ def served_image_smoke_test(
 def _smoke_result(
     container: RunningContainer,
     rows: Any,
-    expected: list[float],
+    expected: Any,
+    served_answer: Callable[[list[list[float]]], Any],
     served_image: ServedImage,
 ) -> AssetCheckResult:
     name = "serves_champion_predictions"
@@ -310,7 +316,7 @@ def _smoke_result(
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             text = response.read().decode(errors="replace")
-        served = parse_predictions(text)
+        served = served_answer(parse_prediction_rows(text))
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:1000]
         return AssetCheckResult(
@@ -319,14 +325,14 @@ def _smoke_result(
             description=f"/invocations answered HTTP {exc.code}: {detail}\n"
             f"container log tail:\n{container.log_tail()}",
         )
-    except (OSError, UnexpectedResponse) as exc:
+    except (OSError, ValueError) as exc:  # UnexpectedResponse, or not one answer per class
         return AssetCheckResult(
             check_name=name,
             passed=False,
             description=f"/invocations gave no usable answer: {exc}\n"
             f"container log tail:\n{container.log_tail()}",
         )
-    comparison = compare_predictions(served, expected, SMOKE_TOLERANCE)
+    comparison = compare_answers(served, expected, SMOKE_TOLERANCE)
     description = f"v{served_image.model_version} served by {served_image.reference}: " + (
         comparison.describe()
     )
