@@ -58,6 +58,49 @@ def serving_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in SERVING_PACKAGES]
 
 
+# Top-level modules whose types the serving packages themselves provide.
+_SERVING_MODULES = {"builtins", "collections", "numpy", "pandas", "scipy", "sklearn", "skops"}
+
+
+@dataclass(frozen=True)
+class ServedCode:
+    """What the saved model needs beyond SERVING_PACKAGES to load where it is served."""
+
+    code_paths: tuple[str, ...] = ()  # local source folders or files, copied into the model
+    requirements: tuple[str, ...] = ()  # installed distributions, pinned
+
+
+def served_code(pipeline: Any) -> ServedCode:
+    """The code the model's own types come from (a custom estimator class, say): a package
+    installed from a distribution is pinned as a requirement; source that is not installed
+    (a folder on the path) is copied into the MLflow model (``code_paths``), which MLflow puts
+    on the path wherever it loads the model, in the served image too."""
+    import importlib.util
+    from importlib.metadata import packages_distributions, version
+
+    import skops.io
+
+    types = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+    modules = sorted({name.split(".")[0] for name in types} - _SERVING_MODULES)
+    distributions = packages_distributions()
+    code_paths: list[str] = []
+    requirements: list[str] = []
+    for module in modules:
+        found = importlib.util.find_spec(module)
+        origin = found.origin if found else None
+        if not found or not origin:
+            raise EstimatorError(f"the model holds types from '{module}', which cannot be found")
+        installed = {"site-packages", "dist-packages"} & set(Path(origin).parts)
+        if installed and module in distributions:
+            dist = distributions[module][0]
+            requirements.append(f"{dist}=={version(dist)}")
+        elif found.submodule_search_locations:
+            code_paths.append(str(Path(origin).parent))
+        else:
+            code_paths.append(origin)
+    return ServedCode(tuple(code_paths), tuple(requirements))
+
+
 def training_fingerprint(dataset_digest: str, config: TrainingConfig) -> str:
     """What decides the model a training run produces: the dataset version (its rows, schema
     and processing), the training config, this module's code (the Pipeline and how it is fitted)

@@ -117,6 +117,7 @@ class MlflowResource(ConfigurableResource):
         search: Any = None,
         classes: list[str] | None = None,
         artifacts: dict[str, bytes] | None = None,
+        code_paths: list[str] | None = None,
     ) -> LoggedModel:
         """Log params, metrics, the training dataset (with its digest) and the model with its
         signature and input example, in one MLflow run; a hyperparameter search's trials are
@@ -124,7 +125,8 @@ class MlflowResource(ConfigurableResource):
 
         A classifier (``classes``: its classes_, in order) is logged so that its pyfunc, in
         process and in the served image, answers with ``predict_proba``; the class order is
-        in the model's metadata. ``artifacts`` (path in the run -> bytes) are logged as files.
+        in the model's metadata. ``artifacts`` (path in the run -> bytes) are logged as files;
+        ``code_paths`` (source the model's own types need) are copied into the model.
         """
         mlflow = self._mlflow()
         from mlflow.models import infer_signature
@@ -160,6 +162,7 @@ class MlflowResource(ConfigurableResource):
                 input_example=input_example,
                 skops_trusted_types=skops_trusted_types,
                 pip_requirements=pip_requirements,
+                code_paths=code_paths or None,
                 **flavour,
             )
             artifact_uris = self._log_files(artifacts or {})

@@ -233,6 +233,29 @@ def test_an_untrusted_estimator_type_is_named_and_nothing_is_logged(trained):
     )
     assert trusted.success
     assert trained.state()["versions"] == [1, 2]
+    assert_loads_without_the_project(trained, "2")
+
+
+def assert_loads_without_the_project(lifecycle, version: str) -> None:
+    """The class's source travels in the MLflow model (code_paths): a process that cannot
+    import mlops_assets_tests itself, as the served image cannot, loads and predicts."""
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{lifecycle.home / 'mlflow.db'}"
+    script = (
+        "import sys, mlflow, pandas as pd\n"
+        "assert 'mlops_assets_tests' not in sys.modules\n"
+        f"mlflow.set_tracking_uri({uri!r}); mlflow.set_registry_uri({uri!r})\n"
+        f"model = mlflow.pyfunc.load_model({f'models:/{MODEL}/{version}'!r})\n"
+        "rows = pd.DataFrame(model.input_example)\n"
+        "print(len(model.predict(rows)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=lifecycle.home, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "5"
 
 
 def test_an_estimator_that_does_not_fit_the_task_changes_nothing(trained):

@@ -43,6 +43,7 @@ from mlops_assets.ml.train import (
     TrainingResult,
     fit,
     model_input,
+    served_code,
     serving_requirements,
     target_values,
     training_fingerprint,
@@ -166,6 +167,7 @@ def trained_model(
                 "MLOPS_SKOPS_TRUSTED_TYPES (or the run config's trusted_types). Nothing was "
                 "logged or registered.",
             )
+        code = served_code(result.pipeline)
         logged = mlflow.log_training_run(
             pipeline=result.pipeline,
             params=result.params,
@@ -183,7 +185,8 @@ def trained_model(
                 FINGERPRINT_TAG: fingerprint,
             },
             skops_trusted_types=[*SKOPS_TRUSTED_TYPES, *training.trusted_types],
-            pip_requirements=serving_requirements(),
+            pip_requirements=[*serving_requirements(), *code.requirements],
+            code_paths=list(code.code_paths),
             search=result.search,
             classes=_fitted_classes(result) if spec.task == "classification" else None,
             artifacts=_class_artifacts(result, spec.classes),
