@@ -12,7 +12,7 @@ import importlib
 import inspect
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,17 +70,22 @@ class ServedCode:
     requirements: tuple[str, ...] = ()  # installed distributions, pinned
 
 
-def served_code(pipeline: Any) -> ServedCode:
-    """The code the model's own types come from (a custom estimator class, say): a package
-    installed from a distribution is pinned as a requirement; source that is not installed
-    (a folder on the path) is copied into the MLflow model (``code_paths``), which MLflow puts
-    on the path wherever it loads the model, in the served image too."""
+def saved_types(pipeline: Any) -> tuple[str, ...]:
+    """The types in ``pipeline``'s skops file that skops does not trust by itself (one dump,
+    for untrusted_types and served_code: dumping a forest of trees takes seconds)."""
+    import skops.io
+
+    return tuple(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
+
+
+def served_code(types: Sequence[str]) -> ServedCode:
+    """The code the model's own ``types`` (saved_types) come from, a custom estimator class
+    say: a package installed from a distribution is pinned as a requirement; source that is
+    not installed (a folder on the path) is copied into the MLflow model (``code_paths``),
+    which MLflow puts on the path wherever it loads the model, in the served image too."""
     import importlib.util
     from importlib.metadata import packages_distributions, version
 
-    import skops.io
-
-    types = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
     modules = sorted({name.split(".")[0] for name in types} - _SERVING_MODULES)
     distributions = packages_distributions()
     code_paths: list[str] = []
@@ -351,13 +356,10 @@ def _custom_estimator(path: str, params: dict[str, Any], random_state: int, task
     return estimator
 
 
-def untrusted_types(pipeline: Any, trusted: tuple[str, ...] = ()) -> list[str]:
-    """Types in ``pipeline``'s skops file that neither skops, the reviewed SKOPS_TRUSTED_TYPES
+def untrusted_types(types: Sequence[str], trusted: tuple[str, ...] = ()) -> list[str]:
+    """The model's ``types`` (saved_types) that neither skops, the reviewed SKOPS_TRUSTED_TYPES
     nor ``trusted`` allow: a model containing any is not saved, so never loaded unreviewed."""
-    import skops.io
-
-    found = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
-    return sorted(set(found) - set(SKOPS_TRUSTED_TYPES) - set(trusted))
+    return sorted(set(types) - set(SKOPS_TRUSTED_TYPES) - set(trusted))
 
 
 def build_pipeline(spec: DatasetSpec, config: TrainingConfig) -> Any:

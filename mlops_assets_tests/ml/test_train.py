@@ -15,6 +15,7 @@ from mlops_assets.ml.train import (
     make_estimator,
     model_input,
     regression_metrics,
+    saved_types,
     untrusted_types,
 )
 
@@ -36,7 +37,7 @@ def test_every_model_type_beats_the_median_baseline(splits, model_type):
     assert m["test_r2"] > 0.5
     assert m["train_target_min"] <= m["train_target_max"]
     # Saved with reviewed types only (random_forest's trees were once refused at logging).
-    assert untrusted_types(result.pipeline) == []
+    assert untrusted_types(saved_types(result.pipeline)) == []
 
 
 def test_pipeline_takes_raw_columns_and_ignores_unknown_categories(splits):
@@ -122,8 +123,8 @@ def test_an_unusable_estimator_is_refused_by_name(model_type, params, message):
 
 def test_types_skops_does_not_trust_are_named_until_listed(splits):
     pipeline = fit(splits, HOUSE_PRICES, TrainingConfig(CUSTOM)).pipeline
-    assert untrusted_types(pipeline) == [CUSTOM]
-    assert untrusted_types(pipeline, (CUSTOM,)) == []
+    assert untrusted_types(saved_types(pipeline)) == [CUSTOM]
+    assert untrusted_types(saved_types(pipeline), (CUSTOM,)) == []
 
 
 def test_a_custom_estimators_code_is_part_of_the_fingerprint(monkeypatch, tmp_path):

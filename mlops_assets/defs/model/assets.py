@@ -43,6 +43,7 @@ from mlops_assets.ml.train import (
     TrainingResult,
     fit,
     model_input,
+    saved_types,
     served_code,
     serving_requirements,
     target_values,
@@ -158,7 +159,8 @@ def trained_model(
             result = fit(splits, spec, training)
         except EstimatorError as exc:  # no usable model: the user's function, or the data
             raise Failure(allow_retries=False, description=str(exc)) from exc
-        untrusted = untrusted_types(result.pipeline, training.trusted_types)
+        types = saved_types(result.pipeline)
+        untrusted = untrusted_types(types, training.trusted_types)
         if untrusted:
             raise Failure(
                 allow_retries=False,
@@ -167,7 +169,7 @@ def trained_model(
                 "MLOPS_SKOPS_TRUSTED_TYPES (or the run config's trusted_types). Nothing was "
                 "logged or registered.",
             )
-        code = served_code(result.pipeline)
+        code = served_code(types)
         logged = mlflow.log_training_run(
             pipeline=result.pipeline,
             params=result.params,
