@@ -18,6 +18,7 @@ from dagster import (
     FilesystemIOManager,
     PreviewWarning,
     definitions,
+    in_process_executor,
 )
 
 from mlops_assets.lib.pod_resources import standard_pod, training_pod
@@ -72,14 +73,24 @@ def k8s_executor_config() -> dict[str, object]:
     }
 
 
+EXECUTORS = ("in_process", "multiprocess", "k8s_job")
+
+
 def executor() -> ExecutorDefinition | None:
-    """MLOPS_EXECUTOR=k8s_job: every step in its own Kubernetes Job (k8s_executor_config);
-    otherwise Dagster's default."""
+    """How a run's steps execute (MLOPS_EXECUTOR).
+
+    in_process (default): every step in the run's own process, so the libraries a step needs
+    (pandas, scikit-learn, MLflow, Evidently) are imported once per run, not once per step.
+    multiprocess: Dagster's default, a process per step. k8s_job: every step in its own
+    Kubernetes Job (k8s_executor_config).
+    """
     choice = setting("MLOPS_EXECUTOR")
+    if choice == "in_process":
+        return in_process_executor
     if choice == "multiprocess":
         return None
     if choice != "k8s_job":
-        raise ValueError(f"MLOPS_EXECUTOR must be multiprocess or k8s_job, not '{choice}'")
+        raise ValueError(f"MLOPS_EXECUTOR must be one of {', '.join(EXECUTORS)}, not '{choice}'")
     from dagster_k8s import k8s_job_executor
 
     return k8s_job_executor.configured(k8s_executor_config())

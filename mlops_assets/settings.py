@@ -99,8 +99,8 @@ OTHER_SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "MLOPS_EXECUTOR",
-        "multiprocess",
-        "multiprocess: every step of a run in the run's own process or pod; k8s_job: each step in its own Kubernetes Job (k8s_job_executor, on a cluster only).",
+        "in_process",
+        "in_process: every step of a run in the run's own process (one pod per run on a cluster); multiprocess: each step in a process of its own, independent steps in parallel; k8s_job: each step in its own Kubernetes Job (k8s_job_executor, on a cluster only).",
     ),
     Setting(
         "MLOPS_K8S_CPU",

@@ -275,3 +275,24 @@ def test_alert_secrets_are_env_vars_wherever_their_channel_is_on(
         value = getattr(loud, field)
         assert isinstance(value, EnvVar)
         assert value == name
+
+
+def test_a_run_executes_its_steps_in_one_process_unless_configured_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlops_assets.definitions import build_definitions
+
+    def job_executor() -> str:
+        return build_definitions().resolve_job_def("mlops_lifecycle").executor_def.name
+
+    monkeypatch.delenv("MLOPS_EXECUTOR", raising=False)
+    assert job_executor() == "in_process"
+    monkeypatch.setenv("MLOPS_EXECUTOR", "multiprocess")
+    assert (
+        job_executor() == "multi_or_in_process_executor"
+    )  # Dagster's own default: a process per step
+    monkeypatch.setenv("MLOPS_EXECUTOR", "k8s_job")
+    assert job_executor() == "k8s"
+    monkeypatch.setenv("MLOPS_EXECUTOR", "threads")
+    with pytest.raises(ValueError, match="one of in_process, multiprocess, k8s_job, not 'threads'"):
+        build_definitions()
