@@ -49,8 +49,6 @@ class MlflowServer:
             command=[
                 os.path.join(bin_dir, "mlflow"),
                 "server",
-                "--backend-store-uri",
-                self.backend_store_uri,
                 "--artifacts-destination",
                 self.artifacts_destination,
                 "--serve-artifacts",
@@ -65,6 +63,9 @@ class MlflowServer:
             ],
             log=self.log_dir / "mlflow.log",
             env={
+                # The store URI holds the Postgres password: in the environment, not in argv
+                # where any user's `ps` would show it.
+                "MLFLOW_BACKEND_STORE_URI": self.backend_store_uri,
                 "MLFLOW_S3_ENDPOINT_URL": self.s3_env["MLOPS_S3_ENDPOINT_URL"],
                 "AWS_ACCESS_KEY_ID": self.s3_env["AWS_ACCESS_KEY_ID"],
                 "AWS_SECRET_ACCESS_KEY": self.s3_env["AWS_SECRET_ACCESS_KEY"],

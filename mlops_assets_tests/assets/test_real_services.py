@@ -2,6 +2,7 @@
 PostgreSQL with its artifacts in S3. Each result is read back through the server's own client."""
 
 import json
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -63,6 +64,16 @@ def test_lifecycle_against_the_servers(
     for secret in (seaweed.secret_key, mlflow_stack["postgres"].password):
         assert secret not in serialized
         assert secret not in captured.out + captured.err
+    # Nor in any process's command line (what `ps` shows every user): the MLflow server's
+    # store URI travels in its environment.
+    command_lines = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command_lines.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    assert any(" server --artifacts-destination" in c for c in command_lines)
+    assert not [c for c in command_lines if mlflow_stack["postgres"].password in c]
 
 
 def _step_window(instance, run_id, step):

@@ -162,6 +162,21 @@ def test_rbac_grants_only_what_the_launcher_kaniko_and_rollout_need() -> None:
     assert builder["automountServiceAccountToken"] is False
 
 
+def test_no_secret_reaches_a_command_line() -> None:
+    """A container's command and args are visible to every user of the node (ps); a value
+    from a Secret goes in the environment only, never expanded into an argument."""
+    for name, pod in pod_specs():
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            secret_vars = {
+                e["name"]
+                for e in container.get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            }
+            argv = " ".join(container.get("command", []) + container.get("args", []))
+            leaked = sorted(v for v in secret_vars if f"$({v})" in argv)
+            assert not leaked, f"{name}/{container['name']}: {leaked} expanded into its argv"
+
+
 def test_mlflow_admits_every_dns_name_of_its_service_with_and_without_port() -> None:
     (service,) = [s for s in by_kind("Service") if s["metadata"]["name"] == "mlflow"]
     (deployment,) = [d for d in by_kind("Deployment") if d["metadata"]["name"] == "mlflow"]
