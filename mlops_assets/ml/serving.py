@@ -123,6 +123,19 @@ def parse_predictions(body: str) -> list[float]:
     return [row[0] for row in parse_prediction_rows(body)]
 
 
+def parse_answers(body: str) -> pd.DataFrame:
+    """The answers in an /invocations response body: a classifier's records (its class and
+    one probability per class, by name) as a frame; a regressor's numbers as ``prediction``."""
+    try:
+        document = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise UnexpectedResponse(f"response is not JSON ({exc}): {body[:500]!r}") from None
+    predictions = document.get("predictions") if isinstance(document, dict) else None
+    if isinstance(predictions, list) and predictions and isinstance(predictions[0], dict):
+        return pd.DataFrame.from_records(predictions)
+    return pd.DataFrame({"prediction": parse_predictions(body)})
+
+
 def parse_prediction_rows(body: str) -> list[list[float]]:
     """Each row's numbers in an /invocations response body: ``[x]`` for a regressor, one
     probability per class for a classifier."""

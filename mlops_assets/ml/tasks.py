@@ -1,10 +1,10 @@
 """What a model's answer is, and how it is scored, for each task of the dataset spec.
 
 Regression: the answer is a number per row. Classification (binary or multiclass): the model
-answers with one probability per class (MLflow's pyfunc calls ``predict_proba``, in process and
-in the served image alike), and the predicted class is the most probable one. Both go through
-:func:`answer`, so batch inference, the registry gates, the drift report and the served image's
-smoke test read a model's output one way.
+answers with the most probable class and one probability per class (the registered model is a
+:class:`mlops_assets.ml.answering.ClassAnswer`, in process and in the served image alike). Both
+go through :func:`answer`, so batch inference, the registry gates, the drift report and the
+served image's smoke test read a model's output one way.
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ import pandas as pd
 
 from mlops_assets.ml.spec import DatasetSpec
 
+# As ClassAnswer names its columns (mlops_assets.ml.answering imports scikit-learn, so the
+# code location imports it only where a model is built or read).
 PREDICTION = "prediction"
 PROBABILITY_PREFIX = "probability_"
-# What the registry's MLflow model records for a classifier: the task and the order of the
-# probability columns its pyfunc returns (the fitted estimator's classes_).
+
+# What the registry's MLflow model records for a classifier: the task and the classes the
+# fitted estimator learned (its classes_).
 TASK_KEY = "mlops.task"
 CLASSES_KEY = "mlops.classes"
 
@@ -79,7 +82,15 @@ def most_probable(probabilities: np.ndarray, classes: Sequence[str]) -> np.ndarr
 
 def answer_frame(output: Any, spec: DatasetSpec, model_classes: Sequence[str] = ()) -> pd.DataFrame:
     """A model's output as the project stores it: ``prediction`` (the value, or the most
-    probable class) and, for classification, ``probability_<class>`` for each spec class."""
+    probable class) and, for classification, ``probability_<class>`` for each spec class.
+
+    ``output`` is a ClassAnswer's frame (a registered classifier, in process or served), a
+    predict_proba matrix in ``model_classes`` order (a fitted estimator), or the numbers."""
+    if isinstance(output, pd.DataFrame) and spec.task == "classification":
+        return _class_answer(output, spec)
+    if isinstance(output, pd.DataFrame):
+        column = output[PREDICTION] if PREDICTION in output else output.iloc[:, 0]
+        return pd.DataFrame({PREDICTION: column.to_numpy(dtype=float)})
     if spec.task == "regression":
         return pd.DataFrame({PREDICTION: np.asarray(output, dtype=float).reshape(-1)})
     probabilities = class_probabilities(output, model_classes, spec.classes)
@@ -88,31 +99,34 @@ def answer_frame(output: Any, spec: DatasetSpec, model_classes: Sequence[str] = 
     return frame
 
 
-def model_classes(model: Any) -> list[str]:
-    """The order of a loaded MLflow pyfunc classifier's probability columns, from its model
-    metadata (or ``classes_`` of a plain scikit-learn estimator)."""
-    if hasattr(model, "classes_"):
-        return [str(c) for c in model.classes_]
-    metadata = getattr(getattr(model, "metadata", None), "metadata", None) or {}
-    if CLASSES_KEY not in metadata:
+def _class_answer(output: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """A ClassAnswer frame, checked to carry the spec's classes."""
+    columns = [PREDICTION, *probability_columns(spec)]
+    missing = [c for c in columns if c not in output.columns]
+    if missing:
         raise ValueError(
-            "the model was not logged as a classifier of this project (its MLflow model has no "
-            f"'{CLASSES_KEY}' metadata); a spec with task classification needs one"
+            f"the model's answer has no column {', '.join(missing)} (it has "
+            f"{', '.join(map(str, output.columns))}): was it trained for these classes "
+            f"({', '.join(spec.classes)})?"
         )
-    return [str(c) for c in metadata[CLASSES_KEY]]
+    frame = output[columns].reset_index(drop=True)
+    frame = frame.astype(dict.fromkeys(probability_columns(spec), float))
+    frame[PREDICTION] = frame[PREDICTION].astype(str).astype(object)
+    return frame
 
 
 def answer(model: Any, features: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-    """``model`` (an MLflow pyfunc, or a fitted scikit-learn estimator) applied to
-    ``features`` (``model_input`` rows), as :func:`answer_frame`; index as ``features``."""
-    if spec.task == "classification":
-        if hasattr(model, "predict_proba"):  # a fitted estimator, not yet an MLflow model
-            output = model.predict_proba(features)
-        else:
-            output = model.predict(features)
-        frame = answer_frame(output, spec, model_classes(model))
+    """``model`` (an MLflow pyfunc, a ClassAnswer, or a fitted scikit-learn estimator) applied
+    to ``features`` (``model_input`` rows), as :func:`answer_frame`; index as ``features``."""
+    from mlops_assets.ml.answering import ClassAnswer
+
+    fitted = hasattr(model, "predict_proba") and not isinstance(model, ClassAnswer)
+    if spec.task == "classification" and fitted:
+        # A fitted estimator (training, a user's function): its probabilities, its classes.
+        output = answer_frame(model.predict_proba(features), spec, [str(c) for c in model.classes_])
     else:
-        frame = answer_frame(model.predict(features), spec)
+        output = model.predict(features)
+    frame = answer_frame(output, spec)
     frame.index = features.index
     return frame
 

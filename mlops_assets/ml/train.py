@@ -43,6 +43,7 @@ SKOPS_TRUSTED_TYPES = [
     "sklearn.compose._column_transformer._RemainderColsList",
     "sklearn.tree._tree.Tree",  # the fitted trees of random_forest (and sklearn's tree models)
     "numpy.dtype",  # OneHotEncoder's output dtype parameter
+    "mlops_assets.ml.answering.ClassAnswer",  # a registered classifier (ships in its model)
 ]
 
 
@@ -60,6 +61,8 @@ def serving_requirements() -> list[str]:
 
 # Top-level modules whose types the serving packages themselves provide.
 _SERVING_MODULES = {"builtins", "collections", "numpy", "pandas", "scipy", "sklearn", "skops"}
+# This project: not on a package index, so its source always travels in the model.
+_PROJECT = __name__.split(".")[0]
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ def served_code(types: Sequence[str]) -> ServedCode:
         if not found or not origin:
             raise EstimatorError(f"the model holds types from '{module}', which cannot be found")
         installed = {"site-packages", "dist-packages"} & set(Path(origin).parts)
-        if installed and module in distributions:
+        if installed and module in distributions and module != _PROJECT:
             dist = distributions[module][0]
             requirements.append(f"{dist}=={version(dist)}")
         elif found.submodule_search_locations:

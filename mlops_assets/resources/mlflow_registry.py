@@ -123,9 +123,9 @@ class MlflowResource(ConfigurableResource):
         signature and input example, in one MLflow run; a hyperparameter search's trials are
         nested runs under it, and its optimisation history a picture in its artifacts.
 
-        A classifier (``classes``: its classes_, in order) is logged so that its pyfunc, in
-        process and in the served image, answers with ``predict_proba``; the class order is
-        in the model's metadata. ``artifacts`` (path in the run -> bytes) are logged as files;
+        A classifier (``pipeline`` a ClassAnswer, ``classes`` the classes it learned) answers
+        with its class and probabilities, by name; the task and classes are in the model's
+        metadata. ``artifacts`` (path in the run -> bytes) are logged as files;
         ``code_paths`` (source the model's own types need) are copied into the model.
         """
         mlflow = self._mlflow()
@@ -136,14 +136,8 @@ class MlflowResource(ConfigurableResource):
         experiment_id = self.experiment_id()
         flavour: dict[str, Any] = {}
         if classes:
-            output = pipeline.predict_proba(input_example)
-            flavour = {
-                "pyfunc_predict_fn": "predict_proba",
-                "metadata": {TASK_KEY: "classification", CLASSES_KEY: list(classes)},
-            }
-        else:
-            output = pipeline.predict(input_example)
-        signature = infer_signature(input_example, output)
+            flavour = {"metadata": {TASK_KEY: "classification", CLASSES_KEY: list(classes)}}
+        signature = infer_signature(input_example, pipeline.predict(input_example))
         with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
             mlflow.log_params(_param_values(params))
             mlflow.log_metrics(metrics)

@@ -111,3 +111,31 @@ def test_a_classification_search_is_seeded_and_scores_log_loss_on_val():
     assert first.best_params == again.best_params
     assert 0 < first.best_value < 0.5
     assert isinstance(pd.Series(first.best_params)["C"], float)
+
+
+def test_a_registered_classifier_answers_with_named_classes_and_probabilities():
+    from mlops_assets.ml import answering, tasks
+    from mlops_assets.ml.answering import ClassAnswer
+    from mlops_assets.ml.serving import compare_answers, parse_answers
+    from mlops_assets.ml.train import model_input
+
+    splits, spec = breast_cancer()
+    pipeline = fit(splits, spec, TrainingConfig("logistic_regression")).pipeline
+    rows = model_input(splits["test"].head(4), spec)
+    answered = ClassAnswer(pipeline, spec.classes).predict(rows)
+    assert list(answered.columns) == [
+        "prediction",
+        "probability_benign",
+        "probability_malignant",
+    ]
+    assert answered["prediction"].tolist() == pipeline.predict(rows).tolist()
+    assert (answering.PREDICTION, answering.PROBABILITY_PREFIX) == (
+        tasks.PREDICTION,
+        tasks.PROBABILITY_PREFIX,
+    )
+    # What the scoring server sends back for that frame reads as the same answer.
+    body = '{"predictions": ' + answered.to_json(orient="records") + "}"
+    served = answer_frame(parse_answers(body), spec)
+    assert compare_answers(served, answer_frame(answered, spec)).matches  # JSON: to 1e-6
+    with pytest.raises(ValueError, match="no column probability_benign"):
+        answer_frame(answered.drop(columns="probability_benign"), spec)

@@ -159,7 +159,15 @@ def trained_model(
             result = fit(splits, spec, training)
         except EstimatorError as exc:  # no usable model: the user's function, or the data
             raise Failure(allow_retries=False, description=str(exc)) from exc
-        types = saved_types(result.pipeline)
+        # A classifier is registered as a ClassAnswer: it answers with classes and probabilities.
+        from mlops_assets.ml.answering import ClassAnswer
+
+        model = (
+            ClassAnswer(result.pipeline, spec.classes)
+            if spec.task == "classification"
+            else result.pipeline
+        )
+        types = saved_types(model)
         untrusted = untrusted_types(types, training.trusted_types)
         if untrusted:
             raise Failure(
@@ -171,7 +179,7 @@ def trained_model(
             )
         code = served_code(types)
         logged = mlflow.log_training_run(
-            pipeline=result.pipeline,
+            pipeline=model,
             params=result.params,
             metrics=result.metrics,
             input_example=model_input(splits["train"].head(5), spec),

@@ -40,9 +40,9 @@ from mlops_assets.ml.serving import (
     build_fingerprint,
     compare_answers,
     invocation_payload,
-    parse_prediction_rows,
+    parse_answers,
 )
-from mlops_assets.ml.tasks import answer, answer_frame, model_classes
+from mlops_assets.ml.tasks import answer, answer_frame
 from mlops_assets.ml.train import model_input
 from mlops_assets.records import ServedImage
 from mlops_assets.resources.dataset_source import DatasetSourceResource
@@ -279,9 +279,8 @@ def served_image_smoke_test(
     model = mlflow.load_model(served_image.model_version)
     expected = answer(model, rows, spec)
 
-    def served_answer(matrix: list[list[float]]) -> Any:
-        classes = model_classes(model) if spec.task == "classification" else ()
-        return answer_frame(matrix, spec, classes)
+    def served_answer(served: Any) -> Any:
+        return answer_frame(served, spec)
 
     reference = image_builder.fetch_for_test(runtime, served_image, object_store)
     container = image_builder.run(
@@ -298,7 +297,7 @@ def _smoke_result(
     container: RunningContainer,
     rows: Any,
     expected: Any,
-    served_answer: Callable[[list[list[float]]], Any],
+    served_answer: Callable[[Any], Any],
     served_image: ServedImage,
 ) -> AssetCheckResult:
     name = "serves_champion_predictions"
@@ -316,7 +315,7 @@ def _smoke_result(
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             text = response.read().decode(errors="replace")
-        served = served_answer(parse_prediction_rows(text))
+        served = served_answer(parse_answers(text))
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:1000]
         return AssetCheckResult(

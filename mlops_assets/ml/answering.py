@@ -1,0 +1,60 @@
+"""The classifier as it is registered and served: it answers with classes and probabilities.
+
+MLflow's scikit-learn flavour serves one method's output; ``predict_proba`` alone would answer
+with bare numbers whose order only the model's metadata names. ``ClassAnswer`` wraps the fitted
+Pipeline and its ``predict`` returns, per row, the most probable class and one named
+probability column per class of the spec, in process and from the served image alike
+(``{"predictions": [{"prediction": "benign", "probability_benign": 0.97, ...}]}``).
+
+This module is copied into every classifier's MLflow model (``code_paths``), so it imports only
+what the served image has: numpy, pandas and scikit-learn.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+PREDICTION = "prediction"
+PROBABILITY_PREFIX = "probability_"
+
+
+class ClassAnswer(ClassifierMixin, BaseEstimator):
+    """A fitted classifier whose ``predict`` answers with the class and its probabilities.
+
+    ``classes`` are the spec's classes, in the spec's order: a class the model never saw in
+    training has probability 0.
+    """
+
+    def __init__(self, model: Any = None, classes: tuple[str, ...] = ()):
+        self.model = model
+        self.classes = classes
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.asarray(self.model.classes_)
+
+    def fit(self, x: Any, y: Any) -> ClassAnswer:
+        self.model.fit(x, y)
+        return self
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        """The wrapped model's probabilities, columns in ``classes_`` order (scikit-learn's)."""
+        return np.asarray(self.model.predict_proba(x))
+
+    def predict(self, x: Any) -> pd.DataFrame:
+        raw = self.predict_proba(x)
+        position = {str(label): i for i, label in enumerate(self.classes_)}
+        probabilities = np.zeros((len(raw), len(self.classes)))
+        for j, label in enumerate(self.classes):
+            if label in position:
+                probabilities[:, j] = raw[:, position[label]]
+        frame = pd.DataFrame(
+            probabilities, columns=[f"{PROBABILITY_PREFIX}{c}" for c in self.classes]
+        )
+        best = np.asarray(self.classes, dtype=object)[np.argmax(probabilities, axis=1)]
+        frame.insert(0, PREDICTION, best)
+        return frame
