@@ -6,8 +6,10 @@ Pipeline and its ``predict`` returns, per row, the most probable class and one n
 probability column per class of the spec, in process and from the served image alike
 (``{"predictions": [{"prediction": "benign", "probability_benign": 0.97, ...}]}``).
 
-This module is copied into every classifier's MLflow model (``code_paths``), so it imports only
-what the served image has: numpy, pandas and scikit-learn.
+The project's source travels in every classifier's MLflow model (``code_paths``); this module
+and :mod:`mlops_assets.ml.tasks`, which builds the answer, import nothing beyond what the served
+image has: numpy, pandas and scikit-learn. The code location imports this module only where a
+model is built or read, since it imports scikit-learn.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-PREDICTION = "prediction"
-PROBABILITY_PREFIX = "probability_"
+from mlops_assets.ml.tasks import class_answer
 
 
 class ClassAnswer(ClassifierMixin, BaseEstimator):
@@ -46,15 +47,4 @@ class ClassAnswer(ClassifierMixin, BaseEstimator):
         return np.asarray(self.model.predict_proba(x))
 
     def predict(self, x: Any) -> pd.DataFrame:
-        raw = self.predict_proba(x)
-        position = {str(label): i for i, label in enumerate(self.classes_)}
-        probabilities = np.zeros((len(raw), len(self.classes)))
-        for j, label in enumerate(self.classes):
-            if label in position:
-                probabilities[:, j] = raw[:, position[label]]
-        frame = pd.DataFrame(
-            probabilities, columns=[f"{PROBABILITY_PREFIX}{c}" for c in self.classes]
-        )
-        best = np.asarray(self.classes, dtype=object)[np.argmax(probabilities, axis=1)]
-        frame.insert(0, PREDICTION, best)
-        return frame
+        return class_answer(self.predict_proba(x), [str(c) for c in self.classes_], self.classes)

@@ -17,8 +17,6 @@ import pandas as pd
 
 from mlops_assets.ml.spec import DatasetSpec
 
-# As ClassAnswer names its columns (mlops_assets.ml.answering imports scikit-learn, so the
-# code location imports it only where a model is built or read).
 PREDICTION = "prediction"
 PROBABILITY_PREFIX = "probability_"
 
@@ -80,6 +78,16 @@ def most_probable(probabilities: np.ndarray, classes: Sequence[str]) -> np.ndarr
     return np.asarray(classes, dtype=object)[np.argmax(probabilities, axis=1)]
 
 
+def class_answer(raw: Any, model_classes: Sequence[str], classes: Sequence[str]) -> pd.DataFrame:
+    """A classifier's answer from its predict_proba ``raw`` (columns in ``model_classes``
+    order): ``prediction`` (the most probable class) and ``probability_<class>`` for each of
+    ``classes``, in that order."""
+    probabilities = class_probabilities(raw, model_classes, classes)
+    frame = pd.DataFrame(probabilities, columns=[probability_column(c) for c in classes])
+    frame.insert(0, PREDICTION, most_probable(probabilities, classes))
+    return frame
+
+
 def answer_frame(output: Any, spec: DatasetSpec, model_classes: Sequence[str] = ()) -> pd.DataFrame:
     """A model's output as the project stores it: ``prediction`` (the value, or the most
     probable class) and, for classification, ``probability_<class>`` for each spec class.
@@ -93,10 +101,7 @@ def answer_frame(output: Any, spec: DatasetSpec, model_classes: Sequence[str] = 
         return pd.DataFrame({PREDICTION: column.to_numpy(dtype=float)})
     if spec.task == "regression":
         return pd.DataFrame({PREDICTION: np.asarray(output, dtype=float).reshape(-1)})
-    probabilities = class_probabilities(output, model_classes, spec.classes)
-    frame = pd.DataFrame(probabilities, columns=probability_columns(spec))
-    frame.insert(0, PREDICTION, most_probable(probabilities, spec.classes))
-    return frame
+    return class_answer(output, model_classes, spec.classes)
 
 
 def _class_answer(output: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:

@@ -114,7 +114,6 @@ def test_a_classification_search_is_seeded_and_scores_log_loss_on_val():
 
 
 def test_a_registered_classifier_answers_with_named_classes_and_probabilities():
-    from mlops_assets.ml import answering, tasks
     from mlops_assets.ml.answering import ClassAnswer
     from mlops_assets.ml.serving import compare_answers, parse_answers
     from mlops_assets.ml.train import model_input
@@ -129,10 +128,6 @@ def test_a_registered_classifier_answers_with_named_classes_and_probabilities():
         "probability_malignant",
     ]
     assert answered["prediction"].tolist() == pipeline.predict(rows).tolist()
-    assert (answering.PREDICTION, answering.PROBABILITY_PREFIX) == (
-        tasks.PREDICTION,
-        tasks.PROBABILITY_PREFIX,
-    )
     # What the scoring server sends back for that frame reads as the same answer.
     body = '{"predictions": ' + answered.to_json(orient="records") + "}"
     served = answer_frame(parse_answers(body), spec)
