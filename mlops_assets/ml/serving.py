@@ -117,28 +117,8 @@ class UnexpectedResponse(ValueError):
     """The server's answer is not a list of predictions."""
 
 
-def parse_predictions(body: str) -> list[float]:
-    """The predictions in an /invocations response body (``{"predictions": [...]}``), one
-    number per row."""
-    return [row[0] for row in parse_prediction_rows(body)]
-
-
-def parse_answers(body: str) -> pd.DataFrame:
-    """The answers in an /invocations response body: a classifier's records (its class and
-    one probability per class, by name) as a frame; a regressor's numbers as ``prediction``."""
-    try:
-        document = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise UnexpectedResponse(f"response is not JSON ({exc}): {body[:500]!r}") from None
-    predictions = document.get("predictions") if isinstance(document, dict) else None
-    if isinstance(predictions, list) and predictions and isinstance(predictions[0], dict):
-        return pd.DataFrame.from_records(predictions)
-    return pd.DataFrame({"prediction": parse_predictions(body)})
-
-
-def parse_prediction_rows(body: str) -> list[list[float]]:
-    """Each row's numbers in an /invocations response body: ``[x]`` for a regressor, one
-    probability per class for a classifier."""
+def _predictions(body: str) -> list[Any]:
+    """The ``predictions`` list of an /invocations response body."""
     try:
         document = json.loads(body)
     except json.JSONDecodeError as exc:
@@ -146,13 +126,29 @@ def parse_prediction_rows(body: str) -> list[list[float]]:
     predictions = document.get("predictions") if isinstance(document, dict) else None
     if not isinstance(predictions, list):
         raise UnexpectedResponse(f"response has no 'predictions' list: {body[:500]!r}")
+    return predictions
+
+
+def _numbers(predictions: list[Any], body: str) -> list[float]:
     try:
-        rows = [[float(v) for v in p] if isinstance(p, list) else [float(p)] for p in predictions]
-    except (TypeError, ValueError) as exc:
+        return [float(p[0] if isinstance(p, list) else p) for p in predictions]
+    except (TypeError, ValueError, IndexError) as exc:
         raise UnexpectedResponse(f"predictions are not numbers ({exc}): {body[:500]!r}") from None
-    if any(not row for row in rows):
-        raise UnexpectedResponse(f"a prediction is an empty list: {body[:500]!r}")
-    return rows
+
+
+def parse_predictions(body: str) -> list[float]:
+    """The predictions in an /invocations response body (``{"predictions": [...]}``), one
+    number per row."""
+    return _numbers(_predictions(body), body)
+
+
+def parse_answers(body: str) -> pd.DataFrame:
+    """The answers in an /invocations response body: a classifier's records (its class and
+    one probability per class, by name) as a frame; a regressor's numbers as ``prediction``."""
+    predictions = _predictions(body)
+    if predictions and isinstance(predictions[0], dict):
+        return pd.DataFrame.from_records(predictions)
+    return pd.DataFrame({"prediction": _numbers(predictions, body)})
 
 
 @dataclass(frozen=True)

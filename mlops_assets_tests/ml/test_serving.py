@@ -16,7 +16,7 @@ from mlops_assets.ml.serving import (
     compare_answers,
     harden_dockerfile,
     invocation_payload,
-    parse_prediction_rows,
+    parse_answers,
     parse_predictions,
 )
 
@@ -130,13 +130,12 @@ def test_comparison_fails_on_a_missing_prediction_or_nan() -> None:
 
 
 def test_a_classifier_answer_matches_on_every_probability_and_the_class() -> None:
-    assert parse_prediction_rows('{"predictions": [[0.2, 0.8], [0.9, 0.1]]}') == [
-        [0.2, 0.8],
-        [0.9, 0.1],
-    ]
     expected = pd.DataFrame(
         {"prediction": ["b", "a"], "probability_a": [0.2, 0.9], "probability_b": [0.8, 0.1]}
     )
+    body = '{"predictions": ' + expected.to_json(orient="records") + "}"
+    assert parse_answers(body).equals(expected)
+    assert parse_answers('{"predictions": [[1.5], [2]]}')["prediction"].tolist() == [1.5, 2.0]
     assert compare_answers(expected.copy(), expected).matches
     moved = expected.assign(probability_a=[0.2, 0.9 + 1e-3])
     assert compare_answers(moved, expected).mismatched_rows == [2]

@@ -11,7 +11,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
@@ -42,6 +42,7 @@ from mlops_assets.ml.serving import (
     invocation_payload,
     parse_answers,
 )
+from mlops_assets.ml.spec import DatasetSpec
 from mlops_assets.ml.tasks import answer, answer_frame
 from mlops_assets.ml.train import model_input
 from mlops_assets.records import ServedImage
@@ -276,18 +277,14 @@ def served_image_smoke_test(
     dataset_digest = version.tags.get("mlops.dataset_digest", "")
     splits = dataset_splits(dataset_digest, spec, object_store)
     rows = model_input(splits["test"].head(SMOKE_ROWS), spec)
-    model = mlflow.load_model(served_image.model_version)
-    expected = answer(model, rows, spec)
-
-    def served_answer(served: Any) -> Any:
-        return answer_frame(served, spec)
+    expected = answer(mlflow.load_model(served_image.model_version), rows, spec)
 
     reference = image_builder.fetch_for_test(runtime, served_image, object_store)
     container = image_builder.run(
         runtime, reference, SERVING_PORT, env={"MLFLOW_MODELS_WORKERS": "1"}
     )
     try:
-        yield _smoke_result(container, rows, expected, served_answer, served_image)
+        yield _smoke_result(container, rows, expected, spec, served_image)
         yield _non_root_result(container)
     finally:
         container.remove()
@@ -297,7 +294,7 @@ def _smoke_result(
     container: RunningContainer,
     rows: Any,
     expected: Any,
-    served_answer: Callable[[Any], Any],
+    spec: DatasetSpec,
     served_image: ServedImage,
 ) -> AssetCheckResult:
     name = "serves_champion_predictions"
@@ -315,7 +312,7 @@ def _smoke_result(
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             text = response.read().decode(errors="replace")
-        served = served_answer(parse_answers(text))
+        served = answer_frame(parse_answers(text), spec)
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:1000]
         return AssetCheckResult(
