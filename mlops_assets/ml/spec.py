@@ -160,9 +160,7 @@ class DatasetSpec:
         schema: dict[str, Any] = {
             "target": self.target.schema(),
             "numeric": [c.schema() for c in self.numeric],
-            "categorical": [
-                {"name": c.name, "allowed": sorted(c.allowed)} for c in self.categorical
-            ],
+            "categorical": [c.schema() for c in self.categorical],
         }
         if self.task != "regression":  # regression specs keep the digests they always had
             schema["task"] = self.task
@@ -208,14 +206,7 @@ class DatasetSpec:
                 name=str(data["name"]),
                 target=_target(data["target"], task),
                 numeric=tuple(NumericColumn(**c) for c in data.get("numeric", [])),
-                categorical=tuple(
-                    CategoricalColumn(
-                        name=c["name"],
-                        allowed=tuple(str(v) for v in c["allowed"]),
-                        max_null_share=c.get("max_null_share"),
-                    )
-                    for c in data.get("categorical", [])
-                ),
+                categorical=tuple(_categorical(c) for c in data.get("categorical", [])),
                 max_null_share=float(data.get("max_null_share", 0.05)),
                 max_duplicate_share=float(data.get("max_duplicate_share", 0.2)),
                 split=SplitSpec(**data.get("split", {})),
@@ -235,10 +226,14 @@ def _target(target: Any, task: str) -> NumericColumn | CategoricalColumn:
             "a classification target is an object with its classes: "
             '{"name": "...", "allowed": ["class a", "class b"]}'
         )
+    return _categorical(target)
+
+
+def _categorical(column: dict[str, Any]) -> CategoricalColumn:
     return CategoricalColumn(
-        name=target["name"],
-        allowed=tuple(str(v) for v in target["allowed"]),
-        max_null_share=target.get("max_null_share"),
+        name=column["name"],
+        allowed=tuple(str(v) for v in column["allowed"]),
+        max_null_share=column.get("max_null_share"),
     )
 
 

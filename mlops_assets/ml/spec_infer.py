@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from mlops_assets.ml.spec import (
+    TASKS,
     CategoricalColumn,
     DatasetSpec,
     NumericColumn,
@@ -32,7 +33,6 @@ DEFAULT_MARGIN = 0.1
 DEFAULT_MAX_CATEGORIES = 30
 DATASET_NULL_SHARE = 0.05
 FEW_VALUES = 5  # an integer column with this few values may be codes, not amounts
-TASKS = ("regression", "classification")
 
 
 @dataclass(frozen=True)

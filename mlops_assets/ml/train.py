@@ -22,7 +22,14 @@ import pandas as pd
 
 from mlops_assets.ml import tasks
 from mlops_assets.ml.spec import DatasetSpec
-from mlops_assets.ml.tasks import answer, class_report, class_shares, regression_metrics, score
+from mlops_assets.ml.tasks import (
+    answer,
+    class_report,
+    class_shares,
+    classification_metrics,
+    regression_metrics,
+    score,
+)
 
 if TYPE_CHECKING:
     from mlops_assets.ml.search import SearchResult
@@ -472,8 +479,6 @@ def fit(
 
 def _baseline(train: pd.DataFrame, y: np.ndarray, spec: DatasetSpec) -> dict[str, float]:
     """The naive model's metrics on ``y``: the train median, or the train class shares."""
-    from mlops_assets.ml.tasks import classification_metrics
-
     if spec.task == "classification":
         shares = class_shares(train[spec.target.name], spec.classes)
         return classification_metrics(y, np.tile(shares, (len(y), 1)), spec.classes)

@@ -188,8 +188,6 @@ class MlflowResource(ConfigurableResource):
 
     def _log_search(self, search: Any, experiment_id: str) -> str:
         """Each trial as a nested run of the active run; the history as a PNG artifact."""
-        import tempfile
-
         from mlops_assets.ml.search import history_png
 
         mlflow = self._mlflow()
@@ -217,11 +215,8 @@ class MlflowResource(ConfigurableResource):
                 if trial.value is not None:
                     metrics[search.objective] = trial.value
                 mlflow.log_metrics(metrics)
-        with tempfile.TemporaryDirectory(prefix="mlops-search-") as tmp:
-            path = Path(tmp) / "optimization_history.png"
-            path.write_bytes(history_png(search))
-            mlflow.log_artifact(str(path), artifact_path="search")
-        return f"{mlflow.get_artifact_uri()}/search/optimization_history.png"
+        picture = "search/optimization_history.png"
+        return self._log_files({picture: history_png(search)})[picture]
 
     def find_training_run(self, fingerprint: str) -> Any | None:
         """The newest finished run with this training fingerprint that logged its model."""
