@@ -83,9 +83,7 @@ def drift_report(
 
     features = spec.feature_columns
     target = spec.target.name
-    has_labels = target in current.columns and bool(current[target].notna().any())
-    current_sample = sample(current, max_rows)
-    reference_sample = sample(reference, max_rows)
+    current_sample, reference_sample, has_labels = _samples(current, reference, spec, max_rows)
 
     def prepared(frame: pd.DataFrame, with_prediction: bool) -> pd.DataFrame:
         columns = list(features)
@@ -103,7 +101,6 @@ def drift_report(
     if has_labels:
         metrics.append(RegressionPreset())
         regression = [Regression(target=target, prediction=PREDICTION)]
-        current_sample = current_sample[current_sample[target].notna()]
     current_for_report = prepared(current_sample, with_prediction=has_labels)
     reference_for_report = prepared(reference_sample, with_prediction=has_labels)
 
@@ -117,6 +114,19 @@ def drift_report(
         Dataset.from_pandas(reference_for_report, data_definition=definition),
     )
     return _finish(snapshot, current, reference, features, max_rows, column_drift_threshold)
+
+
+def _samples(
+    current: pd.DataFrame, reference: pd.DataFrame, spec: DatasetSpec, max_rows: int
+) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+    """The bounded samples the report compares, and whether the batch has labels (then only
+    its labelled rows are compared)."""
+    target = spec.target.name
+    has_labels = target in current.columns and bool(current[target].notna().any())
+    current_sample = sample(current, max_rows)
+    if has_labels:
+        current_sample = current_sample[current_sample[target].notna()]
+    return current_sample, sample(reference, max_rows), has_labels
 
 
 def _finish(
@@ -161,11 +171,7 @@ def _classification_report(
 
     features = spec.feature_columns
     target = spec.target.name
-    has_labels = target in current.columns and bool(current[target].notna().any())
-    current_sample = sample(current, max_rows)
-    reference_sample = sample(reference, max_rows)
-    if has_labels:
-        current_sample = current_sample[current_sample[target].notna()]
+    current_sample, reference_sample, has_labels = _samples(current, reference, spec, max_rows)
     columns = [*features, PREDICTION, *([target] if has_labels else [])]
 
     def prepared(frame: pd.DataFrame) -> pd.DataFrame:
