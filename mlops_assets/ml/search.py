@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.ml.spec import DatasetSpec
-from mlops_assets.ml.tasks import answer, score
+from mlops_assets.ml.tasks import LOSS, answer, score
 from mlops_assets.ml.train import (
     EstimatorError,
     SearchConfig,
@@ -44,12 +44,11 @@ BUILT_IN_SPACES: dict[str, dict[str, dict[str, Any]]] = {
     "ridge": {"alpha": {"type": "float", "low": 0.001, "high": 100.0, "log": True}},
     "logistic_regression": {"C": {"type": "float", "low": 0.001, "high": 100.0, "log": True}},
 }
-# What a trial minimises on the validation split, per task.
-OBJECTIVES = {"regression": "rmse", "classification": "log_loss"}
 
 
 def objective_name(spec: DatasetSpec) -> str:
-    return f"val_{OBJECTIVES[spec.task]}"
+    """What a trial minimises: the task's loss on the validation split."""
+    return f"val_{LOSS[spec.task]}"
 
 
 class SearchFailed(EstimatorError):
@@ -119,7 +118,7 @@ def search(
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     x_train, y_train = model_input(train, spec), target_values(train, spec)
     x_val, y_val = model_input(val, spec), target_values(val, spec)
-    metric = OBJECTIVES[spec.task]
+    metric = LOSS[spec.task]
     trials: list[Trial] = []
 
     def objective(trial: optuna.Trial) -> float:

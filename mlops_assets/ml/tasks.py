@@ -28,9 +28,10 @@ CLASSES_KEY = "mlops.classes"
 # Metrics each task reports (on val and test; the promotion metric is one of them).
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "log_loss")
-# The promotion metric when MLOPS_PROMOTION_METRIC is empty, and the quality the drift report
-# compares between a labelled batch and the champion's test split.
-DEFAULT_PROMOTION_METRIC = {"regression": "rmse", "classification": "log_loss"}
+# Each task's loss (lower is better): what a search trial minimises on the val split, what the
+# naive-baseline check compares, and the promotion metric when MLOPS_PROMOTION_METRIC is empty.
+LOSS = {"regression": "rmse", "classification": "log_loss"}
+# The quality the drift report compares between a labelled batch and the champion's test split.
 QUALITY_METRIC = {"regression": "rmse", "classification": "balanced_accuracy"}
 # Probabilities clipped away from 0 and 1 for log loss (as scikit-learn does), so a confident
 # wrong answer costs a large, finite amount.

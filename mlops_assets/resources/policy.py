@@ -76,9 +76,9 @@ class LifecyclePolicy(ConfigurableResource):
 
     def metric_for(self, task: str) -> str:
         """The promotion metric: the one set, else the task's default."""
-        from mlops_assets.ml.tasks import DEFAULT_PROMOTION_METRIC
+        from mlops_assets.ml.tasks import LOSS
 
-        return self.promotion_metric.strip() or DEFAULT_PROMOTION_METRIC[task]
+        return self.promotion_metric.strip() or LOSS[task]
 
     def drift_action(self, check_name: str) -> str:
         """``continue``, ``retrain`` or ``rollback`` for a failed check of drift_report."""

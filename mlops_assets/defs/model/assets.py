@@ -30,6 +30,7 @@ from mlops_assets.ml.promotion import decide, relative_improvement
 from mlops_assets.ml.search import SearchResult
 from mlops_assets.ml.spec import DatasetSpec
 from mlops_assets.ml.tasks import (
+    LOSS,
     PREDICTION,
     QUALITY_METRIC,
     answer,
@@ -288,10 +289,6 @@ def _search_metadata(search: SearchResult, plot_uri: str) -> dict[str, Any]:
     }
 
 
-# The loss the naive-baseline check compares: lower is better for both.
-BASELINE_METRIC = {"regression": "rmse", "classification": "log_loss"}
-
-
 @asset_check(
     retry_policy=SERVER_RETRY,
     asset="trained_model",
@@ -302,7 +299,7 @@ BASELINE_METRIC = {"regression": "rmse", "classification": "log_loss"}
 )
 def beats_naive_baseline(trained_model: TrainedModel, policy: LifecyclePolicy) -> AssetCheckResult:
     metrics = trained_model.metrics
-    metric = "log_loss" if "test_log_loss" in metrics else "rmse"
+    metric = LOSS["classification" if "test_log_loss" in metrics else "regression"]
     model, baseline = metrics[f"test_{metric}"], metrics[f"baseline_test_{metric}"]
     limit = baseline * (1 - policy.baseline_margin)
     return AssetCheckResult(
