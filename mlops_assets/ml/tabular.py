@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -266,6 +266,24 @@ def normalise_category(values: pd.Series) -> pd.Series:
     return text.str.strip().str.lower().str.replace(r"\s+", " ", regex=True)
 
 
+def each_distinct(values: pd.Series, transform: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """``transform`` (vectorised, row by row) applied once to each distinct value of
+    ``values`` and spread back to every row; missing stays missing. A column of a million
+    rows holds a handful of categories, or a few thousand numbers written as text, so the
+    string work is done on those alone."""
+    codes, distinct = pd.factorize(values)
+    done = transform(pd.Series(distinct, dtype=object))
+    array = (
+        done.array if isinstance(done.dtype, pd.api.extensions.ExtensionDtype) else done.to_numpy()
+    )
+    spread = pd.api.extensions.take(array, codes, allow_fill=True)
+    return pd.Series(spread, index=values.index, name=values.name)
+
+
+def _parse_number(text: pd.Series) -> pd.Series:
+    return pd.to_numeric(text.astype("string").str.strip(), errors="coerce").astype("float64")
+
+
 def _check_values(
     frame: pd.DataFrame, spec: DatasetSpec, file: str, require_target: bool
 ) -> tuple[pd.DataFrame, list[Violation]]:
@@ -285,9 +303,7 @@ def _check_values(
         if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
             values = raw.astype("float64")
         else:
-            values = pd.to_numeric(raw.astype("string").str.strip(), errors="coerce").astype(
-                "float64"
-            )
+            values = each_distinct(raw, _parse_number)
             bad = values.isna() & raw.notna()
             if bad.any():
                 rows, count = _row_numbers(bad)
@@ -338,7 +354,7 @@ def _check_values(
 
     for category in categorical_columns:
         raw = frame[category.name]
-        values = normalise_category(raw)
+        values = each_distinct(raw, normalise_category)
         allowed = set(category.allowed)
         unseen = values.notna() & ~values.isin(allowed)
         if unseen.any():

@@ -246,3 +246,20 @@ def test_category_normalisation_of_data_and_spec_agree():
     normalised = normalise_category(pd.Series(values, dtype=object)).tolist()
     assert normalised[:-1] == [normalise_label(v) for v in values[:-1]]
     assert pd.isna(normalised[-1])
+
+
+def test_each_distinct_value_is_transformed_once_and_spread_to_every_row():
+    from mlops_assets.ml.tabular import each_distinct, normalise_category
+
+    values = pd.Series([" Yes", "no", None, "NO ", float("nan"), " Yes"], index=[9, 8, 7, 6, 5, 4])
+    seen: list[int] = []
+
+    def counted(distinct: pd.Series) -> pd.Series:
+        seen.append(len(distinct))
+        return normalise_category(distinct)
+
+    spread = each_distinct(values, counted)
+
+    assert seen == [3]  # " Yes", "no", "NO "; missing values are not transformed
+    assert spread.equals(normalise_category(values))
+    assert spread.index.tolist() == [9, 8, 7, 6, 5, 4]
