@@ -12,7 +12,7 @@ import importlib
 import inspect
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,7 +97,7 @@ def served_code(types: Sequence[str]) -> ServedCode:
     from importlib.metadata import packages_distributions, version
 
     modules = sorted({name.split(".")[0] for name in types} - _SERVING_MODULES)
-    distributions = packages_distributions()
+    distributions: Mapping[str, list[str]] = {}
     code_paths: list[str] = []
     requirements: list[str] = []
     for module in modules:
@@ -106,6 +106,9 @@ def served_code(types: Sequence[str]) -> ServedCode:
         if not found or not origin:
             raise EstimatorError(f"the model holds types from '{module}', which cannot be found")
         installed = {"site-packages", "dist-packages"} & set(Path(origin).parts)
+        if installed and module != _PROJECT and not distributions:
+            # Reads every installed distribution's file list (a second): only when needed.
+            distributions = packages_distributions()
         if installed and module in distributions and module != _PROJECT:
             dist = distributions[module][0]
             requirements.append(f"{dist}=={version(dist)}")
