@@ -88,31 +88,38 @@ def _step_window(instance, run_id, step):
 
 
 def test_concurrent_registrations_promote_exactly_once(
-    lifecycle, seaweed, s3_store, mlflow_stack, on_servers, tmp_path
+    lifecycle, seaweed, s3_store, mlflow_stack, on_servers, tmp_path, monkeypatch
 ):
     """Two real dagster processes register the same trained model at the same moment.
 
     Serialised, the first registers it and makes it champion; the second finds it registered
     and changes nothing. Racing, both would find it unregistered and no champion: two versions,
     two promotions.
+
+    The Dagster instance is the stack's, on PostgreSQL, where a pool slot is claimed under a
+    row lock. On SQLite the claim is a read then a write (no SELECT ... FOR UPDATE), and two
+    processes starting the same moment can both take the one slot: this test failed that way
+    once in CI under load.
     """
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    from mlops_assets.demo import DAGSTER_YAML
+    from mlops_assets.stack.cli import DAGSTER_YAML
     from mlops_assets_tests.conftest import project_free_env
 
     model = os.environ["MLOPS_MODEL_NAME"]
     assert lifecycle.run(assets=["raw_data", "versioned_dataset", "trained_model"]).success
     dagster_home = lifecycle.home / "dagster_home"
     (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    dagster_postgres = mlflow_stack["postgres"].url("dagster", driver="postgresql+psycopg2")
     settings = {k: v for k, v in os.environ.items() if k.startswith(("MLOPS_", "MLFLOW_", "AWS_"))}
     env = {
         **project_free_env(),
         **settings,
         "DAGSTER_HOME": str(dagster_home),
+        "MLOPS_DAGSTER_POSTGRES_URL": dagster_postgres,
         "GIT_PYTHON_REFRESH": "quiet",
     }
     command = [
@@ -146,10 +153,12 @@ def test_concurrent_registrations_promote_exactly_once(
     assert on_servers.get_model_version_by_alias(model, "champion").version == "1"
     assert on_servers.get_model_version_by_alias(model, "challenger").version == "1"
 
-    runs = [
-        r for r in lifecycle.instance.get_runs() if "registered_model" in str(r.asset_selection)
-    ]
-    windows = sorted(_step_window(lifecycle.instance, r.run_id, "registered_model") for r in runs)
+    from dagster import DagsterInstance
+
+    monkeypatch.setenv("MLOPS_DAGSTER_POSTGRES_URL", dagster_postgres)
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        runs = [r for r in instance.get_runs() if "registered_model" in str(r.asset_selection)]
+        windows = sorted(_step_window(instance, r.run_id, "registered_model") for r in runs)
     assert len(windows) == 2
     assert windows[0][1] <= windows[1][0], "registered_model steps overlapped"
 
