@@ -8,6 +8,7 @@ what makes a build unique, and states what a correct answer from the container i
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import re
@@ -22,13 +23,16 @@ SERVING_PORT = 8000  # MLflow's inference server port when nginx is off
 SERVING_UID = 10001
 CA_BUNDLE_IN_CONTEXT = "build-ca.pem"
 CA_BUNDLE_IN_IMAGE = "/etc/mlops/build-ca.pem"
-# Bump when harden_dockerfile changes what it writes: a new recipe is a new build.
-RECIPE_VERSION = "1"
+SERVE_SCRIPT_IN_CONTEXT = "mlops-serve.py"
+SERVE_SCRIPT_IN_IMAGE = "/opt/mlops/serve.py"
+# Bump when harden_dockerfile or serve_script change what they write: a new recipe is a new
+# build.
+RECIPE_VERSION = "2"
 LABEL_PREFIX = "org.mlops-assets"
 
 _NGINX_INSTALL = re.compile(r"^RUN apt-get .*install .*\bnginx\b.*$", re.MULTILINE)
-_ENTRYPOINT = re.compile(r"^ENTRYPOINT ", re.MULTILINE)
 _FROM = re.compile(r"^FROM \S+.*$", re.MULTILINE)
+_ENTRYPOINT_LINE = re.compile(r"^ENTRYPOINT .*$", re.MULTILINE)
 
 
 class DockerfileNotUnderstood(ValueError):
@@ -45,12 +49,11 @@ def harden_dockerfile(
     - the server runs as an unprivileged system user ``uid``;
     - ``labels`` (model name, version, run) are set as OCI labels;
     - with ``ca_bundle`` the build context's ``build-ca.pem`` is copied in and pip trusts it
-      during the build (for networks that intercept TLS). It holds public certificates only.
+      during the build (for networks that intercept TLS). It holds public certificates only;
+    - the entry point is :func:`serve_script` (MLflow's, with one worker per CPU the
+      container may use), copied in from the build context's ``mlops-serve.py``.
     """
-    if len(_FROM.findall(text)) != 1 or len(_ENTRYPOINT.findall(text)) != 1:
-        raise DockerfileNotUnderstood(
-            f"expected exactly one FROM and one ENTRYPOINT in MLflow's Dockerfile; got:\n{text}"
-        )
+    _mlflow_entrypoint(text)  # exactly one FROM and one ENTRYPOINT of the known form
     text = _NGINX_INSTALL.sub("", text)
     if ca_bundle:
         text = _FROM.sub(
@@ -66,11 +69,81 @@ def harden_dockerfile(
     serving = (
         "ENV DISABLE_NGINX=true UVICORN_HOST=0.0.0.0\n"
         f"RUN useradd --system --uid {uid} --home-dir /opt/mlflow --no-create-home mlserve\n"
+        f"COPY {SERVE_SCRIPT_IN_CONTEXT} {SERVE_SCRIPT_IN_IMAGE}\n"
         f"USER {uid}\n"
         f"EXPOSE {SERVING_PORT}\n"
         f"{label_lines}"
+        f"ENTRYPOINT {json.dumps(['python', SERVE_SCRIPT_IN_IMAGE])}"
     )
-    return _ENTRYPOINT.sub(lambda m: serving + m.group(0), text)
+    return _ENTRYPOINT_LINE.sub(lambda m: serving, text)
+
+
+def _mlflow_entrypoint(dockerfile: str) -> str:
+    """The Python code MLflow's Dockerfile runs (``ENTRYPOINT ["python", "-c", code]``)."""
+    lines = _ENTRYPOINT_LINE.findall(dockerfile)
+    if len(_FROM.findall(dockerfile)) != 1 or len(lines) != 1:
+        raise DockerfileNotUnderstood(
+            "expected exactly one FROM and one ENTRYPOINT in MLflow's Dockerfile; "
+            f"got:\n{dockerfile}"
+        )
+    try:
+        command = json.loads(lines[0].removeprefix("ENTRYPOINT "))
+    except json.JSONDecodeError:
+        command = None
+    if not (isinstance(command, list) and len(command) == 3 and command[:2] == ["python", "-c"]):
+        raise DockerfileNotUnderstood(
+            f'expected MLflow\'s ENTRYPOINT ["python", "-c", code]; got: {lines[0]}'
+        )
+    return str(command[2])
+
+
+def container_workers(cpu_max: str | None, usable_cpus: int) -> int:
+    """Scoring-server workers for a container: one per CPU it may use, which is its cgroup
+    CPU limit (``cpu.max``, "<quota> <period>" or "max <period>"; rounded up) when it has
+    one, else the CPUs it may run on."""
+    usable = max(1, usable_cpus)
+    if cpu_max:
+        quota, _, period = cpu_max.strip().partition(" ")
+        if quota != "max" and period:
+            return max(1, min(usable, math.ceil(int(quota) / int(period))))
+    return usable
+
+
+def serve_script(mlflow_dockerfile: str) -> str:
+    """The served image's entry point: MLflow's own (from its Dockerfile), with
+    MLFLOW_MODELS_WORKERS set from the container's CPU limit unless it is set already.
+
+    MLflow's default is ``multiprocessing.cpu_count()``, the node's CPUs: on a 64-CPU node a
+    pod limited to 2 CPUs would start 64 workers, each loading the model into its memory."""
+    workers = inspect.getsource(container_workers)
+    return f'''"""Entry point of the served model (written by mlops_assets.ml.serving)."""
+
+import math
+import os
+
+
+{workers}
+
+def _cpu_max():
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as limit:  # cgroup v2
+            return limit.read()
+    except OSError:
+        pass
+    try:  # cgroup v1
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as quota:
+            with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as period:
+                value = int(quota.read())
+                return f"{{'max' if value < 0 else value}} {{int(period.read())}}"
+    except (OSError, ValueError):
+        return None
+
+
+os.environ.setdefault(
+    "MLFLOW_MODELS_WORKERS", str(container_workers(_cpu_max(), len(os.sched_getaffinity(0))))
+)
+{_mlflow_entrypoint(mlflow_dockerfile)}
+'''
 
 
 def build_fingerprint(

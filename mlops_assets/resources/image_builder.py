@@ -28,7 +28,12 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
-from mlops_assets.ml.serving import CA_BUNDLE_IN_CONTEXT, harden_dockerfile
+from mlops_assets.ml.serving import (
+    CA_BUNDLE_IN_CONTEXT,
+    SERVE_SCRIPT_IN_CONTEXT,
+    harden_dockerfile,
+    serve_script,
+)
 from mlops_assets.records import ServedImage
 from mlops_assets.resources.kaniko import KanikoBuild, context_tarball
 from mlops_assets.resources.kubernetes import connect
@@ -287,7 +292,7 @@ class ImageBuilderResource(ConfigurableResource):
 
     def prepare_context(self, build_context: Path, dockerfile: str, labels: dict[str, str]) -> str:
         """Write the hardened Dockerfile (labels, non-root user, the build CA bundle if set)
-        into ``build_context``; returns the base image it builds from."""
+        and its entry point into ``build_context``; returns the base image it builds from."""
         ca_bundle = bool(self.build_ca_bundle)
         if ca_bundle:
             bundle = Path(self.build_ca_bundle)
@@ -295,6 +300,7 @@ class ImageBuilderResource(ConfigurableResource):
                 raise ImageConfigError(f"MLOPS_IMAGE_BUILD_CA_BUNDLE '{bundle}' is not a file")
             shutil.copyfile(bundle, build_context / CA_BUNDLE_IN_CONTEXT)
         hardened = harden_dockerfile(dockerfile, labels, ca_bundle=ca_bundle)
+        (build_context / SERVE_SCRIPT_IN_CONTEXT).write_text(serve_script(dockerfile))
         (build_context / "Dockerfile").write_text(hardened)
         return next(line.split()[1] for line in hardened.splitlines() if line.startswith("FROM "))
 

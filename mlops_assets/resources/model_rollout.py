@@ -53,6 +53,7 @@ class Rollout:
     namespace: str
     replicas: int = 1
     pull_secret: str = ""
+    cpu_limit: str = "2"  # the image starts one scoring worker per CPU of this limit
 
     @property
     def name(self) -> str:
@@ -90,7 +91,7 @@ class Rollout:
             "livenessProbe": _probe("/ping", periodSeconds=20, failureThreshold=3),
             "resources": {
                 "requests": {"cpu": "250m", "memory": "512Mi"},
-                "limits": {"memory": "1Gi"},
+                "limits": {"cpu": self.cpu_limit, "memory": "1Gi"},
             },
             "securityContext": {
                 "allowPrivilegeEscalation": False,
@@ -231,6 +232,12 @@ class ModelRolloutResource(ConfigurableResource):
         "MLOPS_DEPLOY_REPLICAS",
         1,
         "Replicas of the served model.",
+    )
+    cpu_limit: str = env_field(
+        "MLOPS_DEPLOY_CPU_LIMIT",
+        "2",
+        "CPU limit of each served-model pod (Kubernetes quantity); its scoring server starts "
+        "one worker per CPU of it.",
     )
     timeout_seconds: float = env_field(
         "MLOPS_DEPLOY_TIMEOUT_SECONDS",

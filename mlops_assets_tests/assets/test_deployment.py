@@ -143,6 +143,8 @@ def test_rolls_out_a_deployment_and_service_with_ping_probes_and_records_it(
         assert container[probe]["httpGet"] == {"path": "/ping", "port": "http"}
     assert container["ports"][0]["containerPort"] == 8000
     assert container["securityContext"]["runAsNonRoot"] is True
+    # The image starts one worker per CPU it may use: the pod's limit decides how many.
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": "1Gi"}
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
 

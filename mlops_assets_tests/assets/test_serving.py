@@ -4,12 +4,16 @@ a real registry holds it, podman pulls and runs it, and it answers over HTTP."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mlops_assets.ml.serving import SERVING_PORT
+from mlops_assets.resources.image_builder import ImageBuilderResource, wait_for_ping
 from mlops_assets.resources.oci_registry import ImageReference, RegistryClient
 from mlops_assets.stack.process import free_port
 from mlops_assets_tests.conftest import (
@@ -42,6 +46,21 @@ def record(state: Lifecycle) -> dict[str, Any] | None:
 
 def registry_client(oci_registry: Any) -> RegistryClient:
     return RegistryClient(ImageReference.parse(f"{oci_registry.address}/mlops/{MODEL}"), True)
+
+
+def served_workers(image: str, run_args: str = "") -> int:
+    """How many workers the image's scoring server starts under ``podman run run_args``."""
+    builder = ImageBuilderResource()
+    builder = ImageBuilderResource(container_run_args=f"{builder.container_run_args} {run_args}")
+    container = builder.run("podman", image, SERVING_PORT, env={})
+    try:
+        wait_for_ping(container, 180)
+        commands = container.exec(["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"])
+    finally:
+        container.remove()
+    found = re.search(r"--workers (\d+)", commands)
+    assert found, commands
+    return int(found.group(1))
 
 
 def test_champion_is_built_pushed_pulled_and_answers_like_in_process(
@@ -85,6 +104,11 @@ def test_champion_is_built_pushed_pulled_and_answers_like_in_process(
         ).stdout
     )
     assert labels["org.mlops-assets.model-version"] == "1"
+
+    # One scoring worker per CPU the container may use: its CPU limit, else the machine's.
+    image = f"{oci_registry.address}/mlops/{MODEL}@{digest}"
+    assert served_workers(image, "--cpus 1") == 1
+    assert served_workers(image) == len(os.sched_getaffinity(0))
 
     # An unchanged champion builds nothing new: same digest, no build, registry untouched.
     again = serving.run("serve_champion", partition=None)

@@ -14,14 +14,20 @@ from mlops_assets.ml.serving import (
     UnexpectedResponse,
     build_fingerprint,
     compare_answers,
+    container_workers,
     harden_dockerfile,
     invocation_payload,
     parse_answers,
     parse_predictions,
+    serve_script,
 )
 
 
-def mlflow_dockerfile(tmp_path: Path, base_image: str) -> str:
+def mlflow_dockerfile(
+    tmp_path: Path,
+    base_image: str,
+    entrypoint: str = "from mlflow.models import container as C; C._serve('local')",
+) -> str:
     """The Dockerfile the installed MLflow writes, so an upstream change shows up here."""
     from mlflow.models.docker_utils import generate_dockerfile
 
@@ -29,7 +35,7 @@ def mlflow_dockerfile(tmp_path: Path, base_image: str) -> str:
         output_dir=str(tmp_path),
         base_image=base_image,
         model_install_steps="COPY model_dir/model /opt/ml/model\n",
-        entrypoint="from mlflow.models import container as C; C._serve('local')",
+        entrypoint=entrypoint,
         env_manager="local",
     )
     return (tmp_path / "Dockerfile").read_text()
@@ -50,6 +56,10 @@ def test_hardened_dockerfile_serves_without_nginx_as_an_unprivileged_user(tmp_pa
     assert "ENV DISABLE_NGINX=true UVICORN_HOST=0.0.0.0" in lines
     assert "EXPOSE 8000" in lines
     assert 'LABEL org.mlops-assets.model-version="3"' in lines
+    # MLflow's entry point runs from a script that sizes the server to the container's CPUs
+    assert lines[entrypoint] == 'ENTRYPOINT ["python", "/opt/mlops/serve.py"]'
+    assert lines.index("COPY mlops-serve.py /opt/mlops/serve.py") < user
+    assert "C._serve('local')" in serve_script(original)
 
 
 def test_a_ca_bundle_is_trusted_by_pip_only_when_configured(tmp_path: Path) -> None:
@@ -141,3 +151,43 @@ def test_a_classifier_answer_matches_on_every_probability_and_the_class() -> Non
     assert compare_answers(moved, expected).mismatched_rows == [2]
     relabelled = expected.assign(prediction=["a", "a"])
     assert compare_answers(relabelled, expected).mismatched_rows == [1]
+
+
+def test_workers_follow_the_containers_cpu_limit() -> None:
+    assert container_workers("200000 100000\n", usable_cpus=64) == 2
+    assert container_workers("150000 100000", usable_cpus=64) == 2  # 1.5 CPUs: round up
+    assert container_workers("50000 100000", usable_cpus=64) == 1  # below one CPU: one worker
+    assert container_workers("800000 100000", usable_cpus=2) == 2  # never more than it may use
+    assert container_workers("max 100000", usable_cpus=4) == 4  # no limit: the usable CPUs
+    assert container_workers(None, usable_cpus=3) == 3  # no cgroup file
+    assert container_workers(None, usable_cpus=0) == 1
+
+
+def test_the_entry_point_sets_the_worker_count_unless_it_is_given(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    # MLflow's entry point would start the server; this one says how many workers it would.
+    dockerfile = mlflow_dockerfile(
+        tmp_path, "localhost/base:1", "import os; print(os.environ['MLFLOW_MODELS_WORKERS'])"
+    )
+    script = tmp_path / "serve.py"
+    script.write_text(serve_script(dockerfile))
+    try:
+        cpu_max: str | None = Path("/sys/fs/cgroup/cpu.max").read_text()
+    except OSError:
+        cpu_max = None
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_MODELS_WORKERS"}
+
+    def run(**extra: str) -> str:
+        return subprocess.run(
+            [sys.executable, str(script)],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    assert run() == str(container_workers(cpu_max, len(os.sched_getaffinity(0))))
+    assert run(MLFLOW_MODELS_WORKERS="3") == "3"

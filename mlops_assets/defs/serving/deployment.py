@@ -62,6 +62,7 @@ def model_deployment(
         namespace=model_rollout.namespace,
         replicas=model_rollout.replicas,
         pull_secret=model_rollout.pull_secret,
+        cpu_limit=model_rollout.cpu_limit,
     )
     try:
         api = model_rollout.connect()
