@@ -48,19 +48,22 @@ def registry_client(oci_registry: Any) -> RegistryClient:
     return RegistryClient(ImageReference.parse(f"{oci_registry.address}/mlops/{MODEL}"), True)
 
 
-def served_workers(image: str, run_args: str = "") -> int:
-    """How many workers the image's scoring server starts under ``podman run run_args``."""
+def served_workers(image: str, run_args: str = "") -> tuple[int, set[str]]:
+    """How many workers the image's scoring server starts under ``podman run run_args``, and
+    the OMP_NUM_THREADS its processes run with."""
     builder = ImageBuilderResource()
     builder = ImageBuilderResource(container_run_args=f"{builder.container_run_args} {run_args}")
     container = builder.run("podman", image, SERVING_PORT, env={})
     try:
         wait_for_ping(container, 180)
         commands = container.exec(["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"])
+        environments = container.exec(["sh", "-c", "cat /proc/[0-9]*/environ | tr '\\0' '\\n'"])
     finally:
         container.remove()
     found = re.search(r"--workers (\d+)", commands)
     assert found, commands
-    return int(found.group(1))
+    threads = set(re.findall(r"^OMP_NUM_THREADS=(\d+)$", environments, re.MULTILINE))
+    return int(found.group(1)), threads
 
 
 def test_champion_is_built_pushed_pulled_and_answers_like_in_process(
@@ -107,8 +110,15 @@ def test_champion_is_built_pushed_pulled_and_answers_like_in_process(
 
     # One scoring worker per CPU the container may use: its CPU limit, else the machine's.
     image = f"{oci_registry.address}/mlops/{MODEL}@{digest}"
-    assert served_workers(image, "--cpus 1") == 1
-    assert served_workers(image) == len(os.sched_getaffinity(0))
+    assert served_workers(image, "--cpus 1") == (1, {"1"})
+    assert served_workers(image) == (len(os.sched_getaffinity(0)), {"1"})  # a thread each
+    # ... on uvicorn's fast event loop and HTTP parser
+    run = ["podman", "run", "--rm", *ImageBuilderResource().container_run_args.split()]
+    subprocess.run(
+        [*run, "--entrypoint", "python", image, "-c", "import httptools, uvloop"],
+        check=True,
+        capture_output=True,
+    )
 
     # An unchanged champion builds nothing new: same digest, no build, registry untouched.
     again = serving.run("serve_champion", partition=None)

@@ -14,12 +14,13 @@ from mlops_assets.ml.serving import (
     UnexpectedResponse,
     build_fingerprint,
     compare_answers,
-    container_workers,
+    container_cpus,
     harden_dockerfile,
     invocation_payload,
     parse_answers,
     parse_predictions,
     serve_script,
+    server_sizing,
 )
 
 
@@ -60,6 +61,11 @@ def test_hardened_dockerfile_serves_without_nginx_as_an_unprivileged_user(tmp_pa
     assert lines[entrypoint] == 'ENTRYPOINT ["python", "/opt/mlops/serve.py"]'
     assert lines.index("COPY mlops-serve.py /opt/mlops/serve.py") < user
     assert "C._serve('local')" in serve_script(original)
+    # uvicorn's fast loop and parser, pinned, installed before the server's user takes over
+    (install,) = [i for i, line in enumerate(lines) if "uvloop==" in line]
+    assert lines[install].startswith("RUN python -m pip install --no-cache-dir uvloop==")
+    assert "httptools==" in lines[install]
+    assert install < user
 
 
 def test_a_ca_bundle_is_trusted_by_pip_only_when_configured(tmp_path: Path) -> None:
@@ -89,6 +95,23 @@ def test_the_fingerprint_changes_with_the_recipe_and_nothing_else() -> None:
     assert base != build_fingerprint("m", "2", "run", "", "3.17.2")
     assert base != build_fingerprint("m", "1", "run", "localhost/base:1", "3.17.2")
     assert base != build_fingerprint("m", "1", "run", "", "3.18.0")
+
+
+def test_a_change_to_the_code_that_writes_the_image_is_a_new_recipe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import inspect
+
+    import mlops_assets.ml.serving as serving
+
+    base = build_fingerprint("m", "1", "run", "", "3.17.2")
+    source = inspect.getsource
+    monkeypatch.setattr(
+        inspect,
+        "getsource",
+        lambda f: source(f) + ("# changed" if f is serving.server_sizing else ""),
+    )
+    assert build_fingerprint("m", "1", "run", "", "3.17.2") != base
 
 
 def test_payload_sends_missing_values_as_null_and_numpy_scalars_as_plain_json() -> None:
@@ -153,24 +176,31 @@ def test_a_classifier_answer_matches_on_every_probability_and_the_class() -> Non
     assert compare_answers(relabelled, expected).mismatched_rows == [1]
 
 
-def test_workers_follow_the_containers_cpu_limit() -> None:
-    assert container_workers("200000 100000\n", usable_cpus=64) == 2
-    assert container_workers("150000 100000", usable_cpus=64) == 2  # 1.5 CPUs: round up
-    assert container_workers("50000 100000", usable_cpus=64) == 1  # below one CPU: one worker
-    assert container_workers("800000 100000", usable_cpus=2) == 2  # never more than it may use
-    assert container_workers("max 100000", usable_cpus=4) == 4  # no limit: the usable CPUs
-    assert container_workers(None, usable_cpus=3) == 3  # no cgroup file
-    assert container_workers(None, usable_cpus=0) == 1
+def test_workers_and_their_threads_follow_the_containers_cpu_limit() -> None:
+    assert container_cpus("200000 100000\n", usable_cpus=64) == 2
+    assert container_cpus("150000 100000", usable_cpus=64) == 2  # 1.5 CPUs: round up
+    assert container_cpus("50000 100000", usable_cpus=64) == 1  # below one CPU: one
+    assert container_cpus("800000 100000", usable_cpus=2) == 2  # never more than it may use
+    assert container_cpus("max 100000", usable_cpus=4) == 4  # no limit: the usable CPUs
+    assert container_cpus(None, usable_cpus=3) == 3  # no cgroup file
+    assert container_cpus(None, usable_cpus=0) == 1
+
+    assert server_sizing(4, None) == (4, 1)  # a worker per CPU, a thread each
+    assert server_sizing(4, "1") == (1, 4)  # one worker given: it may use every CPU
+    assert server_sizing(4, "3") == (3, 1)
+    assert server_sizing(1, "2") == (2, 1)
 
 
-def test_the_entry_point_sets_the_worker_count_unless_it_is_given(tmp_path: Path) -> None:
+def test_the_entry_point_sizes_the_server_unless_told(tmp_path: Path) -> None:
     import os
     import subprocess
     import sys
 
-    # MLflow's entry point would start the server; this one says how many workers it would.
+    # MLflow's entry point would start the server; this one says how it would be sized.
     dockerfile = mlflow_dockerfile(
-        tmp_path, "localhost/base:1", "import os; print(os.environ['MLFLOW_MODELS_WORKERS'])"
+        tmp_path,
+        "localhost/base:1",
+        "import os; print(os.environ['MLFLOW_MODELS_WORKERS'], os.environ['OMP_NUM_THREADS'])",
     )
     script = tmp_path / "serve.py"
     script.write_text(serve_script(dockerfile))
@@ -178,7 +208,10 @@ def test_the_entry_point_sets_the_worker_count_unless_it_is_given(tmp_path: Path
         cpu_max: str | None = Path("/sys/fs/cgroup/cpu.max").read_text()
     except OSError:
         cpu_max = None
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_MODELS_WORKERS"}
+    cpus = container_cpus(cpu_max, len(os.sched_getaffinity(0)))
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("MLFLOW_MODELS_WORKERS", "OMP_NUM_THREADS")
+    }
 
     def run(**extra: str) -> str:
         return subprocess.run(
@@ -189,5 +222,6 @@ def test_the_entry_point_sets_the_worker_count_unless_it_is_given(tmp_path: Path
             check=True,
         ).stdout.strip()
 
-    assert run() == str(container_workers(cpu_max, len(os.sched_getaffinity(0))))
-    assert run(MLFLOW_MODELS_WORKERS="3") == "3"
+    assert run() == f"{cpus} 1"
+    assert run(MLFLOW_MODELS_WORKERS="1") == f"1 {cpus}"
+    assert run(MLFLOW_MODELS_WORKERS="3", OMP_NUM_THREADS="2") == "3 2"
