@@ -1,22 +1,29 @@
-"""Latency and throughput of the served image: single-row /invocations requests.
+"""The served image against MLflow's own server: same model, same load generator, one run.
 
-Runs the image (podman, or docker) with its port on loopback, waits for /ping, warms up,
-then sends single-row requests at concurrency 1 and 16, each client on its own keep-alive
-connection, and prints p50/p99 latency and requests per second for each.
+Starts the image (podman or docker; the one served_image recorded last, or --image) with its
+port on loopback, under --cpus (its entry point starts one scoring worker per CPU of that
+limit), and `mlflow models serve` of the same model version as MLflow starts it by default
+(one worker, the local environment). Both must answer the same rows identically. Then wrk
+(Debian package `wrk`) sends single-row POST /invocations on keep-alive connections at
+concurrency 1 and 16, for --seconds each, and the table gives requests per second and the
+p50 / p99 latency of each server and their throughput ratio.
 
-    .venv/bin/python bench/serving.py                       # the image served_image recorded last
-    .venv/bin/python bench/serving.py --image REF --workers 2
+    .venv/bin/python bench/serving.py [--image REF] [--cpus 2] [--seconds 15]
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import statistics
+import os
+import re
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,92 +31,212 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlops_assets.definitions import build_resources
 from mlops_assets.ml.sample_data import generate_house_prices
-from mlops_assets.ml.serving import SERVING_PORT, invocation_payload
+from mlops_assets.ml.serving import (
+    SERVING_PORT,
+    compare_answers,
+    invocation_payload,
+    parse_answers,
+)
 from mlops_assets.ml.spec import HOUSE_PRICES
 from mlops_assets.ml.train import model_input
 from mlops_assets.resources.image_builder import ImageBuilderResource, wait_for_ping
+from mlops_assets.stack.process import free_port
+
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open(os.getenv("BENCH_BODY")):read("*a")
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %d %d %d\\n", summary.requests, summary.duration,
+    summary.errors.status + summary.errors.connect + summary.errors.read
+      + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
 
 
-def recorded_image(resources: dict[str, Any]) -> str:
-    """The image served_image recorded last in this project's object store (pulled if needed)."""
+def recorded_image(resources: dict[str, Any]) -> tuple[str, str]:
+    """The image served_image recorded last and the model version it serves."""
     image = resources["image_builder"].published(  # type: ignore[attr-defined]
         resources["object_store"],
         resources["mlflow"].model_name,  # type: ignore[attr-defined]
     )
     if image is None:
-        raise SystemExit("no served image recorded yet: materialise served_image, or pass --image")
+        raise SystemExit("no served image recorded yet: run the serve_champion job first")
     if image.archive_key:
         raise SystemExit("the recorded image is an OCI archive: load it and pass --image")
-    return f"{image.repository}@{image.digest}"
+    return f"{image.repository}@{image.digest}", image.model_version
 
 
-def client_run(port: int, body: bytes, requests: int) -> list[float]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    latencies = []
-    headers = {"Content-Type": "application/json"}
-    for _ in range(requests):
-        started = time.perf_counter()
-        connection.request("POST", "/invocations", body=body, headers=headers)
-        response = connection.getresponse()
-        response.read()
-        if response.status != 200:
-            raise RuntimeError(f"/invocations answered {response.status}")
-        latencies.append(time.perf_counter() - started)
-    connection.close()
-    return latencies
+def image_labels(runtime: str, image: str) -> dict[str, str]:
+    labels = subprocess.run(
+        [runtime, "image", "inspect", "--format", "{{json .Labels}}", image],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(json.loads(labels))
 
 
-def measure(port: int, body: bytes, concurrency: int, requests_per_client: int) -> dict[str, float]:
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        runs = list(
-            pool.map(lambda _: client_run(port, body, requests_per_client), range(concurrency))
-        )
-    elapsed = time.perf_counter() - started
-    latencies = sorted(latency for run in runs for latency in run)
+def post(url: str, body: bytes) -> str:
+    request = urllib.request.Request(
+        f"{url}/invocations", body, {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return str(response.read().decode())
+
+
+def wait_for_url(url: str, process: subprocess.Popen[bytes], timeout: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if process.poll() is not None:
+            raise SystemExit(f"mlflow models serve exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
+                if response.status == 200:
+                    return time.monotonic() - start
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"{url}/ping did not answer within {timeout:.0f} s")
+
+
+def wrk(
+    url: str, body_file: Path, script: Path, connections: int, seconds: int
+) -> dict[str, float]:
+    threads = min(connections, 2)
+    output = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            f"{url}/invocations",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, BENCH_BODY=str(body_file)),
+    ).stdout
+    found = re.search(r"^RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$", output, re.MULTILINE)
+    if not found:
+        raise SystemExit(f"wrk printed no result:\n{output}")
+    requests, micros, errors, p50, p99, worst = (int(g) for g in found.groups())
     return {
-        "concurrency": concurrency,
-        "requests": len(latencies),
-        "p50_ms": 1000 * statistics.median(latencies),
-        "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
-        "requests_per_second": len(latencies) / elapsed,
+        "requests": requests,
+        "errors": errors,
+        "rps": requests / (micros / 1e6),
+        "p50_ms": p50 / 1000,
+        "p99_ms": p99 / 1000,
+        "max_ms": worst / 1000,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--image", default=None, help="image reference; default: the recorded one")
-    parser.add_argument("--workers", type=int, default=2, help="MLFLOW_MODELS_WORKERS")
-    parser.add_argument("--requests", type=int, default=400, help="requests at concurrency 1")
+    parser.add_argument("--cpus", default="2", help="the container's CPU limit (podman --cpus)")
+    parser.add_argument("--seconds", type=int, default=15, help="wrk duration per measurement")
     args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
 
     resources = build_resources()
     builder: ImageBuilderResource = resources["image_builder"]  # type: ignore[assignment]
+    mlflow_resource: Any = resources["mlflow"]
     runtime = builder.runtime()
-    image = args.image or recorded_image(resources)
-    if "@" in image:
+    if args.image:
+        image = args.image
+    else:
+        image, _ = recorded_image(resources)
         builder.pull(runtime, image)
-    container = builder.run(
-        runtime, image, SERVING_PORT, env={"MLFLOW_MODELS_WORKERS": str(args.workers)}
-    )
-    try:
-        ready = wait_for_ping(container, 180)
-        row = model_input(generate_house_prices(1, seed=7), HOUSE_PRICES)
-        body = json.dumps(invocation_payload(row)).encode()
-        client_run(container.host_port, body, 50)  # warm-up
-        results = [
-            measure(container.host_port, body, 1, args.requests),
-            measure(container.host_port, body, 16, max(25, args.requests // 8)),
-        ]
-    finally:
-        container.remove()
-    print(f"image {image} ({runtime}, {args.workers} workers), ready in {ready:.1f}s")
-    print(f"{'concurrency':>11} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
-    for r in results:
-        print(
-            f"{r['concurrency']:>11.0f} {r['requests']:>8.0f} {r['p50_ms']:>8.1f} "
-            f"{r['p99_ms']:>8.1f} {r['requests_per_second']:>8.1f}"
+    labels = image_labels(runtime, image)
+    version = labels["org.mlops-assets.model-version"]
+    if mlflow_resource.model_version(version).run_id != labels["org.mlops-assets.mlflow-run-id"]:
+        raise SystemExit(
+            f"{image} serves another registry's model (its run is "
+            f"{labels['org.mlops-assets.mlflow-run-id']}): point MLOPS_HOME or "
+            "MLFLOW_TRACKING_URI at the registry it was built from"
         )
+    model_uri = f"models:/{mlflow_resource.model_name}/{version}"
+
+    rows = model_input(generate_house_prices(50, seed=7), HOUSE_PRICES)
+    single = json.dumps(invocation_payload(rows.head(1))).encode()
+    many = json.dumps(invocation_payload(rows)).encode()
+    port = free_port()
+    mlflow_url = f"http://127.0.0.1:{port}"
+    bin_dir = Path(sys.executable).parent
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=mlflow_resource.tracking_uri,
+        MLFLOW_REGISTRY_URI=mlflow_resource.registry_uri or mlflow_resource.tracking_uri,
+        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",  # MLflow runs `uvicorn`
+    )
+    mlflow_bin = str(bin_dir / "mlflow")
+    server = subprocess.Popen(
+        [
+            *(mlflow_bin, "models", "serve", "-m", model_uri, "--env-manager", "local"),
+            *("-h", "127.0.0.1", "-p", str(port)),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    container = None
+    try:
+        mlflow_ready = wait_for_url(mlflow_url, server, 180)
+        limited = ImageBuilderResource(
+            container_run_args=f"{builder.container_run_args} --cpus {args.cpus}"
+        )
+        container = limited.run(runtime, image, SERVING_PORT, env={})
+        image_ready = wait_for_ping(container, 180)
+        comparison = compare_answers(
+            parse_answers(post(container.url, many)), parse_answers(post(mlflow_url, many))
+        )
+        if not comparison.matches:
+            raise SystemExit(f"the two servers answer differently: {comparison.describe()}")
+        with tempfile.TemporaryDirectory() as tmp:
+            body_file, script = Path(tmp) / "body.json", Path(tmp) / "post.lua"
+            body_file.write_bytes(single)
+            script.write_text(WRK_SCRIPT)
+            servers = {"image": container.url, "mlflow serve": mlflow_url}
+            for url in servers.values():
+                wrk(url, body_file, script, 4, 3)  # warm-up
+            results = {
+                (name, connections): wrk(url, body_file, script, connections, args.seconds)
+                for connections in (1, 16)
+                for name, url in servers.items()
+            }
+    finally:
+        if container is not None:
+            container.remove()
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+
+    print(
+        f"model {model_uri}; image {image} ({runtime}, --cpus {args.cpus}, ready in "
+        f"{image_ready:.1f} s); mlflow models serve (1 worker, ready in {mlflow_ready:.1f} s); "
+        f"{os.cpu_count()} cores; wrk {args.seconds} s per line; {comparison.describe()}"
+    )
+    print(
+        f"{'server':>13} {'conns':>5} {'requests':>8} {'errors':>6} {'req/s':>8} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}"
+    )
+    for (name, connections), r in results.items():
+        print(
+            f"{name:>13} {connections:>5} {r['requests']:>8.0f} {r['errors']:>6.0f} "
+            f"{r['rps']:>8.1f} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['max_ms']:>7.1f}"
+        )
+    for connections in (1, 16):
+        ratio = (
+            results[("image", connections)]["rps"] / results[("mlflow serve", connections)]["rps"]
+        )
+        print(f"throughput image / mlflow serve at {connections} connection(s): {ratio:.2f}x")
 
 
 if __name__ == "__main__":
