@@ -135,6 +135,31 @@ def test_raw_data_reads_a_file_or_a_directory(lifecycle, monkeypatch, tmp_path, 
     assert rows == (400 if source_kind == "directory" else 200)
 
 
+def test_versioned_dataset_takes_the_contracts_inspection_instead_of_parsing_again(
+    lifecycle, monkeypatch
+):
+    from mlops_assets.defs.data import assets
+
+    parsed: list[str] = []
+    inspect_table = assets.inspect_table
+
+    def counted(file, spec, *args):
+        parsed.append(file.name)
+        return inspect_table(file, spec, *args)
+
+    monkeypatch.setattr(assets, "inspect_table", counted)
+    together = lifecycle.run(assets=["raw_data", "versioned_dataset"])
+    assert together.success
+    assert check_evaluations(together)[("raw_data", "values_match_schema")].passed
+    assert len(parsed) == 1  # the contract parsed the file; versioned_dataset took it
+
+    alone = lifecycle.run(assets=["versioned_dataset"])  # no contract ran in this process
+    assert alone.success
+    assert len(parsed) == 2
+    digest = materialized(together)["versioned_dataset"]["digest"].value
+    assert materialized(alone)["versioned_dataset"]["digest"].value == digest
+
+
 def test_raw_data_reads_over_http(lifecycle, monkeypatch):
     server, served = _serve([(200, to_csv_bytes(good_rows(250, 3)))])
     try:

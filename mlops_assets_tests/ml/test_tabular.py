@@ -263,3 +263,29 @@ def test_each_distinct_value_is_transformed_once_and_spread_to_every_row():
     assert seen == [3]  # " Yes", "no", "NO "; missing values are not transformed
     assert spread.equals(normalise_category(values))
     assert spread.index.tolist() == [9, 8, 7, 6, 5, 4]
+
+
+def test_kept_inspections_are_good_ones_taken_once_for_their_contract():
+    from mlops_assets.ml.spec import DatasetSpec
+    from mlops_assets.ml.tabular import KeptInspections, inspect_table
+
+    good = inspect_table(csv_file(generate_house_prices(60, seed=1)), HOUSE_PRICES)
+    bad = inspect_table(TableFile("x.csv", b""), HOUSE_PRICES)
+    kept = KeptInspections(limit=2)
+    key = KeptInspections.key("abc", HOUSE_PRICES)
+    other_spec = DatasetSpec.from_dict({**HOUSE_PRICES.to_dict(), "name": "other"})
+    assert key != KeptInspections.key("abc", other_spec)
+    assert key != KeptInspections.key("abc", HOUSE_PRICES, require_target=False)
+    assert key != KeptInspections.key("abd", HOUSE_PRICES)
+
+    kept.keep(key, good)
+    kept.keep("bad", bad)  # a file that breaks a rule is inspected again by whoever needs it
+    assert kept.take("bad") is None
+    assert kept.take(key) is good
+    assert kept.take(key) is None  # taken once
+
+    for name in ("a", "b", "c"):
+        kept.keep(name, good)
+    assert kept.take("a") is None  # the oldest went beyond the limit
+    assert kept.take("b") is good
+    assert kept.take("c") is good

@@ -25,14 +25,17 @@ from mlops_assets.ml.dataset import clean, content_digest, leaked_rows, split, s
 from mlops_assets.ml.dataset_store import DatasetStore, sha256
 from mlops_assets.ml.spec import DatasetSpec
 from mlops_assets.ml.tabular import (
+    KEPT_INSPECTIONS,
     REQUIRED_COLUMNS,
     RULE_GROUPS,
     DatasetRejected,
+    Inspection,
+    KeptInspections,
     TableFile,
     Violation,
     describe_ignored,
     inspect_table,
-    read_validated,
+    validated,
 )
 from mlops_assets.records import DatasetVersion, Snapshot, SnapshotFile
 from mlops_assets.resources.dataset_source import DatasetSourceResource, SourceUnavailable
@@ -123,8 +126,22 @@ def raw_data(
     )
 
 
-def load_snapshot(snapshot: Snapshot, store: ObjectStoreResource) -> list[TableFile]:
-    return [TableFile(f.name, store.get_bytes(f.key)) for f in snapshot.files]
+def inspect_snapshot(
+    snapshot: Snapshot, store: ObjectStoreResource, spec: DatasetSpec, keep: bool
+) -> list[Inspection]:
+    """Each file of ``snapshot`` held to ``spec``: taken from what an earlier step of this
+    process kept (KeptInspections), else read from the store and inspected, and kept for a
+    later step when ``keep``."""
+    inspections = []
+    for entry in snapshot.files:
+        key = KeptInspections.key(entry.sha256, spec)
+        inspection = KEPT_INSPECTIONS.take(key)
+        if inspection is None:
+            inspection = inspect_table(TableFile(entry.name, store.get_bytes(entry.key)), spec)
+        if keep:
+            KEPT_INSPECTIONS.keep(key, inspection)
+        inspections.append(inspection)
+    return inspections
 
 
 @multi_asset_check(
@@ -149,12 +166,11 @@ def raw_data_contract(
     spec = dataset_source.spec
     grouped: dict[str, list[Violation] | None] = dict.fromkeys(RULE_GROUPS)
     ignored_columns: dict[str, tuple[str, ...]] = {}
-    for file in load_snapshot(raw_data, object_store):
-        inspection = inspect_table(file, spec)
+    for inspection in inspect_snapshot(raw_data, object_store, spec, keep=True):
         for group, found in inspection.results.items():
             if found is not None:
                 grouped[group] = (grouped[group] or []) + found
-        ignored_columns[file.name] = inspection.ignored_columns
+        ignored_columns[inspection.file] = inspection.ignored_columns
     ignored = describe_ignored(ignored_columns)
     if ignored:
         context.log.warning(f"columns not in the spec '{spec.name}' are ignored: {ignored}")
@@ -261,7 +277,7 @@ def versioned_dataset(
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     spec = dataset_source.spec
     try:
-        table = read_validated(load_snapshot(raw_data, object_store), spec)
+        table = validated(inspect_snapshot(raw_data, object_store, spec, keep=False))
     except DatasetRejected as exc:
         raise Failure(
             allow_retries=False,
