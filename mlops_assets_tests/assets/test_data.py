@@ -140,6 +140,8 @@ def test_versioned_dataset_takes_the_contracts_inspection_instead_of_parsing_aga
 ):
     from mlops_assets.defs.data import assets
 
+    # Data of this test alone: another test's run in this process may have left its own.
+    monkeypatch.setenv("MLOPS_SOURCE_URI", "sample://house-prices?rows=640&seed=2718")
     parsed: list[str] = []
     inspect_table = assets.inspect_table
 

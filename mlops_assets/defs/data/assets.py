@@ -129,13 +129,13 @@ def raw_data(
 def inspect_snapshot(
     snapshot: Snapshot, store: ObjectStoreResource, spec: DatasetSpec, keep: bool
 ) -> list[Inspection]:
-    """Each file of ``snapshot`` held to ``spec``: taken from what an earlier step of this
-    process kept (KeptInspections), else read from the store and inspected, and kept for a
-    later step when ``keep``."""
+    """Each file of ``snapshot`` held to ``spec``. With ``keep`` (the raw data contract) each
+    is read and inspected, and kept for a later step of this process (KeptInspections);
+    without, each is taken from what was kept, else read and inspected."""
     inspections = []
     for entry in snapshot.files:
         key = KeptInspections.key(entry.sha256, spec)
-        inspection = KEPT_INSPECTIONS.take(key)
+        inspection = None if keep else KEPT_INSPECTIONS.take(key)
         if inspection is None:
             inspection = inspect_table(TableFile(entry.name, store.get_bytes(entry.key)), spec)
         if keep:
