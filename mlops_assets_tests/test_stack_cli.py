@@ -80,6 +80,10 @@ def test_stack_runs_the_graph_on_postgres_storage_and_stops_clean(tmp_path):
                 assert type(instance.run_storage).__name__ == "PostgresRunStorage"
                 [run] = instance.get_runs()
                 assert run.status == DagsterRunStatus.SUCCESS
+                # The registry pool's one slot was set up front, not left to a first claim.
+                pool = instance.event_log_storage.get_concurrency_info("model_registry")
+                assert pool.slot_count == 1
+                assert pool.using_default_limit is False
         finally:
             del os.environ["MLOPS_DAGSTER_POSTGRES_URL"]
         assert not (tmp_path / "mlops" / "store").exists()  # data went to S3

@@ -37,6 +37,35 @@ telemetry:
 """
 
 
+def prepare_dagster_home(dagster_home: Path, postgres_url: str) -> None:
+    """The stack's Dagster instance: its ``dagster.yaml`` (runs, events and schedules in
+    PostgreSQL) and the ``model_registry`` pool's one slot, set once here with
+    ``dagster instance concurrency set``.
+
+    Left to Dagster, the first step to claim a pool creates it at the default limit, and
+    two processes doing so at the same moment collide: one fails on the unique key
+    (``concurrency_limits_concurrency_key_key``) and its run fails."""
+    import os
+    import subprocess
+
+    from mlops_assets.resources.mlflow_registry import REGISTRY_POOL  # imports dagster
+
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    dagster = Path(sys.executable).parent / "dagster"
+    subprocess.run(
+        [str(dagster), "instance", "concurrency", "set", REGISTRY_POOL, "1"],
+        env={
+            **os.environ,
+            "DAGSTER_HOME": str(dagster_home),
+            "MLOPS_DAGSTER_POSTGRES_URL": postgres_url,  # what dagster.yaml reads
+        },
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+
+
 def _credentials(state: Path) -> dict[str, str]:
     path = state / "credentials.json"
     if path.exists():
@@ -105,14 +134,14 @@ def up(state: Path) -> int:
             }
 
         dagster_home = state / "dagster_home"
-        dagster_home.mkdir(exist_ok=True)
-        (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+        dagster_postgres = postgres.url("dagster", driver="postgresql+psycopg2")
+        prepare_dagster_home(dagster_home, dagster_postgres)
         settings = {
             **s3.env(),
             "MLOPS_OBJECT_STORE_ROOT": f"s3://{s3.bucket}/store",
             "MLFLOW_TRACKING_URI": mlflow.tracking_uri,
             "DAGSTER_HOME": str(dagster_home),
-            "MLOPS_DAGSTER_POSTGRES_URL": postgres.url("dagster", driver="postgresql+psycopg2"),
+            "MLOPS_DAGSTER_POSTGRES_URL": dagster_postgres,
             **registry_settings,
         }
         env_file = state / "env.sh"

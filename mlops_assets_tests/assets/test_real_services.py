@@ -96,24 +96,25 @@ def test_concurrent_registrations_promote_exactly_once(
     and changes nothing. Racing, both would find it unregistered and no champion: two versions,
     two promotions.
 
-    The Dagster instance is the stack's, on PostgreSQL, where a pool slot is claimed under a
-    row lock. On SQLite the claim is a read then a write (no SELECT ... FOR UPDATE), and two
-    processes starting the same moment can both take the one slot: this test failed that way
-    once in CI under load.
+    The Dagster instance is the stack's (prepare_dagster_home): PostgreSQL, where a pool slot
+    is claimed under a row lock, and the pool's slot set up front. On SQLite the claim is a
+    read then a write (no SELECT ... FOR UPDATE), so two processes starting the same moment
+    can both take the one slot; and a pool Dagster creates on first use can fail one of two
+    processes creating it together. This test failed each way once in CI under load.
     """
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    from mlops_assets.stack.cli import DAGSTER_YAML
+    from mlops_assets.stack.cli import prepare_dagster_home
     from mlops_assets_tests.conftest import project_free_env
 
     model = os.environ["MLOPS_MODEL_NAME"]
     assert lifecycle.run(assets=["raw_data", "versioned_dataset", "trained_model"]).success
     dagster_home = lifecycle.home / "dagster_home"
-    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
     dagster_postgres = mlflow_stack["postgres"].url("dagster", driver="postgresql+psycopg2")
+    prepare_dagster_home(dagster_home, dagster_postgres)
     settings = {k: v for k, v in os.environ.items() if k.startswith(("MLOPS_", "MLFLOW_", "AWS_"))}
     env = {
         **project_free_env(),
