@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from mlops_assets.ml.serving import (
 from mlops_assets.ml.spec import HOUSE_PRICES
 from mlops_assets.ml.train import model_input
 from mlops_assets.resources.image_builder import ImageBuilderResource, wait_for_ping
-from mlops_assets.stack.process import free_port
+from mlops_assets.stack.process import ServerProcess, free_port, wait_until
 
 WRK_SCRIPT = """\
 wrk.method = "POST"
@@ -84,20 +83,6 @@ def post(url: str, body: bytes) -> str:
     )
     with urllib.request.urlopen(request, timeout=60) as response:
         return str(response.read().decode())
-
-
-def wait_for_url(url: str, process: subprocess.Popen[bytes], timeout: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if process.poll() is not None:
-            raise SystemExit(f"mlflow models serve exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-                if response.status == 200:
-                    return time.monotonic() - start
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"{url}/ping did not answer within {timeout:.0f} s")
 
 
 def wrk(
@@ -169,26 +154,31 @@ def main() -> None:
     port = free_port()
     mlflow_url = f"http://127.0.0.1:{port}"
     bin_dir = Path(sys.executable).parent
-    env = dict(
-        os.environ,
-        MLFLOW_TRACKING_URI=mlflow_resource.tracking_uri,
-        MLFLOW_REGISTRY_URI=mlflow_resource.registry_uri or mlflow_resource.tracking_uri,
-        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",  # MLflow runs `uvicorn`
-    )
-    mlflow_bin = str(bin_dir / "mlflow")
-    server = subprocess.Popen(
+    logs = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    server = ServerProcess(
+        "mlflow models serve",
         [
-            *(mlflow_bin, "models", "serve", "-m", model_uri, "--env-manager", "local"),
-            *("-h", "127.0.0.1", "-p", str(port)),
+            *(str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri),
+            *("--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)),
         ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        log=logs / "mlflow-serve.log",
+        env={
+            "MLFLOW_TRACKING_URI": mlflow_resource.tracking_uri,
+            "MLFLOW_REGISTRY_URI": mlflow_resource.registry_uri or mlflow_resource.tracking_uri,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",  # it runs `uvicorn`
+        },
     )
+
+    def answers_ping() -> bool:
+        with urllib.request.urlopen(f"{mlflow_url}/ping", timeout=2) as response:
+            return response.status == 200
+
+    server.start()
     container = None
     try:
-        mlflow_ready = wait_for_url(mlflow_url, server, 180)
+        started = time.monotonic()
+        wait_until(answers_ping, f"mlflow models serve on {mlflow_url}", 180, server.log)
+        mlflow_ready = time.monotonic() - started
         limited = ImageBuilderResource(
             container_run_args=f"{builder.container_run_args} --cpus {args.cpus}"
         )
@@ -214,9 +204,8 @@ def main() -> None:
     finally:
         if container is not None:
             container.remove()
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+        server.stop()
+        shutil.rmtree(logs, ignore_errors=True)
 
     print(
         f"model {model_uri}; image {image} ({runtime}, --cpus {args.cpus}, ready in "
