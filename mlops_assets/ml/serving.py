@@ -12,7 +12,7 @@ import inspect
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +70,7 @@ def harden_dockerfile(
         f"LABEL {key}={json.dumps(value)}\n" for key, value in sorted(labels.items())
     )
     serving = (
-        f"RUN python -m pip install --no-cache-dir {' '.join(server_requirements())}\n"
+        f"RUN python -m pip install --no-cache-dir {' '.join(pinned(SERVER_PACKAGES))}\n"
         "ENV DISABLE_NGINX=true UVICORN_HOST=0.0.0.0\n"
         f"RUN useradd --system --uid {uid} --home-dir /opt/mlflow --no-create-home mlserve\n"
         f"COPY {SERVE_SCRIPT_IN_CONTEXT} {SERVE_SCRIPT_IN_IMAGE}\n"
@@ -82,11 +82,12 @@ def harden_dockerfile(
     return _ENTRYPOINT_LINE.sub(lambda m: serving, text)
 
 
-def server_requirements() -> list[str]:
-    """:data:`SERVER_PACKAGES` pinned to the versions installed here."""
+def pinned(distributions: Iterable[str]) -> list[str]:
+    """``name==version`` of each distribution as installed here: what a served image
+    installs, so it serves with the versions the model was built and tested with."""
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in SERVER_PACKAGES]
+    return [f"{name}=={version(name)}" for name in distributions]
 
 
 def _mlflow_entrypoint(dockerfile: str) -> str:
@@ -178,7 +179,7 @@ def recipe_digest() -> str:
     to it is a new recipe, so every image is built again once, with no version to bump."""
     writers = (
         harden_dockerfile,
-        server_requirements,
+        pinned,
         _mlflow_entrypoint,
         container_cpus,
         server_sizing,
@@ -202,7 +203,7 @@ def build_fingerprint(
         "run_id": run_id,
         "base_image": base_image,
         "mlflow": mlflow_version,
-        "server": server_requirements(),
+        "server": pinned(SERVER_PACKAGES),
         "recipe": recipe_digest(),
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.ml import tasks
+from mlops_assets.ml.serving import pinned
 from mlops_assets.ml.spec import DatasetSpec
 from mlops_assets.ml.tasks import (
     answer,
@@ -61,9 +62,7 @@ SERVING_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy
 
 
 def serving_requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in SERVING_PACKAGES]
+    return pinned(SERVING_PACKAGES)
 
 
 # Top-level modules whose types the serving packages themselves provide.
@@ -94,7 +93,7 @@ def served_code(types: Sequence[str]) -> ServedCode:
     not installed (a folder on the path) is copied into the MLflow model (``code_paths``),
     which MLflow puts on the path wherever it loads the model, in the served image too."""
     import importlib.util
-    from importlib.metadata import packages_distributions, version
+    from importlib.metadata import packages_distributions
 
     modules = sorted({name.split(".")[0] for name in types} - _SERVING_MODULES)
     distributions: Mapping[str, list[str]] = {}
@@ -110,8 +109,7 @@ def served_code(types: Sequence[str]) -> ServedCode:
             # Reads every installed distribution's file list (a second): only when needed.
             distributions = packages_distributions()
         if installed and module in distributions and module != _PROJECT:
-            dist = distributions[module][0]
-            requirements.append(f"{dist}=={version(dist)}")
+            requirements.extend(pinned(distributions[module][:1]))
         elif found.submodule_search_locations:
             code_paths.append(str(Path(origin).parent))
         else:
