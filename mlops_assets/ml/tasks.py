@@ -96,7 +96,7 @@ def answer_frame(output: Any, spec: DatasetSpec, model_classes: Sequence[str] = 
     ``output`` is a ClassAnswer's frame (a registered classifier, in process or served), a
     predict_proba matrix in ``model_classes`` order (a fitted estimator), or the numbers."""
     if isinstance(output, pd.DataFrame) and spec.task == "classification":
-        return _class_answer(output, spec)
+        return _checked_class_answer(output, spec)
     if isinstance(output, pd.DataFrame):
         column = output[PREDICTION] if PREDICTION in output else output.iloc[:, 0]
         return pd.DataFrame({PREDICTION: column.to_numpy(dtype=float)})
@@ -105,7 +105,7 @@ def answer_frame(output: Any, spec: DatasetSpec, model_classes: Sequence[str] = 
     return class_answer(output, model_classes, spec.classes)
 
 
-def _class_answer(output: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+def _checked_class_answer(output: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     """A ClassAnswer frame, checked to carry the spec's classes."""
     columns = [PREDICTION, *probability_columns(spec)]
     missing = [c for c in columns if c not in output.columns]

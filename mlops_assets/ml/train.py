@@ -105,10 +105,11 @@ def served_code(types: Sequence[str]) -> ServedCode:
         if not found or not origin:
             raise EstimatorError(f"the model holds types from '{module}', which cannot be found")
         installed = {"site-packages", "dist-packages"} & set(Path(origin).parts)
-        if installed and module != _PROJECT and not distributions:
+        from_distribution = bool(installed) and module != _PROJECT
+        if from_distribution and not distributions:
             # Reads every installed distribution's file list (a second): only when needed.
             distributions = packages_distributions()
-        if installed and module in distributions and module != _PROJECT:
+        if from_distribution and module in distributions:
             requirements.extend(pinned(distributions[module][:1]))
         elif found.submodule_search_locations:
             code_paths.append(str(Path(origin).parent))

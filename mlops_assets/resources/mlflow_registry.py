@@ -46,12 +46,13 @@ def dataset_schema(frame: pd.DataFrame, sample_rows: int = 1000) -> Any:
     from mlflow.types import ColSpec, Schema
 
     missing = frame.isna()
-    first_missing = [int(missing[c].to_numpy().argmax()) for c in frame if missing[c].any()]
+    has_missing = missing.any()
+    first_missing = [int(missing[c].to_numpy().argmax()) for c in frame if has_missing[c]]
     rows = sorted(set(range(min(sample_rows, len(frame)))) | set(first_missing))
     types = infer_signature(frame.iloc[rows]).inputs.input_dict()
     return Schema(
         [
-            ColSpec(types[str(name)].type, str(name), required=not bool(missing[name].any()))
+            ColSpec(types[str(name)].type, str(name), required=not bool(has_missing[name]))
             for name in frame.columns
         ]
     )
