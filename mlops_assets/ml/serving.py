@@ -132,6 +132,25 @@ def server_sizing(cpus: int, workers_setting: str | None) -> tuple[int, int]:
     return workers, max(1, cpus // max(1, workers))
 
 
+def cgroup_cpu_max() -> str | None:
+    """The container's CPU limit as cgroup v2 writes it ("<quota> <period>", or "max
+    <period>"), read from cgroup v2 or v1; None when neither is there."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as limit:  # cgroup v2
+            return limit.read()
+    except OSError:
+        pass
+    try:  # cgroup v1
+        with (
+            open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as quota,
+            open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as period,
+        ):
+            value = int(quota.read())
+            return f"{'max' if value < 0 else value} {int(period.read())}"
+    except (OSError, ValueError):
+        return None
+
+
 def serve_script(mlflow_dockerfile: str) -> str:
     """The served image's entry point: MLflow's own (from its Dockerfile), sized to the
     container's CPU limit (:func:`container_cpus`, :func:`server_sizing`):
@@ -140,7 +159,9 @@ def serve_script(mlflow_dockerfile: str) -> str:
     MLflow's default is ``multiprocessing.cpu_count()`` workers, the node's CPUs: on a
     64-CPU node a pod limited to 2 CPUs would start 64 workers, each loading the model into
     its memory."""
-    functions = "\n\n".join(inspect.getsource(f) for f in (container_cpus, server_sizing))
+    functions = "\n\n".join(
+        inspect.getsource(f) for f in (cgroup_cpu_max, container_cpus, server_sizing)
+    )
     return f'''"""Entry point of the served model (written by mlops_assets.ml.serving)."""
 
 import math
@@ -149,23 +170,8 @@ import os
 
 {functions}
 
-def _cpu_max():
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as limit:  # cgroup v2
-            return limit.read()
-    except OSError:
-        pass
-    try:  # cgroup v1
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as quota:
-            with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as period:
-                value = int(quota.read())
-                return f"{{'max' if value < 0 else value}} {{int(period.read())}}"
-    except (OSError, ValueError):
-        return None
-
-
 _workers, _threads = server_sizing(
-    container_cpus(_cpu_max(), len(os.sched_getaffinity(0))),
+    container_cpus(cgroup_cpu_max(), len(os.sched_getaffinity(0))),
     os.environ.get("MLFLOW_MODELS_WORKERS"),
 )
 os.environ["MLFLOW_MODELS_WORKERS"] = str(_workers)
@@ -181,6 +187,7 @@ def recipe_digest() -> str:
         harden_dockerfile,
         pinned,
         _mlflow_entrypoint,
+        cgroup_cpu_max,
         container_cpus,
         server_sizing,
         serve_script,

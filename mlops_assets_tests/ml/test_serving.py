@@ -13,6 +13,7 @@ from mlops_assets.ml.serving import (
     DockerfileNotUnderstood,
     UnexpectedResponse,
     build_fingerprint,
+    cgroup_cpu_max,
     compare_answers,
     container_cpus,
     harden_dockerfile,
@@ -204,11 +205,7 @@ def test_the_entry_point_sizes_the_server_unless_told(tmp_path: Path) -> None:
     )
     script = tmp_path / "serve.py"
     script.write_text(serve_script(dockerfile))
-    try:
-        cpu_max: str | None = Path("/sys/fs/cgroup/cpu.max").read_text()
-    except OSError:
-        cpu_max = None
-    cpus = container_cpus(cpu_max, len(os.sched_getaffinity(0)))
+    cpus = container_cpus(cgroup_cpu_max(), len(os.sched_getaffinity(0)))
     env = {
         k: v for k, v in os.environ.items() if k not in ("MLFLOW_MODELS_WORKERS", "OMP_NUM_THREADS")
     }
