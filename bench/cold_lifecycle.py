@@ -4,7 +4,7 @@ For each row count the labelled data and one day's batch (a tenth of the rows) a
 as CSV once; then, interleaved and several times each, on an empty state every time:
 
 - lifecycle: ``mlops-demo`` (the README's first command: every asset and check of
-  mlops_lifecycle through the dagster CLI, the run and its steps as Dagster starts them);
+  mlops_lifecycle in one Dagster run, its steps as Dagster starts them);
 - plain: ``bench/plain_lifecycle.py`` (the same computations, no project code, no Dagster);
 - with ``--multiprocess`` also the lifecycle under MLOPS_EXECUTOR=multiprocess (a process
   per step, the default before in_process).

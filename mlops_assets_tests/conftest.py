@@ -285,11 +285,11 @@ def run_mlops_demo(home: Path, cwd: Path, extra_env: dict[str, str] | None = Non
 
     env = {
         **project_free_env(),
-        **(extra_env or {}),
         "MLOPS_HOME": str(home),
         "MLOPS_SOURCE_URI": TEST_SOURCE,
         "MLOPS_INCOMING_URI": TEST_INCOMING,
         "GIT_PYTHON_REFRESH": "quiet",
+        **(extra_env or {}),
     }
     demo = Path(sys.executable).parent / "mlops-demo"
     return subprocess.run(

@@ -1,4 +1,5 @@
-"""The README's run command: the whole graph through the real dagster CLI in a subprocess."""
+"""The README's run command, `mlops-demo`, in a subprocess: the whole graph in one run on the
+local Dagster instance it sets up."""
 
 import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
@@ -6,11 +7,11 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 from mlops_assets_tests.conftest import LIFECYCLE_ASSETS, PARTITION, run_mlops_demo
 from mlops_assets_tests.test_definitions import EXPECTED_CHECKS
 
-# Runs mlops-demo, and so the dagster CLI, in a subprocess.
+# Runs mlops-demo in a subprocess.
 pytestmark = pytest.mark.slow
 
 
-def test_mlops_demo_materialises_the_graph_through_the_dagster_cli(tmp_path):
+def test_mlops_demo_materialises_the_graph(tmp_path):
     out = run_mlops_demo(tmp_path / "mlops", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-5000:]
     dagster_home = tmp_path / "mlops" / "dagster_home"
@@ -37,3 +38,16 @@ def test_mlops_demo_materialises_the_graph_through_the_dagster_cli(tmp_path):
     assert materialized == LIFECYCLE_ASSETS
     assert sum(len(EXPECTED_CHECKS[asset]) for asset in LIFECYCLE_ASSETS) == len(checks)
     assert all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
+
+
+def test_mlops_demo_exits_non_zero_when_the_run_fails(tmp_path):
+    missing = tmp_path / "no-such-source.csv"
+    out = run_mlops_demo(
+        tmp_path / "mlops", cwd=tmp_path, extra_env={"MLOPS_SOURCE_URI": str(missing)}
+    )
+    assert out.returncode == 1, out.stderr[-5000:]
+    assert "FAILED: mlops_lifecycle" in out.stderr
+    assert str(missing) in out.stderr
+    with DagsterInstance.from_config(str(tmp_path / "mlops" / "dagster_home")) as instance:
+        [run] = instance.get_runs()
+        assert run.status == DagsterRunStatus.FAILURE
