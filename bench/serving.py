@@ -3,10 +3,12 @@
 Starts the image (podman or docker; the one served_image recorded last, or --image) with its
 port on loopback, under --cpus (its entry point starts one scoring worker per CPU of that
 limit), and `mlflow models serve` of the same model version as MLflow starts it by default
-(one worker, the local environment). Both must answer the same rows identically. Then wrk
-(Debian package `wrk`) sends single-row POST /invocations on keep-alive connections at
-concurrency 1 and 16, for --seconds each, and the table gives requests per second and the
-p50 / p99 latency of each server and their throughput ratio.
+(one worker, the local environment). Both must answer the same rows identically. The image runs
+twice: with its traffic log on (into a folder mounted as its store) and off
+(MLOPS_TRAFFIC_LOG=off). Then wrk (Debian package `wrk`) sends single-row POST /invocations on
+keep-alive connections at concurrency 1 and 16, for --seconds each, and the table gives requests
+per second and the p50 / p99 latency of each server, their throughput ratio, the traffic log's
+cost, and how many of the requests it answered the logging image wrote to its store.
 
     .venv/bin/python bench/serving.py [--image REF] [--cpus 2] [--seconds 15]
 """
@@ -32,6 +34,8 @@ from mlops_assets.definitions import build_resources
 from mlops_assets.ml.sample_data import generate_house_prices
 from mlops_assets.ml.serving import (
     SERVING_PORT,
+    SERVING_UID,
+    TRAFFIC_STORE_IN_IMAGE,
     compare_answers,
     invocation_payload,
     parse_answers,
@@ -173,17 +177,23 @@ def main() -> None:
         with urllib.request.urlopen(f"{mlflow_url}/ping", timeout=2) as response:
             return response.status == 200
 
+    store = logs / "store"
+    store.mkdir()
+    os.chown(store, SERVING_UID, SERVING_UID)  # the image's server user writes the log
     server.start()
-    container = None
+    container = silent = None
     try:
         started = time.monotonic()
         wait_until(answers_ping, f"mlflow models serve on {mlflow_url}", 180, server.log)
         mlflow_ready = time.monotonic() - started
         limited = ImageBuilderResource(
-            container_run_args=f"{builder.container_run_args} --cpus {args.cpus}"
+            container_run_args=f"{builder.container_run_args} --cpus {args.cpus} "
+            f"--volume {store}:{TRAFFIC_STORE_IN_IMAGE}"
         )
         container = limited.run(runtime, image, SERVING_PORT, env={})
         image_ready = wait_for_ping(container, 180)
+        silent = limited.run(runtime, image, SERVING_PORT, env={"MLOPS_TRAFFIC_LOG": "off"})
+        wait_for_ping(silent, 180)
         comparison = compare_answers(
             parse_answers(post(container.url, many)), parse_answers(post(mlflow_url, many))
         )
@@ -193,17 +203,26 @@ def main() -> None:
             body_file, script = Path(tmp) / "body.json", Path(tmp) / "post.lua"
             body_file.write_bytes(single)
             script.write_text(WRK_SCRIPT)
-            servers = {"image": container.url, "mlflow serve": mlflow_url}
-            for url in servers.values():
-                wrk(url, body_file, script, 4, 3)  # warm-up
+            servers = {
+                "image": container.url,
+                "image, log off": silent.url,
+                "mlflow serve": mlflow_url,
+            }
+            sent = 1 + wrk(container.url, body_file, script, 4, 3)["requests"]  # and warm-up
+            for url in list(servers.values())[1:]:
+                wrk(url, body_file, script, 4, 3)
             results = {
                 (name, connections): wrk(url, body_file, script, connections, args.seconds)
                 for connections in (1, 16)
                 for name, url in servers.items()
             }
+        sent += sum(r["requests"] for (name, _), r in results.items() if name == "image")
+        container.stop()
+        logged = logged_requests(store)
     finally:
-        if container is not None:
-            container.remove()
+        for running in (container, silent):
+            if running is not None:
+                running.remove()
         server.stop()
         shutil.rmtree(logs, ignore_errors=True)
 
@@ -213,12 +232,12 @@ def main() -> None:
         f"{os.cpu_count()} cores; wrk {args.seconds} s per line; {comparison.describe()}"
     )
     print(
-        f"{'server':>13} {'conns':>5} {'requests':>8} {'errors':>6} {'req/s':>8} "
+        f"{'server':>14} {'conns':>5} {'requests':>8} {'errors':>6} {'req/s':>8} "
         f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}"
     )
     for (name, connections), r in results.items():
         print(
-            f"{name:>13} {connections:>5} {r['requests']:>8.0f} {r['errors']:>6.0f} "
+            f"{name:>14} {connections:>5} {r['requests']:>8.0f} {r['errors']:>6.0f} "
             f"{r['rps']:>8.1f} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['max_ms']:>7.1f}"
         )
     for connections in (1, 16):
@@ -226,6 +245,32 @@ def main() -> None:
             results[("image", connections)]["rps"] / results[("mlflow serve", connections)]["rps"]
         )
         print(f"throughput image / mlflow serve at {connections} connection(s): {ratio:.2f}x")
+    for connections in (1, 16):
+        on, off = results[("image", connections)], results[("image, log off", connections)]
+        print(
+            f"traffic log at {connections} connection(s): p99 {on['p99_ms'] / off['p99_ms']:.2f}x, "
+            f"throughput {on['rps'] / off['rps']:.2f}x of the image with the log off"
+        )
+    # wrk does not count the requests in flight when it stops, which the server still answers.
+    print(
+        f"traffic log: {logged['requests']} answered requests written to the store (wrk counted "
+        f"{sent} completed), each once: {logged['unique']}; {logged['dropped']} dropped (buffer "
+        "full)"
+    )
+
+
+def logged_requests(store: Path) -> dict[str, Any]:
+    """What the image's traffic log wrote below ``store``: answered requests, whether each
+    request id is there once, and how many requests it dropped."""
+    ids, dropped = [], 0
+    for file in store.glob("traffic/*/date=*/*.jsonl"):
+        for line in file.read_text().splitlines():
+            record = json.loads(line)
+            if record["kind"] == "dropped":
+                dropped += record["count"]
+            elif record["kind"] == "answer":
+                ids.append((record["request_id"], record["row"]))
+    return {"requests": len(ids), "unique": len(ids) == len(set(ids)), "dropped": dropped}
 
 
 if __name__ == "__main__":

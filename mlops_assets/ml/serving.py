@@ -14,22 +14,27 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-SERVING_PORT = 8000  # MLflow's inference server port when nginx is off
+from mlops_assets.ml import model_server
+
+SERVING_PORT = model_server.SERVING_PORT
 SERVING_UID = 10001
 CA_BUNDLE_IN_CONTEXT = "build-ca.pem"
 CA_BUNDLE_IN_IMAGE = "/etc/mlops/build-ca.pem"
-SERVE_SCRIPT_IN_CONTEXT = "mlops-serve.py"
-SERVE_SCRIPT_IN_IMAGE = "/opt/mlops/serve.py"
+SERVE_SCRIPT_IN_CONTEXT = "model_server.py"
+SERVE_SCRIPT_IN_IMAGE = "/opt/mlops/model_server.py"
+TRAFFIC_STORE_IN_IMAGE = "/var/lib/mlops/store"  # the traffic log's default store
 LABEL_PREFIX = "org.mlops-assets"
 # uvicorn's own fast event loop and HTTP parser (uvicorn[standard]), which MLflow's image leaves
 # out: without them uvicorn serves on h11 and asyncio, and a single-row request on a
 # keep-alive connection took 56 ms instead of 11 (bench/serving.py).
-SERVER_PACKAGES = ("uvloop", "httptools")
+# uvicorn itself pinned, and boto3 for the traffic log's S3 client (model_server.py).
+SERVER_PACKAGES = ("uvicorn", "uvloop", "httptools", "boto3")
 
 _NGINX_INSTALL = re.compile(r"^RUN apt-get .*install .*\bnginx\b.*$", re.MULTILINE)
 _FROM = re.compile(r"^FROM \S+.*$", re.MULTILINE)
@@ -51,10 +56,12 @@ def harden_dockerfile(
     - ``labels`` (model name, version, run) are set as OCI labels;
     - with ``ca_bundle`` the build context's ``build-ca.pem`` is copied in and pip trusts it
       during the build (for networks that intercept TLS). It holds public certificates only;
-    - the entry point is :func:`serve_script` (MLflow's, with one worker per CPU the
-      container may use), copied in from the build context's ``mlops-serve.py``;
-    - uvicorn gets its fast event loop and HTTP parser (:data:`SERVER_PACKAGES`, pinned to
-      the versions installed here).
+    - the entry point is :mod:`mlops_assets.ml.model_server` (:func:`serve_script`, copied
+      in from the build context): MLflow's scoring function, one worker per CPU the container
+      may use, and the traffic log, which names the model and version of the labels and
+      writes to :data:`TRAFFIC_STORE_IN_IMAGE` unless MLOPS_TRAFFIC_STORE says otherwise;
+    - uvicorn, its fast event loop and HTTP parser, and boto3 (:data:`SERVER_PACKAGES`) are
+      pinned to the versions installed here.
     """
     _mlflow_entrypoint(text)  # exactly one FROM and one ENTRYPOINT of the known form
     text = _NGINX_INSTALL.sub("", text)
@@ -69,10 +76,18 @@ def harden_dockerfile(
     label_lines = "".join(
         f"LABEL {key}={json.dumps(value)}\n" for key, value in sorted(labels.items())
     )
+    served = {
+        "MLOPS_MODEL_NAME": labels.get(f"{LABEL_PREFIX}.model-name", ""),
+        "MLOPS_MODEL_VERSION": labels.get(f"{LABEL_PREFIX}.model-version", ""),
+        "MLOPS_TRAFFIC_STORE": TRAFFIC_STORE_IN_IMAGE,
+    }
+    served_env = " ".join(f"{key}={json.dumps(value)}" for key, value in served.items())
     serving = (
         f"RUN python -m pip install --no-cache-dir {' '.join(pinned(SERVER_PACKAGES))}\n"
         "ENV DISABLE_NGINX=true UVICORN_HOST=0.0.0.0\n"
-        f"RUN useradd --system --uid {uid} --home-dir /opt/mlflow --no-create-home mlserve\n"
+        f"ENV {served_env}\n"
+        f"RUN useradd --system --uid {uid} --home-dir /opt/mlflow --no-create-home mlserve"
+        f" && mkdir -p {TRAFFIC_STORE_IN_IMAGE} && chown {uid} {TRAFFIC_STORE_IN_IMAGE}\n"
         f"COPY {SERVE_SCRIPT_IN_CONTEXT} {SERVE_SCRIPT_IN_IMAGE}\n"
         f"USER {uid}\n"
         f"EXPOSE {SERVING_PORT}\n"
@@ -109,90 +124,16 @@ def _mlflow_entrypoint(dockerfile: str) -> str:
     return str(command[2])
 
 
-def container_cpus(cpu_max: str | None, usable_cpus: int) -> int:
-    """The CPUs a container may use: its cgroup CPU limit (``cpu.max``, "<quota> <period>"
-    or "max <period>"; rounded up) when it has one, else the CPUs it may run on."""
-    usable = max(1, usable_cpus)
-    if cpu_max:
-        quota, _, period = cpu_max.strip().partition(" ")
-        if quota != "max" and period:
-            return max(1, min(usable, math.ceil(int(quota) / int(period))))
-    return usable
-
-
-def server_sizing(cpus: int, workers_setting: str | None) -> tuple[int, int]:
-    """Scoring-server workers on ``cpus``, and the native threads (OpenMP, BLAS) each may
-    use: one worker per CPU unless ``workers_setting`` (MLFLOW_MODELS_WORKERS) says
-    otherwise, and the CPUs shared out among the workers, at least one thread each.
-
-    Without the thread bound every worker's scikit-learn starts a thread per CPU of the
-    machine: two workers on two CPUs ran four busy OpenMP threads and answered 91 requests
-    per second at 16 connections instead of 153 (bench/serving.py)."""
-    workers = int(workers_setting) if workers_setting else cpus
-    return workers, max(1, cpus // max(1, workers))
-
-
-def cgroup_cpu_max() -> str | None:
-    """The container's CPU limit as cgroup v2 writes it ("<quota> <period>", or "max
-    <period>"), read from cgroup v2 or v1; None when neither is there."""
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as limit:  # cgroup v2
-            return limit.read()
-    except OSError:
-        pass
-    try:  # cgroup v1
-        with (
-            open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as quota,
-            open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as period,
-        ):
-            value = int(quota.read())
-            return f"{'max' if value < 0 else value} {int(period.read())}"
-    except (OSError, ValueError):
-        return None
-
-
-def serve_script(mlflow_dockerfile: str) -> str:
-    """The served image's entry point: MLflow's own (from its Dockerfile), sized to the
-    container's CPU limit (:func:`container_cpus`, :func:`server_sizing`):
-    MLFLOW_MODELS_WORKERS, unless it is set already, and OMP_NUM_THREADS, likewise.
-
-    MLflow's default is ``multiprocessing.cpu_count()`` workers, the node's CPUs: on a
-    64-CPU node a pod limited to 2 CPUs would start 64 workers, each loading the model into
-    its memory."""
-    functions = "\n\n".join(
-        inspect.getsource(f) for f in (cgroup_cpu_max, container_cpus, server_sizing)
-    )
-    return f'''"""Entry point of the served model (written by mlops_assets.ml.serving)."""
-
-import math
-import os
-
-
-{functions}
-
-_workers, _threads = server_sizing(
-    container_cpus(cgroup_cpu_max(), len(os.sched_getaffinity(0))),
-    os.environ.get("MLFLOW_MODELS_WORKERS"),
-)
-os.environ["MLFLOW_MODELS_WORKERS"] = str(_workers)
-os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
-{_mlflow_entrypoint(mlflow_dockerfile)}
-'''
+def serve_script() -> str:
+    """The served image's entry point: :mod:`mlops_assets.ml.model_server`, as it is."""
+    return Path(model_server.__file__).read_text()
 
 
 def recipe_digest() -> str:
     """The digest of the code that writes the image (Dockerfile and entry point): a change
     to it is a new recipe, so every image is built again once, with no version to bump."""
-    writers = (
-        harden_dockerfile,
-        pinned,
-        _mlflow_entrypoint,
-        cgroup_cpu_max,
-        container_cpus,
-        server_sizing,
-        serve_script,
-    )
-    source = "".join(inspect.getsource(writer) for writer in writers)
+    writers = (harden_dockerfile, pinned, _mlflow_entrypoint)
+    source = "".join(inspect.getsource(writer) for writer in writers) + serve_script()
     return hashlib.sha256(source.encode()).hexdigest()
 
 

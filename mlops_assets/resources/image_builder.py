@@ -153,6 +153,14 @@ class RunningContainer:
     def exec(self, command: list[str]) -> str:
         return _run([self.engine, "exec", self.container_id, *command], "container exec", 60)
 
+    def stop(self, grace_seconds: int = 30) -> int:
+        """Stop it as a cluster does (SIGTERM, SIGKILL after ``grace_seconds``); its exit
+        code."""
+        stop = [self.engine, "stop", "--time", str(grace_seconds), self.container_id]
+        _run(stop, "container stop", grace_seconds + 60)
+        inspect = [self.engine, "inspect", "--format", "{{.State.ExitCode}}", self.container_id]
+        return int(_run(inspect, "container inspect", 60).strip())
+
     def remove(self) -> None:
         subprocess.run(
             [self.engine, "rm", "--force", self.container_id], capture_output=True, timeout=60
@@ -300,7 +308,7 @@ class ImageBuilderResource(ConfigurableResource):
                 raise ImageConfigError(f"MLOPS_IMAGE_BUILD_CA_BUNDLE '{bundle}' is not a file")
             shutil.copyfile(bundle, build_context / CA_BUNDLE_IN_CONTEXT)
         hardened = harden_dockerfile(dockerfile, labels, ca_bundle=ca_bundle)
-        (build_context / SERVE_SCRIPT_IN_CONTEXT).write_text(serve_script(dockerfile))
+        (build_context / SERVE_SCRIPT_IN_CONTEXT).write_text(serve_script())
         (build_context / "Dockerfile").write_text(hardened)
         return next(line.split()[1] for line in hardened.splitlines() if line.startswith("FROM "))
 

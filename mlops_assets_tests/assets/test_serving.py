@@ -6,14 +6,26 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mlops_assets.ml.serving import SERVING_PORT
-from mlops_assets.resources.image_builder import ImageBuilderResource, wait_for_ping
+from mlops_assets.ml.sample_data import generate_house_prices
+from mlops_assets.ml.serving import SERVING_PORT, TRAFFIC_STORE_IN_IMAGE, invocation_payload
+from mlops_assets.ml.spec import HOUSE_PRICES
+from mlops_assets.ml.train import model_input
+from mlops_assets.resources.image_builder import (
+    ImageBuilderResource,
+    RunningContainer,
+    wait_for_ping,
+)
 from mlops_assets.resources.oci_registry import ImageReference, RegistryClient
 from mlops_assets.stack.process import free_port
 from mlops_assets_tests.conftest import (
@@ -57,15 +69,19 @@ def served_workers(image: str, run_args: str = "") -> tuple[int, set[str]]:
     container = builder.run("podman", image, SERVING_PORT, env={})
     try:
         wait_for_ping(container, 180)
-        commands = container.exec(["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"])
         environments = container.exec(["sh", "-c", "cat /proc/[0-9]*/environ | tr '\\0' '\\n'"])
         container.exec(["python", "-c", "import httptools, uvloop"])
+        announced = re.search(r"serving: (\d+) worker", container.log_tail(200))
+        assert announced, container.log_tail(200)
+        deadline = time.monotonic() + 120
+        started = 0
+        while started < int(announced.group(1)) and time.monotonic() < deadline:
+            time.sleep(1)
+            started = container.log_tail(200).count("Application startup complete")
     finally:
         container.remove()
-    found = re.search(r"--workers (\d+)", commands)
-    assert found, commands
     threads = set(re.findall(r"^OMP_NUM_THREADS=(\d+)$", environments, re.MULTILINE))
-    return int(found.group(1)), threads
+    return started, threads
 
 
 def test_champion_is_built_pushed_pulled_and_answers_like_in_process(
@@ -297,3 +313,132 @@ def test_without_a_registry_the_image_is_an_oci_archive_in_the_object_store(
     checks = check_evaluations(result)
     for name in ("image_exists_at_digest", "serves_champion_predictions", "runs_as_non_root"):
         assert checks[("served_image", name)].passed, checks[("served_image", name)].description
+
+
+# --- the traffic log of the real image ----------------------------------------------------
+
+
+def run_image(
+    image: str, env: dict[str, str], secret_env: dict[str, str], store: Path | None = None
+) -> RunningContainer:
+    """Run ``image`` on the host's network (SeaweedFS listens on loopback) with its server on a
+    free port and ``store`` mounted where it logs traffic by default; ``secret_env`` reaches
+    the container by name, never on a command line."""
+    port = free_port()
+    command = ["podman", "run", "--detach", "--network", "host",
+               *shlex.split(ImageBuilderResource().container_run_args),
+               "--env", f"MLOPS_SERVING_PORT={port}", "--env", "MLOPS_TRAFFIC_FLUSH_SECONDS=1"]  # fmt: skip
+    for key, value in env.items():
+        command += ["--env", f"{key}={value}"]
+    for key in secret_env:
+        command += ["--env", key]
+    if store is not None:
+        command += ["--volume", f"{store}:{TRAFFIC_STORE_IN_IMAGE}"]
+    started = subprocess.run(
+        [*command, image], capture_output=True, text=True, env={**os.environ, **secret_env}
+    )
+    assert started.returncode == 0, started.stderr
+    container = RunningContainer("podman", started.stdout.strip().splitlines()[-1], port)
+    wait_for_ping(container, 180)
+    return container
+
+
+def send_traffic(container: RunningContainer, label: str) -> dict[str, Any]:
+    """Concurrent requests of one or two rows, each with its own id, and two bad ones;
+    returns each good request's rows and answer."""
+    rows = model_input(generate_house_prices(80, seed=11), HOUSE_PRICES)
+    requests = {f"{label}-{i}": rows.iloc[i * 2 : i * 2 + 1 + i % 2] for i in range(40)}
+
+    def post(request_id: str, body: bytes) -> tuple[int, str]:
+        request = urllib.request.Request(
+            f"{container.url}/invocations",
+            data=body,
+            headers={"Content-Type": "application/json", "X-Request-ID": request_id},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def send(item: tuple[str, Any]) -> tuple[str, int, str]:
+        request_id, frame = item
+        return (request_id, *post(request_id, json.dumps(invocation_payload(frame)).encode()))
+
+    with ThreadPoolExecutor(8) as pool:
+        answered = list(pool.map(send, requests.items()))
+    assert {status for _, status, _ in answered} == {200}, answered[:3]
+    missing = post(f"{label}-bad-columns", json.dumps(invocation_payload(rows[["area"]])).encode())
+    typed = post(
+        f"{label}-bad-types",
+        json.dumps(invocation_payload(rows.head(1).assign(area="big"))).encode(),
+    )
+    assert (missing[0], typed[0]) == (400, 400), (missing, typed)
+    return {rid: (requests[rid], json.loads(body)["predictions"]) for rid, _, body in answered}
+
+
+def assert_logged_once(lines: list[dict[str, Any]], sent: dict[str, Any], label: str) -> None:
+    answers = [line for line in lines if line["kind"] == "answer"]
+    keys = [(line["request_id"], line["row"]) for line in answers]
+    assert len(keys) == len(set(keys)), "a row was logged twice"
+    assert set(keys) == {
+        (rid, row) for rid, (frame, _) in sent.items() for row in range(len(frame))
+    }
+    for line in answers:
+        frame, predictions = sent[line["request_id"]]
+        assert line["prediction"] == predictions[line["row"]]
+        assert line["inputs"]["area"] == pytest.approx(frame.iloc[line["row"]]["area"])
+        assert (line["model_name"], line["model_version"]) == (MODEL, "1")
+    errors = {line["request_id"]: line for line in lines if line["kind"] == "error"}
+    assert set(errors) == {f"{label}-bad-columns", f"{label}-bad-types"}
+    assert all(line["status"] == 400 for line in errors.values())
+    assert not [line for line in lines if line["kind"] == "dropped"]
+
+
+def test_the_served_image_logs_every_answered_request_once_across_sigterm(
+    serving: Lifecycle, seaweed: Any, tmp_path: Path
+) -> None:
+    result = serving.run("serve_champion", partition=None)
+    assert result.success, step_failure(result, "served_image")
+    image = materialized(result)["served_image"]["reference"].value
+
+    # The local store: a folder mounted where the image writes by default.
+    store = tmp_path / "store"
+    store.mkdir()
+    os.chown(store, 10001, 10001)  # the server's user; rootless podman: --userns keep-id
+    container = run_image(image, {}, {}, store)
+    try:
+        sent = send_traffic(container, "local")
+        assert container.stop() in (0, 143), container.log_tail()
+        assert container.log_tail(400).count("Application shutdown complete") >= 1
+    finally:
+        container.remove()
+    files = sorted(store.glob(f"traffic/{MODEL}/date=*/*.jsonl"))
+    assert files, container.log_tail()
+    assert_logged_once([json.loads(line) for f in files for line in f.read_text().splitlines()],
+                       sent, "local")  # fmt: skip
+
+    # SeaweedFS: credentials from the environment, as the rollout gives them from its Secret.
+    secrets = {k: v for k, v in seaweed.env().items() if k.startswith("AWS_")}
+    settings = {k: v for k, v in seaweed.env().items() if not k.startswith("AWS_")}
+    prefix = f"traffic-proof-{os.getpid()}"
+    container = run_image(
+        image, {**settings, "MLOPS_TRAFFIC_STORE": f"s3://{seaweed.bucket}/{prefix}"}, secrets
+    )
+    try:
+        sent = send_traffic(container, "s3")
+        assert container.stop() in (0, 143), container.log_tail()
+        log = container.log_tail(400)
+    finally:
+        container.remove()
+    assert secrets["AWS_SECRET_ACCESS_KEY"] not in log
+    client = seaweed.client()
+    listed = client.list_objects_v2(Bucket=seaweed.bucket, Prefix=f"{prefix}/traffic/{MODEL}/")
+    keys = [item["Key"] for item in listed.get("Contents", [])]
+    lines = [
+        json.loads(line)
+        for key in keys
+        for line in client.get_object(Bucket=seaweed.bucket, Key=key)["Body"].read().splitlines()
+    ]
+    assert_logged_once(lines, sent, "s3")

@@ -9,27 +9,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlops_assets.ml import model_server
 from mlops_assets.ml.serving import (
     DockerfileNotUnderstood,
     UnexpectedResponse,
     build_fingerprint,
-    cgroup_cpu_max,
     compare_answers,
-    container_cpus,
     harden_dockerfile,
     invocation_payload,
     parse_answers,
     parse_predictions,
     serve_script,
-    server_sizing,
 )
 
 
-def mlflow_dockerfile(
-    tmp_path: Path,
-    base_image: str,
-    entrypoint: str = "from mlflow.models import container as C; C._serve('local')",
-) -> str:
+def mlflow_dockerfile(tmp_path: Path, base_image: str) -> str:
     """The Dockerfile the installed MLflow writes, so an upstream change shows up here."""
     from mlflow.models.docker_utils import generate_dockerfile
 
@@ -37,7 +31,7 @@ def mlflow_dockerfile(
         output_dir=str(tmp_path),
         base_image=base_image,
         model_install_steps="COPY model_dir/model /opt/ml/model\n",
-        entrypoint=entrypoint,
+        entrypoint="from mlflow.models import container as C; C._serve('local')",
         env_manager="local",
     )
     return (tmp_path / "Dockerfile").read_text()
@@ -58,14 +52,20 @@ def test_hardened_dockerfile_serves_without_nginx_as_an_unprivileged_user(tmp_pa
     assert "ENV DISABLE_NGINX=true UVICORN_HOST=0.0.0.0" in lines
     assert "EXPOSE 8000" in lines
     assert 'LABEL org.mlops-assets.model-version="3"' in lines
-    # MLflow's entry point runs from a script that sizes the server to the container's CPUs
-    assert lines[entrypoint] == 'ENTRYPOINT ["python", "/opt/mlops/serve.py"]'
-    assert lines.index("COPY mlops-serve.py /opt/mlops/serve.py") < user
-    assert "C._serve('local')" in serve_script(original)
+    # The entry point is the project's model server, copied in as it is, and it names the
+    # model and version of the labels.
+    assert lines[entrypoint] == 'ENTRYPOINT ["python", "/opt/mlops/model_server.py"]'
+    assert lines.index("COPY model_server.py /opt/mlops/model_server.py") < user
+    assert serve_script() == Path(model_server.__file__).read_text()
+    assert (
+        'ENV MLOPS_MODEL_NAME="" MLOPS_MODEL_VERSION="3" '
+        'MLOPS_TRAFFIC_STORE="/var/lib/mlops/store"' in lines
+    )
     # uvicorn's fast loop and parser, pinned, installed before the server's user takes over
     (install,) = [i for i, line in enumerate(lines) if "uvloop==" in line]
-    assert lines[install].startswith("RUN python -m pip install --no-cache-dir uvloop==")
+    assert lines[install].startswith("RUN python -m pip install --no-cache-dir uvicorn==")
     assert "httptools==" in lines[install]
+    assert "boto3==" in lines[install]
     assert install < user
 
 
@@ -101,16 +101,11 @@ def test_the_fingerprint_changes_with_the_recipe_and_nothing_else() -> None:
 def test_a_change_to_the_code_that_writes_the_image_is_a_new_recipe(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import inspect
-
     import mlops_assets.ml.serving as serving
 
     base = build_fingerprint("m", "1", "run", "", "3.17.2")
-    source = inspect.getsource
     monkeypatch.setattr(
-        inspect,
-        "getsource",
-        lambda f: source(f) + ("# changed" if f is serving.server_sizing else ""),
+        serving, "serve_script", lambda: Path(model_server.__file__).read_text() + "#"
     )
     assert build_fingerprint("m", "1", "run", "", "3.17.2") != base
 
@@ -175,50 +170,3 @@ def test_a_classifier_answer_matches_on_every_probability_and_the_class() -> Non
     assert compare_answers(moved, expected).mismatched_rows == [2]
     relabelled = expected.assign(prediction=["a", "a"])
     assert compare_answers(relabelled, expected).mismatched_rows == [1]
-
-
-def test_workers_and_their_threads_follow_the_containers_cpu_limit() -> None:
-    assert container_cpus("200000 100000\n", usable_cpus=64) == 2
-    assert container_cpus("150000 100000", usable_cpus=64) == 2  # 1.5 CPUs: round up
-    assert container_cpus("50000 100000", usable_cpus=64) == 1  # below one CPU: one
-    assert container_cpus("800000 100000", usable_cpus=2) == 2  # never more than it may use
-    assert container_cpus("max 100000", usable_cpus=4) == 4  # no limit: the usable CPUs
-    assert container_cpus(None, usable_cpus=3) == 3  # no cgroup file
-    assert container_cpus(None, usable_cpus=0) == 1
-
-    assert server_sizing(4, None) == (4, 1)  # a worker per CPU, a thread each
-    assert server_sizing(4, "1") == (1, 4)  # one worker given: it may use every CPU
-    assert server_sizing(4, "3") == (3, 1)
-    assert server_sizing(1, "2") == (2, 1)
-
-
-def test_the_entry_point_sizes_the_server_unless_told(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    # MLflow's entry point would start the server; this one says how it would be sized.
-    dockerfile = mlflow_dockerfile(
-        tmp_path,
-        "localhost/base:1",
-        "import os; print(os.environ['MLFLOW_MODELS_WORKERS'], os.environ['OMP_NUM_THREADS'])",
-    )
-    script = tmp_path / "serve.py"
-    script.write_text(serve_script(dockerfile))
-    cpus = container_cpus(cgroup_cpu_max(), len(os.sched_getaffinity(0)))
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("MLFLOW_MODELS_WORKERS", "OMP_NUM_THREADS")
-    }
-
-    def run(**extra: str) -> str:
-        return subprocess.run(
-            [sys.executable, str(script)],
-            env={**env, **extra},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-
-    assert run() == f"{cpus} 1"
-    assert run(MLFLOW_MODELS_WORKERS="1") == f"1 {cpus}"
-    assert run(MLFLOW_MODELS_WORKERS="3", OMP_NUM_THREADS="2") == "3 2"

@@ -280,8 +280,12 @@ def served_image_smoke_test(
     expected = answer(mlflow.load_model(served_image.model_version), rows, spec)
 
     reference = image_builder.fetch_for_test(runtime, served_image, object_store)
+    # The smoke test's rows are not live traffic: its container logs none.
     container = image_builder.run(
-        runtime, reference, SERVING_PORT, env={"MLFLOW_MODELS_WORKERS": "1"}
+        runtime,
+        reference,
+        SERVING_PORT,
+        env={"MLFLOW_MODELS_WORKERS": "1", "MLOPS_TRAFFIC_LOG": "off"},
     )
     try:
         yield _smoke_result(container, rows, expected, spec, served_image)

@@ -1,0 +1,366 @@
+"""The served model's process (mlops_assets/ml/model_server.py) run as the image runs it: a real
+uvicorn with its workers, a real MLflow model of scikit-learn's diabetes data, SIGTERM to the
+parent alone (as `podman stop` and Kubernetes do), and the traffic log in a folder or in a
+real SeaweedFS bucket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from mlops_assets.ml import model_server
+from mlops_assets.ml.model_server import (
+    Exchange,
+    FolderSink,
+    TrafficLog,
+    TrafficSettings,
+    container_cpus,
+    server_sizing,
+    size_server,
+)
+from mlops_assets.stack.process import ServerProcess, free_port, wait_until
+
+MODEL_NAME = "diabetes"
+
+
+@pytest.fixture(scope="module")
+def diabetes_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow model (signature and input example) of a scikit-learn pipeline fitted on
+    scikit-learn's diabetes data."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    data = load_diabetes(as_frame=True)
+    model = make_pipeline(StandardScaler(), Ridge()).fit(data.data, data.target)
+    path = tmp_path_factory.mktemp("served") / "model"
+    signature = infer_signature(data.data, model.predict(data.data))
+    mlflow.sklearn.save_model(model, path, signature=signature, input_example=data.data.head(2))
+    return path
+
+
+def features() -> pd.DataFrame:
+    from sklearn.datasets import load_diabetes
+
+    return load_diabetes(as_frame=True).data
+
+
+class Served:
+    """The model server as a process, and how a client talks to it."""
+
+    def __init__(self, model: Path, log_dir: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.process = ServerProcess(
+            "model-server",
+            [sys.executable, model_server.__file__],
+            log_dir / "model-server.log",
+            env={
+                "MLOPS_SERVED_MODEL_PATH": str(model),
+                "MLOPS_SERVING_PORT": str(self.port),
+                "UVICORN_HOST": "127.0.0.1",
+                "MLOPS_MODEL_NAME": MODEL_NAME,
+                "MLOPS_MODEL_VERSION": "7",
+                "OMP_NUM_THREADS": "1",
+                **env,
+            },
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process.start()
+        wait_until(self._ready, "the model server", 90, self.process.log)
+
+    def _ready(self) -> bool:
+        try:
+            return self.get("/ping")[0] == 200
+        except OSError:
+            return False
+
+    def get(self, path: str) -> tuple[int, str]:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
+            return response.status, response.read().decode()
+
+    def post(
+        self, body: bytes, request_id: str | None = None, content_type: str = "application/json"
+    ) -> tuple[int, str, str]:
+        """(status, body, x-request-id) of POST /invocations."""
+        headers = {"Content-Type": content_type}
+        if request_id:
+            headers["X-Request-ID"] = request_id
+        request = urllib.request.Request(
+            f"{self.url}/invocations", data=body, headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answer = response.read().decode()
+                return response.status, answer, response.headers["x-request-id"]
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(), error.headers["x-request-id"]
+
+    def terminate(self, timeout: float = 60) -> None:
+        """SIGTERM to the server's parent process alone; it must shut down gracefully: its
+        workers' apps shut down, and it exits by itself (0, or by the signal uvicorn raises
+        again once a single-process server has shut down)."""
+        process = self.process.process
+        assert process is not None
+        os.kill(process.pid, signal.SIGTERM)
+        code = process.wait(timeout=timeout)
+        self.process.stop()
+        assert code in (0, -signal.SIGTERM), self.log()[-3000:]
+        assert "Application shutdown complete" in self.log()
+
+    def log(self) -> str:
+        return self.process.log.read_text()
+
+
+@pytest.fixture
+def serve(diabetes_model: Path, tmp_path: Path) -> Iterator[Any]:
+    started: list[Served] = []
+
+    def start(**env: str) -> Served:
+        served = Served(diabetes_model, tmp_path, env)
+        started.append(served)
+        served.start()
+        return served
+
+    yield start
+    for served in started:
+        served.process.stop()
+
+
+def payload(frame: pd.DataFrame) -> bytes:
+    return json.dumps(
+        {"dataframe_split": {"columns": list(frame.columns), "data": frame.values.tolist()}}
+    ).encode()
+
+
+def read_lines(root: Path) -> list[dict[str, Any]]:
+    """Every line of every traffic log file below ``root``, each parsed as JSON."""
+    files = sorted((root / "traffic" / MODEL_NAME).glob("date=*/*.jsonl"))
+    return [json.loads(line) for file in files for line in file.read_text().splitlines()]
+
+
+def test_every_answered_request_is_in_the_store_exactly_once_after_sigterm(
+    serve: Any, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    served = serve(
+        MLOPS_TRAFFIC_STORE=str(store), MLFLOW_MODELS_WORKERS="2", MLOPS_TRAFFIC_FLUSH_SECONDS="0.5"
+    )
+    rows = features()
+    requests = {f"req-{i}": rows.iloc[i * 3 : i * 3 + 1 + i % 3] for i in range(60)}
+
+    def send(item: tuple[str, pd.DataFrame]) -> tuple[str, int, str, str]:
+        request_id, frame = item
+        return (request_id, *served.post(payload(frame), request_id))
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = {rid: (status, body, echoed) for rid, status, body, echoed in pool.map(
+            send, requests.items())}  # fmt: skip
+    assert {status for status, _, _ in answers.values()} == {200}
+    assert all(echoed == rid for rid, (_, _, echoed) in answers.items())
+
+    # Bad requests are refused with a 4xx and logged as errors.
+    missing = served.post(payload(rows.iloc[:1].drop(columns=["bmi"])), "bad-missing-column")
+    typed = served.post(payload(rows.iloc[:1].assign(bp="high")), "bad-type")
+    broken = served.post(b'{"dataframe_split": [', "bad-json")
+    text = served.post(b"age\n1\n", "bad-content-type", content_type="text/plain")
+    assert [missing[0], typed[0], broken[0], text[0]] == [400, 400, 400, 415]
+    assert "bmi" in missing[1]
+    generated = served.post(payload(rows.iloc[:1]))[2]  # no id given: the server makes one
+    assert len(generated) == 32
+
+    # The background thread writes while the server answers, before any shutdown.
+    wait_until(lambda: len(read_lines(store)) > 0, "a flushed traffic file", 30, None)
+    served.terminate()
+
+    lines = read_lines(store)
+    answered = [line for line in lines if line["kind"] == "answer"]
+    keys = [(line["request_id"], line["row"]) for line in answered]
+    assert len(keys) == len(set(keys)), "a row was logged twice"
+    expected_keys = {(rid, row) for rid, frame in requests.items() for row in range(len(frame))}
+    assert set(keys) == expected_keys | {(generated, 0)}
+    by_key = {(line["request_id"], line["row"]): line for line in answered}
+    for request_id, frame in requests.items():
+        predictions = json.loads(answers[request_id][1])["predictions"]
+        for row in range(len(frame)):
+            line = by_key[(request_id, row)]
+            assert line["prediction"] == predictions[row]
+            assert line["inputs"] == pytest.approx(frame.iloc[row].to_dict())
+            assert (line["model_name"], line["model_version"], line["status"]) == (
+                MODEL_NAME, "7", 200)  # fmt: skip
+    errors = {line["request_id"]: line for line in lines if line["kind"] == "error"}
+    assert set(errors) == {"bad-missing-column", "bad-type", "bad-json", "bad-content-type"}
+    assert errors["bad-missing-column"]["status"] == 400
+    assert "bmi" in errors["bad-missing-column"]["error"]
+    assert errors["bad-content-type"]["status"] == 415
+    assert errors["bad-json"]["body"] == '{"dataframe_split": ['
+    assert not list(store.rglob(".*.partial"))
+
+
+@pytest.mark.slow
+def test_a_full_buffer_keeps_answering_and_counts_what_it_dropped(
+    serve: Any, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    served = serve(
+        MLOPS_TRAFFIC_STORE=str(store),
+        MLFLOW_MODELS_WORKERS="1",
+        MLOPS_TRAFFIC_BUFFER="2",
+        MLOPS_TRAFFIC_FLUSH_SECONDS="3600",
+    )
+    rows = features()
+    statuses = [served.post(payload(rows.iloc[i : i + 1]), f"r{i}")[0] for i in range(5)]
+    assert statuses == [200] * 5
+
+    metrics = served.get("/metrics")[1]
+    assert '_dropped_total{worker="' in metrics
+    assert [line.split()[-1] for line in metrics.splitlines() if line.startswith("mlops_traffic_")
+            and "_total{" in line] == ["2", "3", "0"]  # fmt: skip
+    served.terminate()
+
+    lines = read_lines(store)
+    assert [line["request_id"] for line in lines if line["kind"] == "answer"] == ["r0", "r1"]
+    (dropped,) = [line for line in lines if line["kind"] == "dropped"]
+    assert dropped["count"] == 3
+    assert "buffer full: requests not logged since the last write: 3" in served.log()
+
+
+@pytest.mark.slow
+def test_one_setting_turns_the_log_off(serve: Any, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    served = serve(MLOPS_TRAFFIC_STORE=str(store), MLOPS_TRAFFIC_LOG="off")
+    assert served.post(payload(features().iloc[:2]), "r1")[0] == 200
+    assert served.get("/metrics") == (200, "")
+    served.terminate()
+    assert not store.exists()
+
+
+@pytest.mark.slow
+def test_the_log_goes_to_an_s3_bucket(serve: Any, seaweed: Any) -> None:
+    served = serve(
+        MLOPS_TRAFFIC_STORE=f"s3://{seaweed.bucket}/served-traffic",
+        MLFLOW_MODELS_WORKERS="1",
+        **seaweed.env(),
+    )
+    rows = features()
+    for i in range(3):
+        assert served.post(payload(rows.iloc[i : i + 2]), f"s3-{i}")[0] == 200
+    served.terminate()
+
+    client = seaweed.client()
+    listed = client.list_objects_v2(Bucket=seaweed.bucket, Prefix="served-traffic/traffic/")
+    keys = [item["Key"] for item in listed.get("Contents", [])]
+    assert keys
+    assert all(f"/{MODEL_NAME}/date=" in key for key in keys)
+    lines = [
+        json.loads(line)
+        for key in keys
+        for line in client.get_object(Bucket=seaweed.bucket, Key=key)["Body"].read().splitlines()
+    ]
+    assert sorted((line["request_id"], line["row"]) for line in lines) == [
+        (f"s3-{i}", row) for i in range(3) for row in range(2)
+    ]
+    assert "AWS_SECRET_ACCESS_KEY" not in served.log()
+    assert seaweed.env()["AWS_SECRET_ACCESS_KEY"] not in served.log()
+
+
+class FailingOnce:
+    """A folder that refuses the first write, as a store that is briefly unreachable does."""
+
+    def __init__(self, root: Path) -> None:
+        self.folder = FolderSink(str(root))
+        self.failed = False
+
+    def write(self, key: str, data: bytes) -> None:
+        if not self.failed:
+            self.failed = True
+            raise OSError("store unreachable")
+        self.folder.write(key, data)
+
+    def describe(self) -> str:
+        return "a folder that fails once"
+
+
+def exchange(request_id: str) -> Exchange:
+    return Exchange(
+        request_id, time.time(), 0.001, 200, pd.DataFrame({"x": [1.0]}), '{"predictions":[2]}'
+    )
+
+
+def test_a_write_that_failed_is_retried_under_its_own_key_and_counts_against_the_buffer(
+    tmp_path: Path,
+) -> None:
+    log = TrafficLog(FailingOnce(tmp_path), MODEL_NAME, "1", capacity=3, flush_seconds=60)
+    assert log.record(exchange("a"))
+    assert log.record(exchange("b"))
+    with pytest.raises(OSError, match="unreachable"):
+        log.flush()
+    # The two requests wait for the store, so the buffer has room for one more.
+    assert log.record(exchange("c"))
+    assert not log.record(exchange("d"))
+    log.flush()
+
+    lines = read_lines(tmp_path)
+    assert [line["request_id"] for line in lines if line["kind"] == "answer"] == ["a", "b", "c"]
+    assert [line["count"] for line in lines if line["kind"] == "dropped"] == [1]
+    assert len(list((tmp_path / "traffic").rglob("*.jsonl"))) == 2  # a, b's file once; c's
+
+
+def test_settings_are_read_from_the_environment_and_a_wrong_switch_is_refused() -> None:
+    settings = TrafficSettings.from_env(
+        {"MLOPS_TRAFFIC_LOG": "off", "MLOPS_TRAFFIC_STORE": "s3://b/p", "MLOPS_TRAFFIC_BUFFER": "5"}
+    )
+    assert (settings.enabled, settings.store, settings.buffer_requests) == (False, "s3://b/p", 5)
+    assert TrafficSettings.from_env({}).store == "/var/lib/mlops/store"
+    with pytest.raises(ValueError, match="MLOPS_TRAFFIC_LOG must be on or off, not 'maybe'"):
+        TrafficSettings.from_env({"MLOPS_TRAFFIC_LOG": "maybe"})
+
+
+def test_workers_and_their_threads_follow_the_containers_cpu_limit() -> None:
+    assert container_cpus("200000 100000\n", usable_cpus=64) == 2
+    assert container_cpus("150000 100000", usable_cpus=64) == 2  # 1.5 CPUs: round up
+    assert container_cpus("50000 100000", usable_cpus=64) == 1  # below one CPU: one
+    assert container_cpus("800000 100000", usable_cpus=2) == 2  # never more than it may use
+    assert container_cpus("max 100000", usable_cpus=4) == 4  # no limit: the usable CPUs
+    assert container_cpus(None, usable_cpus=3) == 3  # no cgroup file
+    assert container_cpus(None, usable_cpus=0) == 1
+
+    assert server_sizing(4, None) == (4, 1)  # a worker per CPU, a thread each
+    assert server_sizing(4, "1") == (1, 4)  # one worker given: it may use every CPU
+    assert server_sizing(4, "3") == (3, 1)
+    assert server_sizing(1, "2") == (2, 1)
+
+
+def test_the_server_is_sized_unless_told() -> None:
+    environ: dict[str, str] = {}
+    assert size_server(environ, "200000 100000", 8) == 2
+    assert environ == {"MLFLOW_MODELS_WORKERS": "2", "OMP_NUM_THREADS": "1"}
+    environ = {"MLFLOW_MODELS_WORKERS": "1"}
+    assert size_server(environ, None, 4) == 1
+    assert environ["OMP_NUM_THREADS"] == "4"
+    environ = {"MLFLOW_MODELS_WORKERS": "3", "OMP_NUM_THREADS": "2"}
+    assert size_server(environ, None, 4) == 3
+    assert environ["OMP_NUM_THREADS"] == "2"
+
+
+def test_the_entry_point_imports_nothing_of_the_project() -> None:
+    """The file goes into the image without the project."""
+    source = Path(model_server.__file__).read_text()
+    assert "import mlops_assets" not in source
+    assert "from mlops_assets" not in source
