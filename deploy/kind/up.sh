@@ -45,9 +45,17 @@ if ! secret mlops-s3; then
   printf '{"identities":[{"name":"mlops","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","Write","List","Tagging"]}]}' \
     "$key" "$secret_key" | kubectl -n mlops create secret generic mlops-s3-config --from-file=s3.json=/dev/stdin >/dev/null
 fi
+# The served model's traffic log writes to the same store, from the serving namespace.
+if ! kubectl -n mlops-serving get secret mlops-s3 >/dev/null 2>&1; then
+  kubectl -n mlops get secret mlops-s3 -o jsonpath='{.data}' | python3 -c 'import json, sys
+data = json.load(sys.stdin)
+print(json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": data,
+                  "metadata": {"name": "mlops-s3", "namespace": "mlops-serving"}}))' \
+    | kubectl apply -f - >/dev/null
+fi
 secret mlops-alerts || kubectl -n mlops create secret generic mlops-alerts \
   --from-literal=MLOPS_ALERT_WEBHOOK_URL="${MLOPS_ALERT_WEBHOOK_URL:-}" >/dev/null
-echo "dagster-postgresql, mlops-s3, mlops-s3-config, mlops-alerts: present"
+echo "dagster-postgresql, mlops-s3 (also in mlops-serving), mlops-s3-config, mlops-alerts: present"
 
 say "4/8 PostgreSQL, S3 (SeaweedFS), registry"
 kubectl apply -f deploy/manifests/30-postgres.yaml -f deploy/manifests/40-s3.yaml -f deploy/manifests/50-registry.yaml

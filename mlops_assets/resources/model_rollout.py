@@ -17,6 +17,7 @@ from typing import Any
 from dagster import ConfigurableResource
 
 from mlops_assets.ml.serving import SERVING_PORT
+from mlops_assets.resources.kaniko import S3_SECRET
 from mlops_assets.resources.kubernetes import (
     FIELD_MANAGER,
     KSERVE_GROUP,
@@ -24,6 +25,7 @@ from mlops_assets.resources.kubernetes import (
     RolloutFailed,
     connect,
 )
+from mlops_assets.resources.object_store import ObjectStoreResource, S3Config
 from mlops_assets.settings import env_field
 
 SERVING_UID = 10001
@@ -54,6 +56,9 @@ class Rollout:
     replicas: int = 1
     pull_secret: str = ""
     cpu_limit: str = "2"  # the image starts one scoring worker per CPU of this limit
+    # The model server's traffic log settings, and the Secret its S3 credentials come from.
+    env: tuple[tuple[str, str], ...] = ()
+    env_secret: str = ""
 
     @property
     def name(self) -> str:
@@ -89,6 +94,8 @@ class Rollout:
             "startupProbe": _probe("/ping", periodSeconds=5, failureThreshold=60),
             "readinessProbe": _probe("/ping", periodSeconds=5, failureThreshold=3),
             "livenessProbe": _probe("/ping", periodSeconds=20, failureThreshold=3),
+            **({"env": [{"name": k, "value": v} for k, v in self.env]} if self.env else {}),
+            **({"envFrom": [{"secretRef": {"name": self.env_secret}}]} if self.env_secret else {}),
             "resources": {
                 "requests": {"cpu": "250m", "memory": "512Mi"},
                 "limits": {"cpu": self.cpu_limit, "memory": "1Gi"},
@@ -239,6 +246,12 @@ class ModelRolloutResource(ConfigurableResource):
         "CPU limit of each served-model pod (Kubernetes quantity); its scoring server starts "
         "one worker per CPU of it.",
     )
+    traffic_log: str = env_field(
+        "MLOPS_TRAFFIC_LOG",
+        "on",
+        "on: the served model logs every request it answers to the object store's "
+        "traffic/<model>/ (S3 stores; credentials from the Secret mlops-s3); off: it logs none.",
+    )
     timeout_seconds: float = env_field(
         "MLOPS_DEPLOY_TIMEOUT_SECONDS",
         600.0,
@@ -262,6 +275,23 @@ class ModelRolloutResource(ConfigurableResource):
                 f"MLOPS_DEPLOY_KIND must be auto, kserve or deployment, not '{self.kind}'"
             )
         return None
+
+    def traffic_env(self, store: ObjectStoreResource) -> tuple[tuple[tuple[str, str], ...], str]:
+        """The served model's traffic log settings and the Secret with its S3 credentials:
+        the object store itself when it is S3; nothing to share when it is a local folder
+        (the pod would write below its own file system)."""
+        if self.traffic_log not in ("on", "off"):
+            raise ValueError(f"MLOPS_TRAFFIC_LOG must be on or off, not '{self.traffic_log}'")
+        if self.traffic_log == "off":
+            return (("MLOPS_TRAFFIC_LOG", "off"),), ""
+        if not store.is_s3:
+            return (("MLOPS_TRAFFIC_LOG", "off"),), ""
+        s3 = store.s3 or S3Config()
+        env = [("MLOPS_TRAFFIC_LOG", "on"), ("MLOPS_TRAFFIC_STORE", store.root)]
+        if s3.endpoint_url:
+            env.append(("MLOPS_S3_ENDPOINT_URL", s3.endpoint_url))
+        env.append(("MLOPS_S3_REGION", s3.region_name))
+        return tuple(env), S3_SECRET
 
     def connect(self) -> KubernetesApi:
         return connect(self.cluster)

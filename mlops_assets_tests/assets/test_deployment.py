@@ -16,8 +16,8 @@ from dagster import DagsterInstance, Definitions, asset
 from mlops_assets.definitions import build_resources
 from mlops_assets.defs.serving.deployment import model_deployment, runs_the_served_image
 from mlops_assets.records import ServedImage
-from mlops_assets.resources.model_rollout import ModelRolloutResource
-from mlops_assets.resources.object_store import ObjectStoreResource
+from mlops_assets.resources.model_rollout import ModelRolloutResource, Rollout
+from mlops_assets.resources.object_store import ObjectStoreResource, S3Config
 from mlops_assets_tests.deploy.k8s_schema import validate
 from mlops_assets_tests.k8s_api import KSERVE, Controller, KubernetesStandIn
 
@@ -145,6 +145,9 @@ def test_rolls_out_a_deployment_and_service_with_ping_probes_and_records_it(
     assert container["securityContext"]["runAsNonRoot"] is True
     # The image starts one worker per CPU it may use: the pod's limit decides how many.
     assert container["resources"]["limits"] == {"cpu": "2", "memory": "1Gi"}
+    # A local store cannot be shared with the pods: the traffic log is off, no Secret needed.
+    assert container["env"] == [{"name": "MLOPS_TRAFFIC_LOG", "value": "off"}]
+    assert "envFrom" not in container
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
 
@@ -241,3 +244,28 @@ def test_with_kserve_it_applies_an_inference_service(
     record = json.loads(store.get_bytes(f"deployments/{MODEL}/latest.json"))
     assert record["kind"] == "kserve"
     assert record["url"] == url
+
+
+def test_with_an_s3_store_the_served_model_logs_its_traffic_there_with_the_secrets_keys() -> None:
+    s3_store = ObjectStoreResource(
+        root="s3://mlops/store", s3=S3Config(endpoint_url="http://s3.mlops.svc.cluster.local:8333")
+    )
+    env, secret = ModelRolloutResource(cluster="x").traffic_env(s3_store)
+    rollout = Rollout(MODEL, "1", "image", "mlops-serving", env=env, env_secret=secret)
+    applied = rollout.deployment_manifests()[0]
+    silent = ModelRolloutResource(cluster="x", traffic_log="off").traffic_env(s3_store)
+
+    container = applied["spec"]["template"]["spec"]["containers"][0]
+    assert validate(applied) == []
+    assert container["env"] == [
+        {"name": "MLOPS_TRAFFIC_LOG", "value": "on"},
+        {"name": "MLOPS_TRAFFIC_STORE", "value": "s3://mlops/store"},
+        {"name": "MLOPS_S3_ENDPOINT_URL", "value": "http://s3.mlops.svc.cluster.local:8333"},
+        {"name": "MLOPS_S3_REGION", "value": "us-east-1"},
+    ]
+    # Credentials by reference only: the manifest names the Secret, never a key's value.
+    assert container["envFrom"] == [{"secretRef": {"name": "mlops-s3"}}]
+    assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(applied)
+    assert silent == ((("MLOPS_TRAFFIC_LOG", "off"),), "")
+    with pytest.raises(ValueError, match="MLOPS_TRAFFIC_LOG must be on or off, not 'yes'"):
+        ModelRolloutResource(cluster="x", traffic_log="yes").traffic_env(s3_store)

@@ -55,6 +55,12 @@ def model_deployment(
     if reason is not None:
         context.log.warning(f"model_deployment skipped: {reason}")
         return
+    env, env_secret = model_rollout.traffic_env(object_store)
+    if not object_store.is_s3 and model_rollout.traffic_log == "on":
+        context.log.warning(
+            f"the object store ({object_store.root}) is a local folder the pods cannot share: "
+            "the served model's traffic log is off. An s3:// MLOPS_OBJECT_STORE_ROOT turns it on."
+        )
     rollout = Rollout(
         model_name=served_image.model_name,
         model_version=served_image.model_version,
@@ -63,6 +69,8 @@ def model_deployment(
         replicas=model_rollout.replicas,
         pull_secret=model_rollout.pull_secret,
         cpu_limit=model_rollout.cpu_limit,
+        env=env,
+        env_secret=env_secret,
     )
     try:
         api = model_rollout.connect()
