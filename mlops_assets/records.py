@@ -95,6 +95,33 @@ class ScoredBatch:
 
 
 @dataclass(frozen=True)
+class ServedTraffic:
+    """served_traffic: one day of the served model's answered rows as Parquet, and what its
+    checks judge."""
+
+    key: str
+    day: str
+    rows: int
+    requests: int
+    errors: int
+    dropped: int
+    model_versions: tuple[str, ...]
+    unexpected_columns: dict[str, int] = field(default_factory=dict)
+    missing_columns: dict[str, int] = field(default_factory=dict)
+    error_examples: tuple[str, ...] = ()
+
+    @property
+    def error_share(self) -> float:
+        total = self.requests + self.errors
+        return self.errors / total if total else 0.0
+
+    @property
+    def dropped_share(self) -> float:
+        total = self.requests + self.errors + self.dropped
+        return self.dropped / total if total else 0.0
+
+
+@dataclass(frozen=True)
 class DriftResult:
     """drift_report: the report's keys and what the checks judge."""
 

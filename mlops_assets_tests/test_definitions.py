@@ -45,8 +45,14 @@ EXPECTED_CHECKS = {
         "runs_as_non_root",
     },
     "model_deployment": {"runs_the_served_image"},
+    "served_traffic": {
+        "traffic_matches_signature",
+        "refused_share_below_threshold",
+        "unlogged_share_below_threshold",
+    },
 }
 SERVING = {"served_image", "model_deployment"}
+TRAFFIC = {"served_traffic"}
 
 
 @pytest.fixture
@@ -73,6 +79,7 @@ def test_graph_has_the_design_assets_edges_and_checks(defs: Definitions) -> None
     assert parents["drift_report"] == {"predictions", "versioned_dataset"}
     assert parents["served_image"] == {"registered_model"}
     assert parents["model_deployment"] == {"served_image"}
+    assert parents["served_traffic"] == set()  # what the served image wrote to the store
     checks: dict[str, set[str]] = {}
     for check_key in graph.asset_check_keys:
         checks.setdefault(check_key.asset_key.to_user_string(), set()).add(check_key.name)
@@ -122,7 +129,11 @@ def test_dg_checks_and_lists_the_code_location():
     assert {a["asset_key"] for a in found["assets"]} == set(EXPECTED_CHECKS)
     checks = {(c["asset_key"], c["name"]) for c in found["asset_checks"]}
     assert checks == {(asset, name) for asset, names in EXPECTED_CHECKS.items() for name in names}
-    assert {s["name"] for s in found["schedules"]} == {"daily_scoring", "periodic_retrain"}
+    assert {s["name"] for s in found["schedules"]} == {
+        "daily_scoring",
+        "periodic_retrain",
+        "daily_traffic",
+    }
     assert "model_rollout" in {r["name"] for r in found["resources"]}
 
 
@@ -198,9 +209,10 @@ def test_the_lifecycle_runs_without_an_image_builder_and_serving_has_its_own_job
 
     lifecycle_assets, lifecycle_checks = selected("mlops_lifecycle")
     serving_checks = EXPECTED_CHECKS["served_image"] | EXPECTED_CHECKS["model_deployment"]
-    assert lifecycle_assets == set(EXPECTED_CHECKS) - SERVING
+    assert lifecycle_assets == set(EXPECTED_CHECKS) - SERVING - TRAFFIC
     assert not lifecycle_checks & serving_checks
     assert selected("serve_champion") == (SERVING, serving_checks)
+    assert selected("collect_traffic") == (TRAFFIC, EXPECTED_CHECKS["served_traffic"])
 
 
 def test_automation_jobs_select_the_model_chain_and_the_scoring_pair(defs: Definitions) -> None:
@@ -238,6 +250,7 @@ def test_automation_ships_stopped_and_alerts_ship_running():
     launchers = [
         "daily_scoring",
         "periodic_retrain",
+        "daily_traffic",
         "new_labelled_data",
         "incoming_batches",
         "drift_policy",

@@ -67,6 +67,18 @@ class LifecyclePolicy(ConfigurableResource):
         "(refresh_model), or rollback (a failed quality check rolls the champion back; drift "
         "alone retrains).",
     )
+    traffic_max_error_share: float = env_field(
+        "MLOPS_TRAFFIC_MAX_ERROR_SHARE",
+        0.05,
+        "Share of a day's served requests refused (4xx, 5xx) above which served_traffic's "
+        "check fails (WARN).",
+    )
+    traffic_max_dropped_share: float = env_field(
+        "MLOPS_TRAFFIC_MAX_DROPPED_SHARE",
+        0.01,
+        "Share of a day's served requests the server answered but could not log (its buffer "
+        "was full) above which served_traffic's check fails (WARN).",
+    )
     retrain_cooldown_minutes: float = env_field(
         "MLOPS_RETRAIN_COOLDOWN_MINUTES",
         360.0,

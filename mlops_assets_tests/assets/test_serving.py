@@ -20,6 +20,7 @@ import pytest
 from mlops_assets.ml.sample_data import generate_house_prices
 from mlops_assets.ml.serving import SERVING_PORT, TRAFFIC_STORE_IN_IMAGE, invocation_payload
 from mlops_assets.ml.spec import HOUSE_PRICES
+from mlops_assets.ml.traffic import read_traffic
 from mlops_assets.ml.train import model_input
 from mlops_assets.resources.image_builder import (
     ImageBuilderResource,
@@ -418,6 +419,11 @@ def test_the_served_image_logs_every_answered_request_once_across_sigterm(
     assert files, container.log_tail()
     assert_logged_once([json.loads(line) for f in files for line in f.read_text().splitlines()],
                        sent, "local")  # fmt: skip
+    # served_traffic's reading of it: every request, the refusals, the model's own columns.
+    day = read_traffic([(f.name, f.read_bytes()) for f in files], HOUSE_PRICES)
+    assert (day.requests, day.errors, day.dropped) == (len(sent), 2, 0)
+    assert len(day.frame) == sum(len(frame) for frame, _ in sent.values())
+    assert (day.unexpected_columns, day.missing_columns) == ({}, {})
 
     # SeaweedFS: credentials from the environment, as the rollout gives them from its Secret.
     secrets = {k: v for k, v in seaweed.env().items() if k.startswith("AWS_")}

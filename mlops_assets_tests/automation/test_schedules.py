@@ -18,7 +18,7 @@ from mlops_assets.defs.automation.jobs import build_jobs
 from mlops_assets.defs.automation.schedules import build_schedules
 from mlops_assets.partitions import daily_partitions
 
-daily_scoring, periodic_retrain = build_schedules(
+daily_scoring, periodic_retrain, daily_traffic = build_schedules(
     AutomationSettings.from_env(), build_jobs(), daily_partitions()
 )
 
@@ -107,3 +107,12 @@ def test_pod_sizes_are_read_when_definitions_are_built(monkeypatch: pytest.Monke
     steps = k8s_executor_config()
     assert steps["step_k8s_config"] == scoring
     assert steps["per_step_k8s_config"] == {"trained_model": refresh}
+
+
+def test_daily_traffic_collects_the_day_that_just_ended() -> None:
+    context = build_schedule_context(scheduled_execution_time=datetime(2026, 11, 21, 1, tzinfo=UTC))
+    request = daily_traffic(context)
+    assert isinstance(request, RunRequest)
+    assert (request.partition_key, request.run_key) == ("2026-11-20", "2026-11-20")
+    assert request.tags[TRIGGER_TAG] == "daily_traffic"
+    assert daily_traffic.job_name == "collect_traffic"

@@ -39,6 +39,8 @@ DATA_VERSION_TAG = "dagster/data_version"
 # their own job (and, through automation, follow champion changes), so the lifecycle runs on
 # any machine.
 SERVED_IMAGE = AssetSelection.assets("served_image", "model_deployment")
+# The served model's log, one day at a time: only where a served model writes one.
+TRAFFIC = AssetSelection.assets("served_traffic")
 # The unpartitioned chain: what new labelled data, the retrain schedule and the drift policy
 # run. raw_data is keyed by content, so unchanged data is not stored twice.
 MODEL_CHAIN = AssetSelection.assets(
@@ -54,6 +56,7 @@ class AssetJobs:
     refresh_model: "UnresolvedAssetJobDefinition"
     score_batch: "UnresolvedAssetJobDefinition"
     serve_champion: "UnresolvedAssetJobDefinition"
+    collect_traffic: "UnresolvedAssetJobDefinition"
 
     def all(self) -> list["UnresolvedAssetJobDefinition | JobDefinition"]:
         return [
@@ -61,6 +64,7 @@ class AssetJobs:
             self.refresh_model,
             self.score_batch,
             self.serve_champion,
+            self.collect_traffic,
             approve_challenger,
             rollback_champion,
         ]
@@ -70,10 +74,11 @@ def build_jobs() -> AssetJobs:
     return AssetJobs(
         mlops_lifecycle=define_asset_job(
             "mlops_lifecycle",
-            selection=AssetSelection.all() - SERVED_IMAGE,
+            selection=AssetSelection.all() - SERVED_IMAGE - TRAFFIC,
             tags=training_tags(),
-            description="Every asset and check but served_image and model_deployment: snapshot, "
-            "version, train, register, score the day's batch and report its drift.",
+            description="Every asset and check but served_image, model_deployment and "
+            "served_traffic: snapshot, version, train, register, score the day's batch and "
+            "report its drift.",
         ),
         refresh_model=define_asset_job(
             "refresh_model",
@@ -97,6 +102,13 @@ def build_jobs() -> AssetJobs:
             description="Package the champion as an OCI image, push it, smoke-test it, and roll "
             "it out to Kubernetes when a cluster is configured (served_image, model_deployment, "
             "their checks).",
+        ),
+        collect_traffic=define_asset_job(
+            "collect_traffic",
+            selection=TRAFFIC,
+            tags=standard_tags(),
+            description="Collect one day of the served model's traffic log into a table and "
+            "check it (served_traffic and its checks).",
         ),
     )
 

@@ -1,4 +1,5 @@
-"""Schedules: score each day's batch after the day ends, and retrain periodically."""
+"""Schedules: score each day's batch and collect its served traffic after the day ends, and
+retrain periodically."""
 
 from __future__ import annotations
 
@@ -15,21 +16,25 @@ from mlops_assets.defs.automation.constants import TRIGGER_TAG, AutomationSettin
 from mlops_assets.defs.automation.jobs import AssetJobs
 
 
-def score_the_day_that_ended(
-    context: ScheduleEvaluationContext, partitions: DailyPartitionsDefinition
+def the_day_that_ended(
+    context: ScheduleEvaluationContext, partitions: DailyPartitionsDefinition, trigger: str
 ) -> RunRequest | SkipReason:
+    """A run of the last complete day, keyed by the day so a re-run tick starts nothing twice."""
     days = partitions.get_partition_keys(current_time=context.scheduled_execution_time)
     if not days:
         return SkipReason("no complete day since MLOPS_PARTITIONS_START yet")
     day = days[-1]
-    return RunRequest(run_key=day, partition_key=day, tags={TRIGGER_TAG: "daily_scoring"})
+    return RunRequest(run_key=day, partition_key=day, tags={TRIGGER_TAG: trigger})
 
 
 def build_schedules(
     settings: AutomationSettings, jobs: AssetJobs, partitions: DailyPartitionsDefinition
 ) -> list[ScheduleDefinition]:
     def scoring_tick(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
-        return score_the_day_that_ended(context, partitions)
+        return the_day_that_ended(context, partitions, "daily_scoring")
+
+    def traffic_tick(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
+        return the_day_that_ended(context, partitions, "daily_traffic")
 
     daily_scoring = schedule(
         name="daily_scoring",
@@ -49,4 +54,12 @@ def build_schedules(
         description="Retrains on the current labelled data: the champion gate decides whether "
         "the new model serves.",
     )
-    return [daily_scoring, periodic_retrain]
+    daily_traffic = schedule(
+        name="daily_traffic",
+        job=jobs.collect_traffic,
+        cron_schedule=settings.scoring_cron,
+        execution_timezone=settings.timezone,
+        default_status=settings.schedule_status,
+        description="Collects the served model's traffic log of the day that just ended.",
+    )(traffic_tick)
+    return [daily_scoring, periodic_retrain, daily_traffic]
