@@ -44,6 +44,7 @@ from typing import Any, Protocol
 SERVING_PORT = 8000
 MODEL_PATH = "/opt/ml/model"  # where MLflow's Dockerfile puts the model
 TRAFFIC_PREFIX = "traffic"
+DEFAULT_STORE = "/var/lib/mlops/store"  # the image's own folder; mount the store here
 REQUEST_ID_HEADER = "x-request-id"
 ERROR_BODY_LIMIT = 64 * 1024  # of a refused request's body, kept in its log line
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -107,7 +108,7 @@ def cgroup_cpu_max() -> str | None:
 @dataclass(frozen=True)
 class TrafficSettings:
     enabled: bool = True
-    store: str = "/var/lib/mlops/store"
+    store: str = DEFAULT_STORE
     flush_seconds: float = 10.0
     buffer_requests: int = 10_000
     s3_endpoint_url: str = ""
@@ -201,9 +202,14 @@ class Exchange:
     body: bytes = b""
 
 
+def traffic_day_prefix(model_name: str, day: str) -> str:
+    """Where one day's files of the traffic log go, below the store's root."""
+    return f"{TRAFFIC_PREFIX}/{model_name}/date={day}/"
+
+
 def traffic_key(model_name: str, day: str, stamp: str, worker: str, sequence: int) -> str:
     """Where one file of the traffic log goes, below the store's root."""
-    return f"{TRAFFIC_PREFIX}/{model_name}/date={day}/{stamp}-{worker}-{sequence:06d}.jsonl"
+    return f"{traffic_day_prefix(model_name, day)}{stamp}-{worker}-{sequence:06d}.jsonl"
 
 
 def exchange_lines(exchange: Exchange, model_name: str, model_version: str) -> list[dict[str, Any]]:

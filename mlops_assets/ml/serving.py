@@ -28,7 +28,7 @@ CA_BUNDLE_IN_CONTEXT = "build-ca.pem"
 CA_BUNDLE_IN_IMAGE = "/etc/mlops/build-ca.pem"
 SERVE_SCRIPT_IN_CONTEXT = "model_server.py"
 SERVE_SCRIPT_IN_IMAGE = "/opt/mlops/model_server.py"
-TRAFFIC_STORE_IN_IMAGE = "/var/lib/mlops/store"  # the traffic log's default store
+TRAFFIC_STORE_IN_IMAGE = model_server.DEFAULT_STORE  # the traffic log's default store
 LABEL_PREFIX = "org.mlops-assets"
 # uvicorn's own fast event loop and HTTP parser (uvicorn[standard]), which MLflow's image leaves
 # out: without them uvicorn serves on h11 and asyncio, and a single-row request on a

@@ -44,11 +44,6 @@ class TrafficDay:
     missing_columns: dict[str, int] = field(default_factory=dict)  # column -> rows without it
 
 
-def traffic_prefix(model_name: str, day: str) -> str:
-    """Where the server writes one day's files, below the store's root."""
-    return f"traffic/{model_name}/date={day}/"
-
-
 def read_traffic(files: Iterable[tuple[str, bytes]], spec: DatasetSpec) -> TrafficDay:
     """``files`` (name, content) as one :class:`TrafficDay` for the model of ``spec``."""
     answers: list[dict] = []

@@ -28,7 +28,8 @@ from dagster import (
 from mlops_assets.lib.metadata import md_table
 from mlops_assets.lib.retries import SERVER_RETRY
 from mlops_assets.ml.dataset_store import frame_to_parquet
-from mlops_assets.ml.traffic import TrafficUnreadable, read_traffic, traffic_prefix
+from mlops_assets.ml.model_server import traffic_day_prefix
+from mlops_assets.ml.traffic import TrafficUnreadable, read_traffic
 from mlops_assets.partitions import daily_partitions
 from mlops_assets.records import ServedTraffic
 from mlops_assets.resources.dataset_source import DatasetSourceResource
@@ -44,7 +45,7 @@ def served_traffic(
     mlflow: MlflowResource,
 ) -> MaterializeResult:
     day = context.partition_key
-    prefix = traffic_prefix(mlflow.model_name, day)
+    prefix = traffic_day_prefix(mlflow.model_name, day)
     keys = [key for key in object_store.list_keys(prefix) if key.endswith(".jsonl")]
     if not keys:
         # A day nothing was served (or no served model writes to this store): an empty table.
