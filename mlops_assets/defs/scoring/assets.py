@@ -1,6 +1,5 @@
 """predictions (batch inference of each day's incoming batch) and its drift_report."""
 
-import warnings
 from datetime import date
 from typing import Any
 
@@ -17,7 +16,6 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     PartitionsDefinition,
-    PreviewWarning,
     asset,
     asset_check,
     definitions,
@@ -33,7 +31,7 @@ from mlops_assets.ml.spec import NumericColumn
 from mlops_assets.ml.tabular import DatasetRejected, read_validated
 from mlops_assets.ml.tasks import PREDICTION, QUALITY_METRIC, answer, probability_column
 from mlops_assets.ml.train import model_input
-from mlops_assets.partitions import daily_partitions
+from mlops_assets.partitions import daily_partitions, partitioned_checks
 from mlops_assets.records import DriftResult, ScoredBatch
 from mlops_assets.resources.dataset_source import DatasetSourceResource, SourceUnavailable
 from mlops_assets.resources.mlflow_registry import CHAMPION, MlflowResource
@@ -381,14 +379,7 @@ def build_scoring_assets(
 ) -> tuple[list[AssetsDefinition], list[AssetChecksDefinition]]:
     """predictions and drift_report with their checks, partitioned by ``partitions`` (built when
     the definitions are, so MLOPS_PARTITIONS_START is read then, not on import)."""
-    with warnings.catch_warnings():
-        # Partitioned checks are a Dagster preview feature; they are what makes each day's
-        # checks evaluate that day's predictions, so the preview is accepted knowingly.
-        warnings.filterwarnings(
-            "ignore",
-            message="Specifying a partitions_def on an AssetCheckSpec is currently in preview",
-            category=PreviewWarning,
-        )
+    with partitioned_checks():
         return _scoring_assets(partitions)
 
 

@@ -7,7 +7,6 @@ were refused, and few went unlogged.
 """
 
 import hashlib
-import warnings
 
 from dagster import (
     AssetCheckResult,
@@ -19,7 +18,6 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     PartitionsDefinition,
-    PreviewWarning,
     asset,
     asset_check,
     definitions,
@@ -30,7 +28,7 @@ from mlops_assets.lib.retries import SERVER_RETRY
 from mlops_assets.ml.dataset_store import frame_to_parquet
 from mlops_assets.ml.model_server import traffic_day_prefix
 from mlops_assets.ml.traffic import TrafficUnreadable, read_traffic
-from mlops_assets.partitions import daily_partitions
+from mlops_assets.partitions import daily_partitions, partitioned_checks
 from mlops_assets.records import ServedTraffic
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.mlflow_registry import MlflowResource
@@ -152,13 +150,7 @@ def unlogged_share_below_threshold(
 
 def build_traffic_assets(partitions: PartitionsDefinition) -> Definitions:
     """served_traffic and its checks on ``partitions`` (built when the definitions are)."""
-    with warnings.catch_warnings():
-        # Partitioned checks are a Dagster preview feature (see the scoring assets).
-        warnings.filterwarnings(
-            "ignore",
-            message="Specifying a partitions_def on an AssetCheckSpec is currently in preview",
-            category=PreviewWarning,
-        )
+    with partitioned_checks():
         traffic = asset(
             name="served_traffic",
             retry_policy=SERVER_RETRY,
