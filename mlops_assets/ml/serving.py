@@ -63,7 +63,7 @@ def harden_dockerfile(
     - uvicorn, its fast event loop and HTTP parser, and boto3 (:data:`SERVER_PACKAGES`) are
       pinned to the versions installed here.
     """
-    _mlflow_entrypoint(text)  # exactly one FROM and one ENTRYPOINT of the known form
+    _expect_mlflow_shape(text)
     text = _NGINX_INSTALL.sub("", text)
     if ca_bundle:
         text = _FROM.sub(
@@ -105,8 +105,9 @@ def pinned(distributions: Iterable[str]) -> list[str]:
     return [f"{name}=={version(name)}" for name in distributions]
 
 
-def _mlflow_entrypoint(dockerfile: str) -> str:
-    """The Python code MLflow's Dockerfile runs (``ENTRYPOINT ["python", "-c", code]``)."""
+def _expect_mlflow_shape(dockerfile: str) -> None:
+    """Refuse a Dockerfile that is not of the shape MLflow writes: one FROM, and one
+    ``ENTRYPOINT ["python", "-c", code]``, which the hardened image replaces."""
     lines = _ENTRYPOINT_LINE.findall(dockerfile)
     if len(_FROM.findall(dockerfile)) != 1 or len(lines) != 1:
         raise DockerfileNotUnderstood(
@@ -121,7 +122,6 @@ def _mlflow_entrypoint(dockerfile: str) -> str:
         raise DockerfileNotUnderstood(
             f'expected MLflow\'s ENTRYPOINT ["python", "-c", code]; got: {lines[0]}'
         )
-    return str(command[2])
 
 
 def serve_script() -> str:
@@ -132,7 +132,7 @@ def serve_script() -> str:
 def recipe_digest() -> str:
     """The digest of the code that writes the image (Dockerfile and entry point): a change
     to it is a new recipe, so every image is built again once, with no version to bump."""
-    writers = (harden_dockerfile, pinned, _mlflow_entrypoint)
+    writers = (harden_dockerfile, pinned, _expect_mlflow_shape)
     source = "".join(inspect.getsource(writer) for writer in writers) + serve_script()
     return hashlib.sha256(source.encode()).hexdigest()
 

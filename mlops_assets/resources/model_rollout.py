@@ -282,9 +282,7 @@ class ModelRolloutResource(ConfigurableResource):
         (the pod would write below its own file system)."""
         if self.traffic_log not in ("on", "off"):
             raise ValueError(f"MLOPS_TRAFFIC_LOG must be on or off, not '{self.traffic_log}'")
-        if self.traffic_log == "off":
-            return (("MLOPS_TRAFFIC_LOG", "off"),), ""
-        if not store.is_s3:
+        if self.traffic_log == "off" or not store.is_s3:
             return (("MLOPS_TRAFFIC_LOG", "off"),), ""
         s3 = store.s3 or S3Config()
         env = [("MLOPS_TRAFFIC_LOG", "on"), ("MLOPS_TRAFFIC_STORE", store.root)]
