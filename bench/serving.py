@@ -41,6 +41,7 @@ from mlops_assets.ml.serving import (
     parse_answers,
 )
 from mlops_assets.ml.spec import HOUSE_PRICES
+from mlops_assets.ml.traffic import read_traffic
 from mlops_assets.ml.train import model_input
 from mlops_assets.resources.image_builder import ImageBuilderResource, wait_for_ping
 from mlops_assets.stack.process import ServerProcess, free_port, wait_until
@@ -260,17 +261,13 @@ def main() -> None:
 
 
 def logged_requests(store: Path) -> dict[str, Any]:
-    """What the image's traffic log wrote below ``store``: answered requests, whether each
-    request id is there once, and how many requests it dropped."""
-    ids, dropped = [], 0
-    for file in store.glob("traffic/*/date=*/*.jsonl"):
-        for line in file.read_text().splitlines():
-            record = json.loads(line)
-            if record["kind"] == "dropped":
-                dropped += record["count"]
-            elif record["kind"] == "answer":
-                ids.append((record["request_id"], record["row"]))
-    return {"requests": len(ids), "unique": len(ids) == len(set(ids)), "dropped": dropped}
+    """What the image's traffic log wrote below ``store``, read as served_traffic reads it:
+    answered rows (one per request here), whether each is there once, and how many requests
+    it dropped."""
+    files = [(f.name, f.read_bytes()) for f in store.glob("traffic/*/date=*/*.jsonl")]
+    day = read_traffic(files, HOUSE_PRICES)
+    unique = not day.frame.duplicated(["request_id", "row"]).any()
+    return {"requests": len(day.frame), "unique": unique, "dropped": day.dropped}
 
 
 if __name__ == "__main__":
