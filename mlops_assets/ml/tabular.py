@@ -409,27 +409,37 @@ def inspect_table(file: TableFile, spec: DatasetSpec, require_target: bool = Tru
     require_target
         Training data must carry the target; an incoming scoring batch need not.
     """
-    inspection = Inspection(file=file.name, frame=None)
+    frame, parse_violations = read_frame(file)
+    return inspect_frame(file.name, frame, parse_violations, spec, require_target)
+
+
+def inspect_frame(
+    name: str,
+    frame: pd.DataFrame | None,
+    parse_violations: list[Violation],
+    spec: DatasetSpec,
+    require_target: bool = True,
+) -> Inspection:
+    """:func:`inspect_table` of a file :func:`read_frame` has read (as ``frame`` and its
+    ``parse_violations``), for callers that look at the raw columns first."""
+    inspection = Inspection(file=name, frame=None)
     results = inspection.results
     for group in RULE_GROUPS:
         results[group] = None
 
-    frame, parse_violations = read_frame(file)
     results[PARSES] = parse_violations
     if frame is None:
         return inspection
 
     if frame.shape[1] == 0:
         results[HAS_ROWS] = [
-            Violation(
-                file.name, None, "file must not be empty", "the file has no header and no rows"
-            )
+            Violation(name, None, "file must not be empty", "the file has no header and no rows")
         ]
         return inspection
     if len(frame) == 0:
         results[HAS_ROWS] = [
             Violation(
-                file.name,
+                name,
                 None,
                 "file must have data rows",
                 f"only a header ({len(frame.columns)} columns) and no data rows",
@@ -442,7 +452,7 @@ def inspect_table(file: TableFile, spec: DatasetSpec, require_target: bool = Tru
     missing = [c for c in required if c not in frame.columns]
     results[REQUIRED_COLUMNS] = [
         Violation(
-            file.name,
+            name,
             column,
             "required column",
             f"column is missing; the file has columns {list(frame.columns)}",
@@ -454,7 +464,7 @@ def inspect_table(file: TableFile, spec: DatasetSpec, require_target: bool = Tru
 
     known = set(spec.required_columns)
     inspection.ignored_columns = tuple(c for c in frame.columns if c not in known)
-    typed, value_violations = _check_values(frame, spec, file.name, require_target)
+    typed, value_violations = _check_values(frame, spec, name, require_target)
     results[SCHEMA] = value_violations
 
     duplicated = typed.duplicated(keep="first").to_numpy()
@@ -464,7 +474,7 @@ def inspect_table(file: TableFile, spec: DatasetSpec, require_target: bool = Tru
         rows, count = _row_numbers(duplicated)
         results[DUPLICATES] = [
             Violation(
-                file.name,
+                name,
                 "all columns",
                 f"at most {spec.max_duplicate_share:.0%} duplicate rows",
                 f"{share:.1%} of rows ({count:,} of {len(typed):,}) repeat an earlier row",

@@ -4,6 +4,10 @@ The files are what :mod:`mlops_assets.ml.model_server` writes: per answered requ
 input row (``kind: answer``: the row as the model got it and its prediction as served), one
 line per refused request (``kind: error``), and ``kind: dropped`` lines counting requests the
 server could not log.
+
+Labels come later, from whoever learns the true outcome: files under
+``traffic_labels/<model>/date=<day>/`` keyed by the request id (and the row, for a request of
+several rows) are joined to the day's rows by :func:`join_labels`.
 """
 
 from __future__ import annotations
@@ -11,11 +15,19 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 import pandas as pd
 
-from mlops_assets.ml.spec import DatasetSpec
+from mlops_assets.ml.spec import DatasetSpec, NumericColumn
+from mlops_assets.ml.tabular import (
+    DatasetRejected,
+    TableFile,
+    Violation,
+    inspect_frame,
+    read_frame,
+)
 from mlops_assets.ml.tasks import answer_frame
 
 TRAFFIC_COLUMNS = ("request_id", "row", "time", "model_version", "latency_ms")
@@ -24,6 +36,15 @@ _FIELDS = {
     "error": ("request_id", "time", "status"),
     "dropped": ("count",),
 }
+
+
+REQUEST_ID, ROW = "request_id", "row"
+LABELS_PREFIX = "traffic_labels"
+
+
+def labels_day_prefix(model_name: str, day: str) -> str:
+    """Where the labels of one day's traffic go: any .csv or .parquet file beneath."""
+    return f"{LABELS_PREFIX}/{model_name}/date={day}/"
 
 
 class TrafficUnreadable(ValueError):
@@ -114,3 +135,101 @@ def _table(
         [meta, inputs.reindex(columns=features), answered.set_index(meta.index)], axis=1
     )
     return table.sort_values(["time", "request_id", "row"], ignore_index=True), unexpected, missing
+
+
+def read_labels(files: Iterable[TableFile], spec: DatasetSpec) -> pd.DataFrame:
+    """Late labels: each file has ``request_id``, the target and, for requests of several rows,
+    ``row`` (0 when absent: a one-row request). The target is held to the spec's contract
+    (type, bounds, classes; none missing) and each request row is labelled once.
+
+    Returns one frame of ``request_id``, ``row`` and the target, typed as the spec types it, or
+    raises :class:`~mlops_assets.ml.tabular.DatasetRejected` naming file, column, rows and rule.
+    """
+    contract = DatasetSpec(
+        name=f"{spec.name} labels",
+        target=replace(spec.target, max_null_share=0.0),
+        numeric=(NumericColumn(ROW, min=0, integer=True, max_null_share=0.0),),
+        categorical=(),
+        max_duplicate_share=1.0,  # a repeated key is checked below, across files too
+    )
+    violations: list[Violation] = []
+    frames: list[pd.DataFrame] = []
+    for file in files:
+        raw, parse_violations = read_frame(file)
+        columns = list(raw.columns) if raw is not None else []
+        absent = [c for c in (REQUEST_ID, spec.target.name) if columns and c not in columns]
+        violations.extend(
+            Violation(
+                file.name,
+                column,
+                "required column",
+                f"column is missing; the file has columns {columns}",
+            )
+            for column in absent
+        )
+        if absent:
+            continue
+        if raw is not None and len(raw) and ROW not in columns:
+            raw = raw.assign(**{ROW: 0})
+        inspection = inspect_frame(file.name, raw, parse_violations, contract)
+        violations.extend(inspection.violations)
+        if raw is None or inspection.frame is None:
+            continue
+        ids = raw[REQUEST_ID].astype("string").str.strip()
+        blank = (ids.isna() | (ids == "")).to_numpy()
+        if blank.any():
+            rows = tuple(int(i) + 1 for i in np.flatnonzero(blank)[:10])
+            violations.append(
+                Violation(
+                    file.name,
+                    REQUEST_ID,
+                    "request id must not be empty",
+                    f"{int(blank.sum()):,} rows without a request id",
+                    rows,
+                    int(blank.sum()),
+                )
+            )
+            continue
+        frame = inspection.frame.assign(**{REQUEST_ID: ids.astype(str).to_numpy()})
+        frame[ROW] = frame[ROW].astype("int64")
+        frames.append(frame.assign(_file=file.name, _line=np.arange(1, len(frame) + 1)))
+    target = spec.target.name
+    labels = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame({REQUEST_ID: [], ROW: [], target: [], "_file": [], "_line": []})
+    )
+    again = labels[labels.duplicated([REQUEST_ID, ROW], keep="first")]
+    violations.extend(
+        Violation(
+            name,
+            f"{REQUEST_ID}, {ROW}",
+            "one label per answered row",
+            f"{len(rows):,} rows label a request row labelled before (e.g. request "
+            f"'{rows[REQUEST_ID].iloc[0]}' row {rows[ROW].iloc[0]})",
+            tuple(int(n) for n in rows["_line"].iloc[:10]),
+            len(rows),
+        )
+        for name, rows in again.groupby("_file", sort=True)
+    )
+    if violations:
+        raise DatasetRejected(violations)
+    return labels[[REQUEST_ID, ROW, target]]
+
+
+def join_labels(
+    frame: pd.DataFrame, labels: pd.DataFrame, spec: DatasetSpec
+) -> tuple[pd.DataFrame, int]:
+    """The day's rows with the target column (missing where no label came), and how many
+    labels name no answered row of the day."""
+    target = spec.target.name
+    if frame.empty:
+        return frame.assign(**{target: pd.Series(dtype=labels[target].dtype)}), len(labels)
+    keys = frame[[REQUEST_ID, ROW]].astype({REQUEST_ID: str, ROW: "int64"})
+    joined = frame.join(
+        keys.merge(labels, on=[REQUEST_ID, ROW], how="left", validate="one_to_one")[
+            [target]
+        ].set_index(frame.index)
+    )
+    matched = int(joined[target].notna().sum())
+    return joined, len(labels) - matched
