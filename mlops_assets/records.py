@@ -109,6 +109,7 @@ class ServedTraffic:
     unexpected_columns: dict[str, int] = field(default_factory=dict)
     missing_columns: dict[str, int] = field(default_factory=dict)
     error_examples: tuple[str, ...] = ()
+    labelled_rows: int = 0  # rows whose late label has come (the table's target column)
 
     @property
     def error_share(self) -> float:
@@ -135,6 +136,10 @@ class DriftResult:
     quality_metric: str
     champion_test_quality: float
     model_version: str
+    # What was answered: "batch" (predictions) or "traffic" (served_traffic); and how many of
+    # its rows (0: nothing to compare, the checks pass saying so).
+    subject: str = "batch"
+    rows: int | None = None
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ class Lifecycle:
             "raise_on_error": False,
             "run_config": run_config or {},
         }
-        if partition is not None and job == "mlops_lifecycle":
+        if partition is not None and job_def.partitions_def is not None:
             kwargs["partition_key"] = partition
         if assets is not None:
             kwargs["asset_selection"] = [AssetKey(a) for a in assets]

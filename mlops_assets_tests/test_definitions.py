@@ -50,9 +50,10 @@ EXPECTED_CHECKS = {
         "refused_share_below_threshold",
         "unlogged_share_below_threshold",
     },
+    "traffic_drift_report": {"drift_share_below_threshold", "quality_not_degraded"},
 }
 SERVING = {"served_image", "model_deployment"}
-TRAFFIC = {"served_traffic"}
+TRAFFIC = {"served_traffic", "traffic_drift_report"}
 
 
 @pytest.fixture
@@ -80,6 +81,7 @@ def test_graph_has_the_design_assets_edges_and_checks(defs: Definitions) -> None
     assert parents["served_image"] == {"registered_model"}
     assert parents["model_deployment"] == {"served_image"}
     assert parents["served_traffic"] == set()  # what the served image wrote to the store
+    assert parents["traffic_drift_report"] == {"served_traffic", "versioned_dataset"}
     checks: dict[str, set[str]] = {}
     for check_key in graph.asset_check_keys:
         checks.setdefault(check_key.asset_key.to_user_string(), set()).add(check_key.name)
@@ -212,7 +214,10 @@ def test_the_lifecycle_runs_without_an_image_builder_and_serving_has_its_own_job
     assert lifecycle_assets == set(EXPECTED_CHECKS) - SERVING - TRAFFIC
     assert not lifecycle_checks & serving_checks
     assert selected("serve_champion") == (SERVING, serving_checks)
-    assert selected("collect_traffic") == (TRAFFIC, EXPECTED_CHECKS["served_traffic"])
+    assert selected("collect_traffic") == (
+        TRAFFIC,
+        EXPECTED_CHECKS["served_traffic"] | EXPECTED_CHECKS["traffic_drift_report"],
+    )
 
 
 def test_automation_jobs_select_the_model_chain_and_the_scoring_pair(defs: Definitions) -> None:
@@ -253,6 +258,7 @@ def test_automation_ships_stopped_and_alerts_ship_running():
         "daily_traffic",
         "new_labelled_data",
         "incoming_batches",
+        "traffic_labels",
         "drift_policy",
         "champion_image",
     ]

@@ -10,18 +10,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
-from dagster import DagsterInstance, Definitions
+from dagster import AssetKey, DagsterInstance, Definitions, build_sensor_context
 
 from mlops_assets.definitions import build_resources
+from mlops_assets.defs.automation.constants import AutomationSettings
+from mlops_assets.defs.automation.jobs import build_jobs
+from mlops_assets.defs.automation.sensors import build_sensors
 from mlops_assets.defs.traffic.assets import build_traffic_assets
 from mlops_assets.ml.dataset_store import parquet_to_frame
 from mlops_assets.ml.model_server import Exchange, FolderSink, TrafficLog
-from mlops_assets.ml.sample_data import generate_house_prices
+from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets.ml.spec import HOUSE_PRICES
+from mlops_assets.ml.traffic import labels_day_prefix
 from mlops_assets.ml.train import model_input
 from mlops_assets.partitions import daily_partitions
 from mlops_assets.resources.object_store import ObjectStoreResource
+from mlops_assets.resources.policy import LifecyclePolicy
+from mlops_assets_tests.conftest import Lifecycle, check_evaluations, materialized, step_failure
 
 MODEL = "house-price-regressor"
 DAY = "2026-11-20"
@@ -58,8 +65,12 @@ def materialize(store: Path, day: str = DAY, instance: DagsterInstance | None = 
     job = Definitions(
         assets=defs.assets, asset_checks=defs.asset_checks, resources=resources
     ).resolve_implicit_global_asset_job_def()
+    # served_traffic alone: traffic_drift_report needs a registered model (tested below).
     return job.execute_in_process(
-        instance=instance or DagsterInstance.ephemeral(), partition_key=day, raise_on_error=False
+        instance=instance or DagsterInstance.ephemeral(),
+        partition_key=day,
+        raise_on_error=False,
+        asset_selection=[AssetKey("served_traffic")],
     )
 
 
@@ -155,3 +166,126 @@ def test_a_record_without_its_fields_is_named() -> None:
         read_traffic(
             [("a.jsonl", b'{"kind": "answer", "time": "x", "inputs": {}}\n')], HOUSE_PRICES
         )
+
+
+# --- late labels, and drift and quality of the served traffic ------------------------------
+
+
+def serve(state: Lifecycle, frame: pd.DataFrame, label: str, day: str = DAY) -> None:
+    """Log ``frame`` one row per request as the served champion (v1) answers it, on ``day``."""
+    model = build_resources()["mlflow"].load_model("1")
+    inputs = model_input(frame, HOUSE_PRICES)
+    predictions = model.predict(inputs)
+    log = TrafficLog(
+        FolderSink(str(state.home / "store")), MODEL, "1", capacity=10_000, flush_seconds=60
+    )
+    start = datetime.fromisoformat(f"{day}T08:00:00+00:00").timestamp()
+    for i in range(len(inputs)):
+        answer = json.dumps({"predictions": [float(predictions[i])]})
+        log.record(Exchange(f"{label}-{i}", start + i, 0.01, 200, inputs.iloc[i : i + 1], answer))
+    log.flush()
+
+
+def label(state: Lifecycle, frame: pd.DataFrame, name: str, day: str = DAY) -> Path:
+    """The true prices of ``name``'s requests, as a labelling process writes them later."""
+    folder = state.home / "store" / labels_day_prefix(MODEL, day)
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = pd.DataFrame(
+        {"request_id": [f"{name}-{i}" for i in range(len(frame))], "price": frame["price"]}
+    )
+    path = folder / f"{name}.csv"
+    path.write_bytes(to_csv_bytes(labels))
+    return path
+
+
+def test_live_traffic_like_training_passes_drift_and_with_labels_quality(
+    trained: Lifecycle,
+) -> None:
+    calm = generate_house_prices(300, seed=5)
+    serve(trained, calm, "calm")
+    result = trained.run("collect_traffic", partition=DAY)
+    assert result.success
+    checks = check_evaluations(result)
+    assert checks[("traffic_drift_report", "drift_share_below_threshold")].passed
+    unlabelled = checks[("traffic_drift_report", "quality_not_degraded")]
+    assert (unlabelled.passed, unlabelled.description) == (
+        True,
+        "traffic has no labels; quality not measured",
+    )
+    report = materialized(result)["traffic_drift_report"]
+    assert (report["traffic_rows"].value, report["model_version"].value) == (300, "1")
+    folder = trained.home / f"store/reports/traffic_drift/{MODEL}/{DAY}/v1"
+    assert (folder / "report.html").stat().st_size > 10_000
+
+    # The labels come: the day's table gains the target, and live quality is measured.
+    label(trained, calm, "calm")
+    labelled = trained.run("collect_traffic", partition=DAY)
+    assert labelled.success
+    traffic = materialized(labelled)["served_traffic"]
+    assert (traffic["labelled_rows"].value, traffic["labels_matching_no_row"].value) == (300, 0)
+    quality = check_evaluations(labelled)[("traffic_drift_report", "quality_not_degraded")]
+    assert quality.passed, quality.description
+    assert quality.description.startswith("traffic rmse ")
+    assert len(list((trained.home / f"store/served_traffic/{MODEL}/{DAY}").glob("*"))) == 2
+
+
+def test_drifted_live_traffic_fails_drift_and_quality_and_the_policy_rolls_back(
+    trained: Lifecycle,
+) -> None:
+    policy_sensor = next(
+        s
+        for s in build_sensors(AutomationSettings(), build_jobs(), daily_partitions())
+        if s.name == "drift_policy"
+    )
+    policy = LifecyclePolicy(drift_policy="rollback")
+
+    def tick(cursor: str | None) -> Any:
+        with build_sensor_context(
+            instance=trained.instance, cursor=cursor, resources={"policy": policy}
+        ) as context:
+            return policy_sensor(context)
+
+    cursor = tick(None).cursor
+    drifted = generate_house_prices(300, seed=6, drift=True)
+    serve(trained, drifted, "drifted")
+    label(trained, drifted, "drifted")
+    result = trained.run("collect_traffic", partition=DAY)
+    checks = check_evaluations(result)
+    drift = checks[("traffic_drift_report", "drift_share_below_threshold")]
+    quality = checks[("traffic_drift_report", "quality_not_degraded")]
+    assert (drift.passed, drift.severity.value) == (False, "WARN")
+    assert (quality.passed, quality.severity.value) == (False, "ERROR")
+    assert "traffic rmse" in quality.description
+    assert "champion v1" in quality.description
+    assert trained.state()["aliases"]["champion"] == "1"  # a check never moves the alias
+
+    # The drift policy reads the live traffic's failed quality check and rolls back v1.
+    [request] = tick(cursor).run_requests
+    assert request.job_name == "rollback_champion"
+    config = request.run_config["ops"]["point_champion_back"]["config"]
+    assert config["only_if_champion"] == "1"
+    assert "traffic_drift_report.quality_not_degraded" in config["reason"]
+
+
+def test_bad_labels_fail_served_traffic_naming_file_column_rows_and_rule(
+    trained: Lifecycle,
+) -> None:
+    rows = generate_house_prices(20, seed=7)
+    serve(trained, rows, "r")
+    assert trained.run("collect_traffic", partition=DAY).success
+    kept = sorted((trained.home / f"store/served_traffic/{MODEL}/{DAY}").glob("*"))
+
+    path = label(trained, rows.assign(price=rows["price"].astype(object)), "r")
+    text = path.read_text().splitlines()
+    text[3] = "r-2,cheap"
+    path.write_text("\n".join([*text, "r-0,100000"]) + "\n")
+    result = trained.run("collect_traffic", partition=DAY)
+    message = step_failure(result, "served_traffic")
+    assert f"labels for {DAY} under " in message
+    where = f"file '{labels_day_prefix(MODEL, DAY)}r.csv'"
+    assert f"{where}, column 'price', rows 3: 1 non-numeric values (e.g. 'cheap')" in message
+    assert "(rule: numeric column)" in message
+    assert f"{where}, column 'request_id, row', rows 21: 1 rows label a request" in message
+    assert "(rule: one label per answered row)" in message
+    # Nothing written of a day it could not label; the versions before stay.
+    assert sorted((trained.home / f"store/served_traffic/{MODEL}/{DAY}").glob("*")) == kept

@@ -41,6 +41,7 @@ SENSORS = {
 }
 new_labelled_data = SENSORS["new_labelled_data"]
 incoming_batches = SENSORS["incoming_batches"]
+traffic_labels = SENSORS["traffic_labels"]
 drift_policy = SENSORS["drift_policy"]
 
 
@@ -151,14 +152,48 @@ def test_incoming_batches_wait_for_a_champion(lifecycle: Lifecycle, tmp_path: Pa
     assert "no champion yet" in result.skip_message
 
 
+# --- traffic_labels ---------------------------------------------------------------------
+
+
+def test_traffic_labels_collect_a_day_again_once_per_change(lifecycle: Lifecycle) -> None:
+    from mlops_assets.definitions import build_resources
+    from mlops_assets.ml.traffic import labels_day_prefix
+
+    resources = build_resources()
+    wanted = {k: resources[k] for k in ("dataset_source", "object_store", "mlflow")}
+    nothing = evaluate(traffic_labels, **wanted)
+    assert isinstance(nothing, SkipReason)
+    assert "no new labels under " in nothing.skip_message
+
+    day = last_day()
+    folder = lifecycle.home / "store" / labels_day_prefix(resources["mlflow"].model_name, day)
+    folder.mkdir(parents=True)
+    (folder / ".labels.csv").write_text("request_id,price\nr1,1\n")  # still being written
+    assert isinstance(evaluate(traffic_labels, **wanted), SkipReason)
+    (folder / ".labels.csv").rename(folder / "labels.csv")
+    first = evaluate(traffic_labels, **wanted)
+    [request] = requests_of(first)
+    assert (request.job_name, request.partition_key) == (None, day)  # the sensor's own job
+    assert request.run_key.startswith(f"labels-{day}-")
+    assert isinstance(evaluate(traffic_labels, cursor=first.cursor, **wanted), SkipReason)
+
+    (folder / "more.csv").write_text("request_id,price\nr2,2\n")  # more labels came
+    [again] = requests_of(evaluate(traffic_labels, cursor=first.cursor, **wanted))
+    assert again.partition_key == day
+    assert again.run_key != request.run_key
+    assert traffic_labels.job_name == "collect_traffic"
+
+
 # --- drift_policy -----------------------------------------------------------------------
 
 
-def fail_check(instance: DagsterInstance, check: str, model_version: str = "1") -> None:
-    """Record a failed evaluation of a drift_report check in the instance's event log."""
+def fail_check(
+    instance: DagsterInstance, check: str, model_version: str = "1", report: str = "drift_report"
+) -> None:
+    """Record a failed evaluation of a check of ``report`` in the instance's event log."""
     record_evaluation(
         instance,
-        "drift_report",
+        report,
         check,
         passed=False,
         description=f"{check} failed in a test",
@@ -226,17 +261,19 @@ def test_drift_policy_continue_only_alerts(lifecycle: Lifecycle) -> None:
     assert "policy 'continue'" in result.skip_reason.skip_message
 
 
-def test_drift_policy_rolls_back_a_regressed_champion(lifecycle: Lifecycle) -> None:
+@pytest.mark.parametrize("report", ["drift_report", "traffic_drift_report"])
+def test_drift_policy_rolls_back_a_regressed_champion(lifecycle: Lifecycle, report: str) -> None:
+    """On a scored batch's report, or on the served traffic's."""
     instance = lifecycle.instance
     cursor = evaluate(drift_policy, instance, policy=policy("rollback")).cursor
-    fail_check(instance, "drift_share_below_threshold", model_version="3")
-    fail_check(instance, "quality_not_degraded", model_version="3")
+    fail_check(instance, "drift_share_below_threshold", model_version="3", report=report)
+    fail_check(instance, "quality_not_degraded", model_version="3", report=report)
     result = evaluate(drift_policy, instance, cursor, policy=policy("rollback"))
     [request] = requests_of(result)
     assert request.job_name == "rollback_champion"
     config = request.run_config["ops"]["point_champion_back"]["config"]
     assert config["only_if_champion"] == "3"
-    assert "quality_not_degraded" in config["reason"]
+    assert f"{report}.quality_not_degraded" in config["reason"]
 
 
 def test_a_bad_drift_policy_is_named() -> None:

@@ -39,8 +39,8 @@ DATA_VERSION_TAG = "dagster/data_version"
 # their own job (and, through automation, follow champion changes), so the lifecycle runs on
 # any machine.
 SERVED_IMAGE = AssetSelection.assets("served_image", "model_deployment")
-# The served model's log, one day at a time: only where a served model writes one.
-TRAFFIC = AssetSelection.assets("served_traffic")
+# The served model's log, one day at a time, and its drift: only where a served model writes one.
+TRAFFIC = AssetSelection.assets("served_traffic", "traffic_drift_report")
 # The unpartitioned chain: what new labelled data, the retrain schedule and the drift policy
 # run. raw_data is keyed by content, so unchanged data is not stored twice.
 MODEL_CHAIN = AssetSelection.assets(
@@ -76,8 +76,8 @@ def build_jobs() -> AssetJobs:
             "mlops_lifecycle",
             selection=AssetSelection.all() - SERVED_IMAGE - TRAFFIC,
             tags=training_tags(),
-            description="Every asset and check but served_image, model_deployment and "
-            "served_traffic: snapshot, version, train, register, score the day's batch and "
+            description="Every asset and check but served_image, model_deployment, "
+            "served_traffic and traffic_drift_report: snapshot, version, train, register, score the day's batch and "
             "report its drift.",
         ),
         refresh_model=define_asset_job(
@@ -107,8 +107,9 @@ def build_jobs() -> AssetJobs:
             "collect_traffic",
             selection=TRAFFIC,
             tags=standard_tags(),
-            description="Collect one day of the served model's traffic log into a table and "
-            "check it (served_traffic and its checks).",
+            description="Collect one day of the served model's traffic log (and the labels "
+            "come for it) into a table, and report its drift and quality against the training "
+            "data (served_traffic, traffic_drift_report and their checks).",
         ),
     )
 

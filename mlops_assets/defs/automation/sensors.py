@@ -1,7 +1,7 @@
-"""Sensors that launch work: new labelled data, new incoming batches, the drift policy, and
-a new champion to serve.
+"""Sensors that launch work: new labelled data, new incoming batches, late labels of served
+traffic, the drift policy, and a new champion to serve.
 
-The first three are hand-written because nothing declarative does their job: two watch data
+The first four are hand-written because nothing declarative does their job: three watch data
 outside Dagster, and the drift policy turns failed checks into a retrain or a rollback by a
 configured policy. champion_image is declarative: it evaluates the automation conditions of
 served_image and model_deployment.
@@ -35,8 +35,14 @@ from mlops_assets.defs.automation.check_history import CheckCursor, failed_check
 from mlops_assets.defs.automation.constants import CAUSE_TAG, TRIGGER_TAG, AutomationSettings
 from mlops_assets.defs.automation.jobs import AssetJobs, rollback_champion
 from mlops_assets.lib.metadata import redact_uri
-from mlops_assets.resources.dataset_source import DatasetSourceResource, is_generated
+from mlops_assets.ml.traffic import labels_day_prefix
+from mlops_assets.resources.dataset_source import (
+    DatasetSourceResource,
+    fingerprint_uri,
+    is_generated,
+)
 from mlops_assets.resources.mlflow_registry import CHAMPION, MlflowResource
+from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets.resources.policy import LifecyclePolicy
 
 
@@ -108,7 +114,44 @@ def watch_incoming_batches(
     )
 
 
+def watch_traffic_labels(
+    context: SensorEvaluationContext,
+    dataset_source: DatasetSourceResource,
+    object_store: ObjectStoreResource,
+    mlflow: MlflowResource,
+    partitions: DailyPartitionsDefinition,
+    lookback_days: int,
+) -> SensorResult | SkipReason:
+    """Late labels of served traffic: when the labels of a recent day appear or change, that
+    day's traffic is collected again (joined to them) and its drift report measures quality."""
+    days = partitions.get_partition_keys()[-lookback_days:]
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    landed = {}
+    for day in days:
+        uri = object_store.uri(labels_day_prefix(mlflow.model_name, day))
+        fingerprint = fingerprint_uri(uri, dataset_source.s3)
+        if fingerprint is not None and seen.get(day) != fingerprint:
+            landed[day] = fingerprint
+    if not landed:
+        where = object_store.uri(labels_day_prefix(mlflow.model_name, "<day>"))
+        return SkipReason(f"no new labels under {where} for {days[0]} .. {days[-1]}")
+    seen.update(landed)
+    return SensorResult(
+        run_requests=[
+            RunRequest(
+                run_key=f"labels-{day}-{fingerprint[:16]}",
+                partition_key=day,
+                tags={TRIGGER_TAG: "traffic_labels"},
+            )
+            for day, fingerprint in sorted(landed.items())
+        ],
+        cursor=json.dumps({day: seen[day] for day in days if day in seen}, sort_keys=True),
+    )
+
+
 DRIFT_CHECKS = ("drift_share_below_threshold", "quality_not_degraded")
+# The batches' report and the served traffic's: the policy acts on either.
+DRIFT_REPORTS = ("drift_report", "traffic_drift_report")
 
 
 def _last_policy_run(context: SensorEvaluationContext) -> float | None:
@@ -119,7 +162,9 @@ def _last_policy_run(context: SensorEvaluationContext) -> float | None:
 
 
 def apply_drift_policy(context: SensorEvaluationContext, policy: LifecyclePolicy) -> SensorResult:
-    keys = [AssetCheckKey(AssetKey("drift_report"), name) for name in DRIFT_CHECKS]
+    keys = [
+        AssetCheckKey(AssetKey(report), name) for report in DRIFT_REPORTS for name in DRIFT_CHECKS
+    ]
     cursor = CheckCursor.parse(context.cursor) or start_cursor(context.instance, keys)
     failures, visible = failed_checks(context.instance, keys, cursor)
     cursor.done.update(failure.id for failure in failures)
@@ -185,6 +230,16 @@ def build_sensors(
             context, dataset_source, mlflow, partitions, settings.lookback_days
         )
 
+    def traffic_labels(
+        context: SensorEvaluationContext,
+        dataset_source: DatasetSourceResource,
+        object_store: ObjectStoreResource,
+        mlflow: MlflowResource,
+    ) -> SensorResult | SkipReason:
+        return watch_traffic_labels(
+            context, dataset_source, object_store, mlflow, partitions, settings.lookback_days
+        )
+
     return [
         sensor(
             name="new_labelled_data",
@@ -205,11 +260,22 @@ def build_sensors(
             "the model has no champion.",
         )(incoming_batches),
         sensor(
+            name="traffic_labels",
+            job=jobs.collect_traffic,
+            minimum_interval_seconds=settings.interval_seconds,
+            default_status=settings.sensor_status,
+            description="Watches the object store's traffic_labels/<model>/date=<day>/ for the "
+            "latest MLOPS_INCOMING_LOOKBACK_DAYS days and runs collect_traffic for a day whose "
+            "labels appear or change, so served_traffic joins them and traffic_drift_report "
+            "measures live quality (and the drift policy acts on it).",
+        )(traffic_labels),
+        sensor(
             name="drift_policy",
             jobs=[jobs.refresh_model, rollback_champion],
             minimum_interval_seconds=settings.interval_seconds,
             default_status=settings.sensor_status,
-            description="Reads failed drift_report checks from the event log and applies "
+            description="Reads failed checks of drift_report and traffic_drift_report from the "
+            "event log and applies "
             "MLOPS_DRIFT_POLICY: continue (alerts only), retrain (refresh_model), or rollback (a failed "
             "quality check rolls the champion back). After a run it starts, further failures start "
             "nothing for MLOPS_RETRAIN_COOLDOWN_MINUTES.",

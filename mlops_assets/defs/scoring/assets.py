@@ -27,7 +27,7 @@ from mlops_assets.lib.retries import SERVER_RETRY
 from mlops_assets.ml.dataset_store import frame_to_parquet, parquet_to_frame
 from mlops_assets.ml.drift import drift_report as build_drift_report
 from mlops_assets.ml.drift import sample
-from mlops_assets.ml.spec import NumericColumn
+from mlops_assets.ml.spec import DatasetSpec, NumericColumn
 from mlops_assets.ml.tabular import DatasetRejected, read_validated
 from mlops_assets.ml.tasks import PREDICTION, QUALITY_METRIC, answer, probability_column
 from mlops_assets.ml.train import model_input
@@ -277,18 +277,41 @@ def drift_report(
     mlflow: MlflowResource,
     policy: LifecyclePolicy,
 ) -> MaterializeResult:
-    spec = dataset_source.spec
     version = predictions.model_version
+    return compare_with_training(
+        _load_predictions(predictions, object_store),
+        version,
+        subject="batch",
+        prefix=f"reports/drift/{mlflow.model_name}/{context.partition_key}/v{version}",
+        spec=dataset_source.spec,
+        object_store=object_store,
+        mlflow=mlflow,
+        policy=policy,
+    )
+
+
+def compare_with_training(
+    current: Any,
+    version: str,
+    subject: str,
+    prefix: str,
+    spec: DatasetSpec,
+    object_store: ObjectStoreResource,
+    mlflow: MlflowResource,
+    policy: LifecyclePolicy,
+) -> MaterializeResult:
+    """Evidently's report of ``current`` (the rows model ``version`` answered, with its answer
+    columns and, where labelled, the target) against that version's training split, answered
+    by the same model; saved under ``prefix`` as HTML and JSON. ``subject`` names what was
+    answered (``batch``, ``traffic``) in the metadata and the checks' messages."""
     run = mlflow.run(mlflow.model_version(version).run_id)
     splits = dataset_splits(run.data.tags["mlops.dataset_digest"], spec, object_store)
     reference = sample(splits["train"], policy.drift_sample_rows)
     model = mlflow.load_model(version)
     reference = reference.join(answer(model, model_input(reference, spec), spec))
-    current = _load_predictions(predictions, object_store)
     summary, report_json, report_html = build_drift_report(
         current, reference, spec, max_rows=policy.drift_sample_rows
     )
-    prefix = f"reports/drift/{mlflow.model_name}/{context.partition_key}/v{version}"
     object_store.put_bytes(f"{prefix}/report.json", report_json.encode())
     object_store.put_bytes(f"{prefix}/report.html", report_html.encode())
     quality_metric = QUALITY_METRIC[spec.task]
@@ -304,17 +327,19 @@ def drift_report(
             quality_metric=quality_metric,
             champion_test_quality=champion_test_quality,
             model_version=version,
+            subject=subject,
+            rows=summary.current_rows,
         ),
         metadata={
             "drift_share": MetadataValue.float(summary.drift_share),
             "drifted_columns": summary.drifted_columns,
             "columns_checked": summary.columns_checked,
             "sampled": summary.sampled,
-            "batch_rows": summary.current_rows,
+            f"{subject}_rows": summary.current_rows,
             "reference_rows": summary.reference_rows,
             "model_version": version,
             f"champion_test_{quality_metric}": champion_test_quality,
-            **{f"batch_{k}": MetadataValue.float(v) for k, v in quality.items()},
+            **{f"{subject}_{k}": MetadataValue.float(v) for k, v in quality.items()},
             "column_drift": md_table(
                 ["column", "method", "score", "threshold", "drifted"],
                 [
@@ -331,6 +356,8 @@ def drift_report(
 def drift_share_below_threshold(
     drift_report: DriftResult, policy: LifecyclePolicy
 ) -> AssetCheckResult:
+    if drift_report.rows == 0:
+        return _nothing_compared(drift_report)
     share = drift_report.drift_share
     return AssetCheckResult(
         passed=share < policy.drift_share_threshold,
@@ -342,11 +369,13 @@ def drift_share_below_threshold(
 
 
 def quality_not_degraded(drift_report: DriftResult, policy: LifecyclePolicy) -> AssetCheckResult:
-    quality = drift_report.quality
+    if drift_report.rows == 0:
+        return _nothing_compared(drift_report)
+    quality, subject = drift_report.quality, drift_report.subject
     if not quality:
         return AssetCheckResult(
             passed=True,
-            description="batch has no labels; quality not measured",
+            description=f"{subject} has no labels; quality not measured",
             metadata={"labelled": False, "model_version": drift_report.model_version},
         )
     # Like with like: the batch's value of the metric the champion scored on its test split.
@@ -362,15 +391,23 @@ def quality_not_degraded(drift_report: DriftResult, policy: LifecyclePolicy) -> 
     return AssetCheckResult(
         passed=passed,
         severity=AssetCheckSeverity.ERROR,
-        description=f"batch {label} {quality[metric]:.6g}, {bound} {limit:.6g} (champion "
+        description=f"{subject} {label} {quality[metric]:.6g}, {bound} {limit:.6g} (champion "
         f"v{drift_report.model_version} test {label} {champion:.6g} "
         f"{sign} {policy.quality_tolerance:.0%})",
         metadata={
-            f"batch_{metric}": quality[metric],
+            f"{subject}_{metric}": quality[metric],
             "limit": limit,
             "labelled": True,
             "model_version": drift_report.model_version,
         },
+    )
+
+
+def _nothing_compared(drift_report: DriftResult) -> AssetCheckResult:
+    return AssetCheckResult(
+        passed=True,
+        description=f"no {drift_report.subject} rows to compare: nothing measured",
+        metadata={"rows": 0},
     )
 
 

@@ -1,4 +1,5 @@
-"""served_traffic: each day of what the served model answered, from its traffic log.
+"""served_traffic: each day of what the served model answered, from its traffic log; and
+traffic_drift_report, its drift and quality against the training data.
 
 The served image writes its log to the object store (``traffic/<model>/date=<day>/``, see
 :mod:`mlops_assets.ml.model_server`); this asset reads one day of it into one versioned Parquet
@@ -7,11 +8,14 @@ were refused, and few went unlogged.
 """
 
 import hashlib
+from collections import Counter
 
+import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
+    AssetIn,
     DataVersion,
     Definitions,
     Failure,
@@ -23,14 +27,27 @@ from dagster import (
     definitions,
 )
 
+from mlops_assets.defs.scoring.assets import (
+    compare_with_training,
+    drift_share_below_threshold,
+    quality_not_degraded,
+)
 from mlops_assets.lib.metadata import md_table
 from mlops_assets.lib.retries import SERVER_RETRY
-from mlops_assets.ml.dataset_store import frame_to_parquet
+from mlops_assets.ml.dataset_store import frame_to_parquet, parquet_to_frame
 from mlops_assets.ml.model_server import traffic_day_prefix
-from mlops_assets.ml.traffic import TrafficUnreadable, read_traffic
+from mlops_assets.ml.tabular import DatasetRejected, TableFile
+from mlops_assets.ml.tasks import QUALITY_METRIC
+from mlops_assets.ml.traffic import (
+    TrafficUnreadable,
+    join_labels,
+    labels_day_prefix,
+    read_labels,
+    read_traffic,
+)
 from mlops_assets.partitions import daily_partitions, partitioned_checks
-from mlops_assets.records import ServedTraffic
-from mlops_assets.resources.dataset_source import DatasetSourceResource
+from mlops_assets.records import DriftResult, ServedTraffic
+from mlops_assets.resources.dataset_source import DatasetSourceResource, is_data_file
 from mlops_assets.resources.mlflow_registry import MlflowResource
 from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets.resources.policy import LifecyclePolicy
@@ -57,17 +74,20 @@ def served_traffic(
         )
     except TrafficUnreadable as exc:
         raise Failure(allow_retries=False, description=f"traffic log unreadable: {exc}") from exc
-    table = frame_to_parquet(traffic.frame)
+    frame, labelled, unmatched = _with_labels(
+        context, traffic.frame, day, dataset_source, object_store, mlflow
+    )
+    table = frame_to_parquet(frame)
     digest = hashlib.sha256(table).hexdigest()
     # Each version of the day's table stays: a later materialisation (more files, late
     # labels) writes beside it.
     key = f"served_traffic/{mlflow.model_name}/{day}/{digest[:16]}.parquet"
     object_store.put_bytes(key, table)
-    versions = tuple(sorted(traffic.frame["model_version"].unique()))
+    versions = tuple(sorted(frame["model_version"].unique()))
     record = ServedTraffic(
         key=key,
         day=day,
-        rows=len(traffic.frame),
+        rows=len(frame),
         requests=traffic.requests,
         errors=traffic.errors,
         dropped=traffic.dropped,
@@ -75,8 +95,9 @@ def served_traffic(
         unexpected_columns=traffic.unexpected_columns,
         missing_columns=traffic.missing_columns,
         error_examples=traffic.error_examples,
+        labelled_rows=labelled,
     )
-    latency = traffic.frame.drop_duplicates("request_id")["latency_ms"]
+    latency = frame.drop_duplicates("request_id")["latency_ms"]
     return MaterializeResult(
         value=record,
         data_version=DataVersion(digest[:16]),
@@ -87,6 +108,8 @@ def served_traffic(
             "requests_not_logged": record.dropped,
             "files": traffic.files,
             "model_versions": ", ".join(versions) or "none",
+            "labelled_rows": labelled,
+            "labels_matching_no_row": unmatched,
             "latency_p50_ms": MetadataValue.float(
                 float(latency.quantile(0.5)) if len(latency) else 0.0
             ),
@@ -99,6 +122,38 @@ def served_traffic(
             "table": MetadataValue.url(object_store.uri(key)),
         },
     )
+
+
+def _with_labels(
+    context: AssetExecutionContext,
+    frame: pd.DataFrame,
+    day: str,
+    dataset_source: DatasetSourceResource,
+    object_store: ObjectStoreResource,
+    mlflow: MlflowResource,
+) -> tuple[pd.DataFrame, int, int]:
+    """The day's rows with the labels that have come for them (the target column), how many
+    rows are labelled, and how many labels name no row of the day."""
+    spec = dataset_source.spec
+    prefix = labels_day_prefix(mlflow.model_name, day)
+    keys = [key for key in object_store.list_keys(prefix) if is_data_file(key)]
+    if not keys:
+        return frame, 0, 0
+    files = [TableFile(key, object_store.get_bytes(key)) for key in keys]
+    try:
+        labels = read_labels(files, spec)
+    except DatasetRejected as exc:
+        raise Failure(
+            allow_retries=False,
+            description=f"labels for {day} under {object_store.uri(prefix)} rejected:\n{exc}",
+        ) from exc
+    joined, unmatched = join_labels(frame, labels, spec)
+    if unmatched:
+        context.log.warning(
+            f"{unmatched} of {len(labels)} labels under {object_store.uri(prefix)} name no "
+            f"answered row of {day} (request_id and row must be as the server logged them)"
+        )
+    return joined, int(joined[spec.target.name].notna().sum()), unmatched
 
 
 def traffic_matches_signature(served_traffic: ServedTraffic) -> AssetCheckResult:
@@ -148,6 +203,64 @@ def unlogged_share_below_threshold(
     )
 
 
+def traffic_drift_report(
+    context: AssetExecutionContext,
+    served_traffic: ServedTraffic,
+    dataset_source: DatasetSourceResource,
+    object_store: ObjectStoreResource,
+    mlflow: MlflowResource,
+    policy: LifecyclePolicy,
+) -> MaterializeResult:
+    spec = dataset_source.spec
+    frame = parquet_to_frame(object_store.get_bytes(served_traffic.key))
+    if frame.empty:
+        context.log.warning(f"no traffic answered on {served_traffic.day}: nothing to compare")
+        return MaterializeResult(
+            value=DriftResult(
+                json_key="",
+                html_key="",
+                drift_share=0.0,
+                drifted_columns=0,
+                quality=None,
+                quality_metric=QUALITY_METRIC[spec.task],
+                champion_test_quality=float("nan"),
+                model_version="",
+                subject="traffic",
+                rows=0,
+            ),
+            metadata={"traffic_rows": 0},
+        )
+    # A rollout mid-day has two versions answer: the report is of the one that answered most.
+    answered = Counter(frame["model_version"])
+    version, rows = answered.most_common(1)[0]
+    if rows < len(frame):
+        others = ", ".join(f"v{v}: {n}" for v, n in sorted(answered.items()) if v != version)
+        context.log.warning(
+            f"{len(frame) - rows} rows answered by other versions ({others}) are left out: the "
+            f"report compares the {rows} rows of v{version}, which answered most"
+        )
+    return compare_with_training(
+        frame[frame["model_version"] == version],
+        version,
+        subject="traffic",
+        prefix=f"reports/traffic_drift/{mlflow.model_name}/{served_traffic.day}/v{version}",
+        spec=spec,
+        object_store=object_store,
+        mlflow=mlflow,
+        policy=policy,
+    )
+
+
+def traffic_drift_share(
+    traffic_drift_report: DriftResult, policy: LifecyclePolicy
+) -> AssetCheckResult:
+    return drift_share_below_threshold(traffic_drift_report, policy)
+
+
+def traffic_quality(traffic_drift_report: DriftResult, policy: LifecyclePolicy) -> AssetCheckResult:
+    return quality_not_degraded(traffic_drift_report, policy)
+
+
 def build_traffic_assets(partitions: PartitionsDefinition) -> Definitions:
     """served_traffic and its checks on ``partitions`` (built when the definitions are)."""
     with partitioned_checks():
@@ -189,7 +302,39 @@ def build_traffic_assets(partitions: PartitionsDefinition) -> Definitions:
                 "table under-counts the day.",
             )(unlogged_share_below_threshold),
         ]
-    return Definitions(assets=[traffic], asset_checks=checks)
+        drift = asset(
+            name="traffic_drift_report",
+            retry_policy=SERVER_RETRY,
+            group_name="serving",
+            kinds={"evidently"},
+            partitions_def=partitions,
+            ins={"served_traffic": AssetIn("served_traffic")},
+            deps=["versioned_dataset"],
+            description="Evidently report of the day's served traffic against the training split "
+            "of the version that answered it: drift of the live inputs (and of the predicted "
+            "class for classification), and live quality once labels have come "
+            f"({labels_day_prefix('<model>', '<day>')}). HTML and JSON in the object store.",
+        )(traffic_drift_report)
+        checks += [
+            asset_check(
+                name="drift_share_below_threshold",
+                retry_policy=SERVER_RETRY,
+                asset="traffic_drift_report",
+                partitions_def=partitions,
+                description="Share of drifted input columns of the live traffic is under the "
+                "policy threshold (WARN, as for batches; the drift policy acts on it).",
+            )(traffic_drift_share),
+            asset_check(
+                name="quality_not_degraded",
+                retry_policy=SERVER_RETRY,
+                asset="traffic_drift_report",
+                partitions_def=partitions,
+                description="On the labelled rows of the day's traffic, the champion's test "
+                "metric holds within the policy tolerance (ERROR; the drift policy may retrain or "
+                "roll back). A day without labels passes.",
+            )(traffic_quality),
+        ]
+    return Definitions(assets=[traffic, drift], asset_checks=checks)
 
 
 @definitions
