@@ -20,7 +20,7 @@ import pytest
 from mlops_assets.ml.sample_data import generate_house_prices
 from mlops_assets.ml.serving import SERVING_PORT, TRAFFIC_STORE_IN_IMAGE, invocation_payload
 from mlops_assets.ml.spec import HOUSE_PRICES
-from mlops_assets.ml.traffic import read_traffic
+from mlops_assets.ml.traffic import labels_day_prefix
 from mlops_assets.ml.train import model_input
 from mlops_assets.resources.image_builder import (
     ImageBuilderResource,
@@ -345,11 +345,14 @@ def run_image(
     return container
 
 
-def send_traffic(container: RunningContainer, label: str) -> dict[str, Any]:
-    """Concurrent requests of one or two rows, each with its own id, and two bad ones;
-    returns each good request's rows and answer."""
-    rows = model_input(generate_house_prices(80, seed=11), HOUSE_PRICES)
-    requests = {f"{label}-{i}": rows.iloc[i * 2 : i * 2 + 1 + i % 2] for i in range(40)}
+def send_traffic(
+    container: RunningContainer, label: str, requests_sent: int = 40, drift: bool = False
+) -> dict[str, Any]:
+    """Concurrent requests of one or two rows (of the drifted sample data with ``drift``),
+    each with its own id, and two bad ones; returns each good request's rows (with their true
+    price, which is not sent) and answer."""
+    rows = generate_house_prices(2 * requests_sent, seed=11, drift=drift)
+    requests = {f"{label}-{i}": rows.iloc[i * 2 : i * 2 + 1 + i % 2] for i in range(requests_sent)}
 
     def post(request_id: str, body: bytes) -> tuple[int, str]:
         request = urllib.request.Request(
@@ -366,7 +369,8 @@ def send_traffic(container: RunningContainer, label: str) -> dict[str, Any]:
 
     def send(item: tuple[str, Any]) -> tuple[str, int, str]:
         request_id, frame = item
-        return (request_id, *post(request_id, json.dumps(invocation_payload(frame)).encode()))
+        payload = invocation_payload(model_input(frame, HOUSE_PRICES))
+        return (request_id, *post(request_id, json.dumps(payload).encode()))
 
     with ThreadPoolExecutor(8) as pool:
         answered = list(pool.map(send, requests.items()))
@@ -398,20 +402,35 @@ def assert_logged_once(lines: list[dict[str, Any]], sent: dict[str, Any], label:
     assert not [line for line in lines if line["kind"] == "dropped"]
 
 
+def collect_traffic(state: Lifecycle, day: str) -> Any:
+    """The collect_traffic assets for ``day``, which may be today: the shipped partitions end
+    with the day that ended, so these run on partitions that include today."""
+    from dagster import DailyPartitionsDefinition, Definitions
+
+    from mlops_assets.definitions import build_resources
+    from mlops_assets.defs.traffic.assets import build_traffic_assets
+
+    defs = build_traffic_assets(DailyPartitionsDefinition(start_date=day, end_offset=1))
+    job = Definitions(
+        assets=defs.assets, asset_checks=defs.asset_checks, resources=build_resources()
+    ).resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(instance=state.instance, partition_key=day, raise_on_error=False)
+
+
 def test_the_served_image_logs_every_answered_request_once_across_sigterm(
-    serving: Lifecycle, seaweed: Any, tmp_path: Path
+    serving: Lifecycle, seaweed: Any
 ) -> None:
     result = serving.run("serve_champion", partition=None)
     assert result.success, step_failure(result, "served_image")
     image = materialized(result)["served_image"]["reference"].value
 
-    # The local store: a folder mounted where the image writes by default.
-    store = tmp_path / "store"
-    store.mkdir()
+    # The local store: the project's own store, mounted where the image writes by default
+    # (as the README shows). The requests are a drifted stream.
+    store = serving.home / "store"
     os.chown(store, 10001, 10001)  # the server's user; rootless podman: --userns keep-id
     container = run_image(image, {}, {}, store)
     try:
-        sent = send_traffic(container, "local")
+        sent = send_traffic(container, "local", requests_sent=80, drift=True)
         assert container.stop() in (0, 143), container.log_tail()
         assert container.log_tail(400).count("Application shutdown complete") >= 1
     finally:
@@ -420,11 +439,33 @@ def test_the_served_image_logs_every_answered_request_once_across_sigterm(
     assert files, container.log_tail()
     assert_logged_once([json.loads(line) for f in files for line in f.read_text().splitlines()],
                        sent, "local")  # fmt: skip
-    # served_traffic's reading of it: every request, the refusals, the model's own columns.
-    day = read_traffic([(f.name, f.read_bytes()) for f in files], HOUSE_PRICES)
-    assert (day.requests, day.errors, day.dropped) == (len(sent), 2, 0)
-    assert len(day.frame) == sum(len(frame) for frame, _ in sent.values())
-    assert (day.unexpected_columns, day.missing_columns) == ({}, {})
+    # served_traffic and traffic_drift_report materialise from it, with the true prices as
+    # late labels: every request, the refusals; drift, and quality below the champion's.
+    day = files[0].parent.name.removeprefix("date=")
+    labels = [
+        (request_id, row, price)
+        for request_id, (frame, _) in sent.items()
+        for row, price in enumerate(frame["price"])
+    ]
+    folder = store / labels_day_prefix(MODEL, day)
+    folder.mkdir(parents=True)
+    (folder / "prices.csv").write_text(
+        "request_id,row,price\n" + "".join(f"{i},{r},{p}\n" for i, r, p in labels)
+    )
+    result = collect_traffic(serving, day)
+    assert result.success
+    traffic = materialized(result)["served_traffic"]
+    assert (traffic["requests_answered"].value, traffic["requests_refused"].value) == (80, 2)
+    assert traffic["rows"].value == traffic["labelled_rows"].value == len(labels)
+    checks = check_evaluations(result)
+    assert checks[("served_traffic", "traffic_matches_signature")].passed
+    assert checks[("served_traffic", "refused_share_below_threshold")].passed
+    drift = checks[("traffic_drift_report", "drift_share_below_threshold")]
+    quality = checks[("traffic_drift_report", "quality_not_degraded")]
+    assert not drift.passed, drift.description
+    assert not quality.passed, quality.description
+    assert quality.description.startswith("traffic rmse ")
+    assert serving.state()["aliases"]["champion"] == "1"
 
     # SeaweedFS: credentials from the environment, as the rollout gives them from its Secret.
     secrets = {k: v for k, v in seaweed.env().items() if k.startswith("AWS_")}
