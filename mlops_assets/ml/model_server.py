@@ -7,7 +7,12 @@ uvicorn), and boto3 when the traffic log goes to S3: nothing of mlops_assets is 
 - **Sizing**: one uvicorn worker per CPU the container may use, native threads shared out.
 - **Answers**: MLflow's own scoring function (``scoring_server.invocations``) behind a small
   ASGI app, so an answer is MLflow's, byte for byte: ``/ping``, ``/health``, ``/version``,
-  ``/invocations``, and ``/metrics`` for the traffic log's counters.
+  ``/invocations``, and ``/metrics`` for the traffic log's counters. With
+  ``MLOPS_SERVING_PROTOCOL=v2`` it speaks the Open Inference Protocol (KServe's V2) instead:
+  ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/<name>[/versions/<v>]`` (metadata,
+  ``/ready``, ``/infer``). A V2 request's input tensors are the table's columns; it is scored
+  by the same function (as ``dataframe_split``), so schema enforcement and answers are the
+  same, and the answer's columns come back as output tensors.
 - **Traffic log**: every answered request (its id, time, model version, input rows and
   predictions, or its error) goes into a bounded in-memory buffer, never to the store on the
   request's path. A background thread writes the buffer to the object store as one JSON Lines
@@ -15,7 +20,7 @@ uvicorn), and boto3 when the traffic log goes to S3: nothing of mlops_assets is 
   shutdown (SIGTERM). A full buffer drops records and counts them: the count is logged, written
   to the store as a ``dropped`` line and served at ``/metrics``.
 
-Settings (environment): ``MLOPS_TRAFFIC_LOG`` (on/off), ``MLOPS_TRAFFIC_STORE`` (a folder, or
+Settings (environment): ``MLOPS_SERVING_PROTOCOL`` (mlflow/v2), ``MLOPS_TRAFFIC_LOG`` (on/off), ``MLOPS_TRAFFIC_STORE`` (a folder, or
 ``s3://bucket/prefix`` with ``MLOPS_S3_ENDPOINT_URL``, ``MLOPS_S3_REGION`` and the standard AWS
 credential variables), ``MLOPS_TRAFFIC_FLUSH_SECONDS``, ``MLOPS_TRAFFIC_BUFFER`` (requests).
 """
@@ -48,6 +53,18 @@ DEFAULT_STORE = "/var/lib/mlops/store"  # the image's own folder; mount the stor
 REQUEST_ID_HEADER = "x-request-id"
 ERROR_BODY_LIMIT = 64 * 1024  # of a refused request's body, kept in its log line
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+PROTOCOLS = ("mlflow", "v2")
+# Open Inference Protocol tensor types, and the Python values each takes.
+V2_DATATYPES = {
+    "BOOL": (bool,),
+    **{
+        t: (int,)
+        for t in ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+    },
+    **{t: (int, float) for t in ("FP16", "FP32", "FP64")},
+    "BYTES": (str,),
+}
+_V2_MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|infer))?$")
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception): .*$", re.MULTILINE)
 
 # uvicorn's own logger: its handler and format, in the container's log.
@@ -453,6 +470,170 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+# --- the Open Inference Protocol (V2) ------------------------------------------------------
+
+
+def serving_protocol(env: Mapping[str, str]) -> str:
+    protocol = env.get("MLOPS_SERVING_PROTOCOL", "mlflow").strip().lower() or "mlflow"
+    if protocol not in PROTOCOLS:
+        raise ValueError(
+            f"MLOPS_SERVING_PROTOCOL must be one of {', '.join(PROTOCOLS)}, not '{protocol}'"
+        )
+    return protocol
+
+
+class V2RequestError(ValueError):
+    """A V2 inference request this server cannot read as a table (and its ``id``, if any)."""
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+def v2_to_dataframe_split(body: bytes) -> tuple[bytes, str | None]:
+    """A V2 inference request whose input tensors are a table's columns (each of shape [n] or
+    [n, 1], ``BYTES`` for text), as MLflow's ``dataframe_split`` body; and the request's
+    ``id``, if it gave one. Raises :class:`V2RequestError` saying what is wrong."""
+    try:
+        document = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise V2RequestError(f"the request body is not JSON: {exc}") from None
+    given = document.get("id") if isinstance(document, dict) else None
+    given = given if isinstance(given, str) else None
+    try:
+        split = _v2_columns(document)
+    except V2RequestError as exc:
+        raise V2RequestError(str(exc), given) from None
+    return json.dumps(split).encode(), given
+
+
+def _v2_columns(document: Any) -> dict[str, Any]:
+    """MLflow's ``dataframe_split`` of a V2 request's input tensors."""
+    inputs = document.get("inputs") if isinstance(document, dict) else None
+    if not isinstance(inputs, list) or not inputs:
+        raise V2RequestError("the request has no 'inputs' list of tensors")
+    columns: list[str] = []
+    values: list[list[Any]] = []
+    for number, tensor in enumerate(inputs):
+        if not isinstance(tensor, dict):
+            raise V2RequestError(f"input {number} is not a tensor object")
+        name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
+        label = f"input '{name}'" if isinstance(name, str) else f"input {number}"
+        if not isinstance(name, str) or not name:
+            raise V2RequestError(f"{label} has no name")
+        if datatype not in V2_DATATYPES:
+            raise V2RequestError(
+                f"{label} has datatype {datatype!r}; expected one of {', '.join(V2_DATATYPES)}"
+            )
+        if (
+            not isinstance(shape, list)
+            or not 1 <= len(shape) <= 2
+            or not all(isinstance(d, int) and d >= 0 for d in shape)
+            or (len(shape) == 2 and shape[1] != 1)
+        ):
+            raise V2RequestError(f"{label} has shape {shape!r}; a column is [rows] or [rows, 1]")
+        data = _flat(tensor.get("data"))
+        if len(data) != shape[0]:
+            raise V2RequestError(
+                f"{label} has {len(data)} values for shape {shape} ({shape[0]} expected)"
+            )
+        allowed = V2_DATATYPES[datatype]
+        wrong = [v for v in data if v is not None and not _is_a(v, allowed)]
+        if wrong:
+            raise V2RequestError(f"{label} is {datatype} but holds {wrong[0]!r}")
+        columns.append(name)
+        values.append(data)
+    if len({len(column) for column in values}) > 1:
+        raise V2RequestError(
+            "the input tensors have different numbers of rows: "
+            + ", ".join(f"{c}: {len(v)}" for c, v in zip(columns, values, strict=True))
+        )
+    table = [list(row) for row in zip(*values, strict=True)]
+    return {"dataframe_split": {"columns": columns, "data": table}}
+
+
+def _flat(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        raise V2RequestError("a tensor's 'data' must be a list")
+    if any(isinstance(v, list) for v in data):
+        return [v for row in data for v in (row if isinstance(row, list) else [row])]
+    return data
+
+
+def _is_a(value: Any, allowed: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return bool in allowed
+    return isinstance(value, allowed)
+
+
+def _v2_datatype(values: list[Any]) -> str:
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return "BOOL"
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return "INT64"
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return "FP64"
+    return "BYTES"
+
+
+def v2_response(answer: str, model_name: str, model_version: str, request_id: str) -> str:
+    """MLflow's ``{"predictions": ...}`` answer as a V2 inference response: one output tensor
+    per answer column (a classifier's class and probabilities), or ``prediction``."""
+    predictions = json.loads(answer)["predictions"]
+    if isinstance(predictions, dict):  # a frame answered column-wise
+        columns = {str(k): list(v) for k, v in predictions.items()}
+    elif predictions and all(isinstance(p, dict) for p in predictions):
+        names = list(dict.fromkeys(k for p in predictions for k in p))
+        columns = {str(k): [p.get(k) for p in predictions] for k in names}
+    else:
+        columns = {
+            "prediction": [p[0] if isinstance(p, list) and len(p) == 1 else p for p in predictions]
+        }
+    outputs = [
+        {"name": name, "datatype": _v2_datatype(data), "shape": [len(data)], "data": data}
+        for name, data in columns.items()
+    ]
+    return json.dumps(
+        {
+            "model_name": model_name,
+            "model_version": model_version,
+            "id": request_id,
+            "outputs": outputs,
+        },
+        default=_plain,
+    )
+
+
+_V2_TYPES = {
+    "boolean": "BOOL",
+    "integer": "INT32",
+    "long": "INT64",
+    "float": "FP32",
+    "double": "FP64",
+    "string": "BYTES",
+    "binary": "BYTES",
+    "datetime": "BYTES",
+}
+
+
+def v2_metadata(model_name: str, model_version: str, input_schema: Any) -> dict[str, Any]:
+    """The V2 model metadata: one input tensor per column of the model's signature."""
+    inputs = []
+    for column in getattr(input_schema, "inputs", None) or []:
+        kind = str(getattr(getattr(column, "type", None), "name", "string"))
+        inputs.append(
+            {"name": column.name, "datatype": _V2_TYPES.get(kind, "BYTES"), "shape": [-1]}
+        )
+    return {
+        "name": model_name,
+        "versions": [model_version] if model_version else [],
+        "platform": "mlflow",
+        "inputs": inputs,
+        "outputs": [],
+    }
+
+
 # --- the app ------------------------------------------------------------------------------
 
 
@@ -472,7 +653,15 @@ class _RecordingModel:
 class ModelApp:
     """An ASGI app answering with MLflow's scoring function and logging what it answers."""
 
-    def __init__(self, model: Any, traffic: TrafficLog | None, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        model: Any,
+        traffic: TrafficLog | None,
+        timeout_seconds: float,
+        protocol: str = "mlflow",
+        model_name: str = "model",
+        model_version: str = "",
+    ) -> None:
         from mlflow.version import VERSION
 
         self.model = model
@@ -480,6 +669,9 @@ class ModelApp:
         self.traffic = traffic
         self.timeout_seconds = timeout_seconds
         self.mlflow_version = VERSION
+        self.protocol = protocol
+        self.model_name = model_name
+        self.model_version = model_version
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -495,12 +687,44 @@ class ModelApp:
         elif path == "/metrics" and method == "GET":
             text = self.traffic.metrics() if self.traffic else ""
             await _respond(send, 200, text, "text/plain; version=0.0.4")
-        elif path == "/invocations" and method == "POST":
+        elif self.protocol == "v2" and path.startswith("/v2"):
+            await self._v2(scope, receive, send)
+        elif path == "/invocations" and method == "POST" and self.protocol == "mlflow":
             await self._invocations(scope, receive, send)
-        elif path in ("/ping", "/health", "/version", "/metrics", "/invocations"):
+        elif path in ("/ping", "/health", "/version", "/metrics") or (
+            path == "/invocations" and self.protocol == "mlflow"
+        ):
             await _respond(send, 405, '{"detail":"Method Not Allowed"}', "application/json")
         else:
             await _respond(send, 404, '{"detail":"Not Found"}', "application/json")
+
+    async def _v2(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        if path in ("/v2/health/live", "/v2/health/ready") and method == "GET":
+            await _respond(send, 200, "{}", "application/json")
+            return
+        if path == "/v2" and method == "GET":
+            server = {"name": "mlops-model-server", "version": self.mlflow_version}
+            await _respond(send, 200, json.dumps({**server, "extensions": []}), "application/json")
+            return
+        found = _V2_MODEL_PATH.match(path)
+        if found is None:
+            await _v2_error(send, 404, f"no route {path}")
+            return
+        name, version, action = found.groups()
+        if name != self.model_name or (version is not None and version != self.model_version):
+            served = f"'{self.model_name}' version '{self.model_version}'"
+            asked = f"'{name}'" + (f" version '{version}'" if version is not None else "")
+            await _v2_error(send, 404, f"model {asked} is not served here; this serves {served}")
+        elif action == "infer" and method == "POST":
+            await self._invocations(scope, receive, send, v2=True)
+        elif action == "ready" and method == "GET":
+            await _respond(send, 200, "{}", "application/json")
+        elif action is None and method == "GET":
+            metadata = v2_metadata(self.model_name, self.model_version, self.input_schema)
+            await _respond(send, 200, json.dumps(metadata), "application/json")
+        else:
+            await _v2_error(send, 405, f"{method} {path} is not allowed")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -515,31 +739,35 @@ class ModelApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _invocations(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        from mlflow.exceptions import MlflowException
-        from mlflow.pyfunc.scoring_server import invocations
-
+    async def _invocations(
+        self, scope: dict[str, Any], receive: Receive, send: Send, v2: bool = False
+    ) -> None:
         received, started = time.time(), time.perf_counter()
         headers = _headers(scope)
-        request_id = _request_id(headers.get(REQUEST_ID_HEADER))
+        given = headers.get(REQUEST_ID_HEADER)
         body = await _body(receive)
         model = _RecordingModel(self.model)
-        call = asyncio.to_thread(
-            invocations, body, headers.get("content-type", ""), model, self.input_schema
-        )
-        try:
-            result = await asyncio.wait_for(call, timeout=self.timeout_seconds)
-            status, content, mimetype = result.status, result.response, result.mimetype
-        except MlflowException as exc:
-            status, content = exc.get_http_status_code(), exc.serialize_as_json()
-            mimetype = "application/json"
-        except TimeoutError:
-            status, content = 504, "Request processing time exceeded limit"
-            mimetype = "application/json"
-        except Exception:
-            log.exception("request %s failed", request_id)
-            status, content, mimetype = 500, "Internal Server Error", "text/plain"
-        await _respond(send, status, content, mimetype, request_id)
+        scored, content_type = body, headers.get("content-type", "")
+        refused = None
+        if v2:
+            try:
+                scored, v2_id = v2_to_dataframe_split(body)
+                content_type, given = "application/json", given or v2_id
+            except V2RequestError as exc:
+                refused = json.dumps({"error_code": "BAD_REQUEST", "message": str(exc)})
+                given = given or exc.request_id
+        request_id = _request_id(given)
+        if refused is None:
+            status, content, mimetype = await self._score(scored, content_type, model, request_id)
+        else:
+            status, content, mimetype = 400, refused, "application/json"
+        if not v2:
+            await _respond(send, status, content, mimetype, request_id)
+        elif status < 400:
+            answer = v2_response(content, self.model_name, self.model_version, request_id)
+            await _respond(send, status, answer, "application/json", request_id)
+        else:
+            await _v2_error(send, status, _error_message(content), request_id)
         if self.traffic is not None:
             answered = status < 400
             self.traffic.record(
@@ -554,6 +782,29 @@ class ModelApp:
                     body=b"" if answered else body[:ERROR_BODY_LIMIT],
                 )
             )
+
+    async def _score(
+        self, body: bytes, content_type: str, model: _RecordingModel, request_id: str
+    ) -> tuple[int, str, str]:
+        """MLflow's answer to ``body``: status, content and its type."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.pyfunc.scoring_server import invocations
+
+        call = asyncio.to_thread(invocations, body, content_type, model, self.input_schema)
+        try:
+            result = await asyncio.wait_for(call, timeout=self.timeout_seconds)
+            return result.status, result.response, result.mimetype
+        except MlflowException as exc:
+            return exc.get_http_status_code(), exc.serialize_as_json(), "application/json"
+        except TimeoutError:
+            return 504, "Request processing time exceeded limit", "application/json"
+        except Exception:
+            log.exception("request %s failed", request_id)
+            return 500, "Internal Server Error", "text/plain"
+
+
+async def _v2_error(send: Send, status: int, message: str, request_id: str | None = None) -> None:
+    await _respond(send, status, json.dumps({"error": message}), "application/json", request_id)
 
 
 def _headers(scope: dict[str, Any]) -> dict[str, str]:
@@ -608,7 +859,14 @@ def create_app() -> ModelApp:
             settings.buffer_requests,
             settings.flush_seconds,
         )
-    app = ModelApp(model, traffic, MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get())
+    app = ModelApp(
+        model,
+        traffic,
+        MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get(),
+        serving_protocol(os.environ),
+        os.environ.get("MLOPS_MODEL_NAME", "model"),
+        os.environ.get("MLOPS_MODEL_VERSION", ""),
+    )
     # MLflow, pandas, scikit-learn and the model stay for the worker's life: leave them out of
     # the garbage collector's full passes. Each walked them all and held every request up;
     # with the traffic log keeping each request's rows for a moment, such passes came more
@@ -639,8 +897,12 @@ def main() -> None:
         # read it once, and a look at /proc (or `podman exec env`) shows what the server got.
         os.execve(sys.executable, [sys.executable, *sys.argv], os.environ)
     TrafficSettings.from_env(os.environ)  # a wrong setting stops the container at once
+    protocol = serving_protocol(os.environ)
     threads = os.environ["OMP_NUM_THREADS"]
-    print(f"serving: {workers} worker(s), {threads} native thread(s) each", file=sys.stderr)
+    print(
+        f"serving: {workers} worker(s), {threads} native thread(s) each, protocol {protocol}",
+        file=sys.stderr,
+    )
 
     import uvicorn
 

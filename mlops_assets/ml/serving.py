@@ -23,6 +23,7 @@ import pandas as pd
 from mlops_assets.ml import model_server
 
 SERVING_PORT = model_server.SERVING_PORT
+PROTOCOLS = model_server.PROTOCOLS  # what the server speaks: MLflow's, or the V2 protocol
 SERVING_UID = 10001
 CA_BUNDLE_IN_CONTEXT = "build-ca.pem"
 CA_BUNDLE_IN_IMAGE = "/etc/mlops/build-ca.pem"
@@ -168,6 +169,44 @@ def invocation_payload(frame: pd.DataFrame) -> dict[str, Any]:
         for row in frame.itertuples(index=False, name=None)
     ]
     return {"dataframe_split": {"columns": list(frame.columns), "data": rows}}
+
+
+def v2_payload(frame: pd.DataFrame, request_id: str | None = None) -> dict[str, Any]:
+    """The Open Inference Protocol (V2) request for ``frame``: one input tensor per column, of
+    shape [rows] (BOOL, INT64, FP64, or BYTES for text); missing values as JSON null."""
+    inputs = []
+    for name in frame.columns:
+        column = frame[name]
+        if pd.api.types.is_bool_dtype(column):
+            datatype = "BOOL"
+        elif pd.api.types.is_integer_dtype(column):
+            datatype = "INT64"
+        elif pd.api.types.is_numeric_dtype(column):
+            datatype = "FP64"
+        else:
+            datatype = "BYTES"
+        data = [None if _missing(v) else _plain(v) for v in column.tolist()]
+        if datatype == "BYTES":
+            data = [None if v is None else str(v) for v in data]
+        inputs.append(
+            {"name": str(name), "datatype": datatype, "shape": [len(frame)], "data": data}
+        )
+    return {"inputs": inputs, **({"id": request_id} if request_id else {})}
+
+
+def parse_v2_answers(body: str) -> pd.DataFrame:
+    """The output tensors of a V2 inference response as a frame (one column per output)."""
+    try:
+        document = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise UnexpectedResponse(f"response is not JSON ({exc}): {body[:500]!r}") from None
+    outputs = document.get("outputs") if isinstance(document, dict) else None
+    if not isinstance(outputs, list) or not outputs:
+        raise UnexpectedResponse(f"response has no 'outputs' list: {body[:500]!r}")
+    try:
+        return pd.DataFrame({str(o["name"]): list(o["data"]) for o in outputs})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UnexpectedResponse(f"outputs are not columns ({exc}): {body[:500]!r}") from None
 
 
 def _missing(value: Any) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 from dagster import ConfigurableResource
 
-from mlops_assets.ml.serving import SERVING_PORT
+from mlops_assets.ml.serving import PROTOCOLS, SERVING_PORT
 from mlops_assets.resources.kaniko import S3_SECRET
 from mlops_assets.resources.kubernetes import (
     FIELD_MANAGER,
@@ -59,6 +59,7 @@ class Rollout:
     # The model server's traffic log settings, and the Secret its S3 credentials come from.
     env: tuple[tuple[str, str], ...] = ()
     env_secret: str = ""
+    protocol: str = "mlflow"  # mlflow (/invocations) or v2 (the Open Inference Protocol)
 
     @property
     def name(self) -> str:
@@ -83,18 +84,28 @@ class Rollout:
             },
         }
 
-    def container(self, name: str) -> dict[str, Any]:
-        """The MLflow scoring server: /ping tells readiness and liveness, port 8000."""
+    def container(self, name: str, extra_env: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+        """The model server on port 8000: /ping (V2: /v2/health/ready and /live) tells
+        readiness and liveness."""
+        ready, live = (
+            ("/v2/health/ready", "/v2/health/live")
+            if self.protocol == "v2"
+            else (
+                "/ping",
+                "/ping",
+            )
+        )
+        env = (("MLOPS_SERVING_PROTOCOL", self.protocol), *self.env, *extra_env)
         return {
             "name": name,
             "image": self.image,
             "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
-            # /ping answers once the model is loaded: readiness gates traffic on it, the
-            # startup probe gives a slow load five minutes, liveness restarts a hung server.
-            "startupProbe": _probe("/ping", periodSeconds=5, failureThreshold=60),
-            "readinessProbe": _probe("/ping", periodSeconds=5, failureThreshold=3),
-            "livenessProbe": _probe("/ping", periodSeconds=20, failureThreshold=3),
-            **({"env": [{"name": k, "value": v} for k, v in self.env]} if self.env else {}),
+            # The server answers these once the model is loaded: readiness gates traffic on it,
+            # the startup probe gives a slow load five minutes, liveness restarts a hung server.
+            "startupProbe": _probe(ready, periodSeconds=5, failureThreshold=60),
+            "readinessProbe": _probe(ready, periodSeconds=5, failureThreshold=3),
+            "livenessProbe": _probe(live, periodSeconds=20, failureThreshold=3),
+            "env": [{"name": k, "value": v} for k, v in env],
             **({"envFrom": [{"secretRef": {"name": self.env_secret}}]} if self.env_secret else {}),
             "resources": {
                 "requests": {"cpu": "250m", "memory": "512Mi"},
@@ -170,7 +181,14 @@ class Rollout:
                 "predictor": {
                     "minReplicas": self.replicas,
                     **self._pod_spec_extras(),
-                    "containers": [self.container("kserve-container")],
+                    # KServe reads a custom predictor's protocol (the protocolVersion of its
+                    # own runtimes) from the container's PROTOCOL variable: v1 when absent.
+                    "containers": [
+                        self.container(
+                            "kserve-container",
+                            (("PROTOCOL", "v2"),) if self.protocol == "v2" else (),
+                        )
+                    ],
                 }
             },
         }
@@ -252,6 +270,13 @@ class ModelRolloutResource(ConfigurableResource):
         "on: the served model logs every request it answers to the object store's "
         "traffic/<model>/ (S3 stores; credentials from the Secret mlops-s3); off: it logs none.",
     )
+    protocol: str = env_field(
+        "MLOPS_SERVING_PROTOCOL",
+        "mlflow",
+        "What the served image speaks: mlflow (POST /invocations) or v2 (the Open Inference "
+        "Protocol: /v2/models/<model>/infer, /v2/health/ready). served_image's smoke test and "
+        "model_deployment's rollout (KServe's PROTOCOL, the probes) follow it.",
+    )
     timeout_seconds: float = env_field(
         "MLOPS_DEPLOY_TIMEOUT_SECONDS",
         600.0,
@@ -290,6 +315,15 @@ class ModelRolloutResource(ConfigurableResource):
             env.append(("MLOPS_S3_ENDPOINT_URL", s3.endpoint_url))
         env.append(("MLOPS_S3_REGION", s3.region_name))
         return tuple(env), S3_SECRET
+
+    def serving_protocol(self) -> str:
+        protocol = self.protocol.strip().lower()
+        if protocol not in PROTOCOLS:
+            raise ValueError(
+                f"MLOPS_SERVING_PROTOCOL must be one of {', '.join(PROTOCOLS)}, not "
+                f"'{self.protocol}'"
+            )
+        return protocol
 
     def connect(self) -> KubernetesApi:
         return connect(self.cluster)

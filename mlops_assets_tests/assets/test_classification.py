@@ -215,11 +215,15 @@ def test_a_served_classifier_answers_with_the_same_classes_and_probabilities(
                                  "registered_model"], partition=None).success  # fmt: skip
     for name, value in image_build_env(base_image, f"{oci_registry.address}/mlops").items():
         monkeypatch.setenv(name, value)
+    # Served in the Open Inference Protocol: the smoke test asks V2, and the class and each
+    # class's probability come back as output tensors.
+    monkeypatch.setenv("MLOPS_SERVING_PROTOCOL", "v2")
 
     result = lifecycle.run("serve_champion", partition=None)
 
     assert result.success, step_failure(result, "served_image")
     smoke = check_evaluations(result)[("served_image", "serves_champion_predictions")]
     assert smoke.passed, smoke.description
+    assert "(/v2/models/cancer/infer)" in smoke.description
     assert "20 predictions match in-process predictions" in smoke.description
     assert check_evaluations(result)[("served_image", "runs_as_non_root")].passed

@@ -146,7 +146,10 @@ def test_rolls_out_a_deployment_and_service_with_ping_probes_and_records_it(
     # The image starts one worker per CPU it may use: the pod's limit decides how many.
     assert container["resources"]["limits"] == {"cpu": "2", "memory": "1Gi"}
     # A local store cannot be shared with the pods: the traffic log is off, no Secret needed.
-    assert container["env"] == [{"name": "MLOPS_TRAFFIC_LOG", "value": "off"}]
+    assert container["env"] == [
+        {"name": "MLOPS_SERVING_PROTOCOL", "value": "mlflow"},
+        {"name": "MLOPS_TRAFFIC_LOG", "value": "off"},
+    ]
     assert "envFrom" not in container
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
@@ -212,9 +215,10 @@ def test_a_rollout_that_never_gets_ready_fails_and_keeps_the_last_good_record(
     assert store.get_bytes(f"deployments/{MODEL}/latest.json") == before
 
 
-def test_with_kserve_it_applies_an_inference_service(
+def test_with_kserve_it_applies_an_inference_service_speaking_v2(
     tmp_path: Path, store: ObjectStoreResource
 ) -> None:
+    """MLOPS_SERVING_PROTOCOL=v2: KServe's PROTOCOL says so, and the probes ask V2's health."""
     image = _image("3", DIGEST_1)
     url = f"http://{MODEL}-mlops-serving.example.test"
 
@@ -229,7 +233,9 @@ def test_with_kserve_it_applies_an_inference_service(
 
     with KubernetesStandIn(kserve=True) as cluster:
         threading.Thread(target=ready, daemon=True).start()
-        rollout = ModelRolloutResource(cluster=str(cluster.kubeconfig(tmp_path / "kubeconfig")))
+        rollout = ModelRolloutResource(
+            cluster=str(cluster.kubeconfig(tmp_path / "kubeconfig")), protocol="v2"
+        )
         result = _run(tmp_path, rollout, store, image)
         service = cluster.get(KSERVE, "mlops-serving", "inferenceservices", MODEL)
         deployments = cluster.list(APPS, "deployments")
@@ -239,7 +245,11 @@ def test_with_kserve_it_applies_an_inference_service(
     assert service is not None
     predictor = service["spec"]["predictor"]
     assert predictor["containers"][0]["image"].endswith(DIGEST_1)
-    assert predictor["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/ping"
+    container = predictor["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert {"name": "PROTOCOL", "value": "v2"} in container["env"]
+    assert {"name": "MLOPS_SERVING_PROTOCOL", "value": "v2"} in container["env"]
     assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
     record = json.loads(store.get_bytes(f"deployments/{MODEL}/latest.json"))
     assert record["kind"] == "kserve"
@@ -258,6 +268,7 @@ def test_with_an_s3_store_the_served_model_logs_its_traffic_there_with_the_secre
     container = applied["spec"]["template"]["spec"]["containers"][0]
     assert validate(applied) == []
     assert container["env"] == [
+        {"name": "MLOPS_SERVING_PROTOCOL", "value": "mlflow"},
         {"name": "MLOPS_TRAFFIC_LOG", "value": "on"},
         {"name": "MLOPS_TRAFFIC_STORE", "value": "s3://mlops/store"},
         {"name": "MLOPS_S3_ENDPOINT_URL", "value": "http://s3.mlops.svc.cluster.local:8333"},
@@ -269,3 +280,5 @@ def test_with_an_s3_store_the_served_model_logs_its_traffic_there_with_the_secre
     assert silent == ((("MLOPS_TRAFFIC_LOG", "off"),), "")
     with pytest.raises(ValueError, match="MLOPS_TRAFFIC_LOG must be on or off, not 'yes'"):
         ModelRolloutResource(cluster="x", traffic_log="yes").traffic_env(s3_store)
+    with pytest.raises(ValueError, match="MLOPS_SERVING_PROTOCOL must be one of mlflow, v2"):
+        ModelRolloutResource(cluster="x", protocol="grpc").serving_protocol()

@@ -364,3 +364,106 @@ def test_the_entry_point_imports_nothing_of_the_project() -> None:
     source = Path(model_server.__file__).read_text()
     assert "import mlops_assets" not in source
     assert "from mlops_assets" not in source
+
+
+# --- the Open Inference Protocol (V2) -------------------------------------------------------
+
+
+def v2_request(frame: pd.DataFrame, request_id: str | None = None) -> dict[str, Any]:
+    """A V2 inference request of ``frame``'s columns, each a tensor of shape [rows]."""
+    inputs = [
+        {"name": c, "datatype": "FP64", "shape": [len(frame)], "data": frame[c].tolist()}
+        for c in frame.columns
+    ]
+    return {"inputs": inputs, **({"id": request_id} if request_id else {})}
+
+
+def post_json(url: str, document: Any) -> tuple[int, Any, str]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(document).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read()), response.headers["x-request-id"]
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), error.headers["x-request-id"]
+
+
+def test_v2_speaks_the_open_inference_protocol_and_logs_what_it_answers(
+    serve: Any, diabetes_model: Path, tmp_path: Path
+) -> None:
+    import mlflow
+
+    store = tmp_path / "store"
+    served = serve(MLOPS_SERVING_PROTOCOL="v2", MLOPS_TRAFFIC_STORE=str(store))
+    rows = features().iloc[:3]
+    expected = mlflow.pyfunc.load_model(str(diabetes_model)).predict(rows)
+
+    assert served.get("/v2/health/live")[0] == served.get("/v2/health/ready")[0] == 200
+    assert served.get(f"/v2/models/{MODEL_NAME}/ready")[0] == 200
+    metadata = json.loads(served.get(f"/v2/models/{MODEL_NAME}")[1])
+    assert (metadata["name"], metadata["versions"]) == (MODEL_NAME, ["7"])
+    assert [i["name"] for i in metadata["inputs"]] == list(rows.columns)
+    assert {i["datatype"] for i in metadata["inputs"]} == {"FP64"}
+
+    infer = f"{served.url}/v2/models/{MODEL_NAME}/infer"
+    status, answer, echoed = post_json(infer, v2_request(rows, "v2-first"))
+    assert (status, answer["id"], echoed) == (200, "v2-first", "v2-first")
+    assert (answer["model_name"], answer["model_version"]) == (MODEL_NAME, "7")
+    [output] = answer["outputs"]
+    assert (output["name"], output["datatype"], output["shape"]) == ("prediction", "FP64", [3])
+    assert output["data"] == pytest.approx(list(expected))
+    versioned = f"{served.url}/v2/models/{MODEL_NAME}/versions/7/infer"
+    assert post_json(versioned, v2_request(rows.iloc[:1], "v2-second"))[0] == 200
+
+    # Refusals: V2's {"error": ...} with a 4xx that says what is wrong.
+    other_version = post_json(f"{served.url}/v2/models/{MODEL_NAME}/versions/8/infer", {})
+    assert other_version[0] == 404
+    assert "version '8' is not served here" in other_version[1]["error"]
+    missing = post_json(infer, v2_request(rows.drop(columns=["bmi"]), "v2-missing"))
+    assert missing[0] == 400
+    assert "bmi" in missing[1]["error"]
+    short = v2_request(rows, "v2-short")
+    short["inputs"][0]["data"] = short["inputs"][0]["data"][:2]
+    assert post_json(infer, short)[:2] == (
+        400,
+        {"error": "input 'age' has 2 values for shape [3] (3 expected)"},
+    )
+    typed = v2_request(rows, "v2-typed")
+    typed["inputs"][1] |= {"datatype": "BYTES", "data": ["high"] * 3}
+    assert post_json(infer, typed)[0] == 400
+    # The other protocol is not served.
+    assert post_json(f"{served.url}/invocations", {})[0] == 404
+    served.terminate()
+
+    lines = read_lines(store)
+    answered = {(x["request_id"], x["row"]): x for x in lines if x["kind"] == "answer"}
+    assert set(answered) == {("v2-first", 0), ("v2-first", 1), ("v2-first", 2), ("v2-second", 0)}
+    assert [answered[("v2-first", r)]["prediction"] for r in range(3)] == pytest.approx(
+        list(expected)
+    )
+    assert answered[("v2-first", 1)]["inputs"]["bmi"] == pytest.approx(rows.iloc[1]["bmi"])
+    errors = {x["request_id"]: x for x in lines if x["kind"] == "error"}
+    assert set(errors) >= {"v2-missing", "v2-short", "v2-typed"}
+    assert "(3 expected)" in errors["v2-short"]["error"]
+
+
+def test_v2_answers_a_classifier_s_columns_as_output_tensors() -> None:
+    answer = json.dumps(
+        {
+            "predictions": [
+                {"prediction": "yes", "probability_yes": 0.8},
+                {"prediction": "no", "probability_yes": 0.1},
+            ]
+        }
+    )
+    document = json.loads(model_server.v2_response(answer, "churn", "2", "r1"))
+    assert document["outputs"] == [
+        {"name": "prediction", "datatype": "BYTES", "shape": [2], "data": ["yes", "no"]},
+        {"name": "probability_yes", "datatype": "FP64", "shape": [2], "data": [0.8, 0.1]},
+    ]
+    with pytest.raises(ValueError, match="MLOPS_SERVING_PROTOCOL must be one of mlflow, v2"):
+        model_server.serving_protocol({"MLOPS_SERVING_PROTOCOL": "grpc"})

@@ -41,7 +41,8 @@ def record_key(model_name: str) -> str:
     automation_condition=AutomationCondition.eager(),
     output_required=False,
     description="The served image rolled out to Kubernetes (MLOPS_DEPLOY_CLUSTER): a KServe "
-    "InferenceService, or a Deployment and Service with /ping readiness and liveness probes. "
+    "InferenceService, or a Deployment and Service with readiness and liveness probes (/ping; "
+    "/v2/health/ready and /live with MLOPS_SERVING_PROTOCOL=v2). "
     "Skipped, with the reason in the log, when no cluster is configured or the image is not in "
     "a registry.",
 )
@@ -71,6 +72,7 @@ def model_deployment(
         cpu_limit=model_rollout.cpu_limit,
         env=env,
         env_secret=env_secret,
+        protocol=model_rollout.serving_protocol(),
     )
     try:
         api = model_rollout.connect()

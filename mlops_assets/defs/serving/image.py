@@ -41,6 +41,8 @@ from mlops_assets.ml.serving import (
     compare_answers,
     invocation_payload,
     parse_answers,
+    parse_v2_answers,
+    v2_payload,
 )
 from mlops_assets.ml.spec import DatasetSpec
 from mlops_assets.ml.tasks import answer, answer_frame
@@ -55,6 +57,7 @@ from mlops_assets.resources.image_builder import (
     wait_for_ping,
 )
 from mlops_assets.resources.mlflow_registry import CHAMPION, MlflowResource
+from mlops_assets.resources.model_rollout import ModelRolloutResource
 from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets.resources.oci_registry import RegistryUnavailable
 
@@ -246,9 +249,10 @@ def image_exists_at_digest(
             "serves_champion_predictions",
             asset="served_image",
             blocking=True,
-            description="Smoke test: the image runs, answers /ping, and its /invocations "
-            "predictions for the test split's first rows equal in-process predictions of the "
-            "same model version (tolerance 1e-6).",
+            description="Smoke test: the image runs, answers /ping, and its predictions for "
+            "the test split's first rows, asked in the protocol served (MLOPS_SERVING_PROTOCOL: "
+            "/invocations, or V2's /v2/models/<model>/infer), equal in-process predictions of "
+            "the same model version (tolerance 1e-6).",
         ),
         AssetCheckSpec(
             "runs_as_non_root",
@@ -265,6 +269,7 @@ def served_image_smoke_test(
     object_store: ObjectStoreResource,
     dataset_source: DatasetSourceResource,
     mlflow: MlflowResource,
+    model_rollout: ModelRolloutResource,
 ) -> Iterator[AssetCheckResult]:
     try:
         runtime = image_builder.runtime()
@@ -279,16 +284,21 @@ def served_image_smoke_test(
     rows = model_input(splits["test"].head(SMOKE_ROWS), spec)
     expected = answer(mlflow.load_model(served_image.model_version), rows, spec)
 
+    protocol = model_rollout.serving_protocol()
     reference = image_builder.fetch_for_test(runtime, served_image, object_store)
     # The smoke test's rows are not live traffic: its container logs none.
     container = image_builder.run(
         runtime,
         reference,
         SERVING_PORT,
-        env={"MLFLOW_MODELS_WORKERS": "1", "MLOPS_TRAFFIC_LOG": "off"},
+        env={
+            "MLFLOW_MODELS_WORKERS": "1",
+            "MLOPS_TRAFFIC_LOG": "off",
+            "MLOPS_SERVING_PROTOCOL": protocol,
+        },
     )
     try:
-        yield _smoke_result(container, rows, expected, spec, served_image)
+        yield _smoke_result(container, rows, expected, spec, served_image, protocol)
         yield _non_root_result(container)
     finally:
         container.remove()
@@ -300,15 +310,24 @@ def _smoke_result(
     expected: Any,
     spec: DatasetSpec,
     served_image: ServedImage,
+    protocol: str,
 ) -> AssetCheckResult:
     name = "serves_champion_predictions"
     try:
         ready_seconds = wait_for_ping(container, SMOKE_PING_TIMEOUT)
     except TimeoutError as exc:
         return AssetCheckResult(check_name=name, passed=False, description=str(exc))
-    body = json.dumps(invocation_payload(rows)).encode()
+    if protocol == "v2":
+        path = f"/v2/models/{served_image.model_name}/infer"
+        body, parse = json.dumps(v2_payload(rows)).encode(), parse_v2_answers
+    else:
+        path, body, parse = (
+            "/invocations",
+            json.dumps(invocation_payload(rows)).encode(),
+            parse_answers,
+        )
     request = urllib.request.Request(
-        f"{container.url}/invocations",
+        f"{container.url}{path}",
         data=body,
         headers={"Content-Type": "application/json"},
         method="POST",
@@ -316,24 +335,24 @@ def _smoke_result(
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             text = response.read().decode(errors="replace")
-        served = answer_frame(parse_answers(text), spec)
+        served = answer_frame(parse(text), spec)
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:1000]
         return AssetCheckResult(
             check_name=name,
             passed=False,
-            description=f"/invocations answered HTTP {exc.code}: {detail}\n"
+            description=f"{path} answered HTTP {exc.code}: {detail}\n"
             f"container log tail:\n{container.log_tail()}",
         )
     except (OSError, ValueError) as exc:  # UnexpectedResponse, or not one answer per class
         return AssetCheckResult(
             check_name=name,
             passed=False,
-            description=f"/invocations gave no usable answer: {exc}\n"
+            description=f"{path} gave no usable answer: {exc}\n"
             f"container log tail:\n{container.log_tail()}",
         )
     comparison = compare_answers(served, expected, SMOKE_TOLERANCE)
-    description = f"v{served_image.model_version} served by {served_image.reference}: " + (
+    description = f"v{served_image.model_version} served by {served_image.reference} ({path}): " + (
         comparison.describe()
     )
     if not comparison.matches:
