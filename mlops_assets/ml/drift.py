@@ -16,7 +16,12 @@ from typing import Any
 import pandas as pd
 
 from mlops_assets.ml.spec import DatasetSpec
-from mlops_assets.ml.tasks import PREDICTION, classification_metrics, probability_columns
+from mlops_assets.ml.tasks import (
+    PREDICTION,
+    classification_metrics,
+    probability_columns,
+    regression_metrics,
+)
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,11 @@ def drift_report(
     and on the reference (its training split) so the report sets the batch's quality beside
     the quality the model had on the data it learned from.
 
+    When only some rows are labelled (live traffic, labels come later), drift is of every
+    row, and ``quality`` is of the labelled rows, computed as the champion's test metrics are
+    (``regression_metrics`` or ``classification_metrics``), without Evidently's quality preset
+    in the HTML.
+
     Returns the summary, the report JSON and the report HTML.
     """
     if spec.task == "classification":
@@ -83,14 +93,15 @@ def drift_report(
 
     features = spec.feature_columns
     target = spec.target.name
-    current_sample, reference_sample, has_labels = _samples(current, reference, spec, max_rows)
+    current_sample, reference_sample, labelled = _samples(current, reference, spec, max_rows)
+    # Evidently's quality preset when every compared row is labelled; with labels for some
+    # rows only (live traffic), drift is of every row and quality of the labelled ones.
+    preset = labelled is not None and len(labelled) == len(current_sample)
 
-    def prepared(frame: pd.DataFrame, with_prediction: bool) -> pd.DataFrame:
+    def prepared(frame: pd.DataFrame) -> pd.DataFrame:
         columns = list(features)
-        if has_labels:
-            columns.append(target)
-        if with_prediction:
-            columns.append(PREDICTION)
+        if preset:
+            columns += [target, PREDICTION]
         out = frame[columns].copy()
         for name in spec.categorical_features:
             out[name] = out[name].astype(object)
@@ -98,35 +109,37 @@ def drift_report(
 
     metrics: list[Any] = [DataDriftPreset(columns=features, drift_share=0.5)]
     regression = None
-    if has_labels:
+    if preset:
         metrics.append(RegressionPreset())
         regression = [Regression(target=target, prediction=PREDICTION)]
-    current_for_report = prepared(current_sample, with_prediction=has_labels)
-    reference_for_report = prepared(reference_sample, with_prediction=has_labels)
-
     definition = DataDefinition(
-        numerical_columns=spec.numeric_features + ([target, PREDICTION] if has_labels else []),
+        numerical_columns=spec.numeric_features + ([target, PREDICTION] if preset else []),
         categorical_columns=spec.categorical_features,
         regression=regression,
     )
     snapshot = Report(metrics, include_tests=False).run(
-        Dataset.from_pandas(current_for_report, data_definition=definition),
-        Dataset.from_pandas(reference_for_report, data_definition=definition),
+        Dataset.from_pandas(prepared(current_sample), data_definition=definition),
+        Dataset.from_pandas(prepared(reference_sample), data_definition=definition),
     )
-    return _finish(snapshot, current, reference, features, max_rows, column_drift_threshold)
+    quality = None
+    if labelled is not None and not preset:
+        quality = regression_metrics(labelled[target], labelled[PREDICTION])
+    return _finish(
+        snapshot, current, reference, features, max_rows, column_drift_threshold, quality
+    )
 
 
 def _samples(
     current: pd.DataFrame, reference: pd.DataFrame, spec: DatasetSpec, max_rows: int
-) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
-    """The bounded samples the report compares, and whether the batch has labels (then only
-    its labelled rows are compared)."""
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """The bounded samples the report compares, and the current sample's labelled rows (None
+    when it has none: quality is not measured)."""
     target = spec.target.name
-    has_labels = target in current.columns and bool(current[target].notna().any())
     current_sample = sample(current, max_rows)
-    if has_labels:
-        current_sample = current_sample[current_sample[target].notna()]
-    return current_sample, sample(reference, max_rows), has_labels
+    if target not in current_sample.columns:
+        return current_sample, sample(reference, max_rows), None
+    labelled = current_sample[current_sample[target].notna()]
+    return current_sample, sample(reference, max_rows), labelled if len(labelled) else None
 
 
 def _finish(
@@ -171,8 +184,10 @@ def _classification_report(
 
     features = spec.feature_columns
     target = spec.target.name
-    current_sample, reference_sample, has_labels = _samples(current, reference, spec, max_rows)
-    columns = [*features, PREDICTION, *([target] if has_labels else [])]
+    current_sample, reference_sample, labelled = _samples(current, reference, spec, max_rows)
+    # As for regression: Evidently's preset when every row is labelled, else quality alone.
+    preset = labelled is not None and len(labelled) == len(current_sample)
+    columns = [*features, PREDICTION, *([target] if preset else [])]
 
     def prepared(frame: pd.DataFrame) -> pd.DataFrame:
         out = frame[columns].copy()
@@ -187,7 +202,13 @@ def _classification_report(
     ]
     classification: list[Any] | None = None
     quality = None
-    if has_labels:
+    if labelled is not None:
+        quality = classification_metrics(
+            labelled[target].astype(str),
+            labelled[probability_columns(spec)].to_numpy(dtype=float),
+            spec.classes,
+        )
+    if preset:
         metrics.append(ClassificationPreset())
         if len(spec.classes) == 2:
             classification = [
@@ -197,15 +218,9 @@ def _classification_report(
             ]
         else:
             classification = [MulticlassClassification(target=target, prediction_labels=PREDICTION)]
-        quality = classification_metrics(
-            current_sample[target].astype(str),
-            current_sample[probability_columns(spec)].to_numpy(dtype=float),
-            spec.classes,
-        )
     definition = DataDefinition(
         numerical_columns=spec.numeric_features,
-        categorical_columns=[*spec.categorical_features, PREDICTION]
-        + ([target] if has_labels else []),
+        categorical_columns=[*spec.categorical_features, PREDICTION] + ([target] if preset else []),
         classification=classification,
     )
     snapshot = Report(metrics, include_tests=False).run(

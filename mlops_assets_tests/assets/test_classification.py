@@ -227,3 +227,48 @@ def test_a_served_classifier_answers_with_the_same_classes_and_probabilities(
     assert "(/v2/models/cancer/infer)" in smoke.description
     assert "20 predictions match in-process predictions" in smoke.description
     assert check_evaluations(result)[("served_image", "runs_as_non_root")].passed
+
+
+def test_a_served_classifier_s_traffic_with_late_labels_for_some_requests(
+    lifecycle, monkeypatch, tmp_path
+):
+    """Live traffic of the multiclass wine classifier, logged as its server logs it (the
+    class and each class's probability), with labels for half the requests: drift of every
+    row, the predicted class's drift, and live balanced accuracy of the labelled half."""
+    from mlops_assets.definitions import build_resources
+    from mlops_assets.ml.model_server import Exchange, FolderSink, TrafficLog
+    from mlops_assets.ml.traffic import labels_day_prefix
+    from mlops_assets.ml.train import model_input
+
+    frame = real_frame(datasets.load_wine, "cultivar")
+    spec, _ = project(tmp_path, monkeypatch, frame, "cultivar", "classification", "wine")
+    assert lifecycle.run(assets=["raw_data", "versioned_dataset", "trained_model",
+                                 "registered_model"], partition=None).success  # fmt: skip
+    model = build_resources()["mlflow"].load_model("1")
+    rows = frame.sample(n=120, random_state=3).reset_index(drop=True)
+    answers = model.predict(model_input(rows, spec)).to_dict("records")
+    store = lifecycle.home / "store"
+    log = TrafficLog(FolderSink(str(store)), "wine", "1", capacity=1000, flush_seconds=60)
+    noon = pd.Timestamp(f"{PARTITION}T12:00:00Z").timestamp()
+    for i in range(len(rows)):
+        body = json.dumps({"predictions": [answers[i]]})
+        log.record(Exchange(f"w{i}", noon + i, 0.01, 200, model_input(rows.iloc[[i]], spec), body))
+    log.flush()
+    folder = store / labels_day_prefix("wine", PARTITION)
+    folder.mkdir(parents=True)
+    labels = pd.DataFrame({"request_id": [f"w{i}" for i in range(0, 120, 2)],
+                           "cultivar": rows["cultivar"][::2].to_numpy()})  # fmt: skip
+    (folder / "labels.csv").write_bytes(to_csv_bytes(labels))
+
+    result = lifecycle.run("collect_traffic", partition=PARTITION)
+
+    assert result.success, step_failure(result, "traffic_drift_report")
+    traffic = materialized(result)["served_traffic"]
+    assert (traffic["rows"].value, traffic["labelled_rows"].value) == (120, 60)
+    report = materialized(result)["traffic_drift_report"]
+    assert report["traffic_rows"].value == 120
+    assert "| prediction |" in report["column_drift"].value
+    quality = check_evaluations(result)[("traffic_drift_report", "quality_not_degraded")]
+    assert quality.passed, quality.description
+    assert quality.description.startswith("traffic balanced accuracy ")
+    assert report["traffic_balanced_accuracy"].value >= 0.85

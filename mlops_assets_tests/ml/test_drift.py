@@ -1,3 +1,4 @@
+import pandas as pd
 import pytest
 
 from mlops_assets.ml.dataset import clean, split
@@ -65,6 +66,29 @@ def test_unlabelled_batch_reports_drift_without_quality(model_and_reference):
     )
     assert summary.quality is None
     assert summary.columns_checked == len(HOUSE_PRICES.feature_columns)
+
+
+def test_with_labels_for_some_rows_drift_is_of_every_row_and_quality_of_the_labelled(
+    model_and_reference,
+):
+    """Live traffic: labels come for some requests. The labelled ones must not stand in for
+    the drift of all: here they are the calm part of a mostly drifted stream."""
+    from mlops_assets.ml.tasks import regression_metrics
+
+    model, reference = model_and_reference
+    calm = scored(model, frame(300, 2))
+    drifted = scored(model, frame(900, 3, drift=True)).assign(price=float("nan"))
+    stream = pd.concat([calm, drifted], ignore_index=True)
+    summary, _, _ = drift_report(stream, reference, HOUSE_PRICES, 10_000)
+    calm_only, _, _ = drift_report(calm, reference, HOUSE_PRICES, 10_000)
+
+    assert summary.drift_share >= 0.3  # the whole stream drifted
+    assert summary.columns["area"].drifted
+    assert not calm_only.columns["area"].drifted
+    # Quality is the labelled rows', computed as the champion's test metrics are.
+    expected = regression_metrics(calm["price"], calm[PREDICTION])
+    assert summary.quality == pytest.approx(expected)
+    assert summary.quality["rmse"] == pytest.approx(calm_only.quality["rmse"])
 
 
 def test_large_frames_are_sampled(model_and_reference):
