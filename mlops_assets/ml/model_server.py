@@ -20,9 +20,10 @@ uvicorn), and boto3 when the traffic log goes to S3: nothing of mlops_assets is 
   shutdown (SIGTERM). A full buffer drops records and counts them: the count is logged, written
   to the store as a ``dropped`` line and served at ``/metrics``.
 
-Settings (environment): ``MLOPS_SERVING_PROTOCOL`` (mlflow/v2), ``MLOPS_TRAFFIC_LOG`` (on/off), ``MLOPS_TRAFFIC_STORE`` (a folder, or
-``s3://bucket/prefix`` with ``MLOPS_S3_ENDPOINT_URL``, ``MLOPS_S3_REGION`` and the standard AWS
-credential variables), ``MLOPS_TRAFFIC_FLUSH_SECONDS``, ``MLOPS_TRAFFIC_BUFFER`` (requests).
+Settings (environment): ``MLOPS_SERVING_PROTOCOL`` (mlflow/v2), ``MLOPS_TRAFFIC_LOG``
+(on/off), ``MLOPS_TRAFFIC_STORE`` (a folder, or ``s3://bucket/prefix`` with
+``MLOPS_S3_ENDPOINT_URL``, ``MLOPS_S3_REGION`` and the standard AWS credential variables),
+``MLOPS_TRAFFIC_FLUSH_SECONDS``, ``MLOPS_TRAFFIC_BUFFER`` (requests).
 """
 
 from __future__ import annotations
@@ -474,6 +475,7 @@ def _plain(value: Any) -> Any:
 
 
 def serving_protocol(env: Mapping[str, str]) -> str:
+    """MLOPS_SERVING_PROTOCOL of ``env``: mlflow (the default) or v2; anything else is named."""
     protocol = env.get("MLOPS_SERVING_PROTOCOL", "mlflow").strip().lower() or "mlflow"
     if protocol not in PROTOCOLS:
         raise ValueError(

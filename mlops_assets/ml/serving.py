@@ -23,7 +23,7 @@ import pandas as pd
 from mlops_assets.ml import model_server
 
 SERVING_PORT = model_server.SERVING_PORT
-PROTOCOLS = model_server.PROTOCOLS  # what the server speaks: MLflow's, or the V2 protocol
+serving_protocol = model_server.serving_protocol  # MLflow's /invocations, or the V2 protocol
 SERVING_UID = 10001
 CA_BUNDLE_IN_CONTEXT = "build-ca.pem"
 CA_BUNDLE_IN_IMAGE = "/etc/mlops/build-ca.pem"

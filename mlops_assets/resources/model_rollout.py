@@ -16,7 +16,7 @@ from typing import Any
 
 from dagster import ConfigurableResource
 
-from mlops_assets.ml.serving import PROTOCOLS, SERVING_PORT
+from mlops_assets.ml.serving import SERVING_PORT, serving_protocol
 from mlops_assets.resources.kaniko import S3_SECRET
 from mlops_assets.resources.kubernetes import (
     FIELD_MANAGER,
@@ -317,13 +317,8 @@ class ModelRolloutResource(ConfigurableResource):
         return tuple(env), S3_SECRET
 
     def serving_protocol(self) -> str:
-        protocol = self.protocol.strip().lower()
-        if protocol not in PROTOCOLS:
-            raise ValueError(
-                f"MLOPS_SERVING_PROTOCOL must be one of {', '.join(PROTOCOLS)}, not "
-                f"'{self.protocol}'"
-            )
-        return protocol
+        """The protocol setting, read as the served image reads it."""
+        return serving_protocol({"MLOPS_SERVING_PROTOCOL": self.protocol})
 
     def connect(self) -> KubernetesApi:
         return connect(self.cluster)
