@@ -402,10 +402,11 @@ def assert_logged_once(lines: list[dict[str, Any]], sent: dict[str, Any], label:
     assert not [line for line in lines if line["kind"] == "dropped"]
 
 
-def collect_traffic(state: Lifecycle, day: str) -> Any:
-    """The collect_traffic assets for ``day``, which may be today: the shipped partitions end
-    with the day that ended, so these run on partitions that include today."""
-    from dagster import DailyPartitionsDefinition, Definitions
+def collect_traffic(state: Lifecycle, day: str, only: str | None = None) -> Any:
+    """The collect_traffic assets (or ``only`` one) for ``day``, which may be today: the
+    shipped partitions end with the day that ended, so these run on partitions that include
+    today."""
+    from dagster import AssetKey, DailyPartitionsDefinition, Definitions
 
     from mlops_assets.definitions import build_resources
     from mlops_assets.defs.traffic.assets import build_traffic_assets
@@ -414,11 +415,16 @@ def collect_traffic(state: Lifecycle, day: str) -> Any:
     job = Definitions(
         assets=defs.assets, asset_checks=defs.asset_checks, resources=build_resources()
     ).resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(instance=state.instance, partition_key=day, raise_on_error=False)
+    return job.execute_in_process(
+        instance=state.instance,
+        partition_key=day,
+        raise_on_error=False,
+        asset_selection=[AssetKey(only)] if only else None,
+    )
 
 
 def test_the_served_image_logs_every_answered_request_once_across_sigterm(
-    serving: Lifecycle, seaweed: Any
+    serving: Lifecycle, seaweed: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     result = serving.run("serve_champion", partition=None)
     assert result.success, step_failure(result, "served_image")
@@ -490,3 +496,13 @@ def test_the_served_image_logs_every_answered_request_once_across_sigterm(
         for line in client.get_object(Bucket=seaweed.bucket, Key=key)["Body"].read().splitlines()
     ]
     assert_logged_once(lines, sent, "s3")
+    # served_traffic reads the day from the bucket as the project's S3 object store.
+    for name, value in seaweed.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MLOPS_OBJECT_STORE_ROOT", f"s3://{seaweed.bucket}/{prefix}")
+    s3_day = keys[0].split("date=")[1].split("/")[0]
+    from_s3 = collect_traffic(serving, s3_day, only="served_traffic")
+    assert from_s3.success
+    collected = materialized(from_s3)["served_traffic"]
+    assert (collected["requests_answered"].value, collected["requests_refused"].value) == (40, 2)
+    assert str(collected["table"].value).startswith(f"s3://{seaweed.bucket}/{prefix}/")
