@@ -290,8 +290,12 @@ def test_without_any_builder_only_served_image_fails_and_says_how_to_enable_one(
     assert "MLOPS_IMAGE_BUILDER=kaniko" in message
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert retries == []  # a missing builder is not a transient fault
-    # The rest materialises; served_traffic too, as the day's empty table (nothing served).
-    assert set(materialized(result)) == LIFECYCLE_ASSETS | {"served_traffic"}
+    # The rest materialises; served_traffic too, as the day's empty table (nothing served),
+    # and its drift report, which has nothing to compare.
+    assert set(materialized(result)) == LIFECYCLE_ASSETS | {
+        "served_traffic",
+        "traffic_drift_report",
+    }
     assert lifecycle.state()["aliases"] == {"challenger": "1", "champion": "1"}
 
 
