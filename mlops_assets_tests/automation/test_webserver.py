@@ -269,7 +269,12 @@ def test_webserver_lists_the_graph_materializes_all_and_renders_it(
         }
         assert listed == EXPECTED_CHECKS
         partitioned = {n["assetKey"]["path"][0] for n in data["assetNodes"] if n["isPartitioned"]}
-        assert partitioned == {"predictions", "drift_report", "served_traffic"}
+        assert partitioned == {
+            "predictions",
+            "drift_report",
+            "served_traffic",
+            "traffic_drift_report",
+        }
         repository = data["repositoryOrError"]
         assert {"asset_check_alerts", "drift_policy"} <= {s["name"] for s in repository["sensors"]}
         assert {s["name"] for s in repository["schedules"]} == {
@@ -298,7 +303,8 @@ def test_webserver_lists_the_graph_materializes_all_and_renders_it(
         assert run["status"] == "SUCCESS", f"run {run_id} ended {run['status']}"
         materialized = {m["assetKey"]["path"][0] for m in run["assetMaterializations"]}
         # No cluster here: model_deployment skips itself (its own tests cover the rollout);
-        # no model was served, so served_traffic is the day's empty table.
+        # no model was served, so served_traffic is the day's empty table (its drift report
+        # compares nothing).
         assert materialized == set(EXPECTED_CHECKS) - {"model_deployment"}
 
         # 3. The asset graph page, rendered by headless Chromium.
