@@ -251,16 +251,6 @@ def traffic_drift_report(
     )
 
 
-def traffic_drift_share(
-    traffic_drift_report: DriftResult, policy: LifecyclePolicy
-) -> AssetCheckResult:
-    return drift_share_below_threshold(traffic_drift_report, policy)
-
-
-def traffic_quality(traffic_drift_report: DriftResult, policy: LifecyclePolicy) -> AssetCheckResult:
-    return quality_not_degraded(traffic_drift_report, policy)
-
-
 def build_traffic_assets(partitions: PartitionsDefinition) -> Definitions:
     """served_traffic and its checks on ``partitions`` (built when the definitions are)."""
     with partitioned_checks():
@@ -315,6 +305,7 @@ def build_traffic_assets(partitions: PartitionsDefinition) -> Definitions:
             "class for classification), and live quality once labels have come "
             f"({labels_day_prefix('<model>', '<day>')}). HTML and JSON in the object store.",
         )(traffic_drift_report)
+        # drift_report's own checks: the report is the one parameter that is not a resource.
         checks += [
             asset_check(
                 name="drift_share_below_threshold",
@@ -323,7 +314,7 @@ def build_traffic_assets(partitions: PartitionsDefinition) -> Definitions:
                 partitions_def=partitions,
                 description="Share of drifted input columns of the live traffic is under the "
                 "policy threshold (WARN, as for batches; the drift policy acts on it).",
-            )(traffic_drift_share),
+            )(drift_share_below_threshold),
             asset_check(
                 name="quality_not_degraded",
                 retry_policy=SERVER_RETRY,
@@ -332,7 +323,7 @@ def build_traffic_assets(partitions: PartitionsDefinition) -> Definitions:
                 description="On the labelled rows of the day's traffic, the champion's test "
                 "metric holds within the policy tolerance (ERROR; the drift policy may retrain or "
                 "roll back). A day without labels passes.",
-            )(traffic_quality),
+            )(quality_not_degraded),
         ]
     return Definitions(assets=[traffic, drift], asset_checks=checks)
 
