@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from datetime import date
 
 from dagster import (
@@ -85,12 +86,9 @@ def watch_incoming_batches(
             "the daily_scoring schedule scores it"
         )
     days = partitions.get_partition_keys()[-lookback_days:]
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    landed = {}
-    for day in days:
-        fingerprint = dataset_source.incoming_fingerprint(date.fromisoformat(day))
-        if fingerprint is not None and seen.get(day) != fingerprint:
-            landed[day] = fingerprint
+    landed = _changed_days(
+        context, days, lambda day: dataset_source.incoming_fingerprint(date.fromisoformat(day))
+    )
     if not landed:
         return SkipReason(f"no new batch at {template} for {days[0]} .. {days[-1]}")
     if mlflow.alias_version(CHAMPION) is None:
@@ -99,17 +97,39 @@ def watch_incoming_batches(
             f"batches for {', '.join(sorted(landed))} wait: model '{mlflow.model_name}' has "
             "no champion yet"
         )
-    requests = [
-        RunRequest(
-            run_key=f"batch-{day}-{fingerprint[:16]}",
-            partition_key=day,
-            tags={TRIGGER_TAG: "incoming_batches"},
-        )
-        for day, fingerprint in sorted(landed.items())
-    ]
+    return _day_runs(context, days, landed, "batch", "incoming_batches")
+
+
+def _changed_days(
+    context: SensorEvaluationContext, days: Sequence[str], fingerprint: Callable[[str], str | None]
+) -> dict[str, str]:
+    """The days among ``days`` whose data is there and whose fingerprint is not the one the
+    cursor (day -> fingerprint) holds: day -> its fingerprint now."""
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    now = {day: fingerprint(day) for day in days}
+    return {day: f for day, f in now.items() if f is not None and seen.get(day) != f}
+
+
+def _day_runs(
+    context: SensorEvaluationContext,
+    days: Sequence[str],
+    landed: dict[str, str],
+    key_prefix: str,
+    trigger: str,
+) -> SensorResult:
+    """One partitioned run per landed day, keyed by its fingerprint, and the cursor that
+    remembers them (for the watched ``days`` only)."""
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     seen.update(landed)
     return SensorResult(
-        run_requests=requests,
+        run_requests=[
+            RunRequest(
+                run_key=f"{key_prefix}-{day}-{fingerprint[:16]}",
+                partition_key=day,
+                tags={TRIGGER_TAG: trigger},
+            )
+            for day, fingerprint in sorted(landed.items())
+        ],
         cursor=json.dumps({day: seen[day] for day in days if day in seen}, sort_keys=True),
     )
 
@@ -125,28 +145,16 @@ def watch_traffic_labels(
     """Late labels of served traffic: when the labels of a recent day appear or change, that
     day's traffic is collected again (joined to them) and its drift report measures quality."""
     days = partitions.get_partition_keys()[-lookback_days:]
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    landed = {}
-    for day in days:
+
+    def labels_of(day: str) -> str | None:
         uri = object_store.uri(labels_day_prefix(mlflow.model_name, day))
-        fingerprint = fingerprint_uri(uri, dataset_source.s3)
-        if fingerprint is not None and seen.get(day) != fingerprint:
-            landed[day] = fingerprint
+        return fingerprint_uri(uri, dataset_source.s3)
+
+    landed = _changed_days(context, days, labels_of)
     if not landed:
         where = object_store.uri(labels_day_prefix(mlflow.model_name, "<day>"))
         return SkipReason(f"no new labels under {where} for {days[0]} .. {days[-1]}")
-    seen.update(landed)
-    return SensorResult(
-        run_requests=[
-            RunRequest(
-                run_key=f"labels-{day}-{fingerprint[:16]}",
-                partition_key=day,
-                tags={TRIGGER_TAG: "traffic_labels"},
-            )
-            for day, fingerprint in sorted(landed.items())
-        ],
-        cursor=json.dumps({day: seen[day] for day in days if day in seen}, sort_keys=True),
-    )
+    return _day_runs(context, days, landed, "labels", "traffic_labels")
 
 
 DRIFT_CHECKS = ("drift_share_below_threshold", "quality_not_degraded")
