@@ -117,7 +117,8 @@ class DatasetRejected(ValueError):
         super().__init__("input rejected:\n" + "\n".join(f"- {line}" for line in lines))
 
 
-def _row_numbers(mask: np.ndarray | pd.Series) -> tuple[tuple[int, ...], int]:
+def row_numbers(mask: np.ndarray | pd.Series) -> tuple[tuple[int, ...], int]:
+    """The first MAX_ROWS_LISTED data rows (from 1) where ``mask`` holds, and how many hold."""
     positions = np.flatnonzero(np.asarray(mask))
     return tuple(int(p) + 1 for p in positions[:MAX_ROWS_LISTED]), len(positions)
 
@@ -308,7 +309,7 @@ def _check_values(
             values = each_distinct(raw, _parse_number)
             bad = values.isna() & raw.notna()
             if bad.any():
-                rows, count = _row_numbers(bad)
+                rows, count = row_numbers(bad)
                 violations.append(
                     Violation(
                         file,
@@ -323,7 +324,7 @@ def _check_values(
         if column.integer:
             fractional = present & (values.round() != values)
             if fractional.any():
-                rows, count = _row_numbers(fractional)
+                rows, count = row_numbers(fractional)
                 violations.append(
                     Violation(
                         file,
@@ -341,7 +342,7 @@ def _check_values(
             (above, f"<= {column.max:g}" if column.max is not None else ""),
         ):
             if mask is not None and mask.any():
-                rows, count = _row_numbers(mask)
+                rows, count = row_numbers(mask)
                 violations.append(
                     Violation(
                         file,
@@ -360,7 +361,7 @@ def _check_values(
         allowed = set(category.allowed)
         unseen = values.notna() & ~values.isin(allowed)
         if unseen.any():
-            rows, count = _row_numbers(unseen)
+            rows, count = row_numbers(unseen)
             violations.append(
                 Violation(
                     file,
@@ -383,7 +384,7 @@ def _check_values(
         share = float(missing.mean()) if len(result) else 0.0
         limit = spec.null_limit(name)
         if share > limit:
-            rows, count = _row_numbers(missing)
+            rows, count = row_numbers(missing)
             violations.append(
                 Violation(
                     file,
@@ -471,7 +472,7 @@ def inspect_frame(
     share = float(duplicated.mean())
     results[DUPLICATES] = []
     if require_target and share > spec.max_duplicate_share:
-        rows, count = _row_numbers(duplicated)
+        rows, count = row_numbers(duplicated)
         results[DUPLICATES] = [
             Violation(
                 name,

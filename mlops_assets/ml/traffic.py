@@ -22,11 +22,13 @@ import pandas as pd
 
 from mlops_assets.ml.spec import DatasetSpec, NumericColumn
 from mlops_assets.ml.tabular import (
+    MAX_ROWS_LISTED,
     DatasetRejected,
     TableFile,
     Violation,
     inspect_frame,
     read_frame,
+    row_numbers,
 )
 from mlops_assets.ml.tasks import answer_frame
 
@@ -178,15 +180,15 @@ def read_labels(files: Iterable[TableFile], spec: DatasetSpec) -> pd.DataFrame:
         ids = raw[REQUEST_ID].astype("string").str.strip()
         blank = (ids.isna() | (ids == "")).to_numpy()
         if blank.any():
-            rows = tuple(int(i) + 1 for i in np.flatnonzero(blank)[:10])
+            rows, count = row_numbers(blank)
             violations.append(
                 Violation(
                     file.name,
                     REQUEST_ID,
                     "request id must not be empty",
-                    f"{int(blank.sum()):,} rows without a request id",
+                    f"{count:,} rows without a request id",
                     rows,
-                    int(blank.sum()),
+                    count,
                 )
             )
             continue
@@ -207,7 +209,7 @@ def read_labels(files: Iterable[TableFile], spec: DatasetSpec) -> pd.DataFrame:
             "one label per answered row",
             f"{len(rows):,} rows label a request row labelled before (e.g. request "
             f"'{rows[REQUEST_ID].iloc[0]}' row {rows[ROW].iloc[0]})",
-            tuple(int(n) for n in rows["_line"].iloc[:10]),
+            tuple(int(n) for n in rows["_line"].iloc[:MAX_ROWS_LISTED]),
             len(rows),
         )
         for name, rows in again.groupby("_file", sort=True)
