@@ -30,6 +30,7 @@ from mlops_assets.ml.model_server import (
     server_sizing,
     size_server,
 )
+from mlops_assets.ml.serving import v2_payload
 from mlops_assets.stack.process import ServerProcess, free_port, wait_until
 
 MODEL_NAME = "diabetes"
@@ -369,15 +370,6 @@ def test_the_entry_point_imports_nothing_of_the_project() -> None:
 # --- the Open Inference Protocol (V2) -------------------------------------------------------
 
 
-def v2_request(frame: pd.DataFrame, request_id: str | None = None) -> dict[str, Any]:
-    """A V2 inference request of ``frame``'s columns, each a tensor of shape [rows]."""
-    inputs = [
-        {"name": c, "datatype": "FP64", "shape": [len(frame)], "data": frame[c].tolist()}
-        for c in frame.columns
-    ]
-    return {"inputs": inputs, **({"id": request_id} if request_id else {})}
-
-
 def post_json(url: str, document: Any) -> tuple[int, Any, str]:
     request = urllib.request.Request(
         url,
@@ -410,29 +402,29 @@ def test_v2_speaks_the_open_inference_protocol_and_logs_what_it_answers(
     assert {i["datatype"] for i in metadata["inputs"]} == {"FP64"}
 
     infer = f"{served.url}/v2/models/{MODEL_NAME}/infer"
-    status, answer, echoed = post_json(infer, v2_request(rows, "v2-first"))
+    status, answer, echoed = post_json(infer, v2_payload(rows, "v2-first"))
     assert (status, answer["id"], echoed) == (200, "v2-first", "v2-first")
     assert (answer["model_name"], answer["model_version"]) == (MODEL_NAME, "7")
     [output] = answer["outputs"]
     assert (output["name"], output["datatype"], output["shape"]) == ("prediction", "FP64", [3])
     assert output["data"] == pytest.approx(list(expected))
     versioned = f"{served.url}/v2/models/{MODEL_NAME}/versions/7/infer"
-    assert post_json(versioned, v2_request(rows.iloc[:1], "v2-second"))[0] == 200
+    assert post_json(versioned, v2_payload(rows.iloc[:1], "v2-second"))[0] == 200
 
     # Refusals: V2's {"error": ...} with a 4xx that says what is wrong.
     other_version = post_json(f"{served.url}/v2/models/{MODEL_NAME}/versions/8/infer", {})
     assert other_version[0] == 404
     assert "version '8' is not served here" in other_version[1]["error"]
-    missing = post_json(infer, v2_request(rows.drop(columns=["bmi"]), "v2-missing"))
+    missing = post_json(infer, v2_payload(rows.drop(columns=["bmi"]), "v2-missing"))
     assert missing[0] == 400
     assert "bmi" in missing[1]["error"]
-    short = v2_request(rows, "v2-short")
+    short = v2_payload(rows, "v2-short")
     short["inputs"][0]["data"] = short["inputs"][0]["data"][:2]
     assert post_json(infer, short)[:2] == (
         400,
         {"error": "input 'age' has 2 values for shape [3] (3 expected)"},
     )
-    typed = v2_request(rows, "v2-typed")
+    typed = v2_payload(rows, "v2-typed")
     typed["inputs"][1] |= {"datatype": "BYTES", "data": ["high"] * 3}
     assert post_json(infer, typed)[0] == 400
     # The other protocol is not served.
