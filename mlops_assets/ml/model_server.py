@@ -607,7 +607,8 @@ def v2_response(answer: str, model_name: str, model_version: str, request_id: st
     )
 
 
-_V2_TYPES = {
+# The V2 datatype of each MLflow column type (a signature's), for the model metadata.
+_MLFLOW_TO_V2 = {
     "boolean": "BOOL",
     "integer": "INT32",
     "long": "INT64",
@@ -625,7 +626,7 @@ def v2_metadata(model_name: str, model_version: str, input_schema: Any) -> dict[
     for column in getattr(input_schema, "inputs", None) or []:
         kind = str(getattr(getattr(column, "type", None), "name", "string"))
         inputs.append(
-            {"name": column.name, "datatype": _V2_TYPES.get(kind, "BYTES"), "shape": [-1]}
+            {"name": column.name, "datatype": _MLFLOW_TO_V2.get(kind, "BYTES"), "shape": [-1]}
         )
     return {
         "name": model_name,
