@@ -5,10 +5,12 @@ real SeaweedFS bucket."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -459,3 +461,80 @@ def test_v2_answers_a_classifier_s_columns_as_output_tensors() -> None:
     ]
     with pytest.raises(ValueError, match="MLOPS_SERVING_PROTOCOL must be one of mlflow, v2"):
         model_server.serving_protocol({"MLOPS_SERVING_PROTOCOL": "grpc"})
+
+
+class _Slow:
+    """The diabetes model as MLflow loads it, each prediction taking ``seconds`` and noting
+    its thread and how many predictions were under way at once."""
+
+    def __init__(self, model: Path, seconds: float) -> None:
+        import mlflow
+
+        self.model = mlflow.pyfunc.load_model(str(model))
+        self.metadata = self.model.metadata
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most_at_once = 0
+        self.scored: list[tuple[float, str]] = []
+
+    def predict(self, data: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        time.sleep(self.seconds)
+        with self.lock:
+            self.running -= 1
+            self.scored.append((float(data["age"].iloc[0]), threading.current_thread().name))
+        return self.model.predict(data, params=params)
+
+
+async def _asgi_post(app: Any, body: bytes, request_id: str) -> int:
+    """POST /invocations to the ASGI ``app`` in this process; the response's status."""
+    sent: list[dict[str, Any]] = []
+    received = iter([{"type": "http.request", "body": body, "more_body": False}])
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/invocations",
+        "headers": [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode())],
+    }
+
+    async def receive() -> dict[str, Any]:
+        return next(received)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return int(sent[0]["status"])
+
+
+def test_a_worker_scores_one_request_at_a_time_in_order_of_arrival(diabetes_model: Path) -> None:
+    rows = features().head(6)
+    bodies = [payload(rows.iloc[[i]]) for i in range(len(rows))]
+
+    async def post_together(app: Any) -> list[int]:
+        posts = []
+        for i, body in enumerate(bodies):
+            posts.append(asyncio.create_task(_asgi_post(app, body, f"r{i}")))
+            await asyncio.sleep(0.01)  # arrive in this order
+        return list(await asyncio.gather(*posts))
+
+    slow = _Slow(diabetes_model, 0.05)
+    statuses = asyncio.run(post_together(model_server.ModelApp(slow, None, 30)))
+    assert statuses == [200] * len(bodies)
+    assert slow.most_at_once == 1
+    assert [age for age, _ in slow.scored] == pytest.approx(list(rows["age"]))
+    assert {thread for _, thread in slow.scored} == {"scoring_0"}
+
+    # Past the timeout: all are answered 504 at once; the one being scored finishes, the ones
+    # still waiting for the thread are never scored.
+    stuck = _Slow(diabetes_model, 1.0)
+    app = model_server.ModelApp(stuck, None, 0.3)
+    started = time.perf_counter()
+    statuses = asyncio.run(post_together(app))
+    assert statuses == [504] * len(bodies)
+    assert time.perf_counter() - started < 1.0
+    app.scoring.shutdown(wait=True)
+    assert [age for age, _ in stuck.scored] == pytest.approx([rows["age"].iloc[0]])
