@@ -663,9 +663,8 @@ class ModelApp:
     scikit-learn) holds the GIL for nearly all of a request, so several scoring threads in a
     worker (MLflow's server runs each request on asyncio's default pool) only take turns at
     it: every request in flight finishes later and the turns cost time of their own. The
-    parallelism is the workers', one per CPU. With one thread against asyncio's pool of six,
-    ``bench/serving.py``'s load at 16 connections got 15% more requests through and a p99
-    about a third lower. A request that times out is answered 504 at once; one still waiting
+    parallelism is the workers', one per CPU. At 16 connections this took the p99 to about
+    0.7x of asyncio's pool of six (the README's serving benchmark). A request that times out is answered 504 at once; one still waiting
     for the thread is never scored, one being scored finishes first.
     """
 
