@@ -16,6 +16,7 @@ def test_predictions_score_every_row_with_the_champion(trained):
     meta = materialized(result)["predictions"]
     assert meta["model_version"].value == "1"
     path = trained.home / "store/predictions/house-price-regressor/2026-11-19.parquet"
+    assert meta["table"].value == path.as_uri()  # beside the IO manager's own "path" entry
     scored = pd.read_parquet(path)
     assert len(scored) == meta["rows"].value == 400
     assert scored["prediction"].notna().all()

@@ -105,7 +105,7 @@ def predictions(
             **_prediction_summary(scored, spec.classes),
             "labelled": spec.target.name in batch.columns,
             "ignored_columns": ignored or "none",
-            "path": MetadataValue.url(object_store.uri(key)),
+            "table": MetadataValue.url(object_store.uri(key)),
         },
     )
 
