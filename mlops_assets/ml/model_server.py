@@ -664,8 +664,9 @@ class ModelApp:
     worker (MLflow's server runs each request on asyncio's default pool) only take turns at
     it: every request in flight finishes later and the turns cost time of their own. The
     parallelism is the workers', one per CPU. At 16 connections this took the p99 to about
-    0.7x of asyncio's pool of six (the README's serving benchmark). A request that times out is answered 504 at once; one still waiting
-    for the thread is never scored, one being scored finishes first.
+    0.7x of asyncio's pool of six (the README's serving benchmark). A request that times out
+    is answered 504 at once; one still waiting for the thread is never scored, one being
+    scored finishes first.
     """
 
     def __init__(
