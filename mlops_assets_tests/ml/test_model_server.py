@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -464,15 +464,15 @@ def test_v2_answers_a_classifier_s_columns_as_output_tensors() -> None:
 
 
 class _Slow:
-    """The diabetes model as MLflow loads it, each prediction taking ``seconds`` and noting
-    its thread and how many predictions were under way at once."""
+    """The diabetes model as MLflow loads it, each prediction first calling ``hold`` and
+    noting its thread and how many predictions were under way at once."""
 
-    def __init__(self, model: Path, seconds: float) -> None:
+    def __init__(self, model: Path, hold: Callable[[], object]) -> None:
         import mlflow
 
         self.model = mlflow.pyfunc.load_model(str(model))
         self.metadata = self.model.metadata
-        self.seconds = seconds
+        self.hold = hold
         self.lock = threading.Lock()
         self.running = 0
         self.most_at_once = 0
@@ -482,7 +482,7 @@ class _Slow:
         with self.lock:
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
-        time.sleep(self.seconds)
+        self.hold()
         with self.lock:
             self.running -= 1
             self.scored.append((float(data["age"].iloc[0]), threading.current_thread().name))
@@ -521,20 +521,21 @@ def test_a_worker_scores_one_request_at_a_time_in_order_of_arrival(diabetes_mode
             await asyncio.sleep(0.01)  # arrive in this order
         return list(await asyncio.gather(*posts))
 
-    slow = _Slow(diabetes_model, 0.05)
+    slow = _Slow(diabetes_model, lambda: time.sleep(0.05))
     statuses = asyncio.run(post_together(model_server.ModelApp(slow, None, 30)))
     assert statuses == [200] * len(bodies)
     assert slow.most_at_once == 1
     assert [age for age, _ in slow.scored] == pytest.approx(list(rows["age"]))
     assert {thread for _, thread in slow.scored} == {"scoring_0"}
 
-    # Past the timeout: all are answered 504 at once; the one being scored finishes, the ones
-    # still waiting for the thread are never scored.
-    stuck = _Slow(diabetes_model, 1.0)
+    # Past the timeout: all are answered 504 while the first is still being scored (held
+    # until released); it then finishes, and the ones that waited for the thread never start.
+    release = threading.Event()
+    stuck = _Slow(diabetes_model, lambda: release.wait(60))
     app = model_server.ModelApp(stuck, None, 0.3)
-    started = time.perf_counter()
     statuses = asyncio.run(post_together(app))
     assert statuses == [504] * len(bodies)
-    assert time.perf_counter() - started < 1.0
+    assert (stuck.running, stuck.scored) == (1, [])
+    release.set()
     app.scoring.shutdown(wait=True)
     assert [age for age, _ in stuck.scored] == pytest.approx([rows["age"].iloc[0]])
