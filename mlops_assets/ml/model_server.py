@@ -5,7 +5,9 @@ It imports only the standard library and what MLflow's serving image has (MLflow
 uvicorn), and boto3 when the traffic log goes to S3: nothing of mlops_assets is in the image.
 
 - **Sizing**: one uvicorn worker per CPU the container may use, native threads shared out.
-  Each worker scores on one thread, a request at a time in order of arrival (see ``ModelApp``).
+  Each worker predicts on one thread, in order of arrival (see ``ModelApp``); with
+  ``MLOPS_SERVING_BATCH`` above 1, the rows of requests that arrive while it is busy are
+  predicted together, in one call (see ``Batcher``).
 - **Answers**: MLflow's own scoring function (``scoring_server.invocations``) behind a small
   ASGI app, so an answer is MLflow's, byte for byte: ``/ping``, ``/health``, ``/version``,
   ``/invocations``, and ``/metrics`` for the traffic log's counters. With
@@ -21,7 +23,8 @@ uvicorn), and boto3 when the traffic log goes to S3: nothing of mlops_assets is 
   shutdown (SIGTERM). A full buffer drops records and counts them: the count is logged, written
   to the store as a ``dropped`` line and served at ``/metrics``.
 
-Settings (environment): ``MLOPS_SERVING_PROTOCOL`` (mlflow/v2), ``MLOPS_TRAFFIC_LOG``
+Settings (environment): ``MLOPS_SERVING_PROTOCOL`` (mlflow/v2), ``MLOPS_SERVING_BATCH``
+(requests predicted together, 1 to 64; 1, the default, predicts each alone), ``MLOPS_TRAFFIC_LOG``
 (on/off), ``MLOPS_TRAFFIC_STORE`` (a folder, or ``s3://bucket/prefix`` with
 ``MLOPS_S3_ENDPOINT_URL``, ``MLOPS_S3_REGION`` and the standard AWS credential variables),
 ``MLOPS_TRAFFIC_FLUSH_SECONDS``, ``MLOPS_TRAFFIC_BUFFER`` (requests).
@@ -57,6 +60,7 @@ REQUEST_ID_HEADER = "x-request-id"
 ERROR_BODY_LIMIT = 64 * 1024  # of a refused request's body, kept in its log line
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 PROTOCOLS = ("mlflow", "v2")
+MOST_BATCHED = 64  # requests in one prediction, at most (MLOPS_SERVING_BATCH)
 # Open Inference Protocol tensor types, and the Python values each takes.
 V2_DATATYPES = {
     "BOOL": (bool,),
@@ -639,20 +643,203 @@ def v2_metadata(model_name: str, model_version: str, input_schema: Any) -> dict[
     }
 
 
+# --- batching -----------------------------------------------------------------------------
+
+
+def serving_batch(env: Mapping[str, str]) -> int:
+    """MLOPS_SERVING_BATCH of ``env``: how many requests a worker may predict in one call, 1
+    (the default: each alone) to :data:`MOST_BATCHED`; anything else is named."""
+    text = env.get("MLOPS_SERVING_BATCH", "1").strip() or "1"
+    value = int(text) if text.isdigit() else 0
+    if not 1 <= value <= MOST_BATCHED:
+        raise ValueError(
+            f"MLOPS_SERVING_BATCH must be a whole number from 1 to {MOST_BATCHED}, not '{text}'"
+        )
+    return value
+
+
+class _Pending:
+    """One request's rows waiting for the model, and what came of them."""
+
+    def __init__(
+        self, data: Any, params: dict[str, Any] | None, abandoned: threading.Event
+    ) -> None:
+        self.data = data
+        self.params = params
+        self.abandoned = abandoned
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.result, self.error, self.done = result, error, True
+
+
+class Batcher:
+    """One prediction at a time, in order of arrival; the requests that arrived while the
+    model was busy are predicted together, in one call, at most ``most`` of them.
+
+    Whichever waiting request's thread finds the model free makes the call for everyone
+    waiting (its own request among them), so a request that finds the model free is
+    predicted on its own thread at once, as without batching.
+
+    A single-row request keeps a worker busy about 6 ms, nearly all of it the fixed cost of a
+    call (MLflow's schema enforcement, the Pipeline's pandas column selection and each step's
+    validation): 16 rows take about as long as one. Requests are put together only where that
+    cannot change what each would be told alone: tables (no params) with the same columns of
+    the same types, none of them an untyped (object) column whose type MLflow would infer from
+    its values, unless the signature says it is text. Each request gets its own rows'
+    predictions back, of the type the model returned. When the call fails, or its result
+    cannot be split by rows, each request is predicted alone: a bad request gets its own error,
+    the others their answers. A request whose client was answered 504 before its turn is not
+    predicted.
+    """
+
+    def __init__(self, model: Any, most: int, input_schema: Any = None) -> None:
+        self.model = model
+        self.most = max(1, most)
+        self.calls = 0  # calls to the model's predict
+        # Columns whose object values MLflow passes through as they are (None: no signature).
+        self._text: set[str] | None = None
+        if input_schema is not None:
+            self._text = {
+                str(column.name)
+                for column in getattr(input_schema, "inputs", None) or []
+                if str(getattr(getattr(column, "type", None), "name", "")) in ("string", "binary")
+            }
+        self._turn = threading.Condition()  # guards _waiting and _busy
+        self._waiting: list[_Pending] = []
+        self._busy = False
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for their turn at the model."""
+        with self._turn:
+            return len(self._waiting)
+
+    def predict(self, data: Any, params: dict[str, Any] | None, abandoned: threading.Event) -> Any:
+        """The model's prediction of ``data``, made on this thread or by another waiting one."""
+        pending = _Pending(data, params, abandoned)
+        with self._turn:
+            self._waiting.append(pending)
+        while not pending.done:
+            with self._turn:
+                while self._busy and not pending.done:
+                    self._turn.wait()
+                if pending.done:
+                    break
+                self._busy = True
+                batch, self._waiting = self._waiting[: self.most], self._waiting[self.most :]
+            try:
+                self._predict_batch(batch)
+            finally:
+                with self._turn:
+                    self._busy = False
+                    self._turn.notify_all()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
+
+    def _predict_batch(self, batch: list[_Pending]) -> None:
+        for pending in batch:
+            if pending.abandoned.is_set():
+                pending.settle(error=TimeoutError("answered 504 before its turn"))
+        for group in self._groups([p for p in batch if not p.done]):
+            self._predict(group)
+
+    def _groups(self, batch: list[_Pending]) -> list[list[_Pending]]:
+        """``batch`` in groups that can be predicted together, in order of arrival."""
+        groups: dict[Any, list[_Pending]] = {}
+        for number, pending in enumerate(batch):
+            key = self._key(pending)
+            groups.setdefault(("alone", number) if key is None else key, []).append(pending)
+        return list(groups.values())
+
+    def _key(self, pending: _Pending) -> Any:
+        import pandas as pd
+
+        data = pending.data
+        if (
+            pending.params
+            or not isinstance(data, pd.DataFrame)
+            or not data.index.equals(pd.RangeIndex(len(data)))
+        ):
+            return None
+        columns, types = tuple(data.columns), tuple(data.dtypes)
+        if self._text is not None and any(
+            getattr(kind, "kind", "") == "O" and str(column) not in self._text
+            for column, kind in zip(columns, types, strict=True)
+        ):
+            return None
+        return columns, types
+
+    def _predict(self, group: list[_Pending]) -> None:
+        if len(group) > 1:
+            parts = self._together(group)
+            if parts is not None:
+                for pending, part in zip(group, parts, strict=True):
+                    pending.settle(part)
+                return
+        for pending in group:
+            try:
+                self.calls += 1
+                pending.settle(self.model.predict(pending.data, params=pending.params))
+            except BaseException as exc:  # the request's thread raises it
+                pending.settle(error=exc)
+
+    def _together(self, group: list[_Pending]) -> list[Any] | None:
+        import pandas as pd
+
+        try:
+            self.calls += 1
+            joined = pd.concat([p.data for p in group], ignore_index=True)
+            result = self.model.predict(joined, params=None)
+        except Exception:
+            return None
+        return split_rows(result, [len(p.data) for p in group])
+
+
+def split_rows(result: Any, sizes: list[int]) -> list[Any] | None:
+    """``result``, a prediction of ``sum(sizes)`` rows, as one part per size, each as the
+    model would have answered those rows alone; None when it cannot be split by rows."""
+    import numpy as np
+    import pandas as pd
+
+    ends = list(itertools.accumulate(sizes))
+    bounds = list(zip([0, *ends[:-1]], ends, strict=True))
+    total = ends[-1] if ends else 0
+    if isinstance(result, pd.DataFrame | pd.Series):
+        if not result.index.equals(pd.RangeIndex(total)):
+            return None
+        return [result.iloc[start:end].reset_index(drop=True) for start, end in bounds]
+    if isinstance(result, np.ndarray):
+        if result.ndim == 0 or result.shape[0] != total:
+            return None
+        return [result[start:end] for start, end in bounds]
+    if isinstance(result, list) and len(result) == total:
+        return [result[start:end] for start, end in bounds]
+    return None
+
+
 # --- the app ------------------------------------------------------------------------------
 
 
 class _RecordingModel:
-    """The served model as MLflow's scoring function sees it, keeping the rows it was given."""
+    """The served model as MLflow's scoring function sees it for one request, keeping the rows
+    it was given; with a batcher, they are predicted there."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, batcher: Batcher | None = None) -> None:
         self._model = model
+        self._batcher = batcher
         self.metadata = model.metadata
         self.inputs: Any = None
+        self.abandoned = threading.Event()  # the client was answered 504
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
         self.inputs = data
-        return self._model.predict(data, params=params)
+        if self._batcher is None:
+            return self._model.predict(data, params=params)
+        return self._batcher.predict(data, params, self.abandoned)
 
 
 class ModelApp:
@@ -667,6 +854,10 @@ class ModelApp:
     0.7x of asyncio's pool of six (the README's serving benchmark). A request that times out
     is answered 504 at once; one still waiting for the thread is never scored, one being
     scored finishes first.
+
+    With ``batch`` above 1 (MLOPS_SERVING_BATCH), up to that many requests are scored at once
+    by MLflow's function, each on a thread of its own, and their predictions are made on one
+    thread by a :class:`Batcher`, together where they can be.
     """
 
     def __init__(
@@ -677,6 +868,7 @@ class ModelApp:
         protocol: str = "mlflow",
         model_name: str = "model",
         model_version: str = "",
+        batch: int = 1,
     ) -> None:
         from mlflow.version import VERSION
 
@@ -688,7 +880,8 @@ class ModelApp:
         self.protocol = protocol
         self.model_name = model_name
         self.model_version = model_version
-        self.scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
+        self.scoring = ThreadPoolExecutor(max_workers=batch, thread_name_prefix="scoring")
+        self.batcher = Batcher(model, batch, self.input_schema) if batch > 1 else None
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -764,7 +957,7 @@ class ModelApp:
         headers = _headers(scope)
         given = headers.get(REQUEST_ID_HEADER)
         body = await _body(receive)
-        model = _RecordingModel(self.model)
+        model = _RecordingModel(self.model, self.batcher)
         scored, content_type = body, headers.get("content-type", "")
         refused = None
         if v2:
@@ -817,6 +1010,7 @@ class ModelApp:
         except MlflowException as exc:
             return exc.get_http_status_code(), exc.serialize_as_json(), "application/json"
         except TimeoutError:
+            model.abandoned.set()
             return 504, "Request processing time exceeded limit", "application/json"
         except Exception:
             log.exception("request %s failed", request_id)
@@ -886,6 +1080,7 @@ def create_app() -> ModelApp:
         serving_protocol(os.environ),
         os.environ.get("MLOPS_MODEL_NAME", "model"),
         os.environ.get("MLOPS_MODEL_VERSION", ""),
+        serving_batch(os.environ),
     )
     # MLflow, pandas, scikit-learn and the model stay for the worker's life: leave them out of
     # the garbage collector's full passes. Each walked them all and held every request up;
@@ -917,10 +1112,11 @@ def main() -> None:
         # read it once, and a look at /proc (or `podman exec env`) shows what the server got.
         os.execve(sys.executable, [sys.executable, *sys.argv], os.environ)
     TrafficSettings.from_env(os.environ)  # a wrong setting stops the container at once
-    protocol = serving_protocol(os.environ)
+    protocol, batch = serving_protocol(os.environ), serving_batch(os.environ)
     threads = os.environ["OMP_NUM_THREADS"]
     print(
-        f"serving: {workers} worker(s), {threads} native thread(s) each, protocol {protocol}",
+        f"serving: {workers} worker(s), {threads} native thread(s) each, protocol {protocol}, "
+        f"up to {batch} request(s) predicted together",
         file=sys.stderr,
     )
 

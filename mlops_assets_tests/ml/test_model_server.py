@@ -30,7 +30,9 @@ from mlops_assets.ml.model_server import (
     TrafficSettings,
     container_cpus,
     server_sizing,
+    serving_batch,
     size_server,
+    split_rows,
 )
 from mlops_assets.ml.serving import v2_payload
 from mlops_assets.stack.process import ServerProcess, free_port, wait_until
@@ -158,13 +160,20 @@ def read_lines(root: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for file in files for line in file.read_text().splitlines()]
 
 
+@pytest.mark.parametrize("batch", ["1", "8"])
 def test_every_answered_request_is_in_the_store_exactly_once_after_sigterm(
-    serve: Any, tmp_path: Path
+    serve: Any, tmp_path: Path, batch: str
 ) -> None:
+    """Also with batching: requests sent 8 at a time are predicted together, and each is
+    still logged with its own rows and the predictions it was answered."""
     store = tmp_path / "store"
     served = serve(
-        MLOPS_TRAFFIC_STORE=str(store), MLFLOW_MODELS_WORKERS="2", MLOPS_TRAFFIC_FLUSH_SECONDS="0.5"
+        MLOPS_TRAFFIC_STORE=str(store),
+        MLFLOW_MODELS_WORKERS="2",
+        MLOPS_TRAFFIC_FLUSH_SECONDS="0.5",
+        MLOPS_SERVING_BATCH=batch,
     )
+    assert f"up to {batch} request(s) predicted together" in served.log()
     rows = features()
     requests = {f"req-{i}": rows.iloc[i * 3 : i * 3 + 1 + i % 3] for i in range(60)}
 
@@ -539,3 +548,212 @@ def test_a_worker_scores_one_request_at_a_time_in_order_of_arrival(diabetes_mode
     release.set()
     app.scoring.shutdown(wait=True)
     assert [age for age, _ in stuck.scored] == pytest.approx([rows["age"].iloc[0]])
+
+
+# --- batching -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def diabetes_forest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tree model of the diabetes data, whose rows are scored each on its own: its answers
+    are the same bytes whether rows are predicted alone or together."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_diabetes
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    data = load_diabetes(as_frame=True)
+    model = HistGradientBoostingRegressor(max_iter=50, random_state=0).fit(data.data, data.target)
+    path = tmp_path_factory.mktemp("forest") / "model"
+    signature = infer_signature(data.data, model.predict(data.data))
+    trusted = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
+    mlflow.sklearn.save_model(model, path, signature=signature, skops_trusted_types=trusted)
+    return path
+
+
+class _Counting:
+    """An MLflow model as it was loaded, noting how many rows each predict call was given and
+    holding the first call until ``release`` is set."""
+
+    def __init__(self, model: Path, release: threading.Event | None = None) -> None:
+        import mlflow
+
+        self.model = mlflow.pyfunc.load_model(str(model))
+        self.metadata = self.model.metadata
+        self.release = release
+        self.calls: list[int] = []
+        self.running = 0
+
+    def predict(self, data: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        self.running += 1
+        if self.release is not None and not self.calls:
+            self.release.wait(60)
+        self.calls.append(len(data))
+        self.running -= 1
+        return self.model.predict(data, params=params)
+
+
+async def _asgi_answer(app: Any, body: bytes, request_id: str) -> tuple[int, str]:
+    """POST /invocations to the ASGI ``app``: the response's status and body."""
+    sent: list[dict[str, Any]] = []
+    received = iter([{"type": "http.request", "body": body, "more_body": False}])
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/invocations",
+        "headers": [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode())],
+    }
+
+    async def receive() -> dict[str, Any]:
+        return next(received)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return int(sent[0]["status"]), sent[1]["body"].decode()
+
+
+def _answers_while_busy(app: Any, model: _Counting, bodies: list[bytes]) -> list[tuple[int, str]]:
+    """The first body is posted and held at the model; the others are posted and wait for
+    it; then it is released. Each request's status and body, in order."""
+    assert model.release is not None
+
+    async def run() -> list[tuple[int, str]]:
+        first = asyncio.create_task(_asgi_answer(app, bodies[0], "r0"))
+        while not model.running:
+            await asyncio.sleep(0.005)
+        rest = [
+            asyncio.create_task(_asgi_answer(app, body, f"r{i}"))
+            for i, body in enumerate(bodies[1:], 1)
+        ]
+        while app.batcher.waiting < len(rest) and not all(task.done() for task in rest):
+            await asyncio.sleep(0.005)
+        model.release.set()
+        return list(await asyncio.gather(first, *rest))
+
+    return asyncio.run(run())
+
+
+def _alone(model: Path, bodies: list[bytes]) -> list[tuple[int, str]]:
+    """What a server predicting each request alone answers."""
+    app = model_server.ModelApp(_Counting(model), None, 30)
+
+    async def run() -> list[tuple[int, str]]:
+        return [await _asgi_answer(app, body, f"a{i}") for i, body in enumerate(bodies)]
+
+    return asyncio.run(run())
+
+
+def test_requests_that_wait_for_the_model_are_predicted_together_and_answered_as_alone(
+    diabetes_forest: Path,
+) -> None:
+    rows = features().head(7)
+    bodies = [payload(rows.iloc[[i]]) for i in range(len(rows))]
+    bodies[3] = payload(rows.iloc[3:6])  # three rows in one request
+    model = _Counting(diabetes_forest, threading.Event())
+    app = model_server.ModelApp(model, None, 30, batch=8)
+
+    answers = _answers_while_busy(app, model, bodies)
+
+    # The first was predicted alone; the six that waited for it in one call of eight rows.
+    assert model.calls == [1, 8]
+    # Each answer is, byte for byte, what predicting it alone answers.
+    assert answers == _alone(diabetes_forest, bodies)
+    assert [len(json.loads(body)["predictions"]) for _, body in answers] == [1, 1, 1, 3, 1, 1, 1]
+
+
+def test_requests_that_differ_are_predicted_apart_and_a_bad_one_gets_its_own_error(
+    diabetes_model: Path,
+) -> None:
+    rows = features().head(6)
+    reordered = rows.iloc[[2]][list(reversed(rows.columns))]  # the same row, columns reversed
+    broken = rows.iloc[[4]].assign(bmi=None)  # the pipeline cannot scale a missing value
+    bodies = [payload(rows.iloc[[i]]) for i in (0, 1)]
+    bodies += [
+        payload(reordered),
+        payload(rows.iloc[[3]]),
+        payload(broken),
+        payload(rows.iloc[[5]]),
+    ]
+    model = _Counting(diabetes_model, threading.Event())
+    app = model_server.ModelApp(model, None, 30, batch=8)
+
+    answers = _answers_while_busy(app, model, bodies)
+
+    # Alone: the first. Together: rows 1, 3, broken and 5 (same columns, same types), which
+    # fails; then each of them alone. The reversed columns are another table: apart.
+    assert model.calls == [1, 4, 1, 1, 1, 1, 1]
+    alone = _alone(diabetes_model, bodies)
+    assert [status for status, _ in answers] == [200, 200, 200, 200, 400, 200]
+    assert [a for i, a in enumerate(answers) if i != 4] == [
+        a for i, a in enumerate(alone) if i != 4
+    ]
+    # The bad request's error is its own, as MLflow words it (its stack trace differs only
+    # by the frames of the thread that raised it).
+    error, error_alone = json.loads(answers[4][1]), json.loads(alone[4][1])
+    assert (error["error_code"], error["message"]) == (
+        error_alone["error_code"],
+        error_alone["message"],
+    )
+    assert "Input X contains NaN" in error["stack_trace"]
+
+
+def test_a_request_answered_504_before_its_turn_is_not_predicted(diabetes_forest: Path) -> None:
+    rows = features().head(5)
+    bodies = [payload(rows.iloc[[i]]) for i in range(len(rows))]
+    model = _Counting(diabetes_forest, threading.Event())
+    app = model_server.ModelApp(model, None, 0.3, batch=8)
+
+    async def run() -> list[tuple[int, str]]:
+        tasks = [
+            asyncio.create_task(_asgi_answer(app, body, f"r{i}")) for i, body in enumerate(bodies)
+        ]
+        return list(await asyncio.gather(*tasks))
+
+    answers = asyncio.run(run())  # the first is held at the model past every timeout
+    assert [status for status, _ in answers] == [504] * len(bodies)
+    assert model.calls == []
+    assert model.release is not None
+    model.release.set()
+    app.scoring.shutdown(wait=True)
+    assert model.calls == [1]  # the one under way finished; those that waited never started
+
+
+def test_a_prediction_is_split_back_into_each_request_s_rows() -> None:
+    import numpy as np
+
+    array = np.arange(12.0).reshape(6, 2)
+    parts = split_rows(array, [1, 3, 2])
+    assert parts is not None
+    assert [p.tolist() for p in parts] == [
+        array[:1].tolist(),
+        array[1:4].tolist(),
+        array[4:].tolist(),
+    ]
+    frame = pd.DataFrame({"label": list("abcdef"), "p": np.linspace(0, 1, 6)})
+    parts = split_rows(frame, [2, 4])
+    assert parts is not None
+    pd.testing.assert_frame_equal(parts[1], frame.iloc[2:].reset_index(drop=True))
+    series = split_rows(frame["p"], [5, 1])
+    assert series is not None
+    assert series[1].tolist() == [1.0]
+    assert series[1].index.tolist() == [0]
+    assert split_rows(list("abc"), [2, 1]) == [["a", "b"], ["c"]]
+    # Not one answer per row, or rows it cannot tell apart: None (each is predicted alone).
+    assert split_rows(array, [2, 2]) is None
+    assert split_rows(frame.set_index("label"), [3, 3]) is None
+    assert split_rows({"p": [1, 2]}, [1, 1]) is None
+    assert split_rows(np.float64(1.0), [1]) is None
+
+
+def test_the_batch_setting_is_a_whole_number_from_1_to_64() -> None:
+    assert serving_batch({}) == 1
+    assert serving_batch({"MLOPS_SERVING_BATCH": " 16 "}) == 16
+    assert serving_batch({"MLOPS_SERVING_BATCH": "64"}) == 64
+    for wrong in ("0", "65", "eight", "1.5", "-2"):
+        with pytest.raises(
+            ValueError,
+            match=f"MLOPS_SERVING_BATCH must be a whole number from 1 to 64, not '{wrong}'",
+        ):
+            serving_batch({"MLOPS_SERVING_BATCH": wrong})
