@@ -16,7 +16,7 @@ from typing import Any
 
 from dagster import ConfigurableResource
 
-from mlops_assets.ml.serving import SERVING_PORT, serving_protocol
+from mlops_assets.ml.serving import SERVING_PORT, serving_batch, serving_protocol
 from mlops_assets.resources.kaniko import S3_SECRET
 from mlops_assets.resources.kubernetes import (
     FIELD_MANAGER,
@@ -277,6 +277,15 @@ class ModelRolloutResource(ConfigurableResource):
         "Protocol: /v2/models/<model>/infer, /v2/health/ready). served_image's smoke test and "
         "model_deployment's rollout (KServe's PROTOCOL, the probes) follow it.",
     )
+    batch: int = env_field(
+        "MLOPS_SERVING_BATCH",
+        1,
+        "Requests a worker of the served model may predict in one call (1 to 64): those that "
+        "arrive while it is busy are predicted together. 1 predicts each alone, as MLflow's "
+        "server does. A tree model answers the same either way; a linear model's numbers can "
+        "differ in the last digit (about 1e-16 of the value), as the rows are multiplied "
+        "together.",
+    )
     timeout_seconds: float = env_field(
         "MLOPS_DEPLOY_TIMEOUT_SECONDS",
         600.0,
@@ -319,6 +328,12 @@ class ModelRolloutResource(ConfigurableResource):
     def serving_protocol(self) -> str:
         """The protocol setting, read as the served image reads it."""
         return serving_protocol({"MLOPS_SERVING_PROTOCOL": self.protocol})
+
+    def batch_env(self) -> tuple[tuple[str, str], ...]:
+        """The batching setting for the served model, checked as the image checks it; none
+        when it predicts each request alone (the image's default)."""
+        batch = serving_batch({"MLOPS_SERVING_BATCH": str(self.batch)})
+        return (("MLOPS_SERVING_BATCH", str(batch)),) if batch > 1 else ()
 
     def connect(self) -> KubernetesApi:
         return connect(self.cluster)

@@ -218,7 +218,8 @@ def test_a_rollout_that_never_gets_ready_fails_and_keeps_the_last_good_record(
 def test_with_kserve_it_applies_an_inference_service_speaking_v2(
     tmp_path: Path, store: ObjectStoreResource
 ) -> None:
-    """MLOPS_SERVING_PROTOCOL=v2: KServe's PROTOCOL says so, and the probes ask V2's health."""
+    """MLOPS_SERVING_PROTOCOL=v2: KServe's PROTOCOL says so, and the probes ask V2's health;
+    MLOPS_SERVING_BATCH goes to the model server as it is set."""
     image = _image("3", DIGEST_1)
     url = f"http://{MODEL}-mlops-serving.example.test"
 
@@ -234,7 +235,7 @@ def test_with_kserve_it_applies_an_inference_service_speaking_v2(
     with KubernetesStandIn(kserve=True) as cluster:
         threading.Thread(target=ready, daemon=True).start()
         rollout = ModelRolloutResource(
-            cluster=str(cluster.kubeconfig(tmp_path / "kubeconfig")), protocol="v2"
+            cluster=str(cluster.kubeconfig(tmp_path / "kubeconfig")), protocol="v2", batch=16
         )
         result = _run(tmp_path, rollout, store, image)
         service = cluster.get(KSERVE, "mlops-serving", "inferenceservices", MODEL)
@@ -250,6 +251,7 @@ def test_with_kserve_it_applies_an_inference_service_speaking_v2(
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert {"name": "PROTOCOL", "value": "v2"} in container["env"]
     assert {"name": "MLOPS_SERVING_PROTOCOL", "value": "v2"} in container["env"]
+    assert {"name": "MLOPS_SERVING_BATCH", "value": "16"} in container["env"]
     assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
     record = json.loads(store.get_bytes(f"deployments/{MODEL}/latest.json"))
     assert record["kind"] == "kserve"
@@ -282,3 +284,7 @@ def test_with_an_s3_store_the_served_model_logs_its_traffic_there_with_the_secre
         ModelRolloutResource(cluster="x", traffic_log="yes").traffic_env(s3_store)
     with pytest.raises(ValueError, match="MLOPS_SERVING_PROTOCOL must be one of mlflow, v2"):
         ModelRolloutResource(cluster="x", protocol="grpc").serving_protocol()
+    # Each request predicted alone is the image's default: nothing to say.
+    assert ModelRolloutResource(cluster="x").batch_env() == ()
+    with pytest.raises(ValueError, match="MLOPS_SERVING_BATCH must be a whole number from 1 to 64"):
+        ModelRolloutResource(cluster="x", batch=65).batch_env()

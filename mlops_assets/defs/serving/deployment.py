@@ -70,7 +70,7 @@ def model_deployment(
         replicas=model_rollout.replicas,
         pull_secret=model_rollout.pull_secret,
         cpu_limit=model_rollout.cpu_limit,
-        env=env,
+        env=(*env, *model_rollout.batch_env()),
         env_secret=env_secret,
         protocol=model_rollout.serving_protocol(),
     )
