@@ -744,7 +744,8 @@ class Batcher:
         for pending in batch:
             if pending.abandoned.is_set():
                 pending.settle(error=TimeoutError("answered 504 before its turn"))
-        for group in self._groups([p for p in batch if not p.done]):
+        live = [p for p in batch if not p.done]
+        for group in self._groups(live) if len(live) > 1 else [live]:
             self._predict(group)
 
     def _groups(self, batch: list[_Pending]) -> list[list[_Pending]]:
