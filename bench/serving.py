@@ -4,11 +4,14 @@ Starts the image (podman or docker; the one served_image recorded last, or --ima
 port on loopback, under --cpus (its entry point starts one scoring worker per CPU of that
 limit), and `mlflow models serve` of the same model version as MLflow starts it by default
 (one worker, the local environment). Both must answer the same rows identically. The image runs
-twice: with its traffic log on (into a folder mounted as its store) and off
-(MLOPS_TRAFFIC_LOG=off). Then wrk (Debian package `wrk`) sends single-row POST /invocations on
-keep-alive connections at concurrency 1 and 16, for --seconds each, and the table gives requests
-per second and the p50 / p99 latency of each server, their throughput ratio, the traffic log's
-cost, and how many of the requests it answered the logging image wrote to its store.
+three times: with its traffic log on (into a folder mounted as its store), off
+(MLOPS_TRAFFIC_LOG=off), and with the log on and batching (MLOPS_SERVING_BATCH=16, its own
+store), whose answers to single-row requests sent 16 at a time must be MLflow's exactly. Then
+wrk (Debian package `wrk`) sends single-row POST /invocations on keep-alive connections at
+concurrency 1 and 16, for --seconds each, and the table gives requests per second and the
+p50 / p99 latency of each server, their throughput ratios, the traffic log's and batching's
+effect, and how many of the requests they answered the two logging images wrote to their
+stores.
 
     .venv/bin/python bench/serving.py [--image REF] [--cpus 2] [--seconds 15]
 """
@@ -25,8 +28,11 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -178,28 +184,47 @@ def main() -> None:
         with urllib.request.urlopen(f"{mlflow_url}/ping", timeout=2) as response:
             return response.status == 200
 
-    store = logs / "store"
-    store.mkdir()
-    os.chown(store, SERVING_UID, SERVING_UID)  # the image's server user writes the log
+    stores = {"image": logs / "store", "image, batch 16": logs / "store-batched"}
+    for folder in stores.values():
+        folder.mkdir()
+        os.chown(folder, SERVING_UID, SERVING_UID)  # the image's server user writes the log
+
+    def limited(store: Path | None) -> ImageBuilderResource:
+        """Runs containers under --cpus, with ``store`` mounted as the traffic log's store."""
+        mount = f" --volume {store}:{TRAFFIC_STORE_IN_IMAGE}" if store else ""
+        return ImageBuilderResource(
+            container_run_args=f"{builder.container_run_args} --cpus {args.cpus}{mount}"
+        )
+
     server.start()
-    container = silent = None
+    container = silent = batching = None
     try:
         started = time.monotonic()
         wait_until(answers_ping, f"mlflow models serve on {mlflow_url}", 180, server.log)
         mlflow_ready = time.monotonic() - started
-        limited = ImageBuilderResource(
-            container_run_args=f"{builder.container_run_args} --cpus {args.cpus} "
-            f"--volume {store}:{TRAFFIC_STORE_IN_IMAGE}"
-        )
-        container = limited.run(runtime, image, SERVING_PORT, env={})
+        container = limited(stores["image"]).run(runtime, image, SERVING_PORT, env={})
         image_ready = wait_for_ping(container, 180)
-        silent = limited.run(runtime, image, SERVING_PORT, env={"MLOPS_TRAFFIC_LOG": "off"})
+        silent = limited(None).run(runtime, image, SERVING_PORT, env={"MLOPS_TRAFFIC_LOG": "off"})
         wait_for_ping(silent, 180)
-        comparison = compare_answers(
-            parse_answers(post(container.url, many)), parse_answers(post(mlflow_url, many))
+        batching = limited(stores["image, batch 16"]).run(
+            runtime, image, SERVING_PORT, env={"MLOPS_SERVING_BATCH": "16"}
         )
+        wait_for_ping(batching, 180)
+        expected = parse_answers(post(mlflow_url, many))
+        comparison = compare_answers(parse_answers(post(container.url, many)), expected)
         if not comparison.matches:
             raise SystemExit(f"the two servers answer differently: {comparison.describe()}")
+        bodies = [json.dumps(invocation_payload(rows.iloc[[i]])).encode() for i in range(len(rows))]
+        for _ in range(3):  # rows sent 16 at a time, so that they are predicted together
+            with ThreadPoolExecutor(16) as pool:
+                answers = list(pool.map(lambda body: post(batching.url, body), bodies))
+            together = compare_answers(  # exactly: a tree model's rows are scored alone
+                pd.concat([parse_answers(answer) for answer in answers], ignore_index=True),
+                expected,
+                tolerance=0.0,
+            )
+            if not together.matches:
+                raise SystemExit(f"batched answers differ from mlflow's: {together.describe()}")
         with tempfile.TemporaryDirectory() as tmp:
             body_file, script = Path(tmp) / "body.json", Path(tmp) / "post.lua"
             body_file.write_bytes(single)
@@ -207,21 +232,27 @@ def main() -> None:
             servers = {
                 "image": container.url,
                 "image, log off": silent.url,
+                "image, batch 16": batching.url,
                 "mlflow serve": mlflow_url,
             }
-            sent = 1 + wrk(container.url, body_file, script, 4, 3)["requests"]  # and warm-up
-            for url in list(servers.values())[1:]:
-                wrk(url, body_file, script, 4, 3)
+            sent = {"image": 1, "image, batch 16": 3 * len(bodies)}  # the answers compared
+            for name, url in servers.items():  # warm-up
+                warm = int(wrk(url, body_file, script, 4, 3)["requests"])
+                if name in sent:
+                    sent[name] += warm
             results = {
                 (name, connections): wrk(url, body_file, script, connections, args.seconds)
                 for connections in (1, 16)
                 for name, url in servers.items()
             }
-        sent += sum(r["requests"] for (name, _), r in results.items() if name == "image")
+        for (name, _), result in results.items():
+            if name in sent:
+                sent[name] += int(result["requests"])
         container.stop()
-        logged = logged_requests(store)
+        batching.stop()
+        logged = {name: logged_requests(folder) for name, folder in stores.items()}
     finally:
-        for running in (container, silent):
+        for running in (container, silent, batching):
             if running is not None:
                 running.remove()
         server.stop()
@@ -230,7 +261,8 @@ def main() -> None:
     print(
         f"model {model_uri}; image {image} ({runtime}, --cpus {args.cpus}, ready in "
         f"{image_ready:.1f} s); mlflow models serve (1 worker, ready in {mlflow_ready:.1f} s); "
-        f"{os.cpu_count()} cores; wrk {args.seconds} s per line; {comparison.describe()}"
+        f"{os.cpu_count()} cores; wrk {args.seconds} s per line; {comparison.describe()}; "
+        f"batched, 16 at a time: {together.describe()}"
     )
     print(
         f"{'server':>14} {'conns':>5} {'requests':>8} {'errors':>6} {'req/s':>8} "
@@ -247,17 +279,25 @@ def main() -> None:
         )
         print(f"throughput image / mlflow serve at {connections} connection(s): {ratio:.2f}x")
     for connections in (1, 16):
+        batched, alone = results[("image, batch 16", connections)], results[("image", connections)]
+        print(
+            f"batching at {connections} connection(s): p99 "
+            f"{batched['p99_ms'] / alone['p99_ms']:.2f}x, throughput "
+            f"{batched['rps'] / alone['rps']:.2f}x of the image predicting each request alone"
+        )
+    for connections in (1, 16):
         on, off = results[("image", connections)], results[("image, log off", connections)]
         print(
             f"traffic log at {connections} connection(s): p99 {on['p99_ms'] / off['p99_ms']:.2f}x, "
             f"throughput {on['rps'] / off['rps']:.2f}x of the image with the log off"
         )
     # wrk does not count the requests in flight when it stops, which the server still answers.
-    print(
-        f"traffic log: {logged['requests']} answered requests written to the store (wrk counted "
-        f"{sent} completed), each once: {logged['unique']}; {logged['dropped']} dropped (buffer "
-        "full)"
-    )
+    for name, written in logged.items():
+        print(
+            f"traffic log of {name}: {written['requests']} answered requests written to the "
+            f"store ({sent[name]} counted completed), each once: {written['unique']}; "
+            f"{written['dropped']} dropped (buffer full)"
+        )
 
 
 def logged_requests(store: Path) -> dict[str, Any]:
