@@ -9,7 +9,8 @@ uvicorn), and boto3 when the traffic log goes to S3: nothing of mlops_assets is 
   ``MLOPS_SERVING_BATCH`` above 1, the rows of requests that arrive while it is busy are
   predicted together, in one call (see ``Batcher``).
 - **Answers**: MLflow's own scoring function (``scoring_server.invocations``) behind a small
-  ASGI app, so an answer is MLflow's, byte for byte: ``/ping``, ``/health``, ``/version``,
+  ASGI app, so an answer is MLflow's, byte for byte (with batching, a linear model's numbers
+  can differ in the last digit; see ``Batcher``): ``/ping``, ``/health``, ``/version``,
   ``/invocations``, and ``/metrics`` for the traffic log's counters. With
   ``MLOPS_SERVING_PROTOCOL=v2`` it speaks the Open Inference Protocol (KServe's V2) instead:
   ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/<name>[/versions/<v>]`` (metadata,
@@ -693,12 +694,15 @@ class Batcher:
     cannot be split by rows, each request is predicted alone: a bad request gets its own error,
     the others their answers. A request whose client was answered 504 before its turn is not
     predicted.
+
+    A tree model scores each row on its own and answers the same bytes either way. A linear
+    model's numbers can differ in the last digit (a few parts in 1e16: the rows are multiplied
+    as one matrix), which is why batching is a setting, off by default.
     """
 
     def __init__(self, model: Any, most: int, input_schema: Any = None) -> None:
         self.model = model
         self.most = max(1, most)
-        self.calls = 0  # calls to the model's predict
         # Columns whose object values MLflow passes through as they are (None: no signature).
         self._text: set[str] | None = None
         if input_schema is not None:
@@ -783,7 +787,6 @@ class Batcher:
                 return
         for pending in group:
             try:
-                self.calls += 1
                 pending.settle(self.model.predict(pending.data, params=pending.params))
             except BaseException as exc:  # the request's thread raises it
                 pending.settle(error=exc)
@@ -792,7 +795,6 @@ class Batcher:
         import pandas as pd
 
         try:
-            self.calls += 1
             joined = pd.concat([p.data for p in group], ignore_index=True)
             result = self.model.predict(joined, params=None)
         except Exception:
@@ -857,8 +859,8 @@ class ModelApp:
     scored finishes first.
 
     With ``batch`` above 1 (MLOPS_SERVING_BATCH), up to that many requests are scored at once
-    by MLflow's function, each on a thread of its own, and their predictions are made on one
-    thread by a :class:`Batcher`, together where they can be.
+    by MLflow's function, each on a thread of its own, and a :class:`Batcher` makes their
+    predictions one call at a time, together where it can.
     """
 
     def __init__(

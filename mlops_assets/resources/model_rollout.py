@@ -283,8 +283,7 @@ class ModelRolloutResource(ConfigurableResource):
         "Requests a worker of the served model may predict in one call (1 to 64): those that "
         "arrive while it is busy are predicted together. 1 predicts each alone, as MLflow's "
         "server does. A tree model answers the same either way; a linear model's numbers can "
-        "differ in the last digit (about 1e-16 of the value), as the rows are multiplied "
-        "together.",
+        "differ in the last digit (a few parts in 1e16), as the rows are multiplied together.",
     )
     timeout_seconds: float = env_field(
         "MLOPS_DEPLOY_TIMEOUT_SECONDS",

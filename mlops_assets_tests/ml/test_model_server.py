@@ -572,8 +572,8 @@ def diabetes_forest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class _Counting:
-    """An MLflow model as it was loaded, noting how many rows each predict call was given and
-    holding the first call until ``release`` is set."""
+    """An MLflow model of the diabetes data as it was loaded, noting how many rows each predict
+    call was given (and their ages) and holding the first call until ``release`` is set."""
 
     def __init__(self, model: Path, release: threading.Event | None = None) -> None:
         import mlflow
@@ -582,6 +582,7 @@ class _Counting:
         self.metadata = self.model.metadata
         self.release = release
         self.calls: list[int] = []
+        self.seen: list[list[float]] = []
         self.running = 0
 
     def predict(self, data: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
@@ -589,6 +590,7 @@ class _Counting:
         if self.release is not None and not self.calls:
             self.release.wait(60)
         self.calls.append(len(data))
+        self.seen.append([float(v) for v in data["age"]])
         self.running -= 1
         return self.model.predict(data, params=params)
 
@@ -682,8 +684,15 @@ def test_requests_that_differ_are_predicted_apart_and_a_bad_one_gets_its_own_err
     answers = _answers_while_busy(app, model, bodies)
 
     # Alone: the first. Together: rows 1, 3, broken and 5 (same columns, same types), which
-    # fails; then each of them alone. The reversed columns are another table: apart.
-    assert model.calls == [1, 4, 1, 1, 1, 1, 1]
+    # fails; then each of them alone. The reversed columns are another table: apart. (The
+    # requests that waited may reach the model in either order; each call is told by its rows.)
+    age = rows["age"].tolist()
+    assert model.seen[0] == [age[0]]
+    together = [sorted(call) for call in model.seen if len(call) > 1]
+    assert together == [sorted([age[1], age[3], age[4], age[5]])]
+    alone_calls = sorted(call[0] for call in model.seen[1:] if len(call) == 1)
+    assert alone_calls == sorted([age[1], age[3], age[4], age[5], reordered["age"].iloc[0]])
+    assert len(model.seen) == 7
     alone = _alone(diabetes_model, bodies)
     assert [status for status, _ in answers] == [200, 200, 200, 200, 400, 200]
     assert [a for i, a in enumerate(answers) if i != 4] == [
