@@ -95,3 +95,23 @@ def test_stack_runs_the_graph_on_postgres_storage_and_stops_clean(tmp_path):
     assert not (state / "env.sh").exists()
     for url in (settings["MLOPS_S3_ENDPOINT_URL"], settings["MLFLOW_TRACKING_URI"]):
         assert not port_open(url), f"{url} still answers after stop"
+
+
+def test_a_failed_pool_setup_says_why_without_the_database_password(tmp_path):
+    """prepare_dagster_home runs `dagster instance concurrency set`; when that fails (here:
+    nothing listens where the URL points), the error carries the CLI's own message, and
+    neither the URL's password nor the URL with it."""
+    from mlops_assets.stack.cli import prepare_dagster_home
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    password = "pw-" + "x7Kq2" * 4
+    url = f"postgresql+psycopg2://dagster:{password}@127.0.0.1:{port}/dagster"
+    with pytest.raises(RuntimeError) as failure:
+        prepare_dagster_home(tmp_path / "dagster_home", url)
+    message = str(failure.value)
+    assert "`dagster instance concurrency set model_registry 1` failed" in message
+    assert f"***@127.0.0.1:{port}" in message
+    assert "Connection refused" in message or "could not connect" in message, message
+    assert password not in message

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import secrets
 import shlex
 import signal
@@ -37,6 +38,9 @@ telemetry:
 """
 
 
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
+
+
 def prepare_dagster_home(dagster_home: Path, postgres_url: str) -> None:
     """The stack's Dagster instance: its ``dagster.yaml`` (runs, events and schedules in
     PostgreSQL) and the ``model_registry`` pool's one slot, set once here with
@@ -48,22 +52,44 @@ def prepare_dagster_home(dagster_home: Path, postgres_url: str) -> None:
     import os
     import subprocess
 
+    from mlops_assets.lib.metadata import redact_uri
     from mlops_assets.resources.mlflow_registry import REGISTRY_POOL  # imports dagster
 
     dagster_home.mkdir(parents=True, exist_ok=True)
     (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
     dagster = Path(sys.executable).parent / "dagster"
-    subprocess.run(
-        [str(dagster), "instance", "concurrency", "set", REGISTRY_POOL, "1"],
+    command = ["instance", "concurrency", "set", REGISTRY_POOL, "1"]
+    completed = subprocess.run(
+        [str(dagster), *command],
         env={
             **os.environ,
             "DAGSTER_HOME": str(dagster_home),
             "MLOPS_DAGSTER_POSTGRES_URL": postgres_url,  # what dagster.yaml reads
         },
-        check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
+    if completed.returncode != 0:
+        output = completed.stderr or completed.stdout
+        # The exceptions it raised (each once, the cause first), else the end of its output.
+        raised = [line for line in output.splitlines() if _RAISED.match(line)]
+        raise RuntimeError(
+            f"`dagster {' '.join(command)}` failed (exit {completed.returncode}) on the "
+            f"instance in {dagster_home} ({redact_uri(postgres_url)}):\n"
+            + _without(postgres_url, "\n".join(dict.fromkeys(raised)) or output[-3000:])
+        )
+
+
+def _without(url: str, text: str) -> str:
+    """``text`` with ``url``'s password (and the URL itself) taken out, to be shown."""
+    import urllib.parse
+
+    from mlops_assets.lib.metadata import redact_uri
+
+    text = text.replace(url, redact_uri(url))
+    password = urllib.parse.urlsplit(url).password
+    return text.replace(password, "***") if password else text
 
 
 def _credentials(state: Path) -> dict[str, str]:
