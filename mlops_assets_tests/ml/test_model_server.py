@@ -498,8 +498,9 @@ class _Slow:
         return self.model.predict(data, params=params)
 
 
-async def _asgi_post(app: Any, body: bytes, request_id: str) -> int:
-    """POST /invocations to the ASGI ``app`` in this process; the response's status."""
+async def _asgi_post(app: Any, body: bytes, request_id: str) -> tuple[int, str]:
+    """POST /invocations to the ASGI ``app`` in this process: the response's status and
+    body."""
     sent: list[dict[str, Any]] = []
     received = iter([{"type": "http.request", "body": body, "more_body": False}])
     scope = {
@@ -516,7 +517,7 @@ async def _asgi_post(app: Any, body: bytes, request_id: str) -> int:
         sent.append(message)
 
     await app(scope, receive, send)
-    return int(sent[0]["status"])
+    return int(sent[0]["status"]), sent[1]["body"].decode()
 
 
 def test_a_worker_scores_one_request_at_a_time_in_order_of_arrival(diabetes_model: Path) -> None:
@@ -528,7 +529,7 @@ def test_a_worker_scores_one_request_at_a_time_in_order_of_arrival(diabetes_mode
         for i, body in enumerate(bodies):
             posts.append(asyncio.create_task(_asgi_post(app, body, f"r{i}")))
             await asyncio.sleep(0.01)  # arrive in this order
-        return list(await asyncio.gather(*posts))
+        return [status for status, _ in await asyncio.gather(*posts)]
 
     slow = _Slow(diabetes_model, lambda: time.sleep(0.05))
     statuses = asyncio.run(post_together(model_server.ModelApp(slow, None, 30)))
@@ -595,38 +596,17 @@ class _Counting:
         return self.model.predict(data, params=params)
 
 
-async def _asgi_answer(app: Any, body: bytes, request_id: str) -> tuple[int, str]:
-    """POST /invocations to the ASGI ``app``: the response's status and body."""
-    sent: list[dict[str, Any]] = []
-    received = iter([{"type": "http.request", "body": body, "more_body": False}])
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/invocations",
-        "headers": [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode())],
-    }
-
-    async def receive() -> dict[str, Any]:
-        return next(received)
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return int(sent[0]["status"]), sent[1]["body"].decode()
-
-
 def _answers_while_busy(app: Any, model: _Counting, bodies: list[bytes]) -> list[tuple[int, str]]:
     """The first body is posted and held at the model; the others are posted and wait for
     it; then it is released. Each request's status and body, in order."""
     assert model.release is not None
 
     async def run() -> list[tuple[int, str]]:
-        first = asyncio.create_task(_asgi_answer(app, bodies[0], "r0"))
+        first = asyncio.create_task(_asgi_post(app, bodies[0], "r0"))
         while not model.running:
             await asyncio.sleep(0.005)
         rest = [
-            asyncio.create_task(_asgi_answer(app, body, f"r{i}"))
+            asyncio.create_task(_asgi_post(app, body, f"r{i}"))
             for i, body in enumerate(bodies[1:], 1)
         ]
         while app.batcher.waiting < len(rest) and not all(task.done() for task in rest):
@@ -642,7 +622,7 @@ def _alone(model: Path, bodies: list[bytes]) -> list[tuple[int, str]]:
     app = model_server.ModelApp(_Counting(model), None, 30)
 
     async def run() -> list[tuple[int, str]]:
-        return [await _asgi_answer(app, body, f"a{i}") for i, body in enumerate(bodies)]
+        return [await _asgi_post(app, body, f"a{i}") for i, body in enumerate(bodies)]
 
     return asyncio.run(run())
 
@@ -716,7 +696,7 @@ def test_a_request_answered_504_before_its_turn_is_not_predicted(diabetes_forest
 
     async def run() -> list[tuple[int, str]]:
         tasks = [
-            asyncio.create_task(_asgi_answer(app, body, f"r{i}")) for i, body in enumerate(bodies)
+            asyncio.create_task(_asgi_post(app, body, f"r{i}")) for i, body in enumerate(bodies)
         ]
         return list(await asyncio.gather(*tasks))
 
