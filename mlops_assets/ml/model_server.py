@@ -73,7 +73,8 @@ V2_DATATYPES = {
     "BYTES": (str,),
 }
 _V2_MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|infer))?$")
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception): .*$", re.MULTILINE)
+# A line of a traceback that names the exception raised (and its message).
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception): .*$", re.MULTILINE)
 
 # uvicorn's own logger: its handler and format, in the container's log.
 log = logging.getLogger("uvicorn.error")
@@ -301,7 +302,7 @@ def _error_message(response: str) -> str:
     if not isinstance(document, dict) or "message" not in document:
         return response[:ERROR_BODY_LIMIT]
     message = str(document["message"])
-    raised = _EXCEPTION_LINE.findall(str(document.get("stack_trace") or ""))
+    raised = EXCEPTION_LINE.findall(str(document.get("stack_trace") or ""))
     if raised:
         message += f" ({raised[-1][:500]})"
     return message[:ERROR_BODY_LIMIT]

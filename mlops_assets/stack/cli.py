@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import secrets
 import shlex
 import signal
@@ -18,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+from mlops_assets.ml.model_server import EXCEPTION_LINE
 from mlops_assets.settings import home
 from mlops_assets.stack.mlflow_server import MlflowServer
 from mlops_assets.stack.postgres import LocalPostgres
@@ -36,9 +36,6 @@ concurrency:
 telemetry:
   enabled: false
 """
-
-
-_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
 
 
 def prepare_dagster_home(dagster_home: Path, postgres_url: str) -> None:
@@ -73,7 +70,7 @@ def prepare_dagster_home(dagster_home: Path, postgres_url: str) -> None:
     if completed.returncode != 0:
         output = completed.stderr or completed.stdout
         # The exceptions it raised (each once, the cause first), else the end of its output.
-        raised = [line for line in output.splitlines() if _RAISED.match(line)]
+        raised = EXCEPTION_LINE.findall(output)
         raise RuntimeError(
             f"`dagster {' '.join(command)}` failed (exit {completed.returncode}) on the "
             f"instance in {dagster_home} ({redact_uri(postgres_url)}):\n"
