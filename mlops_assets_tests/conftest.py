@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 
+from mlops_assets.resources.mlflow_sqlite import seed_database
 from mlops_assets.settings import all_settings
 
 PARTITION = "2026-11-20"
@@ -160,21 +161,6 @@ def _lifecycle(home: Path) -> Iterator[Lifecycle]:
         instance.dispose()
 
 
-@pytest.fixture(scope="session")
-def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow SQLite database with its tables created and nothing in it.
-
-    Creating the tables runs all of MLflow's migrations (about 2.5 s); an empty project state
-    starts from a copy instead. Creating them from nothing is what mlops-demo's test does.
-    """
-    from mlflow import MlflowClient
-
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    uri = f"sqlite:///{path}"
-    MlflowClient(uri, uri).search_experiments()
-    return path
-
-
 @pytest.fixture
 def lifecycle(
     tmp_path: Path,
@@ -186,10 +172,10 @@ def lifecycle(
     home = tmp_path / "mlops"
     home.mkdir()
     if "mlflow_stack" not in request.fixturenames:
-        # Embedded MLflow: start from the migrated empty database. (On the MLflow server a
-        # test asserts that no local database appears, so none is put there.)
-        template = request.getfixturevalue("empty_mlflow_db")
-        shutil.copyfile(template, home / "mlflow.db")
+        # Embedded MLflow: its database now, as the resource writes it, so that state() before
+        # any run reads it too. (On the MLflow server a test asserts that no local database
+        # appears, so none is put there.)
+        seed_database(f"sqlite:///{home / 'mlflow.db'}")
     monkeypatch.setenv("MLOPS_HOME", str(home))
     yield from _lifecycle(home)
 

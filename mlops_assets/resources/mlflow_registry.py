@@ -104,6 +104,7 @@ class MlflowResource(ConfigurableResource):
     def _mlflow(self) -> Any:
         import mlflow
 
+        self._seed()
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.registry_uri or self.tracking_uri)
         return mlflow
@@ -111,7 +112,15 @@ class MlflowResource(ConfigurableResource):
     def client(self) -> Any:
         from mlflow import MlflowClient
 
+        self._seed()
         return MlflowClient(self.tracking_uri, self.registry_uri or self.tracking_uri)
+
+    def _seed(self) -> None:
+        """A new embedded database starts from MLflow's migrated schema (mlflow_sqlite)."""
+        from mlops_assets.resources.mlflow_sqlite import seed_database
+
+        for uri in {self.tracking_uri, self.registry_uri or self.tracking_uri}:
+            seed_database(uri)
 
     def experiment_id(self) -> str:
         client = self.client()
