@@ -12,6 +12,11 @@ as CSV once; then, interleaved and several times each, on an empty state every t
 Each is timed as a whole process from outside; peak RSS is the largest sum over the whole
 process tree, sampled every 50 ms. Prints min/median/max and the median ratios.
 
+First, as many times interleaved, a process that only imports each side's libraries: the
+plain script's (pandas, pyarrow, scikit-learn, skops, Evidently), and those plus what the
+lifecycle adds (Dagster, MLflow with its SQLite stores, the definitions). That is the least
+either run can take, whatever it then does; each row's figures are also printed beyond it.
+
     .venv/bin/python bench/cold_lifecycle.py --rows 10000 --runs 3 [--multiprocess]
 """
 
@@ -29,6 +34,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITION = "2026-11-20"
+# What plain_lifecycle.py imports for its work, and what the lifecycle imports as well. (The
+# lifecycle's run imports more: this is a floor, not its whole import time.)
+PLAIN_IMPORTS = (
+    "numpy, pandas, pyarrow.parquet, skops.io, evidently, evidently.presets, sklearn.compose, "
+    "sklearn.ensemble, sklearn.impute, sklearn.metrics, sklearn.pipeline, sklearn.preprocessing"
+)
+LIFECYCLE_IMPORTS = (
+    f"{PLAIN_IMPORTS}, dagster, mlflow, mlflow.sklearn, mlflow.store.tracking.sqlalchemy_store, "
+    "mlflow.store.model_registry.sqlalchemy_store, mlops_assets.definitions"
+)
 
 
 def tree_rss_mb(root: int) -> float:
@@ -125,6 +140,7 @@ def main() -> None:
     parser.add_argument("--multiprocess", action="store_true")
     args = parser.parse_args()
     print(f"{os.cpu_count()} cores; medians of {args.runs} interleaved cold runs", flush=True)
+    floors = import_floors(args.runs)
     for rows in args.rows:
         with tempfile.TemporaryDirectory(prefix="mlops-cold-") as tmp:
             labelled, batch = write_data(Path(tmp), rows)
@@ -157,6 +173,35 @@ def main() -> None:
                         f"peak RSS {medians[name][1] / plain_mb:.2f}x",
                         flush=True,
                     )
+            for name, (median_s, median_mb) in medians.items():
+                floor_s, floor_mb = floors["plain" if name == "plain" else "lifecycle"]
+                print(
+                    f"{rows:>10,} rows {name:>12} beyond its imports: "
+                    f"{median_s - floor_s:5.1f} s, {median_mb - floor_mb:5.0f} MiB",
+                    flush=True,
+                )
+
+
+def import_floors(runs: int) -> dict[str, tuple[float, float]]:
+    """Medians of ``runs`` interleaved processes that only import each side's libraries."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_"))}
+    results: dict[str, list[tuple[float, float]]] = {}
+    for _ in range(runs):
+        for name, modules in (("plain", PLAIN_IMPORTS), ("lifecycle", LIFECYCLE_IMPORTS)):
+            command = [sys.executable, "-c", f"import {modules}"]
+            results.setdefault(name, []).append(timed(command, env))
+    floors = {}
+    for name, found in results.items():
+        floors[name] = (
+            statistics.median(s for s, _ in found),
+            statistics.median(p for _, p in found),
+        )
+        print(
+            f"{'imports only':>16} {name:>12}: {floors[name][0]:7.1f} s, "
+            f"peak RSS {floors[name][1]:6.0f} MiB",
+            flush=True,
+        )
+    return floors
 
 
 if __name__ == "__main__":
