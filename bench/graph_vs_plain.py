@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 PARTITION = "2026-11-20"
 
@@ -86,11 +87,16 @@ def run_plain() -> float:
         model_input,
         serving_requirements,
     )
-    from mlops_assets.resources.mlflow_registry import CHALLENGER, CHAMPION
+    from mlops_assets.resources.dataset_source import DatasetSourceResource
+    from mlops_assets.resources.mlflow_registry import CHALLENGER, CHAMPION, MlflowResource
+    from mlops_assets.resources.object_store import ObjectStoreResource
+    from mlops_assets.resources.policy import LifecyclePolicy
 
     resources = build_resources()
-    store, source = resources["object_store"], resources["dataset_source"]
-    mlflow, policy = resources["mlflow"], resources["policy"]
+    store = cast(ObjectStoreResource, resources["object_store"])
+    source = cast(DatasetSourceResource, resources["dataset_source"])
+    mlflow = cast(MlflowResource, resources["mlflow"])
+    policy = cast(LifecyclePolicy, resources["policy"])
     spec = source.spec
 
     start = time.perf_counter()
