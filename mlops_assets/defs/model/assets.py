@@ -41,6 +41,7 @@ from mlops_assets.ml.tasks import (
 from mlops_assets.ml.train import (
     SKOPS_TRUSTED_TYPES,
     EstimatorError,
+    TrainingConfig,
     TrainingResult,
     fit,
     model_input,
@@ -145,10 +146,10 @@ def trained_model(
     except EstimatorError as exc:
         raise Failure(allow_retries=False, description=f"bad training config: {exc}") from exc
     earlier = None if config.force_retrain else mlflow.find_training_run(fingerprint)
-    extra_metadata: dict[str, Any] = {}
     if earlier is not None:
         run_id, model_uri = earlier.info.run_id, earlier.data.tags[MODEL_URI_TAG]
         metrics = dict(earlier.data.metrics)
+        extra_metadata: dict[str, Any] = {}
         training_note = (
             f"not trained: dataset {manifest['tag']} ({manifest['digest'][:12]}) and the training "
             f"config are unchanged since MLflow run {run_id}, whose model is reused; set "
@@ -156,58 +157,19 @@ def trained_model(
         )
     else:
         splits = DatasetStore(object_store, spec.name).load_splits(manifest)
-        try:
-            result = fit(splits, spec, training)
-        except EstimatorError as exc:  # no usable model: the user's function, or the data
-            raise Failure(allow_retries=False, description=str(exc)) from exc
-        # A classifier is registered as a ClassAnswer: it answers with classes and probabilities.
-        from mlops_assets.ml.answering import ClassAnswer
-
-        model = (
-            ClassAnswer(result.pipeline, spec.classes)
-            if spec.task == "classification"
-            else result.pipeline
+        tags = {
+            "mlops.dataset_name": spec.name,
+            "mlops.dataset_digest": manifest["digest"],
+            "mlops.dataset_tag": manifest["tag"],
+            "mlops.dataset_uri": object_store.uri(manifest["files"]["train"]["key"]),
+            "dagster.run_id": context.run.run_id,
+            "dagster.asset": "trained_model",
+            FINGERPRINT_TAG: fingerprint,
+        }
+        run_id, model_uri, metrics, extra_metadata = _train_and_log(
+            splits, spec, training, tags, mlflow
         )
-        types = saved_types(model)
-        untrusted = untrusted_types(types, training.trusted_types)
-        if untrusted:
-            raise Failure(
-                allow_retries=False,
-                description=f"the fitted {training.label} model holds types skops does "
-                f"not trust: {', '.join(untrusted)}. Review them, then list them in "
-                "MLOPS_SKOPS_TRUSTED_TYPES (or the run config's trusted_types). Nothing was "
-                "logged or registered.",
-            )
-        code = served_code(types)
-        logged = mlflow.log_training_run(
-            pipeline=model,
-            params=result.params,
-            metrics=result.metrics,
-            input_example=model_input(splits["train"].head(5), spec),
-            training_frame=splits["train"],
-            target=spec.target.name,
-            tags={
-                "mlops.dataset_name": spec.name,
-                "mlops.dataset_digest": manifest["digest"],
-                "mlops.dataset_tag": manifest["tag"],
-                "mlops.dataset_uri": object_store.uri(manifest["files"]["train"]["key"]),
-                "dagster.run_id": context.run.run_id,
-                "dagster.asset": "trained_model",
-                FINGERPRINT_TAG: fingerprint,
-            },
-            skops_trusted_types=[*SKOPS_TRUSTED_TYPES, *training.trusted_types],
-            pip_requirements=[*serving_requirements(), *code.requirements],
-            code_paths=list(code.code_paths),
-            search=result.search,
-            classes=_fitted_classes(result) if spec.task == "classification" else None,
-            artifacts=_class_artifacts(result, spec.classes),
-        )
-        run_id, model_uri, metrics = logged.run_id, logged.model_uri, result.metrics
         training_note = "trained" + (" (force_retrain)" if config.force_retrain else "")
-        if result.search is not None:
-            extra_metadata.update(_search_metadata(result.search, logged.search_plot_uri))
-        if result.test_classes is not None:
-            extra_metadata.update(_class_metadata(result, logged.artifact_uris))
     quality = QUALITY_METRIC[spec.task]
     context.log.info(
         f"MLflow run {run_id}, test {quality} {metrics[f'test_{quality}']:.6g}: {training_note}"
@@ -233,6 +195,59 @@ def trained_model(
             **{name: MetadataValue.float(value) for name, value in metrics.items()},
         },
     )
+
+
+def _train_and_log(
+    splits: dict[str, Any],
+    spec: DatasetSpec,
+    training: TrainingConfig,
+    tags: dict[str, str],
+    mlflow: MlflowResource,
+) -> tuple[str, str, dict[str, float], dict[str, Any]]:
+    """Fit on the splits and log the model in a new MLflow run with ``tags``: its run id, model
+    URI, metrics and the search's or classes' metadata. A model holding types skops does not
+    trust, or no usable model, fails the step with nothing logged."""
+    try:
+        result = fit(splits, spec, training)
+    except EstimatorError as exc:  # no usable model: the user's function, or the data
+        raise Failure(allow_retries=False, description=str(exc)) from exc
+    # A classifier is registered as a ClassAnswer: it answers with classes and probabilities.
+    from mlops_assets.ml.answering import ClassAnswer
+
+    classify = spec.task == "classification"
+    model = ClassAnswer(result.pipeline, spec.classes) if classify else result.pipeline
+    types = saved_types(model)
+    untrusted = untrusted_types(types, training.trusted_types)
+    if untrusted:
+        raise Failure(
+            allow_retries=False,
+            description=f"the fitted {training.label} model holds types skops does "
+            f"not trust: {', '.join(untrusted)}. Review them, then list them in "
+            "MLOPS_SKOPS_TRUSTED_TYPES (or the run config's trusted_types). Nothing was "
+            "logged or registered.",
+        )
+    code = served_code(types)
+    logged = mlflow.log_training_run(
+        pipeline=model,
+        params=result.params,
+        metrics=result.metrics,
+        input_example=model_input(splits["train"].head(5), spec),
+        training_frame=splits["train"],
+        target=spec.target.name,
+        tags=tags,
+        skops_trusted_types=[*SKOPS_TRUSTED_TYPES, *training.trusted_types],
+        pip_requirements=[*serving_requirements(), *code.requirements],
+        code_paths=list(code.code_paths),
+        search=result.search,
+        classes=_fitted_classes(result) if classify else None,
+        artifacts=_class_artifacts(result, spec.classes),
+    )
+    metadata: dict[str, Any] = {}
+    if result.search is not None:
+        metadata.update(_search_metadata(result.search, logged.search_plot_uri))
+    if result.test_classes is not None:
+        metadata.update(_class_metadata(result, logged.artifact_uris))
+    return logged.run_id, logged.model_uri, result.metrics, metadata
 
 
 CONFUSION_PNG = "evaluation/confusion_matrix_test.png"
