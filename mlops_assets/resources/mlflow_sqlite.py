@@ -20,6 +20,7 @@ import os
 import sqlite3
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 SCHEMA = Path(__file__).with_name("mlflow_sqlite_schema.sql")
@@ -55,8 +56,8 @@ def seed_database(uri: str, schema: Path = SCHEMA) -> bool:
     text = schema.read_text()
     if dump_version(text) != VERSION:
         return False
-    handle, aside = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
+    # Made by SQLite, as MLflow's own file would be: the same permissions (the umask's).
+    aside = path.parent / f".{path.name}.{uuid.uuid4().hex}.seed"
     try:
         with sqlite3.connect(aside) as connection:
             connection.executescript(text)
@@ -67,7 +68,7 @@ def seed_database(uri: str, schema: Path = SCHEMA) -> bool:
             return False
         return True
     finally:
-        os.unlink(aside)
+        aside.unlink(missing_ok=True)
 
 
 def migrated_dump() -> str:

@@ -56,6 +56,9 @@ def test_the_dump_is_the_database_the_installed_mlflow_migrations_make(tmp_path)
     assert seeded == _contents(tmp_path / "migrated.db")
     assert len(seeded["schema"]) > 50  # every table and index, not an empty file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["migrated.db", "seeded.db"]
+    # The permissions MLflow's own file gets, not a private temporary file's.
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes["seeded.db"] == modes["migrated.db"]
 
 
 class _Messages(logging.Handler):
