@@ -101,13 +101,18 @@ def write_data(folder: Path, rows: int) -> tuple[Path, Path]:
     return labelled, batch
 
 
+def project_free_env() -> dict[str, str]:
+    """This environment without the project's, MLflow's and Dagster's settings."""
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_", "DAGSTER_"))
+    }
+
+
 def commands(
     work: Path, labelled: Path, batch: Path, multiprocess: bool
 ) -> dict[str, tuple[list[str], dict[str, str]]]:
     bin_dir = Path(sys.executable).parent
-    base = {
-        k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_", "DAGSTER_"))
-    }
+    base = project_free_env()
     lifecycle_env = dict(
         base,
         MLOPS_HOME=str(work / "home"),
@@ -184,7 +189,7 @@ def main() -> None:
 
 def import_floors(runs: int) -> dict[str, tuple[float, float]]:
     """Medians of ``runs`` interleaved processes that only import each side's libraries."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_"))}
+    env = project_free_env()
     results: dict[str, list[tuple[float, float]]] = {}
     for _ in range(runs):
         for name, modules in (("plain", PLAIN_IMPORTS), ("lifecycle", LIFECYCLE_IMPORTS)):

@@ -71,19 +71,26 @@ def seed_database(uri: str, schema: Path = SCHEMA) -> bool:
         aside.unlink(missing_ok=True)
 
 
+def migrate(path: Path) -> None:
+    """Create the SQLite database ``path`` as MLflow does on an empty file: its first tables,
+    then every migration."""
+    from mlflow.store.db.utils import _initialize_tables
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"{_PREFIX}{path}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+
+
 def migrated_dump() -> str:
     """What the installed MLflow's migrations leave in an empty SQLite database, as SQL."""
-    from mlflow.store.db.utils import _initialize_tables
     from mlflow.version import VERSION
-    from sqlalchemy import create_engine
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "mlflow.db"
-        engine = create_engine(f"{_PREFIX}{path}")
-        try:
-            _initialize_tables(engine)
-        finally:
-            engine.dispose()
+        migrate(path)
         with sqlite3.connect(path) as connection:
             statements = list(connection.iterdump())
         connection.close()

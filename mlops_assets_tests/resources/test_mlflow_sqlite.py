@@ -13,7 +13,7 @@ import pytest
 from mlflow.version import VERSION
 
 from mlops_assets.resources.mlflow_registry import MlflowResource
-from mlops_assets.resources.mlflow_sqlite import SCHEMA, dump_version, seed_database
+from mlops_assets.resources.mlflow_sqlite import SCHEMA, dump_version, migrate, seed_database
 
 
 def _contents(path: Path) -> dict[str, Any]:
@@ -33,24 +33,13 @@ def _contents(path: Path) -> dict[str, Any]:
     return {"schema": schema, "rows": rows}
 
 
-def _migrated_by_mlflow(path: Path) -> None:
-    from mlflow.store.db.utils import _initialize_tables
-    from sqlalchemy import create_engine
-
-    engine = create_engine(f"sqlite:///{path}")
-    try:
-        _initialize_tables(engine)
-    finally:
-        engine.dispose()
-
-
 def test_the_dump_is_the_database_the_installed_mlflow_migrations_make(tmp_path):
     assert dump_version(SCHEMA.read_text()) == VERSION, (
         f"{SCHEMA.name} is from MLflow {dump_version(SCHEMA.read_text())}, MLflow {VERSION} is "
         "installed: write it again with python -m mlops_assets.resources.mlflow_sqlite"
     )
     assert seed_database(f"sqlite:///{tmp_path / 'seeded.db'}") is True
-    _migrated_by_mlflow(tmp_path / "migrated.db")
+    migrate(tmp_path / "migrated.db")
 
     seeded = _contents(tmp_path / "seeded.db")
     assert seeded == _contents(tmp_path / "migrated.db")
@@ -127,7 +116,7 @@ def test_one_database_when_many_write_it_at_once(tmp_path):
 
     assert sorted(results) == [False] * 7 + [True]
     assert [p.name for p in tmp_path.iterdir()] == ["mlflow.db"]  # nothing left aside
-    _migrated_by_mlflow(tmp_path / "migrated.db")
+    migrate(tmp_path / "migrated.db")
     assert _contents(tmp_path / "mlflow.db") == _contents(tmp_path / "migrated.db")
 
 
