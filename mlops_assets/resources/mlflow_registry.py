@@ -63,6 +63,9 @@ def _param_values(params: dict[str, Any]) -> dict[str, str]:
     return {key: str(value)[:500] for key, value in params.items()}
 
 
+SEARCH_PICTURE = "search/optimization_history.png"  # a search's history, in its run
+
+
 @dataclass(frozen=True)
 class AliasMove:
     alias: str
@@ -246,8 +249,19 @@ class MlflowResource(ConfigurableResource):
                 if trial.value is not None:
                     metrics[search.objective] = trial.value
                 mlflow.log_metrics(metrics)
-        picture = "search/optimization_history.png"
-        return self._log_files({picture: history_png(search)})[picture]
+        return self._log_files({SEARCH_PICTURE: history_png(search)})[SEARCH_PICTURE]
+
+    def logged_files(self, run: Any, folder: str) -> dict[str, str]:
+        """The files ``run`` logged in ``folder``: each one's URI by its path in the run, as
+        log_training_run gave them."""
+        found = self.client().list_artifacts(run.info.run_id, folder)
+        return {a.path: f"{run.info.artifact_uri}/{a.path}" for a in found if not a.is_dir}
+
+    def read_logged_file(self, run_id: str, path: str) -> bytes:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="mlops-artifacts-") as tmp:
+            return Path(self.client().download_artifacts(run_id, path, tmp)).read_bytes()
 
     def find_training_run(self, fingerprint: str) -> Any | None:
         """The newest finished run with this training fingerprint that logged its model."""

@@ -5,6 +5,7 @@ through the whole lifecycle from a spec drafted by mlops-spec infer."""
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,7 +64,8 @@ def champion_run(lifecycle, name: str):
     return version, client.get_run(version.run_id)
 
 
-def assert_classifier_lifecycle(lifecycle, spec, name: str, min_auc: float) -> pd.DataFrame:
+def assert_classifier_lifecycle(lifecycle, spec, name: str, min_auc: float) -> dict[str, Any]:
+    """Run the whole lifecycle and check a classifier's results; trained_model's metadata."""
     result = lifecycle.run()
 
     assert result.success, step_failure(result, "trained_model")
@@ -102,7 +104,7 @@ def assert_classifier_lifecycle(lifecycle, spec, name: str, min_auc: float) -> p
     assert "prediction" in drift["column_drift"].value
     quality = check_evaluations(result)[("drift_report", "quality_not_degraded")]
     assert "balanced accuracy" in quality.description
-    return scored
+    return trained
 
 
 def test_binary_classifier_on_breast_cancer_through_the_lifecycle(lifecycle, monkeypatch, tmp_path):
@@ -120,7 +122,15 @@ def test_multiclass_classifier_on_wine_through_the_lifecycle(lifecycle, monkeypa
     assert spec.classes == ("class_0", "class_1", "class_2")
     monkeypatch.setenv("MLOPS_MODEL_TYPE", "logistic_regression")
 
-    assert_classifier_lifecycle(lifecycle, spec, "wine", min_auc=0.97)
+    trained = assert_classifier_lifecycle(lifecycle, spec, "wine", min_auc=0.97)
+
+    # Unchanged data and config: the run is reused, and its class report read back from MLflow.
+    reused = materialized(lifecycle.run(assets=["trained_model"]))["trained_model"]
+    assert reused["trained"].value is False
+    assert reused["mlflow_run_id"] == trained["mlflow_run_id"]
+    shown = ("test_per_class", "test_confusion_matrix", "test_confusion_matrix_plot")
+    assert {k: reused[k] for k in shown} == {k: trained[k] for k in shown}
+    assert "| class_2 |" in reused["test_per_class"].value
 
 
 @pytest.mark.slow

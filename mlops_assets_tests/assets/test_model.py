@@ -311,6 +311,15 @@ def test_a_search_ahead_of_training_is_tracked_as_nested_runs_with_its_picture(
     artifacts = [a.path for a in mlflow.list_artifacts(parent.info.run_id, "search")]
     assert artifacts == ["search/optimization_history.png"]
 
+    # Unchanged data and config: the run is reused, and its search read back from MLflow.
+    again = trained.run(assets=["trained_model"], run_config=training_config(model_type="ridge"))
+    reused = materialized(again)["trained_model"]
+    assert reused["trained"].value is False
+    assert reused["mlflow_run_id"] == metadata["mlflow_run_id"]
+    search_keys = {key for key in metadata if key.startswith("search_")}
+    assert search_keys == {key for key in reused if key.startswith("search_")}
+    assert {k: reused[k] for k in search_keys} == {k: metadata[k] for k in search_keys}
+
 
 def test_a_search_that_cannot_run_fails_clearly_and_changes_nothing(trained, monkeypatch):
     monkeypatch.setenv("MLOPS_SEARCH_TRIALS", "3")

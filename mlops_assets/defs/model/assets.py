@@ -1,7 +1,7 @@
 """trained_model and registered_model: fit, track, register and gate the champion."""
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,6 @@ from mlops_assets.lib.metadata import md_table
 from mlops_assets.lib.retries import SERVER_RETRY
 from mlops_assets.ml.dataset_store import DatasetStore
 from mlops_assets.ml.promotion import decide, relative_improvement
-from mlops_assets.ml.search import SearchResult
 from mlops_assets.ml.spec import DatasetSpec
 from mlops_assets.ml.tasks import (
     LOSS,
@@ -65,6 +64,7 @@ from mlops_assets.resources.mlflow_registry import (
     FINGERPRINT_TAG,
     MODEL_URI_TAG,
     REGISTRY_POOL,
+    SEARCH_PICTURE,
     MlflowResource,
 )
 from mlops_assets.resources.object_store import ObjectStoreResource
@@ -148,8 +148,7 @@ def trained_model(
     earlier = None if config.force_retrain else mlflow.find_training_run(fingerprint)
     if earlier is not None:
         run_id, model_uri = earlier.info.run_id, earlier.data.tags[MODEL_URI_TAG]
-        metrics = dict(earlier.data.metrics)
-        extra_metadata: dict[str, Any] = {}
+        metrics, extra_metadata = _reused_run(earlier, mlflow)
         training_note = (
             f"not trained: dataset {manifest['tag']} ({manifest['digest'][:12]}) and the training "
             f"config are unchanged since MLflow run {run_id}, whose model is reused; set "
@@ -243,11 +242,53 @@ def _train_and_log(
         artifacts=_class_artifacts(result, spec.classes),
     )
     metadata: dict[str, Any] = {}
-    if result.search is not None:
-        metadata.update(_search_metadata(result.search, logged.search_plot_uri))
+    if (search := result.search) is not None:
+        metadata.update(
+            _search_metadata(
+                search.best_params,
+                objective=search.objective,
+                best_value=search.best_value,
+                trials=len(search.trials),
+                failed=search.failed,
+                plot_uri=logged.search_plot_uri,
+            )
+        )
     if result.test_classes is not None:
-        metadata.update(_class_metadata(result, logged.artifact_uris))
+        per_class, matrix = result.test_classes
+        plot_uri = logged.artifact_uris.get(CONFUSION_PNG, "")
+        metadata.update(_class_metadata(per_class, matrix, plot_uri))
     return logged.run_id, logged.model_uri, result.metrics, metadata
+
+
+def _reused_run(run: Any, mlflow: MlflowResource) -> tuple[dict[str, float], dict[str, Any]]:
+    """An earlier MLflow run's training metrics, and the metadata _train_and_log gave when it
+    made that run, read back from the run: the search's best parameters, trials and picture,
+    and the classes' report and picture."""
+    metrics = dict(run.data.metrics)
+    search = {name: metrics.pop(name) for name in list(metrics) if name.startswith("search_")}
+    metadata: dict[str, Any] = {}
+    best = next((name for name in search if name.startswith("search_best_")), None)
+    if best is not None:
+        try:  # the searched parameters; their best values are the run's own params
+            searched = json.loads(run.data.params.get("search_space", "{}"))
+        except ValueError:  # a space longer than MLflow keeps (6,000 characters)
+            searched = {}
+        metadata.update(
+            _search_metadata(
+                {name: run.data.params[name] for name in searched if name in run.data.params},
+                objective=best.removeprefix("search_best_"),
+                best_value=search[best],
+                trials=int(search.get("search_trials", 0)),
+                failed=int(search.get("search_failed_trials", 0)),
+                plot_uri=mlflow.logged_files(run, "search").get(SEARCH_PICTURE, ""),
+            )
+        )
+    evaluation = mlflow.logged_files(run, "evaluation")
+    if CLASS_REPORT_JSON in evaluation:
+        report = json.loads(mlflow.read_logged_file(run.info.run_id, CLASS_REPORT_JSON))
+        plot_uri = evaluation.get(CONFUSION_PNG, "")
+        metadata.update(_class_metadata(report["classes"], report["confusion_matrix"], plot_uri))
+    return metrics, metadata
 
 
 CONFUSION_PNG = "evaluation/confusion_matrix_test.png"
@@ -268,9 +309,10 @@ def _class_artifacts(result: TrainingResult, classes: tuple[str, ...]) -> dict[s
     return {CONFUSION_PNG: picture, CLASS_REPORT_JSON: json.dumps(report, indent=2).encode()}
 
 
-def _class_metadata(result: TrainingResult, uris: dict[str, str]) -> dict[str, Any]:
+def _class_metadata(
+    per_class: list[dict[str, Any]], matrix: list[list[int]], plot_uri: str
+) -> dict[str, Any]:
     """Per-class precision and recall and the confusion matrix, as a person reads them."""
-    per_class, matrix = result.test_classes or ([], [])
     names = [row["class"] for row in per_class]
     return {
         "test_per_class": md_table(
@@ -284,22 +326,28 @@ def _class_metadata(result: TrainingResult, uris: dict[str, str]) -> dict[str, A
             ["true class", *(f"predicted {n}" for n in names)],
             [(name, *row) for name, row in zip(names, matrix, strict=True)],
         ),
-        "test_confusion_matrix_plot": MetadataValue.url(uris[CONFUSION_PNG])
-        if CONFUSION_PNG in uris
+        "test_confusion_matrix_plot": MetadataValue.url(plot_uri)
+        if plot_uri
         else MetadataValue.null(),
     }
 
 
-def _search_metadata(search: SearchResult, plot_uri: str) -> dict[str, Any]:
+def _search_metadata(
+    best_params: Mapping[str, object],
+    *,
+    objective: str,
+    best_value: float,
+    trials: int,
+    failed: int,
+    plot_uri: str,
+) -> dict[str, Any]:
     """The search as a person reads it: best params, how many trials (and failures), and
     where the optimisation history picture is."""
     return {
-        "search_best_params": md_table(
-            ["parameter", "best value"], sorted(search.best_params.items())
-        ),
-        f"search_best_{search.objective}": MetadataValue.float(search.best_value),
-        "search_trials": len(search.trials),
-        "search_failed_trials": search.failed,
+        "search_best_params": md_table(["parameter", "best value"], sorted(best_params.items())),
+        f"search_best_{objective}": MetadataValue.float(best_value),
+        "search_trials": trials,
+        "search_failed_trials": failed,
         "search_history_plot": MetadataValue.url(plot_uri) if plot_uri else MetadataValue.null(),
     }
 
