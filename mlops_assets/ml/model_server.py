@@ -1059,6 +1059,10 @@ async def _respond(
 def create_app() -> ModelApp:
     """The app of one worker: the model at MLOPS_SERVED_MODEL_PATH (MLflow's /opt/ml/model),
     and the traffic log its settings ask for."""
+    # skops (which reads the model) before MLflow: its import scans every module loaded ahead
+    # of SciPy once for each of SciPy's 232 ufuncs, and after MLflow that is some 2,000
+    # modules. A worker is ready about 0.35 s sooner (2.6 s to 2.25 s on 2 cores).
+    import skops.io  # noqa: F401
     from mlflow.environment_variables import (
         _MLFLOW_IS_IN_SERVING_ENVIRONMENT,
         MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT,

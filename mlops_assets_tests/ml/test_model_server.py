@@ -254,6 +254,20 @@ def test_a_full_buffer_keeps_answering_and_counts_what_it_dropped(
 
 
 @pytest.mark.slow
+def test_a_worker_imports_skops_before_mlflow(serve: Any) -> None:
+    """skops.io's import scans the modules loaded ahead of SciPy (create_app says why)."""
+    served = serve(MLOPS_TRAFFIC_LOG="off", PYTHONPROFILEIMPORTTIME="1")
+    assert served.post(payload(features().iloc[:2]), "r1")[0] == 200
+    served.terminate()
+    finished = [
+        line.rsplit("|", 1)[-1].strip()
+        for line in served.log().splitlines()
+        if line.startswith("import time:")
+    ]
+    first_mlflow = next(i for i, name in enumerate(finished) if name.startswith("mlflow"))
+    assert finished.index("skops.io") < first_mlflow, finished[first_mlflow]
+
+
 def test_one_setting_turns_the_log_off(serve: Any, tmp_path: Path) -> None:
     store = tmp_path / "store"
     served = serve(MLOPS_TRAFFIC_STORE=str(store), MLOPS_TRAFFIC_LOG="off")
