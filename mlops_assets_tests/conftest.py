@@ -264,6 +264,18 @@ def project_free_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in names}
 
 
+def imported_before(log: str, first: str, then: str) -> None:
+    """Assert that in ``log`` (stderr under PYTHONPROFILEIMPORTTIME=1) the import of module
+    ``first`` finished before any module of package ``then`` was imported."""
+    finished = [
+        line.rsplit("|", 1)[-1].strip()
+        for line in log.splitlines()
+        if line.startswith("import time:")
+    ]
+    then_at = next(i for i, name in enumerate(finished) if name.split(".")[0] == then)
+    assert finished.index(first) < then_at, f"{finished[then_at]} came before {first}"
+
+
 def run_mlops_demo(home: Path, cwd: Path, extra_env: dict[str, str] | None = None) -> Any:
     """Run the README's `mlops-demo` in a subprocess with the test's small sources."""
     import subprocess

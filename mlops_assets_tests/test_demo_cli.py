@@ -4,18 +4,16 @@ local Dagster instance it sets up."""
 import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
-from mlops_assets_tests.conftest import LIFECYCLE_ASSETS, PARTITION, run_mlops_demo
+from mlops_assets_tests.conftest import (
+    LIFECYCLE_ASSETS,
+    PARTITION,
+    imported_before,
+    run_mlops_demo,
+)
 from mlops_assets_tests.test_definitions import EXPECTED_CHECKS
 
 # Runs mlops-demo in a subprocess.
 pytestmark = pytest.mark.slow
-
-
-def import_order(stderr: str) -> list[str]:
-    """The modules ``python -X importtime`` reported, in the order their imports finished."""
-    prefix = "import time:"
-    lines = [line for line in stderr.splitlines() if line.startswith(prefix)]
-    return [line.rsplit("|", 1)[-1].strip() for line in lines[1:]]  # [0] is the header
 
 
 def test_mlops_demo_materialises_the_graph(tmp_path):
@@ -25,9 +23,7 @@ def test_mlops_demo_materialises_the_graph(tmp_path):
     assert out.returncode == 0, out.stderr[-5000:]
     # SciPy comes before Dagster (demo.import_skops_first): skops.io's import scans the
     # modules loaded ahead of SciPy once for each of its ufuncs.
-    modules = import_order(out.stderr)
-    first_dagster = next(i for i, name in enumerate(modules) if name.startswith("dagster"))
-    assert modules.index("skops.io") < first_dagster, modules[first_dagster]
+    imported_before(out.stderr, "skops.io", "dagster")
     dagster_home = tmp_path / "mlops" / "dagster_home"
     assert f"DAGSTER_HOME={dagster_home}" in out.stderr
     assert "dagster dev" in out.stderr

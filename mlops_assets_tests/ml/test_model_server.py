@@ -36,6 +36,7 @@ from mlops_assets.ml.model_server import (
 )
 from mlops_assets.ml.serving import v2_payload
 from mlops_assets.stack.process import ServerProcess, free_port, wait_until
+from mlops_assets_tests.conftest import imported_before
 
 MODEL_NAME = "diabetes"
 
@@ -259,13 +260,7 @@ def test_a_worker_imports_skops_before_mlflow(serve: Any) -> None:
     served = serve(MLOPS_TRAFFIC_LOG="off", PYTHONPROFILEIMPORTTIME="1")
     assert served.post(payload(features().iloc[:2]), "r1")[0] == 200
     served.terminate()
-    finished = [
-        line.rsplit("|", 1)[-1].strip()
-        for line in served.log().splitlines()
-        if line.startswith("import time:")
-    ]
-    first_mlflow = next(i for i, name in enumerate(finished) if name.startswith("mlflow"))
-    assert finished.index("skops.io") < first_mlflow, finished[first_mlflow]
+    imported_before(served.log(), "skops.io", "mlflow")
 
 
 def test_one_setting_turns_the_log_off(serve: Any, tmp_path: Path) -> None:
