@@ -76,6 +76,28 @@ def test_lifecycle_against_the_servers(
     assert not [c for c in command_lines if mlflow_stack["postgres"].password in c]
 
 
+def test_a_reused_run_shows_its_search_read_back_through_the_server(
+    lifecycle, on_servers, monkeypatch, tmp_path
+):
+    from mlops_assets.resources.mlflow_registry import SEARCH_PICTURE, MlflowResource
+    from mlops_assets_tests.conftest import materialized
+
+    monkeypatch.setenv("MLOPS_MODEL_TYPE", "ridge")
+    monkeypatch.setenv("MLOPS_SEARCH_TRIALS", "2")
+    trained = lifecycle.run(assets=["raw_data", "versioned_dataset", "trained_model"])
+    assert trained.success
+    first = materialized(trained)["trained_model"]
+    reused = materialized(lifecycle.run(assets=["trained_model"]))["trained_model"]
+
+    assert (first["trained"].value, reused["trained"].value) == (True, False)
+    search = {key for key in first if key.startswith("search_")}
+    assert {k: reused[k] for k in search} == {k: first[k] for k in search}
+    assert reused["search_history_plot"].value.startswith("mlflow-artifacts:/")
+    mlflow = MlflowResource(tracking_uri=on_servers.tracking_uri)
+    picture = mlflow.read_logged_file(reused["mlflow_run_id"].value, SEARCH_PICTURE)
+    assert picture[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def _step_window(instance, run_id, step):
     times = {
         e.dagster_event.event_type_value: e.timestamp
