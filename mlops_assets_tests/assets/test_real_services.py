@@ -77,7 +77,7 @@ def test_lifecycle_against_the_servers(
 
 
 def test_a_reused_run_shows_its_search_read_back_through_the_server(
-    lifecycle, on_servers, monkeypatch, tmp_path
+    lifecycle, on_servers, monkeypatch
 ):
     from mlops_assets.resources.mlflow_registry import SEARCH_PICTURE, MlflowResource
     from mlops_assets_tests.conftest import materialized

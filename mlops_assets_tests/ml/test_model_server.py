@@ -263,6 +263,7 @@ def test_a_worker_imports_skops_before_mlflow(serve: Any) -> None:
     imported_before(served.log(), "skops.io", "mlflow")
 
 
+@pytest.mark.slow
 def test_one_setting_turns_the_log_off(serve: Any, tmp_path: Path) -> None:
     store = tmp_path / "store"
     served = serve(MLOPS_TRAFFIC_STORE=str(store), MLOPS_TRAFFIC_LOG="off")
