@@ -148,7 +148,7 @@ def trained_model(
     earlier = None if config.force_retrain else mlflow.find_training_run(fingerprint)
     if earlier is not None:
         run_id, model_uri = earlier.info.run_id, earlier.data.tags[MODEL_URI_TAG]
-        metrics, extra_metadata = _reused_run(earlier, mlflow)
+        metrics, extra_metadata = _reused_run(earlier, spec.task, mlflow)
         training_note = (
             f"not trained: dataset {manifest['tag']} ({manifest['digest'][:12]}) and the training "
             f"config are unchanged since MLflow run {run_id}, whose model is reused; set "
@@ -260,10 +260,12 @@ def _train_and_log(
     return logged.run_id, logged.model_uri, result.metrics, metadata
 
 
-def _reused_run(run: Any, mlflow: MlflowResource) -> tuple[dict[str, float], dict[str, Any]]:
+def _reused_run(
+    run: Any, task: str, mlflow: MlflowResource
+) -> tuple[dict[str, float], dict[str, Any]]:
     """An earlier MLflow run's training metrics, and the metadata _train_and_log gave when it
     made that run, read back from the run: the search's best parameters, trials and picture,
-    and the classes' report and picture."""
+    and a classifier's class report and picture."""
     metrics = dict(run.data.metrics)
     search = {name: metrics.pop(name) for name in list(metrics) if name.startswith("search_")}
     metadata: dict[str, Any] = {}
@@ -283,7 +285,7 @@ def _reused_run(run: Any, mlflow: MlflowResource) -> tuple[dict[str, float], dic
                 plot_uri=mlflow.logged_files(run, "search").get(SEARCH_PICTURE, ""),
             )
         )
-    evaluation = mlflow.logged_files(run, "evaluation")
+    evaluation = mlflow.logged_files(run, "evaluation") if task == "classification" else {}
     if CLASS_REPORT_JSON in evaluation:
         report = json.loads(mlflow.read_logged_file(run.info.run_id, CLASS_REPORT_JSON))
         plot_uri = evaluation.get(CONFUSION_PNG, "")
