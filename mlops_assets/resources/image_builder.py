@@ -70,6 +70,11 @@ class BuildFailed(RuntimeError):
     """The image build itself failed (bad Dockerfile, failed pip install, ...)."""
 
 
+class BuildUntrusted(BuildFailed):
+    """A step of the build did not trust a TLS certificate (pip behind a TLS-intercepting
+    proxy): a setting to fix, MLOPS_IMAGE_BUILD_CA_BUNDLE, not a fault that passes."""
+
+
 class ImageConfigError(ValueError):
     """The settings cannot work (kaniko without a registry, a missing CA bundle, ...)."""
 
@@ -97,10 +102,7 @@ def _run(command: list[str], what: str, timeout: float = 3600, stdin: str | None
     except subprocess.TimeoutExpired as exc:
         raise BuildFailed(f"{what} did not finish in {timeout:.0f}s") from exc
     if completed.returncode != 0:
-        output = (completed.stderr or completed.stdout).strip().splitlines()
-        # buildah and podman end with one "Error: ..." line that says it all.
-        errors = [line for line in output if line.startswith("Error:")]
-        tail = errors[-1] if errors else "\n".join(output[-25:])
+        tail = failure_tail((completed.stderr or completed.stdout).strip().splitlines())
         error_type: type[RuntimeError] = BuildFailed
         if any(marker in tail.lower() for marker in _UNREACHABLE) and (
             "push" in what or "pull" in what
@@ -109,8 +111,38 @@ def _run(command: list[str], what: str, timeout: float = 3600, stdin: str | None
         hint = ""
         if "http response to https client" in tail.lower():
             hint = "\n(the registry speaks plain HTTP: set MLOPS_IMAGE_REGISTRY_INSECURE=true)"
+        elif "certificate_verify_failed" in f"{completed.stdout}{completed.stderr}".lower():
+            error_type = BuildUntrusted
+            hint = (
+                "\n(pip in the build did not trust a TLS certificate, as happens where TLS is "
+                "intercepted: set MLOPS_IMAGE_BUILD_CA_BUNDLE to a CA bundle that signs it, "
+                "e.g. /etc/ssl/certs/ca-certificates.crt)"
+            )
         raise error_type(f"{what} failed (exit {completed.returncode}):\n{tail}{hint}")
     return completed.stdout
+
+
+def failure_tail(output: list[str], step_lines: int = 6) -> str:
+    """What a failed buildah, podman or docker command said that matters.
+
+    They end with one ``Error: ...`` line. For most failures (a push, a pull, a bad
+    Dockerfile) it says it all. When a ``RUN`` step failed, it names only the step and its
+    exit status; the step's own last words (pip's ``ERROR: ...``, why a package could not
+    be fetched) are the lines just before it, so the last ``step_lines`` of those come too.
+    Without an ``Error:`` line, the last 25 lines.
+    """
+    errors = [at for at, line in enumerate(output) if line.startswith("Error:")]
+    if not errors:
+        return "\n".join(output[-25:])
+    last = errors[-1]
+    if "at STEP" not in output[last]:
+        return output[last]
+    said = [
+        line
+        for line in output[:last]
+        if line.strip() and not line.startswith("subprocess exited with status")
+    ]
+    return "\n".join([*said[-step_lines:], output[last]])
 
 
 def _works(command: list[str]) -> bool:

@@ -12,7 +12,11 @@ from typing import Any
 
 import pytest
 
-from mlops_assets.resources.image_builder import BuilderUnavailable, ImageBuilderResource
+from mlops_assets.resources.image_builder import (
+    BuilderUnavailable,
+    BuildUntrusted,
+    ImageBuilderResource,
+)
 from mlops_assets.resources.oci_registry import (
     ImageReference,
     RegistryClient,
@@ -96,6 +100,81 @@ def test_a_started_container_runs_as_its_image_user_and_is_removed(tiny_image: s
     finally:
         container.remove()
     assert not container.running()
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that nothing trusts, and its key."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "an intercepting proxy")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_a_build_whose_pip_fails_says_why_and_what_to_set(base_image: str, tmp_path: Path) -> None:
+    """pip in the build reaches a package index whose certificate it does not trust (a
+    loopback HTTPS server with a self-signed one, as behind a TLS-intercepting proxy). buildah
+    ends with one line naming the step; the error must also carry pip's own words and the
+    setting that fixes it; served_image does not retry it (BuildUntrusted is a setting to fix)."""
+    import http.server
+    import ssl
+    import threading
+
+    class Index(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    cert, key = self_signed_certificate(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        f"FROM {base_image}\nRUN pip install --retries 0 "
+        f"--index-url https://127.0.0.1:{server.server_address[1]}/simple six==1.16.0\n"
+    )
+    try:
+        with pytest.raises(BuildUntrusted) as failed:
+            ImageBuilderResource().build("buildah", context, "localhost/mlops-test/unbuilt:1")
+    finally:
+        server.shutdown()
+    message = str(failed.value)
+    assert 'building at STEP "RUN pip install' in message
+    assert "No matching distribution found for six==1.16.0" in message
+    assert "set MLOPS_IMAGE_BUILD_CA_BUNDLE" in message
 
 
 def test_an_unreachable_registry_is_reported_as_such() -> None:

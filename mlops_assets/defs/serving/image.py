@@ -51,6 +51,7 @@ from mlops_assets.records import ServedImage
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.image_builder import (
     BuilderUnavailable,
+    BuildUntrusted,
     ImageBuilderResource,
     ImageConfigError,
     RunningContainer,
@@ -112,7 +113,7 @@ def served_image(
         image = _build_and_publish(
             context, mlflow, image_builder, object_store, champion, run_id, fingerprint
         )
-    except (BuilderUnavailable, ImageConfigError, ValueError) as exc:
+    except (BuilderUnavailable, BuildUntrusted, ImageConfigError, ValueError) as exc:
         raise Failure(allow_retries=False, description=str(exc)) from exc
     except RegistryUnavailable as exc:
         _retry_or_fail(context, exc)
