@@ -373,7 +373,8 @@ class ImageBuilderResource(ConfigurableResource):
             return self._confirmed(backend, repository, tag, digest)
         with tempfile.TemporaryDirectory(prefix="mlops-archive-") as tmp:
             archive = Path(tmp) / "image.oci.tar"
-            digest = self.save_archive(backend, local_tag, archive, tag)
+            name = f"{repository.rsplit('/', 1)[-1]}:{tag}"
+            digest = self.save_archive(backend, local_tag, archive, name)
             object_store.put_file(archive_key, archive)
             return PublishedImage(
                 builder=backend,
@@ -536,8 +537,12 @@ class ImageBuilderResource(ConfigurableResource):
             )
             return digest_file.read_text().strip()
 
-    def save_archive(self, backend: str, source: str, path: Path, tag: str) -> str:
-        """Write ``source`` as an OCI archive at ``path``; returns the manifest digest."""
+    def save_archive(self, backend: str, source: str, path: Path, name: str) -> str:
+        """Write ``source`` as an OCI archive at ``path``; returns the manifest digest.
+
+        ``name`` (``<model>:v<version>``) is the archive's reference name, so that
+        ``podman load`` names the image ``localhost/<model>:v<version>`` (with a tag alone it
+        was ``localhost/v1:latest``). ``docker save`` keeps the built tag instead."""
         engine = "podman" if backend == "docker" and not _works(["docker", "info"]) else backend
         if engine == "docker":
             _run(["docker", "save", "-o", str(path), source], "docker save")
@@ -551,7 +556,7 @@ class ImageBuilderResource(ConfigurableResource):
                     "--digestfile",
                     str(digest_file),
                     source,
-                    f"oci-archive:{path}:{tag}",
+                    f"oci-archive:{path}:{name}",
                 ],
                 f"{engine} save of {source} as an OCI archive",
             )

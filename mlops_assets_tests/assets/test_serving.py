@@ -316,6 +316,9 @@ def test_without_a_registry_the_image_is_an_oci_archive_in_the_object_store(
     with tarfile.open(archive) as tar:
         index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
     assert index["manifests"][0]["digest"] == metadata["digest"].value
+    # ... and its name, so that `podman load` names the image after the model and version.
+    name = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+    assert name == f"{MODEL}:v{metadata['model_version'].value}"
     checks = check_evaluations(result)
     for name in ("image_exists_at_digest", "serves_champion_predictions", "runs_as_non_root"):
         assert checks[("served_image", name)].passed, checks[("served_image", name)].description

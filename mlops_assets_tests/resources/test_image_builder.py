@@ -82,11 +82,12 @@ def test_push_returns_the_digest_the_registry_serves(oci_registry: Any, tiny_ima
 def test_an_oci_archive_round_trips_through_podman(tiny_image: str, tmp_path: Path) -> None:
     builder = ImageBuilderResource()
     archive = tmp_path / "tiny.oci.tar"
-    digest = builder.save_archive("buildah", tiny_image, archive, "v1")
+    digest = builder.save_archive("buildah", tiny_image, archive, "tiny-model:v1")
     with tarfile.open(archive) as tar:
         index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
     assert index["manifests"][0]["digest"] == digest
     loaded = builder.load_archive("podman", archive)
+    assert loaded == "localhost/tiny-model:v1"  # the model's name and version, as pushed
     assert subprocess.run(["podman", "image", "exists", loaded]).returncode == 0
 
 
