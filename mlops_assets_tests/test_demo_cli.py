@@ -1,6 +1,8 @@
 """The README's run command, `mlops-demo`, in a subprocess: the whole graph in one run on the
 local Dagster instance it sets up."""
 
+import re
+
 import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
@@ -27,6 +29,9 @@ def test_mlops_demo_materialises_the_graph(tmp_path):
     dagster_home = tmp_path / "mlops" / "dagster_home"
     assert f"DAGSTER_HOME={dagster_home}" in out.stderr
     assert "dagster dev" in out.stderr
+    # A user's first command prints no Python warning (MLflow's about a local dataset source
+    # being ambiguous with itself was one: mlflow_registry.LOCAL_SOURCE_AMBIGUITY).
+    assert not re.findall(r"^.*\w+Warning: .*$", out.stderr, re.MULTILINE)
 
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         [run] = instance.get_runs()

@@ -7,6 +7,7 @@ worker and step process imports the code location.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +64,14 @@ def _param_values(params: dict[str, Any]) -> dict[str, str]:
     return {key: str(value)[:500] for key, value in params.items()}
 
 
+# MLflow registers its local dataset source twice (for the schemes "" and "file"), so every
+# local path "can be interpreted in multiple ways: LocalArtifactDatasetSource,
+# LocalArtifactDatasetSource" (mlflow/mlflow#9702), a warning on a user's first run. Only that
+# ambiguity of the local source with itself is silenced; any other still shows.
+LOCAL_SOURCE_AMBIGUITY = (
+    r"The specified dataset source can be interpreted in multiple ways: "
+    r"LocalArtifactDatasetSource, LocalArtifactDatasetSource\."
+)
 SEARCH_PICTURE = "search/optimization_history.png"  # a search's history, in its run
 
 
@@ -174,13 +183,15 @@ class MlflowResource(ConfigurableResource):
         with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
             mlflow.log_params(_param_values(params))
             mlflow.log_metrics(metrics)
-            dataset = mlflow.data.from_pandas(
-                training_frame,
-                source=tags.get("mlops.dataset_uri", "unknown"),
-                targets=target,
-                name=tags.get("mlops.dataset_tag", "dataset"),
-                digest=tags.get("mlops.dataset_digest", "")[:36] or None,
-            )
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=LOCAL_SOURCE_AMBIGUITY)
+                dataset = mlflow.data.from_pandas(
+                    training_frame,
+                    source=tags.get("mlops.dataset_uri", "unknown"),
+                    targets=target,
+                    name=tags.get("mlops.dataset_tag", "dataset"),
+                    digest=tags.get("mlops.dataset_digest", "")[:36] or None,
+                )
             dataset.schema = dataset_schema(training_frame)
             mlflow.log_input(dataset, context="training")
             info = mlflow.sklearn.log_model(
