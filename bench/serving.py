@@ -1,9 +1,10 @@
 """The served image against MLflow's own server: same model, same load generator, one run.
 
-Starts the image (podman or docker; the one served_image recorded last, or --image) with its
-port on loopback, under --cpus (its entry point starts one scoring worker per CPU of that
-limit), and `mlflow models serve` of the same model version as MLflow starts it by default
-(one worker, the local environment). Both must answer the same rows identically. The image runs
+Starts the image (podman or docker; the one served_image recorded last, pulled from its
+registry or its OCI archive loaded from the object store; or --image) with its port on
+loopback, under --cpus (its entry point starts one scoring worker per CPU of that limit),
+and `mlflow models serve` of the same model version as MLflow starts it by default (one
+worker, the local environment). Both must answer the same rows identically. The image runs
 three times: with its traffic log on (into a folder mounted as its store), off
 (MLOPS_TRAFFIC_LOG=off), and with the log on and batching (MLOPS_SERVING_BATCH=16, its own
 store), whose answers to single-row requests sent 16 at a time must be MLflow's exactly. Then
@@ -65,17 +66,18 @@ end
 """
 
 
-def recorded_image(resources: dict[str, Any]) -> tuple[str, str]:
-    """The image served_image recorded last and the model version it serves."""
-    image = resources["image_builder"].published(  # type: ignore[attr-defined]
-        resources["object_store"],
+def recorded_image(resources: dict[str, Any], runtime: str) -> str:
+    """The image served_image recorded last, in ``runtime``'s store: pulled by digest from
+    its registry, or its OCI archive loaded from the object store (no registry), as the
+    smoke test fetches it."""
+    builder: ImageBuilderResource = resources["image_builder"]  # type: ignore[assignment]
+    image = builder.published(
+        resources["object_store"],  # type: ignore[arg-type]
         resources["mlflow"].model_name,  # type: ignore[attr-defined]
     )
     if image is None:
         raise SystemExit("no served image recorded yet: run the serve_champion job first")
-    if image.archive_key:
-        raise SystemExit("the recorded image is an OCI archive: load it and pass --image")
-    return f"{image.repository}@{image.digest}", image.model_version
+    return builder.fetch_for_test(runtime, image, resources["object_store"])  # type: ignore[arg-type]
 
 
 def image_labels(runtime: str, image: str) -> dict[str, str]:
@@ -144,11 +146,7 @@ def main() -> None:
     builder: ImageBuilderResource = resources["image_builder"]  # type: ignore[assignment]
     mlflow_resource: Any = resources["mlflow"]
     runtime = builder.runtime()
-    if args.image:
-        image = args.image
-    else:
-        image, _ = recorded_image(resources)
-        builder.pull(runtime, image)
+    image = args.image or recorded_image(resources, runtime)
     labels = image_labels(runtime, image)
     version = labels["org.mlops-assets.model-version"]
     if mlflow_resource.model_version(version).run_id != labels["org.mlops-assets.mlflow-run-id"]:
