@@ -1,11 +1,39 @@
-"""Real local endpoints the alert tests deliver to: an HTTP webhook receiver."""
+"""Real local endpoints the tests talk to: HTTP(S) servers on loopback, and the webhook
+receiver the alert tests deliver to."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import ssl
 import threading
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that logs nothing to the test's output."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def loopback_http(
+    handler: Callable[..., BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None
+) -> Iterator[int]:
+    """``handler`` served on a free loopback port in a thread (over TLS with ``tls``); yields
+    the port, and stops and closes the server on exit."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class WebhookReceiver:

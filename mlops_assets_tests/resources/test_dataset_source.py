@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mlops_assets.resources.dataset_source import SourceUnavailable, fingerprint_uri
+from mlops_assets_tests.receivers import loopback_http
 
 
 def touch_later(path: Path, text: str) -> None:
@@ -77,14 +77,8 @@ def test_s3_fingerprints_use_listings(seaweed: Any, monkeypatch: pytest.MonkeyPa
 def http_folder(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
     handler.log_message = lambda *args: None  # type: ignore[attr-defined]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", tmp_path
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_http(handler) as port:
+        yield f"http://127.0.0.1:{port}", tmp_path
 
 
 def test_http_fingerprints_use_validators(http_folder: tuple[str, Path]) -> None:

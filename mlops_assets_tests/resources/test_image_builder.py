@@ -23,6 +23,7 @@ from mlops_assets.resources.oci_registry import (
     RegistryUnavailable,
 )
 from mlops_assets.stack.process import free_port
+from mlops_assets_tests.receivers import QuietHandler, loopback_http
 
 # Builds, pushes and runs images with buildah/podman and a real registry.
 pytestmark = pytest.mark.slow
@@ -146,32 +147,22 @@ def test_a_build_whose_pip_fails_says_why_and_what_to_set(base_image: str, tmp_p
     """pip in the build reaches a package index whose certificate it does not trust (a
     loopback HTTPS server with a self-signed one, as behind a TLS-intercepting proxy). buildah
     ends with one line naming the step; the error must also carry pip's own words and the
-    setting that fixes it; served_image does not retry it (BuildUntrusted is a setting to fix)."""
-    import http.server
+    setting that fixes it, as a BuildUntrusted (a setting to fix, which served_image does not
+    retry)."""
     import ssl
-    import threading
-
-    class Index(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
 
     cert, key = self_signed_certificate(tmp_path)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
-    server.socket = tls.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     context = tmp_path / "context"
     context.mkdir()
-    (context / "Dockerfile").write_text(
-        f"FROM {base_image}\nRUN pip install --retries 0 "
-        f"--index-url https://127.0.0.1:{server.server_address[1]}/simple six==1.16.0\n"
-    )
-    try:
+    with loopback_http(QuietHandler, tls) as port:
+        (context / "Dockerfile").write_text(
+            f"FROM {base_image}\nRUN pip install --retries 0 "
+            f"--index-url https://127.0.0.1:{port}/simple six==1.16.0\n"
+        )
         with pytest.raises(BuildUntrusted) as failed:
             ImageBuilderResource().build("buildah", context, "localhost/mlops-test/unbuilt:1")
-    finally:
-        server.shutdown()
     message = str(failed.value)
     assert 'building at STEP "RUN pip install' in message
     assert "No matching distribution found for six==1.16.0" in message
@@ -200,25 +191,12 @@ def test_registry_credentials_reach_the_push_only_through_a_private_auth_file() 
 
 
 def test_a_registry_answering_server_errors_is_unavailable_not_missing() -> None:
-    import http.server
-    import threading
-
-    class Overloaded(http.server.BaseHTTPRequestHandler):
+    class Overloaded(QuietHandler):
         def do_HEAD(self) -> None:
             self.send_response(503)
             self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Overloaded)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        client = RegistryClient(
-            ImageReference.parse(f"127.0.0.1:{server.server_address[1]}/t/m"), insecure=True
-        )
+    with loopback_http(Overloaded) as port:
+        client = RegistryClient(ImageReference.parse(f"127.0.0.1:{port}/t/m"), insecure=True)
         with pytest.raises(RegistryUnavailable, match="answered 503"):
             client.manifest_digest("v1")
-    finally:
-        server.shutdown()
-        server.server_close()
