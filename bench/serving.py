@@ -66,18 +66,15 @@ end
 """
 
 
-def recorded_image(resources: dict[str, Any], runtime: str) -> str:
+def recorded_image(builder: ImageBuilderResource, resources: dict[str, Any], runtime: str) -> str:
     """The image served_image recorded last, in ``runtime``'s store: pulled by digest from
     its registry, or its OCI archive loaded from the object store (no registry), as the
     smoke test fetches it."""
-    builder: ImageBuilderResource = resources["image_builder"]  # type: ignore[assignment]
-    image = builder.published(
-        resources["object_store"],  # type: ignore[arg-type]
-        resources["mlflow"].model_name,  # type: ignore[attr-defined]
-    )
+    store = resources["object_store"]
+    image = builder.published(store, resources["mlflow"].model_name)
     if image is None:
         raise SystemExit("no served image recorded yet: run the serve_champion job first")
-    return builder.fetch_for_test(runtime, image, resources["object_store"])  # type: ignore[arg-type]
+    return builder.fetch_for_test(runtime, image, store)
 
 
 def image_labels(runtime: str, image: str) -> dict[str, str]:
@@ -146,7 +143,7 @@ def main() -> None:
     builder: ImageBuilderResource = resources["image_builder"]  # type: ignore[assignment]
     mlflow_resource: Any = resources["mlflow"]
     runtime = builder.runtime()
-    image = args.image or recorded_image(resources, runtime)
+    image = args.image or recorded_image(builder, resources, runtime)
     labels = image_labels(runtime, image)
     version = labels["org.mlops-assets.model-version"]
     if mlflow_resource.model_version(version).run_id != labels["org.mlops-assets.mlflow-run-id"]:

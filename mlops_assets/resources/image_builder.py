@@ -362,7 +362,8 @@ class ImageBuilderResource(ConfigurableResource):
             return self._publish_with_kaniko(
                 build_context, repository, tag, fingerprint, object_store, log
             )
-        local_tag = f"localhost/mlops-build/{repository.rsplit('/', 1)[-1]}:{fingerprint[:16]}"
+        model = repository.rsplit("/", 1)[-1]
+        local_tag = f"localhost/mlops-build/{model}:{fingerprint[:16]}"
         if self.has_image(backend, local_tag):
             log(f"{local_tag} is already built here; publishing it")
         else:
@@ -373,8 +374,7 @@ class ImageBuilderResource(ConfigurableResource):
             return self._confirmed(backend, repository, tag, digest)
         with tempfile.TemporaryDirectory(prefix="mlops-archive-") as tmp:
             archive = Path(tmp) / "image.oci.tar"
-            name = f"{repository.rsplit('/', 1)[-1]}:{tag}"
-            digest = self.save_archive(backend, local_tag, archive, name)
+            digest = self.save_archive(backend, local_tag, archive, f"{model}:{tag}")
             object_store.put_file(archive_key, archive)
             return PublishedImage(
                 builder=backend,
