@@ -13,6 +13,7 @@ import gc
 import os
 import sys
 from pathlib import Path
+from shlex import quote
 from typing import TYPE_CHECKING
 
 from mlops_assets.settings import home
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from dagster import JobDefinition
 
 JOB = "mlops_lifecycle"
+DEFS = "mlops_assets.definitions"
 
 # A local instance: SQLite under DAGSTER_HOME, one registry alias move at a time.
 DAGSTER_YAML = """\
@@ -59,6 +61,21 @@ def run_lifecycle(partition: str) -> bool:
             tags={"dagster/partition": partition},
         )
         return result.success
+
+
+def ui_command(instance_home: Path, cwd: Path | None = None, python: str | None = None) -> str:
+    """The `dagster dev` command that shows this instance, as the user can paste it from
+    ``cwd``: with this environment's own `dagster` (whatever its venv is called), from the
+    project root, whose workspace.yaml names the code location. Without a project root (a
+    non-editable install), the definitions module is named instead."""
+    here = (cwd or Path.cwd()).resolve()
+    dagster = Path(os.path.abspath(Path(python or sys.executable).parent / "dagster"))
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "workspace.yaml").is_file():
+        return f"DAGSTER_HOME={quote(str(instance_home))} {quote(str(dagster))} dev -m {DEFS}"
+    shown = dagster.relative_to(root) if dagster.is_relative_to(root) else dagster
+    cd = "" if here == root else f"cd {quote(str(root))} && "
+    return f"{cd}DAGSTER_HOME={quote(str(instance_home))} {quote(str(shown))} dev"
 
 
 def import_skops_first() -> None:
@@ -102,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{'Done' if succeeded else 'FAILED'}: {JOB} for partition {partition}.\n"
         "See it in the UI:\n"
-        f"  DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev\n"
+        f"  {ui_command(Path(os.environ['DAGSTER_HOME']))}\n"
         "  then open http://127.0.0.1:3000/asset-groups",
         file=sys.stderr,
     )

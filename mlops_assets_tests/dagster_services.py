@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,19 @@ def webserver(env: dict[str, str], log: Path) -> tuple[ServerProcess, str]:
         env,
     )
     return process, f"http://127.0.0.1:{port}"
+
+
+def graphql(base: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One GraphQL request to the webserver at ``base``; fails on any error it returns."""
+    request = urllib.request.Request(
+        f"{base}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        body = json.loads(response.read())
+    assert "errors" not in body, body["errors"]
+    return body["data"]
 
 
 def wait_for(

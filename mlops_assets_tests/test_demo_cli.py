@@ -1,27 +1,48 @@
 """The README's run command, `mlops-demo`, in a subprocess: the whole graph in one run on the
-local Dagster instance it sets up."""
+local Dagster instance it sets up; then the UI command it prints, run as printed."""
 
+import os
 import re
+import signal
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
 
 import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
+from mlops_assets.demo import ui_command
+from mlops_assets.stack.process import ServerProcess, free_port, wait_until
 from mlops_assets_tests.conftest import (
     LIFECYCLE_ASSETS,
     PARTITION,
+    TEST_INCOMING,
+    TEST_SOURCE,
     imported_before,
+    project_free_env,
     run_mlops_demo,
 )
+from mlops_assets_tests.dagster_services import ROOT, graphql, wait_for
 from mlops_assets_tests.test_definitions import EXPECTED_CHECKS
 
 # Runs mlops-demo in a subprocess.
 pytestmark = pytest.mark.slow
 
+# The line mlops-demo prints under "See it in the UI:".
+PRINTED_UI_COMMAND = re.compile(r"^  (.*DAGSTER_HOME=.* dev)$", re.MULTILINE)
 
-def test_mlops_demo_materialises_the_graph(tmp_path):
-    out = run_mlops_demo(
-        tmp_path / "mlops", cwd=tmp_path, extra_env={"PYTHONPROFILEIMPORTTIME": "1"}
-    )
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """One mlops-demo run, from a folder that is not the project root, as a user might."""
+    cwd = tmp_path_factory.mktemp("demo")
+    out = run_mlops_demo(cwd / "mlops", cwd=cwd, extra_env={"PYTHONPROFILEIMPORTTIME": "1"})
+    return cwd, out
+
+
+def test_mlops_demo_materialises_the_graph(demo):
+    tmp_path, out = demo
     assert out.returncode == 0, out.stderr[-5000:]
     # SciPy comes before Dagster (demo.import_skops_first): skops.io's import scans the
     # modules loaded ahead of SciPy once for each of its ufuncs.
@@ -66,3 +87,133 @@ def test_mlops_demo_exits_non_zero_when_the_run_fails(tmp_path):
     with DagsterInstance.from_config(str(tmp_path / "mlops" / "dagster_home")) as instance:
         [run] = instance.get_runs()
         assert run.status == DagsterRunStatus.FAILURE
+
+
+def test_the_printed_ui_command_is_the_readmes_from_the_project_root(tmp_path):
+    home = tmp_path / "dagster_home"
+    venv = str(ROOT / ".venv" / "bin" / "python")
+    readme = (ROOT / "README.md").read_text()
+    assert "DAGSTER_HOME=$PWD/.mlops/dagster_home .venv/bin/dagster dev\n" in readme
+    assert ui_command(home, cwd=ROOT, python=venv) == f"DAGSTER_HOME={home} .venv/bin/dagster dev"
+    # From anywhere else, it goes to the project root first (workspace.yaml is there) ...
+    assert (
+        ui_command(home, cwd=tmp_path, python=venv)
+        == f"cd {ROOT} && DAGSTER_HOME={home} .venv/bin/dagster dev"
+    )
+    # ... and a venv by another name, or outside the project, is the one that is named.
+    elsewhere = "/opt/venvs/mlops/bin/python"
+    assert (
+        ui_command(home, cwd=ROOT, python=elsewhere)
+        == f"DAGSTER_HOME={home} /opt/venvs/mlops/bin/dagster dev"
+    )
+
+
+UI_STATE = """
+{
+  workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } }
+  runsOrError { ... on Runs { results { runId status tags { key value } } } }
+  assetsOrError { ... on AssetConnection { nodes {
+    key { path }
+    definition { assetChecksOrError { ... on AssetChecks { checks { name } } } }
+    assetMaterializations(limit: 1) { runId }
+  } } }
+  instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } }
+}
+"""
+
+
+def stop_and_wait(process: ServerProcess, timeout: float) -> list[str]:
+    """SIGTERM the command's process group, as a terminal's Ctrl-C reaches all of it; the
+    pids still alive after ``timeout`` (then killed)."""
+    assert process.process is not None
+    group = process.process.pid
+    os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process.process.poll()  # reap the group's leader (the shell), or it stays a zombie
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            process.stop()
+            return []
+        time.sleep(0.5)
+    left = [p for p in os.listdir("/proc") if p.isdigit() and _group_of(p) == group]
+    process.stop(grace_seconds=0)
+    return left
+
+
+def _group_of(pid: str) -> int | None:
+    try:
+        return os.getpgid(int(pid))
+    except ProcessLookupError:
+        return None
+
+
+@pytest.mark.parametrize("cli", ["dagster", "dg"])
+def test_the_printed_ui_command_shows_the_demo_run(demo, cli, tmp_path):
+    """What mlops-demo prints, pasted into a shell (the `dg` variant as the README offers it):
+    the webserver, daemon and code location start, the UI lists every asset and check, the
+    demo's run and its materialisations are there, the daemons are healthy, and SIGTERM
+    stops all of it."""
+    demo_cwd, out = demo
+    assert out.returncode == 0, out.stderr[-5000:]
+    [printed] = PRINTED_UI_COMMAND.findall(out.stderr)
+    assert printed.startswith(f"cd {ROOT} && ")  # mlops-demo ran outside the project root
+    command = printed if cli == "dagster" else printed.replace("/dagster dev", "/dg dev")
+    port = free_port()
+    env = {
+        **project_free_env(),
+        "MLOPS_HOME": str(demo_cwd / "mlops"),
+        "MLOPS_SOURCE_URI": TEST_SOURCE,
+        "MLOPS_INCOMING_URI": TEST_INCOMING,
+        "GIT_PYTHON_REFRESH": "quiet",
+    }
+    log = tmp_path / f"{cli}-dev.log"
+    ui = f"http://127.0.0.1:{port}"
+    server = ServerProcess(
+        f"{cli} dev", ["bash", "-c", f"{command} -h 127.0.0.1 -p {port}"], log, env
+    )
+    server.start()
+    try:
+        wait_until(
+            lambda: urllib.request.urlopen(f"{ui}/server_info", timeout=5).status == 200,
+            f"{cli} dev",
+            180,
+            log,
+        )
+
+        def loaded_and_healthy() -> dict[str, Any] | None:
+            state = graphql(ui, UI_STATE)
+            [location] = state["workspaceOrError"]["locationEntries"]
+            daemons = state["instance"]["daemonHealth"]["allDaemonStatuses"]
+            healthy = daemons and all(d["healthy"] for d in daemons if d["required"])
+            return state if location["loadStatus"] == "LOADED" and healthy else None
+
+        state = wait_for("the code location and the daemons", loaded_and_healthy, 180, [log])
+        [location] = state["workspaceOrError"]["locationEntries"]
+        assert location["name"] == "mlops_assets"  # workspace.yaml's, as the README says
+        [run] = state["runsOrError"]["results"]
+        assert run["status"] == "SUCCESS"
+        assert {"key": "dagster/partition", "value": PARTITION} in run["tags"]
+        nodes = state["assetsOrError"]["nodes"]
+        listed = {
+            n["key"]["path"][0]: {
+                c["name"] for c in n["definition"]["assetChecksOrError"]["checks"]
+            }
+            for n in nodes
+        }
+        assert listed == EXPECTED_CHECKS
+        shown = {
+            n["key"]["path"][0]
+            for n in nodes
+            if n["assetMaterializations"] and n["assetMaterializations"][0]["runId"] == run["runId"]
+        }
+        assert shown == LIFECYCLE_ASSETS
+    finally:
+        left = stop_and_wait(server, timeout=60)
+    assert not left, f"{cli} dev left processes {left} after SIGTERM:\n{log.read_text()[-3000:]}"
+    text = log.read_text()
+    # Loading the definitions in the code server and daemon says nothing to warn about; only
+    # `dagster dev` itself is superseded (the README says so and offers `dg dev`).
+    warnings = re.findall(r"\b(\w+Warning): ", text)
+    assert warnings == (["SupersessionWarning"] if cli == "dagster" else []), text[-3000:]

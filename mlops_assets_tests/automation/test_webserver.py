@@ -23,6 +23,7 @@ from mlops_assets_tests.conftest import PARTITION, TEST_INCOMING, TEST_SOURCE, i
 from mlops_assets_tests.dagster_services import (
     ARTIFACTS,
     daemon,
+    graphql,
     project_env,
     wait_for,
     wait_until,
@@ -34,18 +35,6 @@ pytestmark = pytest.mark.slow
 
 LOCATION = "mlops_assets"
 REPOSITORY = "__repository__"
-
-
-def graphql(base: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"{base}/graphql",
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        body = json.loads(response.read())
-    assert "errors" not in body, body["errors"]
-    return body["data"]
 
 
 ASSETS_AND_CHECKS = """
