@@ -22,7 +22,8 @@ uvicorn), and boto3 when the traffic log goes to S3: nothing of mlops_assets is 
   request's path. A background thread writes the buffer to the object store as one JSON Lines
   file per worker and window (``traffic/<model>/date=<day>/...jsonl``), and writes the rest on
   shutdown (SIGTERM). A full buffer drops records and counts them: the count is logged, written
-  to the store as a ``dropped`` line and served at ``/metrics``.
+  to the store as a ``dropped`` line and served at ``/metrics``: the server's totals, whichever
+  worker answers (the workers share their counters through files in a temporary folder).
 
 Settings (environment): ``MLOPS_SERVING_PROTOCOL`` (mlflow/v2), ``MLOPS_SERVING_BATCH``
 (requests predicted together, 1 to 64; 1, the default, predicts each alone), ``MLOPS_TRAFFIC_LOG``
@@ -41,8 +42,10 @@ import logging
 import math
 import os
 import re
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -61,6 +64,8 @@ REQUEST_ID_HEADER = "x-request-id"
 ERROR_BODY_LIMIT = 64 * 1024  # of a refused request's body, kept in its log line
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 PROTOCOLS = ("mlflow", "v2")
+# Set by main() for its workers: the folder where they share the traffic log's counters.
+COUNTERS_DIR_ENV = "MLOPS_COUNTERS_DIR"
 MOST_BATCHED = 64  # requests in one prediction, at most (MLOPS_SERVING_BATCH)
 # Open Inference Protocol tensor types, and the Python values each takes.
 V2_DATATYPES = {
@@ -335,6 +340,7 @@ class TrafficLog:
         capacity: int,
         flush_seconds: float,
         worker: str | None = None,
+        counters_dir: str | None = None,
     ) -> None:
         self.sink = sink
         self.model_name = model_name
@@ -356,6 +362,10 @@ class TrafficLog:
         self._sequence = itertools.count(1)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # The server's workers share their counters through files in one folder, so that
+        # /metrics, whichever worker answers it, gives the server's totals (MLOPS_COUNTERS_DIR).
+        self.counters_dir = Path(counters_dir) if counters_dir else None
+        self._published: tuple[int, ...] | None = None
 
     def record(self, exchange: Exchange) -> bool:
         with self._lock:
@@ -387,6 +397,7 @@ class TrafficLog:
         self.flush()
         with self._lock:
             lost = self._held
+        self.publish()
         if lost:
             log.error("traffic log: %d requests could not be written to the store", lost)
 
@@ -402,6 +413,7 @@ class TrafficLog:
                         self._serialise()
             except Exception:  # the next window tries again; answering goes on
                 log.exception("traffic log: writing to %s failed", self.sink.describe())
+            self.publish()
 
     def _serialise(self) -> None:
         """Turn the buffer into lines, :data:`SLICE` requests at a time (under _flush_lock)."""
@@ -446,24 +458,73 @@ class TrafficLog:
                     self._held -= requests
                     self.written_lines += data.count(b"\n")
 
-    def metrics(self) -> str:
-        """The counters in Prometheus' text format, labelled with this worker."""
-        label = f'{{worker="{self.worker}"}}'
+    COUNTERS = (
+        ("mlops_traffic_recorded_total", "counter", "Requests put in the log buffer."),
+        ("mlops_traffic_dropped_total", "counter", "Requests not logged: buffer full."),
+        ("mlops_traffic_written_lines_total", "counter", "Log lines written to the store."),
+        ("mlops_traffic_held_requests", "gauge", "Requests not yet in the store."),
+    )
+
+    def counters(self) -> tuple[int, ...]:
+        """This worker's values of :data:`COUNTERS`, in their order."""
         with self._lock:
-            values = [
-                ("mlops_traffic_recorded_total", "counter", "Requests put in the log buffer.",
-                 self.recorded),
-                ("mlops_traffic_dropped_total", "counter", "Requests not logged: buffer full.",
-                 self.dropped),
-                ("mlops_traffic_written_lines_total", "counter", "Log lines written to the store.",
-                 self.written_lines),
-                ("mlops_traffic_held_requests", "gauge", "Requests not yet in the store.",
-                 self._held),
-            ]  # fmt: skip
+            return (self.recorded, self.dropped, self.written_lines, self._held)
+
+    def publish(self) -> None:
+        """Write this worker's counters to the shared folder, if they changed (a temporary
+        file renamed, so a reader sees the old values or the new, never half of them)."""
+        if self.counters_dir is None:
+            return
+        values = self.counters()
+        if values == self._published:
+            return
+        target = self.counters_dir / f"{self.worker}.json"
+        partial = self.counters_dir / f".{self.worker}.json.partial"
+        try:
+            partial.write_text(json.dumps({"pid": os.getpid(), "values": values}))
+            os.replace(partial, target)
+            self._published = values
+        except OSError:  # the next tick tries again; answering goes on
+            log.exception("traffic log: could not share the counters in %s", self.counters_dir)
+
+    def server_counters(self) -> tuple[int, ...]:
+        """The server's values of :data:`COUNTERS`: the counts summed over every worker this
+        server has had (a worker that ended still counted what it did), the held requests
+        over the workers still running. Another worker's values are at most
+        :data:`SERIALISE_SECONDS` old."""
+        if self.counters_dir is None:
+            return self.counters()
+        self.publish()
+        totals = [0] * len(self.COUNTERS)
+        for file in self.counters_dir.glob("[!.]*.json"):
+            try:
+                shared = json.loads(file.read_text())
+            except (OSError, ValueError):  # removed meanwhile, or not ours
+                continue
+            running = _running(shared["pid"])
+            for index, value in enumerate(shared["values"]):
+                if self.COUNTERS[index][1] == "counter" or running:
+                    totals[index] += value
+        return tuple(totals)
+
+    def metrics(self) -> str:
+        """The server's counters in Prometheus' text format: all its workers together, or,
+        with no folder to share them in, this worker's, labelled with its name."""
+        label = "" if self.counters_dir else f'{{worker="{self.worker}"}}'
         return "".join(
             f"# HELP {name} {text}\n# TYPE {name} {kind}\n{name}{label} {value}\n"
-            for name, kind, text, value in values
+            for (name, kind, text), value in zip(self.COUNTERS, self.server_counters(), strict=True)
         )
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # there, but someone else's
+        return True
+    return True
 
 
 def _dumps(line: dict[str, Any]) -> str:
@@ -1080,6 +1141,7 @@ def create_app() -> ModelApp:
             os.environ.get("MLOPS_MODEL_VERSION", ""),
             settings.buffer_requests,
             settings.flush_seconds,
+            counters_dir=os.environ.get(COUNTERS_DIR_ENV),
         )
     app = ModelApp(
         model,
@@ -1130,15 +1192,26 @@ def main() -> None:
 
     import uvicorn
 
-    uvicorn.run(
-        f"{Path(__file__).stem}:create_app",
-        factory=True,
-        app_dir=str(Path(__file__).parent),
-        host=os.environ.get("UVICORN_HOST", "0.0.0.0"),
-        port=int(os.environ.get("MLOPS_SERVING_PORT", SERVING_PORT)),
-        workers=workers,
-        lifespan="on",
-    )
+    # A fresh folder for this server's workers to share their counters in (see TrafficLog).
+    try:
+        os.environ[COUNTERS_DIR_ENV] = tempfile.mkdtemp(prefix="mlops-counters-")
+    except OSError as error:  # a read-only file system: each worker counts alone
+        print(
+            f"serving: /metrics per worker: no folder to share counters ({error})", file=sys.stderr
+        )
+    try:
+        uvicorn.run(
+            f"{Path(__file__).stem}:create_app",
+            factory=True,
+            app_dir=str(Path(__file__).parent),
+            host=os.environ.get("UVICORN_HOST", "0.0.0.0"),
+            port=int(os.environ.get("MLOPS_SERVING_PORT", SERVING_PORT)),
+            workers=workers,
+            lifespan="on",
+        )
+    finally:
+        if COUNTERS_DIR_ENV in os.environ:
+            shutil.rmtree(os.environ[COUNTERS_DIR_ENV], ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -241,10 +241,12 @@ def test_a_full_buffer_keeps_answering_and_counts_what_it_dropped(
     statuses = [served.post(payload(rows.iloc[i : i + 1]), f"r{i}")[0] for i in range(5)]
     assert statuses == [200] * 5
 
-    metrics = served.get("/metrics")[1]
-    assert '_dropped_total{worker="' in metrics
-    assert [line.split()[-1] for line in metrics.splitlines() if line.startswith("mlops_traffic_")
-            and "_total{" in line] == ["2", "3", "0"]  # fmt: skip
+    assert served_counters(served) == {
+        "mlops_traffic_recorded_total": 2,
+        "mlops_traffic_dropped_total": 3,
+        "mlops_traffic_written_lines_total": 0,
+        "mlops_traffic_held_requests": 2,
+    }
     served.terminate()
 
     lines = read_lines(store)
@@ -252,6 +254,61 @@ def test_a_full_buffer_keeps_answering_and_counts_what_it_dropped(
     (dropped,) = [line for line in lines if line["kind"] == "dropped"]
     assert dropped["count"] == 3
     assert "buffer full: requests not logged since the last write: 3" in served.log()
+
+
+def served_counters(served: Served) -> dict[str, int]:
+    """GET /metrics, parsed: each series' value (the server's, so with no labels)."""
+    status, text = served.get("/metrics")
+    assert status == 200
+    series = [line.split() for line in text.splitlines() if not line.startswith("#")]
+    assert all(len(parts) == 2 and "{" not in parts[0] for parts in series), text
+    return {name: int(value) for name, value in series}
+
+
+@pytest.mark.slow
+def test_metrics_are_the_servers_whichever_worker_answers(serve: Any, tmp_path: Path) -> None:
+    """Two workers share the requests; a scrape reaches one of them, and it must give the
+    server's totals (a Prometheus counter that shows one worker's count, then the other's,
+    would read as resets)."""
+    store = tmp_path / "store"
+    served = serve(
+        MLOPS_TRAFFIC_STORE=str(store), MLFLOW_MODELS_WORKERS="2", MLOPS_TRAFFIC_FLUSH_SECONDS="0.5"
+    )
+    rows = features()
+    sent = 0
+
+    def workers_that_answered() -> set[str]:
+        return {file.name.split("-", 1)[1].rsplit("-", 1)[0]
+                for file in store.rglob("*.jsonl")}  # fmt: skip
+
+    # Requests on their own connections, 8 at a time, until both workers have answered some.
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(20):
+            statuses = list(pool.map(
+                lambda i: served.post(payload(rows.iloc[i : i + 1]), f"m{i}")[0],
+                range(sent, sent + 16)))  # fmt: skip
+            assert statuses == [200] * 16
+            sent += 16
+            time.sleep(0.6)  # a flush
+            if len(workers_that_answered()) == 2:
+                break
+    assert len(workers_that_answered()) == 2, "one worker answered every request"
+
+    def settled() -> dict[str, int] | None:
+        counters = served_counters(served)
+        return counters if counters["mlops_traffic_held_requests"] == 0 else None
+
+    wait_until(lambda: settled() is not None, "every request in the store", 30, None)
+    lines = sum(len(f.read_text().splitlines()) for f in store.rglob("*.jsonl"))
+    # Ten scrapes, each on a new connection: whichever worker answers, the same totals.
+    for _ in range(10):
+        assert served_counters(served) == {
+            "mlops_traffic_recorded_total": sent,
+            "mlops_traffic_dropped_total": 0,
+            "mlops_traffic_written_lines_total": lines,
+            "mlops_traffic_held_requests": 0,
+        }
+    served.terminate()
 
 
 @pytest.mark.slow
@@ -342,6 +399,29 @@ def test_a_write_that_failed_is_retried_under_its_own_key_and_counts_against_the
     assert [line["request_id"] for line in lines if line["kind"] == "answer"] == ["a", "b", "c"]
     assert [line["count"] for line in lines if line["kind"] == "dropped"] == [1]
     assert len(list((tmp_path / "traffic").rglob("*.jsonl"))) == 2  # a, b's file once; c's
+
+
+def test_the_servers_counters_sum_every_worker_and_hold_only_the_running_ones(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # a worker that has ended: its pid is free
+    (tmp_path / "ended.json").write_text(json.dumps({"pid": ended.pid, "values": [5, 1, 4, 3]}))
+    (tmp_path / ".half.json.partial").write_text('{"pid": 1, "val')  # a write under way
+    log = TrafficLog(
+        FolderSink(str(tmp_path / "store")), MODEL_NAME, "1", capacity=10, flush_seconds=60,
+        worker="this", counters_dir=str(tmp_path),
+    )  # fmt: skip
+    assert log.record(exchange("a"))
+    assert log.record(exchange("b"))
+    # Counts add up over every worker the server had; requests held, over the running ones.
+    assert log.server_counters() == (7, 1, 4, 2)
+    assert json.loads((tmp_path / "this.json").read_text())["values"] == [2, 0, 0, 2]
+    log.flush()
+    assert log.server_counters() == (7, 1, 6, 0)
+    assert "mlops_traffic_written_lines_total 6\n" in log.metrics()
 
 
 def test_settings_are_read_from_the_environment_and_a_wrong_switch_is_refused() -> None:
