@@ -1,5 +1,6 @@
 """raw_data and versioned_dataset through real Dagster runs, including every kind of bad input."""
 
+import contextlib
 import json
 
 import pandas as pd
@@ -12,6 +13,7 @@ from mlops_assets_tests.conftest import (
     materialized,
     step_failure,
 )
+from mlops_assets_tests.receivers import QuietHandler, loopback_http
 
 
 def good_rows(n: int = 300, seed: int = 8) -> pd.DataFrame:
@@ -163,12 +165,9 @@ def test_versioned_dataset_takes_the_contracts_inspection_instead_of_parsing_aga
 
 
 def test_raw_data_reads_over_http(lifecycle, monkeypatch):
-    server, served = _serve([(200, to_csv_bytes(good_rows(250, 3)))])
-    try:
-        monkeypatch.setenv("MLOPS_SOURCE_URI", f"http://127.0.0.1:{server.server_port}/houses.csv")
+    with _serve([(200, to_csv_bytes(good_rows(250, 3)))]) as (port, served):
+        monkeypatch.setenv("MLOPS_SOURCE_URI", f"http://127.0.0.1:{port}/houses.csv")
         result = lifecycle.run(assets=["raw_data", "versioned_dataset"])
-    finally:
-        server.shutdown()
     assert result.success
     assert served == [200]
     assert materialized(result)["versioned_dataset"]["rows"].value == 250
@@ -322,14 +321,14 @@ def test_a_spec_in_the_data_case_accepts_its_data(lifecycle, monkeypatch, tmp_pa
     assert materialized(result)["versioned_dataset"]["tag"].value == "data-v1.0.0"
 
 
+@contextlib.contextmanager
 def _serve(responses):
-    """A local HTTP server answering each GET with the next (status, body) from ``responses``."""
-    import http.server
-    import threading
-
+    """A loopback HTTP server answering each GET with the next (status, body) of
+    ``responses`` (the last one again once they run out); yields its port and the statuses
+    it answered."""
     served = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self):
             status, body = responses[min(len(served), len(responses) - 1)]
             served.append(status)
@@ -338,12 +337,8 @@ def _serve(responses):
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, served
+    with loopback_http(Handler) as port:
+        yield port, served
 
 
 def retries(result, step):
@@ -356,24 +351,18 @@ def retries(result, step):
 
 def test_transient_source_fault_is_retried_until_it_succeeds(lifecycle, monkeypatch):
     body = to_csv_bytes(good_rows(120, 4))
-    server, served = _serve([(503, b"busy"), (503, b"busy"), (200, body)])
-    try:
-        monkeypatch.setenv("MLOPS_SOURCE_URI", f"http://127.0.0.1:{server.server_port}/h.csv")
+    with _serve([(503, b"busy"), (503, b"busy"), (200, body)]) as (port, served):
+        monkeypatch.setenv("MLOPS_SOURCE_URI", f"http://127.0.0.1:{port}/h.csv")
         result = lifecycle.run(assets=["raw_data"])
-    finally:
-        server.shutdown()
     assert result.success
     assert served == [503, 503, 200]
     assert retries(result, "raw_data") == 2
 
 
 def test_permanent_source_fault_fails_at_once(lifecycle, monkeypatch):
-    server, served = _serve([(404, b"no such file")])
-    try:
-        monkeypatch.setenv("MLOPS_SOURCE_URI", f"http://127.0.0.1:{server.server_port}/h.csv")
+    with _serve([(404, b"no such file")]) as (port, served):
+        monkeypatch.setenv("MLOPS_SOURCE_URI", f"http://127.0.0.1:{port}/h.csv")
         result = lifecycle.run(assets=["raw_data"])
-    finally:
-        server.shutdown()
     assert not result.success
     assert served == [404]
     assert retries(result, "raw_data") == 0
