@@ -37,6 +37,7 @@ from mlops_assets_tests.conftest import (
     materialized,
     step_failure,
 )
+from mlops_assets_tests.receivers import QuietHandler, loopback_http, untrusted_tls
 
 pytestmark = pytest.mark.slow
 
@@ -158,6 +159,43 @@ def test_unreachable_registry_is_retried_then_fails_and_the_last_good_image_stay
     assert "connection refused" in message.lower() or "unreachable" in message.lower()
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert len(retries) == 3
+    assert record(serving) == good
+
+
+def test_an_untrusted_package_index_fails_at_once_naming_the_setting_and_keeps_the_image(
+    serving: Lifecycle, base_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The build's pip meets a certificate it does not trust (behind a TLS-intercepting proxy,
+    without MLOPS_IMAGE_BUILD_CA_BUNDLE): a setting to fix, so served_image fails at once,
+    with no retries, says what to set, and the last good image stays served."""
+    first = serving.run("serve_champion", partition=None)
+    assert first.success, step_failure(first, "served_image")
+    good = record(serving)
+
+    with loopback_http(QuietHandler, untrusted_tls(tmp_path)) as port:
+        # A base whose pip asks that index (as a proxy's would), and gives up at once.
+        base = f"localhost/mlops-test/untrusted-index-base:{port}"
+        context = tmp_path / "base"
+        context.mkdir()
+        (context / "Dockerfile").write_text(
+            f"FROM {base_image}\nRUN printf '[global]\\nindex-url = "
+            f"https://127.0.0.1:{port}/simple\\nretries = 0\\n' > /etc/pip.conf\n"
+        )
+        subprocess.run(
+            ["buildah", "bud", "-q", "-t", base, str(context)], check=True, capture_output=True
+        )
+        try:
+            monkeypatch.setenv("MLOPS_IMAGE_BASE", base)
+            monkeypatch.setenv("MLOPS_IMAGE_BUILD_CA_BUNDLE", "")
+            result = serving.run("serve_champion", partition=None)
+        finally:
+            subprocess.run(["buildah", "rmi", base], capture_output=True)
+    assert not result.success
+    message = step_failure(result, "served_image")
+    assert "set MLOPS_IMAGE_BUILD_CA_BUNDLE" in message
+    assert 'building at STEP "RUN' in message
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert retries == []
     assert record(serving) == good
 
 

@@ -23,7 +23,7 @@ from mlops_assets.resources.oci_registry import (
     RegistryUnavailable,
 )
 from mlops_assets.stack.process import free_port
-from mlops_assets_tests.receivers import QuietHandler, loopback_http
+from mlops_assets_tests.receivers import QuietHandler, loopback_http, untrusted_tls
 
 # Builds, pushes and runs images with buildah/podman and a real registry.
 pytestmark = pytest.mark.slow
@@ -104,59 +104,15 @@ def test_a_started_container_runs_as_its_image_user_and_is_removed(tiny_image: s
     assert not container.running()
 
 
-def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 that nothing trusts, and its key."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "an intercepting proxy")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def test_a_build_whose_pip_fails_says_why_and_what_to_set(base_image: str, tmp_path: Path) -> None:
     """pip in the build reaches a package index whose certificate it does not trust (a
     loopback HTTPS server with a self-signed one, as behind a TLS-intercepting proxy). buildah
     ends with one line naming the step; the error must also carry pip's own words and the
     setting that fixes it, as a BuildUntrusted (a setting to fix, which served_image does not
     retry)."""
-    import ssl
-
-    cert, key = self_signed_certificate(tmp_path)
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(cert, key)
     context = tmp_path / "context"
     context.mkdir()
-    with loopback_http(QuietHandler, tls) as port:
+    with loopback_http(QuietHandler, untrusted_tls(tmp_path)) as port:
         (context / "Dockerfile").write_text(
             f"FROM {base_image}\nRUN pip install --retries 0 "
             f"--index-url https://127.0.0.1:{port}/simple six==1.16.0\n"
