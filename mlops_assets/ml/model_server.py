@@ -366,6 +366,7 @@ class TrafficLog:
         # /metrics, whichever worker answers it, gives the server's totals (MLOPS_COUNTERS_DIR).
         self.counters_dir = Path(counters_dir) if counters_dir else None
         self._published: tuple[int, ...] | None = None
+        self._share_failed = False
 
     def record(self, exchange: Exchange) -> bool:
         with self._lock:
@@ -484,8 +485,10 @@ class TrafficLog:
             partial.write_text(json.dumps({"pid": os.getpid(), "values": values}))
             os.replace(partial, target)
             self._published = values
-        except OSError:  # the next tick tries again; answering goes on
-            log.exception("traffic log: could not share the counters in %s", self.counters_dir)
+        except OSError as error:  # the next tick tries again; answering goes on
+            if not self._share_failed:  # said once, not five times a second
+                log.warning("traffic log: cannot share the counters in %s: %s", partial, error)
+            self._share_failed = True
 
     def server_counters(self) -> tuple[int, ...]:
         """The server's values of :data:`COUNTERS`: the counts summed over every worker this
@@ -499,10 +502,11 @@ class TrafficLog:
         for file in self.counters_dir.glob("[!.]*.json"):
             try:
                 shared = json.loads(file.read_text())
-            except (OSError, ValueError):  # removed meanwhile, or not ours
+                pid, values = int(shared["pid"]), [int(v) for v in shared["values"]]
+            except (OSError, ValueError, KeyError, TypeError):  # removed meanwhile, or not ours
                 continue
-            running = _running(shared["pid"])
-            for index, value in enumerate(shared["values"]):
+            running = _running(pid)
+            for index, value in enumerate(values[: len(totals)]):
                 if self.COUNTERS[index][1] == "counter" or running:
                     totals[index] += value
         return tuple(totals)

@@ -410,6 +410,7 @@ def test_the_servers_counters_sum_every_worker_and_hold_only_the_running_ones(
     ended.wait()  # a worker that has ended: its pid is free
     (tmp_path / "ended.json").write_text(json.dumps({"pid": ended.pid, "values": [5, 1, 4, 3]}))
     (tmp_path / ".half.json.partial").write_text('{"pid": 1, "val')  # a write under way
+    (tmp_path / "other.json").write_text('{"not": "counters"}')  # not a worker's
     log = TrafficLog(
         FolderSink(str(tmp_path / "store")), MODEL_NAME, "1", capacity=10, flush_seconds=60,
         worker="this", counters_dir=str(tmp_path),
