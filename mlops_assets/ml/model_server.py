@@ -1197,9 +1197,11 @@ def main() -> None:
     import uvicorn
 
     # A fresh folder for this server's workers to share their counters in (see TrafficLog).
+    shared: str | None = None
     try:
-        os.environ[COUNTERS_DIR_ENV] = tempfile.mkdtemp(prefix="mlops-counters-")
+        shared = os.environ[COUNTERS_DIR_ENV] = tempfile.mkdtemp(prefix="mlops-counters-")
     except OSError as error:  # a read-only file system: each worker counts alone
+        os.environ.pop(COUNTERS_DIR_ENV, None)
         print(
             f"serving: /metrics per worker: no folder to share counters ({error})", file=sys.stderr
         )
@@ -1214,8 +1216,8 @@ def main() -> None:
             lifespan="on",
         )
     finally:
-        if COUNTERS_DIR_ENV in os.environ:
-            shutil.rmtree(os.environ[COUNTERS_DIR_ENV], ignore_errors=True)
+        if shared:  # only the folder this server made
+            shutil.rmtree(shared, ignore_errors=True)
 
 
 if __name__ == "__main__":
