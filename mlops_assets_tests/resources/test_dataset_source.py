@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from mlops_assets.resources.dataset_source import SourceUnavailable, fingerprint_uri
-from mlops_assets_tests.receivers import loopback_http
+from mlops_assets_tests.receivers import QuietHandler, loopback_http
 
 
 def touch_later(path: Path, text: str) -> None:
@@ -75,9 +75,10 @@ def test_s3_fingerprints_use_listings(seaweed: Any, monkeypatch: pytest.MonkeyPa
 
 @pytest.fixture
 def http_folder(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
-    with loopback_http(handler) as port:
+    class QuietFiles(SimpleHTTPRequestHandler, QuietHandler):
+        pass
+
+    with loopback_http(functools.partial(QuietFiles, directory=str(tmp_path))) as port:
         yield f"http://127.0.0.1:{port}", tmp_path
 
 
