@@ -276,19 +276,24 @@ def imported_before(log: str, first: str, then: str) -> None:
     assert finished.index(first) < then_at, f"{finished[then_at]} came before {first}"
 
 
-def run_mlops_demo(home: Path, cwd: Path, extra_env: dict[str, str] | None = None) -> Any:
-    """Run the README's `mlops-demo` in a subprocess with the test's small sources."""
-    import subprocess
-    import sys
-
-    env = {
+def demo_env(home: Path) -> dict[str, str]:
+    """The environment of a user's shell for `mlops-demo` and the UI it points to: the
+    project's settings at their defaults but MLOPS_HOME and the test's small sources."""
+    return {
         **project_free_env(),
         "MLOPS_HOME": str(home),
         "MLOPS_SOURCE_URI": TEST_SOURCE,
         "MLOPS_INCOMING_URI": TEST_INCOMING,
         "GIT_PYTHON_REFRESH": "quiet",
-        **(extra_env or {}),
     }
+
+
+def run_mlops_demo(home: Path, cwd: Path, extra_env: dict[str, str] | None = None) -> Any:
+    """Run the README's `mlops-demo` in a subprocess with the test's small sources."""
+    import subprocess
+    import sys
+
+    env = {**demo_env(home), **(extra_env or {})}
     demo = Path(sys.executable).parent / "mlops-demo"
     return subprocess.run(
         [str(demo), "--partition", PARTITION],

@@ -18,10 +18,8 @@ from mlops_assets.stack.process import ServerProcess, free_port, wait_until
 from mlops_assets_tests.conftest import (
     LIFECYCLE_ASSETS,
     PARTITION,
-    TEST_INCOMING,
-    TEST_SOURCE,
+    demo_env,
     imported_before,
-    project_free_env,
     run_mlops_demo,
 )
 from mlops_assets_tests.dagster_services import ROOT, graphql, wait_for
@@ -172,17 +170,13 @@ def test_the_printed_ui_command_shows_the_demo_run(demo, cli, tmp_path):
     assert printed.startswith(f"cd {ROOT} && ")  # mlops-demo ran outside the project root
     command = printed if cli == "dagster" else printed.replace("/dagster dev", "/dg dev")
     port = free_port()
-    env = {
-        **project_free_env(),
-        "MLOPS_HOME": str(demo_cwd / "mlops"),
-        "MLOPS_SOURCE_URI": TEST_SOURCE,
-        "MLOPS_INCOMING_URI": TEST_INCOMING,
-        "GIT_PYTHON_REFRESH": "quiet",
-    }
     log = tmp_path / f"{cli}-dev.log"
     ui = f"http://127.0.0.1:{port}"
     server = ServerProcess(
-        f"{cli} dev", [*AS_IN_A_TERMINAL, f"{command} -h 127.0.0.1 -p {port}"], log, env
+        f"{cli} dev",
+        [*AS_IN_A_TERMINAL, f"{command} -h 127.0.0.1 -p {port}"],
+        log,
+        demo_env(demo_cwd / "mlops"),  # the shell mlops-demo ran in
     )
     server.start()
     try:
