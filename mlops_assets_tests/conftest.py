@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,19 @@ LIFECYCLE_ASSETS = {
     "predictions",
     "drift_report",
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start every process as a terminal's foreground job would, even under CI's runner.
+
+    A job a script starts in the background (CI's runner, `nohup ... &`) inherits SIGINT
+    ignored. Dagster makes SIGTERM do what SIGINT does, so after the first in-process run the
+    suite ignored SIGTERM too, and so did every process it started from then on: the
+    compute-log `tail -F` of a run on another thread outlived its run, and a server started by a
+    fixture stopped only when killed.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass

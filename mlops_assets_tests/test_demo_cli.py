@@ -4,7 +4,6 @@ local Dagster instance it sets up; then the UI command it prints, run as printed
 import os
 import re
 import signal
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -28,16 +27,6 @@ from mlops_assets_tests.test_definitions import EXPECTED_CHECKS
 # Runs mlops-demo in a subprocess.
 pytestmark = pytest.mark.slow
 
-# A shell with SIGINT at its default, as a terminal's foreground job has it. A job started in
-# the background by a script (CI's runner, `nohup ... &`) inherits SIGINT ignored, and a shell
-# cannot reset that; Dagster makes SIGTERM do what SIGINT does, so `dagster dev` would then
-# ignore SIGTERM too.
-AS_IN_A_TERMINAL = [
-    sys.executable,
-    "-c",
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-    "os.execvp('bash', ['bash', '-c', sys.argv[1]])",
-]
 # The line mlops-demo prints under "See it in the UI:".
 PRINTED_UI_COMMAND = re.compile(r"^  (.*DAGSTER_HOME=.* dev)$", re.MULTILINE)
 
@@ -174,7 +163,7 @@ def test_the_printed_ui_command_shows_the_demo_run(demo, cli, tmp_path):
     ui = f"http://127.0.0.1:{port}"
     server = ServerProcess(
         f"{cli} dev",
-        [*AS_IN_A_TERMINAL, f"{command} -h 127.0.0.1 -p {port}"],
+        ["bash", "-c", f"{command} -h 127.0.0.1 -p {port}"],
         log,
         demo_env(demo_cwd / "mlops"),  # the shell mlops-demo ran in
     )
