@@ -236,7 +236,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     try:
         yield server
     finally:
-        server.stop()
+        server.stop(grace_seconds=0)  # a test server: nothing to keep
 
 
 @pytest.fixture

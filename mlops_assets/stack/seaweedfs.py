@@ -12,6 +12,11 @@ from pathlib import Path
 from mlops_assets.stack.process import LOOPBACK, ServerProcess, free_port, wait_until
 
 GRPC_OFFSET = 10_000
+# weed puts a Unix socket per listener here, whatever TMPDIR says, and removes them only when
+# it stops by itself: /tmp/seaweedfs-<listener>-<port>.sock.
+SOCKET_DIR = Path("/tmp")
+# A graceful stop takes about 16 s: the filer gives its own metadata subscription 15 s.
+STOP_GRACE_SECONDS = 20
 
 
 def weed_binary() -> str:
@@ -35,6 +40,7 @@ class SeaweedS3:
     s3_port: int = 0
     server: ServerProcess | None = None
     gateway: ServerProcess | None = None
+    ports: list[int] = field(default_factory=list)
 
     @property
     def endpoint_url(self) -> str:
@@ -82,17 +88,22 @@ class SeaweedS3:
         if not self.s3_port:
             self.s3_port = free_port(GRPC_OFFSET)
         ports = {name: free_port(GRPC_OFFSET) for name in ("master", "volume", "filer")}
-        weed = weed_binary()
+        self.ports = [self.s3_port, *ports.values()]
+        # Logs go to stderr only, which the log file gets; by default weed also writes files
+        # to TMPDIR.
+        weed = [weed_binary(), "-logtostderr"]
         self.server = ServerProcess(
             name="seaweedfs",
             command=[
-                weed,
+                *weed,
                 "server",
                 f"-dir={self.data_dir}",
                 f"-ip={LOOPBACK}",
                 f"-ip.bind={LOOPBACK}",
                 f"-master.port={ports['master']}",
                 f"-volume.port={ports['volume']}",
+                # One node: there is no other volume server to take writes while it drains.
+                "-volume.preStopSeconds=0",
                 "-filer",
                 f"-filer.port={ports['filer']}",
                 "-volume.max=20",
@@ -106,7 +117,7 @@ class SeaweedS3:
         self.gateway = ServerProcess(
             name="seaweedfs-s3",
             command=[
-                weed,
+                *weed,
                 "s3",
                 f"-filer={LOOPBACK}:{ports['filer']}",
                 f"-ip.bind={LOOPBACK}",
@@ -130,7 +141,13 @@ class SeaweedS3:
 
         wait_until(bucket_ready, f"SeaweedFS S3 on {self.endpoint_url}", timeout, self.server.log)
 
-    def stop(self) -> None:
+    def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
+        """Stop the gateway, then the server: SIGTERM, and SIGKILL after `grace_seconds`."""
         for process in (self.gateway, self.server):
             if process is not None:
-                process.stop()
+                process.stop(grace_seconds)
+        # The gateway leaves its socket even when it stops by itself; a kill leaves them all.
+        for port in self.ports:
+            for offset in (0, GRPC_OFFSET):
+                for socket in SOCKET_DIR.glob(f"seaweedfs-*-{port + offset}.sock"):
+                    socket.unlink(missing_ok=True)

@@ -119,4 +119,4 @@ def test_s3_outage_mid_run_recovers_and_leaves_no_half_written_version(
             if manifest is not None:  # a visible version is complete and intact
                 assert datasets.verify(manifest) == []
     finally:
-        server.stop()
+        server.stop(grace_seconds=0)

@@ -3,7 +3,7 @@
 import pytest
 
 from mlops_assets.resources.object_store import ObjectStoreError, ObjectStoreResource, S3Config
-from mlops_assets.stack.seaweedfs import SeaweedS3
+from mlops_assets.stack.seaweedfs import GRPC_OFFSET, SOCKET_DIR, SeaweedS3
 
 
 # The S3 half needs a real server (SeaweedFS): it runs in the whole suite, not the fast lane.
@@ -79,13 +79,49 @@ def test_server_down_fails_naming_server_and_operation(tmp_path, monkeypatch):
         root=f"s3://{server.bucket}/p", s3=S3Config(endpoint_url=server.endpoint_url)
     )
     store.put_bytes("k", b"v")
-    server.stop()
+    server.stop(grace_seconds=0)  # gone at once, as in a crash
     with pytest.raises(ObjectStoreError) as info:
         store.put_bytes("k2", b"v")
     message = str(info.value)
     assert "PutObject" in message
     assert server.endpoint_url in message
     assert server.secret_key not in message
+
+
+@pytest.mark.slow
+def test_seaweedfs_stops_by_itself_keeps_what_it_stored_and_leaves_nothing_in_tmp(
+    tmp_path, monkeypatch
+):
+    server = SeaweedS3(data_dir=tmp_path / "data", log_dir=tmp_path / "logs")
+    server.start()
+    try:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        store = ObjectStoreResource(
+            root=f"s3://{server.bucket}/p", s3=S3Config(endpoint_url=server.endpoint_url)
+        )
+        store.put_bytes("kept.json", b"1")
+        processes = [server.server.process, server.gateway.process]
+        ports = list(server.ports)
+        server.stop()
+        # Each exited on SIGTERM within the grace period: none was killed.
+        assert [p.returncode for p in processes] == [0, 0], (
+            tmp_path / "logs" / "seaweedfs.log"
+        ).read_text()[-3000:]
+        # weed's sockets are named by port, its log files by pid.
+        mine = {f"-{port + offset}.sock" for port in ports for offset in (0, GRPC_OFFSET)}
+        mine |= {f".{p.pid}" for p in processes}
+        left = [
+            path.name
+            for path in SOCKET_DIR.iterdir()
+            if path.name.startswith(("seaweedfs-", "weed.")) and path.name.endswith(tuple(mine))
+        ]
+        assert not left, f"SeaweedFS left {left} in {SOCKET_DIR}"
+
+        server.start()  # the same data folder
+        assert store.get_bytes("kept.json") == b"1"
+    finally:
+        server.stop(grace_seconds=0)
 
 
 @pytest.mark.slow
