@@ -63,14 +63,19 @@ def run_lifecycle(partition: str) -> bool:
         return result.success
 
 
-def ui_command(instance_home: Path, cwd: Path | None = None, python: str | None = None) -> str:
+def ui_command(
+    instance_home: Path,
+    cwd: Path | None = None,
+    python: str | None = None,
+    root: Path | None = None,
+) -> str:
     """The `dagster dev` command that shows this instance, as the user can paste it from
     ``cwd``: with this environment's own `dagster` (whatever its venv is called), from the
     project root, whose workspace.yaml names the code location. Without a project root (a
     non-editable install), the definitions module is named instead."""
     here = (cwd or Path.cwd()).resolve()
     dagster = Path(os.path.abspath(Path(python or sys.executable).parent / "dagster"))
-    root = Path(__file__).resolve().parents[1]
+    root = root.resolve() if root else Path(__file__).resolve().parents[1]
     if not (root / "workspace.yaml").is_file():
         return f"DAGSTER_HOME={quote(str(instance_home))} {quote(str(dagster))} dev -m {DEFS}"
     shown = dagster.relative_to(root) if dagster.is_relative_to(root) else dagster

@@ -7,6 +7,7 @@ import signal
 import time
 import urllib.request
 from pathlib import Path
+from shlex import quote, split
 from typing import Any
 
 import pytest
@@ -147,17 +148,27 @@ def _group_of(pid: str) -> int | None:
         return None
 
 
-@pytest.mark.parametrize("cli", ["dagster", "dg"])
+@pytest.mark.parametrize("cli", ["dagster", "dg", "module"])
 def test_the_printed_ui_command_shows_the_demo_run(demo, cli, tmp_path):
-    """What mlops-demo prints, pasted into a shell (the `dg` variant as the README offers it):
-    the webserver, daemon and code location start, the UI lists every asset and check, the
-    demo's run and its materialisations are there, the daemons are healthy, and SIGTERM
-    stops all of it."""
+    """What mlops-demo prints, pasted into a shell (the `dg` variant as the README offers it;
+    `module`: what it prints when installed without a project root): the webserver, daemon and
+    code location start, the UI lists every asset and check, the demo's run and its
+    materialisations are there, the daemons are healthy, and SIGTERM stops all of it."""
     demo_cwd, out = demo
     assert out.returncode == 0, out.stderr[-5000:]
     [printed] = PRINTED_UI_COMMAND.findall(out.stderr)
     assert printed.startswith(f"cd {ROOT} && ")  # mlops-demo ran outside the project root
-    command = printed if cli == "dagster" else printed.replace("/dagster dev", "/dg dev")
+    location_name = "mlops_assets"  # workspace.yaml's, as the README says
+    if cli == "dagster":
+        command = printed
+    elif cli == "dg":
+        command = printed.replace("/dagster dev", "/dg dev")
+    else:  # no workspace.yaml: the module, from a folder that is not the project
+        [home] = (w.removeprefix("DAGSTER_HOME=") for w in split(printed) if "=" in w)
+        module_form = ui_command(Path(home), root=demo_cwd)
+        assert module_form.endswith(" dev -m mlops_assets.definitions"), module_form
+        command = f"cd {quote(str(demo_cwd))} && {module_form}"
+        location_name = "mlops_assets.definitions"
     port = free_port()
     log = tmp_path / f"{cli}-dev.log"
     ui = f"http://127.0.0.1:{port}"
@@ -185,7 +196,7 @@ def test_the_printed_ui_command_shows_the_demo_run(demo, cli, tmp_path):
 
         state = wait_for("the code location and the daemons", loaded_and_healthy, 180, [log])
         [location] = state["workspaceOrError"]["locationEntries"]
-        assert location["name"] == "mlops_assets"  # workspace.yaml's, as the README says
+        assert location["name"] == location_name
         [run] = state["runsOrError"]["results"]
         assert run["status"] == "SUCCESS"
         assert {"key": "dagster/partition", "value": PARTITION} in run["tags"]
@@ -210,4 +221,4 @@ def test_the_printed_ui_command_shows_the_demo_run(demo, cli, tmp_path):
     # Loading the definitions in the code server and daemon says nothing to warn about; only
     # `dagster dev` itself is superseded (the README says so and offers `dg dev`).
     warnings = re.findall(r"\b(\w+Warning): ", text)
-    assert warnings == (["SupersessionWarning"] if cli == "dagster" else []), text[-3000:]
+    assert warnings == (["SupersessionWarning"] if cli != "dg" else []), text[-3000:]
