@@ -11,16 +11,19 @@ ConfigMaps it holds.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
 import re
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qs, urlparse
+
+from mlops_assets_tests.receivers import loopback_http
 
 TOKEN = "stand-in-token"
 GROUPS = {"/api/v1", "/apis/batch/v1", "/apis/apps/v1", "/apis/rbac.authorization.k8s.io/v1"}
@@ -64,20 +67,19 @@ class KubernetesStandIn:
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.groups = GROUPS | ({KSERVE} if kserve else set())
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._serving = contextlib.ExitStack()
+        self.port = 0
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> KubernetesStandIn:
-        self.thread.start()
+        self.port = self._serving.enter_context(loopback_http(self._handler()))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serving.close()
 
     def kubeconfig(self, path: Path) -> Path:
         """A kubeconfig pointing at this server with a bearer token."""
