@@ -73,6 +73,8 @@ LOCAL_SOURCE_AMBIGUITY = (
     r"LocalArtifactDatasetSource, LocalArtifactDatasetSource\."
 )
 SEARCH_PICTURE = "search/optimization_history.png"  # a search's history, in its run
+# The space searched, whole: the run's search_space param is cut at MLflow's 6,000 characters.
+SEARCH_SPACE = "search/space.json"
 
 
 @dataclass(frozen=True)
@@ -243,7 +245,8 @@ class MlflowResource(ConfigurableResource):
                 "search_failed_trials": search.failed,
             }
         )
-        mlflow.log_param("search_space", json.dumps(search.space, sort_keys=True)[:6000])
+        space = json.dumps(search.space, sort_keys=True)
+        mlflow.log_param("search_space", space[:6000])  # shown in the UI; the file is whole
         for trial in search.trials:
             state = "failed" if trial.value is None else "complete"
             tags = {"mlops.search_trial": str(trial.number), "mlops.trial_state": state}
@@ -260,7 +263,8 @@ class MlflowResource(ConfigurableResource):
                 if trial.value is not None:
                     metrics[search.objective] = trial.value
                 mlflow.log_metrics(metrics)
-        return self._log_files({SEARCH_PICTURE: history_png(search)})[SEARCH_PICTURE]
+        files = {SEARCH_PICTURE: history_png(search), SEARCH_SPACE: space.encode()}
+        return self._log_files(files)[SEARCH_PICTURE]
 
     def logged_files(self, run: Any, folder: str) -> dict[str, str]:
         """The files ``run`` logged in ``folder``: each one's URI by its path in the run, as

@@ -1,6 +1,7 @@
 """trained_model and registered_model: tracking, the promotion gate, approval and rollback."""
 
 import json
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -285,10 +286,18 @@ def test_a_users_training_function_trains_and_registers(trained, monkeypatch):
     assert checks[("registered_model", "champion_loads_and_predicts")].passed
 
 
+# A space longer than the 6,000 characters MLflow keeps of a param.
+LONG_SPACE = {"alpha": {"type": "categorical", "choices": [i / 100 for i in range(1, 1500)]}}
+
+
+@pytest.mark.parametrize("space", ["built-in", "long"])
 def test_a_search_ahead_of_training_is_tracked_as_nested_runs_with_its_picture(
-    trained, monkeypatch
+    trained, monkeypatch, space, tmp_path
 ):
     monkeypatch.setenv("MLOPS_SEARCH_TRIALS", "4")
+    if space == "long":
+        assert len(json.dumps(LONG_SPACE)) > 6000
+        monkeypatch.setenv("MLOPS_SEARCH_SPACE", json.dumps(LONG_SPACE))
     result = trained.run(assets=TRAIN_AND_REGISTER, run_config=training_config(model_type="ridge"))
     assert result.success
     metadata = materialized(result)["trained_model"]
@@ -309,7 +318,15 @@ def test_a_search_ahead_of_training_is_tracked_as_nested_runs_with_its_picture(
         float(min(children, key=lambda c: c.data.metrics["val_rmse"]).data.params["alpha"])
     )
     artifacts = [a.path for a in mlflow.list_artifacts(parent.info.run_id, "search")]
-    assert artifacts == ["search/optimization_history.png"]
+    assert artifacts == ["search/optimization_history.png", "search/space.json"]
+    logged_space = json.loads(
+        Path(
+            mlflow.download_artifacts(parent.info.run_id, "search/space.json", str(tmp_path))
+        ).read_text()
+    )
+    assert "alpha" in logged_space
+    if space == "long":
+        assert logged_space == LONG_SPACE
 
     # Unchanged data and config: the run is reused, and its search read back from MLflow.
     again = trained.run(assets=["trained_model"], run_config=training_config(model_type="ridge"))
@@ -319,6 +336,7 @@ def test_a_search_ahead_of_training_is_tracked_as_nested_runs_with_its_picture(
     search_keys = {key for key in metadata if key.startswith("search_")}
     assert search_keys == {key for key in reused if key.startswith("search_")}
     assert {k: reused[k] for k in search_keys} == {k: metadata[k] for k in search_keys}
+    assert "alpha" in reused["search_best_params"].value
 
 
 def test_a_search_that_cannot_run_fails_clearly_and_changes_nothing(trained, monkeypatch):

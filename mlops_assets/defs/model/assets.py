@@ -65,6 +65,7 @@ from mlops_assets.resources.mlflow_registry import (
     MODEL_URI_TAG,
     REGISTRY_POOL,
     SEARCH_PICTURE,
+    SEARCH_SPACE,
     MlflowResource,
 )
 from mlops_assets.resources.object_store import ObjectStoreResource
@@ -271,10 +272,16 @@ def _reused_run(
     metadata: dict[str, Any] = {}
     best = next((name for name in search if name.startswith("search_best_")), None)
     if best is not None:
-        try:  # the searched parameters; their best values are the run's own params
-            searched = json.loads(run.data.params.get("search_space", "{}"))
-        except ValueError:  # a space longer than MLflow keeps (6,000 characters)
-            searched = {}
+        files = mlflow.logged_files(run, "search")
+        # The searched parameters; their best values are the run's own params. A run logged
+        # before the space was a file has only the param, cut at 6,000 characters.
+        if SEARCH_SPACE in files:
+            searched = json.loads(mlflow.read_logged_file(run.info.run_id, SEARCH_SPACE))
+        else:
+            try:
+                searched = json.loads(run.data.params.get("search_space", "{}"))
+            except ValueError:
+                searched = {}
         metadata.update(
             _search_metadata(
                 {name: run.data.params[name] for name in searched if name in run.data.params},
@@ -282,7 +289,7 @@ def _reused_run(
                 best_value=search[best],
                 trials=int(search.get("search_trials", 0)),
                 failed=int(search.get("search_failed_trials", 0)),
-                plot_uri=mlflow.logged_files(run, "search").get(SEARCH_PICTURE, ""),
+                plot_uri=files.get(SEARCH_PICTURE, ""),
             )
         )
     evaluation = mlflow.logged_files(run, "evaluation") if task == "classification" else {}
