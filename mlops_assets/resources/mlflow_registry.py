@@ -294,16 +294,34 @@ class MlflowResource(ConfigurableResource):
         return next((run for run in runs if MODEL_URI_TAG in run.data.tags), None)
 
     def version_of_run(self, run_id: str) -> str | None:
-        """The newest registered version of this model that came from ``run_id``, if any."""
+        """The first registered version of this model that came from ``run_id``, if any."""
         versions = self.client().search_model_versions(
             f"name='{self.model_name}' and run_id='{run_id}'"
         )
-        return str(max(int(v.version) for v in versions)) if versions else None
+        return str(min(int(v.version) for v in versions)) if versions else None
 
     def register(self, model_uri: str, tags: dict[str, str]) -> str:
         mlflow = self._mlflow()
         version = mlflow.register_model(model_uri, self.model_name, tags=tags)
         return str(version.version)
+
+    def register_once(self, model_uri: str, run_id: str, tags: dict[str, str]) -> tuple[str, bool]:
+        """The version of ``run_id``'s model, registered now unless it was: (version, new).
+
+        The model_registry pool serialises registrations, but Dagster's slot claim reads and
+        then writes, so two steps that ask at the same moment can both get the one slot, both
+        find the model unregistered and both register it. The first version stays; a later
+        one is deleted again, and its caller gets the first, as if it had found it registered.
+        """
+        found = self.version_of_run(run_id)
+        if found is not None:
+            return found, False
+        version = self.register(model_uri, tags)
+        first = self.version_of_run(run_id)
+        if first is not None and first != version:
+            self.client().delete_model_version(self.model_name, version)
+            return first, False
+        return version, True
 
     def alias_version(self, alias: str) -> str | None:
         from mlflow.exceptions import MlflowException

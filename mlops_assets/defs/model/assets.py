@@ -440,19 +440,17 @@ def registered_model(
     splits = dataset_splits(trained_model.dataset_digest, spec, object_store)
     # A model registered before (training was skipped as unchanged) is not registered again,
     # and no alias moves for it: re-running never undoes an approval or a rollback.
-    registered_before = mlflow.version_of_run(trained_model.run_id)
-    if registered_before is None:
-        version = mlflow.register(
-            trained_model.model_uri,
-            tags={
-                "mlops.dataset_digest": trained_model.dataset_digest,
-                "mlops.dataset_tag": trained_model.dataset_tag,
-                "dagster.run_id": context.run.run_id,
-            },
-        )
-        moves = [mlflow.move_alias(CHALLENGER, version, "newly registered")]
-    else:
-        version, moves = registered_before, []
+    version, newly_registered = mlflow.register_once(
+        trained_model.model_uri,
+        trained_model.run_id,
+        tags={
+            "mlops.dataset_digest": trained_model.dataset_digest,
+            "mlops.dataset_tag": trained_model.dataset_tag,
+            "dagster.run_id": context.run.run_id,
+        },
+    )
+    registered_before = None if newly_registered else version
+    moves = [mlflow.move_alias(CHALLENGER, version, "newly registered")] if newly_registered else []
     challenger_score = trained_model.metrics[f"test_{metric}"]
     champion_before = mlflow.alias_version(CHAMPION)
     champion_score = None
