@@ -500,6 +500,8 @@ class ImageBuilderResource(ConfigurableResource):
                 backend,
                 "build",
                 "--layers",
+                # A failed build leaves no working container behind (by default it does).
+                "--force-rm",
                 "--network",
                 "host",
                 "--format",

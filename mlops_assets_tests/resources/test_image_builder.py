@@ -112,6 +112,7 @@ def test_a_build_whose_pip_fails_says_why_and_what_to_set(base_image: str, tmp_p
     retry)."""
     context = tmp_path / "context"
     context.mkdir()
+    containers_before = buildah_containers()
     with loopback_http(QuietHandler, untrusted_tls(tmp_path)) as port:
         (context / "Dockerfile").write_text(
             f"FROM {base_image}\nRUN pip install --retries 0 "
@@ -123,6 +124,18 @@ def test_a_build_whose_pip_fails_says_why_and_what_to_set(base_image: str, tmp_p
     assert 'building at STEP "RUN pip install' in message
     assert "No matching distribution found for six==1.16.0" in message
     assert "set MLOPS_IMAGE_BUILD_CA_BUNDLE" in message
+    # The failed build's working container is removed with it.
+    assert buildah_containers() == containers_before
+
+
+def buildah_containers() -> set[str]:
+    listed = subprocess.run(
+        ["buildah", "containers", "--quiet", "--notruncate"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(listed.stdout.split())
 
 
 def test_an_unreachable_registry_is_reported_as_such() -> None:
