@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,69 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# What a session that builds images built, ran and loaded in the machine's image store is
+# removed when it ends (a served image, with its model and packages, is about 1 GB); what was
+# there before stays, and so does the base image (built once per machine, on purpose). Not
+# under xdist: one worker would remove what another is still using. The fast lane builds none.
+CONTAINER_LISTS = {
+    "buildah containers": ["buildah", "containers", "--quiet", "--notruncate"],
+    "podman containers": ["podman", "ps", "--all", "--quiet", "--no-trunc"],
+    "images": ["podman", "images", "--all", "--quiet", "--no-trunc"],
+}
+CONTAINER_REMOVAL = {
+    "buildah containers": ["buildah", "rm"],
+    "podman containers": ["podman", "rm", "--force"],
+    "images": ["podman", "rmi", "--force"],
+}
+_STORE_BEFORE = pytest.StashKey[dict[str, set[str]]]()
+
+
+def _listed(command: list[str]) -> set[str] | None:
+    if shutil.which(command[0]) is None:
+        return None
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    return set(done.stdout.split()) if done.returncode == 0 else None
+
+
+def _kept_images() -> set[str]:
+    """The base image and the layers under it."""
+    kept: set[str] = set()
+    image = TEST_BASE_IMAGE
+    while image:
+        done = subprocess.run(
+            ["podman", "image", "inspect", "--format", "{{.Id}} {{.Parent}}", image],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            break
+        image_id, _, parent = done.stdout.strip().partition(" ")
+        kept |= {image_id, f"sha256:{image_id.removeprefix('sha256:')}"}  # as `images` lists
+        image = parent
+    return kept
+
+
+def _note_the_image_store(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") or _STORE_BEFORE in config.stash:
+        return
+    listed = {name: _listed(command) for name, command in CONTAINER_LISTS.items()}
+    config.stash[_STORE_BEFORE] = {k: v for k, v in listed.items() if v is not None}
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    before = session.config.stash.get(_STORE_BEFORE, {})  # empty unless images were built
+    for name, command in CONTAINER_LISTS.items():  # containers first: they hold images
+        now = _listed(command)
+        if name not in before or now is None:
+            continue
+        made = now - before[name] - (_kept_images() if name == "images" else set())
+        if made:
+            subprocess.run(
+                [*CONTAINER_REMOVAL[name], *sorted(made)], capture_output=True, timeout=600
+            )
 
 
 @dataclass
@@ -327,7 +391,7 @@ SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 @pytest.fixture(scope="session")
-def container_tools() -> None:
+def container_tools(pytestconfig: pytest.Config) -> None:
     """buildah, podman and debootstrap must be here: .ci/run installs them. Not a skip: the
     served-image tests are the proof that images really build and serve."""
     missing = [t for t in ("buildah", "podman", "debootstrap") if shutil.which(t) is None]
@@ -336,6 +400,7 @@ def container_tools() -> None:
             f"container tools missing: {', '.join(missing)} "
             "(apt-get install buildah podman runc docker-registry debootstrap; .ci/run does)"
         )
+    _note_the_image_store(pytestconfig)
 
 
 @pytest.fixture(scope="session")
