@@ -104,8 +104,10 @@ def _note_the_image_store(config: pytest.Config) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     before = session.config.stash.get(_STORE_BEFORE, {})  # empty unless images were built
     for name, command in CONTAINER_LISTS.items():  # containers first: they hold images
+        if name not in before:
+            continue
         now = _listed(command)
-        if name not in before or now is None:
+        if now is None:
             continue
         made = now - before[name] - (_kept_images() if name == "images" else set())
         if made:
