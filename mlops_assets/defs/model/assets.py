@@ -449,7 +449,6 @@ def registered_model(
             "dagster.run_id": context.run.run_id,
         },
     )
-    registered_before = None if newly_registered else version
     moves = [mlflow.move_alias(CHALLENGER, version, "newly registered")] if newly_registered else []
     challenger_score = trained_model.metrics[f"test_{metric}"]
     champion_before = mlflow.alias_version(CHAMPION)
@@ -458,7 +457,7 @@ def registered_model(
         champion_score = score_on_test(
             mlflow.load_model(champion_before), splits["test"], spec, metric
         )
-    if registered_before is not None:
+    if not newly_registered:
         reason = (
             f"the model of MLflow run {trained_model.run_id} is already registered as "
             f"v{version}: nothing registered, no alias moved"
@@ -487,7 +486,7 @@ def registered_model(
         metadata={
             "model_name": mlflow.model_name,
             "version": version,
-            "newly_registered": registered_before is None,
+            "newly_registered": newly_registered,
             "champion_version": champion_after or "",
             "promoted": champion_after == version and champion_before != version,
             "decision": reason,
