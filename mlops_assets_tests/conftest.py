@@ -68,7 +68,9 @@ CONTAINER_REMOVAL = {
 _STORE_BEFORE = pytest.StashKey[dict[str, set[str]]]()
 
 
-def _listed(command: list[str]) -> set[str] | None:
+def store_listing(kind: str) -> set[str] | None:
+    """The ids of one kind of CONTAINER_LISTS in the machine's store; None without the tool."""
+    command = CONTAINER_LISTS[kind]
     if shutil.which(command[0]) is None:
         return None
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -97,22 +99,22 @@ def _kept_images() -> set[str]:
 def _note_the_image_store(config: pytest.Config) -> None:
     if hasattr(config, "workerinput") or _STORE_BEFORE in config.stash:
         return
-    listed = {name: _listed(command) for name, command in CONTAINER_LISTS.items()}
+    listed = {kind: store_listing(kind) for kind in CONTAINER_LISTS}
     config.stash[_STORE_BEFORE] = {k: v for k, v in listed.items() if v is not None}
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     before = session.config.stash.get(_STORE_BEFORE, {})  # empty unless images were built
-    for name, command in CONTAINER_LISTS.items():  # containers first: they hold images
-        if name not in before:
+    for kind in CONTAINER_LISTS:  # containers first: they hold images
+        if kind not in before:
             continue
-        now = _listed(command)
+        now = store_listing(kind)
         if now is None:
             continue
-        made = now - before[name] - (_kept_images() if name == "images" else set())
+        made = now - before[kind] - (_kept_images() if kind == "images" else set())
         if made:
             subprocess.run(
-                [*CONTAINER_REMOVAL[name], *sorted(made)], capture_output=True, timeout=600
+                [*CONTAINER_REMOVAL[kind], *sorted(made)], capture_output=True, timeout=600
             )
 
 
@@ -370,7 +372,6 @@ def demo_env(home: Path) -> dict[str, str]:
 
 def run_mlops_demo(home: Path, cwd: Path, extra_env: dict[str, str] | None = None) -> Any:
     """Run the README's `mlops-demo` in a subprocess with the test's small sources."""
-    import subprocess
     import sys
 
     env = {**demo_env(home), **(extra_env or {})}

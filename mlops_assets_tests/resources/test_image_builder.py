@@ -23,6 +23,7 @@ from mlops_assets.resources.oci_registry import (
     RegistryUnavailable,
 )
 from mlops_assets.stack.process import free_port
+from mlops_assets_tests.conftest import store_listing
 from mlops_assets_tests.receivers import QuietHandler, loopback_http, untrusted_tls
 
 # Builds, pushes and runs images with buildah/podman and a real registry.
@@ -112,7 +113,8 @@ def test_a_build_whose_pip_fails_says_why_and_what_to_set(base_image: str, tmp_p
     retry)."""
     context = tmp_path / "context"
     context.mkdir()
-    containers_before = buildah_containers()
+    containers_before = store_listing("buildah containers")
+    assert containers_before is not None
     with loopback_http(QuietHandler, untrusted_tls(tmp_path)) as port:
         (context / "Dockerfile").write_text(
             f"FROM {base_image}\nRUN pip install --retries 0 "
@@ -125,17 +127,7 @@ def test_a_build_whose_pip_fails_says_why_and_what_to_set(base_image: str, tmp_p
     assert "No matching distribution found for six==1.16.0" in message
     assert "set MLOPS_IMAGE_BUILD_CA_BUNDLE" in message
     # The failed build's working container is removed with it.
-    assert buildah_containers() == containers_before
-
-
-def buildah_containers() -> set[str]:
-    listed = subprocess.run(
-        ["buildah", "containers", "--quiet", "--notruncate"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return set(listed.stdout.split())
+    assert store_listing("buildah containers") == containers_before
 
 
 def test_an_unreachable_registry_is_reported_as_such() -> None:
