@@ -5,12 +5,13 @@ It imports only the standard library and what MLflow's serving image has (MLflow
 uvicorn), and boto3 when the traffic log goes to S3: nothing of mlops_assets is in the image.
 
 - **Sizing**: one uvicorn worker per CPU the container may use, native threads shared out.
-  Each worker predicts on one thread, in order of arrival (see ``ModelApp``); with
-  ``MLOPS_SERVING_BATCH`` above 1, the rows of requests that arrive while it is busy are
-  predicted together, in one call (see ``Batcher``).
+  Each worker predicts on one thread, in order of arrival (see ``ModelApp``). The rows of
+  requests that arrive while it is busy are predicted together, in one call (see
+  ``Batcher``), when the model answers each row alone whatever rows come with it (a tree
+  model, the default; see ``batch_for_model``), or when ``MLOPS_SERVING_BATCH`` says so.
 - **Answers**: MLflow's own scoring function (``scoring_server.invocations``) behind a small
-  ASGI app, so an answer is MLflow's, byte for byte (with batching, a linear model's numbers
-  can differ in the last digit; see ``Batcher``): ``/ping``, ``/health``, ``/version``,
+  ASGI app, so an answer is MLflow's, byte for byte (with batching set for a linear model, its
+  numbers can differ in the last digit; see ``Batcher``): ``/ping``, ``/health``, ``/version``,
   ``/invocations``, and ``/metrics`` for the traffic log's counters. With
   ``MLOPS_SERVING_PROTOCOL=v2`` it speaks the Open Inference Protocol (KServe's V2) instead:
   ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/<name>[/versions/<v>]`` (metadata,
@@ -26,7 +27,8 @@ uvicorn), and boto3 when the traffic log goes to S3: nothing of mlops_assets is 
   worker answers (the workers share their counters through files in a temporary folder).
 
 Settings (environment): ``MLOPS_SERVING_PROTOCOL`` (mlflow/v2), ``MLOPS_SERVING_BATCH``
-(requests predicted together, 1 to 64; 1, the default, predicts each alone), ``MLOPS_TRAFFIC_LOG``
+(requests predicted together: ``auto``, the default, 16 for a model that answers each row
+alone and 1 for any other; or 1 to 64), ``MLOPS_TRAFFIC_LOG``
 (on/off), ``MLOPS_TRAFFIC_STORE`` (a folder, or ``s3://bucket/prefix`` with
 ``MLOPS_S3_ENDPOINT_URL``, ``MLOPS_S3_REGION`` and the standard AWS credential variables),
 ``MLOPS_TRAFFIC_FLUSH_SECONDS``, ``MLOPS_TRAFFIC_BUFFER`` (requests).
@@ -67,6 +69,8 @@ PROTOCOLS = ("mlflow", "v2")
 # Set by main() for its workers: the folder where they share the traffic log's counters.
 COUNTERS_DIR_ENV = "MLOPS_COUNTERS_DIR"
 MOST_BATCHED = 64  # requests in one prediction, at most (MLOPS_SERVING_BATCH)
+AUTO = "auto"  # MLOPS_SERVING_BATCH's default: each worker decides from its model
+AUTO_BATCH = 16  # what auto gives a model that answers each row on its own
 # Open Inference Protocol tensor types, and the Python values each takes.
 V2_DATATYPES = {
     "BOOL": (bool,),
@@ -713,16 +717,127 @@ def v2_metadata(model_name: str, model_version: str, input_schema: Any) -> dict[
 # --- batching -----------------------------------------------------------------------------
 
 
-def serving_batch(env: Mapping[str, str]) -> int:
+def serving_batch(env: Mapping[str, str]) -> int | None:
     """MLOPS_SERVING_BATCH of ``env``: how many requests a worker may predict in one call, 1
-    (the default: each alone) to :data:`MOST_BATCHED`; anything else is named."""
-    text = env.get("MLOPS_SERVING_BATCH", "1").strip() or "1"
+    (each alone) to :data:`MOST_BATCHED`; None for ``auto`` (the default), where each worker
+    decides from its model (:func:`batch_for_model`). Anything else is named."""
+    text = env.get("MLOPS_SERVING_BATCH", AUTO).strip().lower() or AUTO
+    if text == AUTO:
+        return None
     value = int(text) if text.isdigit() else 0
     if not 1 <= value <= MOST_BATCHED:
         raise ValueError(
-            f"MLOPS_SERVING_BATCH must be a whole number from 1 to {MOST_BATCHED}, not '{text}'"
+            f"MLOPS_SERVING_BATCH must be {AUTO} or a whole number from 1 to {MOST_BATCHED}, "
+            f"not '{text}'"
         )
     return value
+
+
+# Fitted scikit-learn classes (exact types, not subclasses) that work on each row on its own,
+# value by value, so that a row's answer is the same bytes whatever rows come with it:
+# imputing, scaling and encoding are elementwise; a tree model walks each row down its trees
+# and adds up their leaves in tree order. A linear model is not among them: its rows are
+# multiplied as one matrix, and the last digit can differ with the rows beside them.
+ROW_WISE_STEPS = frozenset(
+    {
+        "sklearn.impute._base.SimpleImputer",
+        "sklearn.preprocessing._data.StandardScaler",
+        "sklearn.preprocessing._encoders.OneHotEncoder",
+        "sklearn.preprocessing._encoders.OrdinalEncoder",
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+        "sklearn.tree._classes.DecisionTreeRegressor",
+        "sklearn.tree._classes.DecisionTreeClassifier",
+    }
+)
+_PIPELINE = "sklearn.pipeline.Pipeline"
+_COLUMN_TRANSFORMER = "sklearn.compose._column_transformer.ColumnTransformer"
+_CLASS_ANSWER = "mlops_assets.ml.answering.ClassAnswer"  # the project's classifier wrapper
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def not_row_wise(estimator: Any) -> list[str]:
+    """The parts of a fitted scikit-learn ``estimator`` not known to answer each row on its
+    own (:data:`ROW_WISE_STEPS`), by class name; empty when every part is. A Pipeline's steps,
+    a ColumnTransformer's transformers and the project's classifier wrapper are looked into."""
+    if estimator is None or isinstance(estimator, str):  # a skipped step: "drop", "passthrough"
+        return []
+    name = _type_name(estimator)
+    if name == _PIPELINE:
+        return [part for _, step in estimator.steps for part in not_row_wise(step)]
+    if name == _COLUMN_TRANSFORMER:
+        return [part for _, step, _ in estimator.transformers_ for part in not_row_wise(step)]
+    if name == _CLASS_ANSWER:
+        return not_row_wise(estimator.model)
+    return [] if name in ROW_WISE_STEPS else [type(estimator).__name__]
+
+
+def same_answer(one: Any, other: Any) -> bool:
+    """Whether two predictions are the same: the same type, and the same values (numbers as
+    the same bytes)."""
+    import numpy as np
+    import pandas as pd
+
+    if type(one) is not type(other):
+        return False
+    if isinstance(one, pd.DataFrame | pd.Series):
+        return bool(one.equals(other))
+    if isinstance(one, np.ndarray):
+        if one.shape != other.shape or one.dtype != other.dtype:
+            return False
+        if one.dtype.kind in "biufc":
+            return one.tobytes() == other.tobytes()
+        return bool(np.array_equal(one, other))
+    return bool(one == other)
+
+
+def answers_rows_alone(model: Any, example: Any) -> bool:
+    """Whether ``model`` (as MLflow loaded it) answers every row of the table ``example``,
+    predicted together, exactly as it answers that row predicted alone."""
+    together = split_rows(model.predict(example), [1] * len(example))
+    if together is None:
+        return False
+    return all(
+        same_answer(part, model.predict(example.iloc[[row]].reset_index(drop=True)))
+        for row, part in enumerate(together)
+    )
+
+
+def batch_for_model(model: Any, setting: int | None, example: Any = None) -> tuple[int, str]:
+    """How many requests a worker serving ``model`` (as MLflow loaded it) predicts in one
+    call, and why: ``setting`` when MLOPS_SERVING_BATCH gives one; for ``auto`` (None),
+    :data:`AUTO_BATCH` when every part of the model is known to answer each row on its own
+    and its input example (the table ``example``, when the model has one) confirms it, else 1,
+    each request alone, as MLflow's server does."""
+    if setting is not None:
+        return setting, "MLOPS_SERVING_BATCH"
+    try:
+        raw = model.get_raw_model()
+    except (AttributeError, NotImplementedError):
+        return 1, "auto: not a scikit-learn model, so each request is predicted alone"
+    unknown = not_row_wise(raw)
+    if unknown:
+        return 1, (
+            f"auto: {', '.join(dict.fromkeys(unknown))} not known to answer each row alone "
+            "whatever rows come with it, so each request is predicted alone"
+        )
+    import pandas as pd
+
+    if not isinstance(example, pd.DataFrame) or len(example) < 2:
+        return AUTO_BATCH, "auto: every step answers each row on its own (no input example)"
+    if not answers_rows_alone(model, example):
+        return 1, (
+            "auto: the model's input example answered differently predicted together, so "
+            "each request is predicted alone"
+        )
+    return AUTO_BATCH, (
+        f"auto: every step answers each row on its own, as its {len(example)}-row input "
+        "example confirms"
+    )
 
 
 class _Pending:
@@ -763,7 +878,8 @@ class Batcher:
 
     A tree model scores each row on its own and answers the same bytes either way. A linear
     model's numbers can differ in the last digit (a few parts in 1e16: the rows are multiplied
-    as one matrix), which is why batching is a setting, off by default.
+    as one matrix), which is why the default, MLOPS_SERVING_BATCH=auto, batches only a model
+    whose every step is known to answer each row alone (:func:`batch_for_model`).
     """
 
     def __init__(self, model: Any, most: int, input_schema: Any = None) -> None:
@@ -924,7 +1040,7 @@ class ModelApp:
     is answered 504 at once; one still waiting for the thread is never scored, one being
     scored finishes first.
 
-    With ``batch`` above 1 (MLOPS_SERVING_BATCH), up to that many requests are scored at once
+    With ``batch`` above 1 (:func:`batch_for_model`), up to that many requests are scored at once
     by MLflow's function, each on a thread of its own, and a :class:`Batcher` makes their
     predictions one call at a time, together where it can.
     """
@@ -1134,7 +1250,13 @@ def create_app() -> ModelApp:
     )
     from mlflow.pyfunc.scoring_server import load_model_with_mlflow_config
 
-    model = load_model_with_mlflow_config(os.environ.get("MLOPS_SERVED_MODEL_PATH", MODEL_PATH))
+    model_path = os.environ.get("MLOPS_SERVED_MODEL_PATH", MODEL_PATH)
+    model = load_model_with_mlflow_config(model_path)
+    batch, why = batch_for_model(model, serving_batch(os.environ), input_example(model, model_path))
+    print(
+        f"serving worker {os.getpid()}: up to {batch} request(s) predicted together ({why})",
+        file=sys.stderr,
+    )
     os.environ[_MLFLOW_IS_IN_SERVING_ENVIRONMENT.name] = "true"  # as MLflow's server does
     settings = TrafficSettings.from_env(os.environ)
     traffic = None
@@ -1154,7 +1276,7 @@ def create_app() -> ModelApp:
         serving_protocol(os.environ),
         os.environ.get("MLOPS_MODEL_NAME", "model"),
         os.environ.get("MLOPS_MODEL_VERSION", ""),
-        serving_batch(os.environ),
+        batch,
     )
     # MLflow, pandas, scikit-learn and the model stay for the worker's life: leave them out of
     # the garbage collector's full passes. Each walked them all and held every request up;
@@ -1162,6 +1284,16 @@ def create_app() -> ModelApp:
     # often: p99 at one connection went from 16 ms to 52 ms, and back to 17 with this.
     gc.freeze()
     return app
+
+
+def input_example(model: Any, model_path: str) -> Any:
+    """The input example saved with the model (MLflow's ``input_example.json``), or None when
+    it has none or it cannot be read."""
+    try:
+        return model.metadata.load_input_example(model_path)
+    except (OSError, ValueError) as error:
+        print(f"serving: the model's input example is not readable: {error}", file=sys.stderr)
+        return None
 
 
 def size_server(environ: MutableMapping[str, str], cpu_max: str | None, usable_cpus: int) -> int:
@@ -1188,9 +1320,14 @@ def main() -> None:
     TrafficSettings.from_env(os.environ)  # a wrong setting stops the container at once
     protocol, batch = serving_protocol(os.environ), serving_batch(os.environ)
     threads = os.environ["OMP_NUM_THREADS"]
+    batching = (
+        f"up to {batch} request(s) predicted together"
+        if batch is not None
+        else "each worker decides from its model how many requests to predict together"
+    )
     print(
         f"serving: {workers} worker(s), {threads} native thread(s) each, protocol {protocol}, "
-        f"up to {batch} request(s) predicted together",
+        f"{batching}",
         file=sys.stderr,
     )
 

@@ -277,13 +277,16 @@ class ModelRolloutResource(ConfigurableResource):
         "Protocol: /v2/models/<model>/infer, /v2/health/ready). served_image's smoke test and "
         "model_deployment's rollout (KServe's PROTOCOL, the probes) follow it.",
     )
-    batch: int = env_field(
+    batch: str = env_field(
         "MLOPS_SERVING_BATCH",
-        1,
-        "Requests a worker of the served model may predict in one call (1 to 64): those that "
-        "arrive while it is busy are predicted together. 1 predicts each alone, as MLflow's "
-        "server does. A tree model answers the same either way; a linear model's numbers can "
-        "differ in the last digit (a few parts in 1e16), as the rows are multiplied together.",
+        "auto",
+        "Requests a worker of the served model may predict in one call: those that arrive "
+        "while it is busy are predicted together. auto: 16 when every step of the model is "
+        "known to answer each row alone whatever rows come with it (imputers, scalers, "
+        "encoders, tree models such as the default hist_gradient_boosting; its input example "
+        "must agree), else 1, each alone, as MLflow's server does. Or a number from 1 to 64: "
+        "a linear model's numbers can then differ in the last digit (a few parts in 1e16), as "
+        "the rows are multiplied together.",
     )
     timeout_seconds: float = env_field(
         "MLOPS_DEPLOY_TIMEOUT_SECONDS",
@@ -330,9 +333,9 @@ class ModelRolloutResource(ConfigurableResource):
 
     def batch_env(self) -> tuple[tuple[str, str], ...]:
         """The batching setting for the served model, checked as the image checks it; none
-        when it predicts each request alone (the image's default)."""
+        for auto, the image's default."""
         batch = serving_batch({"MLOPS_SERVING_BATCH": str(self.batch)})
-        return (("MLOPS_SERVING_BATCH", str(batch)),) if batch > 1 else ()
+        return () if batch is None else (("MLOPS_SERVING_BATCH", str(batch)),)
 
     def connect(self) -> KubernetesApi:
         return connect(self.cluster)

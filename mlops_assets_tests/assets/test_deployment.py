@@ -235,7 +235,7 @@ def test_with_kserve_it_applies_an_inference_service_speaking_v2(
     with KubernetesStandIn(kserve=True) as cluster:
         threading.Thread(target=ready, daemon=True).start()
         rollout = ModelRolloutResource(
-            cluster=str(cluster.kubeconfig(tmp_path / "kubeconfig")), protocol="v2", batch=16
+            cluster=str(cluster.kubeconfig(tmp_path / "kubeconfig")), protocol="v2", batch="16"
         )
         result = _run(tmp_path, rollout, store, image)
         service = cluster.get(KSERVE, "mlops-serving", "inferenceservices", MODEL)
@@ -284,7 +284,12 @@ def test_with_an_s3_store_the_served_model_logs_its_traffic_there_with_the_secre
         ModelRolloutResource(cluster="x", traffic_log="yes").traffic_env(s3_store)
     with pytest.raises(ValueError, match="MLOPS_SERVING_PROTOCOL must be one of mlflow, v2"):
         ModelRolloutResource(cluster="x", protocol="grpc").serving_protocol()
-    # Each request predicted alone is the image's default: nothing to say.
+    # auto is the image's default: nothing to say. A number is passed, 1 included.
     assert ModelRolloutResource(cluster="x").batch_env() == ()
-    with pytest.raises(ValueError, match="MLOPS_SERVING_BATCH must be a whole number from 1 to 64"):
-        ModelRolloutResource(cluster="x", batch=65).batch_env()
+    assert ModelRolloutResource(cluster="x", batch="1").batch_env() == (
+        ("MLOPS_SERVING_BATCH", "1"),
+    )
+    with pytest.raises(
+        ValueError, match="MLOPS_SERVING_BATCH must be auto or a whole number from 1 to 64"
+    ):
+        ModelRolloutResource(cluster="x", batch="65").batch_env()

@@ -62,10 +62,10 @@ def registry_client(oci_registry: Any) -> RegistryClient:
     return RegistryClient(ImageReference.parse(f"{oci_registry.address}/mlops/{MODEL}"), True)
 
 
-def served_workers(image: str, run_args: str = "") -> tuple[int, set[str]]:
-    """How many workers the image's scoring server starts under ``podman run run_args``, and
-    the OMP_NUM_THREADS its processes run with; fails unless uvicorn's fast event loop and
-    HTTP parser import in it."""
+def served_workers(image: str, run_args: str = "") -> tuple[int, set[str], list[str]]:
+    """How many workers the image's scoring server starts under ``podman run run_args``, the
+    OMP_NUM_THREADS its processes run with, and how many requests each worker said it predicts
+    together; fails unless uvicorn's fast event loop and HTTP parser import in it."""
     builder = ImageBuilderResource()
     builder = ImageBuilderResource(container_run_args=f"{builder.container_run_args} {run_args}")
     container = builder.run("podman", image, SERVING_PORT, env={})
@@ -80,10 +80,11 @@ def served_workers(image: str, run_args: str = "") -> tuple[int, set[str]]:
         while started < int(announced.group(1)) and time.monotonic() < deadline:
             time.sleep(1)
             started = container.log_tail(200).count("Application startup complete")
+        log = container.log_tail(200)
     finally:
         container.remove()
     threads = set(re.findall(r"^OMP_NUM_THREADS=(\d+)$", environments, re.MULTILINE))
-    return started, threads
+    return started, threads, re.findall(r"serving worker \d+: up to (\d+) request", log)
 
 
 def test_champion_is_built_pushed_pulled_and_answers_like_in_process(
@@ -129,10 +130,12 @@ def test_champion_is_built_pushed_pulled_and_answers_like_in_process(
     assert labels["org.mlops-assets.model-version"] == "1"
 
     # One scoring worker per CPU the container may use: its CPU limit, else the machine's;
-    # a native thread each, on uvicorn's fast event loop and HTTP parser.
+    # a native thread each, on uvicorn's fast event loop and HTTP parser. The champion is the
+    # default tree model: each worker predicts up to 16 waiting requests together.
     image = f"{oci_registry.address}/mlops/{MODEL}@{digest}"
-    assert served_workers(image, "--cpus 1") == (1, {"1"})
-    assert served_workers(image) == (len(os.sched_getaffinity(0)), {"1"})
+    assert served_workers(image, "--cpus 1") == (1, {"1"}, ["16"])
+    cpus = len(os.sched_getaffinity(0))
+    assert served_workers(image) == (cpus, {"1"}, ["16"] * cpus)
 
     # An unchanged champion builds nothing new: same digest, no build, registry untouched.
     again = serving.run("serve_champion", partition=None)

@@ -6,8 +6,10 @@ real SeaweedFS bucket."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -827,13 +829,120 @@ def test_a_prediction_is_split_back_into_each_request_s_rows() -> None:
     assert split_rows(np.float64(1.0), [1]) is None
 
 
-def test_the_batch_setting_is_a_whole_number_from_1_to_64() -> None:
-    assert serving_batch({}) == 1
+def test_the_batch_setting_is_auto_or_a_whole_number_from_1_to_64() -> None:
+    assert serving_batch({}) is None  # auto: each worker decides from its model
+    assert serving_batch({"MLOPS_SERVING_BATCH": " Auto "}) is None
     assert serving_batch({"MLOPS_SERVING_BATCH": " 16 "}) == 16
+    assert serving_batch({"MLOPS_SERVING_BATCH": "1"}) == 1
     assert serving_batch({"MLOPS_SERVING_BATCH": "64"}) == 64
     for wrong in ("0", "65", "eight", "1.5", "-2"):
         with pytest.raises(
             ValueError,
-            match=f"MLOPS_SERVING_BATCH must be a whole number from 1 to 64, not '{wrong}'",
+            match=f"MLOPS_SERVING_BATCH must be auto or a whole number from 1 to 64, not '{wrong}'",
         ):
             serving_batch({"MLOPS_SERVING_BATCH": wrong})
+
+
+def test_auto_batches_a_tree_model_and_predicts_a_linear_one_request_by_request(
+    diabetes_model: Path, diabetes_forest: Path
+) -> None:
+    """auto (MLOPS_SERVING_BATCH unset) looks at the model MLflow loaded: every step of the
+    tree model answers each row alone, and its example's rows agree, predicted together or
+    alone; the linear model's Ridge multiplies its rows as one matrix. A number set is used."""
+    import mlflow
+
+    forest = mlflow.pyfunc.load_model(str(diabetes_forest))
+    linear = mlflow.pyfunc.load_model(str(diabetes_model))
+    rows = features().head(20)
+
+    batch, why = model_server.batch_for_model(forest, None, rows)
+    assert (batch, why) == (16, "auto: every step answers each row on its own, as its 20-row "
+                                "input example confirms")  # fmt: skip
+    assert model_server.batch_for_model(forest, None, None)[0] == 16  # no example to confirm
+    batch, why = model_server.batch_for_model(linear, None, rows)
+    assert batch == 1
+    assert why.startswith("auto: Ridge not known to answer each row alone")
+    assert model_server.batch_for_model(linear, 8, rows) == (8, "MLOPS_SERVING_BATCH")
+    assert model_server.batch_for_model(forest, 1, rows) == (1, "MLOPS_SERVING_BATCH")
+
+
+class _CentredOnTheBatch:
+    """A model whose answer for a row depends on the rows beside it (the batch's mean age)."""
+
+    def predict(self, data: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        return (data["age"] - data["age"].mean()).to_numpy()
+
+
+def test_a_model_whose_rows_answer_differently_together_is_caught_by_its_example(
+    diabetes_forest: Path,
+) -> None:
+    import mlflow
+
+    rows = features().head(6)
+    assert model_server.answers_rows_alone(mlflow.pyfunc.load_model(str(diabetes_forest)), rows)
+    assert not model_server.answers_rows_alone(_CentredOnTheBatch(), rows)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "unknown"),
+    [
+        ("hist_gradient_boosting", []),
+        ("random_forest", ["RandomForestClassifier"]),
+        ("logistic_regression", ["LogisticRegression"]),
+    ],
+)
+def test_the_projects_classifiers_on_real_data_are_looked_into_step_by_step(
+    model_type: str, unknown: list[str]
+) -> None:
+    """The registered classifier as the project builds it (ClassAnswer around the Pipeline:
+    imputers, scaler, one-hot encoder, estimator), fitted on scikit-learn's breast cancer data.
+    A forest averages its trees' answers on threads, in whichever order they finish, so it is
+    not counted among the models that answer each row alone."""
+    from mlops_assets.ml.answering import ClassAnswer
+    from mlops_assets.ml.train import TrainingConfig, fit
+    from mlops_assets_tests.ml.test_tasks import breast_cancer
+
+    splits, spec = breast_cancer()
+    model = ClassAnswer(fit(splits, spec, TrainingConfig(model_type)).pipeline, spec.classes)
+
+    assert model_server.not_row_wise(model) == unknown
+    if not unknown:
+        test = splits["test"].drop(columns=[spec.target.name]).reset_index(drop=True)
+        assert model_server.answers_rows_alone(model, test)
+
+
+def _started(served: Served, workers: int) -> bool:
+    return served.log().count("Application startup complete") >= workers
+
+
+@pytest.mark.slow
+def test_each_worker_says_what_auto_decided_for_its_model(
+    diabetes_model: Path, diabetes_forest: Path, tmp_path: Path
+) -> None:
+    """MLOPS_SERVING_BATCH unset, as the image starts: each worker of the tree model's server
+    batches, each of the linear model's predicts request by request, and both say why."""
+    servers = {
+        name: Served(model, tmp_path / name, {"MLFLOW_MODELS_WORKERS": "2"})
+        for name, model in (("forest", diabetes_forest), ("linear", diabetes_model))
+    }
+    try:
+        for name, served in servers.items():
+            (tmp_path / name).mkdir()
+            served.start()
+            assert served.post(payload(features().iloc[:3]), "r1")[0] == 200
+            # /ping answers once one worker is up; the other may still be loading.
+            wait_until(
+                functools.partial(_started, served, 2), f"the {name} model's two workers", 90,
+                served.process.log,
+            )  # fmt: skip
+        logs = {name: served.log() for name, served in servers.items()}
+    finally:
+        for served in servers.values():
+            served.process.stop()
+    for log in logs.values():
+        assert "each worker decides from its model how many requests to predict together" in log
+    forest = re.findall(r"serving worker \d+: up to 16 request\(s\) predicted together \(auto: "
+                        r"every step answers each row on its own", logs["forest"])  # fmt: skip
+    linear = re.findall(r"serving worker \d+: up to 1 request\(s\) predicted together \(auto: "
+                        r"Ridge not known", logs["linear"])  # fmt: skip
+    assert (len(forest), len(linear)) == (2, 2), logs
