@@ -5,9 +5,11 @@ registry or its OCI archive loaded from the object store; or --image) with its p
 loopback, under --cpus (its entry point starts one scoring worker per CPU of that limit),
 and `mlflow models serve` of the same model version as MLflow starts it by default (one
 worker, the local environment). Both must answer the same rows identically. The image runs
-three times: with its traffic log on (into a folder mounted as its store), off
-(MLOPS_TRAFFIC_LOG=off), and with the log on and batching (MLOPS_SERVING_BATCH=16, its own
-store), whose answers to single-row requests sent 16 at a time must be MLflow's exactly. Then
+three times: as it starts by default, with its traffic log on (into a folder mounted as its
+store) and MLOPS_SERVING_BATCH=auto (each worker batches when its model answers each row alone:
+the default tree model does), whose answers to single-row requests sent 16 at a time must be
+MLflow's exactly; with the log off (MLOPS_TRAFFIC_LOG=off); and with the log on and each
+request predicted alone (MLOPS_SERVING_BATCH=1, as MLflow's server does; its own store). Then
 wrk (Debian package `wrk`) sends single-row POST /invocations on keep-alive connections at
 concurrency 1 and 16, for --seconds each, and the table gives requests per second and the
 p50 / p99 latency of each server, their throughput ratios, the traffic log's and batching's
@@ -85,6 +87,21 @@ def image_labels(runtime: str, image: str) -> dict[str, str]:
         check=True,
     ).stdout
     return dict(json.loads(labels))
+
+
+def worker_batches(container: Any) -> list[int]:
+    """How many requests each of the container's workers said it predicts together, once all
+    of them have started."""
+    pattern = re.compile(r"serving worker \d+: up to (\d+) request")
+    announced = re.search(r"serving: (\d+) worker", container.log_tail(200))
+    workers = int(announced.group(1)) if announced else 1
+    wait_until(
+        lambda: len(pattern.findall(container.log_tail(200))) >= workers,
+        "every worker's batching line",
+        120,
+        None,
+    )
+    return [int(found) for found in pattern.findall(container.log_tail(200))]
 
 
 def post(url: str, body: bytes) -> str:
@@ -179,7 +196,7 @@ def main() -> None:
         with urllib.request.urlopen(f"{mlflow_url}/ping", timeout=2) as response:
             return response.status == 200
 
-    stores = {"image": logs / "store", "image, batch 16": logs / "store-batched"}
+    stores = {"image": logs / "store", "image, alone": logs / "store-alone"}
     for folder in stores.values():
         folder.mkdir()
         os.chown(folder, SERVING_UID, SERVING_UID)  # the image's server user writes the log
@@ -192,7 +209,7 @@ def main() -> None:
         )
 
     server.start()
-    container = silent = batching = None
+    container = silent = alone = None
     try:
         started = time.monotonic()
         wait_until(answers_ping, f"mlflow models serve on {mlflow_url}", 180, server.log)
@@ -201,10 +218,14 @@ def main() -> None:
         image_ready = wait_for_ping(container, 180)
         silent = limited(None).run(runtime, image, SERVING_PORT, env={"MLOPS_TRAFFIC_LOG": "off"})
         wait_for_ping(silent, 180)
-        batching = limited(stores["image, batch 16"]).run(
-            runtime, image, SERVING_PORT, env={"MLOPS_SERVING_BATCH": "16"}
+        alone = limited(stores["image, alone"]).run(
+            runtime, image, SERVING_PORT, env={"MLOPS_SERVING_BATCH": "1"}
         )
-        wait_for_ping(batching, 180)
+        wait_for_ping(alone, 180)
+        batching = {  # what each image's workers said they predict together
+            name: worker_batches(running)
+            for name, running in (("image", container), ("image, alone", alone))
+        }
         expected = parse_answers(post(mlflow_url, many))
         comparison = compare_answers(parse_answers(post(container.url, many)), expected)
         if not comparison.matches:
@@ -212,7 +233,7 @@ def main() -> None:
         bodies = [json.dumps(invocation_payload(rows.iloc[[i]])).encode() for i in range(len(rows))]
         for _ in range(3):  # rows sent 16 at a time, so that they are predicted together
             with ThreadPoolExecutor(16) as pool:
-                answers = list(pool.map(lambda body: post(batching.url, body), bodies))
+                answers = list(pool.map(lambda body: post(container.url, body), bodies))
             together = compare_answers(  # exactly: a tree model's rows are scored alone
                 pd.concat([parse_answers(answer) for answer in answers], ignore_index=True),
                 expected,
@@ -227,10 +248,10 @@ def main() -> None:
             servers = {
                 "image": container.url,
                 "image, log off": silent.url,
-                "image, batch 16": batching.url,
+                "image, alone": alone.url,
                 "mlflow serve": mlflow_url,
             }
-            sent = {"image": 1, "image, batch 16": 3 * len(bodies)}  # the answers compared
+            sent = {"image": 1 + 3 * len(bodies), "image, alone": 0}  # the answers compared
             for name, url in servers.items():  # warm-up
                 warm = int(wrk(url, body_file, script, 4, 3)["requests"])
                 if name in sent:
@@ -244,10 +265,10 @@ def main() -> None:
             if name in sent:
                 sent[name] += int(result["requests"])
         container.stop()
-        batching.stop()
+        alone.stop()
         logged = {name: logged_requests(folder) for name, folder in stores.items()}
     finally:
-        for running in (container, silent, batching):
+        for running in (container, silent, alone):
             if running is not None:
                 running.remove()
         server.stop()
@@ -257,7 +278,8 @@ def main() -> None:
         f"model {model_uri}; image {image} ({runtime}, --cpus {args.cpus}, ready in "
         f"{image_ready:.1f} s); mlflow models serve (1 worker, ready in {mlflow_ready:.1f} s); "
         f"{os.cpu_count()} cores; wrk {args.seconds} s per line; {comparison.describe()}; "
-        f"batched, 16 at a time: {together.describe()}"
+        f"single rows sent 16 at a time: {together.describe()}; requests each worker predicts "
+        f"together: {batching}"
     )
     print(
         f"{'server':>14} {'conns':>5} {'requests':>8} {'errors':>6} {'req/s':>8} "
@@ -274,11 +296,11 @@ def main() -> None:
         )
         print(f"throughput image / mlflow serve at {connections} connection(s): {ratio:.2f}x")
     for connections in (1, 16):
-        batched, alone = results[("image, batch 16", connections)], results[("image", connections)]
+        batched, each = results[("image", connections)], results[("image, alone", connections)]
         print(
-            f"batching at {connections} connection(s): p99 "
-            f"{batched['p99_ms'] / alone['p99_ms']:.2f}x, throughput "
-            f"{batched['rps'] / alone['rps']:.2f}x of the image predicting each request alone"
+            f"the image as it starts at {connections} connection(s): p99 "
+            f"{batched['p99_ms'] / each['p99_ms']:.2f}x, throughput "
+            f"{batched['rps'] / each['rps']:.2f}x of the image predicting each request alone"
         )
     for connections in (1, 16):
         on, off = results[("image", connections)], results[("image, log off", connections)]
