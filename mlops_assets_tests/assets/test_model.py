@@ -74,6 +74,56 @@ def test_unchanged_dataset_and_config_train_nothing_and_register_nothing(trained
     assert failed == {}
 
 
+def test_a_registration_that_finds_its_model_registered_by_a_running_run_waits_for_it(trained):
+    """Two registrations of one trained model raced past the model_registry pool: the other
+    run registered v1 and has not moved the aliases yet. The registration that found v1 waits
+    for that run before it reads the aliases (and its checks read them); it does not wait for
+    its own run, a run that has ended, or past its timeout."""
+    import threading
+    import time
+
+    from dagster import DagsterRun, DagsterRunStatus
+
+    from mlops_assets.definitions import build_resources
+    from mlops_assets.defs.model.assets import wait_for_registering_run
+
+    registry = build_resources()["mlflow"]
+    mlflow, instance = client(trained), trained.instance
+
+    def running() -> DagsterRun:
+        run = DagsterRun(job_name="mlops_lifecycle", status=DagsterRunStatus.STARTED)
+        instance.add_run(run)
+        return run
+
+    other = running()
+    mlflow.set_model_version_tag(MODEL, "1", "dagster.run_id", other.run_id)
+    mlflow.delete_registered_model_alias(MODEL, "challenger")
+    moved = threading.Event()
+
+    def the_other_run_moves_the_alias_and_ends() -> None:
+        time.sleep(1.0)
+        mlflow.set_registered_model_alias(MODEL, "challenger", "1")
+        moved.set()
+        instance.report_run_canceled(other)
+
+    threading.Thread(target=the_other_run_moves_the_alias_and_ends).start()
+    waited = wait_for_registering_run(instance, registry, "1", "this-run")
+
+    assert moved.is_set(), "returned before the other run had moved the alias"
+    assert waited.startswith("waited ")
+    assert f"for run {other.run_id}, which registered v1" in waited
+    assert registry.alias_version("challenger") == "1"
+    assert wait_for_registering_run(instance, registry, "1", "this-run") == ""  # it has ended
+    assert wait_for_registering_run(instance, registry, "1", other.run_id) == ""  # its own
+    stuck = running()
+    mlflow.set_model_version_tag(MODEL, "1", "dagster.run_id", stuck.run_id)
+    message = wait_for_registering_run(instance, registry, "1", "this-run", timeout=1.0)
+    assert message == (
+        f"run {stuck.run_id}, which registered v1, has not finished registered_model after 1 s; "
+        "reading the aliases as they are"
+    )
+
+
 def test_a_new_training_config_trains_again(trained):
     result = trained.run(
         assets=["trained_model"], run_config=training_config(params={"max_iter": 150})

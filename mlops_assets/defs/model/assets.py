@@ -1,6 +1,7 @@
 """trained_model and registered_model: fit, track, register and gate the champion."""
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -11,7 +12,9 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
+    AssetKey,
     Config,
+    DagsterInstance,
     DataVersion,
     Failure,
     MaterializeResult,
@@ -73,6 +76,10 @@ from mlops_assets.resources.policy import LifecyclePolicy
 from mlops_assets.resources.training import TrainingResource
 
 SMOKE_ROWS = 100
+DAGSTER_RUN_TAG = "dagster.run_id"  # on a registered version: the run that registered it
+# How long a registration that found its model registered by a run still in progress waits
+# for that run's registered_model step (see wait_for_registering_run).
+REGISTERING_RUN_WAIT_SECONDS = 120.0
 
 
 class TrainingRunConfig(Config):
@@ -405,6 +412,40 @@ def meets_metric_thresholds(
     )
 
 
+def wait_for_registering_run(
+    instance: DagsterInstance,
+    mlflow: MlflowResource,
+    version: str,
+    own_run_id: str,
+    timeout: float = REGISTERING_RUN_WAIT_SECONDS,
+) -> str:
+    """Wait while ``version`` was registered by another Dagster run whose registered_model
+    step has not finished: until that step's materialisation is stored, the run ends, or
+    ``timeout`` passes. Returns what it waited for, or "" when there was nothing to wait for.
+
+    Two registrations of one trained model can race past the model_registry pool (README).
+    The one that finds the model already registered moves no alias, and must not read the
+    aliases, or check them, before the other has moved them."""
+    registering = str(mlflow.model_version(version).tags.get(DAGSTER_RUN_TAG) or "")
+    if not registering or registering == own_run_id:
+        return ""
+    started = time.monotonic()
+    while True:
+        run = instance.get_run_by_id(registering)
+        latest = instance.get_latest_materialization_event(AssetKey("registered_model"))
+        if run is None or run.is_finished or (latest is not None and latest.run_id == registering):
+            waited = time.monotonic() - started
+            if waited < 0.1:
+                return ""
+            return f"waited {waited:.1f} s for run {registering}, which registered v{version}"
+        if time.monotonic() - started >= timeout:
+            return (
+                f"run {registering}, which registered v{version}, has not finished "
+                f"registered_model after {timeout:.0f} s; reading the aliases as they are"
+            )
+        time.sleep(0.5)
+
+
 def score_on_test(model: Any, test: Any, spec: DatasetSpec, metric: str) -> float:
     answers = answer(model, model_input(test, spec), spec)
     return score(target_values(test, spec), answers, spec)[metric]
@@ -446,9 +487,13 @@ def registered_model(
         tags={
             "mlops.dataset_digest": trained_model.dataset_digest,
             "mlops.dataset_tag": trained_model.dataset_tag,
-            "dagster.run_id": context.run.run_id,
+            DAGSTER_RUN_TAG: context.run.run_id,
         },
     )
+    if not newly_registered:
+        waited = wait_for_registering_run(context.instance, mlflow, version, context.run.run_id)
+        if waited:
+            context.log.info(waited)
     moves = [mlflow.move_alias(CHALLENGER, version, "newly registered")] if newly_registered else []
     challenger_score = trained_model.metrics[f"test_{metric}"]
     champion_before = mlflow.alias_version(CHAMPION)
