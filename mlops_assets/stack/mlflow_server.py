@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops_assets.stack.postgres import LocalPostgres
-from mlops_assets.stack.process import LOOPBACK, ServerProcess, free_port, wait_until
+from mlops_assets.stack.process import (
+    LOOPBACK,
+    ServerProcess,
+    free_port,
+    ready_or_stopped,
+)
 from mlops_assets.stack.seaweedfs import SeaweedS3
 
 
@@ -79,7 +84,9 @@ class MlflowServer:
             with urllib.request.urlopen(f"{self.tracking_uri}/health", timeout=5) as response:
                 return response.status == 200
 
-        wait_until(healthy, f"MLflow server on {self.tracking_uri}", timeout, self.server.log)
+        ready_or_stopped(
+            healthy, f"MLflow server on {self.tracking_uri}", timeout, self.server.log, self.stop
+        )
 
     def stop(self) -> None:
         if self.server is not None:

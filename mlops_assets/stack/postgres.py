@@ -11,7 +11,12 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlops_assets.stack.process import LOOPBACK, ServerProcess, free_port, wait_until
+from mlops_assets.stack.process import (
+    LOOPBACK,
+    ServerProcess,
+    free_port,
+    ready_or_stopped,
+)
 
 SERVICE_USER = "postgres"  # initdb and postgres refuse to run as root
 
@@ -124,15 +129,20 @@ class LocalPostgres:
             with psycopg2.connect(self.url("postgres")) as connection:
                 return connection.closed == 0
 
-        wait_until(accepting, f"PostgreSQL on {LOOPBACK}:{self.port}", timeout, self.server.log)
-        connection = psycopg2.connect(self.url("postgres"))
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            for database in self.databases:
-                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
-                if cursor.fetchone() is None:
-                    cursor.execute(f'CREATE DATABASE "{database}"')
-        connection.close()
+        what = f"PostgreSQL on {LOOPBACK}:{self.port}"
+        ready_or_stopped(accepting, what, timeout, self.server.log, self.stop)
+        try:
+            connection = psycopg2.connect(self.url("postgres"))
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                for database in self.databases:
+                    cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+                    if cursor.fetchone() is None:
+                        cursor.execute(f'CREATE DATABASE "{database}"')
+            connection.close()
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.server is not None:

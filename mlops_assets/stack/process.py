@@ -54,6 +54,22 @@ def wait_until(ready: Callable[[], bool], what: str, timeout: float, log: Path |
     raise TimeoutError(f"{what} was not ready after {timeout:.0f}s; log tail:\n{tail}")
 
 
+def ready_or_stopped(
+    ready: Callable[[], bool],
+    what: str,
+    timeout: float,
+    log: Path | None,
+    stop: Callable[[], None],
+) -> None:
+    """wait_until, and ``stop`` what was started when the server does not become ready (or
+    the wait is interrupted): a failed start leaves no process behind."""
+    try:
+        wait_until(ready, what, timeout, log)
+    except BaseException:
+        stop()
+        raise
+
+
 @dataclass
 class ServerProcess:
     """One server in its own process group, so stopping it stops its children too."""

@@ -7,7 +7,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops_assets.stack.process import LOOPBACK, ServerProcess, free_port, wait_until
+from mlops_assets.stack.process import (
+    LOOPBACK,
+    ServerProcess,
+    free_port,
+    ready_or_stopped,
+)
 
 CONFIG = """\
 version: 0.1
@@ -65,7 +70,9 @@ class LocalRegistry:
             with urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2) as response:
                 return response.status == 200
 
-        wait_until(answers, f"OCI registry on {self.address}", timeout, self.server.log)
+        ready_or_stopped(
+            answers, f"OCI registry on {self.address}", timeout, self.server.log, self.stop
+        )
 
     def stop(self) -> None:
         if self.server is not None:

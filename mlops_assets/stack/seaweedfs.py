@@ -9,7 +9,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlops_assets.stack.process import LOOPBACK, ServerProcess, free_port, wait_until
+from mlops_assets.stack.process import (
+    LOOPBACK,
+    ServerProcess,
+    free_port,
+    ready_or_stopped,
+)
 
 GRPC_OFFSET = 10_000
 # weed puts a Unix socket per listener here, whatever TMPDIR says, and removes them only when
@@ -139,7 +144,13 @@ class SeaweedS3:
             client.put_object(Bucket=self.bucket, Key=".ready", Body=b"ok")
             return True
 
-        wait_until(bucket_ready, f"SeaweedFS S3 on {self.endpoint_url}", timeout, self.server.log)
+        ready_or_stopped(
+            bucket_ready,
+            f"SeaweedFS S3 on {self.endpoint_url}",
+            timeout,
+            self.server.log,
+            lambda: self.stop(grace_seconds=0),
+        )
 
     def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
         """Stop the gateway, then the server: SIGTERM, and SIGKILL after `grace_seconds`."""

@@ -1,5 +1,7 @@
 """The object store contract, on a local folder and on a real S3 server (SeaweedFS)."""
 
+from pathlib import Path
+
 import pytest
 
 from mlops_assets.resources.object_store import ObjectStoreError, ObjectStoreResource, S3Config
@@ -122,6 +124,35 @@ def test_seaweedfs_stops_by_itself_keeps_what_it_stored_and_leaves_nothing_in_tm
         assert store.get_bytes("kept.json") == b"1"
     finally:
         server.stop(grace_seconds=0)
+
+
+def _processes_naming(path) -> list[str]:
+    """The command lines of the running processes that name ``path``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            command = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        if str(path) in command:
+            found.append(command)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["seaweedfs", "registry"])
+def test_a_server_that_is_not_ready_in_time_is_stopped(kind, tmp_path):
+    """A failed start stops what it started: a suite whose S3 server never got ready (a full
+    disk) left its weed processes running after the run."""
+    from mlops_assets.stack.registry import LocalRegistry
+
+    server_class = SeaweedS3 if kind == "seaweedfs" else LocalRegistry
+    server = server_class(data_dir=tmp_path / "data", log_dir=tmp_path / "logs")
+    with pytest.raises(TimeoutError, match="was not ready after 0s"):
+        server.start(timeout=0)
+    started = [server.server] + ([server.gateway] if kind == "seaweedfs" else [])
+    assert [process.running() for process in started] == [False] * len(started)
+    assert _processes_naming(tmp_path) == []
 
 
 @pytest.mark.slow
