@@ -45,6 +45,7 @@ from mlops_assets.ml.serving import (
     SERVING_PORT,
     SERVING_UID,
     TRAFFIC_STORE_IN_IMAGE,
+    announced_batches,
     compare_answers,
     invocation_payload,
     parse_answers,
@@ -92,16 +93,15 @@ def image_labels(runtime: str, image: str) -> dict[str, str]:
 def worker_batches(container: Any) -> list[int]:
     """How many requests each of the container's workers said it predicts together, once all
     of them have started."""
-    pattern = re.compile(r"serving worker \d+: up to (\d+) request")
     announced = re.search(r"serving: (\d+) worker", container.log_tail(200))
     workers = int(announced.group(1)) if announced else 1
     wait_until(
-        lambda: len(pattern.findall(container.log_tail(200))) >= workers,
+        lambda: len(announced_batches(container.log_tail(200))) >= workers,
         "every worker's batching line",
         120,
         None,
     )
-    return [int(found) for found in pattern.findall(container.log_tail(200))]
+    return [batch for batch, _ in announced_batches(container.log_tail(200))]
 
 
 def post(url: str, body: bytes) -> str:

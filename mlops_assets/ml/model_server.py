@@ -717,6 +717,19 @@ def v2_metadata(model_name: str, model_version: str, input_schema: Any) -> dict[
 # --- batching -----------------------------------------------------------------------------
 
 
+# What each worker prints about batching when it starts, and how to read it back from a log.
+BATCHING_LINE = "serving worker {pid}: up to {batch} request(s) predicted together ({why})"
+_BATCHING_ANNOUNCED = re.compile(
+    r"^serving worker \d+: up to (\d+) request\(s\) predicted together \((.*)\)$", re.MULTILINE
+)
+
+
+def announced_batches(log: str) -> list[tuple[int, str]]:
+    """What each worker that has started said about batching in the server's ``log``: how
+    many requests it predicts together, and why."""
+    return [(int(batch), why) for batch, why in _BATCHING_ANNOUNCED.findall(log)]
+
+
 def serving_batch(env: Mapping[str, str]) -> int | None:
     """MLOPS_SERVING_BATCH of ``env``: how many requests a worker may predict in one call, 1
     (each alone) to :data:`MOST_BATCHED`; None for ``auto`` (the default), where each worker
@@ -1253,10 +1266,7 @@ def create_app() -> ModelApp:
     model_path = os.environ.get("MLOPS_SERVED_MODEL_PATH", MODEL_PATH)
     model = load_model_with_mlflow_config(model_path)
     batch, why = batch_for_model(model, serving_batch(os.environ), input_example(model, model_path))
-    print(
-        f"serving worker {os.getpid()}: up to {batch} request(s) predicted together ({why})",
-        file=sys.stderr,
-    )
+    print(BATCHING_LINE.format(pid=os.getpid(), batch=batch, why=why), file=sys.stderr)
     os.environ[_MLFLOW_IS_IN_SERVING_ENVIRONMENT.name] = "true"  # as MLflow's server does
     settings = TrafficSettings.from_env(os.environ)
     traffic = None

@@ -25,6 +25,7 @@ from mlops_assets.ml import model_server
 SERVING_PORT = model_server.SERVING_PORT
 serving_protocol = model_server.serving_protocol  # MLflow's /invocations, or the V2 protocol
 serving_batch = model_server.serving_batch  # requests a worker may predict in one call
+announced_batches = model_server.announced_batches  # what the workers said about it
 SERVING_UID = 10001
 CA_BUNDLE_IN_CONTEXT = "build-ca.pem"
 CA_BUNDLE_IN_IMAGE = "/etc/mlops/build-ca.pem"

@@ -18,7 +18,12 @@ from typing import Any
 import pytest
 
 from mlops_assets.ml.sample_data import generate_house_prices
-from mlops_assets.ml.serving import SERVING_PORT, TRAFFIC_STORE_IN_IMAGE, invocation_payload
+from mlops_assets.ml.serving import (
+    SERVING_PORT,
+    TRAFFIC_STORE_IN_IMAGE,
+    announced_batches,
+    invocation_payload,
+)
 from mlops_assets.ml.spec import HOUSE_PRICES
 from mlops_assets.ml.traffic import labels_day_prefix
 from mlops_assets.ml.train import model_input
@@ -84,7 +89,7 @@ def served_workers(image: str, run_args: str = "") -> tuple[int, set[str], list[
     finally:
         container.remove()
     threads = set(re.findall(r"^OMP_NUM_THREADS=(\d+)$", environments, re.MULTILINE))
-    return started, threads, re.findall(r"serving worker \d+: up to (\d+) request", log)
+    return started, threads, [str(batch) for batch, _ in announced_batches(log)]
 
 
 def test_champion_is_built_pushed_pulled_and_answers_like_in_process(
@@ -110,6 +115,10 @@ def test_champion_is_built_pushed_pulled_and_answers_like_in_process(
     smoke = checks[("served_image", "serves_champion_predictions")]
     assert "20 predictions match" in smoke.description
     assert "uid 10001" in checks[("served_image", "runs_as_non_root")].description
+    # The smoke test says what the image's workers do under load: the default tree model's
+    # requests are predicted up to 16 together.
+    assert smoke.metadata["requests_predicted_together"].value == 16
+    assert smoke.metadata["batching"].value.startswith("auto: every step answers each row")
 
     # The image's own labels say which model version it serves.
     labels = json.loads(

@@ -9,7 +9,6 @@ import asyncio
 import functools
 import json
 import os
-import re
 import signal
 import sys
 import threading
@@ -941,8 +940,20 @@ def test_each_worker_says_what_auto_decided_for_its_model(
             served.process.stop()
     for log in logs.values():
         assert "each worker decides from its model how many requests to predict together" in log
-    forest = re.findall(r"serving worker \d+: up to 16 request\(s\) predicted together \(auto: "
-                        r"every step answers each row on its own", logs["forest"])  # fmt: skip
-    linear = re.findall(r"serving worker \d+: up to 1 request\(s\) predicted together \(auto: "
-                        r"Ridge not known", logs["linear"])  # fmt: skip
-    assert (len(forest), len(linear)) == (2, 2), logs
+    forest = model_server.announced_batches(logs["forest"])
+    linear = model_server.announced_batches(logs["linear"])
+    assert [batch for batch, _ in forest] == [16, 16], logs["forest"]
+    assert all(why.startswith("auto: every step answers each row on its own") for _, why in forest)
+    assert [batch for batch, _ in linear] == [1, 1], logs["linear"]
+    assert all(why.startswith("auto: Ridge not known") for _, why in linear)
+
+
+def test_what_a_worker_says_about_batching_is_read_back_from_its_log() -> None:
+    said = model_server.BATCHING_LINE.format(
+        pid=12, batch=16, why="auto: every step answers each row on its own (no input example)"
+    )
+    log = f"INFO: started\n{said}\nINFO: Application startup complete.\n"
+    assert model_server.announced_batches(log) == [
+        (16, "auto: every step answers each row on its own (no input example)")
+    ]
+    assert model_server.announced_batches("INFO: started\n") == []

@@ -37,6 +37,7 @@ from mlops_assets.lib.retries import SERVER_RETRY
 from mlops_assets.ml.serving import (
     LABEL_PREFIX,
     SERVING_PORT,
+    announced_batches,
     build_fingerprint,
     compare_answers,
     invocation_payload,
@@ -358,15 +359,19 @@ def _smoke_result(
     )
     if not comparison.matches:
         description += f"\nresponse: {text[:1000]}"
+    metadata: dict[str, Any] = {
+        "rows_sent": comparison.rows,
+        "max_abs_diff": MetadataValue.float(comparison.max_abs_diff),
+        "seconds_to_ready": MetadataValue.float(round(ready_seconds, 2)),
+    }
+    # What the image will do under load: its workers decide from the model (or the setting).
+    announced = announced_batches(container.log_tail(200))
+    if announced:
+        batch, why = announced[0]
+        metadata["requests_predicted_together"] = batch
+        metadata["batching"] = MetadataValue.text(why)
     return AssetCheckResult(
-        check_name=name,
-        passed=comparison.matches,
-        description=description,
-        metadata={
-            "rows_sent": comparison.rows,
-            "max_abs_diff": MetadataValue.float(comparison.max_abs_diff),
-            "seconds_to_ready": MetadataValue.float(round(ready_seconds, 2)),
-        },
+        check_name=name, passed=comparison.matches, description=description, metadata=metadata
     )
 
 
