@@ -13,7 +13,8 @@ from mlops_assets.stack.process import (
     LOOPBACK,
     ServerProcess,
     free_port,
-    ready_or_stopped,
+    stopped_if_not_ready,
+    wait_until,
 )
 from mlops_assets.stack.seaweedfs import SeaweedS3
 
@@ -78,15 +79,14 @@ class MlflowServer:
                 "GIT_PYTHON_REFRESH": "quiet",
             },
         )
-        self.server.start()
 
         def healthy() -> bool:
             with urllib.request.urlopen(f"{self.tracking_uri}/health", timeout=5) as response:
                 return response.status == 200
 
-        ready_or_stopped(
-            healthy, f"MLflow server on {self.tracking_uri}", timeout, self.server.log, self.stop
-        )
+        with stopped_if_not_ready(self.stop):
+            self.server.start()
+            wait_until(healthy, f"MLflow server on {self.tracking_uri}", timeout, self.server.log)
 
     def stop(self) -> None:
         if self.server is not None:

@@ -15,7 +15,8 @@ from mlops_assets.stack.process import (
     LOOPBACK,
     ServerProcess,
     free_port,
-    ready_or_stopped,
+    stopped_if_not_ready,
+    wait_until,
 )
 
 SERVICE_USER = "postgres"  # initdb and postgres refuse to run as root
@@ -123,15 +124,14 @@ class LocalPostgres:
             ),
             log=self.log_dir / "postgres.log",
         )
-        self.server.start()
 
         def accepting() -> bool:
             with psycopg2.connect(self.url("postgres")) as connection:
                 return connection.closed == 0
 
-        what = f"PostgreSQL on {LOOPBACK}:{self.port}"
-        ready_or_stopped(accepting, what, timeout, self.server.log, self.stop)
-        try:
+        with stopped_if_not_ready(self.stop):  # ready means its databases are there too
+            self.server.start()
+            wait_until(accepting, f"PostgreSQL on {LOOPBACK}:{self.port}", timeout, self.server.log)
             connection = psycopg2.connect(self.url("postgres"))
             connection.autocommit = True
             with connection.cursor() as cursor:
@@ -140,9 +140,6 @@ class LocalPostgres:
                     if cursor.fetchone() is None:
                         cursor.execute(f'CREATE DATABASE "{database}"')
             connection.close()
-        except BaseException:
-            self.stop()
-            raise
 
     def stop(self) -> None:
         if self.server is not None:

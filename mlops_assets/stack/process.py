@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,17 +54,13 @@ def wait_until(ready: Callable[[], bool], what: str, timeout: float, log: Path |
     raise TimeoutError(f"{what} was not ready after {timeout:.0f}s; log tail:\n{tail}")
 
 
-def ready_or_stopped(
-    ready: Callable[[], bool],
-    what: str,
-    timeout: float,
-    log: Path | None,
-    stop: Callable[[], None],
-) -> None:
-    """wait_until, and ``stop`` what was started when the server does not become ready (or
-    the wait is interrupted): a failed start leaves no process behind."""
+@contextlib.contextmanager
+def stopped_if_not_ready(stop: Callable[[], None]) -> Iterator[None]:
+    """Around a server's start, from its first process to its readiness: when anything in it
+    fails (the wait times out, or is interrupted), ``stop`` what was started before raising,
+    so that a failed start leaves no process behind."""
     try:
-        wait_until(ready, what, timeout, log)
+        yield
     except BaseException:
         stop()
         raise

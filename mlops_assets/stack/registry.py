@@ -11,7 +11,8 @@ from mlops_assets.stack.process import (
     LOOPBACK,
     ServerProcess,
     free_port,
-    ready_or_stopped,
+    stopped_if_not_ready,
+    wait_until,
 )
 
 CONFIG = """\
@@ -64,15 +65,14 @@ class LocalRegistry:
             command=[registry_binary(), "serve", str(config)],
             log=self.log_dir / "registry.log",
         )
-        self.server.start()
 
         def answers() -> bool:
             with urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2) as response:
                 return response.status == 200
 
-        ready_or_stopped(
-            answers, f"OCI registry on {self.address}", timeout, self.server.log, self.stop
-        )
+        with stopped_if_not_ready(self.stop):
+            self.server.start()
+            wait_until(answers, f"OCI registry on {self.address}", timeout, self.server.log)
 
     def stop(self) -> None:
         if self.server is not None:

@@ -13,7 +13,8 @@ from mlops_assets.stack.process import (
     LOOPBACK,
     ServerProcess,
     free_port,
-    ready_or_stopped,
+    stopped_if_not_ready,
+    wait_until,
 )
 
 GRPC_OFFSET = 10_000
@@ -133,8 +134,6 @@ class SeaweedS3:
             ],
             log=self.log_dir / "seaweedfs-s3.log",
         )
-        self.server.start()
-        self.gateway.start()
         client = self.client()
 
         def bucket_ready() -> bool:
@@ -144,13 +143,11 @@ class SeaweedS3:
             client.put_object(Bucket=self.bucket, Key=".ready", Body=b"ok")
             return True
 
-        ready_or_stopped(
-            bucket_ready,
-            f"SeaweedFS S3 on {self.endpoint_url}",
-            timeout,
-            self.server.log,
-            lambda: self.stop(grace_seconds=0),
-        )
+        with stopped_if_not_ready(lambda: self.stop(grace_seconds=0)):
+            self.server.start()
+            self.gateway.start()
+            what = f"SeaweedFS S3 on {self.endpoint_url}"
+            wait_until(bucket_ready, what, timeout, self.server.log)
 
     def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
         """Stop the gateway, then the server: SIGTERM, and SIGKILL after `grace_seconds`."""
