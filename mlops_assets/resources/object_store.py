@@ -8,10 +8,15 @@ cannot leak into Dagster's resource config, metadata or event log.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,30 @@ from mlops_assets.settings import env_field
 
 class ObjectStoreError(RuntimeError):
     """A store operation failed for good (after the client's own retries)."""
+
+
+# Errors no retry can cure: the disk is full, the file system is read-only, the quota is used
+# up. Retrying them with backoff (as a transient fault is) only delays the failure and keeps
+# the disk full for longer.
+PERMANENT_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG})
+
+
+def is_permanent_os_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in PERMANENT_ERRNOS
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path``'s sidecar lock file (hidden, so no listing shows it),
+    held across processes of this machine until the block ends; the kernel drops it if the
+    process dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 class S3Config(ConfigurableResource):
@@ -281,6 +310,84 @@ class ObjectStoreResource(ConfigurableResource):
             for p in base.rglob("*")
             if p.is_file() and not p.name.startswith(".")
         )
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object at ``key`` and a token for :meth:`put_if`, or None when there is none.
+
+        The token is the S3 ETag, or the sha256 of a local file's bytes."""
+        if self.is_s3:
+            bucket = self._bucket_and_prefix[0]
+            try:
+                response = self._s3_call(
+                    "GetObject",
+                    key,
+                    lambda: self._s3.get_object(Bucket=bucket, Key=self._s3_key(key)),
+                )
+            except FileNotFoundError:
+                return None
+            return response["Body"].read(), str(response["ETag"])
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put_if(self, key: str, data: bytes, token: str | None) -> str | None:
+        """Compare-and-swap: write ``data`` at ``key`` only if the object is still the one
+        ``token`` (from :meth:`read_versioned`) names, or, for None, only if there is none.
+        Returns the new token, or None when another writer came first.
+
+        On S3 this is a conditional PUT (If-Match / If-None-Match: AWS, MinIO and SeaweedFS
+        honour both); locally, read-compare-write under an exclusive lock on the file. ``data``
+        must differ from every other writer's (the leases carry a nonce): a PUT that the client
+        retried after its first attempt succeeded is told 412, and is recognised as its own by
+        reading back ``data``.
+        """
+        if self.is_s3:
+            return self._s3_put_if(key, data, token)
+        path = self._path(key)
+        with _locked(path):
+            current = self.read_versioned(key)
+            if (current[1] if current else None) != token:
+                return None
+            self.put_bytes(key, data)
+        return hashlib.sha256(data).hexdigest()
+
+    def _s3_put_if(self, key: str, data: bytes, token: str | None) -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket = self._bucket_and_prefix[0]
+        condition = {"IfNoneMatch": "*"} if token is None else {"IfMatch": token}
+        try:
+            response = self._s3.put_object(
+                Bucket=bucket, Key=self._s3_key(key), Body=data, **condition
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            # 412: the condition failed; 409: a concurrent conditional write won (AWS).
+            if status not in (409, 412) and code not in (
+                "PreconditionFailed",
+                "ConditionalRequestConflict",
+            ):
+                raise ObjectStoreError(self._describe("PutObject", key, f"{code}: {exc}")) from exc
+            current = self.read_versioned(key)
+            return current[1] if current is not None and current[0] == data else None
+        except BotoCoreError as exc:
+            raise ObjectStoreError(self._describe("PutObject", key, str(exc))) from exc
+        return str(response["ETag"])
+
+    def delete(self, key: str) -> None:
+        """Remove the object at ``key``; nothing happens when there is none."""
+        if self.is_s3:
+            bucket = self._bucket_and_prefix[0]
+            self._s3_call(
+                "DeleteObject",
+                key,
+                lambda: self._s3.delete_object(Bucket=bucket, Key=self._s3_key(key)),
+            )
+            return
+        self._path(key).unlink(missing_ok=True)
 
     def uri(self, key: str) -> str:
         if self.is_s3:
