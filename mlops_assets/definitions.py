@@ -15,13 +15,13 @@ from dagster import (
     Definitions,
     EnvVar,
     ExecutorDefinition,
-    FilesystemIOManager,
     PreviewWarning,
     definitions,
     in_process_executor,
 )
 
 from mlops_assets.lib.pod_resources import standard_pod, training_pod
+from mlops_assets.resources.asset_values import RunScopedIOManager
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.image_builder import ImageBuilderResource
 from mlops_assets.resources.mlflow_registry import MlflowResource
@@ -43,25 +43,6 @@ warnings.filterwarnings(
     message=r"Parameter `owners` of initializer `SensorDefinition\.__init__` is currently in beta",
     category=BetaWarning,
 )
-
-
-def io_manager(root: Path, s3: S3Config) -> object:
-    """Where asset values (small handles) live between runs: beside the object store.
-
-    With an s3:// store they go to S3 too, because on Kubernetes every run (and with
-    k8s_job_executor every step) is a pod with a filesystem of its own.
-    """
-    store = setting("MLOPS_OBJECT_STORE_ROOT")
-    if not store.startswith("s3://"):
-        return FilesystemIOManager(base_dir=str(root / "io"))
-    from dagster_aws.s3 import S3PickleIOManager
-
-    bucket, _, prefix = store.removeprefix("s3://").partition("/")
-    return S3PickleIOManager(
-        s3_resource=s3.dagster_aws_resource(),
-        s3_bucket=bucket,
-        s3_prefix=f"{prefix.strip('/')}/dagster-io".lstrip("/"),
-    )
 
 
 def k8s_executor_config() -> dict[str, object]:
@@ -123,13 +104,16 @@ def from_env(resource: type[R], secrets: Collection[str] | None = None, **fixed:
 def build_resources() -> dict[str, object]:
     """Every resource from its settings; only the values derived from MLOPS_HOME are set here."""
     root = home()
-    s3 = from_env(S3Config)  # one S3 configuration: object store, s3:// sources, IO manager
+    s3 = from_env(S3Config)  # one S3 configuration: object store, s3:// sources
     tracking_uri = setting("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    object_store = ObjectStoreResource(
+        root=setting("MLOPS_OBJECT_STORE_ROOT") or str(root / "store"), s3=s3
+    )
     return {
-        "io_manager": io_manager(root, s3),
-        "object_store": ObjectStoreResource(
-            root=setting("MLOPS_OBJECT_STORE_ROOT") or str(root / "store"), s3=s3
-        ),
+        # Asset values beside the data, one per run: on Kubernetes every run (and with
+        # k8s_job_executor every step) is a pod with a file system of its own.
+        "io_manager": RunScopedIOManager(object_store=object_store),
+        "object_store": object_store,
         "dataset_source": from_env(DatasetSourceResource, s3=s3),
         "mlflow": from_env(
             MlflowResource,

@@ -282,13 +282,15 @@ def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained(
     trained_home: Path, tmp_path: Path, clean_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Lifecycle]:
-    """A private copy of the trained state, so a test may change it freely.
+    """A private copy of the trained state, so a test may change it freely: the object store,
+    MLflow and the Dagster instance (whose materialisations say which stored asset values
+    are current).
 
     MLflow records absolute artifact paths, so copies share the baseline's artifact folder;
     tests only add to it, never remove.
     """
     home = tmp_path / "mlops"
-    shutil.copytree(trained_home, home, ignore=shutil.ignore_patterns("dagster_home"))
+    shutil.copytree(trained_home, home)
     monkeypatch.setenv("MLOPS_HOME", str(home))
     yield from _lifecycle(home)
 
