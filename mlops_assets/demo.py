@@ -9,27 +9,28 @@ makes is there when you open `dagster dev` with the same DAGSTER_HOME.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import gc
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from shlex import quote
 from typing import TYPE_CHECKING
 
+from mlops_assets.instance_config import LOCAL_RUNS_YAML
 from mlops_assets.settings import home
 
 if TYPE_CHECKING:
-    from dagster import JobDefinition
+    from dagster import DagsterInstance, JobDefinition
 
 JOB = "mlops_lifecycle"
 DEFS = "mlops_assets.definitions"
 
-# A local instance: SQLite under DAGSTER_HOME, one registry alias move at a time.
-DAGSTER_YAML = """\
-concurrency:
-  pools:
-    default_limit: 1
-telemetry:
+# A local instance: SQLite under DAGSTER_HOME; runs whose processes died are marked failed.
+DAGSTER_YAML = f"""\
+{LOCAL_RUNS_YAML}telemetry:
   enabled: false
 """
 
@@ -51,10 +52,41 @@ def lifecycle_job() -> JobDefinition:
     return build_definitions().resolve_job_def(JOB)
 
 
-def run_lifecycle(partition: str) -> bool:
-    from dagster import DagsterInstance, execute_job, reconstructable
+def fail_dead_runs(instance: DagsterInstance) -> None:
+    """Runs of this instance left STARTED by a process that died are marked failed (with
+    their MLflow runs): no daemon may be running to notice them (lib/dead_runs.py)."""
+    from mlops_assets.definitions import build_resources
+    from mlops_assets.lib.dead_runs import sweep_dead_runs
 
-    with DagsterInstance.get() as instance:
+    def fail_mlflow_runs(run_id: str, reason: str) -> None:
+        build_resources()["mlflow"].fail_runs_of(run_id)  # type: ignore[attr-defined]
+
+    for run_id, reason in sweep_dead_runs(instance, on_dead=fail_mlflow_runs):
+        print(f"run {run_id} was still marked as running, but {reason}: marked failed",
+              file=sys.stderr)  # fmt: skip
+
+
+@contextmanager
+def local_instance() -> Iterator[DagsterInstance]:
+    """The instance at DAGSTER_HOME. A new SQLite instance makes its tables on first use, and
+    two processes doing so at once collide (a UNIQUE constraint on alembic's version): the
+    first use is one process at a time."""
+    from dagster import DagsterInstance
+
+    lock = Path(os.environ["DAGSTER_HOME"]) / ".instance.lock"
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        instance = DagsterInstance.get()
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    with instance:
+        yield instance
+
+
+def run_lifecycle(partition: str) -> bool:
+    from dagster import execute_job, reconstructable
+
+    with local_instance() as instance:
+        fail_dead_runs(instance)
         result = execute_job(
             reconstructable(lifecycle_job),
             instance=instance,

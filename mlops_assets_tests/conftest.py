@@ -13,17 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 
+from mlops_assets.instance_config import LOCAL_RUNS_YAML
 from mlops_assets.resources.mlflow_sqlite import seed_database
 from mlops_assets.settings import all_settings
 
 PARTITION = "2026-11-20"
-# As the shipped dagster.yaml files: the model_registry pool admits one step at a time.
-INSTANCE_OVERRIDES = {
-    "telemetry": {"enabled": False},
-    "concurrency": {"pools": {"default_limit": 1}},
-}
+# As the shipped dagster.yaml files: runs whose processes died are found and marked failed.
+INSTANCE_OVERRIDES = {"telemetry": {"enabled": False}, **yaml.safe_load(LOCAL_RUNS_YAML)}
 # Small, fast sources for tests; the shipped defaults stay as documented.
 TEST_SOURCE = "sample://house-prices?rows=1500&seed=42"
 TEST_INCOMING = "sample://house-prices?rows=400&seed={day}"

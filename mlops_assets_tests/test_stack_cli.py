@@ -80,10 +80,9 @@ def test_stack_runs_the_graph_on_postgres_storage_and_stops_clean(tmp_path):
                 assert type(instance.run_storage).__name__ == "PostgresRunStorage"
                 [run] = instance.get_runs()
                 assert run.status == DagsterRunStatus.SUCCESS
-                # The registry pool's one slot was set up front, not left to a first claim.
-                pool = instance.event_log_storage.get_concurrency_info("model_registry")
-                assert pool.slot_count == 1
-                assert pool.using_default_limit is False
+                # Runs whose processes die are found by run monitoring (lib/dead_runs.py).
+                assert type(instance.run_launcher).__name__ == "LocalRunLauncher"
+                assert instance.run_monitoring_enabled
         finally:
             del os.environ["MLOPS_DAGSTER_POSTGRES_URL"]
         assert not (tmp_path / "mlops" / "store").exists()  # data went to S3
@@ -97,8 +96,8 @@ def test_stack_runs_the_graph_on_postgres_storage_and_stops_clean(tmp_path):
         assert not port_open(url), f"{url} still answers after stop"
 
 
-def test_a_failed_pool_setup_says_why_without_the_database_password(tmp_path):
-    """prepare_dagster_home runs `dagster instance concurrency set`; when that fails (here:
+def test_a_failed_instance_setup_says_why_without_the_database_password(tmp_path):
+    """prepare_dagster_home runs `dagster instance migrate`; when that fails (here:
     nothing listens where the URL points), the error carries the CLI's own message, and
     neither the URL's password nor the URL with it."""
     from mlops_assets.stack.cli import prepare_dagster_home
@@ -111,7 +110,7 @@ def test_a_failed_pool_setup_says_why_without_the_database_password(tmp_path):
     with pytest.raises(RuntimeError) as failure:
         prepare_dagster_home(tmp_path / "dagster_home", url)
     message = str(failure.value)
-    assert "`dagster instance concurrency set model_registry 1` failed" in message
+    assert "`dagster instance migrate` failed" in message
     assert f"***@127.0.0.1:{port}" in message
     assert "Connection refused" in message or "could not connect" in message, message
     assert password not in message

@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+from mlops_assets.instance_config import LOCAL_RUNS_YAML
 from mlops_assets.ml.model_server import EXCEPTION_LINE
 from mlops_assets.settings import home
 from mlops_assets.stack.mlflow_server import MlflowServer
@@ -24,38 +25,31 @@ from mlops_assets.stack.postgres import LocalPostgres
 from mlops_assets.stack.registry import LocalRegistry, registry_binary
 from mlops_assets.stack.seaweedfs import SeaweedS3
 
-DAGSTER_YAML = """\
+DAGSTER_YAML = f"""\
 # Dagster instance of the local stack: runs, events and schedules in PostgreSQL.
 storage:
   postgres:
     postgres_url:
       env: MLOPS_DAGSTER_POSTGRES_URL
-concurrency:
-  pools:
-    default_limit: 1  # the model_registry pool: one alias move at a time
-telemetry:
+{LOCAL_RUNS_YAML}telemetry:
   enabled: false
 """
 
 
 def prepare_dagster_home(dagster_home: Path, postgres_url: str) -> None:
     """The stack's Dagster instance: its ``dagster.yaml`` (runs, events and schedules in
-    PostgreSQL) and the ``model_registry`` pool's one slot, set once here with
-    ``dagster instance concurrency set``.
-
-    Left to Dagster, the first step to claim a pool creates it at the default limit, and
-    two processes doing so at the same moment collide: one fails on the unique key
-    (``concurrency_limits_concurrency_key_key``) and its run fails."""
+    PostgreSQL), and its tables, made once here with ``dagster instance migrate``: left to
+    the first runs, two processes creating them at the same moment collide on a unique key
+    and one run fails."""
     import os
     import subprocess
 
     from mlops_assets.lib.metadata import redact_uri
-    from mlops_assets.resources.mlflow_registry import REGISTRY_POOL  # imports dagster
 
     dagster_home.mkdir(parents=True, exist_ok=True)
     (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
     dagster = Path(sys.executable).parent / "dagster"
-    command = ["instance", "concurrency", "set", REGISTRY_POOL, "1"]
+    command = ["instance", "migrate"]
     completed = subprocess.run(
         [str(dagster), *command],
         env={

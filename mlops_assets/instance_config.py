@@ -1,0 +1,13 @@
+"""What the ``dagster.yaml`` files this project writes (``mlops-demo``, ``mlops-stack``) say
+about runs: every run's processes are on this machine, so a run whose processes are all gone
+is dead, and the daemon's run monitoring marks it failed (see lib/dead_runs.py). Plain text,
+so that writing it imports nothing of Dagster."""
+
+LOCAL_RUNS_YAML = """\
+run_launcher:
+  module: mlops_assets.lib.dead_runs
+  class: LocalRunLauncher
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 30
+"""
