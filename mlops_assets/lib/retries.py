@@ -1,10 +1,93 @@
-"""How assets and checks that talk to servers ride out transient faults."""
+"""How assets and checks that talk to servers ride out transient faults, and fail at once on
+faults no retry can cure."""
 
-from dagster import Backoff, Jitter, RetryPolicy
+import functools
+import inspect
+import sqlite3
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from dagster import Backoff, DagsterExecutionInterruptedError, Failure, Jitter, RetryPolicy
+
+from mlops_assets.resources.object_store import is_permanent_os_error
 
 # Three more attempts after about 2, 4 and 8 seconds. Clients retry single requests
 # themselves (boto3 standard mode); this covers a server that is down for a few seconds.
-# Bad input raises Failure(allow_retries=False), so it fails at once.
+# Bad input raises Failure(allow_retries=False), so it fails at once; so do the permanent
+# faults of permanent_error (see fail_fast).
 SERVER_RETRY = RetryPolicy(
     max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
 )
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def permanent_error(exc: BaseException) -> BaseException | None:
+    """The fault in ``exc`` or its causes that no retry can cure (a full disk, a read-only
+    file system, an exhausted quota, SQLite's "database or disk is full"), or None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if is_permanent_os_error(current):
+            return current
+        if isinstance(current, sqlite3.OperationalError) and "disk is full" in str(current):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+# What Dagster raises in a step when its process gets SIGTERM or SIGINT. With a retry policy,
+# Dagster retries the step in the same process: a run told to stop (a pod eviction, `podman
+# stop`, `kill`) went on, and finished what it was told to stop doing.
+INTERRUPTS = (DagsterExecutionInterruptedError, KeyboardInterrupt)
+
+
+def _as_failure(exc: BaseException) -> Failure | None:
+    if isinstance(exc, INTERRUPTS):
+        return Failure(
+            allow_retries=False,
+            description="interrupted: the process was told to stop (SIGTERM or SIGINT), so the "
+            "step is not retried; the next run finishes what it left",
+        )
+    if isinstance(exc, Failure):
+        return None
+    found = permanent_error(exc)
+    if found is None:
+        return None
+    return Failure(
+        allow_retries=False,
+        description=f"{found} ({type(found).__name__}); a retry cannot cure this, so none is "
+        "made: free space or make the store writable, then run again",
+    )
+
+
+def fail_fast(fn: F) -> F:
+    """Wrap an asset's or check's function so that a permanent fault, or a signal to stop,
+    fails the step at once instead of being retried with backoff by SERVER_RETRY. Dagster
+    reads the wrapped function's signature, so resources and inputs are unchanged."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from fn(*args, **kwargs)
+            except (Exception, *INTERRUPTS) as exc:
+                failure = _as_failure(exc)
+                if failure is None:
+                    raise
+                raise failure from exc
+
+        return generator  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def function(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (Exception, *INTERRUPTS) as exc:
+            failure = _as_failure(exc)
+            if failure is None:
+                raise
+            raise failure from exc
+
+    return function  # type: ignore[return-value]

@@ -23,7 +23,7 @@ from dagster import (
 
 from mlops_assets.lib.datasets import dataset_splits
 from mlops_assets.lib.metadata import md_table, redact_uri
-from mlops_assets.lib.retries import SERVER_RETRY
+from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
 from mlops_assets.ml.dataset_store import frame_to_parquet, parquet_to_frame
 from mlops_assets.ml.drift import drift_report as build_drift_report
 from mlops_assets.ml.drift import sample
@@ -435,7 +435,7 @@ def _scoring_assets(
             deps=["registered_model"],
             description="Batch inference of the day's incoming batch: load data, load the champion "
             "(models:/NAME@champion), run inference, save results as Parquet.",
-        )(predictions)
+        )(fail_fast(predictions))
     )
     checks.append(
         asset_check(
@@ -445,7 +445,7 @@ def _scoring_assets(
             partitions_def=partitions,
             blocking=True,
             description="The saved results have exactly one prediction per input row.",
-        )(one_prediction_per_row)
+        )(fail_fast(one_prediction_per_row))
     )
     checks.append(
         asset_check(
@@ -456,7 +456,7 @@ def _scoring_assets(
             blocking=True,
             description="No prediction is NaN or infinite. Classification: every predicted "
             "class is one of the spec's, and each row's probabilities are in [0, 1] and sum to 1.",
-        )(no_missing_predictions)
+        )(fail_fast(no_missing_predictions))
     )
     checks.append(
         asset_check(
@@ -468,7 +468,7 @@ def _scoring_assets(
             "its span on each side, and within the target's bounds in the spec (WARN: a sign of "
             "extrapolation, not of a broken model). Classification: a batch of 20 rows or more "
             "is not predicted as one single class (WARN: a sign the model collapsed).",
-        )(predictions_in_plausible_range)
+        )(fail_fast(predictions_in_plausible_range))
     )
     assets.append(
         asset(
@@ -483,7 +483,7 @@ def _scoring_assets(
             "champion that scored it: data drift (and prediction drift for classification), and "
             "regression or classification quality when the batch has labels. "
             "HTML and JSON in the object store.",
-        )(drift_report)
+        )(fail_fast(drift_report))
     )
     checks.append(
         asset_check(
@@ -493,7 +493,7 @@ def _scoring_assets(
             partitions_def=partitions,
             description="Share of drifted feature columns is under the policy threshold. WARN: drift "
             "alone is a reason to look, not to stop.",
-        )(drift_share_below_threshold)
+        )(fail_fast(drift_share_below_threshold))
     )
     checks.append(
         asset_check(
@@ -505,7 +505,7 @@ def _scoring_assets(
             "(1 + tolerance); for classification, balanced accuracy at least the champion's test "
             "balanced accuracy times (1 - tolerance). ERROR: the model is getting answers wrong. "
             "Unlabelled batches pass.",
-        )(quality_not_degraded)
+        )(fail_fast(quality_not_degraded))
     )
     return assets, checks
 

@@ -21,7 +21,7 @@ from dagster import (
     asset_check,
 )
 
-from mlops_assets.lib.retries import SERVER_RETRY
+from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
 from mlops_assets.records import Deployment, ServedImage
 from mlops_assets.resources.kubernetes import ClusterUnavailable, KubernetesApi, RolloutFailed
 from mlops_assets.resources.model_rollout import ModelRolloutResource, Rollout
@@ -46,6 +46,7 @@ def record_key(model_name: str) -> str:
     "Skipped, with the reason in the log, when no cluster is configured or the image is not in "
     "a registry.",
 )
+@fail_fast
 def model_deployment(
     context: AssetExecutionContext,
     served_image: ServedImage,
@@ -155,6 +156,7 @@ def _live_image(api: KubernetesApi, deployment: Deployment) -> str:
     description="The cluster runs the image served_image recorded last (by digest). Failing "
     "means the rollout fell behind the champion or someone changed the object by hand.",
 )
+@fail_fast
 def runs_the_served_image(
     model_deployment: Deployment,
     served_image: ServedImage,

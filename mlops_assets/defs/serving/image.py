@@ -33,7 +33,7 @@ from dagster import (
 )
 
 from mlops_assets.lib.datasets import dataset_splits
-from mlops_assets.lib.retries import SERVER_RETRY
+from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
 from mlops_assets.ml.serving import (
     LABEL_PREFIX,
     SERVING_PORT,
@@ -89,6 +89,7 @@ FOLLOWS_THE_CHAMPION = (
     "Dockerfile (MLflow scoring server on port 8000, non-root), tagged v<version> and pushed to "
     "MLOPS_IMAGE_REGISTRY, or saved as an OCI archive in the object store without a registry.",
 )
+@fail_fast
 def served_image(
     context: AssetExecutionContext,
     mlflow: MlflowResource,
@@ -214,6 +215,7 @@ def _result(image: ServedImage, built: bool) -> MaterializeResult:
     description="The registry resolves the recorded digest (and the tag still names it), or "
     "the OCI archive is in the object store. Failing means what was recorded cannot be pulled.",
 )
+@fail_fast
 def image_exists_at_digest(
     served_image: ServedImage,
     image_builder: ImageBuilderResource,
@@ -265,6 +267,7 @@ def image_exists_at_digest(
     ],
     ins={"served_image": AssetIn("served_image")},
 )
+@fail_fast
 def served_image_smoke_test(
     served_image: ServedImage,
     image_builder: ImageBuilderResource,

@@ -33,7 +33,7 @@ from mlops_assets.defs.scoring.assets import (
     quality_not_degraded,
 )
 from mlops_assets.lib.metadata import md_table
-from mlops_assets.lib.retries import SERVER_RETRY
+from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
 from mlops_assets.ml.dataset_store import frame_to_parquet, parquet_to_frame
 from mlops_assets.ml.model_server import traffic_day_prefix
 from mlops_assets.ml.tabular import DatasetRejected, TableFile
@@ -264,7 +264,7 @@ def build_traffic_assets(partitions: PartitionsDefinition) -> Definitions:
             "or refused, written by the served image to traffic/<model>/date=<day>/ in the "
             "object store) as one versioned Parquet table: request id, time, model version, "
             "latency, the input row and the prediction as served.",
-        )(served_traffic)
+        )(fail_fast(served_traffic))
         checks = [
             asset_check(
                 name="traffic_matches_signature",
@@ -304,7 +304,7 @@ def build_traffic_assets(partitions: PartitionsDefinition) -> Definitions:
             "of the version that answered it: drift of the live inputs (and of the predicted "
             "class for classification), and live quality once labels have come "
             f"({labels_day_prefix('<model>', '<day>')}). HTML and JSON in the object store.",
-        )(traffic_drift_report)
+        )(fail_fast(traffic_drift_report))
         # drift_report's own checks: the report is the one parameter that is not a resource.
         checks += [
             asset_check(
@@ -314,7 +314,7 @@ def build_traffic_assets(partitions: PartitionsDefinition) -> Definitions:
                 partitions_def=partitions,
                 description="Share of drifted input columns of the live traffic is under the "
                 "policy threshold (WARN, as for batches; the drift policy acts on it).",
-            )(drift_share_below_threshold),
+            )(fail_fast(drift_share_below_threshold)),
             asset_check(
                 name="quality_not_degraded",
                 retry_policy=SERVER_RETRY,
@@ -323,7 +323,7 @@ def build_traffic_assets(partitions: PartitionsDefinition) -> Definitions:
                 description="On the labelled rows of the day's traffic, the champion's test "
                 "metric holds within the policy tolerance (ERROR; the drift policy may retrain or "
                 "roll back). A day without labels passes.",
-            )(quality_not_degraded),
+            )(fail_fast(quality_not_degraded)),
         ]
     return Definitions(assets=[traffic, drift], asset_checks=checks)
 
