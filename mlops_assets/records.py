@@ -56,6 +56,11 @@ class TrainedModel:
     metrics: dict[str, float]
     dataset_digest: str
     dataset_tag: str
+    # What it was trained from (ml.train.training_fingerprint), and whether training was forced
+    # although an earlier run had trained the same: registration registers one version per
+    # fingerprint unless forced.
+    fingerprint: str = ""
+    forced: bool = False
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,13 @@ from mlops_assets.settings import env_field
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "mlops.champion_history"
-# Dagster concurrency pool for every step that moves an alias; the instance limits it to 1.
-REGISTRY_POOL = "model_registry"
+# On a registered version: where its registration stands ("pending" from the moment it is
+# registered until its aliases are moved and its gate decided, then "decided"), and the
+# decision, so that a registration a crash interrupted is finished, not skipped. A version
+# without the tag was registered before the project recorded it: nothing to finish.
+REGISTRATION_TAG = "mlops.registration"
+DECISION_TAG = "mlops.gate_decision"
+PENDING, DECIDED = "pending", "decided"
 # Run tags: what the run was trained from (ml.train.training_fingerprint) and the URI of the
 # model it logged, set once the model is logged, so only complete runs are ever reused.
 FINGERPRINT_TAG = "mlops.training_fingerprint"
@@ -305,23 +310,51 @@ class MlflowResource(ConfigurableResource):
         version = mlflow.register_model(model_uri, self.model_name, tags=tags)
         return str(version.version)
 
-    def register_once(self, model_uri: str, run_id: str, tags: dict[str, str]) -> tuple[str, bool]:
-        """The version of ``run_id``'s model, registered now unless it was: (version, new).
+    def version_with_fingerprint(self, fingerprint: str) -> str | None:
+        """The first registered version of a model trained with this training fingerprint
+        (the same dataset version, config, code and packages), if any."""
+        versions = self.client().search_model_versions(
+            f"name='{self.model_name}' and tags.`{FINGERPRINT_TAG}` = '{fingerprint}'"
+        )
+        return str(min(int(v.version) for v in versions)) if versions else None
 
-        The model_registry pool serialises registrations, but Dagster's slot claim reads and
-        then writes, so two steps that ask at the same moment can both get the one slot, both
-        find the model unregistered and both register it. The first version stays; a later
-        one is deleted again, and its caller gets the first, as if it had found it registered.
-        """
-        found = self.version_of_run(run_id)
-        if found is not None:
-            return found, False
-        version = self.register(model_uri, tags)
-        first = self.version_of_run(run_id)
-        if first is not None and first != version:
-            self.client().delete_model_version(self.model_name, version)
-            return first, False
-        return version, True
+    def registration_state(self, version: str) -> tuple[str, str]:
+        """Where ``version``'s registration stands (PENDING or DECIDED), and the decision it
+        recorded ("" while pending). A version registered before states were recorded counts
+        as decided: there is nothing of it to finish."""
+        tags = self.model_version(version).tags
+        state = tags.get(REGISTRATION_TAG, DECIDED)
+        return state, tags.get(DECISION_TAG, "")
+
+    def record_decision(self, version: str, decision: str) -> None:
+        """Close ``version``'s registration: its aliases are moved and its gate decided."""
+        client = self.client()
+        client.set_model_version_tag(self.model_name, version, DECISION_TAG, decision[:5000])
+        client.set_model_version_tag(self.model_name, version, REGISTRATION_TAG, DECIDED)
+
+    def fail_runs_of(self, dagster_run_id: str) -> list[str]:
+        """Mark the MLflow runs a dead Dagster run left RUNNING (and their nested trial runs)
+        as FAILED; returns their ids."""
+        client = self.client()
+        experiment = client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            return []
+        running = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`dagster.run_id` = '{dagster_run_id}' "
+            "and attributes.status = 'RUNNING'",
+        )
+        failed = []
+        for run in running:
+            children = client.search_runs(
+                [experiment.experiment_id],
+                filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}' "
+                "and attributes.status = 'RUNNING'",
+            )
+            for child in [*children, run]:
+                client.set_terminated(child.info.run_id, status="FAILED")
+                failed.append(child.info.run_id)
+        return failed
 
     def alias_version(self, alias: str) -> str | None:
         from mlflow.exceptions import MlflowException

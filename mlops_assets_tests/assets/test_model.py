@@ -74,54 +74,38 @@ def test_unchanged_dataset_and_config_train_nothing_and_register_nothing(trained
     assert failed == {}
 
 
-def test_a_registration_that_finds_its_model_registered_by_a_running_run_waits_for_it(trained):
-    """Two registrations of one trained model raced past the model_registry pool: the other
-    run registered v1 and has not moved the aliases yet. The registration that found v1 waits
-    for that run before it reads the aliases (and its checks read them); it does not wait for
-    its own run, a run that has ended, or past its timeout."""
-    import threading
-    import time
+@pytest.mark.parametrize("stopped_after", ["registration", "challenger move"])
+def test_a_registration_a_stopped_run_left_pending_is_finished_by_the_next_run(
+    trained, stopped_after
+):
+    """The state a run stopped inside registered_model leaves (found by SIGTERM drills: v1
+    registered with no alias, or challenger moved and no champion decided): the next run
+    finishes it instead of saying "already registered" and failing its checks forever."""
+    mlflow = client(trained)
+    mlflow.delete_registered_model_alias(MODEL, "champion")
+    if stopped_after == "registration":
+        mlflow.delete_registered_model_alias(MODEL, "challenger")
+    mlflow.set_model_version_tag(MODEL, "1", "mlops.registration", "pending")
+    mlflow.delete_model_version_tag(MODEL, "1", "mlops.gate_decision")
 
-    from dagster import DagsterRun, DagsterRunStatus
+    result = trained.run(assets=["registered_model"])
 
-    from mlops_assets.definitions import build_resources
-    from mlops_assets.defs.model.assets import wait_for_registering_run
-
-    registry = build_resources()["mlflow"]
-    mlflow, instance = client(trained), trained.instance
-
-    def running() -> DagsterRun:
-        run = DagsterRun(job_name="mlops_lifecycle", status=DagsterRunStatus.STARTED)
-        instance.add_run(run)
-        return run
-
-    other = running()
-    mlflow.set_model_version_tag(MODEL, "1", "dagster.run_id", other.run_id)
-    mlflow.delete_registered_model_alias(MODEL, "challenger")
-    moved = threading.Event()
-
-    def the_other_run_moves_the_alias_and_ends() -> None:
-        time.sleep(1.0)
-        mlflow.set_registered_model_alias(MODEL, "challenger", "1")
-        moved.set()
-        instance.report_run_canceled(other)
-
-    threading.Thread(target=the_other_run_moves_the_alias_and_ends).start()
-    waited = wait_for_registering_run(instance, registry, "1", "this-run")
-
-    assert moved.is_set(), "returned before the other run had moved the alias"
-    assert waited.startswith("waited ")
-    assert f"for run {other.run_id}, which registered v1" in waited
-    assert registry.alias_version("challenger") == "1"
-    assert wait_for_registering_run(instance, registry, "1", "this-run") == ""  # it has ended
-    assert wait_for_registering_run(instance, registry, "1", other.run_id) == ""  # its own
-    stuck = running()
-    mlflow.set_model_version_tag(MODEL, "1", "dagster.run_id", stuck.run_id)
-    message = wait_for_registering_run(instance, registry, "1", "this-run", timeout=1.0)
-    assert message == (
-        f"run {stuck.run_id}, which registered v1, has not finished registered_model after 1 s; "
-        "reading the aliases as they are"
+    assert result.success
+    registered = materialized(result)["registered_model"]
+    assert registered["newly_registered"].value is False
+    assert registered["decision"].value.startswith("finished the registration a stopped run left")
+    assert trained.state()["aliases"] == {"champion": "1", "challenger": "1"}
+    version = mlflow.get_model_version(MODEL, "1")
+    assert version.tags["mlops.registration"] == "decided"
+    assert "no champion yet" in version.tags["mlops.gate_decision"]
+    failed = {k: e.description for k, e in check_evaluations(result).items() if not e.passed}
+    assert failed == {}
+    # Decided now: the next run moves nothing.
+    again = trained.run(assets=["registered_model"])
+    assert (
+        "its registration was decided" in materialized(again)["registered_model"]["decision"].value
     )
+    assert materialized(again)["registered_model"]["alias_moves"].value.count("\n") == 1
 
 
 def test_a_new_training_config_trains_again(trained):

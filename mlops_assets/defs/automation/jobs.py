@@ -21,16 +21,17 @@ if TYPE_CHECKING:  # what define_asset_job returns; dagster exports it for typin
         UnresolvedAssetJobDefinition,
     )
 
+from mlops_assets.lib.exclusive import exclusive, model_lease
 from mlops_assets.lib.metadata import md_table
 from mlops_assets.lib.pod_resources import standard_tags, training_tags
 from mlops_assets.records import champion_data_version
 from mlops_assets.resources.mlflow_registry import (
     CHALLENGER,
     CHAMPION,
-    REGISTRY_POOL,
     AliasMove,
     MlflowResource,
 )
+from mlops_assets.resources.object_store import ObjectStoreResource
 
 # How Dagster records a materialisation's data version (DataVersion does it for assets).
 DATA_VERSION_TAG = "dagster/data_version"
@@ -138,18 +139,25 @@ class ApprovalConfig(Config):
     approved_by: str = Field(default="", description="who approved, for the record")
 
 
-@op(pool=REGISTRY_POOL)
+@op
 def promote_to_champion(
-    context: OpExecutionContext, config: ApprovalConfig, mlflow: MlflowResource
+    context: OpExecutionContext,
+    config: ApprovalConfig,
+    mlflow: MlflowResource,
+    object_store: ObjectStoreResource,
 ) -> None:
-    version = config.version or mlflow.alias_version(CHALLENGER)
-    if not version:
-        raise Failure(
-            allow_retries=False,
-            description=f"model '{mlflow.model_name}' has no challenger to approve",
-        )
-    who = config.approved_by or "unnamed approver"
-    move = mlflow.move_alias(CHAMPION, version, f"approved by {who}")
+    # The model's lease, as registered_model holds it: alias moves never interleave.
+    lease_name = model_lease(mlflow.model_name)
+    with exclusive(context, object_store, lease_name, on_dead_run=mlflow.fail_runs_of) as lease:
+        version = config.version or mlflow.alias_version(CHALLENGER)
+        if not version:
+            raise Failure(
+                allow_retries=False,
+                description=f"model '{mlflow.model_name}' has no challenger to approve",
+            )
+        who = config.approved_by or "unnamed approver"
+        lease.ensure_held()
+        move = mlflow.move_alias(CHAMPION, version, f"approved by {who}")
     _record(context, move, mlflow.model_name)
 
 
@@ -169,20 +177,26 @@ class RollbackConfig(Config):
     )
 
 
-@op(pool=REGISTRY_POOL)
+@op
 def point_champion_back(
-    context: OpExecutionContext, config: RollbackConfig, mlflow: MlflowResource
+    context: OpExecutionContext,
+    config: RollbackConfig,
+    mlflow: MlflowResource,
+    object_store: ObjectStoreResource,
 ) -> None:
-    current = mlflow.alias_version(CHAMPION)
-    if config.only_if_champion and current != config.only_if_champion:
-        context.log.info(
-            f"champion is v{current}, not v{config.only_if_champion}: nothing to roll back"
-        )
-        return
-    try:
-        move = mlflow.rollback_champion(config.reason)
-    except ValueError as exc:
-        raise Failure(allow_retries=False, description=str(exc)) from exc
+    lease_name = model_lease(mlflow.model_name)
+    with exclusive(context, object_store, lease_name, on_dead_run=mlflow.fail_runs_of) as lease:
+        current = mlflow.alias_version(CHAMPION)
+        if config.only_if_champion and current != config.only_if_champion:
+            context.log.info(
+                f"champion is v{current}, not v{config.only_if_champion}: nothing to roll back"
+            )
+            return
+        lease.ensure_held()
+        try:
+            move = mlflow.rollback_champion(config.reason)
+        except ValueError as exc:
+            raise Failure(allow_retries=False, description=str(exc)) from exc
     _record(context, move, mlflow.model_name)
 
 

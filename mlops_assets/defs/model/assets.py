@@ -1,8 +1,8 @@
 """trained_model and registered_model: fit, track, register and gate the champion."""
 
 import json
-import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,9 +12,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
-    AssetKey,
     Config,
-    DagsterInstance,
     DataVersion,
     Failure,
     MaterializeResult,
@@ -26,8 +24,9 @@ from dagster import (
 from pydantic import Field
 
 from mlops_assets.lib.datasets import dataset_manifest, dataset_splits
+from mlops_assets.lib.exclusive import exclusive, model_lease
 from mlops_assets.lib.metadata import md_table
-from mlops_assets.lib.retries import SERVER_RETRY
+from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
 from mlops_assets.ml.dataset_store import DatasetStore
 from mlops_assets.ml.promotion import decide, relative_improvement
 from mlops_assets.ml.spec import DatasetSpec
@@ -61,14 +60,17 @@ from mlops_assets.records import (
     champion_data_version,
 )
 from mlops_assets.resources.dataset_source import DatasetSourceResource
+from mlops_assets.resources.leases import Lease
 from mlops_assets.resources.mlflow_registry import (
     CHALLENGER,
     CHAMPION,
     FINGERPRINT_TAG,
     MODEL_URI_TAG,
-    REGISTRY_POOL,
+    PENDING,
+    REGISTRATION_TAG,
     SEARCH_PICTURE,
     SEARCH_SPACE,
+    AliasMove,
     MlflowResource,
 )
 from mlops_assets.resources.object_store import ObjectStoreResource
@@ -77,9 +79,6 @@ from mlops_assets.resources.training import TrainingResource
 
 SMOKE_ROWS = 100
 DAGSTER_RUN_TAG = "dagster.run_id"  # on a registered version: the run that registered it
-# How long a registration that found its model registered by a run still in progress waits
-# for that run's registered_model step (see wait_for_registering_run).
-REGISTERING_RUN_WAIT_SECONDS = 120.0
 
 
 class TrainingRunConfig(Config):
@@ -127,6 +126,7 @@ class TrainingRunConfig(Config):
     description="sklearn Pipeline (preprocessing inside) fitted on the train split and logged "
     "to MLflow with params, metrics, signature, input example, dataset digest and run id.",
 )
+@fail_fast
 def trained_model(
     context: AssetExecutionContext,
     config: TrainingRunConfig,
@@ -188,6 +188,8 @@ def trained_model(
             metrics=metrics,
             dataset_digest=manifest["digest"],
             dataset_tag=manifest["tag"],
+            fingerprint=fingerprint,
+            forced=config.force_retrain,
         ),
         metadata={
             "trained": earlier is None,
@@ -376,6 +378,7 @@ def _search_metadata(
     "median (regression), log loss against the train class shares, i.e. the majority class "
     "(classification). Failing means the model learned nothing worth registering.",
 )
+@fail_fast
 def beats_naive_baseline(trained_model: TrainedModel, policy: LifecyclePolicy) -> AssetCheckResult:
     metrics = trained_model.metrics
     metric = LOSS["classification" if "test_log_loss" in metrics else "regression"]
@@ -396,6 +399,7 @@ def beats_naive_baseline(trained_model: TrainedModel, policy: LifecyclePolicy) -
     description="Test R2 (regression) or test balanced accuracy (classification) reaches the "
     "policy's minimum. Failing stops registration.",
 )
+@fail_fast
 def meets_metric_thresholds(
     trained_model: TrainedModel, policy: LifecyclePolicy
 ) -> AssetCheckResult:
@@ -412,55 +416,110 @@ def meets_metric_thresholds(
     )
 
 
-def wait_for_registering_run(
-    instance: DagsterInstance,
-    mlflow: MlflowResource,
-    version: str,
-    own_run_id: str,
-    timeout: float = REGISTERING_RUN_WAIT_SECONDS,
-) -> str:
-    """Wait while ``version`` was registered by another Dagster run whose registered_model
-    step has not finished: until that step's materialisation is stored, the run ends, or
-    ``timeout`` passes. Returns what it waited for, or "" when there was nothing to wait for.
-
-    Two registrations of one trained model can race past the model_registry pool (README).
-    The one that finds the model already registered moves no alias, and must not read the
-    aliases, or check them, before the other has moved them."""
-    registering = str(mlflow.model_version(version).tags.get(DAGSTER_RUN_TAG) or "")
-    if not registering or registering == own_run_id:
-        return ""
-    started = time.monotonic()
-    while True:
-        run = instance.get_run_by_id(registering)
-        latest = instance.get_latest_materialization_event(AssetKey("registered_model"))
-        if run is None or run.is_finished or (latest is not None and latest.run_id == registering):
-            waited = time.monotonic() - started
-            if waited < 0.1:
-                return ""
-            return f"waited {waited:.1f} s for run {registering}, which registered v{version}"
-        if time.monotonic() - started >= timeout:
-            return (
-                f"run {registering}, which registered v{version}, has not finished "
-                f"registered_model after {timeout:.0f} s; reading the aliases as they are"
-            )
-        time.sleep(0.5)
-
-
 def score_on_test(model: Any, test: Any, spec: DatasetSpec, metric: str) -> float:
     answers = answer(model, model_input(test, spec), spec)
     return score(target_values(test, spec), answers, spec)[metric]
 
 
+@dataclass(frozen=True)
+class Gate:
+    """What registered_model did: the version, whether this step registered it, the alias
+    moves it made, and why."""
+
+    version: str
+    newly_registered: bool
+    champion_before: str | None
+    champion_score: float | None
+    moves: list[AliasMove]
+    reason: str
+
+
+def register_and_gate(
+    lease: Lease,
+    trained_model: TrainedModel,
+    test: Any,
+    spec: DatasetSpec,
+    metric: str,
+    run_id: str,
+    mlflow: MlflowResource,
+    policy: LifecyclePolicy,
+) -> Gate:
+    """Register the trained model (once per MLflow run, and once per training fingerprint
+    unless training was forced), move 'challenger' to it and decide 'champion', holding the
+    model's lease. A version whose registration a stopped run left pending is finished here:
+    the step is idempotent across crashes and retries. A version already decided moves no
+    alias, so re-running never undoes an approval or a rollback."""
+    version = mlflow.version_of_run(trained_model.run_id)
+    same_training = ""
+    if version is None and trained_model.fingerprint and not trained_model.forced:
+        version = mlflow.version_with_fingerprint(trained_model.fingerprint)
+        if version is not None:
+            same_training = (
+                f"v{version} was trained from the same dataset, config, code and packages by "
+                f"another run; MLflow run {trained_model.run_id} is not registered again"
+            )
+    newly_registered = version is None
+    if version is None:
+        lease.ensure_held()
+        version = mlflow.register(
+            trained_model.model_uri,
+            tags={
+                "mlops.dataset_digest": trained_model.dataset_digest,
+                "mlops.dataset_tag": trained_model.dataset_tag,
+                FINGERPRINT_TAG: trained_model.fingerprint,
+                DAGSTER_RUN_TAG: run_id,
+                REGISTRATION_TAG: PENDING,
+            },
+        )
+    state, recorded = mlflow.registration_state(version)
+    champion_before = mlflow.alias_version(CHAMPION)
+    champion_score = None
+    if champion_before is not None:
+        champion_score = score_on_test(mlflow.load_model(champion_before), test, spec, metric)
+    if state != PENDING:
+        reason = (
+            same_training
+            or f"the model of MLflow run {trained_model.run_id} is already registered as v{version}"
+        ) + f"; its registration was decided ({recorded or 'before decisions were recorded'}): "
+        reason += "no alias moved"
+        return Gate(version, False, champion_before, champion_score, [], reason)
+    moves = []
+    finishing = "" if newly_registered else "finished the registration a stopped run left: "
+    challenger = mlflow.alias_version(CHALLENGER)
+    if challenger is None or int(challenger) < int(version):
+        lease.ensure_held()
+        why = "newly registered" if newly_registered else "registration finished"
+        moves.append(mlflow.move_alias(CHALLENGER, version, why))
+    challenger_score = trained_model.metrics[f"test_{metric}"]
+    if champion_before == version:
+        reason = f"v{version} is champion already (moved before the stop)"
+    else:
+        decision = decide(challenger_score, champion_score, metric, policy.min_improvement)
+        reason = decision.reason
+        if decision.promote and policy.promotion_policy == "manual":
+            reason = (
+                f"awaiting approval: {reason}; policy is manual: run the approve_challenger job "
+                "to promote"
+            )
+        elif decision.promote:
+            lease.ensure_held()
+            moves.append(mlflow.move_alias(CHAMPION, version, reason))
+    lease.ensure_held()
+    mlflow.record_decision(version, reason)
+    return Gate(
+        version, newly_registered, champion_before, champion_score, moves, finishing + reason
+    )
+
+
 @asset(
     retry_policy=SERVER_RETRY,
-    # Alias moves are read-decide-write: one at a time, across runs (see README).
-    pool=REGISTRY_POOL,
     group_name="model",
     kinds={"mlflow"},
     ins={"trained_model": AssetIn("trained_model")},
     description="A registry version with alias 'challenger', promoted to 'champion' when it beats "
     "the current champion on the same test split (policy auto) or when approved (policy manual).",
 )
+@fail_fast
 def registered_model(
     context: AssetExecutionContext,
     trained_model: TrainedModel,
@@ -479,69 +538,43 @@ def registered_model(
             f"'{policy.promotion_policy}' one of auto, manual",
         )
     splits = dataset_splits(trained_model.dataset_digest, spec, object_store)
-    # A model registered before (training was skipped as unchanged) is not registered again,
-    # and no alias moves for it: re-running never undoes an approval or a rollback.
-    version, newly_registered = mlflow.register_once(
-        trained_model.model_uri,
-        trained_model.run_id,
-        tags={
-            "mlops.dataset_digest": trained_model.dataset_digest,
-            "mlops.dataset_tag": trained_model.dataset_tag,
-            DAGSTER_RUN_TAG: context.run.run_id,
-        },
-    )
-    if not newly_registered:
-        waited = wait_for_registering_run(context.instance, mlflow, version, context.run.run_id)
-        if waited:
-            context.log.info(waited)
-    moves = [mlflow.move_alias(CHALLENGER, version, "newly registered")] if newly_registered else []
+    # Alias moves read, decide and write: one step at a time per model, across runs and
+    # machines, and a holder that died frees the lease (its runs are marked failed).
+    lease_name = model_lease(mlflow.model_name)
+    with exclusive(context, object_store, lease_name, on_dead_run=mlflow.fail_runs_of) as lease:
+        gate = register_and_gate(
+            lease, trained_model, splits["test"], spec, metric, context.run.run_id, mlflow, policy
+        )
+        champion_after = mlflow.alias_version(CHAMPION)
+    version = gate.version
     challenger_score = trained_model.metrics[f"test_{metric}"]
-    champion_before = mlflow.alias_version(CHAMPION)
-    champion_score = None
-    if champion_before is not None:
-        champion_score = score_on_test(
-            mlflow.load_model(champion_before), splits["test"], spec, metric
-        )
-    if not newly_registered:
-        reason = (
-            f"the model of MLflow run {trained_model.run_id} is already registered as "
-            f"v{version}: nothing registered, no alias moved"
-        )
-    else:
-        decision = decide(challenger_score, champion_score, metric, policy.min_improvement)
-        reason = decision.reason
-        if decision.promote and policy.promotion_policy == "manual":
-            reason = f"{reason}; policy is manual: run the approve_challenger job to promote"
-        elif decision.promote:
-            moves.append(mlflow.move_alias(CHAMPION, version, reason))
-    champion_after = mlflow.alias_version(CHAMPION)
-    context.log.info(f"v{version}: {reason}")
+    context.log.info(f"v{version}: {gate.reason}")
     return MaterializeResult(
         value=Registration(
             model_name=mlflow.model_name,
             version=version,
-            champion_before=champion_before,
+            champion_before=gate.champion_before,
             champion_after=champion_after,
             metric=metric,
             challenger_score=challenger_score,
-            champion_score_before=champion_score,
+            champion_score_before=gate.champion_score,
             dataset_digest=trained_model.dataset_digest,
         ),
         data_version=DataVersion(champion_data_version(champion_after)),
         metadata={
             "model_name": mlflow.model_name,
             "version": version,
-            "newly_registered": newly_registered,
+            "newly_registered": gate.newly_registered,
             "champion_version": champion_after or "",
-            "promoted": champion_after == version and champion_before != version,
-            "decision": reason,
+            "promoted": champion_after == version and gate.champion_before != version,
+            "decision": gate.reason,
             f"challenger_test_{metric}": challenger_score,
-            f"champion_test_{metric}_before": MetadataValue.float(champion_score)
-            if champion_score is not None
+            f"champion_test_{metric}_before": MetadataValue.float(gate.champion_score)
+            if gate.champion_score is not None
             else MetadataValue.text("no champion"),
             "alias_moves": md_table(
                 ["alias", "from", "to", "reason"],
-                [(m.alias, m.from_version or "-", m.to_version, m.reason) for m in moves],
+                [(m.alias, m.from_version or "-", m.to_version, m.reason) for m in gate.moves],
             ),
         },
     )
@@ -575,6 +608,7 @@ def registered_model(
     ],
     ins={"registered_model": AssetIn("registered_model")},
 )
+@fail_fast
 def registered_model_gates(
     registered_model: Registration,
     dataset_source: DatasetSourceResource,
