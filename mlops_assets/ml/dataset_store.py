@@ -6,12 +6,20 @@ Layout under ``datasets/<name>/``::
     versions/<digest>/manifest.json     written last: a version exists once it has a manifest
     tags/data-vX.Y.Z.json               immutable human tag -> digest
     refs/latest.json, refs/previous.json
+    publishing.json                     a publication under way (see below)
 
 Publishing is two steps, so that nothing a reader follows changes before a
 version has passed its checks: :meth:`DatasetStore.stage` writes the Parquet
 files (content-addressed, invisible without a manifest), and
 :meth:`DatasetStore.publish` writes the manifest, then the tag, then the refs.
 A reader following ``latest`` never meets a half-written or rejected version.
+
+A publication is several writes, and a process can die between any two. So it first writes
+what it is about to do (``publishing.json``: the digest, its tag, and the refs it will set),
+and removes that record when done. The next publication finds a record left behind and
+finishes it first: the tag a manifest names is always written, ``latest`` and ``previous``
+always end as the publication meant, and no tag is given twice. Publications must not
+interleave: the caller holds the dataset's lease (lib/exclusive.py).
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ class BlobStore(Protocol):
     """What the dataset store needs from an object store (local directory or S3)."""
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def delete(self, key: str) -> None: ...
 
     def get_bytes(self, key: str) -> bytes: ...
 
@@ -78,6 +88,11 @@ class PublishResult:
     manifest: dict[str, Any]
     created: bool
     previous_latest: str | None
+    # An earlier publication this one finished first, or a problem it found (a person reads it).
+    finished: str | None = None
+
+
+PUBLISHING = "publishing.json"
 
 
 class DatasetStore:
@@ -186,33 +201,103 @@ class DatasetStore:
         }
         return StagedVersion(manifest=draft, created=True)
 
+    def _pending(self) -> dict[str, Any] | None:
+        return self._read_json(f"{self.prefix}/{PUBLISHING}")
+
+    def finish_pending(self) -> str | None:
+        """Finish a publication a dead process left half done (see the module doc); returns
+        what was finished, or None when nothing was pending."""
+        pending = self._pending()
+        if pending is None:
+            return None
+        digest, tag = pending["digest"], pending["tag"]
+        if self.manifest(digest) is None:
+            # It died before the manifest: the version never existed; its files stay invisible.
+            self.store.delete(f"{self.prefix}/{PUBLISHING}")
+            return f"dropped the unfinished publication of {tag} ({digest[:12]}): no manifest"
+        problem = self._apply(digest, tag, pending["previous"])
+        done = f"finished the publication of {tag} ({digest[:12]}) that a stopped run left"
+        return f"{done}; {problem}" if problem else done
+
+    def _write_tag(self, tag: str, digest: str) -> str | None:
+        """Write ``tag`` for ``digest`` unless another version holds it (tags are immutable);
+        returns what is wrong, if anything."""
+        holder = self._read_json(f"{self.prefix}/tags/{tag}.json")
+        if holder is None:
+            self._write_json(f"{self.prefix}/tags/{tag}.json", {"digest": digest})
+        elif holder["digest"] != digest:
+            return (
+                f"version {digest[:12]}'s manifest names {tag}, which version "
+                f"{holder['digest'][:12]} holds: its tag is not written"
+            )
+        return None
+
+    def _apply(self, digest: str, tag: str, previous: str | None) -> str | None:
+        """Tag, refs, and the end of the publication record: each write repeatable."""
+        problem = self._write_tag(tag, digest)
+        if previous is not None and previous != digest:
+            self._write_json(f"{self.prefix}/refs/previous.json", {"digest": previous})
+        self._write_json(f"{self.prefix}/refs/latest.json", {"digest": digest})
+        self.store.delete(f"{self.prefix}/{PUBLISHING}")
+        return problem
+
     def publish(self, staged: StagedVersion) -> PublishResult:
         """Make a staged version visible and point ``latest`` at it (``previous`` at the old
-        latest). Call it only once the version passed its blocking checks.
+        latest). Call it only once the version passed its blocking checks, holding the
+        dataset's lease.
 
         A new version gets its tag here, numbered from the ``latest`` it replaces: manifest
-        first, then the immutable tag, then the refs.
+        first, then the immutable tag, then the refs. A version whose manifest appeared since
+        it was staged (another run published the same data first) is not tagged again.
         """
+        finished = self.finish_pending()
         latest = self.ref("latest")
-        manifest = dict(staged.manifest)
-        digest = manifest["digest"]
-        if staged.created:
-            manifest["tag"] = next_version_tag(
+        digest = staged.manifest["digest"]
+        existing = self.manifest(digest)
+        created = existing is None
+        manifest = dict(staged.manifest if existing is None else existing)
+        if created:
+            tag = next_version_tag(
                 latest["tag"] if latest else None,
                 schema_changed=latest is not None
                 and latest["schema_fingerprint"] != manifest["schema_fingerprint"],
                 source_changed=latest is None
                 or latest["source"]["digest"] != manifest["source"]["digest"],
             )
+            manifest["tag"] = self._free_tag(tag)
             manifest["created_at"] = datetime.now(UTC).isoformat()
-            self._write_json(self._version_key(digest, "manifest.json"), manifest)
-            self._write_json(f"{self.prefix}/tags/{manifest['tag']}.json", {"digest": digest})
-        if latest is None or latest["digest"] != digest:
-            if latest is not None:
-                self._write_json(f"{self.prefix}/refs/previous.json", {"digest": latest["digest"]})
-            self._write_json(f"{self.prefix}/refs/latest.json", {"digest": digest})
+        moves_latest = latest is None or latest["digest"] != digest
+        tag_missing = not self.store.exists(f"{self.prefix}/tags/{manifest['tag']}.json")
+        if created or moves_latest or tag_missing:
+            previous = latest["digest"] if latest and moves_latest else None
+            self._write_json(
+                f"{self.prefix}/{PUBLISHING}",
+                {"digest": digest, "tag": manifest["tag"], "previous": previous},
+            )
+            if created:
+                self._write_json(self._version_key(digest, "manifest.json"), manifest)
+            if moves_latest:
+                problem = self._apply(digest, manifest["tag"], previous)
+            else:  # latest already, only its tag was lost: write it, move nothing
+                problem = self._write_tag(manifest["tag"], digest)
+                self.store.delete(f"{self.prefix}/{PUBLISHING}")
+            finished = "; ".join(filter(None, [finished, problem])) or None
         return PublishResult(
             manifest=manifest,
-            created=staged.created,
+            created=created,
             previous_latest=latest["tag"] if latest else None,
+            finished=finished,
         )
+
+    def _free_tag(self, tag: str) -> str:
+        """``tag``, or the next patch number that no tag file holds yet: a tag is never given
+        to two versions, whatever the refs say."""
+        taken = {
+            key.rsplit("/", 1)[-1].removesuffix(".json")
+            for key in self.store.list_keys(f"{self.prefix}/tags/")
+        }
+        major, minor, patch = (int(p) for p in tag.removeprefix("data-v").split("."))
+        while tag in taken:
+            patch += 1
+            tag = f"data-v{major}.{minor}.{patch}"
+        return tag

@@ -218,21 +218,28 @@ def test_bad_input_fails_the_right_check_and_loses_nothing(trained, monkeypatch,
     assert trained.state() == before
 
 
-def test_versioned_dataset_on_a_rejected_snapshot_fails_and_writes_nothing(
+def test_a_rejected_source_stores_no_snapshot_and_the_last_accepted_one_stays_the_value(
     trained, monkeypatch, tmp_path
 ):
     path = tmp_path / "input.csv"
     path.write_bytes(_non_numeric())
     monkeypatch.setenv("MLOPS_SOURCE_URI", str(path))
     before = trained.state()
-    trained.run(assets=["raw_data"])  # snapshot stored, its contract check fails
+    snapshots = sorted((trained.home / "store" / "raw").rglob("*"))
 
-    result = trained.run(assets=["versioned_dataset"])  # run on its own, past the gate
+    rejected = trained.run(assets=["raw_data"])
 
-    assert not result.success
-    message = step_failure(result, "versioned_dataset")
-    assert "breaks the dataset contract 'house_prices'; no version was written" in message
-    assert "file 'input.csv', column 'area', rows 4, 17, 90" in message
+    assert not rejected.success
+    evaluation = check_evaluations(rejected)[("raw_data", "values_match_schema")]
+    assert "file 'input.csv', column 'area', rows 4, 17, 90" in evaluation.description
+    assert "raw_data" not in materialized(rejected)
+    assert sorted((trained.home / "store" / "raw").rglob("*")) == snapshots
+    logged = [r.user_message for r in trained.instance.all_logs(rejected.run_id)]
+    assert any("nothing was stored and no version will be made from it" in m for m in logged)
+    # versioned_dataset on its own reads raw_data's value: the snapshot last accepted.
+    again = trained.run(assets=["versioned_dataset"])
+    assert again.success
+    assert materialized(again)["versioned_dataset"]["new_version"].value is False
     assert trained.state() == before
 
 

@@ -1,11 +1,11 @@
 """raw_data and versioned_dataset, with the checks that guard them."""
 
+import contextlib
 import hashlib
 from collections.abc import Iterator
 from typing import Any
 
 from dagster import (
-    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
@@ -16,11 +16,11 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     asset,
-    multi_asset_check,
 )
 
+from mlops_assets.lib.exclusive import dataset_lease, exclusive
 from mlops_assets.lib.metadata import md_table, redact_uri, violations_result
-from mlops_assets.lib.retries import SERVER_RETRY
+from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
 from mlops_assets.ml.dataset import clean, content_digest, leaked_rows, split, split_size_findings
 from mlops_assets.ml.dataset_store import DatasetStore, sha256
 from mlops_assets.ml.spec import DatasetSpec
@@ -60,18 +60,78 @@ def snapshot_digest(files: list[TableFile]) -> str:
     return digest.hexdigest()
 
 
+RAW_CHECKS = [
+    AssetCheckSpec(name, asset="raw_data", blocking=True, description=description)
+    for name, description in RAW_CHECK_DESCRIPTIONS.items()
+]
+
+
+def contract_results(
+    inspections: list[Inspection], files: int, spec: DatasetSpec, context: AssetExecutionContext
+) -> list[AssetCheckResult]:
+    """Each rule group of the dataset contract, judged on every file. A group no file could be
+    evaluated on (columns of a file that does not parse) gets no result, so the UI shows it as
+    not executed instead of passed."""
+    grouped: dict[str, list[Violation] | None] = dict.fromkeys(RULE_GROUPS)
+    ignored_columns: dict[str, tuple[str, ...]] = {}
+    for inspection in inspections:
+        for group, found in inspection.results.items():
+            if found is not None:
+                grouped[group] = (grouped[group] or []) + found
+        ignored_columns[inspection.file] = inspection.ignored_columns
+    ignored = describe_ignored(ignored_columns)
+    if ignored:
+        context.log.warning(f"columns not in the spec '{spec.name}' are ignored: {ignored}")
+    results = []
+    for group, found in grouped.items():
+        if found is None:
+            context.log.info(f"check {group} not evaluated: an earlier rule failed")
+            continue
+        passed = f"{files} file(s) pass"
+        if group == REQUIRED_COLUMNS and ignored:
+            passed += f"; columns not in the spec are ignored: {ignored}"
+        results.append(violations_result(group, "raw_data", found, passed))
+    return results
+
+
+def store_snapshot(snapshot: Snapshot, files: list[TableFile], store: ObjectStoreResource) -> bool:
+    """Write a snapshot's files, then its manifest (a snapshot exists once it has one); returns
+    whether it was stored before. A write that fails removes what this call wrote, so a full
+    disk is not kept full by half a snapshot."""
+    if store.exists(snapshot.manifest_key):
+        return True
+    written: list[str] = []
+    try:
+        for file, entry in zip(files, snapshot.files, strict=True):
+            store.put_bytes(entry.key, file.data)
+            written.append(entry.key)
+        store.put_bytes(snapshot.manifest_key, snapshot.manifest_json())
+    except BaseException:
+        for key in written:
+            with contextlib.suppress(Exception):
+                store.delete(key)
+        raise
+    return False
+
+
 @asset(
     retry_policy=SERVER_RETRY,
     group_name="data",
     kinds={"csv", "parquet"},
+    check_specs=RAW_CHECKS,
+    # A source that breaks the contract is not stored and not materialised: the snapshot the
+    # last accepted source made stays the asset's value, and nothing downstream runs.
+    output_required=False,
     description="Immutable snapshot of the configured source in the object store, keyed by the "
-    "hash of its content: the same data is stored once, whatever its source.",
+    "hash of its content: the same data is stored once, whatever its source. The source is held "
+    "to the dataset contract before anything is stored.",
 )
+@fail_fast
 def raw_data(
     context: AssetExecutionContext,
     dataset_source: DatasetSourceResource,
     object_store: ObjectStoreResource,
-) -> MaterializeResult:
+) -> Iterator[MaterializeResult | AssetCheckResult]:
     source = redact_uri(dataset_source.source_uri)
     try:
         files = dataset_source.read_source()
@@ -83,6 +143,23 @@ def raw_data(
         raise Failure(
             allow_retries=False, description=f"source {source} holds no .csv or .parquet files"
         )
+    spec = dataset_source.spec
+    inspections = []
+    for file in files:
+        inspection = inspect_table(file, spec)
+        # versioned_dataset, the next step of this process, takes it instead of parsing again.
+        KEPT_INSPECTIONS.keep(KeptInspections.key(sha256(file.data), spec), inspection)
+        inspections.append(inspection)
+    results = contract_results(inspections, len(files), spec, context)
+    rejected = failed_blocking(results)
+    if rejected:
+        context.log.error(
+            f"source {source} breaks the dataset contract '{spec.name}' ({', '.join(rejected)} "
+            "failed): nothing was stored and no version will be made from it\n"
+            + "\n".join(v.message for i in inspections for v in i.violations[:10])
+        )
+        yield from results
+        return
     digest = snapshot_digest(files)
     prefix = f"raw/{digest}"
     snapshot = Snapshot(
@@ -99,16 +176,12 @@ def raw_data(
             for f in files
         ),
     )
-    existed = object_store.exists(snapshot.manifest_key)
-    if not existed:
-        for file, entry in zip(files, snapshot.files, strict=True):
-            object_store.put_bytes(entry.key, file.data)
-        object_store.put_bytes(snapshot.manifest_key, snapshot.manifest_json())
+    existed = store_snapshot(snapshot, files, object_store)
     context.log.info(
         f"snapshot {digest[:12]} of {source}: {len(files)} file(s), "
         + ("already stored" if existed else "stored")
     )
-    return MaterializeResult(
+    yield MaterializeResult(
         value=snapshot,
         metadata={
             "source": source,
@@ -123,65 +196,22 @@ def raw_data(
             ),
         },
         data_version=DataVersion(digest),
+        check_results=results,
     )
 
 
 def inspect_snapshot(
-    snapshot: Snapshot, store: ObjectStoreResource, spec: DatasetSpec, keep: bool
+    snapshot: Snapshot, store: ObjectStoreResource, spec: DatasetSpec
 ) -> list[Inspection]:
-    """Each file of ``snapshot`` held to ``spec``. With ``keep`` (the raw data contract) each
-    is read and inspected, and kept for a later step of this process (KeptInspections);
-    without, each is taken from what was kept, else read and inspected."""
+    """Each file of ``snapshot`` held to ``spec``: taken from what raw_data kept in this
+    process (KeptInspections), else read from the store and inspected."""
     inspections = []
     for entry in snapshot.files:
-        key = KeptInspections.key(entry.sha256, spec)
-        inspection = None if keep else KEPT_INSPECTIONS.take(key)
+        inspection = KEPT_INSPECTIONS.take(KeptInspections.key(entry.sha256, spec))
         if inspection is None:
             inspection = inspect_table(TableFile(entry.name, store.get_bytes(entry.key)), spec)
-        if keep:
-            KEPT_INSPECTIONS.keep(key, inspection)
         inspections.append(inspection)
     return inspections
-
-
-@multi_asset_check(
-    retry_policy=SERVER_RETRY,
-    specs=[
-        AssetCheckSpec(name, asset="raw_data", blocking=True, description=description)
-        for name, description in RAW_CHECK_DESCRIPTIONS.items()
-    ],
-    ins={"raw_data": AssetIn("raw_data")},
-)
-def raw_data_contract(
-    context: AssetCheckExecutionContext,
-    raw_data: Snapshot,
-    dataset_source: DatasetSourceResource,
-    object_store: ObjectStoreResource,
-) -> Iterator[AssetCheckResult]:
-    """Reads the snapshot once and evaluates each rule group of the dataset contract.
-
-    A group no file could be evaluated on (columns of a file that does not parse) yields no
-    result, so the UI shows it as not executed instead of passed.
-    """
-    spec = dataset_source.spec
-    grouped: dict[str, list[Violation] | None] = dict.fromkeys(RULE_GROUPS)
-    ignored_columns: dict[str, tuple[str, ...]] = {}
-    for inspection in inspect_snapshot(raw_data, object_store, spec, keep=True):
-        for group, found in inspection.results.items():
-            if found is not None:
-                grouped[group] = (grouped[group] or []) + found
-        ignored_columns[inspection.file] = inspection.ignored_columns
-    ignored = describe_ignored(ignored_columns)
-    if ignored:
-        context.log.warning(f"columns not in the spec '{spec.name}' are ignored: {ignored}")
-    for group, found in grouped.items():
-        if found is None:
-            context.log.info(f"check {group} not evaluated: an earlier rule failed")
-            continue
-        passed = f"{len(raw_data.files)} file(s) pass"
-        if group == REQUIRED_COLUMNS and ignored:
-            passed += f"; columns not in the spec are ignored: {ignored}"
-        yield violations_result(group, "raw_data", found, passed)
 
 
 VERSION_CHECKS = [
@@ -269,6 +299,7 @@ def failed_blocking(results: list[AssetCheckResult]) -> list[str]:
     "content-addressed version with a manifest; tagged data-vX.Y.Z, with latest/previous refs. "
     "Its checks run before anything is published.",
 )
+@fail_fast
 def versioned_dataset(
     context: AssetExecutionContext,
     raw_data: Snapshot,
@@ -277,7 +308,7 @@ def versioned_dataset(
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     spec = dataset_source.spec
     try:
-        table = validated(inspect_snapshot(raw_data, object_store, spec, keep=False))
+        table = validated(inspect_snapshot(raw_data, object_store, spec))
     except DatasetRejected as exc:
         raise Failure(
             allow_retries=False,
@@ -322,7 +353,13 @@ def versioned_dataset(
         yield from results
         return
 
-    published = store.publish(staged)
+    # One publication at a time per dataset, so that no tag is given twice and the refs move
+    # in order; one a stopped run left half done is finished first.
+    with exclusive(context, object_store, dataset_lease(spec.name)) as lease:
+        lease.ensure_held()
+        published = store.publish(staged)
+    if published.finished:
+        context.log.warning(published.finished)
     manifest = published.manifest
     context.log.info(
         f"{manifest['tag']} ({digest[:12]}) " + ("created" if published.created else "unchanged")
