@@ -17,12 +17,28 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> Metadat
 
 
 def redact_uri(uri: str) -> str:
-    """Drop any user:password@ part so a URI can be shown in metadata and logs."""
-    parts = urllib.parse.urlsplit(uri)
-    if "@" not in parts.netloc:
+    """``uri`` as metadata, logs and messages may show it: userinfo becomes ``***@``, every
+    query value ``***`` (the names stay, so a person sees which were given: a token, a
+    presigned URL's X-Amz-Signature) and a fragment is dropped.
+
+    Plain paths are shown as they are, and so are generated ``sample://`` sources, whose
+    query is harmless parameters (rows, seed). A URI that does not parse shows only its
+    scheme.
+    """
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:
+        scheme = uri.split(":", 1)[0] if "://" in uri else ""
+        return f"{scheme}://*** (malformed URI)" if scheme else "*** (malformed URI)"
+    if parts.scheme in ("", "sample") or len(parts.scheme) == 1:  # a path, a drive letter
         return uri
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    # A parameter without '=' may be a bare token: all of it goes.
+    pairs = (p.partition("=") for p in parts.query.split("&") if p)
+    query = "&".join(f"{name}=***" if equals else "***" for name, equals, _ in pairs)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query, fragment=""))
 
 
 def violations_result(
