@@ -213,6 +213,17 @@ def materialized(result: ExecuteInProcessResult) -> dict[str, Any]:
     }
 
 
+def stored_predictions(home: Path, model: str, day: str = PARTITION) -> list[Path]:
+    """The day's scored batches in the local store (one per distinct content)."""
+    return sorted((home / "store" / "predictions" / model / day).glob("*.parquet"))
+
+
+def stored_report(home: Path, kind: str, model: str, day: str, version: str) -> Path:
+    """The one folder of a day's drift report (kind: drift, traffic_drift) of a version."""
+    [folder] = (home / "store" / "reports" / kind / model / day).glob(f"v{version}-*")
+    return folder
+
+
 def step_failure(result: ExecuteInProcessResult, step: str) -> str:
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE" and event.step_key == step:

@@ -22,6 +22,7 @@ from mlops_assets_tests.conftest import (
     image_build_env,
     materialized,
     step_failure,
+    stored_predictions,
 )
 
 
@@ -88,7 +89,7 @@ def assert_classifier_lifecycle(lifecycle, spec, name: str, min_auc: float) -> d
     assert registered["promoted"].value is True
     assert registered["challenger_test_log_loss"].value == metrics["test_log_loss"]
 
-    scored = pd.read_parquet(lifecycle.home / f"store/predictions/{name}/{PARTITION}.parquet")
+    scored = pd.read_parquet(stored_predictions(lifecycle.home, name)[-1])
     probabilities = scored[[probability_column(c) for c in spec.classes]].to_numpy()
     assert np.allclose(probabilities.sum(axis=1), 1.0)
     assert set(scored[PREDICTION]) <= set(spec.classes)
@@ -149,7 +150,7 @@ def test_regression_on_diabetes_through_the_lifecycle(lifecycle, monkeypatch, tm
     _, run = champion_run(lifecycle, "diabetes")
     assert 0.3 <= run.data.metrics["test_r2"] < 0.8
     assert run.data.metrics["test_rmse"] < 0.85 * run.data.metrics["baseline_test_rmse"]
-    scored = pd.read_parquet(lifecycle.home / f"store/predictions/diabetes/{PARTITION}.parquet")
+    scored = pd.read_parquet(stored_predictions(lifecycle.home, "diabetes")[-1])
     assert scored[PREDICTION].between(20, 350).all()
 
 
@@ -212,7 +213,7 @@ def test_a_batch_label_outside_the_classes_is_rejected_and_changes_nothing(
     assert "values must be one of {benign, malignant}" in message
     assert "rows 5, 10" in message  # data rows, counted from 1 (indexes 4 and 9)
     assert lifecycle.state("cancer") == before
-    assert not (lifecycle.home / f"store/predictions/cancer/{PARTITION}.parquet").exists()
+    assert stored_predictions(lifecycle.home, "cancer") == []
 
 
 @pytest.mark.slow

@@ -6,7 +6,12 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.ml.sample_data import to_csv_bytes
-from mlops_assets_tests.conftest import PARTITION, check_evaluations, materialized
+from mlops_assets_tests.conftest import (
+    PARTITION,
+    check_evaluations,
+    materialized,
+    stored_predictions,
+)
 
 BIKE_SPEC = {
     "name": "bike_rentals",
@@ -72,6 +77,6 @@ def test_bike_rentals_by_configuration_only(lifecycle, monkeypatch, tmp_path):
     assert all(e.passed for e in check_evaluations(result).values())
     assert materialized(result)["versioned_dataset"]["tag"].value == "data-v1.0.0"
     assert (lifecycle.home / "store/datasets/bike_rentals/refs/latest.json").exists()
-    scored = pd.read_parquet(lifecycle.home / f"store/predictions/bike-rentals/{PARTITION}.parquet")
+    scored = pd.read_parquet(stored_predictions(lifecycle.home, "bike-rentals")[-1])
     assert len(scored) == 300
     assert set(scored["season"].astype(str)) <= {"winter", "spring", "summer", "autumn"}

@@ -54,9 +54,10 @@ def test_lifecycle_against_the_servers(
     assert not (lifecycle.home / "mlflow.db").exists()
     prefix = s3_store.removeprefix(f"s3://{seaweed.bucket}/")
     client = seaweed.client()
-    client.head_object(
-        Bucket=seaweed.bucket, Key=f"{prefix}/predictions/{model}/{PARTITION}.parquet"
+    scored = client.list_objects_v2(
+        Bucket=seaweed.bucket, Prefix=f"{prefix}/predictions/{model}/{PARTITION}/"
     )
+    assert scored["KeyCount"] == 1
 
     # Neither the S3 secret nor the Postgres password appears in the event log or output.
     serialized = "\n".join(r.to_json() for r in lifecycle.instance.all_logs(result.run_id))

@@ -5,7 +5,14 @@ import json
 import pandas as pd
 
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
-from mlops_assets_tests.conftest import PARTITION, check_evaluations, materialized, step_failure
+from mlops_assets_tests.conftest import (
+    PARTITION,
+    check_evaluations,
+    materialized,
+    step_failure,
+    stored_predictions,
+    stored_report,
+)
 
 SCORING = ["predictions", "drift_report"]
 
@@ -15,7 +22,7 @@ def test_predictions_score_every_row_with_the_champion(trained):
     assert result.success
     meta = materialized(result)["predictions"]
     assert meta["model_version"].value == "1"
-    path = trained.home / "store/predictions/house-price-regressor/2026-11-19.parquet"
+    [path] = stored_predictions(trained.home, "house-price-regressor", "2026-11-19")
     assert meta["table"].value == path.as_uri()  # beside the IO manager's own "path" entry
     scored = pd.read_parquet(path)
     assert len(scored) == meta["rows"].value == 400
@@ -45,7 +52,7 @@ def test_drift_report_is_saved_as_html_and_json(trained):
     result = trained.run(assets=SCORING)
     assert result.success
     meta = materialized(result)["drift_report"]
-    folder = trained.home / f"store/reports/drift/house-price-regressor/{PARTITION}/v1"
+    folder = stored_report(trained.home, "drift", "house-price-regressor", PARTITION, "1")
     report = json.loads((folder / "report.json").read_text())
     assert any("DriftedColumnsCount" in m["metric_name"] for m in report["metrics"])
     assert (folder / "report.html").stat().st_size > 10_000
@@ -94,7 +101,7 @@ def test_bad_batch_fails_predictions_with_file_column_rows_rule(trained, monkeyp
     batch.loc[[0, 4], "parking"] = "garage"
     (tmp_path / f"{PARTITION}.csv").write_bytes(to_csv_bytes(batch))
     monkeypatch.setenv("MLOPS_INCOMING_URI", str(tmp_path / "{date}.csv"))
-    earlier = trained.home / f"store/predictions/house-price-regressor/{PARTITION}.parquet"
+    [earlier] = stored_predictions(trained.home, "house-price-regressor")
     earlier_bytes = earlier.read_bytes()  # the baseline scored this day already
     result = trained.run(assets=["predictions"])
     message = step_failure(result, "predictions")

@@ -28,7 +28,13 @@ from mlops_assets.ml.train import model_input
 from mlops_assets.partitions import daily_partitions
 from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets.resources.policy import LifecyclePolicy
-from mlops_assets_tests.conftest import Lifecycle, check_evaluations, materialized, step_failure
+from mlops_assets_tests.conftest import (
+    Lifecycle,
+    check_evaluations,
+    materialized,
+    step_failure,
+    stored_report,
+)
 
 MODEL = "house-price-regressor"
 DAY = "2026-11-20"
@@ -214,7 +220,7 @@ def test_live_traffic_like_training_passes_drift_and_with_labels_quality(
     )
     report = materialized(result)["traffic_drift_report"]
     assert (report["traffic_rows"].value, report["model_version"].value) == (300, "1")
-    folder = trained.home / f"store/reports/traffic_drift/{MODEL}/{DAY}/v1"
+    folder = stored_report(trained.home, "traffic_drift", MODEL, DAY, "1")
     assert (folder / "report.html").stat().st_size > 10_000
 
     # The labels come: the day's table gains the target, and live quality is measured.

@@ -1,5 +1,6 @@
 """predictions (batch inference of each day's incoming batch) and its drift_report."""
 
+import hashlib
 from datetime import date
 from typing import Any
 
@@ -39,6 +40,18 @@ from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets.resources.policy import LifecyclePolicy
 
 MODEL_VERSION = "model_version"
+
+
+def predictions_key(model_name: str, day: str, table: bytes) -> str:
+    """Where a day's scored batch goes: one file per distinct content, as served_traffic's."""
+    return f"predictions/{model_name}/{day}/{hashlib.sha256(table).hexdigest()[:16]}.parquet"
+
+
+def report_prefix(kind: str, model_name: str, day: str, version: str, subject_key: str) -> str:
+    """Where a drift report of ``subject_key`` (a content-addressed table) goes: one folder per
+    table it compares, so two runs of one day never write into each other's report."""
+    table = subject_key.rsplit("/", 1)[-1].removesuffix(".parquet")
+    return f"reports/{kind}/{model_name}/{day}/v{version}-{table}"
 
 
 def predictions(
@@ -83,9 +96,11 @@ def predictions(
     scored = batch.drop(columns=list(answers.columns), errors="ignore").join(answers)
     scored[MODEL_VERSION] = champion
 
-    # 4. save results
-    key = f"predictions/{mlflow.model_name}/{day.isoformat()}.parquet"
-    object_store.put_bytes(key, frame_to_parquet(scored))
+    # 4. save results, addressed by their content: two runs scoring the same day (a backfill
+    # beside the schedule) never overwrite what the other's drift report reads.
+    table = frame_to_parquet(scored)
+    key = predictions_key(mlflow.model_name, day.isoformat(), table)
+    object_store.put_bytes(key, table)
     run_metrics = mlflow.run(mlflow.model_version(champion).run_id).data.metrics
     return MaterializeResult(
         value=ScoredBatch(
@@ -282,7 +297,9 @@ def drift_report(
         _load_predictions(predictions, object_store),
         version,
         subject="batch",
-        prefix=f"reports/drift/{mlflow.model_name}/{context.partition_key}/v{version}",
+        prefix=report_prefix(
+            "drift", mlflow.model_name, context.partition_key, version, predictions.key
+        ),
         spec=dataset_source.spec,
         object_store=object_store,
         mlflow=mlflow,

@@ -31,6 +31,7 @@ from mlops_assets.defs.scoring.assets import (
     compare_with_training,
     drift_share_below_threshold,
     quality_not_degraded,
+    report_prefix,
 )
 from mlops_assets.lib.metadata import md_table
 from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
@@ -243,7 +244,9 @@ def traffic_drift_report(
         frame[frame["model_version"] == version],
         version,
         subject="traffic",
-        prefix=f"reports/traffic_drift/{mlflow.model_name}/{served_traffic.day}/v{version}",
+        prefix=report_prefix(
+            "traffic_drift", mlflow.model_name, served_traffic.day, version, served_traffic.key
+        ),
         spec=spec,
         object_store=object_store,
         mlflow=mlflow,
