@@ -114,3 +114,46 @@ def test_a_failed_instance_setup_says_why_without_the_database_password(tmp_path
     assert f"***@127.0.0.1:{port}" in message
     assert "Connection refused" in message or "could not connect" in message, message
     assert password not in message
+
+
+def test_the_stacks_servers_get_only_the_environment_they_need(tmp_path, monkeypatch):
+    """Found by a drill: `mlops-stack up` passed the caller's whole environment to SeaweedFS,
+    which made the caller's AWS key pair an admin identity of its own and logged its access
+    key id in a log file any user could read. A server gets only what it needs now, and its
+    log is private."""
+    from mlops_assets.stack.seaweedfs import SeaweedS3
+
+    caller_key = "AKIACALLERSOWNKEY0001"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", caller_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "callers-own-secret-not-for-seaweedfs")
+    monkeypatch.setenv("MLOPS_SOME_SETTING", "not for servers")
+    server = SeaweedS3(data_dir=tmp_path / "data", log_dir=tmp_path / "logs")
+    server.start()
+    try:
+        for process in (server.server, server.gateway):
+            assert process is not None
+            assert process.pid is not None
+            environ = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
+            names = {entry.split(b"=", 1)[0].decode() for entry in environ if entry}
+            assert "AWS_ACCESS_KEY_ID" not in names
+            assert "AWS_SECRET_ACCESS_KEY" not in names
+            assert "MLOPS_SOME_SETTING" not in names
+            assert "PATH" in names
+        # A client with the caller's key is refused: it is no identity of this server.
+        import boto3
+        from botocore.exceptions import ClientError
+
+        intruder = boto3.client(
+            "s3",
+            endpoint_url=server.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id=caller_key,
+            aws_secret_access_key="callers-own-secret-not-for-seaweedfs",
+        )
+        with pytest.raises(ClientError):
+            intruder.list_objects_v2(Bucket=server.bucket)
+        server.client().list_objects_v2(Bucket=server.bucket)  # its own identity works
+    finally:
+        server.stop(grace_seconds=0)
+    for log in (tmp_path / "logs").iterdir():
+        assert oct(log.stat().st_mode & 0o777) == "0o600", log

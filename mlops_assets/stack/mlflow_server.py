@@ -68,6 +68,7 @@ class MlflowServer:
                 hosts,
             ],
             log=self.log_dir / "mlflow.log",
+            inherit_env=False,
             env={
                 # The store URI holds the Postgres password: in the environment, not in argv
                 # where any user's `ps` would show it.

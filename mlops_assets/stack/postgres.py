@@ -123,6 +123,7 @@ class LocalPostgres:
                 ]
             ),
             log=self.log_dir / "postgres.log",
+            inherit_env=False,
         )
 
         def accepting() -> bool:

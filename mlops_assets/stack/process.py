@@ -66,6 +66,17 @@ def stopped_if_not_ready(stop: Callable[[], None]) -> Iterator[None]:
         raise
 
 
+# What a server inherits from the shell that started the stack: nothing else. The caller's
+# environment may hold credentials meant for other systems (an AWS key pair: SeaweedFS made
+# it an admin identity of its own and logged its key id); each server gets what it needs
+# through ``ServerProcess.env``.
+INHERITED = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+
+
+def server_environment() -> dict[str, str]:
+    return {name: os.environ[name] for name in INHERITED if name in os.environ}
+
+
 @dataclass
 class ServerProcess:
     """One server in its own process group, so stopping it stops its children too."""
@@ -74,17 +85,24 @@ class ServerProcess:
     command: list[str]
     log: Path
     env: dict[str, str] = field(default_factory=dict)
+    # The stack's servers inherit only INHERITED (server_environment), plus ``env``; a tool
+    # run as a user runs it (a test's `dagster dev`) inherits the whole environment.
+    inherit_env: bool = True
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as log:
+        # Private to this user: a server may log what its clients sent (SeaweedFS logs the
+        # access key id of every request it refuses).
+        fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "ab") as log:
             self.process = subprocess.Popen(
                 self.command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
+                env={**(os.environ if self.inherit_env else server_environment()), **self.env},
                 start_new_session=True,
             )
 

@@ -64,6 +64,7 @@ class LocalRegistry:
             name="registry",
             command=[registry_binary(), "serve", str(config)],
             log=self.log_dir / "registry.log",
+            inherit_env=False,
         )
 
         def answers() -> bool:

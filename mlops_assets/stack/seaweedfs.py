@@ -116,6 +116,7 @@ class SeaweedS3:
                 "-master.volumeSizeLimitMB=256",
             ],
             log=self.log_dir / "seaweedfs.log",
+            inherit_env=False,
         )
         # The S3 gateway runs as its own process: `weed server -s3` ignores the flags that
         # turn off its Iceberg and Lance listeners, whose fixed ports (8181, 9101) would
@@ -133,6 +134,7 @@ class SeaweedS3:
                 "-port.lance=0",
             ],
             log=self.log_dir / "seaweedfs-s3.log",
+            inherit_env=False,
         )
         client = self.client()
 
