@@ -81,7 +81,8 @@ def from_env(resource: type[R], secrets: Collection[str] | None = None, **fixed:
     """``resource`` configured by its settings: a field declared with ``env_field`` takes its
     variable's text when that is set (pydantic coerces it), else the field's default. A secret
     field named in ``secrets`` is an EnvVar: Dagster resolves it when a run or tick starts and
-    shows only its name; one not named stays empty (its feature is off). Without ``secrets``,
+    shows only its name; one not named stays empty (its feature is off). A sensitive field that
+    is set is an EnvVar as well (its value may carry a credential). Without ``secrets``,
     a resource with ``secrets_needed()`` names them from its own configuration."""
     fields = env_fields(resource)
     values: dict[str, Any] = {}
@@ -90,7 +91,7 @@ def from_env(resource: type[R], secrets: Collection[str] | None = None, **fixed:
             continue
         text = os.environ.get(entry.name, "")
         if text:
-            values[field_name] = text
+            values[field_name] = EnvVar(entry.name) if entry.sensitive else text
     built = resource(**values, **fixed)
     if secrets is None:
         needed = getattr(built, "secrets_needed", None)

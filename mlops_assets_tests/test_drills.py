@@ -234,3 +234,50 @@ def test_a_run_killed_while_it_logs_its_model_is_marked_failed_with_its_mlflow_r
     assert runs(home)[run.run_id] == DagsterRunStatus.FAILURE
     assert mlflow.get_run(left.info.run_id).info.status == "FAILED"
     assert mlflow.search_runs(["1"], filter_string="attributes.status = 'RUNNING'") == []
+
+
+def test_a_token_in_the_source_url_is_never_printed_logged_or_stored(tmp_path):
+    """Found by a drill: a token in the source URL's query string (and a password in its
+    userinfo) appeared in stdout, the event log, compute logs, the raw and dataset manifests
+    and the stored asset values. Every byte the run leaves behind is searched for them."""
+    import http.server
+    import threading
+
+    token, password = "tok-7f3a9c1e5b2d", "pw-c0ffee1234"
+    data = to_csv_bytes(generate_house_prices(1200, seed=4))
+    served: list[str] = []
+
+    class Source(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            served.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Source)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    url = f"http://reader:{password}@127.0.0.1:{port}/houses.csv?token={token}&day=1"
+    home = tmp_path / "mlops"
+    try:
+        out = run_mlops_demo(home, cwd=tmp_path, extra_env={"MLOPS_SOURCE_URI": url})
+    finally:
+        server.shutdown()
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert served == [f"/houses.csv?token={token}&day=1"]  # the token was used, once
+
+    printed = out.stdout + out.stderr
+    with opened_instance(home / "dagster_home") as instance:
+        [run] = instance.get_runs()
+        events = "\n".join(entry.to_json() for entry in instance.all_logs(run.run_id))
+    assert f"127.0.0.1:{port}/houses.csv?token=***&day=***" in events  # redacted, not gone
+    for secret in (token, password):
+        assert secret not in printed
+        assert secret not in events
+        for path in home.rglob("*"):  # store (manifests, asset values), MLflow, compute logs
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path

@@ -877,11 +877,13 @@ class DatasetSourceResource(ConfigurableResource):
         "sample://house-prices?rows=5000&seed=42",
         "Labelled training data: a file, a directory of .csv/.parquet files, an http(s) URL, "
         "or sample://house-prices?rows=N&seed=S[&drift=1].",
+        sensitive=True,
     )
     incoming_uri: str = env_field(
         "MLOPS_INCOMING_URI",
         "sample://house-prices?rows=2000&seed={day}",
         "Incoming batch of a daily partition; {date} becomes YYYY-MM-DD, {day} YYYYMMDD.",
+        sensitive=True,
     )
     max_seconds: float = env_field(
         MAX_SECONDS,

@@ -92,7 +92,7 @@ def test_missing_batch_fails_predictions_naming_the_day(trained, monkeypatch, tm
     monkeypatch.setenv("MLOPS_INCOMING_URI", str(tmp_path / "{date}.csv"))
     result = trained.run(assets=["predictions"])
     message = step_failure(result, "predictions")
-    assert f"no incoming batch for {PARTITION}" in message
+    assert f"cannot read the incoming batch {tmp_path}/{PARTITION}.csv for {PARTITION}" in message
     assert f"{PARTITION}.csv does not exist" in message
 
 

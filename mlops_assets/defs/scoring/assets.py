@@ -69,7 +69,8 @@ def predictions(
         table = read_validated(dataset_source.read_incoming(day), spec, require_target=False)
     except SourceUnavailable as exc:
         raise Failure(
-            allow_retries=exc.transient, description=f"no incoming batch for {day}: {exc}"
+            allow_retries=exc.transient,
+            description=f"cannot read the incoming batch {batch_uri} for {day}: {exc}",
         ) from exc
     except DatasetRejected as exc:
         raise Failure(
@@ -98,9 +99,9 @@ def predictions(
 
     # 4. save results, addressed by their content: two runs scoring the same day (a backfill
     # beside the schedule) never overwrite what the other's drift report reads.
-    table = frame_to_parquet(scored)
-    key = predictions_key(mlflow.model_name, day.isoformat(), table)
-    object_store.put_bytes(key, table)
+    parquet = frame_to_parquet(scored)
+    key = predictions_key(mlflow.model_name, day.isoformat(), parquet)
+    object_store.put_bytes(key, parquet)
     run_metrics = mlflow.run(mlflow.model_version(champion).run_id).data.metrics
     return MaterializeResult(
         value=ScoredBatch(
