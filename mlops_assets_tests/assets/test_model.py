@@ -93,7 +93,9 @@ def test_a_registration_a_stopped_run_left_pending_is_finished_by_the_next_run(
     assert result.success
     registered = materialized(result)["registered_model"]
     assert registered["newly_registered"].value is False
-    assert registered["decision"].value.startswith("finished the registration a stopped run left")
+    assert registered["decision"].value.startswith(
+        "finished the registration an interrupted attempt left"
+    )
     assert trained.state()["aliases"] == {"champion": "1", "challenger": "1"}
     version = mlflow.get_model_version(MODEL, "1")
     assert version.tags["mlops.registration"] == "decided"
@@ -382,3 +384,56 @@ def test_a_search_that_cannot_run_fails_clearly_and_changes_nothing(trained, mon
     )
     assert "has no built-in search space" in step_failure(result, "trained_model")
     assert trained.state() == before
+
+
+# How many alias moves the flaky registry below lets fail before it answers.
+ALIAS_MOVE_FAULTS = {"left": 0}
+
+
+def test_a_transient_error_in_the_first_alias_move_is_finished_by_the_retry(lifecycle):
+    """Found by a drill: one transient MLflow error in the first alias move left v1
+    registered with no alias, and the retry said "already registered, no alias moved" and
+    failed its checks, on every later run too. The fault is injected (an MLflow server that
+    errs on exactly that call cannot be timed); the retry policy's own retry finishes it."""
+    from dagster import AssetKey
+    from mlflow.exceptions import MlflowException
+
+    from mlops_assets.definitions import build_definitions, build_resources
+    from mlops_assets.resources.mlflow_registry import AliasMove, MlflowResource
+
+    class FlakyRegistry(MlflowResource):
+        def move_alias(self, alias: str, version: str, reason: str) -> AliasMove:
+            if ALIAS_MOVE_FAULTS["left"] > 0:
+                ALIAS_MOVE_FAULTS["left"] -= 1
+                raise MlflowException("503 Service Unavailable (injected)")
+            return super().move_alias(alias, version, reason)
+
+    resources = build_resources()
+    registry = resources["mlflow"]
+    assert isinstance(registry, MlflowResource)
+    resources["mlflow"] = FlakyRegistry(
+        tracking_uri=registry.tracking_uri,
+        artifact_root=registry.artifact_root,
+        model_name=registry.model_name,
+        experiment_name=registry.experiment_name,
+    )
+    job = build_definitions(resources).resolve_job_def("refresh_model")
+    ALIAS_MOVE_FAULTS["left"] = 1
+    result = job.execute_in_process(
+        instance=lifecycle.instance,
+        raise_on_error=False,
+        asset_selection=[
+            AssetKey(a) for a in ("raw_data", "versioned_dataset", *TRAIN_AND_REGISTER)
+        ],
+    )
+
+    assert result.success
+    assert ALIAS_MOVE_FAULTS["left"] == 0
+    assert sum(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events) == 1
+    assert lifecycle.state()["aliases"] == {"champion": "1", "challenger": "1"}
+    assert lifecycle.state()["versions"] == [1]
+    registered = materialized(result)["registered_model"]
+    assert registered["decision"].value == (
+        "finished the registration an interrupted attempt left: no champion yet"
+    )
+    assert client(lifecycle).get_model_version(MODEL, "1").tags["mlops.registration"] == "decided"

@@ -484,7 +484,9 @@ def register_and_gate(
         reason += "no alias moved"
         return Gate(version, False, champion_before, champion_score, [], reason)
     moves = []
-    finishing = "" if newly_registered else "finished the registration a stopped run left: "
+    finishing = (
+        "" if newly_registered else "finished the registration an interrupted attempt left: "
+    )
     challenger = mlflow.alias_version(CHALLENGER)
     if challenger is None or int(challenger) < int(version):
         lease.ensure_held()
