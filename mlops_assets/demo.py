@@ -12,7 +12,9 @@ import argparse
 import fcntl
 import gc
 import os
+import shutil
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,6 +130,21 @@ def import_skops_first() -> None:
     import skops.io  # noqa: F401
 
 
+def why(exc: BaseException) -> str:
+    """One line saying why ``exc`` stopped the run before it started, with the free space of
+    DAGSTER_HOME's disk when that is nearly gone (SQLite says only "disk I/O error")."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    text = f"{type(exc).__name__}: {first}"
+    where = os.environ.get("DAGSTER_HOME") or str(home())
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return text
+    if free < 64 * 1024 * 1024:
+        text += f" (the disk of {where} has {free:,} bytes free)"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mlops-demo",
@@ -145,14 +162,20 @@ def main(argv: list[str] | None = None) -> int:
     partition = args.partition or daily_partitions().get_last_partition_key()
     if partition is None:
         parser.error("no complete day to score yet: give --partition")
-    os.environ["DAGSTER_HOME"] = str(dagster_home())
     print(f"running {JOB} for partition {partition}", file=sys.stderr)
     # A run imports and builds a great deal (Dagster, MLflow, scikit-learn, Evidently), and
     # under the default thresholds each full collection walks all of it again: ten walks,
     # 1.7 s of a 10,000-row run. Collect less often, as batch tools like mypy do; cycles
     # are still collected, and arrays are freed by reference count as ever.
     gc.set_threshold(50_000, 20, 10)
-    succeeded = run_lifecycle(partition)
+    try:
+        os.environ["DAGSTER_HOME"] = str(dagster_home())
+        succeeded = run_lifecycle(partition)
+    except Exception as exc:  # the run could not even start: say why, last
+        traceback.print_exc()
+        print(f"\nFAILED: {JOB} for partition {partition} could not run: {why(exc)}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     print(
         f"\n{'Done' if succeeded else 'FAILED'}: {JOB} for partition {partition}.\n"
         "See it in the UI:\n"

@@ -234,6 +234,35 @@ def step_failure(result: ExecuteInProcessResult, step: str) -> str:
     raise AssertionError(f"step {step} did not fail")
 
 
+@dataclass
+class SmallDisk:
+    """A real file system of a fixed size (tmpfs), to be filled for real."""
+
+    path: Path
+
+    def resize(self, size: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(self.path)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """A 1 MiB tmpfs: a write to it meets a full disk for real (ENOSPC). Mounting needs root,
+    as CI runs; without it the test is skipped, loudly."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"SKIPPED LOUDLY: cannot mount a tmpfs to fill ({done.stderr.strip()})")
+    try:
+        yield SmallDisk(mount)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for setting in all_settings():

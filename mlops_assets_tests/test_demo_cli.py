@@ -1,6 +1,7 @@
 """The README's run command, `mlops-demo`, in a subprocess: the whole graph in one run on the
 local Dagster instance it sets up; then the UI command it prints, run as printed."""
 
+import contextlib
 import os
 import re
 import signal
@@ -86,6 +87,23 @@ def test_mlops_demo_exits_non_zero_when_the_run_fails(tmp_path):
     with DagsterInstance.from_config(str(tmp_path / "mlops" / "dagster_home")) as instance:
         [run] = instance.get_runs()
         assert run.status == DagsterRunStatus.FAILURE
+
+
+def test_mlops_demo_on_a_full_disk_says_why_last_and_exits_non_zero(tmp_path, small_disk):
+    """Found by a drill: with the disk full, mlops-demo died at start with a raw traceback
+    (SQLite's "disk I/O error" at its end)."""
+    # Fill it, as a full disk is.
+    with contextlib.suppress(OSError), open(small_disk.path / "filler", "wb") as filler:
+        filler.write(b"\0" * (2 << 20))
+    out = run_mlops_demo(
+        tmp_path / "mlops",
+        cwd=tmp_path,
+        extra_env={"DAGSTER_HOME": str(small_disk.path / "dagster_home")},
+    )
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"FAILED: mlops_lifecycle for partition {PARTITION} could not run: ")
+    assert f"(the disk of {small_disk.path / 'dagster_home'} has 0 bytes free)" in last
 
 
 def test_the_printed_ui_command_is_the_readmes_from_the_project_root(tmp_path):

@@ -376,37 +376,12 @@ def test_permanent_source_fault_fails_at_once(lifecycle, monkeypatch):
     assert "answered HTTP 404" in step_failure(result, "raw_data")
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 1 MiB file system (tmpfs), so that a write meets a full disk for real; grown to
-    64 MiB by ``grow()``, as an operator frees space."""
-    import subprocess
-
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"SKIPPED LOUDLY: cannot mount a tmpfs to fill ({done.stderr.strip()})")
-
-    def grow() -> None:
-        subprocess.run(["mount", "-o", "remount,size=64m", str(mount)], check=True)
-
-    try:
-        yield mount, grow
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_a_full_disk_fails_raw_data_at_once_and_leaves_no_half_snapshot(
     lifecycle, monkeypatch, tmp_path, small_disk
 ):
     """Found by a drill: ENOSPC was retried with backoff as if transient, and a failed run's
     half-written snapshot stayed, keeping the disk full."""
-    mount, grow = small_disk
+    mount = small_disk.path
     path = tmp_path / "big.csv"
     path.write_bytes(to_csv_bytes(generate_house_prices(40_000, seed=8)))  # about 2.5 MB
     assert path.stat().st_size > 2 * 1024 * 1024
@@ -421,6 +396,6 @@ def test_a_full_disk_fails_raw_data_at_once_and_leaves_no_half_snapshot(
     assert "No space left on device" in message
     assert "a retry cannot cure this" in message
     assert [p for p in mount.rglob("*") if p.is_file()] == []
-    grow()
+    small_disk.resize("64m")  # an operator frees space
     again = lifecycle.run(assets=["raw_data", "versioned_dataset"])
     assert again.success
