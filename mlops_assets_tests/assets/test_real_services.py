@@ -126,14 +126,21 @@ def test_concurrent_registrations_promote_exactly_once(
     import sys
     from pathlib import Path
 
+    from dagster import DagsterInstance
+
     from mlops_assets.stack.cli import prepare_dagster_home
-    from mlops_assets_tests.conftest import project_free_env
+    from mlops_assets_tests.conftest import Lifecycle, project_free_env
 
     model = os.environ["MLOPS_MODEL_NAME"]
-    assert lifecycle.run(assets=["raw_data", "versioned_dataset", "trained_model"]).success
-    dagster_home = lifecycle.home / "dagster_home"
+    dagster_home = tmp_path / "stack_dagster_home"
     dagster_postgres = mlflow_stack["postgres"].url("dagster", driver="postgresql+psycopg2")
     prepare_dagster_home(dagster_home, dagster_postgres)
+    monkeypatch.setenv("MLOPS_DAGSTER_POSTGRES_URL", dagster_postgres)
+    # Trained on the same instance the two processes register on: its materialisation of
+    # trained_model says which stored value is current.
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        stack = Lifecycle(home=lifecycle.home, instance=instance)
+        assert stack.run(assets=["raw_data", "versioned_dataset", "trained_model"]).success
     settings = {k: v for k, v in os.environ.items() if k.startswith(("MLOPS_", "MLFLOW_", "AWS_"))}
     env = {
         **project_free_env(),
@@ -174,9 +181,6 @@ def test_concurrent_registrations_promote_exactly_once(
     assert on_servers.get_model_version_by_alias(model, "champion").version == "1"
     assert on_servers.get_model_version_by_alias(model, "challenger").version == "1"
 
-    from dagster import DagsterInstance
-
-    monkeypatch.setenv("MLOPS_DAGSTER_POSTGRES_URL", dagster_postgres)
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         runs = [r for r in instance.get_runs() if "registered_model" in str(r.asset_selection)]
         steps = [_step_events(instance, r.run_id, "registered_model") for r in runs]
