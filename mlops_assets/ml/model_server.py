@@ -18,38 +18,53 @@ uvicorn), and boto3 when the traffic log goes to S3: nothing of mlops_assets is 
   ``/ready``, ``/infer``). A V2 request's input tensors are the table's columns; it is scored
   by the same function (as ``dataframe_split``), so schema enforcement and answers are the
   same, and the answer's columns come back as output tensors.
-- **Traffic log**: every answered request (its id, time, model version, input rows and
-  predictions, or its error) goes into a bounded in-memory buffer, never to the store on the
-  request's path. A background thread writes the buffer to the object store as one JSON Lines
-  file per worker and window (``traffic/<model>/date=<day>/...jsonl``), and writes the rest on
-  shutdown (SIGTERM). A full buffer drops records and counts them: the count is logged, written
-  to the store as a ``dropped`` line and served at ``/metrics``: the server's totals, whichever
-  worker answers (the workers share their counters through files in a temporary folder).
+- **What a request may be**: a body over ``MLOPS_SERVING_MAX_BODY_BYTES`` is answered 413 as
+  soon as its Content-Length or the bytes read so far say so, never held whole; JSON nested
+  deeper than :data:`MAX_JSON_DEPTH` is answered 400 unparsed; a ``dataframe_split`` row with more or fewer values than columns, and
+  a row whose values are all null, are answered 400 naming the rows. Columns the model's
+  signature does not have are named in an ``x-ignored-columns`` header, a warning (once a
+  minute at most) and the traffic log's lines (``ignored_columns``).
+- **Traffic log**: every request answered (its id, time, model version, input rows and
+  predictions, or its error) is appended to its worker's journal on local disk before the
+  client has the answer, never sent to the store on the request's path. A background thread
+  writes the journal to the object store as one JSON Lines file per worker and window
+  (``traffic/<model>/date=<day>/...jsonl``), and the rest on shutdown (SIGTERM); what a killed
+  worker left, the worker started in its place ships (see :class:`TrafficLog`). A journal
+  holding ``MLOPS_TRAFFIC_BUFFER`` requests or ``MLOPS_TRAFFIC_BUFFER_BYTES`` bytes not yet in
+  the store drops records and counts them: the count is logged, written to the store as a
+  ``dropped`` line and served at ``/metrics``: the server's totals, whichever worker answers.
 
 Settings (environment): ``MLOPS_SERVING_PROTOCOL`` (mlflow/v2), ``MLOPS_SERVING_BATCH``
 (requests predicted together: ``auto``, the default, 16 for a model that answers each row
-alone and 1 for any other; or 1 to 64), ``MLOPS_TRAFFIC_LOG``
-(on/off), ``MLOPS_TRAFFIC_STORE`` (a folder, or ``s3://bucket/prefix`` with
-``MLOPS_S3_ENDPOINT_URL``, ``MLOPS_S3_REGION`` and the standard AWS credential variables),
-``MLOPS_TRAFFIC_FLUSH_SECONDS``, ``MLOPS_TRAFFIC_BUFFER`` (requests).
+alone and 1 for any other; or 1 to 64), ``MLOPS_SERVING_MAX_BODY_BYTES`` (8 MiB),
+``MLOPS_TRAFFIC_LOG`` (on/off), ``MLOPS_TRAFFIC_STORE`` (a folder, or ``s3://bucket/prefix``
+with ``MLOPS_S3_ENDPOINT_URL``, ``MLOPS_S3_REGION`` and the standard AWS credential
+variables), ``MLOPS_TRAFFIC_FLUSH_SECONDS``, ``MLOPS_TRAFFIC_BUFFER`` (requests, 10,000),
+``MLOPS_TRAFFIC_BUFFER_BYTES`` (64 MiB); the journal's folder is made in ``TMPDIR``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import gc
 import itertools
 import json
 import logging
 import math
+import mmap
 import os
 import re
 import shutil
+import signal
 import socket
+import struct
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
@@ -64,10 +79,26 @@ TRAFFIC_PREFIX = "traffic"
 DEFAULT_STORE = "/var/lib/mlops/store"  # the image's own folder; mount the store here
 REQUEST_ID_HEADER = "x-request-id"
 ERROR_BODY_LIMIT = 64 * 1024  # of a refused request's body, kept in its log line
+# MLOPS_SERVING_MAX_BODY_BYTES's default. A body costs a worker some 30 times its size while it
+# is parsed, scored and logged (a 28.8 MB one took a worker from 286 MB to 1.23 GB), so 8 MiB
+# keeps one request under ~270 MB; it holds some 37,000 rows of a 10-feature table sent as
+# dataframe_split (221 bytes a row), and tables larger than that are batch scoring's work.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+# Deeper JSON is refused unread: the parser recurses once a level. A table's request is 4 or 5
+# levels deep (dataframe_split: 4; V2 with [rows, 1] tensors: 5).
+MAX_JSON_DEPTH = 32
+MOST_NAMED = 10  # rows (or columns) a refusal or a warning names, at most
+JSON = "application/json"
+# MLOPS_TRAFFIC_BUFFER_BYTES's default: the bytes of a worker's journal not yet in the store (on
+# local disk). The 10,000-request bound comes first for small requests (~450 bytes a row); this
+# one for large ones: a few of the largest a worker reads (the lines of a row take ~2x its JSON).
+BUFFER_BYTES = 64 * 1024 * 1024
+IGNORED_COLUMNS_HEADER = "x-ignored-columns"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 PROTOCOLS = ("mlflow", "v2")
-# Set by main() for its workers: the folder where they share the traffic log's counters.
-COUNTERS_DIR_ENV = "MLOPS_COUNTERS_DIR"
+# Set by main() for its workers: the folder of their traffic log's journals and counters.
+JOURNAL_DIR_ENV = "MLOPS_TRAFFIC_JOURNAL_DIR"
+JOURNAL_PREFIX = "mlops-traffic-"
 MOST_BATCHED = 64  # requests in one prediction, at most (MLOPS_SERVING_BATCH)
 AUTO = "auto"  # MLOPS_SERVING_BATCH's default: each worker decides from its model
 AUTO_BATCH = 16  # what auto gives a model that answers each row on its own
@@ -146,6 +177,7 @@ class TrafficSettings:
     store: str = DEFAULT_STORE
     flush_seconds: float = 10.0
     buffer_requests: int = 10_000
+    buffer_bytes: int = BUFFER_BYTES
     s3_endpoint_url: str = ""
     s3_region: str = "us-east-1"
 
@@ -160,6 +192,7 @@ class TrafficSettings:
             store=env.get("MLOPS_TRAFFIC_STORE") or default.store,
             flush_seconds=float(env.get("MLOPS_TRAFFIC_FLUSH_SECONDS") or default.flush_seconds),
             buffer_requests=int(env.get("MLOPS_TRAFFIC_BUFFER") or default.buffer_requests),
+            buffer_bytes=int(env.get("MLOPS_TRAFFIC_BUFFER_BYTES") or default.buffer_bytes),
             s3_endpoint_url=env.get("MLOPS_S3_ENDPOINT_URL", ""),
             s3_region=env.get("MLOPS_S3_REGION") or default.s3_region,
         )
@@ -235,6 +268,7 @@ class Exchange:
     answer: str = ""
     error: str = ""
     body: bytes = b""
+    ignored_columns: tuple[str, ...] = ()  # columns of the request the model does not take
 
 
 def traffic_day_prefix(model_name: str, day: str) -> str:
@@ -268,6 +302,8 @@ def exchange_lines(exchange: Exchange, model_name: str, model_version: str) -> l
                 "body": exchange.body[:ERROR_BODY_LIMIT].decode("utf-8", errors="replace"),
             }
         ]
+    if exchange.ignored_columns:
+        base["ignored_columns"] = list(exchange.ignored_columns)
     rows = _rows(exchange.inputs)
     try:
         predictions = json.loads(exchange.answer).get("predictions")
@@ -321,20 +357,88 @@ def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
-class TrafficLog:
-    """A bounded buffer of exchanges and the thread that writes it to a sink.
+# The journal's framing: each request's lines end with RS; each request dropped is one GS. JSON
+# text never holds either byte as it is (json.dumps escapes every control character).
+_REQUEST_END = b"\x1e"
+_DROP = b"\x1d"
+JOURNAL_SUFFIX = ".journal"
+COUNTERS_SUFFIX = ".counters"
+# A worker's counters file: these int64 slots, in this order.
+_COUNTERS = struct.Struct("5q")
+_RECORDED, _DROPPED, _WRITTEN_LINES, _SHIPPED_REQUESTS, _SHIPPED_DROPS = range(5)
 
-    :meth:`record` never blocks on the store: it appends, or counts a drop when ``capacity``
-    requests are held (buffered, or in files not yet written). The thread turns the buffer
-    into JSON lines a few requests at a time, every :data:`SERIALISE_SECONDS`, giving the
-    interpreter back between them, so that the requests being answered meanwhile wait for no
-    long stretch of it; it writes a file per day every ``flush_seconds``, and on
-    :meth:`close`. Each file gets its key when it is made, so a write retried after an error
-    cannot write its lines twice.
+
+def segment_name(day: str, stamp: str, sequence: int, worker: str) -> str:
+    """A journal segment's file name: what the key of its file in the store is made from."""
+    return f"{day}_{stamp}_{sequence:06d}_{worker}{JOURNAL_SUFFIX}"
+
+
+def segment_fields(path: Path) -> tuple[str, str, int, str]:
+    """The day, time stamp, sequence number and worker of a journal segment's file name."""
+    day, stamp, sequence, worker = path.name.removesuffix(JOURNAL_SUFFIX).split("_", 3)
+    return day, stamp, int(sequence), worker
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """What one journal segment held, now in the store."""
+
+    requests: int
+    drops: int
+    lines: int
+    size: int  # bytes of the segment's file
+
+
+def _metric_values(counts: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """A counters file's slots as the values of :data:`TrafficLog.COUNTERS`."""
+    held = max(0, counts[_RECORDED] - counts[_SHIPPED_REQUESTS])
+    return counts[_RECORDED], counts[_DROPPED], counts[_WRITTEN_LINES], held
+
+
+class Throttle:
+    """When a warning that may repeat with every request is due: at most once every
+    ``seconds``; :meth:`due` says how many times it was held back since it was last due."""
+
+    def __init__(self, seconds: float = 60.0) -> None:
+        self.seconds = seconds
+        self._next = 0.0
+        self._held_back = 0
+
+    def due(self) -> int | None:
+        now = time.monotonic()
+        if now < self._next:
+            self._held_back += 1
+            return None
+        self._next = now + self.seconds
+        held_back, self._held_back = self._held_back, 0
+        return held_back
+
+
+class TrafficLog:
+    """One worker's traffic log: a journal on local disk, and a thread that ships it to a sink.
+
+    :meth:`record` turns an exchange into its log lines and appends them to the worker's journal
+    in one ``os.write`` (O_APPEND), before the response is sent: an answered request is on disk
+    even when the worker is killed the next moment (SIGKILL, the OOM killer), and memory holds
+    no request. An exchange that would take the journal's part not yet in the store past
+    ``capacity`` requests or ``capacity_bytes`` bytes is dropped, and counted with one byte
+    appended to the journal (so a count survives the worker too).
+
+    The journal is a series of segment files, each of one day. Every ``flush_seconds`` the
+    thread closes the segment being written and writes each closed one to the sink as one JSON
+    Lines file, under a key made from the segment's own name, then deletes it: a segment
+    written again after a crash overwrites its own file, and never adds its lines twice.
+
+    The server's workers share one folder (``folder``, which the server's process makes; without
+    one the log makes its own). Each worker's counters are a file there that it maps into memory
+    and keeps locked for its life. A counters file no process holds locked is a worker that has
+    ended: the first worker to lock it ships the segments it left and counts them in its
+    counters (when it starts, as uvicorn starts a worker in place of a killed one, and at each
+    flush), and the server's process does so once more when it stops. /metrics sums the
+    counters of every worker the server has had.
     """
 
-    SERIALISE_SECONDS = 0.2
-    SLICE = 16  # requests serialised between two yields of the interpreter
+    SEGMENT_BYTES = 4 * 1024 * 1024  # a longer segment is closed: what one write of it holds
 
     def __init__(
         self,
@@ -344,195 +448,290 @@ class TrafficLog:
         capacity: int,
         flush_seconds: float,
         worker: str | None = None,
-        counters_dir: str | None = None,
+        folder: str | None = None,
+        capacity_bytes: int = BUFFER_BYTES,
     ) -> None:
         self.sink = sink
         self.model_name = model_name
         self.model_version = model_version
         self.capacity = max(1, capacity)
+        self.capacity_bytes = max(1, capacity_bytes)
         self.flush_seconds = flush_seconds
         self.worker = worker or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.recorded = 0
-        self.dropped = 0
-        self.written_lines = 0
-        self._held = 0  # requests recorded and not yet written
-        self._buffer: list[Exchange] = []
-        self._dropped_since_flush = 0
-        self._lines: dict[str, list[str]] = {}  # day -> serialised lines not yet in a file
-        self._line_requests: dict[str, int] = {}
-        self._waiting: list[tuple[str, bytes, int]] = []  # (key, data, requests) not written
-        self._lock = threading.Lock()  # the buffer and the counters
-        self._flush_lock = threading.Lock()  # the lines and the files
+        self.shared = folder is not None
+        self._own_folder: tempfile.TemporaryDirectory[str] | None = None
+        if folder is None:
+            self._own_folder = tempfile.TemporaryDirectory(prefix=JOURNAL_PREFIX)
+            folder = self._own_folder.name
+        self.folder = Path(folder)
+        self._counts, self._counters_map, self._counters_fd = self._claim_counters()
+        self._segment: int | None = None  # the file descriptor of the segment being written
+        self._segment_path = Path()
+        self._segment_day = ""
+        self._segment_bytes = 0
+        self._closed: list[Path] = []  # segments closed and not yet shipped, oldest first
+        self._unshipped = 0  # bytes in this worker's segments
         self._sequence = itertools.count(1)
+        self._lock = threading.Lock()  # the segments and the counters
+        self._flush_lock = threading.Lock()  # one flush at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # The server's workers share their counters through files in one folder, so that
-        # /metrics, whichever worker answers it, gives the server's totals (MLOPS_COUNTERS_DIR).
-        self.counters_dir = Path(counters_dir) if counters_dir else None
-        self._published: tuple[int, ...] | None = None
-        self._share_failed = False
+        self._journal_failing = Throttle()
+
+    def _claim_counters(self) -> tuple[memoryview, mmap.mmap, int]:
+        """This worker's counters file, locked for the worker's life; made under another name and
+        then renamed, so that no other worker ever finds it unlocked and takes it for an ended
+        one's."""
+        partial = self.folder / f".{self.worker}{COUNTERS_SUFFIX}.partial"
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, _COUNTERS.size)
+        counters = mmap.mmap(fd, _COUNTERS.size)
+        os.replace(partial, self.folder / f"{self.worker}{COUNTERS_SUFFIX}")
+        return memoryview(counters).cast("q"), counters, fd
 
     def record(self, exchange: Exchange) -> bool:
+        """Journal ``exchange``; False when it was dropped (and counted) instead."""
+        day = _iso(exchange.received)[:10]
+        counts = self._counts
+        entry = b""
+        if self._room(0):  # a full journal wastes no time on the lines it drops
+            lines = exchange_lines(exchange, self.model_name, self.model_version)
+            entry = "".join(f"{_dumps(line)}\n" for line in lines).encode() + _REQUEST_END
         with self._lock:
-            if self._held >= self.capacity:
-                self.dropped += 1
-                self._dropped_since_flush += 1
-                return False
-            self._buffer.append(exchange)
-            self.recorded += 1
-            self._held += 1
-            return True
+            if entry and self._room(len(entry)):
+                try:
+                    self._append(day, entry)
+                    counts[_RECORDED] += 1
+                    return True
+                except OSError as error:
+                    self._say_journal_failed(error)
+            try:
+                self._append(day, _DROP)
+            except OSError as error:  # counted here alone: a worker killed now loses the count
+                self._say_journal_failed(error)
+            counts[_DROPPED] += 1
+            return False
+
+    def _room(self, size: int) -> bool:
+        """Whether the journal takes another request of ``size`` bytes."""
+        held = self._counts[_RECORDED] - self._counts[_SHIPPED_REQUESTS]
+        return held < self.capacity and self._unshipped + size <= self.capacity_bytes
+
+    def _append(self, day: str, data: bytes) -> None:
+        """Append ``data`` whole to the segment being written (under _lock): a new segment for
+        another day or past SEGMENT_BYTES. Raises OSError when the disk takes none or part of it
+        (the part is taken back)."""
+        segment = self._segment
+        if segment is None or day != self._segment_day or self._segment_bytes >= self.SEGMENT_BYTES:
+            self._close_segment()
+            stamp = datetime.now(UTC).strftime("%H%M%S")
+            path = self.folder / segment_name(day, stamp, next(self._sequence), self.worker)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
+            segment = self._segment = os.open(path, flags, 0o600)
+            self._segment_path, self._segment_day, self._segment_bytes = path, day, 0
+        written = os.write(segment, data)
+        if written != len(data):
+            os.ftruncate(segment, self._segment_bytes)
+            raise OSError(
+                errno.ENOSPC, f"{written} of {len(data)} bytes written", self._segment_path
+            )
+        self._segment_bytes += written
+        self._unshipped += written
+
+    def _close_segment(self) -> None:
+        if self._segment is not None:
+            os.close(self._segment)
+            self._closed.append(self._segment_path)
+            self._segment = None
+
+    def _say_journal_failed(self, error: OSError) -> None:
+        skipped = self._journal_failing.due()
+        if skipped is not None:
+            log.error(
+                "traffic log: cannot write its journal in %s, requests are dropped (%d more such "
+                "failures since the last said): %s",
+                self.folder,
+                skipped,
+                error,
+            )
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="traffic-log", daemon=True)
         self._thread.start()
         log.info(
-            "traffic log on: %s, every %gs, buffer of %d requests (worker %s)",
+            "traffic log on: %s, every %gs, journal in %s of up to %d requests or %d bytes "
+            "(worker %s)",
             self.sink.describe(),
             self.flush_seconds,
+            self.folder,
             self.capacity,
+            self.capacity_bytes,
             self.worker,
         )
 
     def close(self) -> None:
-        """Stop the thread and write what is left (on shutdown)."""
+        """Stop the thread and ship what is left (on shutdown); a segment the store did not take
+        stays in the folder, for the server's process to try once more."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.flush()
-        with self._lock:
-            lost = self._held
-        self.publish()
+        try:
+            self.flush()
+        except Exception:
+            log.exception("traffic log: writing to %s failed", self.sink.describe())
+        lost = self.counters()[3]
+        self._counts.release()
+        self._counters_map.close()
+        os.close(self._counters_fd)  # unlocks: what is left is an ended worker's
         if lost:
             log.error("traffic log: %d requests could not be written to the store", lost)
 
     def _run(self) -> None:
-        next_flush = time.monotonic() + self.flush_seconds
-        while not self._stop.wait(self.SERIALISE_SECONDS):
+        ship: Callable[[], object] = self.adopt  # at once: it may replace a worker killed
+        while True:
             try:
-                if time.monotonic() >= next_flush:
-                    next_flush = time.monotonic() + self.flush_seconds
-                    self.flush()
-                else:
-                    with self._flush_lock:
-                        self._serialise()
-            except Exception:  # the next window tries again; answering goes on
+                ship()
+            except Exception:  # the next flush tries again; answering goes on
                 log.exception("traffic log: writing to %s failed", self.sink.describe())
-            self.publish()
-
-    def _serialise(self) -> None:
-        """Turn the buffer into lines, :data:`SLICE` requests at a time (under _flush_lock)."""
-        with self._lock:
-            batch, self._buffer = self._buffer, []
-        for number, exchange in enumerate(batch, 1):
-            day = _iso(exchange.received)[:10]
-            lines = exchange_lines(exchange, self.model_name, self.model_version)
-            self._lines.setdefault(day, []).extend(_dumps(line) for line in lines)
-            self._line_requests[day] = self._line_requests.get(day, 0) + 1
-            if number % self.SLICE == 0:
-                time.sleep(0)  # let the threads answering requests take the interpreter
+            if self._stop.wait(self.flush_seconds):
+                return
+            ship = self.flush
 
     def flush(self) -> None:
-        """Write the buffer (and files an earlier flush could not write) to the sink."""
+        """Close the segment being written and ship every closed segment, oldest first, then
+        what ended workers left (:meth:`adopt`). Raises when the sink fails: the segments not
+        shipped wait for the next flush."""
         with self._flush_lock:
-            self._serialise()
-            now = time.time()
             with self._lock:
-                dropped, self._dropped_since_flush = self._dropped_since_flush, 0
-            if dropped:
-                log.warning(
-                    "traffic log: buffer full: requests not logged since the last write: %d",
-                    dropped,
-                )
-                line = {"kind": "dropped", "time": _iso(now), "count": dropped,
-                        "worker": self.worker, "model_name": self.model_name,
-                        "model_version": self.model_version}  # fmt: skip
-                self._lines.setdefault(_iso(now)[:10], []).append(_dumps(line))
-            stamp = datetime.fromtimestamp(now, UTC).strftime("%H%M%S")
-            sequence = next(self._sequence)
-            for day, lines in sorted(self._lines.items()):
-                key = traffic_key(self.model_name, day, stamp, self.worker, sequence)
-                data = ("\n".join(lines) + "\n").encode()
-                self._waiting.append((key, data, self._line_requests.get(day, 0)))
-            self._lines, self._line_requests = {}, {}
-            while self._waiting:
-                key, data, requests = self._waiting[0]
-                self.sink.write(key, data)  # raises: the file waits for the next flush
-                self._waiting.pop(0)
+                self._close_segment()
+                segments = list(self._closed)
+            for path in segments:
+                shipped = self._ship(path)
                 with self._lock:
-                    self._held -= requests
-                    self.written_lines += data.count(b"\n")
+                    self._closed.remove(path)
+                    self._unshipped -= shipped.size
+                    self._count_shipped(self._counts, shipped)
+                path.unlink()
+                if shipped.drops:
+                    log.warning(
+                        "traffic log: buffer full: requests not logged since the last write: %d",
+                        shipped.drops,
+                    )
+            self.adopt()
+
+    def _ship(self, path: Path) -> Shipped:
+        """Write the journal segment at ``path`` to the sink, under the key its name gives."""
+        day, stamp, sequence, worker = segment_fields(path)
+        data = path.read_bytes()
+        size = len(data)
+        # A worker killed in the middle of a write leaves the start of an entry: a request it
+        # never answered, since the entry is written first.
+        data = data[: max(data.rfind(_REQUEST_END), data.rfind(_DROP)) + 1]
+        requests, drops = data.count(_REQUEST_END), data.count(_DROP)
+        lines = data.replace(_REQUEST_END, b"").replace(_DROP, b"")
+        if drops:
+            clock = f"{stamp[:2]}:{stamp[2:4]}:{stamp[4:]}"  # when the segment was begun
+            dropped = {"kind": "dropped", "time": f"{day}T{clock}.000+00:00",
+                       "count": drops, "worker": worker, "model_name": self.model_name,
+                       "model_version": self.model_version}  # fmt: skip
+            lines += f"{_dumps(dropped)}\n".encode()
+        if lines:
+            self.sink.write(traffic_key(self.model_name, day, stamp, worker, sequence), lines)
+        return Shipped(requests, drops, lines.count(b"\n"), size)
+
+    @staticmethod
+    def _count_shipped(counts: memoryview, shipped: Shipped) -> None:
+        counts[_SHIPPED_REQUESTS] += shipped.requests
+        counts[_SHIPPED_DROPS] += shipped.drops
+        counts[_WRITTEN_LINES] += shipped.lines
+
+    def adopt(self) -> int:
+        """Ship what the workers that ended left (their counters files, no longer locked), count
+        it in their counters, and return the requests of theirs still not in the store (the
+        store failed; the next call tries again)."""
+        left = 0
+        for path in self.folder.glob(f"*{COUNTERS_SUFFIX}"):
+            worker = path.name.removesuffix(COUNTERS_SUFFIX)
+            if worker == self.worker:
+                continue
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while its worker runs
+                with mmap.mmap(fd, _COUNTERS.size) as counters:
+                    left += self._ship_ended(worker, counters)
+            except (BlockingIOError, ValueError):  # running (or another adopts it); not ours
+                pass
+            finally:
+                os.close(fd)
+        return left
+
+    def _ship_ended(self, worker: str, counters: mmap.mmap) -> int:
+        segments = sorted(
+            path
+            for path in self.folder.glob(f"*_{worker}{JOURNAL_SUFFIX}")
+            if segment_fields(path)[3] == worker
+        )
+        counts = memoryview(counters).cast("q")
+        try:
+            for path in segments:
+                try:
+                    shipped = self._ship(path)
+                except Exception as error:
+                    log.warning(
+                        "traffic log: what worker %s left is not written yet: %s", worker, error
+                    )
+                    break
+                self._count_shipped(counts, shipped)
+                path.unlink()
+            else:  # all of it shipped: the journal is the truth, even where a kill between a
+                # write and its count left the count short
+                counts[_RECORDED] = max(counts[_RECORDED], counts[_SHIPPED_REQUESTS])
+                counts[_DROPPED] = max(counts[_DROPPED], counts[_SHIPPED_DROPS])
+            return max(0, counts[_RECORDED] - counts[_SHIPPED_REQUESTS])
+        finally:
+            counts.release()
 
     COUNTERS = (
-        ("mlops_traffic_recorded_total", "counter", "Requests put in the log buffer."),
-        ("mlops_traffic_dropped_total", "counter", "Requests not logged: buffer full."),
+        ("mlops_traffic_recorded_total", "counter", "Requests written to the log's journal."),
+        ("mlops_traffic_dropped_total", "counter", "Requests not logged: the journal was full."),
         ("mlops_traffic_written_lines_total", "counter", "Log lines written to the store."),
-        ("mlops_traffic_held_requests", "gauge", "Requests not yet in the store."),
+        ("mlops_traffic_held_requests", "gauge", "Requests journaled, not yet in the store."),
     )
 
     def counters(self) -> tuple[int, ...]:
         """This worker's values of :data:`COUNTERS`, in their order."""
         with self._lock:
-            return (self.recorded, self.dropped, self.written_lines, self._held)
-
-    def publish(self) -> None:
-        """Write this worker's counters to the shared folder, if they changed (a temporary
-        file renamed, so a reader sees the old values or the new, never half of them)."""
-        if self.counters_dir is None:
-            return
-        values = self.counters()
-        if values == self._published:
-            return
-        target = self.counters_dir / f"{self.worker}.json"
-        partial = self.counters_dir / f".{self.worker}.json.partial"
-        try:
-            partial.write_text(json.dumps({"pid": os.getpid(), "values": values}))
-            os.replace(partial, target)
-            self._published = values
-        except OSError as error:  # the next tick tries again; answering goes on
-            if not self._share_failed:  # said once, not five times a second
-                log.warning("traffic log: cannot share the counters in %s: %s", partial, error)
-            self._share_failed = True
+            return _metric_values(struct.unpack_from(_COUNTERS.format, self._counters_map))
 
     def server_counters(self) -> tuple[int, ...]:
-        """The server's values of :data:`COUNTERS`: the counts summed over every worker this
-        server has had (a worker that ended still counted what it did), the held requests
-        over the workers still running. Another worker's values are at most
-        :data:`SERIALISE_SECONDS` old."""
-        if self.counters_dir is None:
-            return self.counters()
-        self.publish()
+        """The server's values of :data:`COUNTERS`: summed over every worker it has had (a
+        worker that ended still counts what it did, and holds what it left until another
+        worker ships it)."""
         totals = [0] * len(self.COUNTERS)
-        for file in self.counters_dir.glob("[!.]*.json"):
+        for path in self.folder.glob(f"*{COUNTERS_SUFFIX}"):
             try:
-                shared = json.loads(file.read_text())
-                pid, values = int(shared["pid"]), [int(v) for v in shared["values"]]
-            except (OSError, ValueError, KeyError, TypeError):  # removed meanwhile, or not ours
+                with (
+                    open(path, "rb") as file,
+                    mmap.mmap(file.fileno(), _COUNTERS.size, access=mmap.ACCESS_READ) as counters,
+                ):
+                    values = _metric_values(struct.unpack_from(_COUNTERS.format, counters))
+            except (OSError, ValueError):  # removed meanwhile, or not a counters file
                 continue
-            running = _running(pid)
-            for index, value in enumerate(values[: len(totals)]):
-                if self.COUNTERS[index][1] == "counter" or running:
-                    totals[index] += value
+            totals = [total + value for total, value in zip(totals, values, strict=True)]
         return tuple(totals)
 
     def metrics(self) -> str:
-        """The server's counters in Prometheus' text format: all its workers together, or,
-        with no folder to share them in, this worker's, labelled with its name."""
-        label = "" if self.counters_dir else f'{{worker="{self.worker}"}}'
+        """The server's counters in Prometheus' text format: all its workers together, or, in a
+        folder of its own, this worker's, labelled with its name."""
+        label = "" if self.shared else f'{{worker="{self.worker}"}}'
         return "".join(
             f"# HELP {name} {text}\n# TYPE {name} {kind}\n{name}{label} {value}\n"
             for (name, kind, text), value in zip(self.COUNTERS, self.server_counters(), strict=True)
         )
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # there, but someone else's
-        return True
-    return True
 
 
 def _dumps(line: dict[str, Any]) -> str:
@@ -546,6 +745,121 @@ def _plain(value: Any) -> Any:
     if callable(item):
         return item()
     return str(value)
+
+
+# --- what a request may be -----------------------------------------------------------------
+
+
+def max_body_bytes(env: Mapping[str, str]) -> int:
+    """MLOPS_SERVING_MAX_BODY_BYTES of ``env``: the largest request body a worker reads, in
+    bytes (:data:`MAX_BODY_BYTES` when unset); anything but a whole number above 0 is named."""
+    text = env.get("MLOPS_SERVING_MAX_BODY_BYTES", "").strip()
+    if not text:
+        return MAX_BODY_BYTES
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(
+            f"MLOPS_SERVING_MAX_BODY_BYTES must be a whole number of bytes above 0, not '{text}'"
+        )
+    return int(text)
+
+
+def too_large(limit: int) -> str:
+    """What a request whose body is over ``limit`` bytes is answered (413), as MLflow words an
+    error."""
+    message = (
+        f"the request body is larger than {limit:,} bytes, the most this server reads "
+        "(MLOPS_SERVING_MAX_BODY_BYTES): send its rows in several requests"
+    )
+    return json.dumps({"error_code": "RESOURCE_LIMIT_EXCEEDED", "message": message})
+
+
+def bad_request(message: str) -> str:
+    """A 400's body, as MLflow words an error."""
+    return json.dumps({"error_code": "BAD_REQUEST", "message": message})
+
+
+class RequestRefused(ValueError):
+    """A request refused before the model sees it (answered 400), and why."""
+
+
+# A JSON string, escapes and all (the loop unrolled: a tight loop for the regex engine).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def nesting_beyond(body: bytes, limit: int) -> int:
+    """How deep the JSON text ``body`` nests arrays and objects, when that is deeper than
+    ``limit``; else 0. Read without parsing: a body with no more opening brackets than
+    ``limit`` cannot be deeper (a single row's request, in well under a microsecond); any other
+    is measured by its brackets outside strings (in C and numpy: ~2 ms for 1 MB of table)."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return 0
+    import numpy as np
+
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    # "[" and "{" have bit 1 set, "]" and "}" do not: one level in, one out.
+    steps = (np.frombuffer(brackets, np.uint8) & 2).astype(np.int8) - 1
+    depth = int(np.cumsum(steps, dtype=np.int32).max()) if len(steps) else 0
+    return depth if depth > limit else 0
+
+
+def read_json(body: bytes) -> Any:
+    """``body`` parsed as JSON. Raises :class:`RequestRefused` for JSON nested deeper than
+    :data:`MAX_JSON_DEPTH` (unparsed) or that the parser cannot hold, and JSONDecodeError or
+    UnicodeDecodeError for a body that is not JSON."""
+    depth = nesting_beyond(body, MAX_JSON_DEPTH)
+    if depth:
+        raise RequestRefused(
+            f"the request's JSON is nested {depth} levels deep; this server reads at most "
+            f"{MAX_JSON_DEPTH} (a table's request is 4 or 5)"
+        )
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise
+    except (ValueError, RecursionError) as exc:  # such as an integer of over 4,300 digits
+        raise RequestRefused(f"the request's JSON cannot be read: {exc}") from None
+
+
+def refuse_ragged_rows(document: dict[str, Any]) -> None:
+    """Raise :class:`RequestRefused` when a ``dataframe_split`` request has a row with more or
+    fewer values than it has columns: pandas fills a short row with nulls, and it was scored."""
+    split = document.get("dataframe_split")
+    columns = split.get("columns") if isinstance(split, dict) else None
+    rows = split.get("data") if isinstance(split, dict) else None
+    if not isinstance(columns, list) or not isinstance(rows, list):
+        return
+    try:
+        lengths = list(map(len, rows))
+    except TypeError:  # a row that is not a list: MLflow's own error says so
+        return
+    if lengths.count(len(columns)) == len(lengths):
+        return
+    wrong = [row for row, length in enumerate(lengths) if length != len(columns)]
+    verb = "has" if len(wrong) == 1 else "have"
+    raise RequestRefused(
+        f"{_rows_named(wrong)} {verb} {_named([lengths[row] for row in wrong])} values for "
+        f"{len(columns)} columns: a row needs one value for each column (null for a missing one)"
+    )
+
+
+def rows_without_values(frame: Any) -> list[int]:
+    """The positions of the rows of the table ``frame`` whose every value is missing (on its
+    values as one array: 4 us for a row of numbers, where ``frame.isna()`` takes 12)."""
+    import numpy as np
+    import pandas as pd
+
+    return np.flatnonzero(pd.isna(frame.to_numpy()).all(axis=1)).tolist()
+
+
+def _rows_named(rows: list[int]) -> str:
+    return f"row {rows[0]}" if len(rows) == 1 else f"rows {_named(rows)}"
+
+
+def _named(items: list[Any]) -> str:
+    """``items`` as a list for a message: the first :data:`MOST_NAMED`, and how many more."""
+    named = ", ".join(str(item) for item in items[:MOST_NAMED])
+    return named if len(items) <= MOST_NAMED else f"{named} and {len(items) - MOST_NAMED} more"
 
 
 # --- the Open Inference Protocol (V2) ------------------------------------------------------
@@ -569,12 +883,13 @@ class V2RequestError(ValueError):
         self.request_id = request_id
 
 
-def v2_to_dataframe_split(body: bytes) -> tuple[bytes, str | None]:
+def v2_to_dataframe_split(body: bytes) -> tuple[dict[str, Any], str | None]:
     """A V2 inference request whose input tensors are a table's columns (each of shape [n] or
-    [n, 1], ``BYTES`` for text), as MLflow's ``dataframe_split`` body; and the request's
-    ``id``, if it gave one. Raises :class:`V2RequestError` saying what is wrong."""
+    [n, 1], ``BYTES`` for text), as MLflow's ``dataframe_split`` document; and the request's
+    ``id``, if it gave one. Raises :class:`V2RequestError` saying what is wrong, or
+    :class:`RequestRefused` for JSON nested too deep to read."""
     try:
-        document = json.loads(body)
+        document = read_json(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise V2RequestError(f"the request body is not JSON: {exc}") from None
     given = document.get("id") if isinstance(document, dict) else None
@@ -583,7 +898,7 @@ def v2_to_dataframe_split(body: bytes) -> tuple[bytes, str | None]:
         split = _v2_columns(document)
     except V2RequestError as exc:
         raise V2RequestError(str(exc), given) from None
-    return json.dumps(split).encode(), given
+    return split, given
 
 
 def _v2_columns(document: Any) -> dict[str, Any]:
@@ -1024,20 +1339,49 @@ def split_rows(result: Any, sizes: list[int]) -> list[Any] | None:
 
 class _RecordingModel:
     """The served model as MLflow's scoring function sees it for one request, keeping the rows
-    it was given; with a batcher, they are predicted there."""
+    it was given; with a batcher, they are predicted there. A table with a row of no values at
+    all is refused here, before the model (it would be scored); the columns the model does not
+    take (MLflow drops them without a word) are noted."""
 
-    def __init__(self, model: Any, batcher: Batcher | None = None) -> None:
+    def __init__(
+        self, model: Any, batcher: Batcher | None = None, columns: frozenset[str] | None = None
+    ) -> None:
         self._model = model
         self._batcher = batcher
+        self._columns = columns  # the signature's, if it names them
         self.metadata = model.metadata
         self.inputs: Any = None
+        self.ignored: tuple[str, ...] = ()
+        self.refused = ""  # why the rows were refused (MLflow's function wraps the exception)
         self.abandoned = threading.Event()  # the client was answered 504
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        import pandas as pd
+
         self.inputs = data
+        if isinstance(data, pd.DataFrame):
+            empty = rows_without_values(data)
+            if empty:
+                verb = "has" if len(empty) == 1 else "have"
+                self.refused = f"{_rows_named(empty)} {verb} no values (all null): nothing to score"
+                raise RequestRefused(self.refused)
+            if self._columns is not None:
+                self.ignored = tuple(str(c) for c in data.columns if str(c) not in self._columns)
         if self._batcher is None:
             return self._model.predict(data, params=params)
         return self._batcher.predict(data, params, self.abandoned)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a request is answered (status, content and its type, as MLflow's function words
+    them), and what its scoring learnt: a V2 request's ``id``, the columns the model ignored."""
+
+    status: int
+    content: str
+    mimetype: str = JSON
+    v2_id: str | None = None
+    ignored_columns: tuple[str, ...] = ()
 
 
 class ModelApp:
@@ -1067,6 +1411,7 @@ class ModelApp:
         model_name: str = "model",
         model_version: str = "",
         batch: int = 1,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         from mlflow.version import VERSION
 
@@ -1080,6 +1425,12 @@ class ModelApp:
         self.model_version = model_version
         self.scoring = ThreadPoolExecutor(max_workers=batch, thread_name_prefix="scoring")
         self.batcher = Batcher(model, batch, self.input_schema) if batch > 1 else None
+        self.max_body_bytes = max_body_bytes
+        named = self.input_schema is not None and self.input_schema.has_input_names()
+        self.input_columns = (
+            frozenset(str(name) for name in self.input_schema.input_names()) if named else None
+        )
+        self._ignoring = Throttle()  # the warning about ignored columns
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -1154,30 +1505,24 @@ class ModelApp:
         received, started = time.time(), time.perf_counter()
         headers = _headers(scope)
         given = headers.get(REQUEST_ID_HEADER)
-        body = await _body(receive)
-        model = _RecordingModel(self.model, self.batcher)
-        scored, content_type = body, headers.get("content-type", "")
-        refused = None
-        if v2:
-            try:
-                scored, v2_id = v2_to_dataframe_split(body)
-                content_type, given = "application/json", given or v2_id
-            except V2RequestError as exc:
-                refused = json.dumps({"error_code": "BAD_REQUEST", "message": str(exc)})
-                given = given or exc.request_id
-        request_id = _request_id(given)
-        if refused is None:
-            status, content, mimetype = await self._score(scored, content_type, model, request_id)
+        body, whole = await _body(receive, headers, self.max_body_bytes)
+        model = _RecordingModel(self.model, self.batcher, self.input_columns)
+        if whole:
+            answer = await self._score(body, headers.get("content-type", ""), model, v2, given)
         else:
-            status, content, mimetype = 400, refused, "application/json"
-        if not v2:
-            await _respond(send, status, content, mimetype, request_id)
-        elif status < 400:
-            answer = v2_response(content, self.model_name, self.model_version, request_id)
-            await _respond(send, status, answer, "application/json", request_id)
-        else:
-            await _v2_error(send, status, _error_message(content), request_id)
-        if self.traffic is not None:
+            answer = Answer(413, too_large(self.max_body_bytes))
+        request_id = _request_id(given or answer.v2_id)
+        status, content, mimetype = answer.status, answer.content, answer.mimetype
+        if v2 and status < 400:
+            content = v2_response(content, self.model_name, self.model_version, request_id)
+        elif v2:
+            content, mimetype = json.dumps({"error": _error_message(content)}), JSON
+        extra = []
+        if answer.ignored_columns:
+            self._say_ignored(request_id, answer.ignored_columns)
+            named = ignored_columns_header(answer.ignored_columns)
+            extra.append((IGNORED_COLUMNS_HEADER.encode(), named))
+        if self.traffic is not None:  # journaled before the client has its answer
             answered = status < 400
             self.traffic.record(
                 Exchange(
@@ -1186,33 +1531,88 @@ class ModelApp:
                     seconds=time.perf_counter() - started,
                     status=status,
                     inputs=model.inputs if answered else None,
-                    answer=content if answered else "",
-                    error="" if answered else content,
+                    answer=answer.content if answered else "",
+                    error="" if answered else answer.content,
                     body=b"" if answered else body[:ERROR_BODY_LIMIT],
+                    ignored_columns=answer.ignored_columns,
                 )
+            )
+        await _respond(send, status, content, mimetype, request_id, extra)
+
+    def _say_ignored(self, request_id: str, columns: tuple[str, ...]) -> None:
+        held_back = self._ignoring.due()
+        if held_back is not None:
+            log.warning(
+                "request %s has columns the model does not take, ignored: %s (and %d more such "
+                "requests since this was last said)",
+                request_id,
+                _named(list(columns)),
+                held_back,
             )
 
     async def _score(
-        self, body: bytes, content_type: str, model: _RecordingModel, request_id: str
-    ) -> tuple[int, str, str]:
-        """MLflow's answer to ``body``: status, content and its type."""
+        self, body: bytes, content_type: str, model: _RecordingModel, v2: bool, given: str | None
+    ) -> Answer:
+        """The answer to ``body``, made on a scoring thread within the timeout."""
+        call = asyncio.get_running_loop().run_in_executor(
+            self.scoring, self._answer, body, content_type, model, v2
+        )
+        try:
+            return await asyncio.wait_for(call, timeout=self.timeout_seconds)
+        except TimeoutError:
+            model.abandoned.set()
+            return Answer(504, "Request processing time exceeded limit")
+        except Exception:
+            log.exception("a request failed (x-request-id %s)", given)
+            return Answer(500, "Internal Server Error", "text/plain")
+
+    def _answer(self, body: bytes, content_type: str, model: _RecordingModel, v2: bool) -> Answer:
+        """MLflow's answer to a request (on a scoring thread). A JSON body is read here, once,
+        held to what a request may be (:func:`read_json`, :func:`refuse_ragged_rows`), and
+        given to MLflow's function as the document it is (the text, it would read twice)."""
         from mlflow.exceptions import MlflowException
         from mlflow.pyfunc.scoring_server import invocations
 
-        call = asyncio.get_running_loop().run_in_executor(
-            self.scoring, invocations, body, content_type, model, self.input_schema
-        )
+        v2_id = None
         try:
-            result = await asyncio.wait_for(call, timeout=self.timeout_seconds)
-            return result.status, result.response, result.mimetype
+            if v2:
+                data, v2_id = v2_to_dataframe_split(body)
+                content_type = JSON
+            else:
+                data = _json_document(body, content_type)
+            result = invocations(data, content_type, model, self.input_schema)
+            return Answer(result.status, result.response, result.mimetype, v2_id, model.ignored)
+        except V2RequestError as exc:
+            return Answer(400, bad_request(str(exc)), JSON, exc.request_id)
+        except RequestRefused as exc:
+            return Answer(400, bad_request(str(exc)), JSON, v2_id)
         except MlflowException as exc:
-            return exc.get_http_status_code(), exc.serialize_as_json(), "application/json"
-        except TimeoutError:
-            model.abandoned.set()
-            return 504, "Request processing time exceeded limit", "application/json"
-        except Exception:
-            log.exception("request %s failed", request_id)
-            return 500, "Internal Server Error", "text/plain"
+            if model.refused:  # raised by the model's predict, and wrapped by MLflow's function
+                return Answer(400, bad_request(model.refused), JSON, v2_id)
+            return Answer(exc.get_http_status_code(), exc.serialize_as_json(), JSON, v2_id)
+
+
+def _json_document(body: bytes, content_type: str) -> Any:
+    """The JSON object a request of JSON ``content_type`` holds; any other body as it is, for
+    MLflow's function to read or to say what is wrong with it."""
+    if content_type.partition(";")[0].strip() != JSON:
+        return body
+    try:
+        document = read_json(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return body
+    if not isinstance(document, dict):
+        return body
+    refuse_ragged_rows(document)
+    return document
+
+
+def ignored_columns_header(columns: tuple[str, ...]) -> bytes:
+    """Columns as a header's value: comma-separated, each percent-encoded where it must be (a
+    comma, a space, a character not ASCII); the first :data:`MOST_NAMED` and how many more."""
+    listed = ",".join(urllib.parse.quote(column, safe="") for column in columns[:MOST_NAMED])
+    more = len(columns) - MOST_NAMED
+    return (listed if more <= 0 else f"{listed} (+{more} more)").encode()
 
 
 async def _v2_error(send: Send, status: int, message: str, request_id: str | None = None) -> None:
@@ -1230,20 +1630,40 @@ def _request_id(given: str | None) -> str:
     return uuid.uuid4().hex
 
 
-async def _body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
+async def _body(receive: Receive, headers: dict[str, str], limit: int) -> tuple[bytes, bool]:
+    """The request's body, and whether it is whole. Reading stops once it is past ``limit``
+    bytes, so a body over the limit is never held whole, and only its first bytes are kept (for
+    the log); one its Content-Length says is over is refused having read only those (or none,
+    from a client that waits to be asked for it: Expect: 100-continue). uvicorn reads and drops
+    the rest after the answer, so that a client that sends it all still reads the answer."""
+    declared = headers.get("content-length", "")
+    over = declared.isdigit() and int(declared) > limit
+    if over and headers.get("expect", "").lower() == "100-continue":
+        return b"", False
+    keep = min(limit, ERROR_BODY_LIMIT) if over else limit
+    chunks, size, more = [], 0, True
+    while more and size <= keep:
         message = await receive()
         chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+        size += len(chunks[-1])
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    if over or size > limit:
+        return body[:ERROR_BODY_LIMIT], False
+    return body, True
 
 
 async def _respond(
-    send: Send, status: int, content: str, mimetype: str, request_id: str | None = None
+    send: Send,
+    status: int,
+    content: str,
+    mimetype: str,
+    request_id: str | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     data = content.encode()
     headers = [(b"content-type", mimetype.encode()), (b"content-length", str(len(data)).encode())]
+    headers.extend(extra or ())
     if request_id:
         headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -1277,7 +1697,8 @@ def create_app() -> ModelApp:
             os.environ.get("MLOPS_MODEL_VERSION", ""),
             settings.buffer_requests,
             settings.flush_seconds,
-            counters_dir=os.environ.get(COUNTERS_DIR_ENV),
+            folder=os.environ.get(JOURNAL_DIR_ENV),
+            capacity_bytes=settings.buffer_bytes,
         )
     app = ModelApp(
         model,
@@ -1287,6 +1708,7 @@ def create_app() -> ModelApp:
         os.environ.get("MLOPS_MODEL_NAME", "model"),
         os.environ.get("MLOPS_MODEL_VERSION", ""),
         batch,
+        max_body_bytes(os.environ),
     )
     # MLflow, pandas, scikit-learn and the model stay for the worker's life: leave them out of
     # the garbage collector's full passes. Each walked them all and held every request up;
@@ -1327,8 +1749,9 @@ def main() -> None:
         # Start again with the sizing in the process's own environment: numpy's thread pools
         # read it once, and a look at /proc (or `podman exec env`) shows what the server got.
         os.execve(sys.executable, [sys.executable, *sys.argv], os.environ)
-    TrafficSettings.from_env(os.environ)  # a wrong setting stops the container at once
+    traffic = TrafficSettings.from_env(os.environ)  # a wrong setting stops the container at once
     protocol, batch = serving_protocol(os.environ), serving_batch(os.environ)
+    max_body_bytes(os.environ)
     threads = os.environ["OMP_NUM_THREADS"]
     batching = (
         f"up to {batch} request(s) predicted together"
@@ -1343,15 +1766,26 @@ def main() -> None:
 
     import uvicorn
 
-    # A fresh folder for this server's workers to share their counters in (see TrafficLog).
+    # A fresh folder for this server's workers' journals and counters (see TrafficLog).
     shared: str | None = None
-    try:
-        shared = os.environ[COUNTERS_DIR_ENV] = tempfile.mkdtemp(prefix="mlops-counters-")
-    except OSError as error:  # a read-only file system: each worker counts alone
-        os.environ.pop(COUNTERS_DIR_ENV, None)
-        print(
-            f"serving: /metrics per worker: no folder to share counters ({error})", file=sys.stderr
-        )
+    if traffic.enabled:
+        try:
+            shared = os.environ[JOURNAL_DIR_ENV] = tempfile.mkdtemp(prefix=JOURNAL_PREFIX)
+        except OSError as error:
+            raise SystemExit(
+                f"serving: the traffic log needs a folder on local disk for its journal ({error});"
+                " set TMPDIR to a writable one, or MLOPS_TRAFFIC_LOG=off"
+            ) from None
+    # A single-process uvicorn raises the SIGTERM that stopped it again once it has stopped,
+    # with the handler it found put back: this one, so that the process ends by SystemExit, the
+    # journal's folder is seen to, and then by the signal, as uvicorn means it to.
+    terminated: list[int] = []
+
+    def terminate(number: int, frame: object) -> None:
+        terminated.append(number)
+        raise SystemExit(128 + number)
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         uvicorn.run(
             f"{Path(__file__).stem}:create_app",
@@ -1364,7 +1798,31 @@ def main() -> None:
         )
     finally:
         if shared:  # only the folder this server made
+            ship_what_workers_left(traffic, shared)
             shutil.rmtree(shared, ignore_errors=True)
+        if terminated:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
+
+
+def ship_what_workers_left(settings: TrafficSettings, folder: str) -> None:
+    """Once the workers have stopped: ship what any of them left in the journal ``folder`` (one
+    killed and not replaced, or whose store failed when it stopped), and say what could not be."""
+    last = TrafficLog(
+        sink_for(settings),
+        os.environ.get("MLOPS_MODEL_NAME", "model"),
+        os.environ.get("MLOPS_MODEL_VERSION", ""),
+        settings.buffer_requests,
+        settings.flush_seconds,
+        worker=f"{socket.gethostname()}-{os.getpid()}-server",
+        folder=folder,
+    )
+    left = last.adopt()
+    if left:
+        print(
+            f"serving: traffic log: {left} requests could not be written to the store",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

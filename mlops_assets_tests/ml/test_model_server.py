@@ -1,15 +1,18 @@
 """The served model's process (mlops_assets/ml/model_server.py) run as the image runs it: a real
 uvicorn with its workers, a real MLflow model of scikit-learn's diabetes data, SIGTERM to the
-parent alone (as `podman stop` and Kubernetes do), and the traffic log in a folder or in a
-real SeaweedFS bucket."""
+parent alone (as `podman stop` and Kubernetes do), SIGKILL to a worker (as the OOM killer
+does), and the traffic log in a folder or in a real SeaweedFS bucket."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import http.client
 import json
 import os
+import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -30,6 +33,9 @@ from mlops_assets.ml.model_server import (
     TrafficLog,
     TrafficSettings,
     container_cpus,
+    max_body_bytes,
+    nesting_beyond,
+    read_json,
     server_sizing,
     serving_batch,
     size_server,
@@ -40,6 +46,7 @@ from mlops_assets.stack.process import ServerProcess, free_port, wait_until
 from mlops_assets_tests.conftest import imported_before
 
 MODEL_NAME = "diabetes"
+MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +126,22 @@ class Served:
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode(), error.headers["x-request-id"]
 
+    def request(
+        self, path: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, str, Any]:
+        """(status, body, headers) of POST ``path``."""
+        request = urllib.request.Request(
+            f"{self.url}{path}",
+            data=body,
+            headers={"Content-Type": "application/json", **(headers or {})},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read().decode(), response.headers
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(), error.headers
+
     def terminate(self, timeout: float = 60) -> None:
         """SIGTERM to the server's parent process alone; it must shut down gracefully: its
         workers' apps shut down, and it exits by itself (0, or by the signal uvicorn raises
@@ -133,6 +156,13 @@ class Served:
 
     def log(self) -> str:
         return self.process.log.read_text()
+
+    @property
+    def pid(self) -> int:
+        """The server's process: its one worker, when it has one (uvicorn runs it in-process)."""
+        process = self.process.process
+        assert process is not None
+        return process.pid
 
 
 @pytest.fixture
@@ -402,36 +432,109 @@ def test_a_write_that_failed_is_retried_under_its_own_key_and_counts_against_the
     assert len(list((tmp_path / "traffic").rglob("*.jsonl"))) == 2  # a, b's file once; c's
 
 
-def test_the_servers_counters_sum_every_worker_and_hold_only_the_running_ones(
-    tmp_path: Path,
-) -> None:
-    import subprocess
+# A worker of the server, killed (SIGKILL) while it holds requests in its journal; its mode says
+# when. "answering": between requests (the fourth dropped: the journal holds three at most);
+# "writing": just as its store took the segment's file, before the worker could note it.
+ENDED_WORKER = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+import pandas as pd
+from model_server import Exchange, FolderSink, TrafficLog
 
-    ended = subprocess.Popen(["true"])
-    ended.wait()  # a worker that has ended: its pid is free
-    (tmp_path / "ended.json").write_text(json.dumps({"pid": ended.pid, "values": [5, 1, 4, 3]}))
-    (tmp_path / ".half.json.partial").write_text('{"pid": 1, "val')  # a write under way
-    (tmp_path / "other.json").write_text('{"not": "counters"}')  # not a worker's
+class KilledWriting(FolderSink):
+    def write(self, key, data):
+        super().write(key, data)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+mode, store, folder = sys.argv[2:]
+sink = KilledWriting(store) if mode == "writing" else FolderSink(store)
+log = TrafficLog(sink, "diabetes", "1", capacity=3, flush_seconds=60, worker="ended",
+                 folder=folder)
+for i in range(4):
+    log.record(Exchange(f"e{i}", time.time(), 0.001, 200, pd.DataFrame({"x": [1.0]}),
+                        '{"predictions":[2]}'))
+if mode == "writing":
+    log.flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("killed", ["answering", "writing"])
+def test_what_a_killed_worker_journaled_another_ships_once_and_counts(
+    tmp_path: Path, killed: str
+) -> None:
+    folder, store = tmp_path / "journal", tmp_path / "store"
+    folder.mkdir()
+    server_folder = str(Path(model_server.__file__).parent)
+    ended = subprocess.run(
+        [sys.executable, "-c", ENDED_WORKER, server_folder, killed, str(store), str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    assert ended.returncode == -signal.SIGKILL, ended.stderr
+    written_before = len(read_lines(store))  # "writing": its segment's file, 3 lines and 1
+    assert written_before == (4 if killed == "writing" else 0)
+    (folder / ".half.counters.partial").write_bytes(b"\0" * 3)  # a worker starting
+    (folder / "other.counters").write_bytes(b"not")  # not a worker's
     log = TrafficLog(
-        FolderSink(str(tmp_path / "store")), MODEL_NAME, "1", capacity=10, flush_seconds=60,
-        worker="this", counters_dir=str(tmp_path),
+        FolderSink(str(store)), MODEL_NAME, "1", capacity=10, flush_seconds=60,
+        worker="this", folder=str(folder),
     )  # fmt: skip
     assert log.record(exchange("a"))
     assert log.record(exchange("b"))
-    # Counts add up over every worker the server had; requests held, over the running ones.
-    assert log.server_counters() == (7, 1, 4, 2)
-    assert json.loads((tmp_path / "this.json").read_text())["values"] == [2, 0, 0, 2]
+    # The server's counts add up every worker it had; the killed one holds what it left.
+    assert log.counters() == (2, 0, 0, 2)
+    assert log.server_counters() == (5, 1, 0, 5)
+
+    log.flush()  # this worker's journal, and then the killed one's
+    assert log.server_counters() == (5, 1, 6, 0)  # five answers and a dropped line
+    lines = read_lines(store)
+    answered = sorted(line["request_id"] for line in lines if line["kind"] == "answer")
+    assert answered == ["a", "b", "e0", "e1", "e2"]
+    dropped = [(line["count"], line["worker"]) for line in lines if line["kind"] == "dropped"]
+    assert dropped == [(1, "ended")]
+    assert not list(folder.glob("*.journal"))
+    # Looked at again, nothing is written twice.
     log.flush()
-    assert log.server_counters() == (7, 1, 6, 0)
+    assert read_lines(store) == lines
+    assert log.server_counters() == (5, 1, 6, 0)
     assert "mlops_traffic_written_lines_total 6\n" in log.metrics()
+
+
+def test_the_journal_is_bounded_in_bytes_as_well_as_requests(tmp_path: Path) -> None:
+    log = TrafficLog(
+        FolderSink(str(tmp_path / "store")), MODEL_NAME, "1", capacity=100, flush_seconds=60,
+        capacity_bytes=10_000,
+    )  # fmt: skip
+    body = b"x" * 4000  # a refused request's body, logged
+    recorded = [
+        log.record(Exchange(f"big{i}", time.time(), 0.001, 400, error="no", body=body))
+        for i in range(20)
+    ]
+    assert recorded == [True, True] + [False] * 18
+    journal = sum(path.stat().st_size for path in log.folder.glob("*.journal"))
+    assert journal <= 10_000 + 18  # and one byte for each request dropped
+    assert log.counters() == (2, 18, 0, 2)
+    log.flush()
+    assert log.record(exchange("small"))  # room again once the store has them
+    log.flush()
+    lines = read_lines(tmp_path / "store")
+    assert [line["request_id"] for line in lines if line["kind"] != "dropped"] == [
+        "big0", "big1", "small"]  # fmt: skip
+    assert [line["count"] for line in lines if line["kind"] == "dropped"] == [18]
+    assert log.counters() == (3, 18, 4, 0)
 
 
 def test_settings_are_read_from_the_environment_and_a_wrong_switch_is_refused() -> None:
     settings = TrafficSettings.from_env(
-        {"MLOPS_TRAFFIC_LOG": "off", "MLOPS_TRAFFIC_STORE": "s3://b/p", "MLOPS_TRAFFIC_BUFFER": "5"}
-    )
-    assert (settings.enabled, settings.store, settings.buffer_requests) == (False, "s3://b/p", 5)
-    assert TrafficSettings.from_env({}).store == "/var/lib/mlops/store"
+        {"MLOPS_TRAFFIC_LOG": "off", "MLOPS_TRAFFIC_STORE": "s3://b/p", "MLOPS_TRAFFIC_BUFFER": "5",
+         "MLOPS_TRAFFIC_BUFFER_BYTES": "4096"}
+    )  # fmt: skip
+    assert (settings.enabled, settings.store) == (False, "s3://b/p")
+    assert (settings.buffer_requests, settings.buffer_bytes) == (5, 4096)
+    default = TrafficSettings.from_env({})
+    assert (default.store, default.buffer_requests, default.buffer_bytes) == (
+        "/var/lib/mlops/store", 10_000, 64 * MIB)  # fmt: skip
     with pytest.raises(ValueError, match="MLOPS_TRAFFIC_LOG must be on or off, not 'maybe'"):
         TrafficSettings.from_env({"MLOPS_TRAFFIC_LOG": "maybe"})
 
@@ -468,6 +571,371 @@ def test_the_entry_point_imports_nothing_of_the_project() -> None:
     source = Path(model_server.__file__).read_text()
     assert "import mlops_assets" not in source
     assert "from mlops_assets" not in source
+
+
+# --- what a request may be ------------------------------------------------------------------
+
+
+def test_nesting_is_measured_by_brackets_outside_strings() -> None:
+    assert nesting_beyond(payload(features().iloc[:3]), 32) == 0
+    assert nesting_beyond(b"[" * 32 + b"]" * 32, 32) == 0  # at the limit
+    assert nesting_beyond(b"[" * 33 + b"]" * 33, 32) == 33
+    assert nesting_beyond(b'{"a": ' + b"[{" * 20 + b"}]" * 20 + b"}", 32) == 41
+    # Brackets in strings are text, escaped quotes and all, whichever way they lean.
+    assert nesting_beyond(b'["' + b"[" * 100 + b'"]', 32) == 0
+    assert nesting_beyond(b'["\\"' + b"{" * 100 + b'"]', 32) == 0
+    assert nesting_beyond(b"[" * 40 + b'"' + b"]" * 40 + b'"' + b"]" * 40, 32) == 40
+    with pytest.raises(model_server.RequestRefused, match="nested 100000 levels deep; this"):
+        read_json(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(model_server.RequestRefused, match="JSON cannot be read: Exceeds"):
+        read_json(b"[" + b"7" * 5000 + b"]")
+    with pytest.raises(json.JSONDecodeError):
+        read_json(b'{"dataframe_split": [')
+
+
+def test_the_body_limit_setting_is_a_whole_number_of_bytes() -> None:
+    assert max_body_bytes({}) == 8 * MIB
+    assert max_body_bytes({"MLOPS_SERVING_MAX_BODY_BYTES": " 1024 "}) == 1024
+    for wrong in ("0", "-1", "1.5", "8MiB"):
+        with pytest.raises(ValueError, match=f"a whole number of bytes above 0, not '{wrong}'"):
+            max_body_bytes({"MLOPS_SERVING_MAX_BODY_BYTES": wrong})
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (resident now) and VmHWM (resident at most, so far) of process ``pid``, in KiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return {key: int(value) for key, value in re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", status,
+                                                         re.MULTILINE)}  # fmt: skip
+
+
+def post_streamed(
+    served: Served, path: str, chunks: list[bytes], request_id: str, chunked: bool
+) -> tuple[int, str, str]:
+    """(status, body, x-request-id) of POST ``path`` of ``chunks``: sent as they come, with
+    Content-Length or chunked (no length given), all of them before the answer is read, as a
+    plain client does."""
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=60)
+    try:
+        connection.putrequest("POST", path)
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("X-Request-ID", request_id)
+        if chunked:
+            connection.putheader("Transfer-Encoding", "chunked")
+        else:
+            connection.putheader("Content-Length", str(sum(map(len, chunks))))
+        connection.endheaders()
+        for chunk in chunks:
+            connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+        if chunked:
+            connection.send(b"0\r\n\r\n")
+        response = connection.getresponse()
+        return response.status, response.read().decode(), response.headers["x-request-id"]
+    finally:
+        connection.close()
+
+
+def nested(depth: int) -> bytes:
+    """A JSON object holding arrays in arrays, ``depth`` levels deep in all."""
+    return b'{"x": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+def big_body(mib: int) -> list[bytes]:
+    """A table's request of ``mib`` MiB, in chunks of 1 MiB."""
+    head = b'{"dataframe_split": {"columns": ["age", "sex"], "data": ['
+    rows = b"[0.038, 0.051]," * (MIB // 15)
+    return [head + rows, *([rows] * (mib - 1))]
+
+
+@pytest.mark.parametrize("protocol", ["mlflow", pytest.param("v2", marks=pytest.mark.slow)])
+def test_a_body_too_large_or_too_deep_is_refused_unread_and_logged(
+    serve: Any, tmp_path: Path, protocol: str
+) -> None:
+    """Two bodies of 64 MiB each (one with Content-Length, one chunked) at a limit of 1 MiB
+    leave the worker's resident memory, now and at its peak, within 16 MiB of where it was;
+    JSON too deep for the limit, and too deep for Python's parser, is refused with 400."""
+    store = tmp_path / "store"
+    served = serve(
+        MLOPS_TRAFFIC_STORE=str(store),
+        MLFLOW_MODELS_WORKERS="1",
+        MLOPS_SERVING_PROTOCOL=protocol,
+        MLOPS_SERVING_MAX_BODY_BYTES=str(MIB),
+    )
+    path = "/invocations" if protocol == "mlflow" else f"/v2/models/{MODEL_NAME}/infer"
+    rows = features().iloc[:2]
+    table = payload(rows) if protocol == "mlflow" else json.dumps(v2_payload(rows)).encode()
+
+    def message(answer: str) -> str:
+        return str(json.loads(answer)["message" if protocol == "mlflow" else "error"])
+
+    assert served.request(path, table, {"X-Request-ID": "warm"})[0] == 200
+    assert post_streamed(served, path, big_body(2), "warm-big", chunked=False)[0] == 413
+    worker = served.pid  # one worker: the server's own process
+    before = memory_kib(worker)
+
+    declared = post_streamed(served, path, big_body(64), "big-declared", chunked=False)
+    streamed = post_streamed(served, path, big_body(64), "big-streamed", chunked=True)
+    after = memory_kib(worker)
+    too_large = (
+        "the request body is larger than 1,048,576 bytes, the most this server reads "
+        "(MLOPS_SERVING_MAX_BODY_BYTES): send its rows in several requests"
+    )
+    for (status, answer, echoed), request_id in ((declared, "big-declared"),
+                                                 (streamed, "big-streamed")):  # fmt: skip
+        assert (status, message(answer), echoed) == (413, too_large, request_id)
+    assert after["VmRSS"] - before["VmRSS"] < 16 * 1024, (before, after)
+    assert after["VmHWM"] - before["VmHWM"] < 16 * 1024, (before, after)
+
+    depths = {"deep-33": 33, "deep-100000": 100_000, "deep-32": 32}
+    answers = {
+        request_id: served.request(path, nested(depth), {"X-Request-ID": request_id})
+        for request_id, depth in depths.items()
+    }
+    for request_id in ("deep-33", "deep-100000"):
+        status, answer, headers = answers[request_id]
+        assert (status, headers["x-request-id"]) == (400, request_id)
+        assert message(answer) == (
+            f"the request's JSON is nested {depths[request_id]} levels deep; this server reads "
+            "at most 32 (a table's request is 4 or 5)"
+        )
+    status, answer, _ = answers["deep-32"]  # read, and refused for what it holds
+    assert status == 400
+    assert "nested" not in message(answer)
+    assert served.request(path, table, {"X-Request-ID": "after"})[0] == 200
+    served.terminate()
+
+    lines = read_lines(store)
+    errors = {line["request_id"]: line for line in lines if line["kind"] == "error"}
+    assert set(errors) == {"warm-big", "big-declared", "big-streamed", *depths}
+    for request_id in ("big-declared", "big-streamed"):
+        assert (errors[request_id]["status"], errors[request_id]["error"]) == (413, too_large)
+        # The first bytes of the body, as of any request refused.
+        first = b"".join(big_body(1))[: model_server.ERROR_BODY_LIMIT].decode()
+        assert errors[request_id]["body"] == first
+    assert errors["deep-100000"]["error"].startswith("the request's JSON is nested 100000 levels")
+    answered = {line["request_id"] for line in lines if line["kind"] == "answer"}
+    assert answered == {"warm", "after"}
+
+
+@pytest.mark.slow
+def test_refused_large_requests_keep_the_journal_within_its_bytes(
+    serve: Any, tmp_path: Path
+) -> None:
+    """1,000 requests of 60 KB, each refused (not JSON) and logged with its first bytes and
+    MLflow's message (which quotes it), against a journal of 1 MiB that is never shipped: the
+    journal stays within 1 MiB (and a byte for each request dropped), the worker's memory
+    within 16 MiB of where it was, and the store gets what the journal held and the count of
+    the rest."""
+    store, temporary = tmp_path / "store", tmp_path / "tmp"
+    temporary.mkdir()
+    served = serve(
+        MLOPS_TRAFFIC_STORE=str(store),
+        MLFLOW_MODELS_WORKERS="1",
+        MLOPS_TRAFFIC_BUFFER_BYTES=str(MIB),
+        MLOPS_TRAFFIC_FLUSH_SECONDS="3600",
+        TMPDIR=str(temporary),
+    )
+    body = b'{"dataframe_split": "' + b"x" * 60_000  # a string never closed: not JSON
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+
+    def refuse(request_id: str) -> int:
+        connection.request(
+            "POST", "/invocations", body,
+            {"Content-Type": "application/json", "X-Request-ID": request_id})  # fmt: skip
+        response = connection.getresponse()
+        response.read()
+        return response.status
+
+    assert {refuse(f"warm{i}") for i in range(20)} == {400}
+    before = memory_kib(served.pid)
+    assert {refuse(f"big{i}") for i in range(1000)} == {400}
+    after = memory_kib(served.pid)
+    connection.close()
+
+    counters = served_counters(served)
+    recorded, dropped = (counters["mlops_traffic_recorded_total"],
+                         counters["mlops_traffic_dropped_total"])  # fmt: skip
+    assert recorded + dropped == 1020
+    assert dropped > 1000  # a line of ~120 KB: the journal holds a handful
+    assert counters["mlops_traffic_held_requests"] == recorded
+    [folder] = temporary.glob(f"{model_server.JOURNAL_PREFIX}*")
+    journal = sum(path.stat().st_size for path in folder.glob("*.journal"))
+    assert MIB - 130_000 < journal <= MIB + dropped
+    assert after["VmRSS"] - before["VmRSS"] < 16 * 1024, (before, after)
+    served.terminate()
+
+    lines = read_lines(store)
+    assert len([line for line in lines if line["kind"] == "error"]) == recorded
+    assert sum(line["count"] for line in lines if line["kind"] == "dropped") == dropped
+    assert not folder.exists()  # the server removes the folder it made
+
+
+def workers_of(served: Served) -> list[int]:
+    """The server's workers: its child processes that said they started."""
+    parent = served.pid
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == parent:
+            children.add(int(stat.parent.name))
+    announced = {int(pid) for pid in re.findall(r"^serving worker (\d+):", served.log(), re.M)}
+    return sorted(children & announced)
+
+
+@pytest.mark.parametrize("journal", ["room", pytest.param("full", marks=pytest.mark.slow)])
+def test_a_worker_killed_in_a_burst_loses_no_answered_request(
+    serve: Any, tmp_path: Path, journal: str
+) -> None:
+    """SIGKILL to one of two workers while 16 clients send 480 requests (each its own
+    connection). Nothing is shipped before the server stops (a flush an hour), so whatever the
+    killed worker answered is in its journal alone; the worker uvicorn starts in its place
+    ships it. With a journal of 5 requests ("full"), most are dropped, and counted.
+
+    Every request a client got an answer for is in the store exactly once, or counted as
+    dropped (in the store's ``dropped`` lines and at /metrics alike); and the requests sent
+    are those in the store, those dropped, and, of those the killed worker never answered,
+    the ones it had not journaled yet."""
+    store, temporary = tmp_path / "store", tmp_path / "tmp"
+    temporary.mkdir()
+    served = serve(
+        MLOPS_TRAFFIC_STORE=str(store),
+        MLFLOW_MODELS_WORKERS="2",
+        MLOPS_TRAFFIC_FLUSH_SECONDS="3600",
+        MLOPS_TRAFFIC_BUFFER="5" if journal == "full" else "10000",
+        TMPDIR=str(temporary),
+    )
+    wait_until(functools.partial(_started, served, 2), "two workers", 90, served.process.log)
+    [folder] = temporary.glob(f"{model_server.JOURNAL_PREFIX}*")
+    rows = features()
+    sent = [f"k{i}" for i in range(480)]
+    done: list[str] = []
+    killed: list[int] = []
+    kill = threading.Lock()
+
+    def send(number: int) -> tuple[str, int | None]:
+        request_id = sent[number]
+        try:
+            status = served.post(payload(rows.iloc[number % 400 : number % 400 + 1]), request_id)[0]
+        except (OSError, http.client.HTTPException):  # reset: the worker was killed
+            status = None
+        with kill:
+            done.append(request_id)
+            if len(done) >= 160 and not killed:  # mid-burst: the worker with most journaled
+                journaled = {pid: sum(path.stat().st_size for path in
+                                      folder.glob(f"*-{pid}-*.journal"))
+                             for pid in workers_of(served)}  # fmt: skip
+                killed.append(max(journaled, key=lambda pid: journaled[pid]))
+                os.kill(killed[0], signal.SIGKILL)
+        return request_id, status
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = dict(pool.map(send, range(len(sent))))
+    assert killed, "no worker was killed"
+    answered = {rid for rid, status in outcomes.items() if status == 200}
+    unanswered = {rid for rid, status in outcomes.items() if status is None}
+    assert answered | unanswered == set(sent)
+    assert len(answered) > 240
+
+    # The worker uvicorn starts in place of the killed one ships what that one left.
+    wait_until(lambda: _started(served, 3), "a worker in place of the killed one", 90, None)
+    wait_until(lambda: not [path for path in folder.glob("*.journal") if f"-{killed[0]}-" in
+                            path.name], "the killed worker's journal shipped", 30, None)  # fmt: skip
+    counters = served_counters(served)
+    served.terminate()
+    assert f"Child process [{killed[0]}] died" in served.log()
+
+    files = sorted((store / "traffic" / MODEL_NAME).glob("date=*/*.jsonl"))
+    lines = read_lines(store)
+    keys = [(line["request_id"], line["row"]) for line in lines if line["kind"] == "answer"]
+    assert len(keys) == len(set(keys)), "a request was logged twice"
+    logged = {request_id for request_id, _ in keys}
+    assert logged <= set(sent)
+    dropped = sum(line["count"] for line in lines if line["kind"] == "dropped")
+    assert counters["mlops_traffic_dropped_total"] == dropped
+    assert counters["mlops_traffic_recorded_total"] == len(logged)
+    assert counters["mlops_traffic_written_lines_total"] < len(lines)  # the survivors' at stop
+    # What the killed worker answered reached the store, from its journal, in its name.
+    by_killed = [f for f in files if f"-{killed[0]}-" in f.name]
+    assert by_killed
+    assert any(file.read_text().strip() for file in by_killed)
+    assert len(answered - logged) <= dropped
+    assert 0 <= len(sent) - len(logged) - dropped <= len(unanswered - logged)
+    if journal == "room":
+        assert dropped == 0
+        assert answered <= logged
+    else:
+        assert dropped > 400
+
+
+def test_ragged_and_valueless_rows_are_refused_and_extra_columns_named(
+    serve: Any, diabetes_model: Path, tmp_path: Path
+) -> None:
+    import mlflow
+    from mlflow.pyfunc.scoring_server import invocations
+
+    store = tmp_path / "store"
+    served = serve(MLOPS_TRAFFIC_STORE=str(store), MLFLOW_MODELS_WORKERS="1")
+    model = mlflow.pyfunc.load_model(str(diabetes_model))
+    rows = features().iloc[:4]
+    columns, data = list(rows.columns), rows.values.tolist()
+
+    def split(table: list[list[Any]]) -> bytes:
+        return json.dumps({"dataframe_split": {"columns": columns, "data": table}}).encode()
+
+    def mlflows(body: bytes) -> str:
+        return str(invocations(body, "application/json", model, model.metadata.get_input_schema())
+                   .response)  # fmt: skip
+
+    # A table as it should be: MLflow's answer, byte for byte.
+    status, answer, headers = served.request("/invocations", payload(rows), {"X-Request-ID": "ok"})
+    assert (status, answer) == (200, mlflows(payload(rows)))
+    assert headers[model_server.IGNORED_COLUMNS_HEADER] is None
+
+    refusals = {
+        "ragged": (split([data[0], data[1][:4], data[2], data[3][:9]]),
+                   "rows 1, 3 have 4, 9 values for 10 columns: a row needs one value for each "
+                   "column (null for a missing one)"),
+        "long": (split([[*data[0], 1.0]]),
+                 "row 0 has 11 values for 10 columns: a row needs one value for each column "
+                 "(null for a missing one)"),
+        "empty": (split([data[0], [None] * 10, data[2], [None] * 10]),
+                  "rows 1, 3 have no values (all null): nothing to score"),
+        "empty-record": (json.dumps({"dataframe_records": [rows.iloc[0].to_dict(), {}]}).encode(),
+                         "row 1 has no values (all null): nothing to score"),
+    }  # fmt: skip
+    for request_id, (body, message) in refusals.items():
+        status, answer, _ = served.request("/invocations", body, {"X-Request-ID": request_id})
+        assert (status, json.loads(answer)) == (400, {"error_code": "BAD_REQUEST",
+                                                      "message": message})  # fmt: skip
+
+    # Columns the model does not take: answered as without them, and named.
+    extra = payload(rows.assign(colour="red"))
+    status, answer, headers = served.request("/invocations", extra, {"X-Request-ID": "extra"})
+    assert (status, answer) == (200, mlflows(payload(rows)))
+    assert headers[model_server.IGNORED_COLUMNS_HEADER] == "colour"
+    more = payload(rows.iloc[:1].assign(**{"colour": "red", "size, cm": 3}))
+    status, _, headers = served.request("/invocations", more, {"X-Request-ID": "extra-2"})
+    assert status == 200
+    assert headers[model_server.IGNORED_COLUMNS_HEADER] == "colour,size%2C%20cm"
+    served.terminate()
+    # A warning, not one a request: once a minute at most.
+    assert served.log().count("has columns the model does not take, ignored") == 1
+    assert "request extra has columns the model does not take, ignored: colour" in served.log()
+
+    lines = read_lines(store)
+    errors = {line["request_id"]: line for line in lines if line["kind"] == "error"}
+    assert {rid: (line["status"], line["error"]) for rid, line in errors.items()} == {
+        rid: (400, message) for rid, (_, message) in refusals.items()}  # fmt: skip
+    ignored = {(line["request_id"], line["row"]): line.get("ignored_columns") for line in lines}
+    expected: dict[tuple[str, int | None], list[str] | None] = {
+        **{("ok", row): None for row in range(4)},
+        **{("extra", row): ["colour"] for row in range(4)},
+        ("extra-2", 0): ["colour", "size, cm"],
+        **{(rid, None): None for rid in refusals},
+    }
+    assert ignored == expected
 
 
 # --- the Open Inference Protocol (V2) -------------------------------------------------------
@@ -530,19 +998,37 @@ def test_v2_speaks_the_open_inference_protocol_and_logs_what_it_answers(
     typed = v2_payload(rows, "v2-typed")
     typed["inputs"][1] |= {"datatype": "BYTES", "data": ["high"] * 3}
     assert post_json(infer, typed)[0] == 400
+    empty = v2_payload(rows, "v2-empty")
+    for tensor in empty["inputs"]:
+        tensor["data"][1] = None
+    assert post_json(infer, empty)[:2] == (
+        400,
+        {"error": "row 1 has no values (all null): nothing to score"},
+    )
+    # An input the model does not take: answered as without it, and named.
+    path = infer.removeprefix(served.url)
+    extra = json.dumps(v2_payload(rows.assign(colour="red"), "v2-extra")).encode()
+    status, answer_text, headers = served.request(path, extra)
+    assert (status, headers[model_server.IGNORED_COLUMNS_HEADER]) == (200, "colour")
+    assert json.loads(answer_text)["outputs"] == answer["outputs"]
     # The other protocol is not served.
     assert post_json(f"{served.url}/invocations", {})[0] == 404
     served.terminate()
 
     lines = read_lines(store)
     answered = {(x["request_id"], x["row"]): x for x in lines if x["kind"] == "answer"}
-    assert set(answered) == {("v2-first", 0), ("v2-first", 1), ("v2-first", 2), ("v2-second", 0)}
+    assert set(answered) == {
+        *[("v2-first", row) for row in range(3)],
+        ("v2-second", 0),
+        *[("v2-extra", row) for row in range(3)],
+    }
+    assert answered[("v2-extra", 2)]["ignored_columns"] == ["colour"]
     assert [answered[("v2-first", r)]["prediction"] for r in range(3)] == pytest.approx(
         list(expected)
     )
     assert answered[("v2-first", 1)]["inputs"]["bmi"] == pytest.approx(rows.iloc[1]["bmi"])
     errors = {x["request_id"]: x for x in lines if x["kind"] == "error"}
-    assert set(errors) >= {"v2-missing", "v2-short", "v2-typed"}
+    assert set(errors) >= {"v2-missing", "v2-short", "v2-typed", "v2-empty"}
     assert "(3 expected)" in errors["v2-short"]["error"]
 
 
