@@ -5,7 +5,7 @@ import functools
 import inspect
 import sqlite3
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from dagster import Backoff, DagsterExecutionInterruptedError, Failure, Jitter, RetryPolicy
 
@@ -62,6 +62,14 @@ def _as_failure(exc: BaseException) -> Failure | None:
     )
 
 
+def _reraise(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` as the Failure that fails the step at once, or as it is."""
+    failure = _as_failure(exc)
+    if failure is None:
+        raise exc
+    raise failure from exc
+
+
 def fail_fast(fn: F) -> F:
     """Wrap an asset's or check's function so that a permanent fault, or a signal to stop,
     fails the step at once instead of being retried with backoff by SERVER_RETRY. Dagster
@@ -73,10 +81,7 @@ def fail_fast(fn: F) -> F:
             try:
                 yield from fn(*args, **kwargs)
             except (Exception, *INTERRUPTS) as exc:
-                failure = _as_failure(exc)
-                if failure is None:
-                    raise
-                raise failure from exc
+                _reraise(exc)
 
         return generator  # type: ignore[return-value]
 
@@ -85,9 +90,6 @@ def fail_fast(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except (Exception, *INTERRUPTS) as exc:
-            failure = _as_failure(exc)
-            if failure is None:
-                raise
-            raise failure from exc
+            _reraise(exc)
 
     return function  # type: ignore[return-value]

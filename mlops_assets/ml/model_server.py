@@ -478,6 +478,22 @@ class TrafficLog:
         self._thread: threading.Thread | None = None
         self._journal_failing = Throttle()
 
+    @classmethod
+    def from_settings(
+        cls, settings: TrafficSettings, folder: str | None, worker: str | None = None
+    ) -> TrafficLog:
+        """The log of the model this process serves (MLOPS_MODEL_NAME, MLOPS_MODEL_VERSION)."""
+        return cls(
+            sink_for(settings),
+            os.environ.get("MLOPS_MODEL_NAME", "model"),
+            os.environ.get("MLOPS_MODEL_VERSION", ""),
+            settings.buffer_requests,
+            settings.flush_seconds,
+            worker=worker,
+            folder=folder,
+            capacity_bytes=settings.buffer_bytes,
+        )
+
     def _claim_counters(self) -> tuple[memoryview, mmap.mmap, int]:
         """This worker's counters file, locked for the worker's life; made under another name and
         then renamed, so that no other worker ever finds it unlocked and takes it for an ended
@@ -1691,15 +1707,7 @@ def create_app() -> ModelApp:
     settings = TrafficSettings.from_env(os.environ)
     traffic = None
     if settings.enabled:
-        traffic = TrafficLog(
-            sink_for(settings),
-            os.environ.get("MLOPS_MODEL_NAME", "model"),
-            os.environ.get("MLOPS_MODEL_VERSION", ""),
-            settings.buffer_requests,
-            settings.flush_seconds,
-            folder=os.environ.get(JOURNAL_DIR_ENV),
-            capacity_bytes=settings.buffer_bytes,
-        )
+        traffic = TrafficLog.from_settings(settings, folder=os.environ.get(JOURNAL_DIR_ENV))
     app = ModelApp(
         model,
         traffic,
@@ -1808,14 +1816,8 @@ def main() -> None:
 def ship_what_workers_left(settings: TrafficSettings, folder: str) -> None:
     """Once the workers have stopped: ship what any of them left in the journal ``folder`` (one
     killed and not replaced, or whose store failed when it stopped), and say what could not be."""
-    last = TrafficLog(
-        sink_for(settings),
-        os.environ.get("MLOPS_MODEL_NAME", "model"),
-        os.environ.get("MLOPS_MODEL_VERSION", ""),
-        settings.buffer_requests,
-        settings.flush_seconds,
-        worker=f"{socket.gethostname()}-{os.getpid()}-server",
-        folder=folder,
+    last = TrafficLog.from_settings(
+        settings, folder=folder, worker=f"{socket.gethostname()}-{os.getpid()}-server"
     )
     left = last.adopt()
     if left:
