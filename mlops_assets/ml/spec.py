@@ -57,12 +57,21 @@ class CategoricalColumn:
         _check_share(f"column '{self.name}'", self.max_null_share)
         if isinstance(self.allowed, str):  # ("a") is a string, not a one-value tuple
             object.__setattr__(self, "allowed", (self.allowed,))
-        # Normalised as the data is, so 'Yes' in a spec matches 'yes', ' YES ' and 'Yes' in a file.
-        normalised = tuple(dict.fromkeys(normalise_label(v) for v in self.allowed))
-        object.__setattr__(self, "allowed", normalised)
+        # Kept as written (a class is 'Adelie', not 'adelie'), one spelling per value as the
+        # data is compared: 'Yes' in a spec matches 'yes', ' YES ' and 'Yes' in a file.
+        spelled: dict[str, str] = {}
+        for value in self.allowed:
+            spelled.setdefault(normalise_label(value), " ".join(str(value).split()))
+        object.__setattr__(self, "allowed", tuple(spelled.values()))
+
+    @property
+    def spelling(self) -> dict[str, str]:
+        """Each allowed value as the data is compared (normalised) -> as the spec writes it."""
+        return {normalise_label(v): v for v in self.allowed}
 
     def schema(self) -> dict[str, Any]:
-        return {"name": self.name, "allowed": sorted(self.allowed)}
+        # Normalised: a spec that only writes its values in another case keeps its digests.
+        return {"name": self.name, "allowed": sorted(self.spelling)}
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,11 @@ class DatasetSpec:
     max_null_share: float = 0.05
     max_duplicate_share: float = 0.2
     split: SplitSpec = field(default_factory=SplitSpec)
+    # The columns that identify a record (an id, or an id and a date). With a key, rows that
+    # repeat a key are one record written again: the last is kept, and max_duplicate_share
+    # bounds them. Without one, rows are observations: two equal rows are two observations,
+    # and none is dropped for being equal to another.
+    key: tuple[str, ...] = ()
 
     @property
     def task(self) -> str:
@@ -106,6 +120,9 @@ class DatasetSpec:
                 f"dataset spec '{self.name}': a classification target needs at least two "
                 f"classes; '{self.target.name}' allows {list(self.classes)}"
             )
+        if isinstance(self.key, str):  # ("id") is a string, not a one-column key
+            object.__setattr__(self, "key", (self.key,))
+        object.__setattr__(self, "key", tuple(self.key))
         names = [self.target.name, *self.feature_columns]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
@@ -144,6 +161,13 @@ class DatasetSpec:
     def required_columns(self) -> list[str]:
         return [*self.feature_columns, self.target.name]
 
+    @property
+    def key_only_columns(self) -> list[str]:
+        """Key columns that are neither features nor the target (an id): carried as text, so
+        that records can be told apart, and left out of the model's input."""
+        declared = set(self.required_columns)
+        return [c for c in self.key if c not in declared]
+
     def _columns(self) -> list[NumericColumn | CategoricalColumn]:
         return [self.target, *self.numeric, *self.categorical]
 
@@ -164,6 +188,8 @@ class DatasetSpec:
         }
         if self.task != "regression":  # regression specs keep the digests they always had
             schema["task"] = self.task
+        if self.key:  # likewise, specs without a key
+            schema["key"] = list(self.key)
         return _digest(schema)
 
     def processing_fingerprint(self) -> str:
@@ -191,6 +217,10 @@ class DatasetSpec:
             return data
 
         data = {"task": self.task, **asdict(self)}
+        if self.key:
+            data["key"] = list(self.key)
+        else:
+            del data["key"]
         data["target"] = column(self.target)
         data["numeric"] = [column(c) for c in self.numeric]
         data["categorical"] = [column(c) for c in self.categorical]
@@ -210,11 +240,21 @@ class DatasetSpec:
                 max_null_share=float(data.get("max_null_share", 0.05)),
                 max_duplicate_share=float(data.get("max_duplicate_share", 0.2)),
                 split=SplitSpec(**data.get("split", {})),
+                key=_key(data.get("key", ())),
             )
         except KeyError as exc:
             raise ValueError(f"dataset spec {source} is malformed: missing key {exc}") from exc
         except (TypeError, ValueError) as exc:
             raise ValueError(f"dataset spec {source} is malformed: {exc}") from exc
+
+
+def _key(value: Any) -> tuple[str, ...]:
+    """A spec's ``key``: a column name, or a list of them."""
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"key must be a column name or a list of them, not {value!r}")
+    return tuple(value)
 
 
 def _target(target: Any, task: str) -> NumericColumn | CategoricalColumn:

@@ -69,7 +69,7 @@ def test_missing_or_broken_spec_file_names_the_file(tmp_path):
         load_spec(str(broken))
 
 
-def test_allowed_values_are_normalised_as_the_data_is():
+def test_allowed_values_are_kept_as_written_and_matched_as_the_data_is():
     data = HOUSE_PRICES.to_dict()
     data["categorical"][-1]["allowed"] = [
         "Furnished",
@@ -78,7 +78,13 @@ def test_allowed_values_are_normalised_as_the_data_is():
         "furnished",
     ]
     furnishing = DatasetSpec.from_dict(data).categorical[-1]
-    assert furnishing.allowed == ("furnished", "semi-furnished", "unfurnished")
+    # Kept as written (the first spelling of each), matched as the data is compared.
+    assert furnishing.allowed == ("Furnished", "Semi-Furnished", "UNFURNISHED")
+    assert furnishing.spelling == {
+        "furnished": "Furnished",
+        "semi-furnished": "Semi-Furnished",
+        "unfurnished": "UNFURNISHED",
+    }
     assert DatasetSpec.from_dict(data).schema_fingerprint() == HOUSE_PRICES.schema_fingerprint()
 
 
