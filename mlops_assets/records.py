@@ -97,6 +97,11 @@ class ScoredBatch:
     train_target_max: float | None
     # The spec's classes (classification): allowed predictions, one probability column each.
     classes: tuple[str, ...] = ()
+    # Rows set aside (beside the predictions, with their rule): rows + quarantined = input_rows.
+    quarantined: int = 0
+    quarantine_key: str | None = None
+    quarantine_rules: dict[str, int] = field(default_factory=dict)  # rule -> rows
+    quarantine_examples: tuple[str, ...] = ()  # "file 'a.csv', row 7 (line 8): rule"
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ EXPECTED_CHECKS = {
     },
     "predictions": {
         "one_prediction_per_row",
+        "quarantine_share_within_limit",
         "no_missing_predictions",
         "predictions_in_plausible_range",
     },

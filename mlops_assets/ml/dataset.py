@@ -22,7 +22,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 @dataclass(frozen=True)
 class CleaningStats:
     rows_in: int
-    duplicates_dropped: int
+    duplicates_dropped: int  # rows whose key a later row repeats (0 without a key)
     missing_target_dropped: int
 
     @property
@@ -31,10 +31,16 @@ class CleaningStats:
 
 
 def clean(frame: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, CleaningStats]:
-    """Drop rows without a target and exact duplicates (categories are already normalised)."""
+    """Drop rows without a target and, when the spec has a key, every row whose key a later
+    row repeats (the record written again: the last is kept). Rows are never dropped for being
+    equal to another: without a key they are observations (categories are already
+    normalised)."""
     has_target = frame[spec.target.name].notna()
     labelled = frame[has_target]
-    duplicated = labelled.duplicated(keep="first")
+    if spec.key:
+        duplicated = labelled.duplicated(subset=list(spec.key), keep="last")
+    else:
+        duplicated = pd.Series(False, index=labelled.index)
     cleaned = labelled[~duplicated].reset_index(drop=True)
     stats = CleaningStats(
         rows_in=len(frame),

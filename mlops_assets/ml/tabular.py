@@ -52,6 +52,10 @@ class Violation:
     detail: str
     rows: tuple[int, ...] = ()
     row_count: int = 0
+    # Which rows break the rule, for a rule a single row can break (a value out of range, an
+    # unseen category): a scoring batch sets those rows aside and scores the rest. None for a
+    # rule of the whole file (a missing column, a share of missing values).
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def message(self) -> str:
@@ -61,7 +65,8 @@ class Violation:
         if self.rows:
             listed = ", ".join(str(r) for r in self.rows)
             more = self.row_count - len(self.rows)
-            where += f", rows {listed}" + (f" and {more:,} more" if more > 0 else "")
+            noun = "row" if self.row_count <= 1 and len(self.rows) == 1 else "rows"
+            where += f", {noun} {listed}" + (f" and {more:,} more" if more > 0 else "")
         return f"{where}: {self.detail} (rule: {self.rule})"
 
 
@@ -75,6 +80,8 @@ class Inspection:
     results: dict[str, list[Violation] | None] = field(default_factory=dict)
     # Columns of the file the spec does not declare: read past, never silently.
     ignored_columns: tuple[str, ...] = ()
+    # Findings that do not reject the file (a person should look), by rule group.
+    warnings: dict[str, list[Violation]] = field(default_factory=dict)
 
     @property
     def violations(self) -> list[Violation]:
@@ -121,6 +128,27 @@ def row_numbers(mask: np.ndarray | pd.Series) -> tuple[tuple[int, ...], int]:
     """The first MAX_ROWS_LISTED data rows (from 1) where ``mask`` holds, and how many hold."""
     positions = np.flatnonzero(np.asarray(mask))
     return tuple(int(p) + 1 for p in positions[:MAX_ROWS_LISTED]), len(positions)
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """``1 value``, ``3 values``: the count and the word as the count wants it."""
+    return f"{count:,} {singular if count == 1 else plural_form or singular + 's'}"
+
+
+def _row_violation(
+    file: str,
+    column: str,
+    rule: str,
+    mask: pd.Series,
+    raw: pd.Series,
+    what: str,
+    what_plural: str | None = None,
+) -> Violation:
+    """A rule each row can break on its own: the rows where ``mask`` holds, their values as
+    written in the file (``raw``), and the mask, for a batch to set them aside."""
+    rows, count = row_numbers(mask)
+    detail = f"{plural(count, what, what_plural)} (e.g. {_examples(raw[mask])})"
+    return Violation(file, column, rule, detail, rows, count, np.asarray(mask, dtype=bool))
 
 
 def _examples(values: Iterable[object], limit: int = 3) -> str:
@@ -288,8 +316,16 @@ def _parse_number(text: pd.Series) -> pd.Series:
 
 
 def _check_values(
-    frame: pd.DataFrame, spec: DatasetSpec, file: str, require_target: bool
+    frame: pd.DataFrame,
+    spec: DatasetSpec,
+    file: str,
+    require_target: bool,
+    null_limits: bool = True,
 ) -> tuple[pd.DataFrame, list[Violation]]:
+    """The declared columns typed (numbers, normalised categories, key columns as text), and
+    every value that breaks a rule, named with the values as written in the file. With
+    ``null_limits`` off (a batch to score, whose blanks the model imputes), no column's share
+    of missing values is judged."""
     typed: dict[str, pd.Series] = {}
     violations: list[Violation] = []
     numeric_columns = list(spec.numeric)
@@ -309,77 +345,60 @@ def _check_values(
             values = each_distinct(raw, _parse_number)
             bad = values.isna() & raw.notna()
             if bad.any():
-                rows, count = row_numbers(bad)
                 violations.append(
-                    Violation(
-                        file,
-                        column.name,
-                        "numeric column",
-                        f"{count:,} non-numeric values (e.g. {_examples(raw[bad])})",
-                        rows,
-                        count,
+                    _row_violation(
+                        file, column.name, "numeric column", bad, raw, "non-numeric value"
                     )
                 )
         present = values.notna()
         if column.integer:
             fractional = present & (values.round() != values)
             if fractional.any():
-                rows, count = row_numbers(fractional)
                 violations.append(
-                    Violation(
-                        file,
-                        column.name,
-                        "whole numbers only",
-                        f"{count:,} fractional values (e.g. {_examples(values[fractional])})",
-                        rows,
-                        count,
+                    _row_violation(
+                        file, column.name, "whole numbers only", fractional, raw, "fractional value"
                     )
                 )
-        below = present & (values < column.min) if column.min is not None else None
-        above = present & (values > column.max) if column.max is not None else None
-        for mask, bound in (
-            (below, f">= {column.min:g}" if column.min is not None else ""),
-            (above, f"<= {column.max:g}" if column.max is not None else ""),
+        for sign, bound, out in (
+            (">=", column.min, present & (values < column.min) if column.min is not None else None),
+            ("<=", column.max, present & (values > column.max) if column.max is not None else None),
         ):
-            if mask is not None and mask.any():
-                rows, count = row_numbers(mask)
+            if out is not None and out.any():
+                rule = f"values must be {sign} {bound:g}"
                 violations.append(
-                    Violation(
-                        file,
-                        column.name,
-                        f"values must be {bound}",
-                        f"{count:,} values out of range (e.g. {_examples(values[mask])})",
-                        rows,
-                        count,
-                    )
+                    _row_violation(file, column.name, rule, out, raw, "value out of range")
                 )
         typed[column.name] = values
 
     for category in categorical_columns:
         raw = frame[category.name]
         values = each_distinct(raw, normalise_category)
-        allowed = set(category.allowed)
-        unseen = values.notna() & ~values.isin(allowed)
+        spelling = category.spelling
+        unseen = values.notna() & ~values.isin(set(spelling))
         if unseen.any():
-            rows, count = row_numbers(unseen)
+            rule = f"values must be one of {{{', '.join(category.allowed)}}}"
             violations.append(
-                Violation(
-                    file,
-                    category.name,
-                    f"values must be one of {{{', '.join(category.allowed)}}}",
-                    f"{count:,} unseen categories (e.g. {_examples(raw[unseen])})",
-                    rows,
-                    count,
+                _row_violation(
+                    file, category.name, rule, unseen, raw, "unseen category", "unseen categories"
                 )
             )
-        typed[category.name] = values.astype(pd.CategoricalDtype(sorted(allowed)))
+        if category is spec.target:  # classes as the spec writes them ('Adelie'), matched as
+            # the data is compared; features stay normalised, as the served model takes them
+            values = values.map(spelling)
+            typed[category.name] = values.astype(pd.CategoricalDtype(sorted(spelling.values())))
+        else:
+            typed[category.name] = values.astype(pd.CategoricalDtype(sorted(spelling)))
+
+    for name in spec.key_only_columns:  # an id: text as written, trimmed
+        if name in frame.columns:
+            typed[name] = frame[name].astype("string").str.strip()
 
     result = pd.DataFrame(typed, index=frame.index)
-    ordered = [c for c in spec.required_columns if c in result.columns]
+    ordered = [c for c in [*spec.required_columns, *spec.key_only_columns] if c in result.columns]
     result = result[ordered]
 
     checked_for_nulls = spec.feature_columns + ([spec.target.name] if require_target else [])
-    for name in checked_for_nulls:
+    for name in checked_for_nulls if null_limits else []:
         missing = result[name].isna()
         share = float(missing.mean()) if len(result) else 0.0
         limit = spec.null_limit(name)
@@ -398,7 +417,9 @@ def _check_values(
     return result, violations
 
 
-def inspect_table(file: TableFile, spec: DatasetSpec, require_target: bool = True) -> Inspection:
+def inspect_table(
+    file: TableFile, spec: DatasetSpec, require_target: bool = True, null_limits: bool = True
+) -> Inspection:
     """Parse ``file`` and evaluate every rule group of the dataset contract.
 
     Parameters
@@ -411,7 +432,7 @@ def inspect_table(file: TableFile, spec: DatasetSpec, require_target: bool = Tru
         Training data must carry the target; an incoming scoring batch need not.
     """
     frame, parse_violations = read_frame(file)
-    return inspect_frame(file.name, frame, parse_violations, spec, require_target)
+    return inspect_frame(file.name, frame, parse_violations, spec, require_target, null_limits)
 
 
 def inspect_frame(
@@ -420,6 +441,7 @@ def inspect_frame(
     parse_violations: list[Violation],
     spec: DatasetSpec,
     require_target: bool = True,
+    null_limits: bool = True,
 ) -> Inspection:
     """:func:`inspect_table` of a file :func:`read_frame` has read (as ``frame`` and its
     ``parse_violations``), for callers that look at the raw columns first."""
@@ -449,8 +471,22 @@ def inspect_frame(
         return inspection
     results[HAS_ROWS] = []
 
-    required = spec.required_columns if require_target else spec.feature_columns
+    required = (
+        [*spec.required_columns, *spec.key_only_columns] if require_target else spec.feature_columns
+    )
     missing = [c for c in required if c not in frame.columns]
+    delimiter = _other_delimiter(frame) if missing else None
+    if delimiter is not None:
+        results[REQUIRED_COLUMNS] = [
+            Violation(
+                name,
+                None,
+                "columns separated by commas",
+                f"the header reads as one column, {str(frame.columns[0])[:80]!r}: the file "
+                f"looks {delimiter}-separated; write it with commas (or save it as Parquet)",
+            )
+        ]
+        return inspection
     results[REQUIRED_COLUMNS] = [
         Violation(
             name,
@@ -463,28 +499,63 @@ def inspect_frame(
     if missing:
         return inspection
 
-    known = set(spec.required_columns)
+    known = set(spec.required_columns) | set(spec.key)
     inspection.ignored_columns = tuple(c for c in frame.columns if c not in known)
-    typed, value_violations = _check_values(frame, spec, name, require_target)
+    typed, value_violations = _check_values(frame, spec, name, require_target, null_limits)
     results[SCHEMA] = value_violations
 
-    duplicated = typed.duplicated(keep="first").to_numpy()
-    share = float(duplicated.mean())
     results[DUPLICATES] = []
-    if require_target and share > spec.max_duplicate_share:
-        rows, count = row_numbers(duplicated)
-        results[DUPLICATES] = [
-            Violation(
-                name,
-                "all columns",
-                f"at most {spec.max_duplicate_share:.0%} duplicate rows",
-                f"{share:.1%} of rows ({count:,} of {len(typed):,}) repeat an earlier row",
-                rows,
-                count,
-            )
-        ]
+    if require_target:
+        finding = duplicate_finding(typed, spec, name)
+        if finding is not None and spec.key:
+            results[DUPLICATES] = [finding]
+        elif finding is not None:
+            inspection.warnings[DUPLICATES] = [finding]
     inspection.frame = typed
     return inspection
+
+
+DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def _other_delimiter(frame: pd.DataFrame) -> str | None:
+    """The name of the delimiter a one-column file was most likely written with, if any."""
+    if frame.shape[1] != 1:
+        return None
+    header = str(frame.columns[0])
+    found = [(header.count(d), word) for d, word in DELIMITERS.items() if d in header]
+    return max(found)[1] if found else None
+
+
+def duplicate_finding(typed: pd.DataFrame, spec: DatasetSpec, file: str) -> Violation | None:
+    """Rows that repeat another, when more than ``max_duplicate_share`` of them do.
+
+    With a key, a row repeating another's key is a record written twice: over the share, the
+    file is likely broken (a double export), and that rejects it. Without a key, rows are
+    observations, and equal ones are legitimate (passengers of one class, age band and sex): a
+    high share is only worth a look (the caller makes it a warning)."""
+    if len(typed) == 0:
+        return None
+    if spec.key:
+        repeated = typed.duplicated(subset=list(spec.key), keep="last").to_numpy()
+        what = f"repeat the key ({', '.join(spec.key)}) of a later row"
+        column: str | None = ", ".join(spec.key)
+        rule = f"at most {spec.max_duplicate_share:.0%} of rows repeat a key"
+    else:
+        repeated = typed.duplicated(keep="first").to_numpy()
+        what = "repeat an earlier row in every column the spec declares"
+        column = None
+        rule = (
+            f"at most {spec.max_duplicate_share:.0%} of rows equal to another, or declare the "
+            "spec's key if rows are records"
+        )
+    share = float(repeated.mean())
+    if share <= spec.max_duplicate_share:
+        return None
+    rows, count = row_numbers(repeated)
+    return Violation(
+        file, column, rule, f"{share:.1%} of rows ({count:,} of {len(typed):,}) {what}", rows, count
+    )
 
 
 def read_validated(
@@ -515,6 +586,171 @@ def validated(inspections: Iterable[Inspection]) -> ValidatedTable:
         )
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     return ValidatedTable(frame, ignored)
+
+
+# A rule broken by more than this share of a batch's rows is the file's, not the rows': a column
+# of another type or unit. The batch is refused rather than mostly set aside.
+WRONG_COLUMN_SHARE = 0.5
+QUARANTINE_COLUMNS = ("file", "row", "line", "rules", "values")
+
+
+@dataclass(frozen=True)
+class ScoringBatch:
+    """A day's batch held to the contract row by row: the rows to score, and the rows set aside
+    (the quarantine: each row's file, its number and line, every rule it broke, and its values
+    as written, as JSON). ``scorable`` + quarantined = ``received``, always."""
+
+    scorable: pd.DataFrame
+    # Where each row to score comes from: its file and its row there (1 = first data row).
+    origin: pd.DataFrame
+    quarantine: pd.DataFrame
+    received: int
+    ignored_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def blanks(self, columns: Sequence[str]) -> dict[str, int]:
+        """Missing values per column among the rows to score (the model imputes them)."""
+        counts = self.scorable[list(columns)].isna().sum()
+        return {str(c): int(n) for c, n in counts.items() if n}
+
+    def describe_ignored(self) -> str:
+        return describe_ignored(self.ignored_columns)
+
+
+def read_batch(files: Sequence[TableFile], spec: DatasetSpec) -> ScoringBatch:
+    """Every file of a batch to score, held to the contract row by row.
+
+    A problem of the file (it does not parse, has no rows, lacks a feature column, or a rule
+    broken by more than :data:`WRONG_COLUMN_SHARE` of its rows: a column of another type)
+    raises :class:`DatasetRejected`, and nothing is scored. A row that breaks a rule on its
+    own (a value that is not a number, out of range, an unseen category) is set aside in the
+    quarantine, and the rest are scored. Missing values are not judged: the model imputes them.
+    """
+    scorable: list[pd.DataFrame] = []
+    origins: list[pd.DataFrame] = []
+    quarantined: list[pd.DataFrame] = []
+    rejected: list[Violation] = []
+    ignored: dict[str, tuple[str, ...]] = {}
+    received = 0
+    for file in files:
+        raw, parse_violations = read_frame(file)
+        inspection = inspect_frame(
+            file.name, raw, parse_violations, spec, require_target=False, null_limits=False
+        )
+        if inspection.frame is None or raw is None:
+            rejected.extend(inspection.violations)
+            continue
+        rows = len(inspection.frame)
+        of_rows = [v for v in inspection.violations if v.mask is not None]
+        rejected.extend(v for v in inspection.violations if v.mask is None)
+        for violation in of_rows:
+            if violation.row_count > WRONG_COLUMN_SHARE * rows:
+                rejected.append(_wrong_column(violation, rows))
+        if inspection.ignored_columns:
+            ignored[file.name] = inspection.ignored_columns
+        received += rows
+        set_aside = np.zeros(rows, dtype=bool)
+        for violation in of_rows:
+            set_aside |= violation.mask  # type: ignore[arg-type]
+        scorable.append(inspection.frame[~set_aside])
+        kept = np.flatnonzero(~set_aside)
+        origins.append(pd.DataFrame({"file": file.name, "row": kept + 1}))
+        if set_aside.any():
+            quarantined.append(_quarantine(file, raw, set_aside, of_rows))
+    if rejected:
+        raise DatasetRejected(rejected)
+    if not scorable:
+        raise DatasetRejected(
+            [Violation("<source>", None, "source must contain a file", "no data files found")]
+        )
+    return ScoringBatch(
+        scorable=pd.concat(scorable, ignore_index=True),
+        origin=pd.concat(origins, ignore_index=True),
+        quarantine=pd.concat(quarantined, ignore_index=True)
+        if quarantined
+        else pd.DataFrame({c: pd.Series(dtype=object) for c in QUARANTINE_COLUMNS}),
+        received=received,
+        ignored_columns=ignored,
+    )
+
+
+def _wrong_column(violation: Violation, rows: int) -> Violation:
+    return Violation(
+        violation.file,
+        violation.column,
+        violation.rule,
+        f"{violation.detail}: {violation.row_count:,} of {rows:,} rows, more than "
+        f"{WRONG_COLUMN_SHARE:.0%}, so the column itself is wrong (another type or unit?), not "
+        "some rows; nothing was scored",
+        violation.rows,
+        violation.row_count,
+    )
+
+
+def _quarantine(
+    file: TableFile, raw: pd.DataFrame, set_aside: np.ndarray, broken: list[Violation]
+) -> pd.DataFrame:
+    """The rows of ``file`` set aside: each with its number, its line in the file, every rule
+    it broke (column: rule) and its values as written."""
+    positions = np.flatnonzero(set_aside)
+    rules = [
+        "; ".join(
+            f"column '{v.column}': {v.rule}"
+            for v in broken
+            if v.mask is not None and v.mask[position]
+        )
+        for position in positions
+    ]
+    return _quarantine_rows(file, raw, positions, rules)
+
+
+def quarantine_rows(
+    files: Sequence[TableFile], origin: pd.DataFrame, rules: Sequence[str]
+) -> pd.DataFrame:
+    """Quarantine records for rows the contract passed but the model could not score: each
+    row of ``origin`` (file, row) with its rule, its line and its values as written."""
+    parts = []
+    by_name = {file.name: file for file in files}
+    for name, rows in origin.assign(rule=list(rules)).groupby("file", sort=False):
+        raw, _ = read_frame(by_name[str(name)])
+        assert raw is not None  # it was read once already
+        positions = rows["row"].to_numpy() - 1
+        parts.append(_quarantine_rows(by_name[str(name)], raw, positions, list(rows["rule"])))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _quarantine_rows(
+    file: TableFile, raw: pd.DataFrame, positions: np.ndarray, rules: list[str]
+) -> pd.DataFrame:
+    lines = _csv_lines(file, positions)
+    values = raw.iloc[positions].astype(object).where(raw.iloc[positions].notna(), None)
+    return pd.DataFrame(
+        {
+            "file": file.name,
+            "row": positions + 1,
+            "line": lines,
+            "rules": rules,
+            "values": [json.dumps(record, default=str) for record in values.to_dict("records")],
+        }
+    )
+
+
+def _csv_lines(file: TableFile, positions: np.ndarray) -> list[int | None]:
+    """The line of the file each data row at ``positions`` starts on (blank lines skipped, as
+    the reader skips them; a quoted value may span lines); None for a Parquet file."""
+    if file.name.lower().endswith(".parquet"):
+        return [None] * len(positions)
+    wanted = set(int(p) for p in positions)
+    found: dict[int, int] = {}
+    reader = csv.reader(io.StringIO(file.data.decode("utf-8")))
+    next(reader, None)
+    row, line = -1, reader.line_num + 1
+    for fields in reader:
+        if fields and not (len(fields) == 1 and not fields[0].strip()):
+            row += 1
+            if row in wanted:
+                found[row] = line
+        line = reader.line_num + 1
+    return [found.get(int(p)) for p in positions]
 
 
 class KeptInspections:

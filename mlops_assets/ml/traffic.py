@@ -27,6 +27,7 @@ from mlops_assets.ml.tabular import (
     TableFile,
     Violation,
     inspect_frame,
+    plural,
     read_frame,
     row_numbers,
 )
@@ -186,7 +187,7 @@ def read_labels(files: Iterable[TableFile], spec: DatasetSpec) -> pd.DataFrame:
                     file.name,
                     REQUEST_ID,
                     "request id must not be empty",
-                    f"{count:,} rows without a request id",
+                    f"{plural(count, 'row')} without a request id",
                     rows,
                     count,
                 )
@@ -207,7 +208,8 @@ def read_labels(files: Iterable[TableFile], spec: DatasetSpec) -> pd.DataFrame:
             name,
             f"{REQUEST_ID}, {ROW}",
             "one label per answered row",
-            f"{len(rows):,} rows label a request row labelled before (e.g. request "
+            f"{plural(len(rows), 'row')} {'labels' if len(rows) == 1 else 'label'} a request "
+            "row labelled before (e.g. request "
             f"'{rows[REQUEST_ID].iloc[0]}' row {rows[ROW].iloc[0]})",
             tuple(int(n) for n in rows["_line"].iloc[:MAX_ROWS_LISTED]),
             len(rows),

@@ -55,6 +55,13 @@ class LifecyclePolicy(ConfigurableResource):
         "quality before the quality check fails (ERROR): RMSE may be that much higher "
         "(regression), balanced accuracy that much lower (classification).",
     )
+    max_quarantine_share: float = env_field(
+        "MLOPS_MAX_QUARANTINE_SHARE",
+        0.1,
+        "Share of a day's batch set aside (rows that break a rule of the contract, or that the "
+        "model cannot score) above which predictions' quarantine check fails (ERROR); any row "
+        "set aside warns.",
+    )
     drift_sample_rows: int = env_field(
         "MLOPS_DRIFT_SAMPLE_ROWS",
         50000,

@@ -191,7 +191,7 @@ def test_a_target_with_one_class_fails_training_with_the_reason(lifecycle, monke
     assert lifecycle.state("cancer")["versions"] == []
 
 
-def test_a_batch_label_outside_the_classes_is_rejected_and_changes_nothing(
+def test_batch_rows_with_a_label_outside_the_classes_are_set_aside_and_change_nothing(
     lifecycle, monkeypatch, tmp_path
 ):
     frame = real_frame(datasets.load_breast_cancer, "diagnosis")
@@ -207,13 +207,14 @@ def test_a_batch_label_outside_the_classes_is_rejected_and_changes_nothing(
 
     result = lifecycle.run(assets=["predictions"])
 
-    assert not result.success
-    message = step_failure(result, "predictions")
-    assert "column 'diagnosis'" in message
-    assert "values must be one of {benign, malignant}" in message
-    assert "rows 5, 10" in message  # data rows, counted from 1 (indexes 4 and 9)
+    # The two rows whose label breaks the contract are set aside; the rest are scored.
+    kept = check_evaluations(result)[("predictions", "quarantine_share_within_limit")]
+    assert (kept.passed, kept.severity.value) == (False, "WARN")
+    assert "column 'diagnosis': values must be one of {benign, malignant}" in kept.description
+    assert f"file '{PARTITION}.csv', row 5 (line 6)" in kept.description  # data rows from 1
+    assert f"file '{PARTITION}.csv', row 10 (line 11)" in kept.description
+    assert materialized(result)["predictions"]["rows"].value == 38
     assert lifecycle.state("cancer") == before
-    assert stored_predictions(lifecycle.home, "cancer") == []
 
 
 @pytest.mark.slow

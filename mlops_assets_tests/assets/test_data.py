@@ -72,11 +72,6 @@ BAD_INPUTS = {
         "values_match_schema",
         ["column 'furnishingstatus', rows 8, 9", "'luxury'", "rule: values must be one of"],
     ),
-    "half_duplicates": (
-        lambda: to_csv_bytes(pd.concat([good_rows(), good_rows()], ignore_index=True)),
-        "duplicate_share_within_limit",
-        ["column 'all columns', rows 301, 302", "50.0% of rows", "rule: at most 20% duplicate"],
-    ),
     "thousands_separator": (
         _thousands_separator,
         "parses_as_table",
@@ -91,12 +86,89 @@ BAD_INPUTS = {
         _non_utf8,
         "parses_as_table",
         [
-            "file 'input.csv', column 'furnishingstatus', rows 12",
+            "file 'input.csv', column 'furnishingstatus', row 12",
             "byte 0xfc",
             "rule: text must be UTF-8 encoded",
         ],
     ),
 }
+
+
+def keyed_spec(tmp_path, key="listing_id"):
+    """The house-price spec with a record key."""
+    from mlops_assets.ml.spec import HOUSE_PRICES
+
+    path = tmp_path / "keyed.json"
+    path.write_text(json.dumps({**HOUSE_PRICES.to_dict(), "key": key}))
+    return path
+
+
+def test_a_source_repeating_half_its_keys_is_rejected_and_changes_nothing(
+    trained, monkeypatch, tmp_path
+):
+    rows = good_rows().assign(listing_id=[f"L{i}" for i in range(300)])
+    path = tmp_path / "input.csv"
+    path.write_bytes(to_csv_bytes(pd.concat([rows, rows], ignore_index=True)))
+    monkeypatch.setenv("MLOPS_DATASET_SPEC", str(keyed_spec(tmp_path)))
+    monkeypatch.setenv("MLOPS_SOURCE_URI", str(path))
+    before = trained.state()
+
+    result = trained.run()
+
+    assert not result.success
+    evaluation = check_evaluations(result)[("raw_data", "duplicate_share_within_limit")]
+    assert not evaluation.passed
+    assert evaluation.severity.value == "ERROR"
+    assert "file 'input.csv', column 'listing_id', rows 1, 2" in evaluation.description
+    assert "50.0% of rows (300 of 600) repeat the key (listing_id) of a later row" in (
+        evaluation.description
+    )
+    assert trained.state() == before
+
+
+def test_a_keyed_source_keeps_the_last_row_of_each_key(lifecycle, monkeypatch, tmp_path):
+    rows = good_rows().assign(listing_id=[f"L{i}" for i in range(300)])
+    corrected = rows.head(20).assign(price=rows.head(20)["price"] + 1000)  # written again, later
+    path = tmp_path / "input.csv"
+    path.write_bytes(to_csv_bytes(pd.concat([rows, corrected], ignore_index=True)))
+    monkeypatch.setenv("MLOPS_DATASET_SPEC", str(keyed_spec(tmp_path)))
+    monkeypatch.setenv("MLOPS_SOURCE_URI", str(path))
+
+    result = lifecycle.run(assets=["raw_data", "versioned_dataset"])
+
+    assert result.success
+    meta = materialized(result)["versioned_dataset"]
+    assert meta["rows"].value == 300
+    assert meta["key_duplicates_dropped"].value == 20
+    from mlops_assets.ml.dataset_store import DatasetStore
+    from mlops_assets.resources.object_store import ObjectStoreResource
+
+    store = DatasetStore(ObjectStoreResource(root=str(lifecycle.home / "store")), "house_prices")
+    kept = pd.concat(store.load_splits(store.ref("latest")).values()).set_index("listing_id")
+    assert (kept.loc[corrected["listing_id"], "price"].to_numpy() == corrected["price"]).all()
+
+
+def test_equal_rows_without_a_key_are_observations_kept_with_a_warning(
+    lifecycle, monkeypatch, tmp_path
+):
+    """Rows that repeat another in every declared column are two observations unless a key
+    says they are one record: none is dropped, and above the share the check only warns."""
+    path = tmp_path / "input.csv"
+    path.write_bytes(to_csv_bytes(pd.concat([good_rows(), good_rows()], ignore_index=True)))
+    monkeypatch.setenv("MLOPS_SOURCE_URI", str(path))
+
+    result = lifecycle.run(assets=["raw_data", "versioned_dataset"])
+
+    assert result.success
+    evaluation = check_evaluations(result)[("raw_data", "duplicate_share_within_limit")]
+    assert not evaluation.passed
+    assert evaluation.severity.value == "WARN"
+    assert "file 'input.csv', rows 301, 302" in evaluation.description
+    assert "column 'all columns'" not in evaluation.description
+    assert "declare the spec's key if rows are records" in evaluation.description
+    meta = materialized(result)["versioned_dataset"]
+    assert meta["rows"].value == 600
+    assert meta["key_duplicates_dropped"].value == 0
 
 
 def test_lifecycle_materialises_every_asset_with_every_check_passing(trained):
@@ -106,7 +178,7 @@ def test_lifecycle_materialises_every_asset_with_every_check_passing(trained):
     evaluations = check_evaluations(result)
     failed = {key: e.description for key, e in evaluations.items() if not e.passed}
     assert failed == {}
-    assert len(evaluations) == 18
+    assert len(evaluations) == 19
     assert set(materialized(result)) == LIFECYCLE_ASSETS
 
 
@@ -259,7 +331,12 @@ def test_tiny_dataset_fails_split_sizes_with_error_and_publishes_nothing(lifecyc
     evaluation = check_evaluations(result)[("versioned_dataset", "split_sizes_as_configured")]
     assert not evaluation.passed
     assert evaluation.severity.value == "ERROR"
-    assert "below the minimum of 5 rows" in evaluation.description
+    assert evaluation.description.startswith(
+        "source sample://house-prices?rows=20&seed=1 (file 'house-prices-20-seed1.csv') has too "
+        "few rows to split: "
+    )
+    assert "fewer than the minimum of 5 rows per split" in evaluation.description
+    assert "% expected, within " in evaluation.description  # plain words, not "70% ± 79.4%"
     assert "versioned_dataset" not in materialized(result)
     assert "trained_model" not in materialized(result)
     state = lifecycle.state()

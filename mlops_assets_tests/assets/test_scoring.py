@@ -96,18 +96,71 @@ def test_missing_batch_fails_predictions_naming_the_day(trained, monkeypatch, tm
     assert f"{PARTITION}.csv does not exist" in message
 
 
-def test_bad_batch_fails_predictions_with_file_column_rows_rule(trained, monkeypatch, tmp_path):
-    batch = generate_house_prices(50, seed=9).astype({"parking": object})
+def test_rows_breaking_a_rule_are_set_aside_and_the_rest_scored(trained, monkeypatch, tmp_path):
+    batch = generate_house_prices(50, seed=9).astype({"parking": object, "area": object})
     batch.loc[[0, 4], "parking"] = "garage"
+    batch.loc[4, "area"] = "-5"  # the same row breaks two rules
+    batch.loc[7, "area"] = None  # a blank: the model imputes it
     (tmp_path / f"{PARTITION}.csv").write_bytes(to_csv_bytes(batch))
     monkeypatch.setenv("MLOPS_INCOMING_URI", str(tmp_path / "{date}.csv"))
     [earlier] = stored_predictions(trained.home, "house-price-regressor")
     earlier_bytes = earlier.read_bytes()  # the baseline scored this day already
+
     result = trained.run(assets=["predictions"])
-    message = step_failure(result, "predictions")
-    assert f"file '{PARTITION}.csv', column 'parking', rows 1, 5" in message
-    assert "rule: numeric column" in message
+
+    assert result.success
+    meta = materialized(result)["predictions"]
+    assert (meta["rows"].value, meta["quarantined_rows"].value) == (48, 2)
+    assert meta["received_rows"].value == 50
+    assert "| area | 1 |" in meta["blanks_imputed"].value
+    scored = pd.read_parquet(meta["table"].value.removeprefix("file://"))
+    assert sorted(scored["source_row"]) == [r for r in range(1, 51) if r not in (1, 5)]
+    assert scored["prediction"].notna().all()
+    quarantine = pd.read_parquet(meta["quarantine"].value.removeprefix("file://"))
+    assert list(quarantine["row"]) == [1, 5]
+    assert list(quarantine["line"]) == [2, 6]
+    assert quarantine["rules"][0] == "column 'parking': numeric column"
+    assert quarantine["rules"][1] == (
+        "column 'area': values must be >= 100; column 'parking': numeric column"
+    )
+    assert json.loads(quarantine["values"][1])["area"] == "-5"  # as written
+    evaluations = check_evaluations(result)
+    kept = evaluations[("predictions", "quarantine_share_within_limit")]
+    assert (kept.passed, kept.severity.value) == (False, "WARN")
+    assert "2 rows of 50 (4.0%) set aside, within the limit of 10%" in kept.description
+    assert f"file '{PARTITION}.csv', row 5 (line 6): column 'area'" in kept.description
+    assert evaluations[("predictions", "one_prediction_per_row")].passed
     assert earlier.read_bytes() == earlier_bytes
+
+
+def test_a_column_of_the_wrong_type_rejects_the_whole_batch(trained, monkeypatch, tmp_path):
+    batch = generate_house_prices(50, seed=9).astype({"parking": object})
+    batch.loc[:40, "parking"] = "garage"
+    (tmp_path / f"{PARTITION}.csv").write_bytes(to_csv_bytes(batch))
+    monkeypatch.setenv("MLOPS_INCOMING_URI", str(tmp_path / "{date}.csv"))
+    before = stored_predictions(trained.home, "house-price-regressor")
+
+    result = trained.run(assets=["predictions"])
+
+    message = step_failure(result, "predictions")
+    assert "rejected, nothing scored" in message
+    assert f"file '{PARTITION}.csv', column 'parking', rows 1, 2" in message
+    assert "41 of 50 rows, more than 50%, so the column itself is wrong" in message
+    assert stored_predictions(trained.home, "house-price-regressor") == before
+
+
+def test_many_rows_set_aside_fail_the_quarantine_check(trained, monkeypatch, tmp_path):
+    batch = generate_house_prices(50, seed=9).astype({"furnishingstatus": object})
+    batch.loc[:9, "furnishingstatus"] = "luxury"  # 10 of 50: 20%
+    (tmp_path / f"{PARTITION}.csv").write_bytes(to_csv_bytes(batch))
+    monkeypatch.setenv("MLOPS_INCOMING_URI", str(tmp_path / "{date}.csv"))
+
+    result = trained.run(assets=["predictions"])
+
+    kept = check_evaluations(result)[("predictions", "quarantine_share_within_limit")]
+    assert (kept.passed, kept.severity.value) == (False, "ERROR")
+    assert "10 rows of 50 (20.0%) set aside, over the limit of 10%" in kept.description
+    assert "values must be one of" in kept.description
 
 
 def test_plausible_range_never_reaches_past_the_target_bounds_of_the_spec(tmp_path):

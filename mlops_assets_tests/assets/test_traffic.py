@@ -289,9 +289,9 @@ def test_bad_labels_fail_served_traffic_naming_file_column_rows_and_rule(
     message = step_failure(result, "served_traffic")
     assert f"labels for {DAY} under " in message
     where = f"file '{labels_day_prefix(MODEL, DAY)}r.csv'"
-    assert f"{where}, column 'price', rows 3: 1 non-numeric values (e.g. 'cheap')" in message
+    assert f"{where}, column 'price', row 3: 1 non-numeric value (e.g. 'cheap')" in message
     assert "(rule: numeric column)" in message
-    assert f"{where}, column 'request_id, row', rows 21: 1 rows label a request" in message
+    assert f"{where}, column 'request_id, row', row 21: 1 row labels a request" in message
     assert "(rule: one label per answered row)" in message
     # Nothing written of a day it could not label; the versions before stay.
     assert sorted((trained.home / f"store/served_traffic/{MODEL}/{DAY}").glob("*")) == kept

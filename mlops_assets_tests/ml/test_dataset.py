@@ -21,13 +21,26 @@ def frame() -> pd.DataFrame:
     return read_validated([TableFile("h.csv", to_csv_bytes(raw))], HOUSE_PRICES).frame
 
 
-def test_clean_drops_duplicates_and_rows_without_target(frame):
+def test_clean_keeps_equal_rows_and_drops_rows_without_target(frame):
     dirty = pd.concat([frame, frame.head(10)], ignore_index=True)
     dirty.loc[50, "price"] = np.nan  # a row that is not also duplicated
     cleaned, stats = clean(dirty, HOUSE_PRICES)
-    assert stats.duplicates_dropped == 10
+    assert stats.duplicates_dropped == 0  # no key: equal rows are observations
     assert stats.missing_target_dropped == 1
-    assert len(cleaned) == stats.rows_out == len(frame) - 1
+    assert len(cleaned) == stats.rows_out == len(frame) + 10 - 1
+
+
+def test_clean_with_a_key_keeps_the_last_row_of_each_key(frame):
+    from dataclasses import replace
+
+    keyed = replace(HOUSE_PRICES, key=("listing",))
+    listed = frame.assign(listing=[f"L{i}" for i in range(len(frame))])
+    again = listed.head(10).assign(price=listed.head(10)["price"] + 1)
+    cleaned, stats = clean(pd.concat([listed, again], ignore_index=True), keyed)
+    assert stats.duplicates_dropped == 10
+    assert len(cleaned) == len(frame)
+    kept = cleaned.set_index("listing").loc[again["listing"], "price"].to_numpy()
+    assert (kept == again["price"].to_numpy()).all()
 
 
 def test_split_is_deterministic_sized_and_leak_free(frame):

@@ -109,13 +109,30 @@ def test_null_share_above_limit_fails(good_frame):
     assert "10.0% of values are missing" in violation.message
 
 
-def test_half_duplicate_rows_fail_duplicate_share(good_frame):
+def test_half_equal_rows_only_warn_without_a_key(good_frame):
     doubled = pd.concat([good_frame, good_frame], ignore_index=True)
-    [violation] = inspect_table(csv_file(doubled), HOUSE_PRICES).results[DUPLICATES]
+    inspection = inspect_table(csv_file(doubled), HOUSE_PRICES)
+    assert inspection.results[DUPLICATES] == []  # nothing rejects the file
+    [warning] = inspection.warnings[DUPLICATES]
+    assert warning.row_count == 100
+    assert warning.rows[0] == 101
+    assert warning.column is None
+    assert "50.0% of rows (100 of 200) repeat an earlier row" in warning.message
+    assert "declare the spec's key if rows are records" in warning.message
+    assert len(inspection.frame) == 200
+
+
+def test_half_repeated_keys_fail_duplicate_share(good_frame):
+    from dataclasses import replace
+
+    keyed = replace(HOUSE_PRICES, key=("id",))
+    with_ids = good_frame.assign(id=[f"h{i}" for i in range(len(good_frame))])
+    doubled = pd.concat([with_ids, with_ids], ignore_index=True)
+    [violation] = inspect_table(csv_file(doubled), keyed).results[DUPLICATES]
     assert violation.row_count == 100
-    assert violation.rows[0] == 101
-    assert "50.0% of rows (100 of 200) repeat an earlier row" in violation.message
-    assert "rule: at most 20% duplicate rows" in violation.message
+    assert violation.rows[0] == 1  # the first of a key written twice: the last one is kept
+    assert "file 'houses.csv', column 'id', rows 1, 2" in violation.message
+    assert "50.0% of rows (100 of 200) repeat the key (id) of a later row" in violation.message
 
 
 def test_non_utf8_file_names_row_and_column(good_frame):

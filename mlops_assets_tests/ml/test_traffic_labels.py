@@ -54,7 +54,7 @@ def test_a_classifier_s_labels_are_its_classes_from_parquet_too() -> None:
     assert labels["request_id"].tolist() == ["7", "8"]
     assert labels["churned"].astype(str).tolist() == ["yes", "no"]
     message = rejected(TableFile("l.csv", b"request_id,churned\nr1,maybe\n"), spec=CHURN)
-    assert "file 'l.csv', column 'churned', rows 1: 1 unseen categories (e.g. 'maybe')" in message
+    assert "file 'l.csv', column 'churned', row 1: 1 unseen category (e.g. 'maybe')" in message
     assert "(rule: values must be one of {no, yes})" in message
 
 
@@ -66,10 +66,10 @@ def test_labels_without_their_key_or_target_are_named() -> None:
     assert "column 'price': column is missing; the file has columns ['request_id', 'row']" in (
         rejected(TableFile("l.csv", b"request_id,row\nr1,0\n"))
     )
-    assert "column 'request_id', rows 2: 1 rows without a request id" in rejected(
+    assert "column 'request_id', row 2: 1 row without a request id" in rejected(
         TableFile("l.csv", b"request_id,price\nr1,5\n ,6\n")
     )
-    assert "column 'row', rows 1: 1 values out of range (e.g. '-1.0')" in rejected(
+    assert "column 'row', row 1: 1 value out of range (e.g. '-1')" in rejected(
         TableFile("l.csv", b"request_id,row,price\nr1,-1,5\n")
     )
     assert "only a header (2 columns) and no data rows" in rejected(
@@ -79,4 +79,4 @@ def test_labels_without_their_key_or_target_are_named() -> None:
         TableFile("a.csv", b"request_id,price\nr1,5\n"),
         TableFile("b.csv", b"request_id,price\nr2,5\nr1,6\n"),
     )
-    assert "file 'b.csv', column 'request_id, row', rows 2: 1 rows label a request row" in across
+    assert "file 'b.csv', column 'request_id, row', row 2: 1 row labels a request row" in across

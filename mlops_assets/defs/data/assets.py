@@ -35,6 +35,7 @@ from mlops_assets.ml.tabular import (
     Violation,
     describe_ignored,
     inspect_table,
+    plural,
     validated,
 )
 from mlops_assets.records import DatasetVersion, Snapshot, SnapshotFile
@@ -48,8 +49,10 @@ RAW_CHECK_DESCRIPTIONS = {
     "required_columns_present": "Every file has the target and every feature column of the spec.",
     "values_match_schema": "Numeric columns are numeric, whole and in range; categories are "
     "allowed; the missing share is under the limit. Failing blocks versioning.",
-    "duplicate_share_within_limit": "Exact duplicate rows stay under the spec's share; above it "
-    "the source is likely broken (a double export), not merely redundant.",
+    "duplicate_share_within_limit": "With a record key in the spec: rows repeating a key stay "
+    "under the spec's share; above it the source is likely broken (a double export), and it is "
+    "rejected. Without a key, equal rows are observations and are kept: above the share this "
+    "only warns.",
 }
 
 
@@ -73,11 +76,14 @@ def contract_results(
     evaluated on (columns of a file that does not parse) gets no result, so the UI shows it as
     not executed instead of passed."""
     grouped: dict[str, list[Violation] | None] = dict.fromkeys(RULE_GROUPS)
+    warned: dict[str, list[Violation]] = {}
     ignored_columns: dict[str, tuple[str, ...]] = {}
     for inspection in inspections:
         for group, found in inspection.results.items():
             if found is not None:
                 grouped[group] = (grouped[group] or []) + found
+        for group, found in inspection.warnings.items():
+            warned[group] = warned.get(group, []) + found
         ignored_columns[inspection.file] = inspection.ignored_columns
     ignored = describe_ignored(ignored_columns)
     if ignored:
@@ -90,7 +96,11 @@ def contract_results(
         passed = f"{files} file(s) pass"
         if group == REQUIRED_COLUMNS and ignored:
             passed += f"; columns not in the spec are ignored: {ignored}"
-        results.append(violations_result(group, "raw_data", found, passed))
+        if not found and warned.get(group):  # worth a look, but it rejects nothing
+            found, severity = warned[group], AssetCheckSeverity.WARN
+        else:
+            severity = AssetCheckSeverity.ERROR
+        results.append(violations_result(group, "raw_data", found, passed, severity))
     return results
 
 
@@ -242,15 +252,17 @@ VERSION_CHECKS = [
 ]
 
 
-def split_checks(splits: dict[str, Any], spec: DatasetSpec) -> list[AssetCheckResult]:
-    """no_train_test_leakage and split_sizes_as_configured, on the splits in memory."""
+def split_checks(splits: dict[str, Any], spec: DatasetSpec, source: str) -> list[AssetCheckResult]:
+    """no_train_test_leakage and split_sizes_as_configured, on the splits in memory;
+    ``source`` names where the rows came from (its files), for a person to act on."""
     leaks = leaked_rows(splits, spec)
     findings = split_size_findings(splits, spec)
     too_small = [f for f in findings if f.rows < spec.split.min_rows_per_split]
     off_share = [f for f in findings if not f.ok_share]
+    total = sum(f.rows for f in findings)
     lines = [
-        f"{f.split}: {f.rows} rows ({f.share:.1%}, expected {f.expected_share:.0%} "
-        f"± {f.tolerance:.1%})"
+        f"{f.split} has {plural(f.rows, 'row')} ({f.share:.0%} of {total:,}; "
+        f"{f.expected_share:.0%} expected, within {f.tolerance:.0%} at this size)"
         for f in findings
     ]
     return [
@@ -266,8 +278,10 @@ def split_checks(splits: dict[str, Any], spec: DatasetSpec) -> list[AssetCheckRe
             passed=not too_small and not off_share,
             severity=AssetCheckSeverity.ERROR if too_small else AssetCheckSeverity.WARN,
             description=(
-                f"splits below the minimum of {spec.split.min_rows_per_split} rows: "
-                f"{[f.split for f in too_small]}; "
+                f"{source} has too few rows to split: "
+                f"{', '.join(f.split for f in too_small)} would have fewer than the minimum of "
+                f"{spec.split.min_rows_per_split} rows per split (split.min_rows_per_split); "
+                "add rows, or lower the minimum in the spec. "
                 if too_small
                 else ""
             )
@@ -324,7 +338,8 @@ def versioned_dataset(
     digest = content_digest(splits, spec)
 
     # Evaluate every check that can reject the version before a tag or ref moves.
-    results = split_checks(splits, spec)
+    files = ", ".join(f"'{f.name}'" for f in raw_data.files)
+    results = split_checks(splits, spec, f"source {raw_data.source} (file {files})")
     store = DatasetStore(object_store, spec.name)
     if not failed_blocking(results):
         staged = store.stage(
@@ -375,7 +390,7 @@ def versioned_dataset(
             "train_rows": len(splits["train"]),
             "val_rows": len(splits["val"]),
             "test_rows": len(splits["test"]),
-            "duplicates_dropped": stats.duplicates_dropped,
+            "key_duplicates_dropped": stats.duplicates_dropped,
             "missing_target_dropped": stats.missing_target_dropped,
             "ignored_columns": ignored or "none",
             "manifest": MetadataValue.url(

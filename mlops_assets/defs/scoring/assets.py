@@ -1,10 +1,12 @@
 """predictions (batch inference of each day's incoming batch) and its drift_report."""
 
 import hashlib
+from collections import Counter
 from datetime import date
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
@@ -25,11 +27,12 @@ from dagster import (
 from mlops_assets.lib.datasets import dataset_splits
 from mlops_assets.lib.metadata import md_table, redact_uri
 from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
+from mlops_assets.ml.batch_scoring import score_rows
 from mlops_assets.ml.dataset_store import frame_to_parquet, parquet_to_frame
 from mlops_assets.ml.drift import drift_report as build_drift_report
 from mlops_assets.ml.drift import sample
 from mlops_assets.ml.spec import DatasetSpec, NumericColumn
-from mlops_assets.ml.tabular import DatasetRejected, read_validated
+from mlops_assets.ml.tabular import DatasetRejected, plural, quarantine_rows, read_batch
 from mlops_assets.ml.tasks import PREDICTION, QUALITY_METRIC, answer, probability_column
 from mlops_assets.ml.train import model_input
 from mlops_assets.partitions import daily_partitions, partitioned_checks
@@ -64,9 +67,10 @@ def predictions(
     day = date.fromisoformat(context.partition_key)
     batch_uri = redact_uri(dataset_source.incoming_batch_uri(day))
 
-    # 1. load data
+    # 1. load data: a problem of the file rejects the batch; a row breaking a rule is set aside
     try:
-        table = read_validated(dataset_source.read_incoming(day), spec, require_target=False)
+        files = dataset_source.read_incoming(day)
+        batch = read_batch(files, spec)
     except SourceUnavailable as exc:
         raise Failure(
             allow_retries=exc.transient,
@@ -75,10 +79,9 @@ def predictions(
     except DatasetRejected as exc:
         raise Failure(
             allow_retries=False,
-            description=f"incoming batch {batch_uri} for {day} rejected:\n{exc}",
+            description=f"incoming batch {batch_uri} for {day} rejected, nothing scored:\n{exc}",
         ) from exc
-    batch = table.frame
-    ignored = table.describe_ignored()
+    ignored = batch.describe_ignored()
     if ignored:
         context.log.warning(f"columns not in the spec '{spec.name}' are left out: {ignored}")
 
@@ -92,38 +95,89 @@ def predictions(
         )
     model = mlflow.load_model(champion)
 
-    # 3. run inference: the value, or the class and one probability per class
-    answers = answer(model, model_input(batch, spec), spec)
-    scored = batch.drop(columns=list(answers.columns), errors="ignore").join(answers)
+    # 3. run inference, row by row: the value, or the class and one probability per class
+    result = score_rows(model, batch, spec)
+    scored = result.scored
     scored[MODEL_VERSION] = champion
+    quarantine = batch.quarantine
+    if len(result.unscorable):
+        unscorable = quarantine_rows(files, result.unscorable, result.unscorable_rules)
+        quarantine = pd.concat([quarantine, unscorable], ignore_index=True)
 
     # 4. save results, addressed by their content: two runs scoring the same day (a backfill
-    # beside the schedule) never overwrite what the other's drift report reads.
+    # beside the schedule) never overwrite what the other's drift report reads. The rows set
+    # aside go beside them.
     parquet = frame_to_parquet(scored)
     key = predictions_key(mlflow.model_name, day.isoformat(), parquet)
     object_store.put_bytes(key, parquet)
+    quarantine_key = None
+    if len(quarantine):
+        quarantine_key = key.removesuffix(".parquet") + ".quarantine.parquet"
+        object_store.put_bytes(quarantine_key, frame_to_parquet(quarantine))
+        context.log.warning(
+            f"{plural(len(quarantine), 'row')} of {batch.received:,} set aside, the rest "
+            f"scored: {object_store.uri(quarantine_key)}"
+        )
+    rules = _rule_counts(quarantine)
     run_metrics = mlflow.run(mlflow.model_version(champion).run_id).data.metrics
     return MaterializeResult(
         value=ScoredBatch(
             key=key,
             rows=len(scored),
-            input_rows=len(batch),
+            input_rows=batch.received,
             model_version=champion,
             batch_uri=batch_uri,
             train_target_min=run_metrics.get("train_target_min"),
             train_target_max=run_metrics.get("train_target_max"),
             classes=spec.classes,
+            quarantined=len(quarantine),
+            quarantine_key=quarantine_key,
+            quarantine_rules=rules,
+            quarantine_examples=tuple(_quarantine_lines(quarantine.head(10))),
         ),
         metadata={
             "rows": len(scored),
+            "received_rows": batch.received,
+            "quarantined_rows": len(quarantine),
             "model_version": champion,
             "batch": batch_uri,
             **_prediction_summary(scored, spec.classes),
-            "labelled": spec.target.name in batch.columns,
+            "blanks_imputed": md_table(
+                ["column", "blank values scored"],
+                sorted(batch.blanks(spec.feature_columns).items()),
+            )
+            if batch.blanks(spec.feature_columns)
+            else "none",
+            "labelled": spec.target.name in scored.columns,
             "ignored_columns": ignored or "none",
             "table": MetadataValue.url(object_store.uri(key)),
+            "quarantine": MetadataValue.url(object_store.uri(quarantine_key))
+            if quarantine_key
+            else "none",
+            **(
+                {"quarantine_rules": md_table(["rule", "rows"], sorted(rules.items()))}
+                if rules
+                else {}
+            ),
         },
     )
+
+
+def _rule_counts(quarantine: pd.DataFrame) -> dict[str, int]:
+    """How many rows set aside broke each rule (a row may break several)."""
+    counts: Counter[str] = Counter()
+    for rules in quarantine["rules"]:
+        counts.update(set(str(rules).split("; ")))
+    return dict(counts)
+
+
+def _quarantine_lines(quarantine: pd.DataFrame) -> list[str]:
+    return [
+        f"file '{r.file}', row {r.row}"
+        + (f" (line {r.line})" if pd.notna(r.line) else "")
+        + f": {r.rules}"
+        for r in quarantine.itertuples()
+    ]
 
 
 def _prediction_summary(scored: Any, classes: tuple[str, ...]) -> dict[str, Any]:
@@ -145,10 +199,39 @@ def _load_predictions(handle: ScoredBatch, store: ObjectStoreResource) -> Any:
 def one_prediction_per_row(
     predictions: ScoredBatch, object_store: ObjectStoreResource
 ) -> AssetCheckResult:
+    """Nothing received is dropped silently: the predictions and the rows set aside, as
+    stored, add up to the rows received."""
     rows = len(_load_predictions(predictions, object_store))
+    set_aside = (
+        len(parquet_to_frame(object_store.get_bytes(predictions.quarantine_key)))
+        if predictions.quarantine_key
+        else 0
+    )
     return AssetCheckResult(
-        passed=rows == predictions.input_rows,
-        description=f"{rows} predictions for {predictions.input_rows} input rows",
+        passed=rows + set_aside == predictions.input_rows and rows == predictions.rows,
+        description=f"{rows:,} predictions + {set_aside:,} rows set aside = {rows + set_aside:,} "
+        f"of {predictions.input_rows:,} rows received",
+        metadata={"predictions": rows, "set_aside": set_aside},
+    )
+
+
+def quarantine_share_within_limit(
+    predictions: ScoredBatch, policy: LifecyclePolicy
+) -> AssetCheckResult:
+    """Rows set aside: any warns; more than the policy's share fails (ERROR)."""
+    received, count = predictions.input_rows, predictions.quarantined
+    share = count / received if received else 0.0
+    limit = policy.max_quarantine_share
+    if count == 0:
+        return AssetCheckResult(passed=True, description=f"all {received:,} rows scored")
+    rules = "; ".join(f"{rule}: {n:,}" for rule, n in sorted(predictions.quarantine_rules.items()))
+    return AssetCheckResult(
+        passed=False,
+        severity=AssetCheckSeverity.ERROR if share > limit else AssetCheckSeverity.WARN,
+        description=f"{plural(count, 'row')} of {received:,} ({share:.1%}) set aside, "
+        f"{'over' if share > limit else 'within'} the limit of {limit:.0%}; by rule: {rules}\n"
+        + "\n".join(predictions.quarantine_examples),
+        metadata={"quarantined": count, "share": share},
     )
 
 
@@ -462,7 +545,8 @@ def _scoring_assets(
             asset="predictions",
             partitions_def=partitions,
             blocking=True,
-            description="The saved results have exactly one prediction per input row.",
+            description="Nothing received is dropped: the predictions and the rows set aside "
+            "add up to the rows of the day's batch.",
         )(fail_fast(one_prediction_per_row))
     )
     checks.append(
@@ -475,6 +559,18 @@ def _scoring_assets(
             description="No prediction is NaN or infinite. Classification: every predicted "
             "class is one of the spec's, and each row's probabilities are in [0, 1] and sum to 1.",
         )(fail_fast(no_missing_predictions))
+    )
+    checks.append(
+        asset_check(
+            name="quarantine_share_within_limit",
+            retry_policy=SERVER_RETRY,
+            asset="predictions",
+            partitions_def=partitions,
+            description="Rows of the day's batch set aside (a value out of range, an unseen "
+            "category, a blank the model cannot score; each with its rule, beside the "
+            "predictions) are at most MLOPS_MAX_QUARANTINE_SHARE of it (ERROR above it; WARN "
+            "for any).",
+        )(fail_fast(quarantine_share_within_limit))
     )
     checks.append(
         asset_check(
