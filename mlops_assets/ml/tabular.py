@@ -366,7 +366,15 @@ def _check_values(
             if out is not None and out.any():
                 rule = f"values must be {sign} {bound:g}"
                 violations.append(
-                    _row_violation(file, column.name, rule, out, raw, "value out of range")
+                    _row_violation(
+                        file,
+                        column.name,
+                        rule,
+                        out,
+                        raw,
+                        "value out of range",
+                        "values out of range",
+                    )
                 )
         typed[column.name] = values
 
