@@ -211,6 +211,52 @@ def _split_thousands(fields: list[str], width: int) -> list[int] | None:
     return columns if extra == 0 and columns else None
 
 
+def _merge_thousands(fields: list[str], width: int) -> list[str] | None:
+    """The row with each number :func:`_split_thousands` finds written whole (``1`` and
+    ``200`` back to ``1200``), or None when that does not give the header's width."""
+    extra = len(fields) - width
+    merged: list[str] = []
+    i = 0
+    while i < len(fields):
+        value = fields[i]
+        while (
+            extra > 0
+            and i + 1 < len(fields)
+            and _LEADING_GROUP.fullmatch(value)
+            and _THOUSANDS_GROUP.fullmatch(fields[i + 1])
+        ):
+            value = value.strip() + fields[i + 1].strip()
+            i += 1
+            extra -= 1
+        merged.append(value)
+        i += 1
+    return merged if extra == 0 else None
+
+
+def _read_past_thousands(file: TableFile) -> pd.DataFrame | None:
+    """The file read as :func:`read_frame` reads it, with every number that lost its
+    thousands separator to the comma written whole; None when some row is wider for another
+    reason. Only so the rest of the contract can name every other bad value in one pass: the
+    file itself stays rejected."""
+    reader = csv.reader(io.StringIO(file.data.decode("utf-8")))
+    header = next(reader, [])
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    for fields in reader:
+        if len(fields) > len(header):
+            merged = _merge_thousands(fields, len(header))
+            if merged is None:
+                return None
+            fields = merged
+        writer.writerow(fields)
+    frame = pd.read_csv(
+        io.StringIO(out.getvalue()), dtype=str, keep_default_na=False, na_values=NA_TOKENS
+    )
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
 def _field_count_violations(file: TableFile) -> list[Violation]:
     """Rows with more fields than the header, with the column each most likely breaks.
 
@@ -440,6 +486,20 @@ def inspect_table(
         Training data must carry the target; an incoming scoring batch need not.
     """
     frame, parse_violations = read_frame(file)
+    if (
+        frame is None
+        and parse_violations
+        and all(v.column and v.rule == CSV_RULE for v in parse_violations)
+    ):
+        # Numbers written with an unquoted thousands separator: name them, and every other
+        # bad value too, so the file is fixed in one pass. The file stays rejected.
+        readable = _read_past_thousands(file)
+        if readable is not None:
+            inspection = inspect_frame(
+                file.name, readable, parse_violations, spec, require_target, null_limits
+            )
+            inspection.frame = None
+            return inspection
     return inspect_frame(file.name, frame, parse_violations, spec, require_target, null_limits)
 
 

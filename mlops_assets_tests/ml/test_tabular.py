@@ -101,6 +101,17 @@ def test_fractional_and_out_of_range_values_are_rejected(good_frame):
     assert rules == {"whole numbers only", "values must be >= 0"}
 
 
+def test_out_of_range_counts_are_singular_and_plural_and_values_as_written(good_frame):
+    one = good_frame.astype({"price": object})  # -5 is written '-5', not '-5.0'
+    one.loc[2, "price"] = "-5"
+    (violation,) = inspect_table(csv_file(one), HOUSE_PRICES).results[SCHEMA]
+    assert "row 3: 1 value out of range (e.g. '-5')" in violation.message
+    two = good_frame.astype({"price": object})
+    two.loc[[2, 4], "price"] = "-5"
+    (violation,) = inspect_table(csv_file(two), HOUSE_PRICES).results[SCHEMA]
+    assert "rows 3, 5: 2 values out of range (e.g. '-5')" in violation.message
+
+
 def test_null_share_above_limit_fails(good_frame):
     frame = good_frame.astype({"area": float})
     frame.loc[:9, "area"] = None  # 10%, limit 5%
@@ -193,6 +204,23 @@ def test_unquoted_thousands_separator_names_the_column_rows_and_line(good_frame)
     assert "first: line 6 has 14" in violation.message
     assert "unquoted thousands separator" in violation.message
     assert "rule: must be well-formed CSV" in violation.message
+
+
+def test_a_thousands_separator_does_not_hide_the_columns_other_bad_values(good_frame):
+    frame = good_frame.astype({"area": object})
+    frame.loc[[30, 31], "area"] = "big"
+    frame.loc[40, "area"] = "-5"
+    data = _with_unquoted_thousands(frame, [4, 16], "area")
+    inspection = inspect_table(TableFile("export.csv", data), HOUSE_PRICES)
+    assert not inspection.ok
+    assert inspection.frame is None
+    [parse] = inspection.results[PARSES]
+    assert parse.rows == (5, 17)
+    by_rule = {v.rule: v for v in inspection.results[SCHEMA]}
+    assert by_rule["numeric column"].rows == (31, 32)
+    assert "2 non-numeric values (e.g. 'big')" in by_rule["numeric column"].message
+    assert by_rule["values must be >= 100"].rows == (41,)
+    assert "1 value out of range (e.g. '-5')" in by_rule["values must be >= 100"].message
 
 
 def test_every_row_with_a_thousands_separator_is_never_read_shifted(good_frame):
