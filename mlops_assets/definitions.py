@@ -20,6 +20,7 @@ from dagster import (
     in_process_executor,
 )
 
+from mlops_assets.lib.console import console_logger
 from mlops_assets.lib.pod_resources import standard_pod, training_pod
 from mlops_assets.resources.asset_values import RunScopedIOManager
 from mlops_assets.resources.dataset_source import DatasetSourceResource
@@ -160,6 +161,7 @@ def build_definitions(resources: dict[str, object] | None = None) -> Definitions
         Definitions(
             resources=build_resources() if resources is None else resources,
             executor=executor(),
+            loggers={"console": console_logger},
         ),
     )
 
