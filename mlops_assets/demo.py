@@ -22,10 +22,12 @@ from shlex import quote
 from typing import TYPE_CHECKING
 
 from mlops_assets.instance_config import LOCAL_RUNS_YAML
-from mlops_assets.settings import home
+from mlops_assets.settings import home, setting
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance, JobDefinition
+
+    from mlops_assets.lib.failures import RunOutcome
 
 JOB = "mlops_lifecycle"
 DEFS = "mlops_assets.definitions"
@@ -84,8 +86,16 @@ def local_instance() -> Iterator[DagsterInstance]:
         yield instance
 
 
-def run_lifecycle(partition: str) -> bool:
+# Exit codes (README, "Exit codes").
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1  # a step failed (a rejected input, a blocking check) or the run could not start
+EXIT_CHECKS_FAILED = 2  # the run finished, but a check of ERROR severity failed (or, asked, a WARN)
+
+
+def run_lifecycle(partition: str) -> tuple[bool, RunOutcome]:
     from dagster import execute_job, reconstructable
+
+    from mlops_assets.lib.failures import run_outcome
 
     with local_instance() as instance:
         fail_dead_runs(instance)
@@ -93,8 +103,39 @@ def run_lifecycle(partition: str) -> bool:
             reconstructable(lifecycle_job),
             instance=instance,
             tags={"dagster/partition": partition},
+            # The project's console logger (lib/console.py): an expected rejection is printed
+            # with its reason and without a stack trace.
+            run_config={"loggers": {"console": {"config": {"log_level": "DEBUG"}}}},
         )
-        return result.success
+        return result.success, run_outcome(instance, result.run_id)
+
+
+def summary(
+    succeeded: bool, outcome: RunOutcome, fail_on_warn: bool, what: str
+) -> tuple[int, list[str]]:
+    """The exit code and the lines that end the output: every check that failed or warned,
+    with its message, then the verdict, whose last line says why."""
+    lines = []
+    if outcome.checks:
+        lines.append(f"checks that did not pass ({len(outcome.checks)}):")
+        lines.extend(f"  {check.line}" for check in outcome.checks)
+    reasons = outcome.reasons()
+    if not succeeded:
+        code = EXIT_RUN_FAILED
+        why = reasons[0] if reasons else "the run failed (see the log above)"
+        more = f" (and {len(reasons) - 1} more failed steps above)" if len(reasons) > 1 else ""
+        verdict = f"FAILED: {what}: {why}{more}"
+    elif outcome.failed_errors or (fail_on_warn and outcome.warnings):
+        code = EXIT_CHECKS_FAILED
+        failed = outcome.failed_errors or outcome.warnings
+        verdict = f"FAILED CHECKS: {what} ran, but {failed[0].line}" + (
+            f" (and {len(failed) - 1} more above)" if len(failed) > 1 else ""
+        )
+    else:
+        code = EXIT_OK
+        warned = f", {len(outcome.warnings)} warnings above" if outcome.warnings else ""
+        verdict = f"Done: {what}{warned}."
+    return code, [*lines, verdict]
 
 
 def ui_command(
@@ -155,6 +196,13 @@ def main(argv: list[str] | None = None) -> int:
         "--partition",
         help="day of the incoming batch to score (default: the latest complete day)",
     )
+    parser.add_argument(
+        "--fail-on-warn",
+        action="store_true",
+        default=setting("MLOPS_DEMO_FAIL_ON_WARN").lower() in ("1", "true", "yes"),
+        help="exit 2 when a check fails with WARN severity too "
+        "(default: MLOPS_DEMO_FAIL_ON_WARN, off)",
+    )
     args = parser.parse_args(argv)
     import_skops_first()
     from mlops_assets.partitions import daily_partitions
@@ -168,26 +216,27 @@ def main(argv: list[str] | None = None) -> int:
     # 1.7 s of a 10,000-row run. Collect less often, as batch tools like mypy do; cycles
     # are still collected, and arrays are freed by reference count as ever.
     gc.set_threshold(50_000, 20, 10)
+    what = f"{JOB} for partition {partition}"
     try:
         os.environ["DAGSTER_HOME"] = str(dagster_home())
-        succeeded = run_lifecycle(partition)
+        succeeded, outcome = run_lifecycle(partition)
     except Exception as exc:  # the run could not even start: say why, last
         traceback.print_exc()
-        print(f"\nFAILED: {JOB} for partition {partition} could not run: {why(exc)}",
-              file=sys.stderr)  # fmt: skip
-        return 1
+        print(f"\nFAILED: {what} could not run: {why(exc)}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    code, lines = summary(succeeded, outcome, args.fail_on_warn, what)
     print(
-        f"\n{'Done' if succeeded else 'FAILED'}: {JOB} for partition {partition}.\n"
-        "See it in the UI:\n"
+        "\nSee it in the UI:\n"
         f"  {ui_command(Path(os.environ['DAGSTER_HOME']))}\n"
-        "  then open http://127.0.0.1:3000/asset-groups",
+        "  then open http://127.0.0.1:3000/asset-groups\n",
         file=sys.stderr,
     )
+    print("\n".join(lines), file=sys.stderr)
     # The run is over and stored. What is left is the interpreter's teardown, whose garbage
     # collections walk every object the run's libraries made (about two seconds); objects
     # moved to the permanent generation are not walked. Exit handlers still run.
     gc.freeze()
-    return 0 if succeeded else 1
+    return code
 
 
 if __name__ == "__main__":

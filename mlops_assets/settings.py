@@ -70,6 +70,11 @@ OTHER_SETTINGS: tuple[Setting, ...] = (
         "MLflow tracking server or database; empty means sqlite:///$MLOPS_HOME/mlflow.db.",
     ),
     Setting(
+        "MLOPS_DEMO_FAIL_ON_WARN",
+        "false",
+        "true: mlops-demo exits 2 when a check fails with WARN severity too (as --fail-on-warn).",
+    ),
+    Setting(
         "MLOPS_PARTITIONS_START",
         "2026-11-01",
         "First daily partition of predictions.",

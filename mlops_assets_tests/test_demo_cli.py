@@ -15,10 +15,12 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
 from mlops_assets.demo import ui_command
+from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets.stack.process import ServerProcess, free_port, wait_until
 from mlops_assets_tests.conftest import (
     LIFECYCLE_ASSETS,
     PARTITION,
+    TEST_INCOMING,
     demo_env,
     imported_before,
     run_mlops_demo,
@@ -87,6 +89,46 @@ def test_mlops_demo_exits_non_zero_when_the_run_fails(tmp_path):
     with DagsterInstance.from_config(str(tmp_path / "mlops" / "dagster_home")) as instance:
         [run] = instance.get_runs()
         assert run.status == DagsterRunStatus.FAILURE
+
+
+def test_a_rejected_training_file_ends_with_its_reason_and_no_stack_trace(tmp_path):
+    """Found by a new user: 8 of 12 rejected files ended in DagsterStepOutputNotFoundError
+    for a check that did not fail, the reason 45 lines up."""
+    bad = tmp_path / "houses.csv"
+    bad.write_bytes(to_csv_bytes(generate_house_prices(300, seed=3).drop(columns=["area"])))
+    out = run_mlops_demo(tmp_path / "mlops", cwd=tmp_path, extra_env={"MLOPS_SOURCE_URI": str(bad)})
+    assert out.returncode == 1, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"FAILED: mlops_lifecycle for partition {PARTITION}: raw_data: required_columns_present "
+        "failed: file 'houses.csv', column 'area': column is missing"
+    ), last
+    assert last.endswith("(rule: required column)")
+    for internal in ("Stack Trace", "Traceback", "DagsterStepOutputNotFoundError", "dagster._core"):
+        assert internal not in out.stderr, internal
+    # The rule groups it could not evaluate are skipped, not failed.
+    assert "check values_match_schema not evaluated: an earlier rule failed" in out.stderr
+
+
+def test_a_failed_check_that_does_not_block_exits_2_and_every_finding_is_listed(tmp_path):
+    """Found by a new user: a labelled batch from another distribution failed
+    quality_not_degraded (ERROR), and mlops-demo printed Done and exited 0."""
+    drifted = TEST_INCOMING + "&drift=1"  # labelled, from another distribution
+    out = run_mlops_demo(
+        tmp_path / "mlops", cwd=tmp_path, extra_env={"MLOPS_INCOMING_URI": drifted}
+    )
+    assert out.returncode == 2, out.stderr[-3000:]
+    lines = out.stderr.strip().splitlines()
+    listed = lines[lines.index("checks that did not pass (2):") + 1 : -1]
+    assert [line.split(":")[0] for line in listed] == [
+        f"  WARN drift_report.drift_share_below_threshold [{PARTITION}]",
+        f"  ERROR drift_report.quality_not_degraded [{PARTITION}]",
+    ]
+    assert "batch rmse" in listed[1]
+    assert lines[-1].startswith(
+        f"FAILED CHECKS: mlops_lifecycle for partition {PARTITION} ran, but ERROR "
+        "drift_report.quality_not_degraded"
+    )
 
 
 def test_mlops_demo_on_a_full_disk_says_why_last_and_exits_non_zero(tmp_path, small_disk):

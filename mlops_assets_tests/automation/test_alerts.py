@@ -147,3 +147,24 @@ def test_a_failed_run_alerts_with_its_step_errors(
     assert f"raw_data: cannot read source {tmp_path / 'missing'}" in payload["text"]
     link = payload["blocks"][-1]["elements"][0]["text"]
     assert link == f"<{UI}/runs/{result.run_id}|Open the run in Dagster>"
+
+
+def test_a_failed_run_alerts_with_the_root_cause_not_dagsters_wrapper(trained: Lifecycle) -> None:
+    lifecycle = trained
+    config = {"ops": {"promote_to_champion": {"config": {"version": "99"}}}}
+    result = lifecycle.run("approve_challenger", partition=None, run_config=config)
+    assert not result.success
+    with WebhookReceiver() as receiver:
+        context = build_run_status_sensor_context(
+            sensor_name="run_failure_alerts",
+            dagster_event=result.get_run_failure_event(),
+            dagster_instance=lifecycle.instance,
+            dagster_run=result.dagster_run,
+            resources={"notifier": webhook(receiver)},
+        ).for_run_failure()
+        run_failure_alerts(context)
+        [payload] = receiver.delivered()
+    text = payload["text"]
+    assert "promote_to_champion: " in text
+    assert "version=99) not found" in text, text
+    assert "Error occurred while executing" not in text

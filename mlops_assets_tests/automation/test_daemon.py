@@ -9,6 +9,7 @@ run, also after the daemon is restarted.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,14 @@ import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
-from mlops_assets_tests.dagster_services import ARTIFACTS, daemon, project_env, wait_for
+from mlops_assets_tests.dagster_services import (
+    ARTIFACTS,
+    BIN,
+    ROOT,
+    daemon,
+    project_env,
+    wait_for,
+)
 from mlops_assets_tests.receivers import WebhookReceiver
 
 pytestmark = pytest.mark.slow
@@ -123,6 +131,23 @@ def test_sensors_launch_the_loop_and_alert_once_across_a_daemon_restart(tmp_path
             for asset in ("raw_data", "versioned_dataset", "trained_model", "registered_model"):
                 assert instance.get_latest_materialization_event(AssetKey(asset)) is not None
 
+            # 1b. A run started from a shell, as the README starts approve_challenger, that
+            # fails: it has no code-location origin, and it still alerts, with the cause.
+            launched = subprocess.run(
+                [str(BIN / "dg"), "launch", "--job", "approve_challenger", "--config-json",
+                 json.dumps({"ops": {"promote_to_champion": {"config": {"version": "99"}}}})],
+                cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert launched.returncode != 0, launched.stderr[-3000:]
+            wait_for(
+                "the alert for the failed approve_challenger run",
+                lambda: [
+                    p for p in receiver.delivered() if "Run of approve_challenger" in p["text"]
+                ],
+                120,
+                all_logs,
+            )
+
             # 2. A drifted, unlabelled batch lands for the latest day -> score_batch.
             day = daily_partitions().get_partition_keys()[-1]
             drifted = generate_house_prices(400, seed=7, drift=True).drop(columns=["price"])
@@ -147,7 +172,9 @@ def test_sensors_launch_the_loop_and_alert_once_across_a_daemon_restart(tmp_path
             # 3. One alert per failed evaluation, and one retraining run.
             wait_for(
                 "alerts for every failed evaluation",
-                lambda: len(receiver.delivered()) >= len(failed),
+                lambda: (
+                    len([p for p in receiver.delivered() if "Check " in p["text"]]) >= len(failed)
+                ),
                 120,
                 all_logs,
             )
@@ -192,7 +219,11 @@ def test_sensors_launch_the_loop_and_alert_once_across_a_daemon_restart(tmp_path
         for severity, asset, check, partition in failed
     )
     assert alerted == expected, "one alert per failed evaluation, none twice"
-    assert [p for p in payloads if "Run of " in p["text"]] == [], "no run failed"
+    [run_alert] = [p for p in payloads if "Run of " in p["text"]]  # one, across the restart
+    assert run_alert["text"].startswith("[ERROR] Run of approve_challenger failed: ")
+    assert "version=99) not found" in run_alert["text"], run_alert["text"]
+    assert "Error occurred while executing" not in run_alert["text"]
+    assert "a shell (dg launch, mlops-demo)" in json.dumps(run_alert)
     drift_alert = next(p for p in check_alerts if "drift_share_below_threshold" in p["text"])
     assert "drifted columns" in drift_alert["text"]
     assert drift_alert["blocks"][-1]["elements"][0]["text"].startswith(

@@ -7,6 +7,7 @@ daemon's log, and with a webhook or email configured a person hears of every fai
 from __future__ import annotations
 
 from dagster import (
+    DagsterRun,
     DefaultSensorStatus,
     RunFailureSensorContext,
     SensorDefinition,
@@ -23,6 +24,7 @@ from mlops_assets.defs.automation.check_history import (
     start_cursor,
 )
 from mlops_assets.defs.automation.constants import AutomationSettings
+from mlops_assets.lib.failures import run_outcome
 from mlops_assets.resources.notifier import Alert, AlertDeliveryFailed, NotifierResource
 
 
@@ -84,21 +86,14 @@ def alert_failed_checks(
     return SensorResult(cursor=cursor.dumps())
 
 
-def _step_errors(context: RunFailureSensorContext, limit: int = 3) -> list[str]:
-    errors = []
-    for event in context.get_step_failure_events()[:limit]:
-        data = event.event_specific_data
-        user = getattr(data, "user_failure_data", None)
-        error = getattr(data, "error", None)
-        text = (user.description if user else None) or (error.message if error else "")
-        errors.append(f"{event.step_key}: {text.strip()}")
-    return errors
-
-
 def alert_failed_run(context: RunFailureSensorContext, notifier: NotifierResource) -> None:
     run = context.dagster_run
-    steps = _step_errors(context)
-    message = "\n".join(steps) if steps else (context.failure_event.message or "run failed")
+    repository = context.repository_def
+    if repository is not None and not repository.has_job(run.job_name):
+        return  # a run of another code location's job: its own sensor alerts
+    outcome = run_outcome(context.instance, run.run_id)
+    reasons = outcome.reasons()
+    message = "\n".join(reasons) if reasons else (context.failure_event.message or "run failed")
     alert = Alert(
         title=f"Run of {run.job_name} failed",
         severity="ERROR",
@@ -107,11 +102,19 @@ def alert_failed_run(context: RunFailureSensorContext, notifier: NotifierResourc
         job=run.job_name,
         partition=run.tags.get("dagster/partition", ""),
         run_id=run.run_id,
-        facts={"Trigger": run.tags.get("mlops/trigger", "")},
+        facts={"Trigger": run.tags.get("mlops/trigger", "") or _launched_from(run)},
     )
     problems = notifier.send(alert, log=context.log)
     if problems:
         raise AlertsUndelivered("; ".join(str(p) for p in problems))
+
+
+def _launched_from(run: DagsterRun) -> str:
+    """Runs without a trigger tag: the daemon and the UI record where they came from; a run
+    started from a shell (`dg launch`, `mlops-demo`) has no code-location origin."""
+    return (
+        "UI or daemon" if run.remote_job_origin is not None else "a shell (dg launch, mlops-demo)"
+    )
 
 
 def build_alert_sensors(settings: AutomationSettings) -> list[SensorDefinition]:
@@ -128,9 +131,14 @@ def build_alert_sensors(settings: AutomationSettings) -> list[SensorDefinition]:
         )(alert_failed_checks),
         run_failure_sensor(
             name="run_failure_alerts",
+            # Runs started from a shell (`dg launch`, `mlops-demo`) have no code-location
+            # origin, and a sensor that watches only its own location never sees them: watch
+            # every run, and alert on those of this location's jobs (alert_failed_run).
+            monitor_all_code_locations=True,
             minimum_interval_seconds=settings.interval_seconds,
             default_status=DefaultSensorStatus.RUNNING,
-            description="Sends an alert when a run of this code location fails, with the failed steps "
-            "and their errors.",
+            description="Sends one alert when a run of this code location's jobs fails, however "
+            "it was launched (daemon, UI, dg launch, mlops-demo), with each failed step's root "
+            "cause or the check that stopped it, and a link to the run.",
         )(alert_failed_run),
     ]
