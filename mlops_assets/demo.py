@@ -33,7 +33,13 @@ JOB = "mlops_lifecycle"
 DEFS = "mlops_assets.definitions"
 
 # A local instance: SQLite under DAGSTER_HOME; runs whose processes died are marked failed.
+# A clone has it at .mlops/dagster_home/dagster.yaml (the README's DAGSTER_HOME), so that
+# `dagster dev`, `dg dev` and `dg launch` find it before mlops-demo has run: Dagster reads
+# the instance's config before it loads any of this project's code, and `dagster dev` wants
+# the folder to exist. mlops-demo writes it into any other DAGSTER_HOME that lacks one.
 DAGSTER_YAML = f"""\
+# This project's local Dagster instance: runs, events and schedules in SQLite in this folder;
+# a run whose processes all died is marked failed (mlops_assets/lib/dead_runs.py).
 {LOCAL_RUNS_YAML}telemetry:
   enabled: false
 """

@@ -1,4 +1,5 @@
-"""What the ``dagster.yaml`` files this project writes (``mlops-demo``, ``mlops-stack``) say
+"""What the ``dagster.yaml`` files of this project (the clone's
+``.mlops/dagster_home/dagster.yaml``, and those ``mlops-demo`` and ``mlops-stack`` write) say
 about runs: every run's processes are on this machine, so a run whose processes are all gone
 is dead, and the daemon's run monitoring marks it failed (see lib/dead_runs.py). Plain text,
 so that writing it imports nothing of Dagster."""

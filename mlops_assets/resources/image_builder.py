@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import shlex
 import shutil
 import socket
@@ -22,12 +23,13 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from dagster import ConfigurableResource
 
+from mlops_assets.lib.metadata import redact_uri
 from mlops_assets.ml.serving import (
     CA_BUNDLE_IN_CONTEXT,
     SERVE_SCRIPT_IN_CONTEXT,
@@ -60,6 +62,26 @@ _UNREACHABLE = (
     "504 gateway",
     "500 internal server error",
 )
+# Why a builder could not pull an image, in Go's words (buildah, podman, docker): no name for
+# the registry's host, no route or connection to it. The builder has retried what it could.
+_NO_NETWORK = (
+    "no such host",
+    "temporary failure in name resolution",
+    "server misbehaving",
+    "dial tcp",
+    "connection refused",
+    "connection reset",
+    "i/o timeout",
+    "network is unreachable",
+    "no route to host",
+    "tls handshake timeout",
+    "context deadline exceeded",
+)
+# Where the README says what to do without a public registry.
+NO_PUBLIC_REGISTRY = (
+    'the README\'s "No public registry?" (README.md#serving-the-champion-as-a-container-image)'
+)
+_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE)
 
 
 class BuilderUnavailable(RuntimeError):
@@ -73,6 +95,11 @@ class BuildFailed(RuntimeError):
 class BuildUntrusted(BuildFailed):
     """A step of the build did not trust a TLS certificate (pip behind a TLS-intercepting
     proxy): a setting to fix, MLOPS_IMAGE_BUILD_CA_BUNDLE, not a fault that passes."""
+
+
+class BaseImageUnreachable(BuildFailed):
+    """The base image could not be pulled: its registry's host has no name here or cannot be
+    reached (no public registry from this machine). A setting to fix, MLOPS_IMAGE_BASE."""
 
 
 class ImageConfigError(ValueError):
@@ -90,7 +117,15 @@ class PublishedImage:
     archive_key: str | None = None
 
 
-def _run(command: list[str], what: str, timeout: float = 3600, stdin: str | None = None) -> str:
+def _run(
+    command: list[str],
+    what: str,
+    timeout: float = 3600,
+    stdin: str | None = None,
+    base_images: Sequence[str] = (),
+) -> str:
+    """Run a builder's ``command``; on failure, raise what it said that matters, as the error
+    a caller acts on. ``base_images``: those a build pulls (its FROM lines)."""
     try:
         completed = subprocess.run(
             command,
@@ -102,13 +137,16 @@ def _run(command: list[str], what: str, timeout: float = 3600, stdin: str | None
     except subprocess.TimeoutExpired as exc:
         raise BuildFailed(f"{what} did not finish in {timeout:.0f}s") from exc
     if completed.returncode != 0:
-        tail = failure_tail((completed.stderr or completed.stdout).strip().splitlines())
+        tail = redact_urls(
+            failure_tail((completed.stderr or completed.stdout).strip().splitlines())
+        )
         error_type: type[RuntimeError] = BuildFailed
         if any(marker in tail.lower() for marker in _UNREACHABLE) and (
             "push" in what or "pull" in what
         ):
             error_type = RegistryUnavailable
         hint = ""
+        unpulled = unpulled_base_image(tail, base_images)
         if "http response to https client" in tail.lower():
             hint = "\n(the registry speaks plain HTTP: set MLOPS_IMAGE_REGISTRY_INSECURE=true)"
         elif "certificate_verify_failed" in f"{completed.stdout}{completed.stderr}".lower():
@@ -117,6 +155,13 @@ def _run(command: list[str], what: str, timeout: float = 3600, stdin: str | None
                 "\n(pip in the build did not trust a TLS certificate, as happens where TLS is "
                 "intercepted: set MLOPS_IMAGE_BUILD_CA_BUNDLE to a CA bundle that signs it, "
                 "e.g. /etc/ssl/certs/ca-certificates.crt)"
+            )
+        elif unpulled is not None:
+            error_type = BaseImageUnreachable
+            hint = (
+                f"\n(the base image {unpulled} could not be pulled from its registry: set "
+                "MLOPS_IMAGE_BASE to an image this machine has or can pull; where no public "
+                f"registry is reachable, build one from Debian packages: see {NO_PUBLIC_REGISTRY})"
             )
         raise error_type(f"{what} failed (exit {completed.returncode}):\n{tail}{hint}")
     return completed.stdout
@@ -143,6 +188,45 @@ def failure_tail(output: list[str], step_lines: int = 6) -> str:
         if line.strip() and not line.startswith("subprocess exited with status")
     ]
     return "\n".join([*said[-step_lines:], output[last]])
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every URL in it redacted: no userinfo, no query values (a token)."""
+    return _URL.sub(lambda url: redact_uri(url.group(0)), text)
+
+
+def dockerfile_base_images(dockerfile: str) -> list[str]:
+    """The images a Dockerfile's FROM lines pull (not its own earlier stages)."""
+    images: list[str] = []
+    stages: set[str] = set()
+    for line in dockerfile.splitlines():
+        words = line.split()
+        if not words or words[0].upper() != "FROM":
+            continue
+        words = [word for word in words[1:] if not word.startswith("--")]  # --platform=...
+        if words and words[0].lower() not in stages:
+            images.append(words[0])
+        if len(words) >= 3 and words[1].upper() == "AS":
+            stages.add(words[2].lower())
+    return images
+
+
+def unpulled_base_image(tail: str, base_images: Sequence[str]) -> str | None:
+    """The one of ``base_images`` that a failed build's ``tail`` says could not be pulled
+    for a network reason (buildah and podman: "creating build container: initializing source
+    docker://IMAGE: ... no such host"; docker: "failed to resolve source metadata for
+    IMAGE: ... i/o timeout"), or None. A step of the build that failed (``at STEP``) is not a
+    pull of the base, whatever its network trouble."""
+    for line in tail.splitlines():
+        lowered = line.lower()
+        if "at step" in lowered or not any(marker in lowered for marker in _NO_NETWORK):
+            continue
+        named = [image for image in base_images if image.lower() in lowered]
+        if named:
+            return named[0]
+        if base_images and "creating build container" in lowered:
+            return base_images[0]
+    return None
 
 
 def _works(command: list[str]) -> bool:
@@ -512,7 +596,9 @@ class ImageBuilderResource(ConfigurableResource):
             ]
         else:
             raise BuilderUnavailable(f"backend {backend} does not build on this machine")
-        _run(command, f"{backend} build of {tag}", timeout)
+        dockerfile = context / "Dockerfile"
+        bases = dockerfile_base_images(dockerfile.read_text()) if dockerfile.is_file() else []
+        _run(command, f"{backend} build of {tag}", timeout, base_images=bases)
 
     def push(self, backend: str, source: str, destination: str) -> str:
         """Push ``source`` to ``destination`` (``repo:tag``); returns the manifest digest."""

@@ -211,6 +211,30 @@ def test_an_untrusted_package_index_fails_at_once_naming_the_setting_and_keeps_t
     assert record(serving) == good
 
 
+def test_a_base_image_that_cannot_be_pulled_fails_at_once_naming_the_setting(
+    trained: Lifecycle, container_tools: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve_champion where the base image's registry cannot be reached, as a public one is
+    from a machine without internet (here a host no resolver knows): buildah's pull fails,
+    and served_image fails at once, its message ending with what failed, the setting and the
+    README's paragraph; nothing is recorded as served."""
+    base = "nonexistent.invalid/library/python:3.11-slim"
+    monkeypatch.setenv("MLOPS_IMAGE_BUILDER", "buildah")
+    monkeypatch.setenv("MLOPS_IMAGE_BASE", base)
+    result = trained.run("serve_champion", partition=None)
+    assert not result.success
+    *said, last = step_failure(result, "served_image").splitlines()
+    assert said[-1].startswith("Error: creating build container: "), said
+    assert "nonexistent.invalid" in said[-1]
+    assert last.startswith(
+        f"(the base image {base} could not be pulled from its registry: set MLOPS_IMAGE_BASE "
+    ), last
+    assert 'the README\'s "No public registry?"' in last
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert retries == []
+    assert record(trained) is None
+
+
 def _tiny_server_image(tmp_path: Path, base_image: str, tag: str, script: str) -> str:
     """An image FROM the test base whose process is ``script`` (a stand-in server)."""
     context = tmp_path / tag.replace("/", "_").replace(":", "_")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from mlops_assets.resources.image_builder import (
+    BaseImageUnreachable,
     BuilderUnavailable,
     BuildUntrusted,
     ImageBuilderResource,
@@ -127,6 +128,34 @@ def test_a_build_whose_pip_fails_says_why_and_what_to_set(base_image: str, tmp_p
     assert "No matching distribution found for six==1.16.0" in message
     assert "set MLOPS_IMAGE_BUILD_CA_BUNDLE" in message
     # The failed build's working container is removed with it.
+    assert store_listing("buildah containers") == containers_before
+
+
+# A host no resolver knows (RFC 6761), as a public registry is where there is no internet.
+UNRESOLVABLE_BASE = "nonexistent.invalid/library/python:3.11-slim"
+
+
+@pytest.mark.parametrize("backend", ["buildah", "podman"])
+def test_a_base_image_whose_registry_cannot_be_reached_names_the_setting(
+    container_tools: None, backend: str, tmp_path: Path
+) -> None:
+    """The first thing a build does where no public registry is reachable: pull the base.
+    The builder's own words stay (its last line), and the error's last line says that the
+    base image could not be pulled, what to set, and where the README says how."""
+    (tmp_path / "Dockerfile").write_text(f"FROM {UNRESOLVABLE_BASE}\nUSER 10001\n")
+    containers_before = store_listing("buildah containers")
+    with pytest.raises(BaseImageUnreachable) as failed:
+        ImageBuilderResource().build(backend, tmp_path, "localhost/mlops-test/unbuilt:1")
+    *said, last = str(failed.value).splitlines()
+    assert f"{backend} build of localhost/mlops-test/unbuilt:1 failed" in said[0]
+    assert said[-1].startswith("Error: ")
+    assert "nonexistent.invalid" in said[-1]
+    assert "no such host" in said[-1] or "lookup" in said[-1], said[-1]
+    assert last.startswith(
+        f"(the base image {UNRESOLVABLE_BASE} could not be pulled from its registry: "
+        "set MLOPS_IMAGE_BASE to "
+    )
+    assert '"No public registry?" (README.md#serving-the-champion-as-a-container-image)' in last
     assert store_listing("buildah containers") == containers_before
 
 

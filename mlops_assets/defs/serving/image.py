@@ -51,6 +51,7 @@ from mlops_assets.ml.train import model_input
 from mlops_assets.records import ServedImage
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.image_builder import (
+    BaseImageUnreachable,
     BuilderUnavailable,
     BuildUntrusted,
     ImageBuilderResource,
@@ -115,7 +116,14 @@ def served_image(
         image = _build_and_publish(
             context, mlflow, image_builder, object_store, champion, run_id, fingerprint
         )
-    except (BuilderUnavailable, BuildUntrusted, ImageConfigError, ValueError) as exc:
+    # Settings to fix, not faults that pass: failed at once, with what to set.
+    except (
+        BuilderUnavailable,
+        BuildUntrusted,
+        BaseImageUnreachable,
+        ImageConfigError,
+        ValueError,
+    ) as exc:
         raise Failure(allow_retries=False, description=str(exc)) from exc
     except RegistryUnavailable as exc:
         _retry_or_fail(context, exc)
