@@ -192,6 +192,9 @@ def test_manual_policy_waits_for_approval_then_scoring_works(lifecycle, monkeypa
     first = lifecycle.run()
     assert not first.success
     assert lifecycle.state()["aliases"] == {"challenger": "1"}
+    decision = materialized(first)["registered_model"]["decision"].value
+    assert decision.startswith("awaiting approval: no champion yet (challenger v1 test rmse ")
+    assert decision.endswith("policy is manual: run the approve_challenger job to promote it")
     assert "has no champion" in step_failure(first, "predictions")
     waiting = check_evaluations(first)[("registered_model", "champion_loads_and_predicts")]
     assert not waiting.passed
