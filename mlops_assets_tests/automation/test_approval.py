@@ -5,12 +5,24 @@ override a worse challenger needs."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
-from dagster import AssetKey
+import pytest
+from dagster import AssetKey, DagsterInstance
 from mlflow import MlflowClient
 
-from mlops_assets_tests.conftest import Lifecycle, materialized, step_failure
+from mlops_assets_tests.conftest import (
+    Lifecycle,
+    demo_env,
+    materialized,
+    run_mlops_demo,
+    step_failure,
+)
+from mlops_assets_tests.dagster_services import ROOT
 
 MODEL = "house-price-regressor"
 TRAIN_AND_REGISTER = ["trained_model", "registered_model"]
@@ -192,3 +204,118 @@ def test_a_challenger_that_scores_no_worse_is_approved_without_override(
     assert again.success
     assert "registered_model" not in materialized(again)
     assert [e["to"] for e in mlflow_history(trained)] == ["1", "2"]
+
+
+# --- the README's commands, from a shell -----------------------------------------------------
+
+
+def readme_block(language: str, containing: str) -> str:
+    """The one fenced block of ``language`` in the README that contains ``containing``."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(rf"^```{language}\n(.*?)^```", readme, re.DOTALL | re.MULTILINE)
+    [block] = [b for b in blocks if containing in b]
+    return block
+
+
+def shell_commands(block: str) -> list[str]:
+    """A shell block's commands as written (continuation lines kept), comments left out."""
+    commands, lines = [], []
+    for line in block.splitlines():
+        if not lines and (line.startswith("#") or not line.strip()):
+            continue
+        lines.append(line)
+        if not line.endswith("\\"):
+            commands.append("\n".join(lines))
+            lines = []
+    return commands
+
+
+@pytest.mark.slow
+def test_the_readmes_approve_and_rollback_commands_work_from_a_shell(tmp_path: Path) -> None:
+    """In a project folder as a clone has it (its .venv, pyproject.toml, code), after
+    mlops-demo set up .mlops: a worse challenger is refused by the README's approve command,
+    approved by its override command and rolled back by its rollback command, each run
+    listed on the instance the UI shows, and the README's snippet reads the history."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    for name in ("pyproject.toml", "workspace.yaml", "mlops_assets"):
+        (project / name).symlink_to(ROOT / name)
+    demo = run_mlops_demo(project / ".mlops", cwd=project)  # MLOPS_HOME as its default
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    env = {k: v for k, v in demo_env(project / ".mlops").items() if k != "MLOPS_HOME"}
+
+    def shell(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", command],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    def champion() -> str:
+        uri = f"sqlite:///{project / '.mlops' / 'mlflow.db'}"
+        version = MlflowClient(uri, uri).get_model_version_by_alias(MODEL, "champion")
+        return str(version.version)
+
+    # A worse challenger, v2 (the auto policy leaves v1 champion).
+    worse = {"ops": {"trained_model": {"config": {"params_json": '{"max_iter": 15}'}}}}
+    refresh = shell(
+        "DAGSTER_HOME=$PWD/.mlops/dagster_home .venv/bin/dg launch --job refresh_model "
+        f"--config-json '{json.dumps(worse)}'"
+    )
+    assert refresh.returncode == 0, refresh.stderr[-3000:]
+    assert champion() == "1"
+
+    approve, override, rollback = shell_commands(
+        readme_block("bash", "dg launch --job approve_challenger")
+    )
+    refused = shell(approve)
+    assert refused.returncode == 1
+    output = refused.stdout + refused.stderr
+    assert re.search(
+        r"challenger v2 test rmse \S+ is \d+% worse than champion v1's \S+ on the same test "
+        r"split \(dataset data-v1\.0\.0 \(\w{12}\)\); set override_worse: true and a reason to "
+        "approve it anyway",
+        output,
+    ), output[-3000:]
+    assert champion() == "1"
+    approved = shell(override)
+    assert approved.returncode == 0, approved.stderr[-3000:]
+    assert champion() == "2"
+    rolled_back = shell(rollback)
+    assert rolled_back.returncode == 0, rolled_back.stderr[-3000:]
+    assert champion() == "1"
+
+    snippet = readme_block("python", "mlops.champion_event.")
+    read = subprocess.run(
+        [str(project / ".venv" / "bin" / "python"), "-c", snippet],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert read.returncode == 0, read.stderr[-3000:]
+    lines = [line.split(" ", 2) for line in read.stdout.splitlines()]
+    assert [(seq, rest.split(" ", 1)[0]) for seq, _, rest in lines] == [
+        ("1", "promotion"),
+        ("2", "approval"),
+        ("3", "rollback"),
+    ]
+    assert [rest.split(" ", 1)[1] for _, _, rest in lines] == [
+        "None -> 1 registered_model (policy auto) no champion yet",
+        "1 -> 2 ana approved by ana over a worse score (override_worse): a smaller model; the "
+        "loss is within budget",
+        "2 -> 1 ana complaints after the release",
+    ]
+
+    with DagsterInstance.from_config(str(project / ".mlops" / "dagster_home")) as instance:
+        runs = {(r.job_name, r.status.value) for r in instance.get_runs()}
+    assert {
+        ("approve_challenger", "FAILURE"),
+        ("approve_challenger", "SUCCESS"),
+        ("rollback_champion", "SUCCESS"),
+    } <= runs
