@@ -380,6 +380,19 @@ class MlflowResource(ConfigurableResource):
     def model_version(self, version: str) -> Any:
         return self.client().get_model_version(self.model_name, version)
 
+    def version_exists(self, version: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        if not version.isdigit():
+            return False
+        try:
+            self.model_version(version)
+        except MlflowException as exc:
+            if "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc):
+                return False
+            raise
+        return True
+
     def run(self, run_id: str) -> Any:
         return self.client().get_run(run_id)
 
@@ -494,6 +507,8 @@ class MlflowResource(ConfigurableResource):
         step stopped in between leaves it for the next one to finish (settle_champion).
         A version that is champion already changes nothing (no event). Hold the model's
         lease."""
+        if not self.version_exists(version):  # before anything is written: nothing to finish
+            raise ValueError(f"model '{self.model_name}' has no version '{version}'")
         history, current, _ = self.settle_champion(run_id)
         if current == version:
             return AliasMove(CHAMPION, current, version, reason)

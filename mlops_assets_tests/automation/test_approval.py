@@ -189,7 +189,7 @@ def test_every_approval_and_rollback_is_in_mlflows_history_as_dagster_recorded_i
     assert json.loads(tags["mlops.approval"]) == history[4]
 
 
-def test_a_challenger_that_scores_no_worse_is_approved_without_override(
+def test_no_worse_approves_without_override_a_missing_version_is_named_and_so_is_the_sensor(
     trained: Lifecycle, monkeypatch: Any
 ) -> None:
     monkeypatch.setenv("MLOPS_PROMOTION_POLICY", "manual")
@@ -204,6 +204,25 @@ def test_a_challenger_that_scores_no_worse_is_approved_without_override(
     assert again.success
     assert "registered_model" not in materialized(again)
     assert [e["to"] for e in mlflow_history(trained)] == ["1", "2"]
+    missing = approve(trained, version="9", approved_by="ana")
+    message = step_failure(missing, "promote_to_champion")
+    assert message == f"model '{MODEL}' has no version '9' to approve"
+
+    # A rollback the drift policy started names its sensor as who rolled back.
+    from mlops_assets.definitions import build_definitions, build_resources
+
+    job = build_definitions(build_resources()).resolve_job_def("rollback_champion")
+    rollback = job.execute_in_process(
+        instance=trained.instance,
+        run_config={"ops": {"point_champion_back": {"config": {"reason": "drift policy: x"}}}},
+        tags={"dagster/sensor_name": "drift_policy"},
+    )
+    assert rollback.success
+    assert materialized(rollback)["registered_model"]["rolled_back_by"].value == (
+        "sensor drift_policy"
+    )
+    last = mlflow_history(trained)[-1]
+    assert (last["kind"], last["to"], last["actor"]) == ("rollback", "1", "sensor drift_policy")
 
 
 # --- the README's commands, from a shell -----------------------------------------------------

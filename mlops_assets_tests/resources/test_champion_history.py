@@ -121,3 +121,12 @@ def test_making_the_champion_champion_again_changes_nothing(registry):
     move = registry.change_champion("1", "approval", "approved by ana")
     assert move.event is None
     assert len(registry.champion_history()) == 1
+
+
+def test_a_version_that_does_not_exist_is_refused_before_anything_is_written(registry):
+    registry.change_champion("1", "promotion", "no champion yet")
+    before = tags(registry)
+    with pytest.raises(ValueError, match="has no version '9'"):
+        registry.change_champion("9", "approval", "approved by ana")
+    assert tags(registry) == before
+    assert registry.alias_version(CHAMPION) == "1"

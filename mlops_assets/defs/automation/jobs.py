@@ -200,6 +200,11 @@ def promote_to_champion(
                 allow_retries=False,
                 description=f"model '{mlflow.model_name}' has no challenger to approve",
             )
+        if not mlflow.version_exists(version):
+            raise Failure(
+                allow_retries=False,
+                description=f"model '{mlflow.model_name}' has no version '{version}' to approve",
+            )
         if version == champion:
             context.log.info(f"v{version} is champion already: nothing to approve")
             return
