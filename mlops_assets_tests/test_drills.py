@@ -20,6 +20,7 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 from mlflow import MlflowClient
 
+from mlops_assets.ml.champion_history import PENDING_TAG, history_from_tags
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets_tests.conftest import PARTITION, demo_env, run_mlops_demo
 
@@ -194,6 +195,11 @@ def test_a_run_stopped_in_registered_model_wedges_nothing(tmp_path, sent):
     assert {k: str(v) for k, v in aliases.items()} == {"champion": "1", "challenger": "1"}
     [version] = mlflow.search_model_versions(f"name='{MODEL}'")
     assert version.tags["mlops.registration"] == "decided"
+    # Wherever the stop fell, the champion's history holds the one promotion, none pending.
+    tags = mlflow.get_registered_model(MODEL).tags
+    history = [(e.kind, e.from_version, e.to_version) for e in history_from_tags(tags)]
+    assert history == [("promotion", None, "1")]
+    assert PENDING_TAG not in tags
     left_running = mlflow.search_runs(["1"], filter_string="attributes.status = 'RUNNING'")
     assert left_running == []
     if sent == signal.SIGKILL:

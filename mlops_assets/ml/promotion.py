@@ -59,3 +59,45 @@ def decide(
         f"{improvement:.2%} is below the minimum {min_improvement:.2%}",
         improvement,
     )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A challenger and the champion scored on the same test split: what registered_model's
+    gate compares, and what approving a challenger by hand is held to."""
+
+    metric: str
+    challenger_version: str
+    challenger_score: float
+    champion_version: str
+    champion_score: float
+    dataset: str  # the dataset version whose test split both were scored on
+
+    @property
+    def improvement(self) -> float:
+        return relative_improvement(self.challenger_score, self.champion_score, self.metric)
+
+    @property
+    def worse(self) -> bool:
+        return self.improvement < 0
+
+    def describe(self) -> str:
+        """``challenger v5 test log_loss 0.41 is 72% worse than champion v4's 0.24 on the same
+        test split (dataset data-v1.0.0 (1a2b3c4d5e6f))``."""
+        improvement = self.improvement
+        if improvement < 0:
+            how = f"is {_share(-improvement)} worse than"
+        elif improvement > 0:
+            how = f"is {_share(improvement)} better than"
+        else:
+            how = "scores the same as"
+        return (
+            f"challenger v{self.challenger_version} test {self.metric} "
+            f"{self.challenger_score:.6g} {how} champion v{self.champion_version}'s "
+            f"{self.champion_score:.6g} on the same test split (dataset {self.dataset})"
+        )
+
+
+def _share(fraction: float) -> str:
+    """72%, or 0.35% below one percent."""
+    return f"{fraction:.0%}" if fraction >= 0.01 else f"{fraction:.2%}"

@@ -16,11 +16,20 @@ from typing import Any
 import pandas as pd
 from dagster import ConfigurableResource
 
+from mlops_assets.ml.champion_history import (
+    LEGACY_TAG,
+    PENDING_TAG,
+    ChampionEvent,
+    change_to_undo,
+    event_key,
+    history_from_tags,
+    legacy_events,
+)
+from mlops_assets.ml.promotion import Comparison
 from mlops_assets.settings import env_field
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-HISTORY_TAG = "mlops.champion_history"
 # On a registered version: where its registration stands ("pending" from the moment it is
 # registered until its aliases are moved and its gate decided, then "decided"), and the
 # decision, so that a registration a crash interrupted is finished, not skipped. A version
@@ -88,6 +97,8 @@ class AliasMove:
     from_version: str | None
     to_version: str
     reason: str
+    # A champion change: as the history records it (None when nothing changed).
+    event: ChampionEvent | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -369,6 +380,19 @@ class MlflowResource(ConfigurableResource):
     def model_version(self, version: str) -> Any:
         return self.client().get_model_version(self.model_name, version)
 
+    def version_exists(self, version: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        if not version.isdigit():
+            return False
+        try:
+            self.model_version(version)
+        except MlflowException as exc:
+            if "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc):
+                return False
+            raise
+        return True
+
     def run(self, run_id: str) -> Any:
         return self.client().get_run(run_id)
 
@@ -398,39 +422,147 @@ class MlflowResource(ConfigurableResource):
         )
         return (output_dir / "Dockerfile").read_text()
 
-    def champion_history(self) -> list[dict[str, Any]]:
-        model = self.client().get_registered_model(self.model_name)
-        return json.loads(model.tags.get(HISTORY_TAG, "[]"))
+    def _model_tags(self) -> dict[str, str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client().get_registered_model(self.model_name).tags)
+        except MlflowException as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+                return {}
+            raise
+
+    def champion_history(self) -> list[ChampionEvent]:
+        """Every change of the champion, oldest first (ml/champion_history.py)."""
+        return history_from_tags(self._model_tags())
+
+    def set_version_tags(self, version: str, tags: dict[str, str]) -> None:
+        client = self.client()
+        for key, value in tags.items():
+            client.set_model_version_tag(self.model_name, version, key, value)
+
+    def settle_champion(
+        self, run_id: str = ""
+    ) -> tuple[list[ChampionEvent], str | None, list[str]]:
+        """Bring the champion and its history into agreement before a step decides anything:
+        a change a stopped step left pending is finished (its alias moved); a move made outside
+        the project (MLflow's UI or API) is recorded as an ``external`` change. Returns the
+        history, the champion, and what was done, for the log. Hold the model's lease."""
+        client = self.client()
+        tags = self._model_tags()
+        history = history_from_tags(tags)
+        current = self.alias_version(CHAMPION)
+        notes = []
+        pending = tags.get(PENDING_TAG, "")
+        if pending:
+            left = next((e for e in history if str(e.seq) == pending), None)
+            if left is not None and left.to_version and current != left.to_version:
+                client.set_registered_model_alias(self.model_name, CHAMPION, left.to_version)
+                current = left.to_version
+                notes.append(f"finished the champion change a stopped step left: {left.describe()}")
+            client.delete_registered_model_tag(self.model_name, PENDING_TAG)
+        recorded = history[-1].to_version if history else None
+        if current != recorded:
+            event = ChampionEvent(
+                seq=_next_seq(history),
+                at=_now(),
+                kind="external",
+                from_version=recorded,
+                to_version=current,
+                reason="the champion alias was moved outside the project (MLflow's UI or API); "
+                "recorded when noticed",
+                run_id=run_id,
+            )
+            history.append(self._write_event(tags, event))
+            notes.append(f"recorded a champion change made outside the project: {event.describe()}")
+        return history, current, notes
+
+    def _write_event(self, tags: dict[str, str], event: ChampionEvent) -> ChampionEvent:
+        """Add ``event`` to the history (the old history tag's entries first, as the changes
+        they were, then that tag goes); returns the event as stored."""
+        client = self.client()
+        if LEGACY_TAG in tags:
+            for old in legacy_events(tags[LEGACY_TAG]):
+                client.set_registered_model_tag(self.model_name, event_key(old.seq), old.to_json())
+            client.delete_registered_model_tag(self.model_name, LEGACY_TAG)
+            del tags[LEGACY_TAG]
+        text = event.to_json()
+        client.set_registered_model_tag(self.model_name, event_key(event.seq), text)
+        return ChampionEvent.from_json(text)
+
+    def change_champion(
+        self,
+        version: str,
+        kind: str,
+        reason: str,
+        *,
+        actor: str = "",
+        run_id: str = "",
+        comparison: Comparison | None = None,
+        override: bool = False,
+        undoes: int | None = None,
+    ) -> AliasMove:
+        """Point ``champion`` at ``version`` and add the change to the history. The change is
+        recorded before the alias moves, under a pending mark that is removed once it has: a
+        step stopped in between leaves it for the next one to finish (settle_champion).
+        A version that is champion already changes nothing (no event). Hold the model's
+        lease."""
+        if not self.version_exists(version):  # before anything is written: nothing to finish
+            raise ValueError(f"model '{self.model_name}' has no version '{version}'")
+        history, current, _ = self.settle_champion(run_id)
+        if current == version:
+            return AliasMove(CHAMPION, current, version, reason)
+        event = ChampionEvent(
+            seq=_next_seq(history),
+            at=_now(),
+            kind=kind,
+            from_version=current,
+            to_version=version,
+            actor=actor,
+            reason=reason,
+            run_id=run_id,
+            metric=comparison.metric if comparison else "",
+            from_score=comparison.champion_score if comparison else None,
+            to_score=comparison.challenger_score if comparison else None,
+            dataset=comparison.dataset if comparison else "",
+            override=override,
+            undoes=undoes,
+        )
+        client = self.client()
+        client.set_registered_model_tag(self.model_name, PENDING_TAG, str(event.seq))
+        stored = self._write_event(self._model_tags(), event)
+        client.set_registered_model_alias(self.model_name, CHAMPION, version)
+        client.delete_registered_model_tag(self.model_name, PENDING_TAG)
+        return AliasMove(CHAMPION, current, version, reason, stored)
 
     def move_alias(self, alias: str, version: str, reason: str) -> AliasMove:
-        """Point ``alias`` at ``version``; a champion move is appended to the champion history."""
-        client = self.client()
+        """Point ``alias`` at ``version``; a champion move is a ``promotion`` in the history."""
+        if alias == CHAMPION:
+            return self.change_champion(version, "promotion", reason)
         previous = self.alias_version(alias)
-        client.set_registered_model_alias(self.model_name, alias, version)
-        if alias == CHAMPION and previous != version:
-            history = self.champion_history()
-            history.append(
-                {"version": version, "at": datetime.now(UTC).isoformat(), "reason": reason}
-            )
-            client.set_registered_model_tag(self.model_name, HISTORY_TAG, json.dumps(history))
+        self.client().set_registered_model_alias(self.model_name, alias, version)
         return AliasMove(alias, previous, version, reason)
 
-    def rollback_champion(self, reason: str) -> AliasMove:
-        """Point ``champion`` back at the version that was champion before the current one."""
-        client = self.client()
-        history = self.champion_history()
-        current = self.alias_version(CHAMPION)
+    def rollback_champion(self, reason: str, actor: str = "", run_id: str = "") -> AliasMove:
+        """Point ``champion`` back at the champion before the latest change still standing
+        (ml/champion_history.py: a change once rolled back stays undone), and record it."""
+        history, current, _ = self.settle_champion(run_id)
         if current is None:
             raise ValueError(f"model '{self.model_name}' has no champion to roll back")
-        # Drop the current champion's entries from the end to find who came before it.
-        while history and history[-1]["version"] == current:
-            history.pop()
-        if not history:
+        undo = change_to_undo(history)
+        if undo is None or undo.from_version is None:
             raise ValueError(
                 f"model '{self.model_name}': champion v{current} has no earlier champion to "
                 "roll back to"
             )
-        target = history[-1]["version"]
-        client.set_registered_model_alias(self.model_name, CHAMPION, target)
-        client.set_registered_model_tag(self.model_name, HISTORY_TAG, json.dumps(history))
-        return AliasMove(CHAMPION, current, target, reason)
+        return self.change_champion(
+            undo.from_version, "rollback", reason, actor=actor, run_id=run_id, undoes=undo.seq
+        )
+
+
+def _next_seq(history: list[ChampionEvent]) -> int:
+    return (history[-1].seq if history else 0) + 1
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()

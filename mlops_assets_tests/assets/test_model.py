@@ -43,8 +43,14 @@ def test_training_run_is_fully_tracked_in_mlflow(trained):
     assert dataset_input.dataset.digest == latest["digest"][:36]
     assert dataset_input.tags[0].value == "training"
     model = mlflow.get_logged_model(run.outputs.model_outputs[0].model_id)
+    import mlflow as mlflow_module
     from mlflow.models import get_model_info
 
+    # get_model_info resolves models:/ with the process's MLflow URI, which the last run in
+    # this process set (another test's home, after a `lifecycle` test): this home's, then.
+    uri = f"sqlite:///{trained.home / 'mlflow.db'}"
+    mlflow_module.set_tracking_uri(uri)
+    mlflow_module.set_registry_uri(uri)
     info = get_model_info(model.model_uri)
     assert info.signature is not None
     assert [c.name for c in info.signature.inputs.inputs][:2] == ["area", "bedrooms"]
@@ -192,6 +198,9 @@ def test_manual_policy_waits_for_approval_then_scoring_works(lifecycle, monkeypa
     first = lifecycle.run()
     assert not first.success
     assert lifecycle.state()["aliases"] == {"challenger": "1"}
+    decision = materialized(first)["registered_model"]["decision"].value
+    assert decision.startswith("awaiting approval: no champion yet (challenger v1 test rmse ")
+    assert decision.endswith("policy is manual: run the approve_challenger job to promote it")
     assert "has no champion" in step_failure(first, "predictions")
     waiting = check_evaluations(first)[("registered_model", "champion_loads_and_predicts")]
     assert not waiting.passed

@@ -1,12 +1,12 @@
 """The whole graph against real servers: SeaweedFS S3, and an MLflow tracking server backed by
 PostgreSQL with its artifacts in S3. Each result is read back through the server's own client."""
 
-import json
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
+from mlops_assets.ml.champion_history import history_from_tags
 from mlops_assets_tests.conftest import PARTITION, check_evaluations
 
 # Runs the graph against real Postgres, SeaweedFS and MLflow servers, stopping them mid-run.
@@ -176,8 +176,10 @@ def test_concurrent_registrations_promote_exactly_once(
     versions = on_servers.search_model_versions(f"name='{model}'")
     logs = "\n".join(f"--- process {i}:\n{output[-6000:]}" for i, output in enumerate(outputs))
     assert sorted(int(v.version) for v in versions) == [1], logs
-    history = json.loads(on_servers.get_registered_model(model).tags["mlops.champion_history"])
-    assert [entry["version"] for entry in history] == ["1"]
+    history = history_from_tags(on_servers.get_registered_model(model).tags)
+    assert [(e.kind, e.from_version, e.to_version) for e in history] == [
+        ("promotion", None, "1")
+    ], logs
     assert on_servers.get_model_version_by_alias(model, "champion").version == "1"
     assert on_servers.get_model_version_by_alias(model, "challenger").version == "1"
 

@@ -1,7 +1,7 @@
 """Jobs: the whole lifecycle, and the two registry actions a person takes by hand."""
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dagster import (
     AssetMaterialization,
@@ -9,6 +9,7 @@ from dagster import (
     Config,
     Failure,
     JobDefinition,
+    MetadataValue,
     OpExecutionContext,
     define_asset_job,
     job,
@@ -21,20 +22,25 @@ if TYPE_CHECKING:  # what define_asset_job returns; dagster exports it for typin
         UnresolvedAssetJobDefinition,
     )
 
+from mlops_assets.lib.champion import DATASET_DIGEST_TAG, compare_on_test
 from mlops_assets.lib.exclusive import exclusive, model_lease
 from mlops_assets.lib.metadata import md_table
 from mlops_assets.lib.pod_resources import standard_tags, training_tags
+from mlops_assets.ml.promotion import Comparison
 from mlops_assets.records import champion_data_version
+from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.mlflow_registry import (
     CHALLENGER,
-    CHAMPION,
     AliasMove,
     MlflowResource,
 )
 from mlops_assets.resources.object_store import ObjectStoreResource
+from mlops_assets.resources.policy import LifecyclePolicy
 
 # How Dagster records a materialisation's data version (DataVersion does it for assets).
 DATA_VERSION_TAG = "dagster/data_version"
+# How Dagster tags a run a sensor requested (the drift policy's rollbacks): who rolled back.
+SENSOR_NAME_TAG = "dagster/sensor_name"
 
 # served_image needs an image builder and takes minutes, model_deployment a cluster: they have
 # their own job (and, through automation, follow champion changes), so the lifecycle runs on
@@ -115,7 +121,15 @@ def build_jobs() -> AssetJobs:
     )
 
 
-def _record(context: OpExecutionContext, move: AliasMove, model_name: str) -> None:
+def _record(
+    context: OpExecutionContext,
+    move: AliasMove,
+    model_name: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """The alias move as a materialisation of registered_model, with the champion's history
+    event as MLflow keeps it."""
+    event = move.event.as_dict() if move.event is not None else None
     context.log_event(
         AssetMaterialization(
             asset_key="registered_model",
@@ -129,14 +143,27 @@ def _record(context: OpExecutionContext, move: AliasMove, model_name: str) -> No
                     ["alias", "from", "to", "reason"],
                     [(move.alias, move.from_version or "-", move.to_version, move.reason)],
                 ),
+                **({"champion_event": MetadataValue.json(event)} if event else {}),
+                **(extra or {}),
             },
         )
     )
 
 
+def _log_notes(context: OpExecutionContext, notes: list[str]) -> None:
+    for note in notes:
+        context.log.warning(note)
+
+
 class ApprovalConfig(Config):
     version: str = Field(default="", description="version to promote; empty means the challenger")
     approved_by: str = Field(default="", description="who approved, for the record")
+    override_worse: bool = Field(
+        default=False,
+        description="approve although the version scores worse than the champion on the same "
+        "test split (or cannot be compared with it); needs a reason",
+    )
+    reason: str = Field(default="", description="why, for the record; needed with override_worse")
 
 
 @op
@@ -145,24 +172,104 @@ def promote_to_champion(
     config: ApprovalConfig,
     mlflow: MlflowResource,
     object_store: ObjectStoreResource,
+    dataset_source: DatasetSourceResource,
+    policy: LifecyclePolicy,
 ) -> None:
+    """Point champion at the challenger (or the version given) when it scores no worse than
+    the champion on the same test split, as registered_model compares them; a worse one only
+    with override_worse and a reason, which the history, the version and the materialisation
+    record."""
+    reason = config.reason.strip()
+    if config.override_worse and not reason:
+        raise Failure(
+            allow_retries=False,
+            description="override_worse needs a reason: say why a version that scores worse "
+            "than the champion should serve",
+        )
+    run_id = context.run.run_id
+    who = config.approved_by.strip() or "unnamed approver"
     # The model's lease, as registered_model holds it: alias moves never interleave.
     lease_name = model_lease(mlflow.model_name)
     with exclusive(context, object_store, lease_name, on_dead_run=mlflow.fail_runs_of) as lease:
-        version = config.version or mlflow.alias_version(CHALLENGER)
+        lease.ensure_held()
+        _, champion, notes = mlflow.settle_champion(run_id)
+        _log_notes(context, notes)
+        version = config.version.strip() or mlflow.alias_version(CHALLENGER)
         if not version:
             raise Failure(
                 allow_retries=False,
                 description=f"model '{mlflow.model_name}' has no challenger to approve",
             )
-        who = config.approved_by or "unnamed approver"
+        if not mlflow.version_exists(version):
+            raise Failure(
+                allow_retries=False,
+                description=f"model '{mlflow.model_name}' has no version '{version}' to approve",
+            )
+        if version == champion:
+            context.log.info(f"v{version} is champion already: nothing to approve")
+            return
+        comparison = None
+        if champion is not None:
+            spec = dataset_source.spec
+            metric = policy.metric_for(spec.task)
+            comparison = compare_on_test(mlflow, spec, object_store, metric, version, champion)
+            if comparison is None and not config.override_worse:
+                raise Failure(
+                    allow_retries=False,
+                    description=f"v{version} names no dataset version (tag "
+                    f"{DATASET_DIGEST_TAG}): it cannot be compared with champion v{champion} on "
+                    "the same test split; set override_worse: true and a reason to approve it "
+                    "without a comparison",
+                )
+            if comparison is not None and comparison.worse and not config.override_worse:
+                raise Failure(
+                    allow_retries=False,
+                    description=f"{comparison.describe()}; set override_worse: true and a "
+                    "reason to approve it anyway",
+                    metadata=_comparison_metadata(comparison),
+                )
+        overridden = champion is not None and (comparison is None or comparison.worse)
+        why = f"approved by {who}"
+        if overridden:
+            why += " over a worse score" if comparison is not None else " without a comparison"
+            why += " (override_worse)"
+        if reason:
+            why += f": {reason}"
         lease.ensure_held()
-        move = mlflow.move_alias(CHAMPION, version, f"approved by {who}")
-    _record(context, move, mlflow.model_name)
+        move = mlflow.change_champion(
+            version,
+            "approval",
+            why,
+            actor=who,
+            run_id=run_id,
+            comparison=comparison,
+            override=overridden,
+        )
+        if move.event is not None:
+            approval = {"mlops.approved_by": who, "mlops.approval": move.event.to_json()}
+            if overridden:
+                approval["mlops.approval_override"] = reason[:5000]
+            mlflow.set_version_tags(version, approval)
+    extra: dict[str, Any] = {"approved_by": who, "override_worse": overridden}
+    if comparison is not None:
+        extra.update(_comparison_metadata(comparison))
+    _record(context, move, mlflow.model_name, extra)
+
+
+def _comparison_metadata(comparison: Comparison) -> dict[str, Any]:
+    metric = comparison.metric
+    return {
+        "comparison": comparison.describe(),
+        f"challenger_test_{metric}": MetadataValue.float(comparison.challenger_score),
+        f"champion_test_{metric}": MetadataValue.float(comparison.champion_score),
+        "test_split_of": comparison.dataset,
+    }
 
 
 @job(
-    description="Promote the challenger (or a given version) to champion: the manual policy's gate."
+    description="Promote the challenger (or a given version) to champion: the manual policy's "
+    "gate. A version that scores worse than the champion on the same test split needs "
+    "override_worse and a reason."
 )
 def approve_challenger() -> None:
     promote_to_champion()
@@ -170,6 +277,7 @@ def approve_challenger() -> None:
 
 class RollbackConfig(Config):
     reason: str = Field(default="manual rollback", description="why, for the record")
+    rolled_back_by: str = Field(default="", description="who rolled back, for the record")
     only_if_champion: str = Field(
         default="",
         description="roll back only while this version is champion (the drift policy sets it, "
@@ -184,9 +292,14 @@ def point_champion_back(
     mlflow: MlflowResource,
     object_store: ObjectStoreResource,
 ) -> None:
+    run_id = context.run.run_id
+    sensor = context.run.tags.get(SENSOR_NAME_TAG, "")
+    who = config.rolled_back_by.strip() or (f"sensor {sensor}" if sensor else "")
     lease_name = model_lease(mlflow.model_name)
     with exclusive(context, object_store, lease_name, on_dead_run=mlflow.fail_runs_of) as lease:
-        current = mlflow.alias_version(CHAMPION)
+        lease.ensure_held()
+        _, current, notes = mlflow.settle_champion(run_id)
+        _log_notes(context, notes)
         if config.only_if_champion and current != config.only_if_champion:
             context.log.info(
                 f"champion is v{current}, not v{config.only_if_champion}: nothing to roll back"
@@ -194,12 +307,15 @@ def point_champion_back(
             return
         lease.ensure_held()
         try:
-            move = mlflow.rollback_champion(config.reason)
+            move = mlflow.rollback_champion(config.reason, actor=who, run_id=run_id)
         except ValueError as exc:
             raise Failure(allow_retries=False, description=str(exc)) from exc
-    _record(context, move, mlflow.model_name)
+    _record(context, move, mlflow.model_name, {"rolled_back_by": who or "-"})
 
 
-@job(description="Point the champion alias back at the previous champion.")
+@job(
+    description="Point the champion alias back at the champion before its latest change still "
+    "standing (a change rolled back stays undone)."
+)
 def rollback_champion() -> None:
     point_champion_back()

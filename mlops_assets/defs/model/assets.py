@@ -2,7 +2,7 @@
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,12 +23,13 @@ from dagster import (
 )
 from pydantic import Field
 
+from mlops_assets.lib.champion import dataset_label, score_on_test
 from mlops_assets.lib.datasets import dataset_manifest, dataset_splits
 from mlops_assets.lib.exclusive import exclusive, model_lease
 from mlops_assets.lib.metadata import md_table
 from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
 from mlops_assets.ml.dataset_store import DatasetStore
-from mlops_assets.ml.promotion import decide, relative_improvement
+from mlops_assets.ml.promotion import Comparison, decide, relative_improvement
 from mlops_assets.ml.spec import DatasetSpec
 from mlops_assets.ml.tasks import (
     LOSS,
@@ -37,7 +38,6 @@ from mlops_assets.ml.tasks import (
     answer,
     confusion_matrix_png,
     metrics_for,
-    score,
 )
 from mlops_assets.ml.train import (
     SKOPS_TRUSTED_TYPES,
@@ -49,7 +49,6 @@ from mlops_assets.ml.train import (
     saved_types,
     served_code,
     serving_requirements,
-    target_values,
     training_fingerprint,
     untrusted_types,
 )
@@ -416,11 +415,6 @@ def meets_metric_thresholds(
     )
 
 
-def score_on_test(model: Any, test: Any, spec: DatasetSpec, metric: str) -> float:
-    answers = answer(model, model_input(test, spec), spec)
-    return score(target_values(test, spec), answers, spec)[metric]
-
-
 @dataclass(frozen=True)
 class Gate:
     """What registered_model did: the version, whether this step registered it, the alias
@@ -432,6 +426,7 @@ class Gate:
     champion_score: float | None
     moves: list[AliasMove]
     reason: str
+    notes: list[str] = field(default_factory=list)  # what settling the champion did, for the log
 
 
 def register_and_gate(
@@ -472,7 +467,10 @@ def register_and_gate(
             },
         )
     state, recorded = mlflow.registration_state(version)
-    champion_before = mlflow.alias_version(CHAMPION)
+    # A champion change a stopped step left is finished, and one made outside the project
+    # recorded, before this one is decided.
+    lease.ensure_held()
+    _, champion_before, notes = mlflow.settle_champion(run_id)
     champion_score = None
     if champion_before is not None:
         champion_score = score_on_test(mlflow.load_model(champion_before), test, spec, metric)
@@ -482,7 +480,7 @@ def register_and_gate(
             or f"the model of MLflow run {trained_model.run_id} is already registered as v{version}"
         ) + f"; its registration was decided ({recorded or 'before decisions were recorded'}): "
         reason += "no alias moved"
-        return Gate(version, False, champion_before, champion_score, [], reason)
+        return Gate(version, False, champion_before, champion_score, [], reason, notes)
     moves = []
     finishing = (
         "" if newly_registered else "finished the registration an interrupted attempt left: "
@@ -493,24 +491,59 @@ def register_and_gate(
         why = "newly registered" if newly_registered else "registration finished"
         moves.append(mlflow.move_alias(CHALLENGER, version, why))
     challenger_score = trained_model.metrics[f"test_{metric}"]
+    comparison = None
+    if champion_before is not None and champion_score is not None:
+        comparison = Comparison(
+            metric=metric,
+            challenger_version=version,
+            challenger_score=challenger_score,
+            champion_version=champion_before,
+            champion_score=champion_score,
+            dataset=dataset_label(trained_model.dataset_tag, trained_model.dataset_digest),
+        )
     if champion_before == version:
         reason = f"v{version} is champion already (moved before the stop)"
+    elif policy.promotion_policy == "manual":
+        reason = (
+            f"awaiting approval: {_versus_champion(comparison, version, metric, challenger_score)}"
+        )
+        reason += "; policy is manual: run the approve_challenger job to promote it"
+        if comparison is not None and comparison.worse:
+            reason += " (it scores worse: approving it needs override_worse: true and a reason)"
     else:
         decision = decide(challenger_score, champion_score, metric, policy.min_improvement)
         reason = decision.reason
-        if decision.promote and policy.promotion_policy == "manual":
-            reason = (
-                f"awaiting approval: {reason}; policy is manual: run the approve_challenger job "
-                "to promote"
-            )
-        elif decision.promote:
+        if decision.promote:
             lease.ensure_held()
-            moves.append(mlflow.move_alias(CHAMPION, version, reason))
+            moves.append(
+                mlflow.change_champion(
+                    version,
+                    "promotion",
+                    reason,
+                    actor="registered_model (policy auto)",
+                    run_id=run_id,
+                    comparison=comparison,
+                )
+            )
     lease.ensure_held()
     mlflow.record_decision(version, reason)
     return Gate(
-        version, newly_registered, champion_before, champion_score, moves, finishing + reason
+        version,
+        newly_registered,
+        champion_before,
+        champion_score,
+        moves,
+        finishing + reason,
+        notes,
     )
+
+
+def _versus_champion(
+    comparison: Comparison | None, version: str, metric: str, challenger_score: float
+) -> str:
+    if comparison is None:
+        return f"no champion yet (challenger v{version} test {metric} {challenger_score:.6g})"
+    return comparison.describe()
 
 
 @asset(
@@ -550,7 +583,10 @@ def registered_model(
         champion_after = mlflow.alias_version(CHAMPION)
     version = gate.version
     challenger_score = trained_model.metrics[f"test_{metric}"]
+    for note in gate.notes:
+        context.log.warning(note)
     context.log.info(f"v{version}: {gate.reason}")
+    champion_events = [m.event.as_dict() for m in gate.moves if m.event is not None]
     return MaterializeResult(
         value=Registration(
             model_name=mlflow.model_name,
@@ -577,6 +613,12 @@ def registered_model(
             "alias_moves": md_table(
                 ["alias", "from", "to", "reason"],
                 [(m.alias, m.from_version or "-", m.to_version, m.reason) for m in gate.moves],
+            ),
+            # The champion's change as MLflow's history records it (mlops.champion_event.*).
+            **(
+                {"champion_event": MetadataValue.json(champion_events[0])}
+                if champion_events
+                else {}
             ),
         },
     )
