@@ -101,6 +101,7 @@ EXIT_CHECKS_FAILED = 2  # the run finished, but a check of ERROR severity failed
 def run_lifecycle(partition: str) -> tuple[bool, RunOutcome]:
     from dagster import execute_job, reconstructable
 
+    from mlops_assets.lib.console import JOB_CONFIG
     from mlops_assets.lib.failures import run_outcome
 
     with local_instance() as instance:
@@ -111,7 +112,7 @@ def run_lifecycle(partition: str) -> tuple[bool, RunOutcome]:
             tags={"dagster/partition": partition},
             # The project's console logger (lib/console.py): an expected rejection is printed
             # with its reason and without a stack trace.
-            run_config={"loggers": {"console": {"config": {"log_level": "DEBUG"}}}},
+            run_config=JOB_CONFIG,
         )
         return result.success, run_outcome(instance, result.run_id)
 

@@ -14,6 +14,12 @@ import logging
 from dagster import DagsterEventType, InitLoggerContext, colored_console_logger, logger
 from dagster._core.log_manager import LOG_RECORD_METADATA_ATTR
 
+# The run config that selects the console logger above, at the level of Dagster's default
+# one. The jobs without partitions carry it as their default (a run's own config merges with
+# it); mlops-demo passes it. A partitioned job's dict config would replace a run's config
+# instead, so those (run from the UI or a sensor) keep Dagster's console logger.
+JOB_CONFIG = {"loggers": {"console": {"config": {"log_level": "DEBUG"}}}}
+
 EXPECTED = frozenset({"DagsterAssetCheckFailedError", "Failure"})
 FAILURES = (DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE)
 

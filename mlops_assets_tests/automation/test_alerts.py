@@ -149,7 +149,7 @@ def test_a_failed_run_alerts_with_its_step_errors(
     assert link == f"<{UI}/runs/{result.run_id}|Open the run in Dagster>"
 
 
-def test_a_failed_run_alerts_with_the_root_cause_not_dagsters_wrapper(trained: Lifecycle) -> None:
+def test_a_failed_run_alerts_with_its_reason_not_dagsters_wrapper(trained: Lifecycle) -> None:
     lifecycle = trained
     config = {"ops": {"promote_to_champion": {"config": {"version": "99"}}}}
     result = lifecycle.run("approve_challenger", partition=None, run_config=config)
@@ -166,5 +166,5 @@ def test_a_failed_run_alerts_with_the_root_cause_not_dagsters_wrapper(trained: L
         [payload] = receiver.delivered()
     text = payload["text"]
     assert "promote_to_champion: " in text
-    assert "version=99) not found" in text, text
+    assert "has no version '99' to approve" in text, text
     assert "Error occurred while executing" not in text

@@ -221,7 +221,7 @@ def test_sensors_launch_the_loop_and_alert_once_across_a_daemon_restart(tmp_path
     assert alerted == expected, "one alert per failed evaluation, none twice"
     [run_alert] = [p for p in payloads if "Run of " in p["text"]]  # one, across the restart
     assert run_alert["text"].startswith("[ERROR] Run of approve_challenger failed: ")
-    assert "version=99) not found" in run_alert["text"], run_alert["text"]
+    assert "has no version '99' to approve" in run_alert["text"], run_alert["text"]
     assert "Error occurred while executing" not in run_alert["text"]
     assert "a shell (dg launch, mlops-demo)" in json.dumps(run_alert)
     drift_alert = next(p for p in check_alerts if "drift_share_below_threshold" in p["text"])

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # what define_asset_job returns; dagster exports it for typin
     )
 
 from mlops_assets.lib.champion import DATASET_DIGEST_TAG, compare_on_test
+from mlops_assets.lib.console import JOB_CONFIG
 from mlops_assets.lib.exclusive import exclusive, model_lease
 from mlops_assets.lib.metadata import md_table
 from mlops_assets.lib.pod_resources import standard_tags, training_tags
@@ -91,6 +92,7 @@ def build_jobs() -> AssetJobs:
             "refresh_model",
             selection=MODEL_CHAIN,
             tags=training_tags(),
+            config=JOB_CONFIG,
             description="Snapshot the labelled data, version it, train, register and gate the "
             "champion (raw_data, versioned_dataset, trained_model, registered_model and their "
             "checks).",
@@ -106,6 +108,7 @@ def build_jobs() -> AssetJobs:
             "serve_champion",
             selection=SERVED_IMAGE,
             tags=standard_tags(),
+            config=JOB_CONFIG,
             description="Package the champion as an OCI image, push it, smoke-test it, and roll "
             "it out to Kubernetes when a cluster is configured (served_image, model_deployment, "
             "their checks).",
@@ -267,9 +270,10 @@ def _comparison_metadata(comparison: Comparison) -> dict[str, Any]:
 
 
 @job(
+    config=JOB_CONFIG,
     description="Promote the challenger (or a given version) to champion: the manual policy's "
     "gate. A version that scores worse than the champion on the same test split needs "
-    "override_worse and a reason."
+    "override_worse and a reason.",
 )
 def approve_challenger() -> None:
     promote_to_champion()
@@ -314,8 +318,9 @@ def point_champion_back(
 
 
 @job(
+    config=JOB_CONFIG,
     description="Point the champion alias back at the champion before its latest change still "
-    "standing (a change rolled back stays undone)."
+    "standing (a change rolled back stays undone).",
 )
 def rollback_champion() -> None:
     point_champion_back()
