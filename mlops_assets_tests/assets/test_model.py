@@ -6,7 +6,12 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from mlops_assets_tests.conftest import check_evaluations, materialized, step_failure
+from mlops_assets_tests.conftest import (
+    TEAM_MODEL,
+    check_evaluations,
+    materialized,
+    step_failure,
+)
 
 MODEL = "house-price-regressor"
 TRAIN_AND_REGISTER = ["trained_model", "registered_model"]
@@ -273,26 +278,52 @@ def test_an_untrusted_estimator_type_is_named_and_nothing_is_logged(trained):
     assert_loads_without_the_project(trained, "2")
 
 
-def assert_loads_without_the_project(lifecycle, version: str) -> None:
-    """The class's source travels in the MLflow model (code_paths): a process that cannot
-    import mlops_assets_tests itself, as the served image cannot, loads and predicts."""
+def assert_loads_without_the_project(
+    lifecycle, version: str, package: str = "mlops_assets_tests"
+) -> None:
+    """The class's source travels in the MLflow model (code_paths): a fresh process, as the
+    served image, loads and predicts with ``package`` imported from the model's code folder."""
     import subprocess
     import sys
 
     uri = f"sqlite:///{lifecycle.home / 'mlflow.db'}"
     script = (
         "import sys, mlflow, pandas as pd\n"
-        "assert 'mlops_assets_tests' not in sys.modules\n"
+        f"assert {package!r} not in sys.modules\n"
         f"mlflow.set_tracking_uri({uri!r}); mlflow.set_registry_uri({uri!r})\n"
         f"model = mlflow.pyfunc.load_model({f'models:/{MODEL}/{version}'!r})\n"
         "rows = pd.DataFrame(model.input_example)\n"
         "print(len(model.predict(rows)))\n"
+        f"print(*sys.modules[{package!r}].__path__)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=lifecycle.home, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "5"
+    predicted, folder = done.stdout.strip().splitlines()[-2:]
+    assert predicted == "5"
+    assert Path(folder).parts[-2:] == ("code", package)
+
+
+def test_a_class_in_a_namespace_package_trains_registers_serves_and_scores(
+    lifecycle, monkeypatch, namespace_package
+):
+    """The README's my_team/ layout without an __init__.py: the whole lifecycle, every step
+    at its first attempt, and the model loads where my_team cannot be imported."""
+    monkeypatch.setenv("MLOPS_MODEL_TYPE", TEAM_MODEL)
+    monkeypatch.setenv("MLOPS_MODEL_PARAMS", '{"shrink": 0.05}')
+    monkeypatch.setenv("MLOPS_SKOPS_TRUSTED_TYPES", TEAM_MODEL)
+    result = lifecycle.run()
+    assert result.success, step_failure(result, "trained_model")
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    metadata = materialized(result)
+    assert metadata["trained_model"]["model_type"].value == TEAM_MODEL
+    assert lifecycle.state()["aliases"] == {"champion": "1", "challenger": "1"}
+    loads = check_evaluations(result)[("registered_model", "champion_loads_and_predicts")]
+    assert loads.passed, loads.description
+    assert metadata["predictions"]["model_version"].value == "1"
+    assert "drift_report" in metadata
+    assert_loads_without_the_project(lifecycle, "1", package="my_team")
 
 
 def test_an_estimator_that_does_not_fit_the_task_changes_nothing(trained):
