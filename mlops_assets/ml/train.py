@@ -517,7 +517,15 @@ def fit(
             searched = search(train, splits["val"], spec, config, config.search)
             config = replace(config, params={**config.params, **searched.best_params})
         pipeline = build_pipeline(spec, config)
-        pipeline.fit(model_input(train, spec), target_values(train, spec))
+        try:
+            pipeline.fit(model_input(train, spec), target_values(train, spec))
+        except MemoryError:
+            raise
+        except Exception as exc:  # a parameter value the estimator refuses, say
+            raise EstimatorError(
+                f"model_type '{config.model_type}' with params {config.params} cannot be "
+                f"fitted to the train split: {type(exc).__name__}: {exc}"
+            ) from exc
         params = {"model_type": config.model_type, "random_state": config.random_state}
         params.update(pipeline.named_steps[estimator_step(spec)].get_params())
     metrics: dict[str, float] = {}

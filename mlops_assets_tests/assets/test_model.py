@@ -192,6 +192,38 @@ def test_bad_training_config_fails_clearly(trained):
     assert "model_type 'xgb' is not one of" in step_failure(result, "trained_model")
 
 
+NOTEBOOK_FUNCTION = "mlops_assets_tests.ml.estimators:train_a_notebook_class"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"model_type": "xgb"}, "model_type 'xgb' is not one of"),
+        ({"params_json": "{alpha: 1}"}, "estimator params: not JSON"),
+        ({"model_type": "ridge", "params": {"alphaa": 1.0}}, "does not accept params"),
+        ({"params": {"max_iter": -1}}, "'max_iter' parameter of HistGradientBoostingRegressor"),
+        (
+            {
+                "training_function": NOTEBOOK_FUNCTION,
+                "trusted_types": ["__main__.NotebookRegressor"],
+            },
+            "defined in __main__ (a notebook or a script)",
+        ),
+    ],
+    ids=["estimator name", "params JSON", "param name", "param value", "class in a notebook"],
+)
+def test_a_configuration_error_fails_once_without_retries(trained, config, message):
+    """A retry runs the same config on the same data: it fails the same way, after backoff."""
+    before = trained.state()
+    result = trained.run(assets=["trained_model"], run_config=training_config(**config))
+    events = [e.event_type_value for e in result.all_events if e.step_key == "trained_model"]
+    assert events.count("STEP_START") == 1
+    assert events.count("STEP_FAILURE") == 1
+    assert "STEP_UP_FOR_RETRY" not in events
+    assert message in step_failure(result, "trained_model")
+    assert trained.state() == before
+
+
 def test_manual_policy_waits_for_approval_then_scoring_works(lifecycle, monkeypatch):
     monkeypatch.setenv("MLOPS_PROMOTION_POLICY", "manual")
     first = lifecycle.run()

@@ -124,6 +124,11 @@ def test_an_unusable_estimator_is_refused_by_name(model_type, params, message):
         make_estimator(TrainingConfig(model_type, params))
 
 
+def test_a_param_value_the_estimator_refuses_is_an_estimator_error_naming_it(splits):
+    with pytest.raises(EstimatorError, match=re.escape("'max_iter' parameter of HistGradient")):
+        fit(splits, HOUSE_PRICES, TrainingConfig(params={"max_iter": -1}))
+
+
 def test_types_skops_does_not_trust_are_named_until_listed(splits):
     pipeline = fit(splits, HOUSE_PRICES, TrainingConfig(CUSTOM)).pipeline
     assert untrusted_types(saved_types(pipeline)) == [CUSTOM]

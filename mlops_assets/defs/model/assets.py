@@ -215,11 +215,9 @@ def _train_and_log(
 ) -> tuple[str, str, dict[str, float], dict[str, Any]]:
     """Fit on the splits and log the model in a new MLflow run with ``tags``: its run id, model
     URI, metrics and the search's or classes' metadata. A model holding types skops does not
-    trust, or no usable model, fails the step with nothing logged."""
-    try:
-        result = fit(splits, spec, training)
-    except EstimatorError as exc:  # no usable model: the user's function, or the data
-        raise Failure(allow_retries=False, description=str(exc)) from exc
+    trust, or no usable model (an EstimatorError, which fail_fast fails at once), fails the
+    step with nothing logged."""
+    result = fit(splits, spec, training)
     # A classifier is registered as a ClassAnswer: it answers with classes and probabilities.
     from mlops_assets.ml.answering import ClassAnswer
 
