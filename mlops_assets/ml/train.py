@@ -33,7 +33,7 @@ from mlops_assets.ml.tasks import (
 )
 
 if TYPE_CHECKING:
-    from mlops_assets.ml.search import SearchResult
+    from mlops_assets.ml.search import SearchResult, Trial
 
 # Built-in types: the first two for either task; ridge regresses, logistic_regression classifies.
 MODEL_TYPES = ("hist_gradient_boosting", "random_forest", "ridge", "logistic_regression")
@@ -493,12 +493,16 @@ def check_training_data(train: pd.DataFrame, spec: DatasetSpec) -> None:
 
 
 def fit(
-    splits: dict[str, pd.DataFrame], spec: DatasetSpec, config: TrainingConfig
+    splits: dict[str, pd.DataFrame],
+    spec: DatasetSpec,
+    config: TrainingConfig,
+    on_trial: Callable[[Trial], None] | None = None,
 ) -> TrainingResult:
     """Fit on train; report the task's metrics on val and test, and those of a naive baseline:
     the train median for every row (regression), or the majority class with the train class
     shares as probabilities (classification). With ``config.training_function`` the user's
-    function fits the model instead (see fit_with_user_code)."""
+    function fits the model instead (see fit_with_user_code). A search ahead of training
+    hands each trial to ``on_trial`` as it finishes, inside its time budget (see search)."""
     target = spec.target.name
     train = splits["train"]
     check_training_data(train, spec)
@@ -514,7 +518,7 @@ def fit(
             from mlops_assets.ml.search import search
 
             # The search gets train and val only: the test split is for the gates.
-            searched = search(train, splits["val"], spec, config, config.search)
+            searched = search(train, splits["val"], spec, config, config.search, on_trial)
             config = replace(config, params={**config.params, **searched.best_params})
         pipeline = build_pipeline(spec, config)
         try:

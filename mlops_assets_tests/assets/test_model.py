@@ -438,6 +438,69 @@ def test_a_search_ahead_of_training_is_tracked_as_nested_runs_with_its_picture(
     assert "alpha" in reused["search_best_params"].value
 
 
+def trial_runs(lifecycle, parent) -> list:
+    return client(lifecycle).search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        max_results=10_000,
+    )
+
+
+def test_the_search_budget_bounds_its_trials_and_their_logging(trained):
+    """Found by an issue: a 10 s budget gave a 32 s step, logging one nested run for each of
+    ~170 trials after the search. Each trial is logged as it finishes, inside the budget."""
+    budget = 3.0
+    result = trained.run(
+        assets=["trained_model"],
+        run_config=training_config(model_type="ridge", search_timeout_seconds=budget),
+    )
+    assert result.success
+    metadata = materialized(result)["trained_model"]
+    mlflow = client(trained)
+    parent = mlflow.get_run(metadata["mlflow_run_id"].value)
+    trials = trial_runs(trained, parent)
+    assert len(trials) == metadata["search_trials"].value == parent.data.metrics["search_trials"]
+    assert len(trials) > 1
+    # Every trial was logged before the final model was fitted and logged, as it finished.
+    model = mlflow.get_logged_model(parent.outputs.model_outputs[0].model_id)
+    assert max(t.info.end_time for t in trials) <= model.creation_timestamp
+    # The search's own clock holds its trials' logging, and the budget bounds it: the last
+    # trial may run past it (no trial is cut short), none starts after it.
+    searched = metadata["search_seconds"].value
+    assert parent.data.metrics["search_seconds"] == searched
+    logging = max(t.info.end_time for t in trials) - min(t.info.start_time for t in trials)
+    assert logging / 1000 <= searched
+    longest = max(t.data.metrics["trial_seconds"] for t in trials)
+    assert searched < budget + longest + 2.0
+
+
+def test_a_search_whose_trials_all_fail_keeps_them_in_a_failed_run_and_is_not_retried(
+    trained,
+):
+    before = trained.state()
+    runs_before = training_runs(trained)
+    space = {"alpha": {"type": "categorical", "choices": [-1.0, -2.0]}}  # Ridge refuses both
+    result = trained.run(
+        assets=["trained_model"],
+        run_config=training_config(
+            model_type="ridge", search_trials=3, search_space_json=json.dumps(space)
+        ),
+    )
+    assert "all 3 search trials failed" in step_failure(result, "trained_model")
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert trained.state() == before
+    mlflow = client(trained)
+    [parent] = mlflow.search_runs(
+        [e.experiment_id for e in mlflow.search_experiments()],
+        filter_string="attributes.status = 'FAILED'",
+    )
+    assert "mlops.model_uri" not in parent.data.tags
+    trials = trial_runs(trained, parent)
+    assert sorted(t.data.tags["mlops.trial_state"] for t in trials) == ["failed"] * 3
+    assert all("'alpha' parameter of Ridge" in t.data.tags["mlops.trial_error"] for t in trials)
+    assert training_runs(trained) == runs_before + 4
+
+
 def test_a_search_that_cannot_run_fails_clearly_and_changes_nothing(trained, monkeypatch):
     monkeypatch.setenv("MLOPS_SEARCH_TRIALS", "3")
     before = trained.state()
