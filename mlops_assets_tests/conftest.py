@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,6 +272,43 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLOPS_SOURCE_URI", TEST_SOURCE)
     monkeypatch.setenv("MLOPS_INCOMING_URI", TEST_INCOMING)
     monkeypatch.setenv("GIT_PYTHON_REFRESH", "quiet")
+
+
+# The README's "Your own model" layout: a team's estimator class in my_team/models.py.
+TEAM_MODEL = "my_team.models.TeamLeastSquares"
+TEAM_MODELS_SOURCE = """\
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+
+
+class TeamLeastSquares(RegressorMixin, BaseEstimator):
+    def __init__(self, shrink=0.0):
+        self.shrink = shrink
+
+    def fit(self, X, y):
+        X = np.asarray(X, dtype=float)
+        design = np.column_stack([np.ones(len(X)), X])
+        solution, *_ = np.linalg.lstsq(design, np.asarray(y, dtype=float), rcond=None)
+        self.intercept_ = float(solution[0])
+        self.coef_ = solution[1:] * (1.0 - self.shrink)
+        return self
+
+    def predict(self, X):
+        return self.intercept_ + np.asarray(X, dtype=float) @ self.coef_
+"""
+
+
+@pytest.fixture
+def namespace_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """my_team/ as a namespace package (a folder with no __init__.py) on sys.path, holding
+    TEAM_MODEL; yields the folder. Its modules leave sys.modules with the test."""
+    package = tmp_path / "team_code" / "my_team"
+    package.mkdir(parents=True)
+    (package / "models.py").write_text(TEAM_MODELS_SOURCE)
+    monkeypatch.syspath_prepend(str(package.parent))
+    yield package
+    for name in [n for n in sys.modules if n.split(".")[0] == "my_team"]:
+        del sys.modules[name]
 
 
 def _lifecycle(home: Path) -> Iterator[Lifecycle]:

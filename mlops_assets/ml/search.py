@@ -5,12 +5,18 @@ the final model, fitted with the best parameters, is evaluated for the gates. Th
 seeded with the training config's random state, so the same data, config and number of trials
 give the same best parameters (a time budget stops after however many trials fit in it). A
 trial that fails is recorded with its error and skipped; all of them failing is an error.
+
+The time budget is the search's as a user sees it: its trials and the logging of each one
+(``on_trial``, called as each trial finishes) count against it. No trial starts once it is
+spent, so the search ends within the budget plus the trial then running; the final fit with
+the best parameters comes after it.
 """
 
 from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -61,7 +67,8 @@ class Trial:
     params: dict[str, Any]
     value: float | None  # the validation objective; None when the trial failed
     error: str = ""
-    seconds: float = 0.0
+    seconds: float = 0.0  # fitting and scoring
+    started: float = 0.0  # seconds into the search when the trial started
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class SearchResult:
     trials: tuple[Trial, ...]
     space: dict[str, dict[str, Any]]
     objective: str = "val_rmse"
+    seconds: float = 0.0  # the search's wall time, the logging of its trials included
 
     @property
     def failed(self) -> int:
@@ -109,11 +117,17 @@ def search(
     spec: DatasetSpec,
     config: TrainingConfig,
     search_config: SearchConfig,
+    on_trial: Callable[[Trial], None] | None = None,
 ) -> SearchResult:
-    """Search ``config``'s estimator's parameters on ``train``, scoring each on ``val``."""
+    """Search ``config``'s estimator's parameters on ``train``, scoring each on ``val``.
+
+    ``on_trial`` (logging a trial, say) gets each trial as it finishes, failed ones too, and
+    its time counts against the search's time budget; an error it raises ends the search."""
     import optuna
 
     space = space_for(config, search_config)
+    budget = search_config.timeout_seconds
+    began = time.monotonic()
     # Failed trials are recorded here (and in MLflow); Optuna need not print their tracebacks.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     x_train, y_train = model_input(train, spec), target_values(train, spec)
@@ -122,29 +136,43 @@ def search(
     trials: list[Trial] = []
 
     def objective(trial: optuna.Trial) -> float:
-        params = {name: _suggest(trial, name, entry) for name, entry in space.items()}
         started = time.monotonic()
+        params: dict[str, Any] = {}
+
+        def record(value: float | None, error: str = "") -> None:
+            seconds = time.monotonic() - started
+            trials.append(Trial(trial.number, params, value, error, seconds, started - began))
+
         try:
+            params.update({name: _suggest(trial, name, entry) for name, entry in space.items()})
             candidate = replace(config, params={**config.params, **params})
             pipeline = build_pipeline(spec, candidate).fit(x_train, y_train)
             value = score(y_val, answer(pipeline, x_val, spec), spec)[metric]
             if not np.isfinite(value):
                 raise ValueError(f"validation {metric} is {value}")
         except Exception as exc:  # any failure of one trial: record it, go on with the next
-            error = f"{type(exc).__name__}: {exc}"
-            trials.append(Trial(trial.number, params, None, error, time.monotonic() - started))
+            record(None, f"{type(exc).__name__}: {exc}")
             raise
-        trials.append(Trial(trial.number, params, value, "", time.monotonic() - started))
+        record(value)
         return value
+
+    def finished(study: optuna.Study, _: Any) -> None:
+        # Outside the objective, so a logging error is not taken for the trial's own failure.
+        if on_trial is not None:
+            on_trial(trials[-1])
+        if budget and time.monotonic() - began >= budget:
+            study.stop()
 
     study = optuna.create_study(
         direction="minimize", sampler=optuna.samplers.TPESampler(seed=config.random_state)
     )
+    # The budget is kept by `finished`, on the search's own clock (Optuna's timeout would leave
+    # out what comes before optimize); it is checked after each trial and its logging.
     study.optimize(
         objective,
         n_trials=search_config.trials or None,
-        timeout=search_config.timeout_seconds or None,
         catch=(Exception,),
+        callbacks=[finished],
     )
     done = [t for t in trials if t.value is not None]
     if not done:
@@ -152,7 +180,12 @@ def search(
         raise SearchFailed(f"all {len(trials)} search trials failed; the first: {first}")
     best = min(done, key=lambda t: (t.value, t.number))
     return SearchResult(
-        best.params, float(best.value or 0.0), tuple(trials), space, objective_name(spec)
+        best.params,
+        float(best.value or 0.0),
+        tuple(trials),
+        space,
+        objective_name(spec),
+        time.monotonic() - began,
     )
 
 

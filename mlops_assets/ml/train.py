@@ -12,7 +12,7 @@ import importlib
 import inspect
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +33,7 @@ from mlops_assets.ml.tasks import (
 )
 
 if TYPE_CHECKING:
-    from mlops_assets.ml.search import SearchResult
+    from mlops_assets.ml.search import SearchResult, Trial
 
 # Built-in types: the first two for either task; ridge regresses, logistic_regression classifies.
 MODEL_TYPES = ("hist_gradient_boosting", "random_forest", "ridge", "logistic_regression")
@@ -91,31 +91,96 @@ def served_code(types: Sequence[str]) -> ServedCode:
     """The code the model's own ``types`` (saved_types) come from, a custom estimator class
     say: a package installed from a distribution is pinned as a requirement; source that is
     not installed (a folder on the path) is copied into the MLflow model (``code_paths``),
-    which MLflow puts on the path wherever it loads the model, in the served image too."""
-    import importlib.util
+    which MLflow puts on the path wherever it loads the model, in the served image too.
+
+    A package may be a namespace package (a folder with no ``__init__.py``): it has no file of
+    its own, so where it lives is read from the modules that define the types."""
     from importlib.metadata import packages_distributions
 
-    modules = sorted({name.split(".")[0] for name in types} - _SERVING_MODULES)
+    by_package: dict[str, list[str]] = {}
+    for name in types:
+        package = name.split(".")[0]
+        if package not in _SERVING_MODULES:
+            by_package.setdefault(package, []).append(name)
     distributions: Mapping[str, list[str]] = {}
     code_paths: list[str] = []
     requirements: list[str] = []
-    for module in modules:
-        found = importlib.util.find_spec(module)
-        origin = found.origin if found else None
-        if not found or not origin:
-            raise EstimatorError(f"the model holds types from '{module}', which cannot be found")
-        installed = {"site-packages", "dist-packages"} & set(Path(origin).parts)
-        from_distribution = bool(installed) and module != _PROJECT
+    for package, names in sorted(by_package.items()):
+        if package == "__main__":
+            raise EstimatorError(
+                f"the model holds {', '.join(names)}, defined in __main__ (a notebook or a "
+                "script), which no model can carry to where it is served: move the class into "
+                "a module of your package (e.g. my_team/models.py) and name it by that path"
+            )
+        files = [_defining_file(name) for name in names]
+        found = _find_spec(package)
+        if found is None or None in files:
+            raise EstimatorError(f"the model holds types from '{package}', which cannot be found")
+        sources = [Path(file) for file in files if file is not None]
+        installed = any({"site-packages", "dist-packages"} & set(f.parts) for f in sources)
+        from_distribution = installed and package != _PROJECT
         if from_distribution and not distributions:
             # Reads every installed distribution's file list (a second): only when needed.
             distributions = packages_distributions()
-        if from_distribution and module in distributions:
-            requirements.extend(pinned(distributions[module][:1]))
-        elif found.submodule_search_locations:
-            code_paths.append(str(Path(origin).parent))
+        if from_distribution and package in distributions:
+            requirements.extend(pinned(_owners(distributions[package], sources)))
+        elif found.submodule_search_locations is None:  # a module, not a package
+            code_paths.append(str(found.origin))
         else:
-            code_paths.append(origin)
+            code_paths.append(_folder_holding(package, found.submodule_search_locations, sources))
     return ServedCode(tuple(code_paths), tuple(requirements))
+
+
+def _find_spec(name: str) -> Any:
+    """importlib's spec of module ``name``, or None where it has none (a module of a package
+    that is not a package itself, say)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+
+
+def _defining_file(type_name: str) -> str | None:
+    """The source file of the module that defines ``type_name`` (module.Class), or None."""
+    parts = type_name.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        found = _find_spec(".".join(parts[:end]))
+        if found is not None and found.has_location and found.origin:
+            return str(found.origin)
+    return None
+
+
+def _folder_holding(package: str, folders: Iterable[str], sources: Sequence[Path]) -> str:
+    """The one folder of ``package`` that holds all ``sources``: a regular package has one;
+    a namespace package has one for each path entry it is found on (its portions), and
+    MLflow copies each code path to a folder of its own name, so only one of them can go."""
+    holding = [f for f in folders if any(s.is_relative_to(Path(f)) for s in sources)]
+    if len(holding) != 1:
+        raise EstimatorError(
+            f"the model holds types from {len(holding)} folders of '{package}' "
+            f"({', '.join(holding)}), a namespace package; a model carries one folder of each "
+            "name: keep the classes the model holds in one of them"
+        )
+    return holding[0]
+
+
+def _owners(distributions: Sequence[str], sources: Sequence[Path]) -> list[str]:
+    """The distributions among ``distributions`` (those that install a top-level name) that
+    install the files ``sources``: several share a namespace package such as ``google``."""
+    from importlib.metadata import distribution
+
+    if len(distributions) == 1:
+        return list(distributions)
+    wanted = {source.resolve() for source in sources}
+    owners = []
+    for name in distributions:
+        found = distribution(name)
+        files = {Path(str(found.locate_file(f))).resolve() for f in found.files or ()}
+        if wanted & files:
+            owners.append(name)
+    return owners or list(distributions[:1])
 
 
 def training_fingerprint(dataset_digest: str, config: TrainingConfig) -> str:
@@ -428,12 +493,16 @@ def check_training_data(train: pd.DataFrame, spec: DatasetSpec) -> None:
 
 
 def fit(
-    splits: dict[str, pd.DataFrame], spec: DatasetSpec, config: TrainingConfig
+    splits: dict[str, pd.DataFrame],
+    spec: DatasetSpec,
+    config: TrainingConfig,
+    on_trial: Callable[[Trial], None] | None = None,
 ) -> TrainingResult:
     """Fit on train; report the task's metrics on val and test, and those of a naive baseline:
     the train median for every row (regression), or the majority class with the train class
     shares as probabilities (classification). With ``config.training_function`` the user's
-    function fits the model instead (see fit_with_user_code)."""
+    function fits the model instead (see fit_with_user_code). A search ahead of training
+    hands each trial to ``on_trial`` as it finishes, inside its time budget (see search)."""
     target = spec.target.name
     train = splits["train"]
     check_training_data(train, spec)
@@ -449,10 +518,18 @@ def fit(
             from mlops_assets.ml.search import search
 
             # The search gets train and val only: the test split is for the gates.
-            searched = search(train, splits["val"], spec, config, config.search)
+            searched = search(train, splits["val"], spec, config, config.search, on_trial)
             config = replace(config, params={**config.params, **searched.best_params})
         pipeline = build_pipeline(spec, config)
-        pipeline.fit(model_input(train, spec), target_values(train, spec))
+        try:
+            pipeline.fit(model_input(train, spec), target_values(train, spec))
+        except MemoryError:
+            raise
+        except Exception as exc:  # a parameter value the estimator refuses, say
+            raise EstimatorError(
+                f"model_type '{config.model_type}' with params {config.params} cannot be "
+                f"fitted to the train split: {type(exc).__name__}: {exc}"
+            ) from exc
         params = {"model_type": config.model_type, "random_state": config.random_state}
         params.update(pipeline.named_steps[estimator_step(spec)].get_params())
     metrics: dict[str, float] = {}

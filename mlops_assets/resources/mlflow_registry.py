@@ -7,11 +7,14 @@ worker and step process imports the code location.
 from __future__ import annotations
 
 import json
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from dagster import ConfigurableResource
@@ -27,6 +30,9 @@ from mlops_assets.ml.champion_history import (
 )
 from mlops_assets.ml.promotion import Comparison
 from mlops_assets.settings import env_field
+
+if TYPE_CHECKING:
+    from mlops_assets.ml.search import SearchResult, Trial
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -109,6 +115,153 @@ class AliasMove:
         }
 
 
+class TrainingRun:
+    """One training's MLflow run (MlflowResource.training_run): a search's trials are logged
+    into it as nested runs as they finish, so their logging counts against the search's time
+    budget, then the model, its params, metrics and dataset."""
+
+    def __init__(self, resource: MlflowResource, tags: dict[str, str]) -> None:
+        self._resource = resource
+        self._tags = tags
+        self._fluent: Any = None  # the mlflow module, whose active run this run is
+        self._client: Any = None
+        self._experiment_id = ""
+        self._logged_trials: set[int] = set()
+        self.run_id = ""
+
+    def _open(self) -> str:
+        """The run's id, the run started (as MLflow's active run) if it was not yet."""
+        if not self.run_id:
+            self._fluent = self._resource._mlflow()
+            self._client = self._resource.client()
+            self._experiment_id = self._resource.experiment_id()
+            run = self._fluent.start_run(experiment_id=self._experiment_id, tags=self._tags)
+            self.run_id = run.info.run_id
+        return self.run_id
+
+    def end(self, status: str) -> None:
+        if self.run_id and self._fluent.active_run() is not None:
+            self._fluent.end_run(status=status)
+
+    def log_trial(self, trial: Trial, objective: str) -> None:
+        """A search's finished ``trial`` as a nested run: its params, its
+        validation ``objective`` and its seconds; a failed one is tagged with its error.
+        Three calls to the tracking store, through the client, not the active run."""
+        from mlflow.entities import Metric, Param
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        parent = self._open()
+        client = self._client
+        state = "failed" if trial.value is None else "complete"
+        tags = {
+            MLFLOW_PARENT_RUN_ID: parent,
+            "mlops.search_trial": str(trial.number),
+            "mlops.trial_state": state,
+        }
+        if trial.error:
+            tags["mlops.trial_error"] = trial.error[:5000]
+        run = client.create_run(self._experiment_id, run_name=f"trial-{trial.number}", tags=tags)
+        now = int(time.time() * 1000)
+        metrics = [Metric("trial_seconds", trial.seconds, now, 0)]
+        if trial.value is not None:
+            metrics.append(Metric(objective, trial.value, now, 0))
+        params = [Param(k, v) for k, v in _param_values(trial.params).items()]
+        client.log_batch(run.info.run_id, metrics=metrics, params=params)
+        client.set_terminated(run.info.run_id)
+        self._logged_trials.add(trial.number)
+
+    def log_model(
+        self,
+        pipeline: Any,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        input_example: pd.DataFrame,
+        training_frame: pd.DataFrame,
+        target: str,
+        skops_trusted_types: list[str],
+        pip_requirements: list[str] | None = None,
+        search: SearchResult | None = None,
+        classes: list[str] | None = None,
+        artifacts: dict[str, bytes] | None = None,
+        code_paths: list[str] | None = None,
+    ) -> LoggedModel:
+        """Log params, metrics, the training dataset (with its digest) and the model with its
+        signature and input example; a hyperparameter search's summary (its best value, trial
+        counts and seconds, the space) and optimisation history picture, and any of its
+        trials not logged as they finished.
+
+        A classifier (``pipeline`` a ClassAnswer, ``classes`` the classes it learned) answers
+        with its class and probabilities, by name; the task and classes are in the model's
+        metadata. ``artifacts`` (path in the run -> bytes) are logged as files;
+        ``code_paths`` (source the model's own types need) are copied into the model.
+        """
+        from mlflow.models import infer_signature
+
+        from mlops_assets.ml.tasks import CLASSES_KEY, TASK_KEY
+
+        run_id = self._open()
+        mlflow = self._fluent
+        tags = self._tags
+        flavour: dict[str, Any] = {}
+        if classes:
+            flavour = {"metadata": {TASK_KEY: "classification", CLASSES_KEY: list(classes)}}
+        signature = infer_signature(input_example, pipeline.predict(input_example))
+        mlflow.log_params(_param_values(params))
+        mlflow.log_metrics(metrics)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=LOCAL_SOURCE_AMBIGUITY)
+            dataset = mlflow.data.from_pandas(
+                training_frame,
+                source=tags.get("mlops.dataset_uri", "unknown"),
+                targets=target,
+                name=tags.get("mlops.dataset_tag", "dataset"),
+                digest=tags.get("mlops.dataset_digest", "")[:36] or None,
+            )
+        dataset.schema = dataset_schema(training_frame)
+        mlflow.log_input(dataset, context="training")
+        info = mlflow.sklearn.log_model(
+            sk_model=pipeline,
+            name="model",
+            signature=signature,
+            input_example=input_example,
+            skops_trusted_types=skops_trusted_types,
+            pip_requirements=pip_requirements,
+            code_paths=code_paths or None,
+            **flavour,
+        )
+        artifact_uris = self._resource._log_files(artifacts or {})
+        plot_uri = self._log_search(search) if search is not None else ""
+        mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
+        return LoggedModel(
+            run_id=run_id,
+            model_uri=info.model_uri,
+            experiment_id=self._experiment_id,
+            search_plot_uri=plot_uri,
+            artifact_uris=artifact_uris,
+        )
+
+    def _log_search(self, search: SearchResult) -> str:
+        """The search's summary in the run, and its history as a PNG artifact."""
+        from mlops_assets.ml.search import history_png
+
+        mlflow = self._fluent
+        for trial in search.trials:
+            if trial.number not in self._logged_trials:
+                self.log_trial(trial, search.objective)
+        mlflow.log_metrics(
+            {
+                f"search_best_{search.objective}": search.best_value,
+                "search_trials": len(search.trials),
+                "search_failed_trials": search.failed,
+                "search_seconds": search.seconds,
+            }
+        )
+        space = json.dumps(search.space, sort_keys=True)
+        mlflow.log_param("search_space", space[:6000])  # shown in the UI; the file is whole
+        files = {SEARCH_PICTURE: history_png(search), SEARCH_SPACE: space.encode()}
+        return self._resource._log_files(files)[SEARCH_PICTURE]
+
+
 class MlflowResource(ConfigurableResource):
     """MLflow tracking server (or sqlite file) and registry, plus the names used in them."""
 
@@ -163,6 +316,19 @@ class MlflowResource(ConfigurableResource):
             location = Path(self.artifact_root).resolve().as_uri()
         return client.create_experiment(self.experiment_name, artifact_location=location)
 
+    @contextmanager
+    def training_run(self, tags: dict[str, str]) -> Iterator[TrainingRun]:
+        """The MLflow run of one training, with ``tags``, created when first written to: by
+        a search's first finished trial (log_trial), else by log_model. An error inside ends
+        a created run FAILED; an error before anything was written leaves nothing in MLflow."""
+        run = TrainingRun(self, tags)
+        try:
+            yield run
+        except BaseException:
+            run.end("FAILED")
+            raise
+        run.end("FINISHED")
+
     def log_training_run(
         self,
         pipeline: Any,
@@ -179,59 +345,22 @@ class MlflowResource(ConfigurableResource):
         artifacts: dict[str, bytes] | None = None,
         code_paths: list[str] | None = None,
     ) -> LoggedModel:
-        """Log params, metrics, the training dataset (with its digest) and the model with its
-        signature and input example, in one MLflow run; a hyperparameter search's trials are
-        nested runs under it, and its optimisation history a picture in its artifacts.
-
-        A classifier (``pipeline`` a ClassAnswer, ``classes`` the classes it learned) answers
-        with its class and probabilities, by name; the task and classes are in the model's
-        metadata. ``artifacts`` (path in the run -> bytes) are logged as files;
-        ``code_paths`` (source the model's own types need) are copied into the model.
-        """
-        mlflow = self._mlflow()
-        from mlflow.models import infer_signature
-
-        from mlops_assets.ml.tasks import CLASSES_KEY, TASK_KEY
-
-        experiment_id = self.experiment_id()
-        flavour: dict[str, Any] = {}
-        if classes:
-            flavour = {"metadata": {TASK_KEY: "classification", CLASSES_KEY: list(classes)}}
-        signature = infer_signature(input_example, pipeline.predict(input_example))
-        with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
-            mlflow.log_params(_param_values(params))
-            mlflow.log_metrics(metrics)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=LOCAL_SOURCE_AMBIGUITY)
-                dataset = mlflow.data.from_pandas(
-                    training_frame,
-                    source=tags.get("mlops.dataset_uri", "unknown"),
-                    targets=target,
-                    name=tags.get("mlops.dataset_tag", "dataset"),
-                    digest=tags.get("mlops.dataset_digest", "")[:36] or None,
-                )
-            dataset.schema = dataset_schema(training_frame)
-            mlflow.log_input(dataset, context="training")
-            info = mlflow.sklearn.log_model(
-                sk_model=pipeline,
-                name="model",
-                signature=signature,
-                input_example=input_example,
-                skops_trusted_types=skops_trusted_types,
-                pip_requirements=pip_requirements,
-                code_paths=code_paths or None,
-                **flavour,
+        """A fitted model in a new MLflow run with ``tags`` (see TrainingRun.log_model)."""
+        with self.training_run(tags) as run:
+            return run.log_model(
+                pipeline,
+                params,
+                metrics,
+                input_example,
+                training_frame,
+                target,
+                skops_trusted_types,
+                pip_requirements,
+                search,
+                classes,
+                artifacts,
+                code_paths,
             )
-            artifact_uris = self._log_files(artifacts or {})
-            plot_uri = self._log_search(search, experiment_id) if search is not None else ""
-            mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
-        return LoggedModel(
-            run_id=run.info.run_id,
-            model_uri=info.model_uri,
-            experiment_id=experiment_id,
-            search_plot_uri=plot_uri,
-            artifact_uris=artifact_uris,
-        )
 
     def _log_files(self, files: dict[str, bytes]) -> dict[str, str]:
         """Each ``path -> bytes`` as an artifact of the active run; their URIs by path."""
@@ -248,39 +377,6 @@ class MlflowResource(ConfigurableResource):
                 mlflow.log_artifact(str(local), artifact_path=None if folder == "." else folder)
                 uris[path] = f"{mlflow.get_artifact_uri()}/{path}"
         return uris
-
-    def _log_search(self, search: Any, experiment_id: str) -> str:
-        """Each trial as a nested run of the active run; the history as a PNG artifact."""
-        from mlops_assets.ml.search import history_png
-
-        mlflow = self._mlflow()
-        mlflow.log_metrics(
-            {
-                f"search_best_{search.objective}": search.best_value,
-                "search_trials": len(search.trials),
-                "search_failed_trials": search.failed,
-            }
-        )
-        space = json.dumps(search.space, sort_keys=True)
-        mlflow.log_param("search_space", space[:6000])  # shown in the UI; the file is whole
-        for trial in search.trials:
-            state = "failed" if trial.value is None else "complete"
-            tags = {"mlops.search_trial": str(trial.number), "mlops.trial_state": state}
-            if trial.error:
-                tags["mlops.trial_error"] = trial.error[:5000]
-            with mlflow.start_run(
-                experiment_id=experiment_id,
-                nested=True,
-                run_name=f"trial-{trial.number}",
-                tags=tags,
-            ):
-                mlflow.log_params(_param_values(trial.params))
-                metrics = {"trial_seconds": trial.seconds}
-                if trial.value is not None:
-                    metrics[search.objective] = trial.value
-                mlflow.log_metrics(metrics)
-        files = {SEARCH_PICTURE: history_png(search), SEARCH_SPACE: space.encode()}
-        return self._log_files(files)[SEARCH_PICTURE]
 
     def logged_files(self, run: Any, folder: str) -> dict[str, str]:
         """The files ``run`` logged in ``folder``: each one's URI by its path in the run, as

@@ -41,7 +41,9 @@ class TrainingResource(ConfigurableResource):
     search_timeout_seconds: float = env_field(
         "MLOPS_SEARCH_TIMEOUT_SECONDS",
         0.0,
-        "Time budget of the search in seconds (0: none; with trials, whichever ends first).",
+        "Time budget of the search in seconds: its trials and their logging to MLflow; no trial "
+        "starts once it is spent, the final fit comes after (0: none; with trials, whichever "
+        "ends first).",
     )
     search_space: str = env_field(
         "MLOPS_SEARCH_SPACE",

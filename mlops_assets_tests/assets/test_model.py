@@ -6,7 +6,12 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from mlops_assets_tests.conftest import check_evaluations, materialized, step_failure
+from mlops_assets_tests.conftest import (
+    TEAM_MODEL,
+    check_evaluations,
+    materialized,
+    step_failure,
+)
 
 MODEL = "house-price-regressor"
 TRAIN_AND_REGISTER = ["trained_model", "registered_model"]
@@ -193,6 +198,38 @@ def test_bad_training_config_fails_clearly(trained):
     assert "model_type 'xgb' is not one of" in step_failure(result, "trained_model")
 
 
+NOTEBOOK_FUNCTION = "mlops_assets_tests.ml.estimators:train_a_notebook_class"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"model_type": "xgb"}, "model_type 'xgb' is not one of"),
+        ({"params_json": "{alpha: 1}"}, "estimator params: not JSON"),
+        ({"model_type": "ridge", "params": {"alphaa": 1.0}}, "does not accept params"),
+        ({"params": {"max_iter": -1}}, "'max_iter' parameter of HistGradientBoostingRegressor"),
+        (
+            {
+                "training_function": NOTEBOOK_FUNCTION,
+                "trusted_types": ["__main__.NotebookRegressor"],
+            },
+            "defined in __main__ (a notebook or a script)",
+        ),
+    ],
+    ids=["estimator name", "params JSON", "param name", "param value", "class in a notebook"],
+)
+def test_a_configuration_error_fails_once_without_retries(trained, config, message):
+    """A retry runs the same config on the same data: it fails the same way, after backoff."""
+    before = trained.state()
+    result = trained.run(assets=["trained_model"], run_config=training_config(**config))
+    events = [e.event_type_value for e in result.all_events if e.step_key == "trained_model"]
+    assert events.count("STEP_START") == 1
+    assert events.count("STEP_FAILURE") == 1
+    assert "STEP_UP_FOR_RETRY" not in events
+    assert message in step_failure(result, "trained_model")
+    assert trained.state() == before
+
+
 def test_manual_policy_waits_for_approval_then_scoring_works(lifecycle, monkeypatch):
     monkeypatch.setenv("MLOPS_PROMOTION_POLICY", "manual")
     first = lifecycle.run()
@@ -282,26 +319,52 @@ def test_an_untrusted_estimator_type_is_named_and_nothing_is_logged(trained):
     assert_loads_without_the_project(trained, "2")
 
 
-def assert_loads_without_the_project(lifecycle, version: str) -> None:
-    """The class's source travels in the MLflow model (code_paths): a process that cannot
-    import mlops_assets_tests itself, as the served image cannot, loads and predicts."""
+def assert_loads_without_the_project(
+    lifecycle, version: str, package: str = "mlops_assets_tests"
+) -> None:
+    """The class's source travels in the MLflow model (code_paths): a fresh process, as the
+    served image, loads and predicts with ``package`` imported from the model's code folder."""
     import subprocess
     import sys
 
     uri = f"sqlite:///{lifecycle.home / 'mlflow.db'}"
     script = (
         "import sys, mlflow, pandas as pd\n"
-        "assert 'mlops_assets_tests' not in sys.modules\n"
+        f"assert {package!r} not in sys.modules\n"
         f"mlflow.set_tracking_uri({uri!r}); mlflow.set_registry_uri({uri!r})\n"
         f"model = mlflow.pyfunc.load_model({f'models:/{MODEL}/{version}'!r})\n"
         "rows = pd.DataFrame(model.input_example)\n"
         "print(len(model.predict(rows)))\n"
+        f"print(*sys.modules[{package!r}].__path__)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=lifecycle.home, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "5"
+    predicted, folder = done.stdout.strip().splitlines()[-2:]
+    assert predicted == "5"
+    assert Path(folder).parts[-2:] == ("code", package)
+
+
+def test_a_class_in_a_namespace_package_trains_registers_serves_and_scores(
+    lifecycle, monkeypatch, namespace_package
+):
+    """The README's my_team/ layout without an __init__.py: the whole lifecycle, every step
+    at its first attempt, and the model loads where my_team cannot be imported."""
+    monkeypatch.setenv("MLOPS_MODEL_TYPE", TEAM_MODEL)
+    monkeypatch.setenv("MLOPS_MODEL_PARAMS", '{"shrink": 0.05}')
+    monkeypatch.setenv("MLOPS_SKOPS_TRUSTED_TYPES", TEAM_MODEL)
+    result = lifecycle.run()
+    assert result.success, step_failure(result, "trained_model")
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    metadata = materialized(result)
+    assert metadata["trained_model"]["model_type"].value == TEAM_MODEL
+    assert lifecycle.state()["aliases"] == {"champion": "1", "challenger": "1"}
+    loads = check_evaluations(result)[("registered_model", "champion_loads_and_predicts")]
+    assert loads.passed, loads.description
+    assert metadata["predictions"]["model_version"].value == "1"
+    assert "drift_report" in metadata
+    assert_loads_without_the_project(lifecycle, "1", package="my_team")
 
 
 def test_an_estimator_that_does_not_fit_the_task_changes_nothing(trained):
@@ -382,6 +445,69 @@ def test_a_search_ahead_of_training_is_tracked_as_nested_runs_with_its_picture(
     assert search_keys == {key for key in reused if key.startswith("search_")}
     assert {k: reused[k] for k in search_keys} == {k: metadata[k] for k in search_keys}
     assert "alpha" in reused["search_best_params"].value
+
+
+def trial_runs(lifecycle, parent) -> list:
+    return client(lifecycle).search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        max_results=10_000,
+    )
+
+
+def test_the_search_budget_bounds_its_trials_and_their_logging(trained):
+    """Found by an issue: a 10 s budget gave a 32 s step, logging one nested run for each of
+    ~170 trials after the search. Each trial is logged as it finishes, inside the budget."""
+    budget = 3.0
+    result = trained.run(
+        assets=["trained_model"],
+        run_config=training_config(model_type="ridge", search_timeout_seconds=budget),
+    )
+    assert result.success
+    metadata = materialized(result)["trained_model"]
+    mlflow = client(trained)
+    parent = mlflow.get_run(metadata["mlflow_run_id"].value)
+    trials = trial_runs(trained, parent)
+    assert len(trials) == metadata["search_trials"].value == parent.data.metrics["search_trials"]
+    assert len(trials) > 1
+    # Every trial was logged before the final model was fitted and logged, as it finished.
+    model = mlflow.get_logged_model(parent.outputs.model_outputs[0].model_id)
+    assert max(t.info.end_time for t in trials) <= model.creation_timestamp
+    # The search's own clock holds its trials' logging, and the budget bounds it: the last
+    # trial may run past it (no trial is cut short), none starts after it.
+    searched = metadata["search_seconds"].value
+    assert parent.data.metrics["search_seconds"] == searched
+    logging = max(t.info.end_time for t in trials) - min(t.info.start_time for t in trials)
+    assert logging / 1000 <= searched
+    longest = max(t.data.metrics["trial_seconds"] for t in trials)
+    assert searched < budget + longest + 2.0
+
+
+def test_a_search_whose_trials_all_fail_keeps_them_in_a_failed_run_and_is_not_retried(
+    trained,
+):
+    before = trained.state()
+    runs_before = training_runs(trained)
+    space = {"alpha": {"type": "categorical", "choices": [-1.0, -2.0]}}  # Ridge refuses both
+    result = trained.run(
+        assets=["trained_model"],
+        run_config=training_config(
+            model_type="ridge", search_trials=3, search_space_json=json.dumps(space)
+        ),
+    )
+    assert "all 3 search trials failed" in step_failure(result, "trained_model")
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert trained.state() == before
+    mlflow = client(trained)
+    [parent] = mlflow.search_runs(
+        [e.experiment_id for e in mlflow.search_experiments()],
+        filter_string="attributes.status = 'FAILED'",
+    )
+    assert "mlops.model_uri" not in parent.data.tags
+    trials = trial_runs(trained, parent)
+    assert sorted(t.data.tags["mlops.trial_state"] for t in trials) == ["failed"] * 3
+    assert all("'alpha' parameter of Ridge" in t.data.tags["mlops.trial_error"] for t in trials)
+    assert training_runs(trained) == runs_before + 4
 
 
 def test_a_search_that_cannot_run_fails_clearly_and_changes_nothing(trained, monkeypatch):

@@ -51,3 +51,23 @@ def splits_it_was_given(splits, spec):
 
 def returns_a_string(splits, spec):
     return "not a model"
+
+
+class NotebookRegressor(ShrunkLeastSquares):
+    """A class as a notebook or a script defines it: in module __main__, which no model can
+    carry to where it is served."""
+
+
+NotebookRegressor.__module__ = "__main__"
+
+
+def train_a_notebook_class(splits, spec):
+    """A user's training function whose model holds a class defined in a notebook."""
+    from sklearn.pipeline import Pipeline
+
+    from mlops_assets.ml.train import TrainingConfig, build_pipeline, model_input
+
+    preprocess = build_pipeline(spec, TrainingConfig("ridge")).named_steps["preprocess"]
+    pipeline = Pipeline([("preprocess", preprocess), ("regressor", NotebookRegressor())])
+    train = splits["train"]
+    return pipeline.fit(model_input(train, spec), train[spec.target.name])

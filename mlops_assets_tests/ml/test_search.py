@@ -1,6 +1,7 @@
 """Hyperparameter search: seeded, scored on val only, failures recorded, a picture to look at."""
 
 import re
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -41,6 +42,29 @@ def test_a_seeded_search_finds_the_same_best_params_and_trains_with_them(splits)
     assert first.params["alpha"] == first.search.best_params["alpha"]
     other_seed = fit(splits, HOUSE_PRICES, replace(RIDGE_SEARCH, random_state=4))
     assert other_seed.search.best_params != first.search.best_params
+
+
+def test_the_time_budget_counts_the_logging_of_each_trial(splits):
+    """Each trial is handed to ``on_trial`` (logging it, here to a tracking server that takes a
+    quarter of a second) as it finishes, and that time is the search's: no trial starts once
+    the trials and their logging have spent the budget."""
+    log_seconds, budget = 0.25, 1.5
+    logged: list[int] = []
+
+    def log(trial):
+        time.sleep(log_seconds)
+        logged.append(trial.number)
+
+    config = replace(RIDGE_SEARCH, search=SearchConfig(timeout_seconds=budget))
+    result = search(splits["train"], splits["val"], HOUSE_PRICES, config, config.search, log)
+    trials = result.trials
+    assert logged == [t.number for t in trials] == list(range(len(trials)))
+    assert result.seconds >= log_seconds * len(trials)  # the logging is inside the search
+    # A trial was followed by another only if it and its logging ended inside the budget.
+    assert all(t.started + t.seconds + log_seconds < budget for t in trials[:-1])
+    assert len(trials) < budget / log_seconds + 1
+    # Ridge's search alone would run hundreds of trials in the budget.
+    assert result.seconds < budget + trials[-1].seconds + log_seconds + 1.0
 
 
 def test_the_search_never_reads_the_test_split(splits):

@@ -10,14 +10,17 @@ from mlops_assets.ml.tabular import TableFile, read_validated
 from mlops_assets.ml.train import (
     MODEL_TYPES,
     EstimatorError,
+    ServedCode,
     TrainingConfig,
     fit,
     make_estimator,
     model_input,
     regression_metrics,
     saved_types,
+    served_code,
     untrusted_types,
 )
+from mlops_assets_tests.conftest import TEAM_MODEL
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +124,11 @@ def test_an_unusable_estimator_is_refused_by_name(model_type, params, message):
         make_estimator(TrainingConfig(model_type, params))
 
 
+def test_a_param_value_the_estimator_refuses_is_an_estimator_error_naming_it(splits):
+    with pytest.raises(EstimatorError, match=re.escape("'max_iter' parameter of HistGradient")):
+        fit(splits, HOUSE_PRICES, TrainingConfig(params={"max_iter": -1}))
+
+
 def test_types_skops_does_not_trust_are_named_until_listed(splits):
     pipeline = fit(splits, HOUSE_PRICES, TrainingConfig(CUSTOM)).pipeline
     assert untrusted_types(saved_types(pipeline)) == [CUSTOM]
@@ -141,6 +149,51 @@ def test_a_custom_estimators_code_is_part_of_the_fingerprint(monkeypatch, tmp_pa
     assert training_fingerprint("digest-a", config) == before
     (package / "mine.py").write_text(source + "    # changed\n")
     assert training_fingerprint("digest-a", config) != before
+
+
+def test_a_class_in_a_namespace_package_trains_and_its_folder_travels_in_the_model(
+    splits, namespace_package
+):
+    """my_team/ without an __init__.py: a namespace package, which has no origin file."""
+    result = fit(splits, HOUSE_PRICES, TrainingConfig(TEAM_MODEL, {"shrink": 0.05}))
+    assert result.metrics["test_rmse"] < 0.8 * result.metrics["baseline_test_rmse"]
+    types = saved_types(result.pipeline)
+    assert untrusted_types(types) == [TEAM_MODEL]
+    assert served_code(types) == ServedCode(code_paths=(str(namespace_package),))
+
+
+def test_only_the_namespace_portion_holding_the_models_types_travels(
+    namespace_package, tmp_path, monkeypatch
+):
+    other = tmp_path / "other_code" / "my_team"
+    other.mkdir(parents=True)
+    (other / "reports.py").write_text("class Report:\n    pass\n")
+    monkeypatch.syspath_prepend(str(other.parent))  # ahead of the portion holding the class
+    assert served_code([TEAM_MODEL]) == ServedCode(code_paths=(str(namespace_package),))
+    with pytest.raises(EstimatorError, match=re.escape("from 2 folders of 'my_team'")):
+        served_code([TEAM_MODEL, "my_team.reports.Report"])
+
+
+def test_a_class_from_an_installed_namespace_package_pins_the_distribution_that_has_it():
+    """google is a namespace shared by protobuf and google-auth (both MLflow's dependencies)."""
+    from importlib.metadata import packages_distributions, version
+
+    assert len(packages_distributions()["google"]) > 1
+    assert served_code(["google.protobuf.message.Message"]) == ServedCode(
+        requirements=(f"protobuf=={version('protobuf')}",)
+    )
+
+
+@pytest.mark.parametrize(
+    ("types", "message"),
+    [
+        (["__main__.NotebookRegressor"], "defined in __main__ (a notebook or a script)"),
+        (["no_such_team.models.Model"], "from 'no_such_team', which cannot be found"),
+    ],
+)
+def test_a_type_no_model_can_carry_is_refused_by_name(types, message):
+    with pytest.raises(EstimatorError, match=re.escape(message)):
+        served_code(types)
 
 
 def test_a_users_training_function_fits_the_model(splits):

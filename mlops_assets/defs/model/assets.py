@@ -30,6 +30,7 @@ from mlops_assets.lib.metadata import md_table
 from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
 from mlops_assets.ml.dataset_store import DatasetStore
 from mlops_assets.ml.promotion import Comparison, decide, relative_improvement
+from mlops_assets.ml.search import objective_name
 from mlops_assets.ml.spec import DatasetSpec
 from mlops_assets.ml.tasks import (
     LOSS,
@@ -100,7 +101,9 @@ class TrainingRunConfig(Config):
         default=None, description="Optuna trials ahead of training; empty: MLOPS_SEARCH_TRIALS"
     )
     search_timeout_seconds: float | None = Field(
-        default=None, description="search time budget; empty: MLOPS_SEARCH_TIMEOUT_SECONDS"
+        default=None,
+        description="search time budget, its trials and their logging; empty: "
+        "MLOPS_SEARCH_TIMEOUT_SECONDS",
     )
     search_space_json: str = Field(
         default="", description="search space as JSON; empty: MLOPS_SEARCH_SPACE or built-in"
@@ -213,43 +216,44 @@ def _train_and_log(
     mlflow: MlflowResource,
 ) -> tuple[str, str, dict[str, float], dict[str, Any]]:
     """Fit on the splits and log the model in a new MLflow run with ``tags``: its run id, model
-    URI, metrics and the search's or classes' metadata. A model holding types skops does not
-    trust, or no usable model, fails the step with nothing logged."""
-    try:
-        result = fit(splits, spec, training)
-    except EstimatorError as exc:  # no usable model: the user's function, or the data
-        raise Failure(allow_retries=False, description=str(exc)) from exc
-    # A classifier is registered as a ClassAnswer: it answers with classes and probabilities.
-    from mlops_assets.ml.answering import ClassAnswer
+    URI, metrics and the search's or classes' metadata. A search logs each trial as it
+    finishes, so that its time budget holds their logging. A model holding types skops does
+    not trust, or no usable model (an EstimatorError, which fail_fast fails at once), fails
+    the step with nothing registered and nothing logged but a search's trials (in a run
+    marked FAILED)."""
+    with mlflow.training_run(tags) as run:
+        objective = objective_name(spec)
+        result = fit(splits, spec, training, lambda trial: run.log_trial(trial, objective))
+        # A classifier is registered as a ClassAnswer: it answers with classes and probabilities.
+        from mlops_assets.ml.answering import ClassAnswer
 
-    classify = spec.task == "classification"
-    model = ClassAnswer(result.pipeline, spec.classes) if classify else result.pipeline
-    types = saved_types(model)
-    untrusted = untrusted_types(types, training.trusted_types)
-    if untrusted:
-        raise Failure(
-            allow_retries=False,
-            description=f"the fitted {training.label} model holds types skops does "
-            f"not trust: {', '.join(untrusted)}. Review them, then list them in "
-            "MLOPS_SKOPS_TRUSTED_TYPES (or the run config's trusted_types). Nothing was "
-            "logged or registered.",
+        classify = spec.task == "classification"
+        model = ClassAnswer(result.pipeline, spec.classes) if classify else result.pipeline
+        types = saved_types(model)
+        untrusted = untrusted_types(types, training.trusted_types)
+        if untrusted:
+            raise Failure(
+                allow_retries=False,
+                description=f"the fitted {training.label} model holds types skops does "
+                f"not trust: {', '.join(untrusted)}. Review them, then list them in "
+                "MLOPS_SKOPS_TRUSTED_TYPES (or the run config's trusted_types). Nothing was "
+                "registered, and nothing logged but the search's trials, if one ran.",
+            )
+        code = served_code(types)
+        logged = run.log_model(
+            pipeline=model,
+            params=result.params,
+            metrics=result.metrics,
+            input_example=model_input(splits["train"].head(5), spec),
+            training_frame=splits["train"],
+            target=spec.target.name,
+            skops_trusted_types=[*SKOPS_TRUSTED_TYPES, *training.trusted_types],
+            pip_requirements=[*serving_requirements(), *code.requirements],
+            code_paths=list(code.code_paths),
+            search=result.search,
+            classes=_fitted_classes(result) if classify else None,
+            artifacts=_class_artifacts(result, spec.classes),
         )
-    code = served_code(types)
-    logged = mlflow.log_training_run(
-        pipeline=model,
-        params=result.params,
-        metrics=result.metrics,
-        input_example=model_input(splits["train"].head(5), spec),
-        training_frame=splits["train"],
-        target=spec.target.name,
-        tags=tags,
-        skops_trusted_types=[*SKOPS_TRUSTED_TYPES, *training.trusted_types],
-        pip_requirements=[*serving_requirements(), *code.requirements],
-        code_paths=list(code.code_paths),
-        search=result.search,
-        classes=_fitted_classes(result) if classify else None,
-        artifacts=_class_artifacts(result, spec.classes),
-    )
     metadata: dict[str, Any] = {}
     if (search := result.search) is not None:
         metadata.update(
@@ -259,6 +263,7 @@ def _train_and_log(
                 best_value=search.best_value,
                 trials=len(search.trials),
                 failed=search.failed,
+                seconds=search.seconds,
                 plot_uri=logged.search_plot_uri,
             )
         )
@@ -297,6 +302,7 @@ def _reused_run(
                 best_value=search[best],
                 trials=int(search.get("search_trials", 0)),
                 failed=int(search.get("search_failed_trials", 0)),
+                seconds=search.get("search_seconds"),  # None: logged before it was recorded
                 plot_uri=files.get(SEARCH_PICTURE, ""),
             )
         )
@@ -356,15 +362,18 @@ def _search_metadata(
     best_value: float,
     trials: int,
     failed: int,
+    seconds: float | None,
     plot_uri: str,
 ) -> dict[str, Any]:
-    """The search as a person reads it: best params, how many trials (and failures), and
-    where the optimisation history picture is."""
+    """The search as a person reads it: best params, how many trials (and failures), how long
+    it took (its trials and their logging, which its time budget bounds), and where the
+    optimisation history picture is."""
     return {
         "search_best_params": md_table(["parameter", "best value"], sorted(best_params.items())),
         f"search_best_{objective}": MetadataValue.float(best_value),
         "search_trials": trials,
         "search_failed_trials": failed,
+        "search_seconds": MetadataValue.null() if seconds is None else MetadataValue.float(seconds),
         "search_history_plot": MetadataValue.url(plot_uri) if plot_uri else MetadataValue.null(),
     }
 
