@@ -64,7 +64,7 @@ def measure(budget: float, model_type: str) -> dict[str, float]:
         metadata = event.materialization.metadata
         uri = f"sqlite:///{home / 'mlflow.db'}"
         client = MlflowClient(uri, uri)
-        parent = client.get_run(metadata["mlflow_run_id"].value)
+        parent = client.get_run(str(metadata["mlflow_run_id"].value))
         children = client.search_runs(
             [parent.info.experiment_id],
             filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
@@ -74,7 +74,7 @@ def measure(budget: float, model_type: str) -> dict[str, float]:
         return {
             "step_seconds": times["STEP_SUCCESS"] - times["STEP_START"],
             "run_seconds": wall,
-            "trials": float(metadata["search_trials"].value),
+            "trials": float(str(metadata["search_trials"].value)),
             "nested_runs": float(len(children)),
             "search_seconds": parent.data.metrics.get("search_seconds", float("nan")),
             "longest_trial": max(c.data.metrics["trial_seconds"] for c in children),
