@@ -23,11 +23,12 @@ def main() -> None:
 
     from mlops_assets.ml import tabular
     from mlops_assets.ml.dataset import clean, split
+    from mlops_assets.ml.estimator import TrainingConfig, model_input
     from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
     from mlops_assets.ml.spec import HOUSE_PRICES
     from mlops_assets.ml.tabular import TableFile, inspect_table, read_validated
     from mlops_assets.ml.tasks import answer
-    from mlops_assets.ml.train import TrainingConfig, fit, model_input
+    from mlops_assets.ml.train import fit
 
     labelled = TableFile("houses.csv", to_csv_bytes(generate_house_prices(args.rows, seed=1)))
     batch = TableFile(

@@ -78,15 +78,10 @@ def run_plain() -> float:
     from mlops_assets.ml.dataset import clean, content_digest, split
     from mlops_assets.ml.dataset_store import DatasetStore, frame_to_parquet
     from mlops_assets.ml.drift import PREDICTION, drift_report, sample
+    from mlops_assets.ml.estimator import TrainingConfig, model_input
     from mlops_assets.ml.promotion import decide
     from mlops_assets.ml.tabular import read_validated
-    from mlops_assets.ml.train import (
-        SKOPS_TRUSTED_TYPES,
-        TrainingConfig,
-        fit,
-        model_input,
-        serving_requirements,
-    )
+    from mlops_assets.ml.train import SKOPS_TRUSTED_TYPES, fit, serving_requirements
     from mlops_assets.resources.dataset_source import DatasetSourceResource
     from mlops_assets.resources.mlflow_registry import CHALLENGER, CHAMPION, MlflowResource
     from mlops_assets.resources.object_store import ObjectStoreResource

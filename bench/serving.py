@@ -40,6 +40,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlops_assets.definitions import build_resources
+from mlops_assets.ml.estimator import model_input
 from mlops_assets.ml.sample_data import generate_house_prices
 from mlops_assets.ml.serving import (
     SERVING_PORT,
@@ -52,7 +53,6 @@ from mlops_assets.ml.serving import (
 )
 from mlops_assets.ml.spec import HOUSE_PRICES
 from mlops_assets.ml.traffic import read_traffic
-from mlops_assets.ml.train import model_input
 from mlops_assets.resources.image_builder import ImageBuilderResource, wait_for_ping
 from mlops_assets.stack.process import ServerProcess, free_port, wait_until
 

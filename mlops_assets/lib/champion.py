@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from mlops_assets.lib.datasets import dataset_splits
+from mlops_assets.ml.estimator import model_input, target_values
 from mlops_assets.ml.promotion import Comparison
 from mlops_assets.ml.spec import DatasetSpec
 from mlops_assets.ml.tasks import answer, score
-from mlops_assets.ml.train import model_input, target_values
 from mlops_assets.resources.mlflow_registry import MlflowResource
 from mlops_assets.resources.object_store import ObjectStoreResource
 

@@ -9,7 +9,7 @@ from typing import Any, NoReturn, TypeVar
 
 from dagster import Backoff, DagsterExecutionInterruptedError, Failure, Jitter, RetryPolicy
 
-from mlops_assets.ml.train import EstimatorError
+from mlops_assets.ml.estimator import EstimatorError
 from mlops_assets.resources.object_store import is_permanent_os_error
 
 # Three more attempts after about 2, 4 and 8 seconds. Clients retry single requests

@@ -30,6 +30,8 @@ class ClassAnswer(ClassifierMixin, BaseEstimator):
     training has probability 0.
     """
 
+    answers_with_classes = True  # tasks.ANSWERS_WITH_CLASSES: answer() takes predict as it is
+
     def __init__(self, model: Any = None, classes: tuple[str, ...] = ()):
         self.model = model
         self.classes = classes

@@ -15,10 +15,10 @@ from typing import Any
 
 import pandas as pd
 
+from mlops_assets.ml.estimator import model_input
 from mlops_assets.ml.spec import DatasetSpec
 from mlops_assets.ml.tabular import ScoringBatch
 from mlops_assets.ml.tasks import answer
-from mlops_assets.ml.train import model_input
 
 SOURCE_FILE, SOURCE_ROW = "source_file", "source_row"
 

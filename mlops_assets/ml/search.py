@@ -23,42 +23,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_assets.ml.spec import DatasetSpec
-from mlops_assets.ml.tasks import LOSS, answer, score
-from mlops_assets.ml.train import (
-    EstimatorError,
+from mlops_assets.ml.estimator import (
     SearchConfig,
+    SearchFailed,
     TrainingConfig,
     build_pipeline,
     model_input,
+    space_for,
     target_values,
 )
-
-# The space searched for each built-in type; a custom estimator brings its own (search_space).
-BUILT_IN_SPACES: dict[str, dict[str, dict[str, Any]]] = {
-    "hist_gradient_boosting": {
-        "learning_rate": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
-        "max_iter": {"type": "int", "low": 50, "high": 400},
-        "max_leaf_nodes": {"type": "int", "low": 8, "high": 64},
-        "min_samples_leaf": {"type": "int", "low": 5, "high": 50},
-    },
-    "random_forest": {
-        "n_estimators": {"type": "int", "low": 50, "high": 300},
-        "max_depth": {"type": "int", "low": 3, "high": 20},
-        "min_samples_leaf": {"type": "int", "low": 1, "high": 20},
-    },
-    "ridge": {"alpha": {"type": "float", "low": 0.001, "high": 100.0, "log": True}},
-    "logistic_regression": {"C": {"type": "float", "low": 0.001, "high": 100.0, "log": True}},
-}
+from mlops_assets.ml.spec import DatasetSpec
+from mlops_assets.ml.tasks import LOSS, answer, score
 
 
 def objective_name(spec: DatasetSpec) -> str:
     """What a trial minimises: the task's loss on the validation split."""
     return f"val_{LOSS[spec.task]}"
-
-
-class SearchFailed(EstimatorError):
-    """No trial produced a model, or the search is configured wrongly; the message says which."""
 
 
 @dataclass(frozen=True)
@@ -83,32 +63,6 @@ class SearchResult:
     @property
     def failed(self) -> int:
         return sum(1 for t in self.trials if t.value is None)
-
-
-def space_for(config: TrainingConfig, search: SearchConfig) -> dict[str, dict[str, Any]]:
-    """The space to search: the one given, else the built-in type's."""
-    space = search.space or BUILT_IN_SPACES.get(config.model_type, {})
-    if not isinstance(space, dict) or not all(isinstance(e, dict) for e in space.values()):
-        raise SearchFailed(f"search space must map each parameter to its range, not {space!r}")
-    if not space:
-        raise SearchFailed(
-            f"model_type '{config.model_type}' has no built-in search space: give one as JSON "
-            '(MLOPS_SEARCH_SPACE), e.g. {"C": {"type": "float", "low": 0.1, "high": 10, '
-            '"log": true}}'
-        )
-    for name, entry in space.items():
-        kind = entry.get("type")
-        if kind in ("int", "float"):
-            if not {"low", "high"} <= entry.keys() or entry["low"] >= entry["high"]:
-                raise SearchFailed(f"search space '{name}': give low < high, not {entry}")
-        elif kind == "categorical":
-            if not entry.get("choices"):
-                raise SearchFailed(f"search space '{name}': categorical needs a 'choices' list")
-        else:
-            raise SearchFailed(
-                f"search space '{name}': type must be int, float or categorical, not {kind!r}"
-            )
-    return space
 
 
 def search(

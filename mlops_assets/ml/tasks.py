@@ -79,6 +79,11 @@ def most_probable(probabilities: np.ndarray, classes: Sequence[str]) -> np.ndarr
     return np.asarray(classes, dtype=object)[np.argmax(probabilities, axis=1)]
 
 
+# The attribute a model sets (true) when its predict already answers with classes and
+# probabilities (ml/answering.py's ClassAnswer).
+ANSWERS_WITH_CLASSES = "answers_with_classes"
+
+
 def class_answer(raw: Any, model_classes: Sequence[str], classes: Sequence[str]) -> pd.DataFrame:
     """A classifier's answer from its predict_proba ``raw`` (columns in ``model_classes``
     order): ``prediction`` (the most probable class) and ``probability_<class>`` for each of
@@ -124,9 +129,9 @@ def _checked_class_answer(output: pd.DataFrame, spec: DatasetSpec) -> pd.DataFra
 def answer(model: Any, features: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     """``model`` (an MLflow pyfunc, a ClassAnswer, or a fitted scikit-learn estimator) applied
     to ``features`` (``model_input`` rows), as :func:`answer_frame`; index as ``features``."""
-    from mlops_assets.ml.answering import ClassAnswer
-
-    fitted = hasattr(model, "predict_proba") and not isinstance(model, ClassAnswer)
+    # A ClassAnswer (ml/answering.py, which builds on this module) answers with its classes
+    # already; it says so rather than be imported here.
+    fitted = hasattr(model, "predict_proba") and not getattr(model, ANSWERS_WITH_CLASSES, False)
     if spec.task == "classification" and fitted:
         # A fitted estimator (training, a user's function): its probabilities, its classes.
         output = answer_frame(model.predict_proba(features), spec, [str(c) for c in model.classes_])

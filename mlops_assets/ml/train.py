@@ -1,26 +1,35 @@
-"""Build, fit and evaluate the model Pipeline for the spec's task.
-
-Preprocessing lives inside the Pipeline, so the registered artefact takes the
-raw feature columns and is exactly what gets served. The estimator is one of the built-in
-types or any scikit-learn-compatible regressor or classifier named by its import path.
+"""Fit and evaluate the configured model (:mod:`mlops_assets.ml.estimator`) for the spec's
+task, after a search when one is configured (:mod:`mlops_assets.ml.search`), and say what the
+saved model needs: its code, its trusted types, its serving requirements.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import json
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mlops_assets.ml import tasks
+from mlops_assets.ml import estimator, tasks
+from mlops_assets.ml.estimator import (
+    MODEL_TYPES,
+    EstimatorError,
+    TrainingConfig,
+    build_pipeline,
+    check_task,
+    estimator_class,
+    estimator_step,
+    model_input,
+    target_values,
+    training_function,
+)
+from mlops_assets.ml.search import SearchResult, Trial, search
 from mlops_assets.ml.serving import pinned
 from mlops_assets.ml.spec import DatasetSpec
 from mlops_assets.ml.tasks import (
@@ -31,17 +40,6 @@ from mlops_assets.ml.tasks import (
     regression_metrics,
     score,
 )
-
-if TYPE_CHECKING:
-    from mlops_assets.ml.search import SearchResult, Trial
-
-# Built-in types: the first two for either task; ridge regresses, logistic_regression classifies.
-MODEL_TYPES = ("hist_gradient_boosting", "random_forest", "ridge", "logistic_regression")
-TASK_ONLY = {"ridge": "regression", "logistic_regression": "classification"}
-# package.module.Class: any scikit-learn-compatible estimator the environment can import.
-IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
-# package.module:function: the user's own training code.
-FUNCTION_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 # skops refuses to load types it was not told to trust; these are the ones the
 # Pipelines built here contain beyond sklearn's defaults, each reviewed.
@@ -193,7 +191,9 @@ def training_fingerprint(dataset_digest: str, config: TrainingConfig) -> str:
     identity: dict[str, Any] = {
         "dataset_digest": dataset_digest,
         "training_code": hashlib.sha256(
-            Path(__file__).read_bytes() + Path(tasks.__file__).read_bytes()
+            Path(__file__).read_bytes()
+            + Path(estimator.__file__).read_bytes()
+            + Path(tasks.__file__).read_bytes()
         ).hexdigest(),
         "model_type": config.model_type,
         "params": config.params,
@@ -216,75 +216,9 @@ def training_fingerprint(dataset_digest: str, config: TrainingConfig) -> str:
     return hashlib.sha256(encoded).hexdigest()[:32]
 
 
-@dataclass(frozen=True)
-class SearchConfig:
-    """Hyperparameter search ahead of training (mlops_assets.ml.search): off unless a number of
-    trials or a time budget is given; ``space`` replaces the built-in type's space."""
-
-    trials: int = 0
-    timeout_seconds: float = 0.0
-    space: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def enabled(self) -> bool:
-        return self.trials > 0 or self.timeout_seconds > 0
-
-
-class EstimatorError(ValueError):
-    """The configured estimator cannot be used: the message names it and why."""
-
-
 def _source_digest(code: Any) -> str:
     source = inspect.getsourcefile(code)
     return hashlib.sha256(Path(source).read_bytes()).hexdigest() if source else ""
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    model_type: str = "hist_gradient_boosting"
-    params: dict[str, Any] = field(default_factory=dict)
-    random_state: int = 0
-    # Types the saved model may contain beyond SKOPS_TRUSTED_TYPES (reviewed by the user).
-    trusted_types: tuple[str, ...] = ()
-    # package.module:function that fits the model itself (see fit); model_type is then unused.
-    training_function: str = ""
-    search: SearchConfig = field(default_factory=SearchConfig)
-
-    @property
-    def label(self) -> str:
-        """What fits the model: the training function, or the estimator."""
-        return self.training_function or self.model_type
-
-    def check(self, task: str = "regression") -> None:
-        """Fail now, before any data is read, when the estimator or function cannot be used
-        (for the spec's ``task``)."""
-        if self.training_function:
-            training_function(self.training_function)
-        else:
-            make_estimator(self, task)
-        if self.search.enabled:
-            from mlops_assets.ml.search import space_for
-
-            space_for(self, self.search)
-
-    def __post_init__(self) -> None:
-        if self.training_function and not FUNCTION_PATH.match(self.training_function):
-            raise EstimatorError(
-                f"training function '{self.training_function}' is not of the form "
-                "package.module:function"
-            )
-        if self.model_type not in MODEL_TYPES and not IMPORT_PATH.match(self.model_type):
-            raise EstimatorError(
-                f"model_type '{self.model_type}' is not one of {MODEL_TYPES} nor the import "
-                "path of an estimator class (package.module.Class)"
-            )
-        if self.training_function and self.search.enabled:
-            raise EstimatorError(
-                "hyperparameter search tunes an estimator (model_type); a training function "
-                "does its own tuning, so give one or the other"
-            )
-        if not isinstance(self.params, dict):
-            raise EstimatorError(f"estimator params must be a JSON object, not {self.params!r}")
 
 
 @dataclass
@@ -297,183 +231,10 @@ class TrainingResult:
     test_classes: tuple[list[dict[str, Any]], list[list[int]]] | None = None
 
 
-def model_input(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-    """The model's input contract: numeric features as float64, categoricals as plain strings.
-
-    Plain dtypes keep the MLflow signature portable (no pandas categoricals on the wire).
-    """
-    columns: dict[str, pd.Series] = {}
-    for name in spec.numeric_features:
-        columns[name] = frame[name].astype("float64")
-    for name in spec.categorical_features:
-        values = frame[name].astype(object)
-        columns[name] = values.where(values.notna(), None)
-    return pd.DataFrame(columns, index=frame.index)
-
-
-def estimator_class(path: str) -> type:
-    """The class at ``path`` (package.module.Class), or EstimatorError saying what is wrong."""
-    module_name, _, name = path.rpartition(".")
-    found = _import(f"model_type '{path}'", module_name, name, "class")
-    if not isinstance(found, type):
-        raise EstimatorError(f"model_type '{path}': '{name}' in '{module_name}' is not a class")
-    return found
-
-
-def training_function(path: str) -> Callable[..., Any]:
-    """The function at ``path`` (package.module:function), or EstimatorError."""
-    module_name, _, name = path.partition(":")
-    found = _import(f"training function '{path}'", module_name, name, "function")
-    if not callable(found):
-        raise EstimatorError(f"training function '{path}': '{name}' is not callable")
-    return found
-
-
-def _import(what: str, module_name: str, name: str, kind: str) -> Any:
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise EstimatorError(
-            f"{what}: cannot import module '{module_name}' ({exc}); install the package that "
-            "provides it where training runs"
-        ) from exc
-    if not hasattr(module, name):
-        raise EstimatorError(f"{what}: module '{module_name}' has no {kind} '{name}'")
-    return getattr(module, name)
-
-
-def make_estimator(config: TrainingConfig, task: str = "regression") -> Any:
-    """The configured estimator for ``task``, unfitted: a built-in type with its defaults, or
-    the class at ``config.model_type`` with ``config.params``, checked to be a scikit-learn
-    regressor (or classifier)."""
-    needed = TASK_ONLY.get(config.model_type, task)
-    if needed != task:
-        raise EstimatorError(
-            f"model_type '{config.model_type}' is for {needed}; the dataset spec's task is "
-            f"{task} (built-in types for it: "
-            f"{', '.join(t for t in MODEL_TYPES if TASK_ONLY.get(t, task) == task)})"
-        )
-    try:
-        return _estimator(config, task)
-    except TypeError as exc:  # a parameter the estimator does not take
-        raise EstimatorError(
-            f"model_type '{config.model_type}' does not accept params {config.params}: {exc}"
-        ) from exc
-
-
-def _estimator(config: TrainingConfig, task: str) -> Any:
-    from sklearn import ensemble
-    from sklearn.linear_model import LogisticRegression, Ridge
-
-    params = dict(config.params)
-    classify = task == "classification"
-    if config.model_type == "hist_gradient_boosting":
-        params.setdefault("max_iter", 200)
-        params.setdefault("learning_rate", 0.1)
-        hgb = (
-            ensemble.HistGradientBoostingClassifier
-            if classify
-            else ensemble.HistGradientBoostingRegressor
-        )
-        return hgb(random_state=config.random_state, **params)
-    if config.model_type == "random_forest":
-        params.setdefault("n_estimators", 100)
-        params.setdefault("n_jobs", -1)
-        forest = ensemble.RandomForestClassifier if classify else ensemble.RandomForestRegressor
-        return forest(random_state=config.random_state, **params)
-    if config.model_type == "ridge":
-        return Ridge(**params)
-    if config.model_type == "logistic_regression":
-        params.setdefault("max_iter", 1000)
-        return LogisticRegression(random_state=config.random_state, **params)
-    return _custom_estimator(config.model_type, params, config.random_state, task)
-
-
-def _check_task(estimator: Any, name: str, task: str = "regression") -> None:
-    from sklearn.base import is_classifier, is_regressor
-
-    if task == "classification":
-        if not is_classifier(estimator):
-            raise EstimatorError(
-                f"{name} is not a classifier (sklearn.base.is_classifier is false); the dataset "
-                "spec's task is classification: use a classifier (derive it from "
-                "sklearn.base.ClassifierMixin)"
-            )
-        if not hasattr(estimator, "predict_proba"):
-            raise EstimatorError(
-                f"{name} has no predict_proba: the project serves one probability per class "
-                "(for SVC, set probability=true)"
-            )
-        return
-    if is_classifier(estimator):
-        raise EstimatorError(
-            f"{name} is a classifier; the dataset spec's task is regression, so the estimator "
-            "must be a regressor"
-        )
-    if not is_regressor(estimator):
-        raise EstimatorError(
-            f"{name} is not a regressor (sklearn.base.is_regressor is false): derive it from "
-            "sklearn.base.RegressorMixin"
-        )
-
-
-def _custom_estimator(path: str, params: dict[str, Any], random_state: int, task: str) -> Any:
-    cls = estimator_class(path)
-    needed = ("fit", "predict", "get_params", "set_params")
-    missing = [name for name in needed if not callable(getattr(cls, name, None))]
-    if missing:
-        raise EstimatorError(
-            f"model_type '{path}' is not a scikit-learn estimator: it has no "
-            f"{', '.join(missing)} (derive it from sklearn.base.BaseEstimator)"
-        )
-    estimator = cls(**params)
-    _check_task(estimator, f"model_type '{path}'", task)
-    if "random_state" in estimator.get_params() and "random_state" not in params:
-        estimator.set_params(random_state=random_state)
-    return estimator
-
-
 def untrusted_types(types: Sequence[str], trusted: tuple[str, ...] = ()) -> list[str]:
     """The model's ``types`` (saved_types) that neither skops, the reviewed SKOPS_TRUSTED_TYPES
     nor ``trusted`` allow: a model containing any is not saved, so never loaded unreviewed."""
     return sorted(set(types) - set(SKOPS_TRUSTED_TYPES) - set(trusted))
-
-
-def build_pipeline(spec: DatasetSpec, config: TrainingConfig) -> Any:
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
-    categorical = Pipeline(
-        [
-            ("impute", SimpleImputer(strategy="most_frequent", missing_values=None)),
-            ("encode", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-        ]
-    )
-    preprocess = ColumnTransformer(
-        [
-            ("numeric", numeric, spec.numeric_features),
-            ("categorical", categorical, spec.categorical_features),
-        ]
-    )
-    return Pipeline(
-        [("preprocess", preprocess), (estimator_step(spec), make_estimator(config, spec.task))]
-    )
-
-
-def estimator_step(spec: DatasetSpec) -> str:
-    """The Pipeline step that holds the estimator: ``regressor`` or ``classifier``."""
-    return "classifier" if spec.task == "classification" else "regressor"
-
-
-def target_values(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
-    """What the estimator learns: the number, or the class as text (the spec's normalised
-    label, as the served model answers)."""
-    if spec.task == "classification":
-        return frame[spec.target.name].astype(str).to_numpy(dtype=object)
-    return frame[spec.target.name].to_numpy(dtype=float)
 
 
 class TrainingDataError(EstimatorError):
@@ -515,8 +276,6 @@ def fit(
         }
     else:
         if config.search.enabled:
-            from mlops_assets.ml.search import search
-
             # The search gets train and val only: the test split is for the gates.
             searched = search(train, splits["val"], spec, config, config.search, on_trial)
             config = replace(config, params={**config.params, **searched.best_params})
@@ -576,7 +335,7 @@ def fit_with_user_code(splits: dict[str, pd.DataFrame], spec: DatasetSpec, path:
     model = function({part: splits[part].copy() for part in ("train", "val")}, spec)
     if not callable(getattr(model, "predict", None)):
         raise EstimatorError(f"{name} returned {type(model).__name__}, not a fitted estimator")
-    _check_task(model, name, spec.task)
+    check_task(model, name, spec.task)
     try:
         answer(model, model_input(splits["val"].head(5), spec), spec)
     except Exception as exc:  # the user's model, any failure: say which and why

@@ -8,7 +8,7 @@ from typing import Any
 
 from dagster import ConfigurableResource
 
-from mlops_assets.ml.train import EstimatorError, SearchConfig, TrainingConfig
+from mlops_assets.ml.estimator import EstimatorError, SearchConfig, TrainingConfig
 from mlops_assets.settings import env_field
 
 

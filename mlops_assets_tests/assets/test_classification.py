@@ -248,9 +248,9 @@ def test_a_served_classifier_s_traffic_with_late_labels_for_some_requests(
     class and each class's probability), with labels for half the requests: drift of every
     row, the predicted class's drift, and live balanced accuracy of the labelled half."""
     from mlops_assets.definitions import build_resources
+    from mlops_assets.ml.estimator import model_input
     from mlops_assets.ml.model_server import Exchange, FolderSink, TrafficLog
     from mlops_assets.ml.traffic import labels_day_prefix
-    from mlops_assets.ml.train import model_input
 
     frame = real_frame(datasets.load_wine, "cultivar")
     spec, _ = project(tmp_path, monkeypatch, frame, "cultivar", "classification", "wine")

@@ -31,8 +31,8 @@ def test_predictions_score_every_row_with_the_champion(trained):
     # Same champion, same rows: the same predictions as the in-process model.
     from mlflow import pyfunc
 
+    from mlops_assets.ml.estimator import model_input
     from mlops_assets.ml.spec import HOUSE_PRICES
-    from mlops_assets.ml.train import model_input
 
     model = pyfunc.load_model("models:/house-price-regressor@champion")
     expected = model.predict(model_input(scored, HOUSE_PRICES))

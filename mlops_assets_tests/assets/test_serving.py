@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from mlops_assets.ml.estimator import model_input
 from mlops_assets.ml.sample_data import generate_house_prices
 from mlops_assets.ml.serving import (
     SERVING_PORT,
@@ -26,7 +27,6 @@ from mlops_assets.ml.serving import (
 )
 from mlops_assets.ml.spec import HOUSE_PRICES
 from mlops_assets.ml.traffic import labels_day_prefix
-from mlops_assets.ml.train import model_input
 from mlops_assets.resources.image_builder import (
     ImageBuilderResource,
     RunningContainer,

@@ -20,11 +20,11 @@ from mlops_assets.defs.automation.jobs import build_jobs
 from mlops_assets.defs.automation.sensors import build_sensors
 from mlops_assets.defs.traffic.assets import build_traffic_assets
 from mlops_assets.ml.dataset_store import parquet_to_frame
+from mlops_assets.ml.estimator import model_input
 from mlops_assets.ml.model_server import Exchange, FolderSink, TrafficLog
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets.ml.spec import HOUSE_PRICES
 from mlops_assets.ml.traffic import labels_day_prefix
-from mlops_assets.ml.train import model_input
 from mlops_assets.partitions import daily_partitions
 from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets.resources.policy import LifecyclePolicy

@@ -36,7 +36,7 @@ def train_shrunk_least_squares(splits, spec):
     """A user's training function: the project's preprocessing, their estimator, their fit."""
     from sklearn.pipeline import Pipeline
 
-    from mlops_assets.ml.train import TrainingConfig, build_pipeline, model_input
+    from mlops_assets.ml.estimator import TrainingConfig, build_pipeline, model_input
 
     preprocess = build_pipeline(spec, TrainingConfig("ridge")).named_steps["preprocess"]
     pipeline = Pipeline([("preprocess", preprocess), ("regressor", ShrunkLeastSquares(0.05))])
@@ -65,7 +65,7 @@ def train_a_notebook_class(splits, spec):
     """A user's training function whose model holds a class defined in a notebook."""
     from sklearn.pipeline import Pipeline
 
-    from mlops_assets.ml.train import TrainingConfig, build_pipeline, model_input
+    from mlops_assets.ml.estimator import TrainingConfig, build_pipeline, model_input
 
     preprocess = build_pipeline(spec, TrainingConfig("ridge")).named_steps["preprocess"]
     pipeline = Pipeline([("preprocess", preprocess), ("regressor", NotebookRegressor())])

@@ -3,10 +3,11 @@ import pytest
 
 from mlops_assets.ml.dataset import clean, split
 from mlops_assets.ml.drift import PREDICTION, drift_report, sample
+from mlops_assets.ml.estimator import TrainingConfig, model_input
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets.ml.spec import HOUSE_PRICES
 from mlops_assets.ml.tabular import TableFile, read_validated
-from mlops_assets.ml.train import TrainingConfig, fit, model_input
+from mlops_assets.ml.train import fit
 
 
 def frame(rows, seed, drift=False, labels=True):

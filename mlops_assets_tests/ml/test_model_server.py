@@ -1384,7 +1384,8 @@ def test_the_projects_classifiers_on_real_data_are_looked_into_step_by_step(
     A forest averages its trees' answers on threads, in whichever order they finish, so it is
     not counted among the models that answer each row alone."""
     from mlops_assets.ml.answering import ClassAnswer
-    from mlops_assets.ml.train import TrainingConfig, fit
+    from mlops_assets.ml.estimator import TrainingConfig
+    from mlops_assets.ml.train import fit
     from mlops_assets_tests.ml.test_tasks import breast_cancer
 
     splits, spec = breast_cancer()

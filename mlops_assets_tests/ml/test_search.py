@@ -8,17 +8,12 @@ import numpy as np
 import pytest
 
 from mlops_assets.ml.dataset import clean, split
+from mlops_assets.ml.estimator import EstimatorError, SearchConfig, SearchFailed, TrainingConfig
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
-from mlops_assets.ml.search import SearchFailed, history_png, search
+from mlops_assets.ml.search import history_png, search
 from mlops_assets.ml.spec import HOUSE_PRICES
 from mlops_assets.ml.tabular import TableFile, read_validated
-from mlops_assets.ml.train import (
-    EstimatorError,
-    SearchConfig,
-    TrainingConfig,
-    fit,
-    training_fingerprint,
-)
+from mlops_assets.ml.train import fit, training_fingerprint
 
 RIDGE_SEARCH = TrainingConfig("ridge", random_state=3, search=SearchConfig(trials=8))
 

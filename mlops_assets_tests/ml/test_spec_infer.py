@@ -15,11 +15,12 @@ from scipy.stats import binom
 from sklearn.datasets import load_diabetes
 
 from mlops_assets.ml.dataset import clean, split
+from mlops_assets.ml.estimator import TrainingConfig
 from mlops_assets.ml.sample_data import to_csv_bytes
 from mlops_assets.ml.spec import DatasetSpec, NumericColumn
 from mlops_assets.ml.spec_infer import NULL_QUANTILE, infer_spec, main
 from mlops_assets.ml.tabular import DUPLICATES, TableFile, inspect_table, read_validated
-from mlops_assets.ml.train import TrainingConfig, fit
+from mlops_assets.ml.train import fit
 
 
 def violations(frame: pd.DataFrame, spec: DatasetSpec) -> list[str]:

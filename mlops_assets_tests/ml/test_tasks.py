@@ -7,6 +7,7 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import log_loss, roc_auc_score
 
 from mlops_assets.ml.dataset import split
+from mlops_assets.ml.estimator import EstimatorError, TrainingConfig, make_estimator
 from mlops_assets.ml.spec import DatasetSpec
 from mlops_assets.ml.tasks import (
     answer_frame,
@@ -14,7 +15,7 @@ from mlops_assets.ml.tasks import (
     class_report,
     classification_metrics,
 )
-from mlops_assets.ml.train import EstimatorError, TrainingConfig, fit, make_estimator
+from mlops_assets.ml.train import fit
 
 CLASSES = ("benign", "malignant")
 
@@ -100,8 +101,8 @@ def test_an_estimator_of_the_wrong_task_is_refused_by_name():
 
 
 def test_a_classification_search_is_seeded_and_scores_log_loss_on_val():
+    from mlops_assets.ml.estimator import SearchConfig
     from mlops_assets.ml.search import search
-    from mlops_assets.ml.train import SearchConfig
 
     splits, spec = breast_cancer()
     config = TrainingConfig("logistic_regression", search=SearchConfig(trials=4))
@@ -115,8 +116,8 @@ def test_a_classification_search_is_seeded_and_scores_log_loss_on_val():
 
 def test_a_registered_classifier_answers_with_named_classes_and_probabilities():
     from mlops_assets.ml.answering import ClassAnswer
+    from mlops_assets.ml.estimator import model_input
     from mlops_assets.ml.serving import compare_answers, parse_answers
-    from mlops_assets.ml.train import model_input
 
     splits, spec = breast_cancer()
     pipeline = fit(splits, spec, TrainingConfig("logistic_regression")).pipeline

@@ -4,17 +4,19 @@ import numpy as np
 import pytest
 
 from mlops_assets.ml.dataset import clean, split
+from mlops_assets.ml.estimator import (
+    MODEL_TYPES,
+    EstimatorError,
+    TrainingConfig,
+    make_estimator,
+    model_input,
+)
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets.ml.spec import HOUSE_PRICES
 from mlops_assets.ml.tabular import TableFile, read_validated
 from mlops_assets.ml.train import (
-    MODEL_TYPES,
-    EstimatorError,
     ServedCode,
-    TrainingConfig,
     fit,
-    make_estimator,
-    model_input,
     regression_metrics,
     saved_types,
     served_code,
@@ -74,7 +76,8 @@ def test_training_fingerprint_follows_data_config_and_code(monkeypatch, tmp_path
     from pathlib import Path
 
     import mlops_assets.ml.train as train
-    from mlops_assets.ml.train import TrainingConfig, training_fingerprint
+    from mlops_assets.ml.estimator import TrainingConfig
+    from mlops_assets.ml.train import training_fingerprint
 
     base = training_fingerprint("digest-a", TrainingConfig())
     assert training_fingerprint("digest-a", TrainingConfig()) == base

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mlops_assets.ml.train import EstimatorError
+from mlops_assets.ml.estimator import EstimatorError
 from mlops_assets.resources.training import TrainingResource
 
 

@@ -29,6 +29,7 @@ from mlops_assets.lib.exclusive import exclusive, model_lease
 from mlops_assets.lib.metadata import md_table
 from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
 from mlops_assets.ml.dataset_store import DatasetStore
+from mlops_assets.ml.estimator import EstimatorError, TrainingConfig, model_input
 from mlops_assets.ml.promotion import Comparison, decide, relative_improvement
 from mlops_assets.ml.search import objective_name
 from mlops_assets.ml.spec import DatasetSpec
@@ -42,11 +43,8 @@ from mlops_assets.ml.tasks import (
 )
 from mlops_assets.ml.train import (
     SKOPS_TRUSTED_TYPES,
-    EstimatorError,
-    TrainingConfig,
     TrainingResult,
     fit,
-    model_input,
     saved_types,
     served_code,
     serving_requirements,

@@ -31,10 +31,10 @@ from mlops_assets.ml.batch_scoring import score_rows
 from mlops_assets.ml.dataset_store import frame_to_parquet, parquet_to_frame
 from mlops_assets.ml.drift import drift_report as build_drift_report
 from mlops_assets.ml.drift import sample
+from mlops_assets.ml.estimator import model_input
 from mlops_assets.ml.spec import DatasetSpec, NumericColumn
 from mlops_assets.ml.tabular import DatasetRejected, plural, quarantine_rows, read_batch
 from mlops_assets.ml.tasks import PREDICTION, QUALITY_METRIC, answer, probability_column
-from mlops_assets.ml.train import model_input
 from mlops_assets.partitions import daily_partitions, partitioned_checks
 from mlops_assets.records import DriftResult, ScoredBatch
 from mlops_assets.resources.dataset_source import DatasetSourceResource, SourceUnavailable

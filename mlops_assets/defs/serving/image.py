@@ -34,6 +34,7 @@ from dagster import (
 
 from mlops_assets.lib.datasets import dataset_splits
 from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
+from mlops_assets.ml.estimator import model_input
 from mlops_assets.ml.serving import (
     LABEL_PREFIX,
     SERVING_PORT,
@@ -47,7 +48,6 @@ from mlops_assets.ml.serving import (
 )
 from mlops_assets.ml.spec import DatasetSpec
 from mlops_assets.ml.tasks import answer, answer_frame
-from mlops_assets.ml.train import model_input
 from mlops_assets.records import ServedImage
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.image_builder import (
