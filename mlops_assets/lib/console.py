@@ -15,9 +15,10 @@ from dagster import DagsterEventType, InitLoggerContext, colored_console_logger,
 from dagster._core.log_manager import LOG_RECORD_METADATA_ATTR
 
 # The run config that selects the console logger above, at the level of Dagster's default
-# one. The jobs without partitions carry it as their default (a run's own config merges with
-# it); mlops-demo passes it. A partitioned job's dict config would replace a run's config
-# instead, so those (run from the UI or a sensor) keep Dagster's console logger.
+# one. approve_challenger and rollback_champion carry it as their default (a run's own config
+# merges with it); mlops-demo passes it. An asset job's dict config would be expanded to every
+# op of the job and break its subsets (a run of some of its assets), so those, run from
+# `dg launch`, the UI or a sensor, keep Dagster's console logger.
 JOB_CONFIG = {"loggers": {"console": {"config": {"log_level": "DEBUG"}}}}
 
 EXPECTED = frozenset({"DagsterAssetCheckFailedError", "Failure"})

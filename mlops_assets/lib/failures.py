@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from dagster import AssetCheckSeverity, DagsterEventType, DagsterInstance
+from dagster import AssetCheckSeverity, AssetKey, DagsterEventType, DagsterInstance
 from dagster._utils.error import SerializableErrorInfo
+
+from mlops_assets.lib.metadata import redact_urls
 
 # "mlflow.exceptions.RestException: text" -> class "RestException", text
 _QUALIFIED = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*): (.*)$", re.DOTALL)
@@ -19,13 +21,15 @@ MAX_CHARS = 600
 
 
 def root_cause(error: SerializableErrorInfo) -> str:
-    """The innermost cause's class and message (its own words, without the module path)."""
+    """The innermost cause's class and message (its own words, without the module path), with
+    any URL in it redacted (MLflow's errors quote the tracking URI, userinfo and all)."""
     while error.cause is not None:
         error = error.cause
     text = error.message.strip()
     found = _QUALIFIED.match(text)
     if found:
         text = f"{found.group(1)}: {found.group(2).strip()}"
+    text = redact_urls(text)
     return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - 3] + "..."
 
 
@@ -69,7 +73,8 @@ class RunOutcome:
         for step, why in self.steps:
             blocked = [c for c in self.failed_errors if c.blocking and _is_step_of(step, c)]
             if blocked:
-                lines.extend(f"{step}: {c.check} failed: {_first(c.description)}" for c in blocked)
+                checks = "; ".join(f"{c.check} failed: {_first(c.description)}" for c in blocked)
+                lines.append(f"{step}: {checks}")
             else:
                 lines.append(f"{step}: {why}")
         return lines
@@ -80,8 +85,10 @@ def _first(text: str) -> str:
 
 
 def _is_step_of(step: str, check: CheckOutcome) -> bool:
-    asset = check.asset.rsplit("/", 1)[-1]
-    return step == asset or step.startswith(f"{asset}_")
+    """Whether ``check`` ran in ``step``: the asset's own step (checks it evaluates itself) or
+    the check's step of its own (``<asset>_<check>``)."""
+    asset = AssetKey.from_user_string(check.asset).to_python_identifier()
+    return step in (asset, f"{asset}_{check.check}")
 
 
 def run_outcome(instance: DagsterInstance, run_id: str) -> RunOutcome:
@@ -106,13 +113,17 @@ def run_outcome(instance: DagsterInstance, run_id: str) -> RunOutcome:
                     severity=evaluation.severity.value,
                     blocking=bool(evaluation.blocking),
                     partition=evaluation.partition or "",
-                    description=evaluation.description or "",
+                    description=redact_urls(evaluation.description or ""),
                 )
             )
         else:
             data = event.step_failure_data
             user = data.user_failure_data
             error = data.error
-            why = (user.description if user else None) or (root_cause(error) if error else "failed")
+            why = (
+                redact_urls(user.description)
+                if user and user.description
+                else (root_cause(error) if error else "failed")
+            )
             steps.append((event.step_key or "run", why.strip()))
     return RunOutcome(tuple(checks), tuple(steps))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Iterable, Sequence
 
@@ -39,6 +40,16 @@ def redact_uri(uri: str) -> str:
     pairs = (p.partition("=") for p in parts.query.split("&") if p)
     query = "&".join(f"{name}=***" if equals else "***" for name, equals, _ in pairs)
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query, fragment=""))
+
+
+_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE)
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every URL in it redacted as :func:`redact_uri` does: no userinfo, no
+    query values (a token). For messages that quote a URL: a library's error, a builder's
+    output."""
+    return _URL.sub(lambda url: redact_uri(url.group(0)), text)
 
 
 def violations_result(

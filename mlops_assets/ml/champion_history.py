@@ -171,7 +171,14 @@ def history_from_tags(tags: Mapping[str, str]) -> list[ChampionEvent]:
     by_seq = {event.seq: event for event in legacy_events(tags.get(LEGACY_TAG, "[]"))}
     for key, value in tags.items():
         if key.startswith(EVENT_PREFIX) and key[len(EVENT_PREFIX) :].isdigit():
-            event = ChampionEvent.from_json(value)
+            try:
+                event = ChampionEvent.from_json(value)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(
+                    f"the registered model's tag '{key}' is not a champion event written by "
+                    f"this project ({type(exc).__name__}: {exc}); it was changed by hand: "
+                    "restore it from MLflow's history, or delete it to drop that change"
+                ) from exc
             by_seq[event.seq] = event
     return [by_seq[seq] for seq in sorted(by_seq)]
 

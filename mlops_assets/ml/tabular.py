@@ -218,11 +218,11 @@ def _merge_thousands(fields: list[str], width: int) -> list[str] | None:
     merged: list[str] = []
     i = 0
     while i < len(fields):
-        value = fields[i]
+        value = first = fields[i]
         while (
             extra > 0
             and i + 1 < len(fields)
-            and _LEADING_GROUP.fullmatch(value)
+            and _LEADING_GROUP.fullmatch(first)
             and _THOUSANDS_GROUP.fullmatch(fields[i + 1])
         ):
             value = value.strip() + fields[i + 1].strip()
@@ -282,8 +282,9 @@ def _field_count_violations(file: TableFile) -> list[Violation]:
     for column, found in by_column.items():
         rows = tuple(r for r, _, _ in found[:MAX_ROWS_LISTED])
         _, first_line, first_width = found[0]
+        rows_have = "1 row has" if len(found) == 1 else f"{len(found):,} rows have"
         where = (
-            f"{len(found):,} rows have more fields than the header's {width} "
+            f"{rows_have} more fields than the header's {width} "
             f"(first: line {first_line} has {first_width})"
         )
         if column is None:

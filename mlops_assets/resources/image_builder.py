@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import re
 import shlex
 import shutil
 import socket
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
-from mlops_assets.lib.metadata import redact_uri
+from mlops_assets.lib.metadata import redact_urls
 from mlops_assets.ml.serving import (
     CA_BUNDLE_IN_CONTEXT,
     SERVE_SCRIPT_IN_CONTEXT,
@@ -81,7 +80,6 @@ _NO_NETWORK = (
 NO_PUBLIC_REGISTRY = (
     'the README\'s "No public registry?" (README.md#serving-the-champion-as-a-container-image)'
 )
-_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE)
 
 
 class BuilderUnavailable(RuntimeError):
@@ -188,11 +186,6 @@ def failure_tail(output: list[str], step_lines: int = 6) -> str:
         if line.strip() and not line.startswith("subprocess exited with status")
     ]
     return "\n".join([*said[-step_lines:], output[last]])
-
-
-def redact_urls(text: str) -> str:
-    """``text`` with every URL in it redacted: no userinfo, no query values (a token)."""
-    return _URL.sub(lambda url: redact_uri(url.group(0)), text)
 
 
 def dockerfile_base_images(dockerfile: str) -> list[str]:

@@ -2,9 +2,11 @@
 
 import contextlib
 import json
+from typing import Any
 
 import pandas as pd
 import pytest
+from dagster import AssetKey
 
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets_tests.conftest import (
@@ -476,3 +478,57 @@ def test_a_full_disk_fails_raw_data_at_once_and_leaves_no_half_snapshot(
     small_disk.resize("64m")  # an operator frees space
     again = lifecycle.run(assets=["raw_data", "versioned_dataset"])
     assert again.success
+
+
+def _run_subset(lifecycle, assets: set[str], checks: set[tuple[str, str]]) -> Any:
+    """raw_data, versioned_dataset or their checks alone, as the UI runs "Materialize without
+    checks" or "Execute checks"."""
+    from dagster import AssetCheckKey
+
+    from mlops_assets.definitions import build_definitions, build_resources
+
+    job = build_definitions(build_resources()).resolve_job_def("refresh_model")
+    subset = job.get_subset(
+        asset_selection={AssetKey(a) for a in assets},
+        asset_check_selection={AssetCheckKey(AssetKey(a), c) for a, c in checks},
+    )
+    return subset.execute_in_process(instance=lifecycle.instance, raise_on_error=False)
+
+
+def test_a_subset_run_never_stores_a_source_that_breaks_the_contract(
+    trained, monkeypatch, tmp_path
+):
+    """Found by a review: with the checks left out (the UI's "Materialize without checks"),
+    or only some selected, the contract still judged the source, but nothing rejected it."""
+    before = trained.state()
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(to_csv_bytes(generate_house_prices(300, seed=3).drop(columns=["area"])))
+    monkeypatch.setenv("MLOPS_SOURCE_URI", str(bad))
+    for checks in (set(), {("raw_data", "has_data_rows")}):
+        result = _run_subset(trained, {"raw_data"}, checks)
+        assert not result.success
+        [failure] = result.get_step_failure_events()
+        assert "required_columns_present failed (not selected in this run)" in str(
+            failure.step_failure_data.user_failure_data.description
+        )
+        assert "column 'area': column is missing" in str(
+            failure.step_failure_data.user_failure_data.description
+        )
+        assert not result.get_asset_materialization_events()
+    assert trained.state() == before
+
+
+def test_checks_run_alone_report_and_store_nothing(trained, monkeypatch, tmp_path):
+    good = tmp_path / "good.csv"
+    good.write_bytes(to_csv_bytes(generate_house_prices(300, seed=4)))
+    monkeypatch.setenv("MLOPS_SOURCE_URI", str(good))
+    result = _run_subset(trained, set(), {("raw_data", "has_data_rows")})
+    assert result.success
+    [evaluation] = result.get_asset_check_evaluations()
+    assert (evaluation.check_name, evaluation.passed) == ("has_data_rows", True)
+    assert not result.get_asset_materialization_events()
+    stored = list((trained.home / "store" / "raw").glob("*/manifest.json"))
+    digests = {p.parent.name for p in stored}
+    assert not any(
+        (trained.home / "store" / "raw" / d / "files" / "good.csv").exists() for d in digests
+    )

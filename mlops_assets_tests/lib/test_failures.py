@@ -64,3 +64,39 @@ def test_a_step_a_blocking_check_stopped_is_named_by_the_check():
         "FAILED: job: raw_data: required_columns_present failed: file 'a.csv', column 'area': "
         "column is missing (rule: required column)"
     )
+
+
+def test_each_failed_step_is_one_line_naming_only_its_own_checks():
+    baseline = CheckOutcome("trained_model", "beats_naive_baseline", "ERROR", True, "",
+                            "test rmse 9e5 is not below the naive 8e5")  # fmt: skip
+    thresholds = CheckOutcome("trained_model", "meets_metric_thresholds", "ERROR", True, "",
+                              "test r2 0.1 < 0.5")  # fmt: skip
+    values = CheckOutcome("raw_data", "values_match_schema", "ERROR", True, "", "2 bad values")
+    outcome = RunOutcome(
+        (baseline, thresholds, BLOCKING, values),
+        (
+            ("trained_model_beats_naive_baseline", "1 blocking asset check failed"),
+            ("trained_model_meets_metric_thresholds", "1 blocking asset check failed"),
+            ("raw_data", "2 blocking asset checks failed"),
+        ),
+    )
+    assert outcome.reasons() == [
+        "trained_model_beats_naive_baseline: beats_naive_baseline failed: test rmse 9e5 is not "
+        "below the naive 8e5",
+        "trained_model_meets_metric_thresholds: meets_metric_thresholds failed: test r2 0.1 < 0.5",
+        "raw_data: required_columns_present failed: file 'a.csv', column 'area': column is "
+        "missing (rule: required column); values_match_schema failed: 2 bad values",
+    ]
+    assert summary(False, outcome, False, "job")[1][-1].endswith("(and 2 more failed steps above)")
+
+
+def test_a_root_cause_never_carries_a_credential_in_a_url():
+    inner = error(
+        "mlflow.exceptions.MlflowException: API request to "
+        "https://ana:s3cret@mlflow.example.com/api/2.0/mlflow/runs/get?token=abc failed",
+        "MlflowException",
+    )
+    said = root_cause(error("Error occurred while executing op", "Wrapper", cause=inner))
+    assert "s3cret" not in said
+    assert "abc" not in said
+    assert "https://***@mlflow.example.com/api/2.0/mlflow/runs/get?token=***" in said

@@ -95,3 +95,12 @@ def test_an_event_round_trips_and_stays_within_mlflows_tag_size():
     }
     short = ChampionEvent(1, "2026-11-20T10:00:00+00:00", "promotion", None, "1", reason="x")
     assert ChampionEvent.from_json(short.to_json()) == short
+
+
+def test_a_tag_changed_by_hand_is_named():
+    import pytest
+
+    from mlops_assets.ml.champion_history import EVENT_PREFIX, history_from_tags
+
+    with pytest.raises(ValueError, match=f"tag '{EVENT_PREFIX}000003' is not a champion event"):
+        history_from_tags({f"{EVENT_PREFIX}000003": "not json"})

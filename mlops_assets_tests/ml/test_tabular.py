@@ -223,6 +223,14 @@ def test_a_thousands_separator_does_not_hide_the_columns_other_bad_values(good_f
     assert "1 value out of range (e.g. '-5')" in by_rule["values must be >= 100"].message
 
 
+def test_a_million_written_with_two_separators_is_read_whole():
+    from mlops_assets.ml.tabular import _merge_thousands
+
+    assert _merge_thousands(["1", "200", "000", "5"], 2) == ["1200000", "5"]
+    assert _merge_thousands(["1", "200", "x"], 2) == ["1200", "x"]
+    assert _merge_thousands(["1", "x", "y"], 2) is None
+
+
 def test_every_row_with_a_thousands_separator_is_never_read_shifted(good_frame):
     # pandas would take the extra field as an index and shift every value one column right.
     data = _with_unquoted_thousands(good_frame, list(range(len(good_frame))), "area")

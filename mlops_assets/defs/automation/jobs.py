@@ -92,7 +92,6 @@ def build_jobs() -> AssetJobs:
             "refresh_model",
             selection=MODEL_CHAIN,
             tags=training_tags(),
-            config=JOB_CONFIG,
             description="Snapshot the labelled data, version it, train, register and gate the "
             "champion (raw_data, versioned_dataset, trained_model, registered_model and their "
             "checks).",
@@ -108,7 +107,6 @@ def build_jobs() -> AssetJobs:
             "serve_champion",
             selection=SERVED_IMAGE,
             tags=standard_tags(),
-            config=JOB_CONFIG,
             description="Package the champion as an OCI image, push it, smoke-test it, and roll "
             "it out to Kubernetes when a cluster is configured (served_image, model_deployment, "
             "their checks).",
@@ -215,7 +213,19 @@ def promote_to_champion(
         if champion is not None:
             spec = dataset_source.spec
             metric = policy.metric_for(spec.task)
-            comparison = compare_on_test(mlflow, spec, object_store, metric, version, champion)
+            try:
+                comparison = compare_on_test(mlflow, spec, object_store, metric, version, champion)
+            except Exception as exc:  # its dataset version is gone, the features differ, ...
+                if not config.override_worse:
+                    raise Failure(
+                        allow_retries=False,
+                        description=f"v{version} cannot be compared with champion "
+                        f"v{champion} on the same test split ({type(exc).__name__}: "
+                        f"{getattr(exc, 'description', None) or exc}); set override_worse: "
+                        "true and a reason to approve it without a comparison",
+                    ) from exc
+                context.log.warning(f"approving without a comparison: {exc}")
+                comparison = None
             if comparison is None and not config.override_worse:
                 raise Failure(
                     allow_retries=False,

@@ -11,12 +11,12 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
+    AssetKey,
     AssetOut,
     DataVersion,
     Failure,
     MaterializeResult,
     MetadataValue,
-    asset,
     multi_asset,
 )
 
@@ -170,12 +170,11 @@ def raw_data(
         # versioned_dataset, the next step of this process, takes it instead of parsing again.
         KEPT_INSPECTIONS.keep(KeptInspections.key(sha256(file.data), spec), inspection)
         inspections.append(inspection)
+    # The contract is judged whole, whichever checks were selected: a subset run never
+    # stores a source that breaks it. Only the selected checks report.
+    results = contract_results(inspections, len(files), spec, context)
     selected = {key.name for key in context.selected_asset_check_keys}
-    results = [
-        r
-        for r in contract_results(inspections, len(files), spec, context)
-        if r.check_name in selected
-    ]
+    shown = [r for r in results if r.check_name in selected]
     rejected = failed_blocking(results)
     if rejected:
         context.log.error(
@@ -183,7 +182,18 @@ def raw_data(
             "failed): nothing was stored and no version will be made from it\n"
             + "\n".join(v.message for i in inspections for v in i.violations[:10])
         )
-        yield from results
+        yield from shown
+        unreported = [name for name in rejected if name not in selected]
+        if unreported:
+            raise Failure(
+                allow_retries=False,
+                description=f"source {source} breaks the dataset contract '{spec.name}': "
+                f"{', '.join(unreported)} failed (not selected in this run): "
+                + "; ".join(v.message for i in inspections for v in i.violations[:3]),
+            )
+        return
+    if AssetKey("raw_data") not in context.selected_asset_keys:  # only its checks were asked for
+        yield from shown
         return
     digest = snapshot_digest(files)
     prefix = f"raw/{digest}"
@@ -221,7 +231,7 @@ def raw_data(
             ),
         },
         data_version=DataVersion(digest),
-        check_results=results,
+        check_results=shown,
     )
 
 
@@ -315,18 +325,25 @@ def failed_blocking(results: list[AssetCheckResult]) -> list[str]:
     ]
 
 
-@asset(
-    retry_policy=SERVER_RETRY,
-    group_name="data",
-    kinds={"parquet"},
+@multi_asset(
+    outs={
+        "versioned_dataset": AssetOut(
+            group_name="data",
+            kinds={"parquet"},
+            # No materialisation when a blocking check fails: the last published version
+            # stays the asset's value, and nothing downstream runs.
+            is_required=False,
+            description="Cleaned, validated, de-duplicated train/val/test splits as Parquet "
+            "under a content-addressed version with a manifest; tagged data-vX.Y.Z, with "
+            "latest/previous refs. Its checks run before anything is published.",
+        )
+    },
     ins={"raw_data": AssetIn("raw_data")},
     check_specs=VERSION_CHECKS,
-    # No materialisation when a blocking check fails: the last published version stays the
-    # asset's value, and nothing downstream runs.
-    output_required=False,
-    description="Cleaned, validated, de-duplicated train/val/test splits as Parquet under a "
-    "content-addressed version with a manifest; tagged data-vX.Y.Z, with latest/previous refs. "
-    "Its checks run before anything is published.",
+    # files_match_manifest cannot be evaluated on a version whose splits were rejected: it
+    # is skipped, not a missing output.
+    can_subset=True,
+    retry_policy=SERVER_RETRY,
 )
 @fail_fast
 def versioned_dataset(
@@ -373,14 +390,24 @@ def versioned_dataset(
             )
         )
     rejected = failed_blocking(results)
+    selected = {key.name for key in context.selected_asset_check_keys}
+    shown = [r for r in results if r.check_name in selected]
     if rejected:
         latest = store.ref("latest")
-        context.log.error(
+        why = (
             f"version {digest[:12]} of '{spec.name}' is not published: {', '.join(rejected)} "
             "failed. No tag or ref moved; latest is still "
             + (f"{latest['tag']} ({latest['digest'][:12]})" if latest else "unset")
         )
-        yield from results
+        context.log.error(why)
+        yield from shown
+        if any(name not in selected for name in rejected):  # a subset run: say it here
+            raise Failure(allow_retries=False, description=why)
+        return
+    if (
+        AssetKey("versioned_dataset") not in context.selected_asset_keys
+    ):  # only its checks were asked
+        yield from shown
         return
 
     # One publication at a time per dataset, so that no tag is given twice and the refs move
@@ -416,5 +443,5 @@ def versioned_dataset(
             ),
         },
         data_version=DataVersion(digest),
-        check_results=results,
+        check_results=shown,
     )
