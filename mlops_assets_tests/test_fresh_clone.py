@@ -87,10 +87,12 @@ def test_dg_launch_as_the_readme_writes_it_runs_on_the_projects_instance(clone: 
     assert out.returncode == 1, said[-5000:]
     assert "model 'house-price-regressor' has no challenger to approve" in said, said[-5000:]
     assert NO_CONFIG not in said
-    assert f"{clone}/mlops_assets/" in said  # the clone's code ran
+    assert "Stack Trace" not in said  # a refusal, said with its reason alone
     with DagsterInstance.from_config(str(clone / ".mlops" / "dagster_home")) as instance:
         [run] = instance.get_runs()
         assert (run.job_name, run.status) == ("approve_challenger", DagsterRunStatus.FAILURE)
+        pointer = run.job_code_origin.repository_origin.code_pointer
+        assert pointer.working_directory == str(clone)  # the clone's code ran
         assert type(instance.run_launcher).__name__ == "LocalRunLauncher"
         assert instance.run_monitoring_enabled
 
