@@ -206,12 +206,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fail-on-warn",
         action="store_true",
-        default=setting("MLOPS_DEMO_FAIL_ON_WARN").lower() in ("1", "true", "yes"),
         help="exit 2 when a check fails with WARN severity too "
         "(default: MLOPS_DEMO_FAIL_ON_WARN, off)",
     )
     args = parser.parse_args(argv)
     import_skops_first()
+    # Read after skops: the settings import the resources, and with them Dagster.
+    fail_on_warn = args.fail_on_warn or setting("MLOPS_DEMO_FAIL_ON_WARN").lower() in (
+        "1",
+        "true",
+        "yes",
+    )
     from mlops_assets.partitions import daily_partitions
 
     partition = args.partition or daily_partitions().get_last_partition_key()
@@ -231,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         print(f"\nFAILED: {what} could not run: {why(exc)}", file=sys.stderr)
         return EXIT_RUN_FAILED
-    code, lines = summary(succeeded, outcome, args.fail_on_warn, what)
+    code, lines = summary(succeeded, outcome, fail_on_warn, what)
     print(
         "\nSee it in the UI:\n"
         f"  {ui_command(Path(os.environ['DAGSTER_HOME']))}\n"
