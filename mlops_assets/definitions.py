@@ -21,6 +21,7 @@ from dagster import (
 )
 
 from mlops_assets.lib.console import console_logger
+from mlops_assets.lib.env_settings import env_fields
 from mlops_assets.lib.pod_resources import standard_pod, training_pod
 from mlops_assets.resources.asset_values import RunScopedIOManager
 from mlops_assets.resources.dataset_source import DatasetSourceResource
@@ -31,7 +32,7 @@ from mlops_assets.resources.notifier import NotifierResource
 from mlops_assets.resources.object_store import ObjectStoreResource, S3Config
 from mlops_assets.resources.policy import LifecyclePolicy
 from mlops_assets.resources.training import TrainingResource
-from mlops_assets.settings import env_fields, home, setting
+from mlops_assets.settings import home, setting
 
 R = TypeVar("R")
 

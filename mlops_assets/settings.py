@@ -1,7 +1,7 @@
 """Every environment variable the project reads, with its embedded default.
 
 A setting that configures a resource is declared once, on the resource's field, with
-:func:`env_field` (name, default, description): ``definitions.build_resources`` reads it from
+:func:`mlops_assets.lib.env_settings.env_field` (name, default, description): ``definitions.build_resources`` reads it from
 there and pydantic coerces the text. The settings below configure no resource (paths whose
 default depends on ``MLOPS_HOME``, automation, executor and pod sizes). :func:`all_settings`
 lists both; ``python -m mlops_assets.settings`` prints the README's table from it, and a test
@@ -10,46 +10,11 @@ holds the README to it. Defaults need no server.
 
 from __future__ import annotations
 
-import os
 import sys
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
 
-from pydantic import Field
-
-ENV_KEY = "mlops_env"
-SECRET_KEY = "mlops_secret"
-SENSITIVE_KEY = "mlops_sensitive"
-
-
-def env_field(
-    name: str, default: Any, description: str, *, secret: bool = False, sensitive: bool = False
-) -> Any:
-    """A resource field set by the environment variable ``name``: its default and description
-    are the setting's. A secret is wired as an EnvVar, so its value is never part of config.
-    A ``sensitive`` setting is not a secret but may carry one (a URL with a token in its
-    query): when the variable is set, it is wired as an EnvVar too, so Dagster's resource
-    config, UI and snapshots show the variable's name, never its value."""
-    return Field(
-        default=default,
-        description=description,
-        json_schema_extra={ENV_KEY: name, SECRET_KEY: secret, SENSITIVE_KEY: sensitive},
-    )
-
-
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    default: str
-    description: str
-    secret: bool = False
-    sensitive: bool = False
-
-    def value(self) -> str:
-        return os.environ.get(self.name, "") or self.default
-
+from mlops_assets.lib.env_settings import Setting, env_fields
 
 HOME = Setting(
     "MLOPS_HOME",
@@ -168,25 +133,6 @@ def resource_classes() -> tuple[type, ...]:
         ModelRolloutResource,
         NotifierResource,
     )
-
-
-def env_fields(resource: type) -> dict[str, Setting]:
-    """Field name -> the setting that configures it, for one resource class."""
-    found = {}
-    for field_name, info in resource.model_fields.items():  # type: ignore[attr-defined]
-        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-        if ENV_KEY not in extra:
-            continue
-        default = info.default
-        text = str(default).lower() if isinstance(default, bool) else str(default)
-        found[field_name] = Setting(
-            str(extra[ENV_KEY]),
-            text,
-            info.description or "",
-            bool(extra.get(SECRET_KEY)),
-            bool(extra.get(SENSITIVE_KEY)),
-        )
-    return found
 
 
 @cache

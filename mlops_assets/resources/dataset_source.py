@@ -42,12 +42,12 @@ from typing import Any
 
 from dagster import ConfigurableResource
 
+from mlops_assets.lib.env_settings import env_field
 from mlops_assets.lib.metadata import redact_uri
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets.ml.spec import DatasetSpec, load_spec
 from mlops_assets.ml.tabular import TableFile
 from mlops_assets.resources.object_store import S3Config, s3_client, s3_server
-from mlops_assets.settings import env_field
 
 DATA_SUFFIXES = (".csv", ".parquet")
 # Longest a single socket read may wait for its next byte (a fault worth retrying when it

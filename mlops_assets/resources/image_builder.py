@@ -28,6 +28,7 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
+from mlops_assets.lib.env_settings import env_field
 from mlops_assets.lib.metadata import redact_urls
 from mlops_assets.ml.serving import (
     CA_BUNDLE_IN_CONTEXT,
@@ -44,7 +45,6 @@ from mlops_assets.resources.oci_registry import (
     RegistryClient,
     RegistryUnavailable,
 )
-from mlops_assets.settings import env_field
 
 LOCAL_BACKENDS = ("docker", "buildah", "podman")
 BACKENDS = (*LOCAL_BACKENDS, "kaniko")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from dagster import ConfigurableResource
 
+from mlops_assets.lib.env_settings import env_field
 from mlops_assets.ml.champion_history import (
     LEGACY_TAG,
     PENDING_TAG,
@@ -29,7 +30,6 @@ from mlops_assets.ml.champion_history import (
     legacy_events,
 )
 from mlops_assets.ml.promotion import Comparison
-from mlops_assets.settings import env_field
 
 if TYPE_CHECKING:
     from mlops_assets.ml.search import SearchResult, Trial

@@ -16,6 +16,7 @@ from typing import Any
 
 from dagster import ConfigurableResource
 
+from mlops_assets.lib.env_settings import env_field
 from mlops_assets.ml.serving import SERVING_PORT, serving_batch, serving_protocol
 from mlops_assets.resources.kaniko import S3_SECRET
 from mlops_assets.resources.kubernetes import (
@@ -26,7 +27,6 @@ from mlops_assets.resources.kubernetes import (
     connect,
 )
 from mlops_assets.resources.object_store import ObjectStoreResource, S3Config
-from mlops_assets.settings import env_field
 
 SERVING_UID = 10001
 

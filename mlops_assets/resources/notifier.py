@@ -25,7 +25,7 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from mlops_assets.settings import env_field
+from mlops_assets.lib.env_settings import env_field
 
 CHANNELS = ("log", "webhook", "email")
 LOGGER = logging.getLogger("mlops_assets.alerts")

@@ -24,7 +24,7 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from mlops_assets.settings import env_field
+from mlops_assets.lib.env_settings import env_field
 
 
 class ObjectStoreError(RuntimeError):

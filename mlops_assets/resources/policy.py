@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import ConfigurableResource
 
-from mlops_assets.settings import env_field
+from mlops_assets.lib.env_settings import env_field
 
 DRIFT_POLICIES = ("continue", "retrain", "rollback")
 

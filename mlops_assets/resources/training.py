@@ -8,8 +8,8 @@ from typing import Any
 
 from dagster import ConfigurableResource
 
+from mlops_assets.lib.env_settings import env_field
 from mlops_assets.ml.estimator import EstimatorError, SearchConfig, TrainingConfig
-from mlops_assets.settings import env_field
 
 
 class TrainingResource(ConfigurableResource):

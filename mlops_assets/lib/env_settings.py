@@ -1,0 +1,65 @@
+"""How a setting is declared: an environment variable with its default and description,
+either on a resource's field (:func:`env_field`) or on its own (:class:`Setting`).
+
+Its own module, which imports nothing of the project: the resources declare their fields
+with it, and :mod:`mlops_assets.settings` lists every setting by reading those fields, so the
+two never import each other.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field
+
+ENV_KEY = "mlops_env"
+SECRET_KEY = "mlops_secret"
+SENSITIVE_KEY = "mlops_sensitive"
+
+
+def env_field(
+    name: str, default: Any, description: str, *, secret: bool = False, sensitive: bool = False
+) -> Any:
+    """A resource field set by the environment variable ``name``: its default and description
+    are the setting's. A secret is wired as an EnvVar, so its value is never part of config.
+    A ``sensitive`` setting is not a secret but may carry one (a URL with a token in its
+    query): when the variable is set, it is wired as an EnvVar too, so Dagster's resource
+    config, UI and snapshots show the variable's name, never its value."""
+    return Field(
+        default=default,
+        description=description,
+        json_schema_extra={ENV_KEY: name, SECRET_KEY: secret, SENSITIVE_KEY: sensitive},
+    )
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    description: str
+    secret: bool = False
+    sensitive: bool = False
+
+    def value(self) -> str:
+        return os.environ.get(self.name, "") or self.default
+
+
+def env_fields(resource: type) -> dict[str, Setting]:
+    """Field name -> the setting that configures it, for one resource class."""
+    found = {}
+    for field_name, info in resource.model_fields.items():  # type: ignore[attr-defined]
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if ENV_KEY not in extra:
+            continue
+        default = info.default
+        text = str(default).lower() if isinstance(default, bool) else str(default)
+        found[field_name] = Setting(
+            str(extra[ENV_KEY]),
+            text,
+            info.description or "",
+            bool(extra.get(SECRET_KEY)),
+            bool(extra.get(SENSITIVE_KEY)),
+        )
+    return found
