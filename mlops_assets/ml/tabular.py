@@ -188,37 +188,17 @@ _THOUSANDS_GROUP = re.compile(r"\d{3}(\.\d*)?\s*")
 CSV_RULE = "must be well-formed CSV"
 
 
-def _split_thousands(fields: list[str], width: int) -> list[int] | None:
-    """Header positions whose value most likely lost its thousands separator to the comma,
-    when re-joining those numbers gives the row the header's width; else None."""
+def _rejoin_thousands(fields: list[str], width: int) -> tuple[list[str], list[int]] | None:
+    """The row with each number that most likely lost its thousands separator to the comma
+    written whole (``1``, ``200`` and ``000`` back to ``1200000``), and the header positions
+    of those numbers; None when rejoining them does not give the row the header's width."""
     extra = len(fields) - width
+    row: list[str] = []
     columns: list[int] = []
-    i = position = 0
-    while i < len(fields):
-        merged = 0
-        while (
-            extra > 0
-            and i + merged + 1 < len(fields)
-            and _LEADING_GROUP.fullmatch(fields[i])
-            and _THOUSANDS_GROUP.fullmatch(fields[i + merged + 1])
-        ):
-            merged += 1
-            extra -= 1
-        if merged:
-            columns.append(position)
-        i += merged + 1
-        position += 1
-    return columns if extra == 0 and columns else None
-
-
-def _merge_thousands(fields: list[str], width: int) -> list[str] | None:
-    """The row with each number :func:`_split_thousands` finds written whole (``1`` and
-    ``200`` back to ``1200``), or None when that does not give the header's width."""
-    extra = len(fields) - width
-    merged: list[str] = []
     i = 0
     while i < len(fields):
         value = first = fields[i]
+        joined = False
         while (
             extra > 0
             and i + 1 < len(fields)
@@ -226,11 +206,28 @@ def _merge_thousands(fields: list[str], width: int) -> list[str] | None:
             and _THOUSANDS_GROUP.fullmatch(fields[i + 1])
         ):
             value = value.strip() + fields[i + 1].strip()
+            joined = True
             i += 1
             extra -= 1
-        merged.append(value)
+        if joined:
+            columns.append(len(row))
+        row.append(value)
         i += 1
-    return merged if extra == 0 else None
+    return (row, columns) if extra == 0 else None
+
+
+def _split_thousands(fields: list[str], width: int) -> list[int] | None:
+    """Header positions whose value most likely lost its thousands separator to the comma,
+    when re-joining those numbers gives the row the header's width; else None."""
+    rejoined = _rejoin_thousands(fields, width)
+    return rejoined[1] if rejoined and rejoined[1] else None
+
+
+def _merge_thousands(fields: list[str], width: int) -> list[str] | None:
+    """The row with each number :func:`_split_thousands` finds written whole, or None when
+    that does not give the header's width."""
+    rejoined = _rejoin_thousands(fields, width)
+    return rejoined[0] if rejoined else None
 
 
 def _read_past_thousands(file: TableFile) -> pd.DataFrame | None:
