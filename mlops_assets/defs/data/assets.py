@@ -173,8 +173,7 @@ def raw_data(
     # The contract is judged whole, whichever checks were selected: a subset run never
     # stores a source that breaks it. Only the selected checks report.
     results = contract_results(inspections, len(files), spec, context)
-    selected = {key.name for key in context.selected_asset_check_keys}
-    shown = [r for r in results if r.check_name in selected]
+    shown, unreported = selected_results(context, results)
     rejected = failed_blocking(results)
     if rejected:
         context.log.error(
@@ -183,7 +182,6 @@ def raw_data(
             + "\n".join(v.message for i in inspections for v in i.violations[:10])
         )
         yield from shown
-        unreported = [name for name in rejected if name not in selected]
         if unreported:
             raise Failure(
                 allow_retries=False,
@@ -316,6 +314,17 @@ def split_checks(splits: dict[str, Any], spec: DatasetSpec, source: str) -> list
     ]
 
 
+def selected_results(
+    context: AssetExecutionContext, results: list[AssetCheckResult]
+) -> tuple[list[AssetCheckResult], list[str]]:
+    """The results of the checks this run selected (the others are judged, not reported),
+    and the names of the unselected ones that failed blocking: a subset run says those in
+    its own failure, so it never stores what they reject."""
+    selected = {key.name for key in context.selected_asset_check_keys}
+    shown = [r for r in results if r.check_name in selected]
+    return shown, [name for name in failed_blocking(results) if name not in selected]
+
+
 def failed_blocking(results: list[AssetCheckResult]) -> list[str]:
     """Names of the results that must stop publication: failed with ERROR severity."""
     return [
@@ -390,8 +399,7 @@ def versioned_dataset(
             )
         )
     rejected = failed_blocking(results)
-    selected = {key.name for key in context.selected_asset_check_keys}
-    shown = [r for r in results if r.check_name in selected]
+    shown, unreported = selected_results(context, results)
     if rejected:
         latest = store.ref("latest")
         why = (
@@ -401,7 +409,7 @@ def versioned_dataset(
         )
         context.log.error(why)
         yield from shown
-        if any(name not in selected for name in rejected):  # a subset run: say it here
+        if unreported:  # a subset run: say it here
             raise Failure(allow_retries=False, description=why)
         return
     if (
