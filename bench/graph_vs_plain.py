@@ -74,7 +74,7 @@ def run_plain() -> float:
     import numpy as np
 
     from mlops_assets.definitions import build_resources
-    from mlops_assets.defs.data.assets import snapshot_digest
+    from mlops_assets.components.lifecycle.data.assets import snapshot_digest
     from mlops_assets.ml.dataset import clean, content_digest, split
     from mlops_assets.ml.dataset_store import DatasetStore, frame_to_parquet
     from mlops_assets.ml.drift import PREDICTION, drift_report, sample

@@ -1,5 +1,6 @@
-"""The code location: what ``mlops_assets/defs/`` declares (one folder per domain: data, model,
-serving, scoring, automation), with the resources and executor configured from env vars."""
+"""The code location: every model ``mlops_assets/defs/`` declares (a folder per model, each a
+ModelLifecycle instance), with the deployment's resources, alerts and executor configured
+from env vars."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from dagster import (
     in_process_executor,
 )
 
+from mlops_assets.components.lifecycle.automation.alerts import build_alert_sensors
 from mlops_assets.lib.console import console_logger
 from mlops_assets.lib.env_settings import env_fields
 from mlops_assets.lib.pod_resources import standard_pod, training_pod
@@ -30,8 +32,6 @@ from mlops_assets.resources.mlflow_registry import MlflowResource
 from mlops_assets.resources.model_rollout import ModelRolloutResource
 from mlops_assets.resources.notifier import NotifierResource
 from mlops_assets.resources.object_store import ObjectStoreResource, S3Config
-from mlops_assets.resources.policy import LifecyclePolicy
-from mlops_assets.resources.training import TrainingResource
 from mlops_assets.settings import home, setting
 
 R = TypeVar("R")
@@ -45,21 +45,29 @@ warnings.filterwarnings(
     message=r"Parameter `owners` of initializer `SensorDefinition\.__init__` is currently in beta",
     category=BetaWarning,
 )
+# The same for the code references Dagster attaches to every asset of a component (the
+# defs.yaml line that declares it), which the UI shows.
+warnings.filterwarnings(
+    "ignore",
+    message=r"Class `(CodeReferencesMetadataValue|LocalFileCodeReference)` is currently in beta",
+    category=BetaWarning,
+)
 
 
-def k8s_executor_config() -> dict[str, object]:
-    """Step pods of the standard size; the training step (trained_model) gets the training
-    size. Read when the definitions are built, so the MLOPS_K8S_* settings apply."""
+def k8s_executor_config(training_steps: Collection[str] = ()) -> dict[str, object]:
+    """Step pods of the standard size; the training steps (every model's trained_model) get
+    the training size. Read when the definitions are built, so the MLOPS_K8S_* settings
+    apply."""
     return {
         "step_k8s_config": standard_pod(),
-        "per_step_k8s_config": {"trained_model": training_pod()},
+        "per_step_k8s_config": {step: training_pod() for step in training_steps},
     }
 
 
 EXECUTORS = ("in_process", "multiprocess", "k8s_job")
 
 
-def executor() -> ExecutorDefinition | None:
+def executor(training_steps: Collection[str] = ()) -> ExecutorDefinition | None:
     """How a run's steps execute (MLOPS_EXECUTOR).
 
     in_process (default): every step in the run's own process, so the libraries a step needs
@@ -76,7 +84,7 @@ def executor() -> ExecutorDefinition | None:
         raise ValueError(f"MLOPS_EXECUTOR must be one of {', '.join(EXECUTORS)}, not '{choice}'")
     from dagster_k8s import k8s_job_executor
 
-    return k8s_job_executor.configured(k8s_executor_config())
+    return k8s_job_executor.configured(k8s_executor_config(training_steps))
 
 
 def from_env(resource: type[R], secrets: Collection[str] | None = None, **fixed: Any) -> R:
@@ -124,22 +132,21 @@ def build_resources() -> dict[str, object]:
             artifact_root=str(root / "mlartifacts") if tracking_uri.startswith("sqlite") else "",
         ),
         "image_builder": from_env(ImageBuilderResource),
-        "policy": from_env(LifecyclePolicy),
-        "training_settings": from_env(TrainingResource),
         "model_rollout": from_env(ModelRolloutResource),
         "notifier": from_env(NotifierResource),
     }
 
 
 def load_defs_folder() -> Definitions:
-    """What ``defs/`` declares, loaded as ``load_from_defs_folder`` does but without its last
-    step: enriching the location with a JSON catalogue of every installed component type.
+    """What ``defs/`` declares (one ModelLifecycle instance per model), loaded as
+    ``load_from_defs_folder`` does but without its last step: enriching the location with a
+    JSON catalogue of every installed component type.
 
     That catalogue (for the UI's component browser and project scaffolding) imports each
     plugin's components, dagster_aws's among them (boto3, sqlalchemy, alembic), and generates
     their pydantic schemas: about a second and 700 modules in every process that loads the
-    location (each run worker, step, gRPC server, test). This project declares no components
-    and creates none in the UI. The tree stays on the definitions, as Dagster attaches it.
+    location (each run worker, step, gRPC server, test); `dg list components` and `dg docs`
+    build it when asked. The tree stays on the definitions, as Dagster attaches it.
     """
     tree = ComponentTree.for_project(Path(__file__).parent)
     with warnings.catch_warnings():
@@ -155,13 +162,21 @@ def load_defs_folder() -> Definitions:
 
 
 def build_definitions(resources: dict[str, object] | None = None) -> Definitions:
-    """Everything in ``defs/`` (settings read now, not on import) with the resources from the
-    environment, or the ones given (tests)."""
+    """Every model in ``defs/`` (settings read now, not on import), the deployment's alerts,
+    and the resources from the environment, or the ones given (tests)."""
+    models = load_defs_folder()
+    training_steps = [
+        key.to_python_identifier()
+        for assets in models.assets or ()
+        for key in getattr(assets, "keys", ())
+        if key.path[-1] == "trained_model"
+    ]
     return Definitions.merge(
-        load_defs_folder(),
+        models,
         Definitions(
             resources=build_resources() if resources is None else resources,
-            executor=executor(),
+            sensors=build_alert_sensors(int(setting("MLOPS_SENSOR_INTERVAL_SECONDS"))),
+            executor=executor(training_steps),
             loggers={"console": console_logger},
         ),
     )

@@ -1,6 +1,7 @@
-"""`mlops-demo`: run the mlops_lifecycle job once (every asset and check but served_image,
-which needs an image builder and has its own job), in this process, as ``dg launch --job``
-does: a run on the local Dagster instance, its steps as MLOPS_EXECUTOR says.
+"""`mlops-demo`: run every model's lifecycle job (<model>_mlops_lifecycle: every asset and
+check but served_image, which needs an image builder and has its own job) once, one model after
+the other, in this process, as ``dg launch --job`` does: a run on the local Dagster instance,
+its steps as MLOPS_EXECUTOR says. ``--model`` runs one.
 
 It gives DAGSTER_HOME a persistent default under $MLOPS_HOME, so the run it
 makes is there when you open `dagster dev` with the same DAGSTER_HOME.
@@ -17,6 +18,7 @@ import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from shlex import quote
 from typing import TYPE_CHECKING
@@ -25,7 +27,7 @@ from mlops_assets.instance_config import LOCAL_RUNS_YAML
 from mlops_assets.settings import home, setting
 
 if TYPE_CHECKING:
-    from dagster import DagsterInstance, JobDefinition
+    from dagster import DagsterInstance, Definitions, JobDefinition
 
     from mlops_assets.lib.failures import RunOutcome
 
@@ -54,12 +56,28 @@ def dagster_home() -> Path:
     return path
 
 
-def lifecycle_job() -> JobDefinition:
-    """The job as the code location defines it; a module-level function, so that a step
-    process (MLOPS_EXECUTOR=multiprocess) can rebuild it."""
+@cache
+def definitions() -> Definitions:
+    """The code location, built once per process for every model's run."""
     from mlops_assets.definitions import build_definitions
 
-    return build_definitions().resolve_job_def(JOB)
+    return build_definitions()
+
+
+def lifecycle_job(model: str) -> JobDefinition:
+    """The model's lifecycle job as the code location defines it; a module-level function, so
+    that a step process (MLOPS_EXECUTOR=multiprocess) can rebuild it."""
+    return definitions().resolve_job_def(f"{model}_{JOB}")
+
+
+def models() -> list[str]:
+    """Every model of the code location, by its lifecycle job."""
+    suffix = f"_{JOB}"
+    return sorted(
+        job.name.removesuffix(suffix)
+        for job in definitions().resolve_all_job_defs()
+        if job.name.endswith(suffix)
+    )
 
 
 def fail_dead_runs(instance: DagsterInstance) -> None:
@@ -98,8 +116,8 @@ EXIT_RUN_FAILED = 1  # a step failed (a rejected input, a blocking check) or the
 EXIT_CHECKS_FAILED = 2  # the run finished, but a check of ERROR severity failed (or, asked, a WARN)
 
 
-def run_lifecycle(partition: str) -> tuple[bool, RunOutcome]:
-    from dagster import execute_job, reconstructable
+def run_lifecycle(model: str, partition: str) -> tuple[bool, RunOutcome]:
+    from dagster import build_reconstructable_job, execute_job
 
     from mlops_assets.lib.console import JOB_CONFIG
     from mlops_assets.lib.failures import run_outcome
@@ -107,7 +125,7 @@ def run_lifecycle(partition: str) -> tuple[bool, RunOutcome]:
     with local_instance() as instance:
         fail_dead_runs(instance)
         result = execute_job(
-            reconstructable(lifecycle_job),
+            build_reconstructable_job(__name__, "lifecycle_job", reconstructable_args=(model,)),
             instance=instance,
             tags={"dagster/partition": partition},
             # The project's console logger (lib/console.py): an expected rejection is printed
@@ -196,12 +214,17 @@ def why(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mlops-demo",
-        description="Materialise every asset and check of the lifecycle once "
-        "(served_image has its own job, serve_champion).",
+        description="Materialise every asset and check of each model's lifecycle once "
+        "(served_image has its own job, <model>_serve_champion).",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        help="run this model's lifecycle only (repeat for more; default: every model)",
     )
     parser.add_argument(
         "--partition",
-        help="day of the incoming batch to score (default: the latest complete day)",
+        help="day of the incoming batch to score (default: each model's latest complete day)",
     )
     parser.add_argument(
         "--fail-on-warn",
@@ -217,38 +240,65 @@ def main(argv: list[str] | None = None) -> int:
         "true",
         "yes",
     )
-    from mlops_assets.partitions import daily_partitions
-
-    partition = args.partition or daily_partitions().get_last_partition_key()
-    if partition is None:
-        parser.error("no complete day to score yet: give --partition")
-    print(f"running {JOB} for partition {partition}", file=sys.stderr)
     # A run imports and builds a great deal (Dagster, MLflow, scikit-learn, Evidently), and
     # under the default thresholds each full collection walks all of it again: ten walks,
     # 1.7 s of a 10,000-row run. Collect less often, as batch tools like mypy do; cycles
     # are still collected, and arrays are freed by reference count as ever.
     gc.set_threshold(50_000, 20, 10)
-    what = f"{JOB} for partition {partition}"
     try:
         os.environ["DAGSTER_HOME"] = str(dagster_home())
-        succeeded, outcome = run_lifecycle(partition)
-    except Exception as exc:  # the run could not even start: say why, last
+        known = models()
+    except Exception as exc:  # the code location does not load: say why, last
         traceback.print_exc()
-        print(f"\nFAILED: {what} could not run: {why(exc)}", file=sys.stderr)
+        print(f"\nFAILED: {JOB} could not run: {why(exc)}", file=sys.stderr)
         return EXIT_RUN_FAILED
-    code, lines = summary(succeeded, outcome, fail_on_warn, what)
+    unknown = sorted(set(args.model or ()) - set(known))
+    if unknown:
+        parser.error(f"no model named {', '.join(unknown)} (models: {', '.join(known)})")
+    verdicts = []
+    for model in args.model or known:
+        code, lines = run_model(model, args.partition, fail_on_warn)
+        if code is None:
+            parser.error(f"{model}: no complete day to score yet: give --partition")
+        print("\n".join(lines), file=sys.stderr)
+        verdicts.append((code, lines[-1]))
     print(
         "\nSee it in the UI:\n"
         f"  {ui_command(Path(os.environ['DAGSTER_HOME']))}\n"
         "  then open http://127.0.0.1:3000/asset-groups\n",
         file=sys.stderr,
     )
-    print("\n".join(lines), file=sys.stderr)
+    code = max(c for c, _ in verdicts)
+    if len(verdicts) > 1:  # the last line says why: the first model that failed, or all done
+        failed = [line for c, line in verdicts if c != EXIT_OK]
+        print(
+            failed[0] if failed else f"Done: {len(verdicts)} models' lifecycles.", file=sys.stderr
+        )
     # The run is over and stored. What is left is the interpreter's teardown, whose garbage
     # collections walk every object the run's libraries made (about two seconds); objects
     # moved to the permanent generation are not walked. Exit handlers still run.
     gc.freeze()
     return code
+
+
+def run_model(
+    model: str, partition: str | None, fail_on_warn: bool
+) -> tuple[int | None, list[str]]:
+    """Run one model's lifecycle: its exit code (None: no day to score yet) and the lines that
+    say what happened, the verdict last."""
+    if partition is None:
+        partitions = lifecycle_job(model).partitions_def
+        partition = partitions.get_last_partition_key() if partitions else None
+        if partition is None:
+            return None, []
+    what = f"{model}_{JOB} for partition {partition}"
+    print(f"running {what}", file=sys.stderr)
+    try:
+        succeeded, outcome = run_lifecycle(model, partition)
+    except Exception as exc:  # the run could not even start: say why, last
+        traceback.print_exc()
+        return EXIT_RUN_FAILED, [f"FAILED: {what} could not run: {why(exc)}"]
+    return summary(succeeded, outcome, fail_on_warn, what)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import re
 import urllib.parse
 from collections.abc import Iterable, Sequence
 
-from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, MetadataValue
 
 from mlops_assets.ml.tabular import Violation
 
@@ -54,7 +54,7 @@ def redact_urls(text: str) -> str:
 
 def violations_result(
     check_name: str,
-    asset_key: str,
+    asset_key: str | AssetKey,
     violations: Sequence[Violation],
     passed_text: str,
     severity: AssetCheckSeverity = AssetCheckSeverity.ERROR,

@@ -101,6 +101,30 @@ def generate_house_prices(rows: int, seed: int = 42, drift: bool = False) -> pd.
     )
 
 
+WINE_TARGET = "cultivar"
+
+
+def wine_rows(rows: int | None = None, seed: int = 42, labels: bool = True) -> pd.DataFrame:
+    """The wine recognition table scikit-learn ships (178 wines of three cultivars grown in
+    one region of Italy, 13 chemical measurements each): real data for the shipped classifier.
+
+    Without ``rows``: the whole table, as published. With ``rows``: that many of its wines
+    drawn at random (with replacement, reproducibly for ``seed``), a day's batch of real rows.
+    The column ``od280/od315_of_diluted_wines`` is written ``od280_od315_of_diluted_wines``.
+    """
+    from sklearn.datasets import load_wine
+
+    wine = load_wine(as_frame=True)
+    frame = wine.frame.rename(columns=lambda c: c.replace("/", "_"))
+    frame[WINE_TARGET] = [str(wine.target_names[t]) for t in frame.pop("target")]
+    if rows is not None:
+        if not 1 <= rows <= MAX_ROWS:
+            raise ValueError(f"rows must be between 1 and {MAX_ROWS:,}, got {rows:,}")
+        picked = np.random.default_rng(seed).integers(0, len(frame), rows)
+        frame = frame.iloc[picked].reset_index(drop=True)
+    return frame if labels else frame.drop(columns=[WINE_TARGET])
+
+
 def to_csv_bytes(frame: pd.DataFrame) -> bytes:
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False)

@@ -44,7 +44,7 @@ from dagster import ConfigurableResource
 
 from mlops_assets.lib.env_settings import env_field
 from mlops_assets.lib.metadata import redact_uri
-from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
+from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes, wine_rows
 from mlops_assets.ml.spec import DatasetSpec, load_spec
 from mlops_assets.ml.tabular import TableFile
 from mlops_assets.resources.object_store import S3Config, s3_client, s3_server
@@ -627,8 +627,12 @@ def _s3_object(client: Any, bucket: str, key: str, name: str, reading: _Reading)
 
 
 def _sample(uri: urllib.parse.SplitResult) -> list[TableFile]:
+    if uri.netloc == "wine":
+        return _wine_sample(uri)
     if uri.netloc != "house-prices":
-        raise SourceUnavailable(f"unknown sample dataset '{uri.netloc}' in {uri.geturl()}")
+        raise SourceUnavailable(
+            f"unknown sample dataset '{uri.netloc}' in {uri.geturl()} (house-prices or wine)"
+        )
     query = dict(urllib.parse.parse_qsl(uri.query))
     try:
         rows = int(query.get("rows", "1000"))
@@ -640,6 +644,20 @@ def _sample(uri: urllib.parse.SplitResult) -> list[TableFile]:
     if query.get("labels", "1") in ("0", "false"):
         frame = frame.drop(columns=["price"])
     name = f"house-prices-{rows}-seed{seed}{'-drift' if drift else ''}.csv"
+    return [TableFile(name, to_csv_bytes(frame))]
+
+
+def _wine_sample(uri: urllib.parse.SplitResult) -> list[TableFile]:
+    """sample://wine: scikit-learn's wine table, whole; with rows=N&seed=S, N of its wines
+    drawn at random (labels=0 leaves the cultivar out)."""
+    query = dict(urllib.parse.parse_qsl(uri.query))
+    try:
+        rows = int(query["rows"]) if "rows" in query else None
+        seed = int(query.get("seed", "42"))
+        frame = wine_rows(rows, seed, labels=query.get("labels", "1") not in ("0", "false"))
+    except ValueError as exc:
+        raise SourceUnavailable(f"bad sample parameters in {uri.geturl()}: {exc}") from exc
+    name = "wine.csv" if rows is None else f"wine-{rows}-seed{seed}.csv"
     return [TableFile(name, to_csv_bytes(frame))]
 
 

@@ -214,7 +214,7 @@ def test_raw_data_reads_a_file_or_a_directory(lifecycle, monkeypatch, tmp_path, 
 def test_versioned_dataset_takes_the_contracts_inspection_instead_of_parsing_again(
     lifecycle, monkeypatch
 ):
-    from mlops_assets.defs.data import assets
+    from mlops_assets.components.lifecycle.data import assets
 
     # Data of this test alone: another test's run in this process may have left its own.
     monkeypatch.setenv("MLOPS_SOURCE_URI", "sample://house-prices?rows=640&seed=2718")

@@ -14,7 +14,7 @@ import pytest
 from dagster import DagsterInstance, Definitions, asset
 
 from mlops_assets.definitions import build_resources
-from mlops_assets.defs.serving.deployment import model_deployment, runs_the_served_image
+from mlops_assets.components.lifecycle.serving.deployment import model_deployment, runs_the_served_image
 from mlops_assets.records import ServedImage
 from mlops_assets.resources.model_rollout import ModelRolloutResource, Rollout
 from mlops_assets.resources.object_store import ObjectStoreResource, S3Config

@@ -317,7 +317,7 @@ def test_a_container_that_answers_wrongly_or_not_at_all_fails_the_smoke_test(
     script: str,
     expected: str,
 ) -> None:
-    import mlops_assets.defs.serving.image as serving_module
+    import mlops_assets.components.lifecycle.serving.image as serving_module
 
     first = serving.run("serve_champion", partition=None)
     assert first.success, step_failure(first, "served_image")
@@ -490,7 +490,7 @@ def collect_traffic(state: Lifecycle, day: str, only: str | None = None) -> Any:
     from dagster import AssetKey, DailyPartitionsDefinition, Definitions
 
     from mlops_assets.definitions import build_resources
-    from mlops_assets.defs.traffic.assets import build_traffic_assets
+    from mlops_assets.components.lifecycle.traffic.assets import build_traffic_assets
 
     defs = build_traffic_assets(DailyPartitionsDefinition(start_date=day, end_offset=1))
     job = Definitions(

@@ -15,10 +15,10 @@ import pytest
 from dagster import AssetKey, DagsterInstance, Definitions, build_sensor_context
 
 from mlops_assets.definitions import build_resources
-from mlops_assets.defs.automation.constants import AutomationSettings
-from mlops_assets.defs.automation.jobs import build_jobs
-from mlops_assets.defs.automation.sensors import build_sensors
-from mlops_assets.defs.traffic.assets import build_traffic_assets
+from mlops_assets.components.lifecycle.automation.constants import AutomationSettings
+from mlops_assets.components.lifecycle.automation.jobs import build_jobs
+from mlops_assets.components.lifecycle.automation.sensors import build_sensors
+from mlops_assets.components.lifecycle.traffic.assets import build_traffic_assets
 from mlops_assets.ml.dataset_store import parquet_to_frame
 from mlops_assets.ml.estimator import model_input
 from mlops_assets.ml.model_server import Exchange, FolderSink, TrafficLog

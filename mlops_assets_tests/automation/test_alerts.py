@@ -14,8 +14,8 @@ from dagster import (
 )
 
 from mlops_assets.definitions import build_definitions
-from mlops_assets.defs.automation.alerts import AlertsUndelivered, build_alert_sensors
-from mlops_assets.defs.automation.constants import AutomationSettings
+from mlops_assets.components.lifecycle.automation.alerts import AlertsUndelivered, build_alert_sensors
+from mlops_assets.components.lifecycle.automation.constants import AutomationSettings
 from mlops_assets.resources.notifier import NotifierResource
 from mlops_assets_tests.conftest import Lifecycle, record_evaluation
 from mlops_assets_tests.receivers import WebhookReceiver

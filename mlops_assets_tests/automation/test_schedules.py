@@ -13,9 +13,9 @@ from dagster import (
     build_schedule_context,
 )
 
-from mlops_assets.defs.automation.constants import TRIGGER_TAG, AutomationSettings
-from mlops_assets.defs.automation.jobs import build_jobs
-from mlops_assets.defs.automation.schedules import build_schedules
+from mlops_assets.components.lifecycle.automation.constants import TRIGGER_TAG, AutomationSettings
+from mlops_assets.components.lifecycle.automation.jobs import build_jobs
+from mlops_assets.components.lifecycle.automation.schedules import build_schedules
 from mlops_assets.partitions import daily_partitions
 
 daily_scoring, periodic_retrain, daily_traffic = build_schedules(

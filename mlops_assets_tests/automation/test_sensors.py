@@ -25,9 +25,9 @@ from dagster import (
     evaluate_automation_conditions,
 )
 
-from mlops_assets.defs.automation.constants import TRIGGER_TAG, AutomationSettings
-from mlops_assets.defs.automation.jobs import DATA_VERSION_TAG, build_jobs
-from mlops_assets.defs.automation.sensors import build_sensors
+from mlops_assets.components.lifecycle.automation.constants import TRIGGER_TAG, AutomationSettings
+from mlops_assets.components.lifecycle.automation.jobs import DATA_VERSION_TAG, build_jobs
+from mlops_assets.components.lifecycle.automation.sensors import build_sensors
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets.partitions import daily_partitions
 from mlops_assets.records import champion_data_version

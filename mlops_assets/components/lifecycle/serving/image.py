@@ -23,6 +23,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
+    AssetsDefinition,
     AutomationCondition,
     Failure,
     MaterializeResult,
@@ -32,6 +33,7 @@ from dagster import (
     multi_asset_check,
 )
 
+from mlops_assets.components.lifecycle.scope import ModelScope
 from mlops_assets.lib.datasets import dataset_splits
 from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
 from mlops_assets.ml.estimator import model_input
@@ -80,17 +82,6 @@ FOLLOWS_THE_CHAMPION = (
 )
 
 
-@asset(
-    retry_policy=SERVER_RETRY,
-    group_name="serving",
-    kinds={"mlflow", "docker"},
-    deps=["registered_model"],
-    automation_condition=FOLLOWS_THE_CHAMPION,
-    description="The champion (models:/NAME@champion) in an OCI image built from MLflow's own "
-    "Dockerfile (MLflow scoring server on port 8000, non-root), tagged v<version> and pushed to "
-    "MLOPS_IMAGE_REGISTRY, or saved as an OCI archive in the object store without a registry.",
-)
-@fail_fast
 def served_image(
     context: AssetExecutionContext,
     mlflow: MlflowResource,
@@ -216,14 +207,6 @@ def _result(image: ServedImage, built: bool) -> MaterializeResult:
 # --- checks -----------------------------------------------------------------------------
 
 
-@asset_check(
-    retry_policy=SERVER_RETRY,
-    asset="served_image",
-    blocking=True,
-    description="The registry resolves the recorded digest (and the tag still names it), or "
-    "the OCI archive is in the object store. Failing means what was recorded cannot be pulled.",
-)
-@fail_fast
 def image_exists_at_digest(
     served_image: ServedImage,
     image_builder: ImageBuilderResource,
@@ -254,28 +237,6 @@ def image_exists_at_digest(
     )
 
 
-@multi_asset_check(
-    retry_policy=SERVER_RETRY,
-    specs=[
-        AssetCheckSpec(
-            "serves_champion_predictions",
-            asset="served_image",
-            blocking=True,
-            description="Smoke test: the image runs, answers /ping, and its predictions for "
-            "the test split's first rows, asked in the protocol served (MLOPS_SERVING_PROTOCOL: "
-            "/invocations, or V2's /v2/models/<model>/infer), equal in-process predictions of "
-            "the same model version (tolerance 1e-6).",
-        ),
-        AssetCheckSpec(
-            "runs_as_non_root",
-            asset="served_image",
-            blocking=True,
-            description="The running container's user id is not 0.",
-        ),
-    ],
-    ins={"served_image": AssetIn("served_image")},
-)
-@fail_fast
 def served_image_smoke_test(
     served_image: ServedImage,
     image_builder: ImageBuilderResource,
@@ -402,3 +363,49 @@ def _non_root_result(container: RunningContainer) -> AssetCheckResult:
         description=f"the serving process runs as uid {uid}",
         metadata={"uid": uid},
     )
+
+
+def build_image_assets(model: ModelScope) -> list[AssetsDefinition]:
+    """served_image of ``model``, with its checks."""
+    return [
+        asset(
+            key=model.key("served_image"),
+            retry_policy=SERVER_RETRY,
+            group_name=model.name,
+            kinds={"mlflow", "docker"},
+            deps=model.keys("registered_model"),
+            automation_condition=FOLLOWS_THE_CHAMPION,
+            description="The champion (models:/NAME@champion) in an OCI image built from MLflow's own "
+            "Dockerfile (MLflow scoring server on port 8000, non-root), tagged v<version> and pushed to "
+            "MLOPS_IMAGE_REGISTRY, or saved as an OCI archive in the object store without a registry.",
+        )(fail_fast(model.bind(served_image))),
+        asset_check(
+            retry_policy=SERVER_RETRY,
+            asset=model.key("served_image"),
+            blocking=True,
+            description="The registry resolves the recorded digest (and the tag still names it), or "
+            "the OCI archive is in the object store. Failing means what was recorded cannot be pulled.",
+        )(fail_fast(model.bind(image_exists_at_digest))),
+        multi_asset_check(
+            name=f"{model.name}__served_image_smoke_test",
+            retry_policy=SERVER_RETRY,
+            specs=[
+                AssetCheckSpec(
+                    "serves_champion_predictions",
+                    asset=model.key("served_image"),
+                    blocking=True,
+                    description="Smoke test: the image runs, answers /ping, and its predictions for "
+                    "the test split's first rows, asked in the protocol served (MLOPS_SERVING_PROTOCOL: "
+                    "/invocations, or V2's /v2/models/<model>/infer), equal in-process predictions of "
+                    "the same model version (tolerance 1e-6).",
+                ),
+                AssetCheckSpec(
+                    "runs_as_non_root",
+                    asset=model.key("served_image"),
+                    blocking=True,
+                    description="The running container's user id is not 0.",
+                ),
+            ],
+            ins={"served_image": AssetIn(model.key("served_image"))},
+        )(fail_fast(model.bind(served_image_smoke_test))),
+    ]

@@ -19,7 +19,6 @@ from datetime import date
 
 from dagster import (
     AssetCheckKey,
-    AssetKey,
     AssetSelection,
     AutomationConditionSensorDefinition,
     DailyPartitionsDefinition,
@@ -32,9 +31,18 @@ from dagster import (
     sensor,
 )
 
-from mlops_assets.defs.automation.check_history import CheckCursor, failed_checks, start_cursor
-from mlops_assets.defs.automation.constants import CAUSE_TAG, TRIGGER_TAG, AutomationSettings
-from mlops_assets.defs.automation.jobs import AssetJobs, rollback_champion
+from mlops_assets.components.lifecycle.automation.check_history import (
+    CheckCursor,
+    failed_checks,
+    start_cursor,
+)
+from mlops_assets.components.lifecycle.automation.constants import (
+    CAUSE_TAG,
+    MODEL_TAG,
+    TRIGGER_TAG,
+)
+from mlops_assets.components.lifecycle.automation.jobs import AssetJobs
+from mlops_assets.components.lifecycle.scope import ModelScope
 from mlops_assets.lib.metadata import redact_uri
 from mlops_assets.ml.traffic import labels_day_prefix
 from mlops_assets.resources.dataset_source import (
@@ -162,16 +170,18 @@ DRIFT_CHECKS = ("drift_share_below_threshold", "quality_not_degraded")
 DRIFT_REPORTS = ("drift_report", "traffic_drift_report")
 
 
-def _last_policy_run(context: SensorEvaluationContext) -> float | None:
+def _last_policy_run(context: SensorEvaluationContext, scope: ModelScope) -> float | None:
     records = context.instance.get_run_records(
-        RunsFilter(tags={TRIGGER_TAG: "drift_policy"}), limit=1
+        RunsFilter(tags={TRIGGER_TAG: "drift_policy", MODEL_TAG: scope.name}), limit=1
     )
     return records[0].create_timestamp.timestamp() if records else None
 
 
-def apply_drift_policy(context: SensorEvaluationContext, policy: LifecyclePolicy) -> SensorResult:
+def apply_drift_policy(
+    context: SensorEvaluationContext, policy: LifecyclePolicy, scope: ModelScope
+) -> SensorResult:
     keys = [
-        AssetCheckKey(AssetKey(report), name) for report in DRIFT_REPORTS for name in DRIFT_CHECKS
+        AssetCheckKey(scope.key(report), name) for report in DRIFT_REPORTS for name in DRIFT_CHECKS
     ]
     cursor = CheckCursor.parse(context.cursor) or start_cursor(context.instance, keys)
     failures, visible = failed_checks(context.instance, keys, cursor)
@@ -189,7 +199,7 @@ def apply_drift_policy(context: SensorEvaluationContext, policy: LifecyclePolicy
         )
         return SensorResult(skip_reason=reason, cursor=cursor.dumps())
     action, failure = next((p for p in acting if p[0] == "rollback"), acting[0])
-    last_run = _last_policy_run(context)
+    last_run = _last_policy_run(context, scope)
     waited = time.time() - last_run if last_run is not None else None
     if waited is not None and waited < policy.retrain_cooldown_minutes * 60:
         return SensorResult(
@@ -198,15 +208,15 @@ def apply_drift_policy(context: SensorEvaluationContext, policy: LifecyclePolicy
             "nothing started",
             cursor=cursor.dumps(),
         )
-    tags = {TRIGGER_TAG: "drift_policy", CAUSE_TAG: failure.label}
+    tags = {TRIGGER_TAG: "drift_policy", CAUSE_TAG: failure.label, MODEL_TAG: scope.name}
     if action == "rollback":
         reason = f"drift policy: {failure.label}: {failure.description}"[:500]
         request = RunRequest(
-            job_name=rollback_champion.name,
+            job_name=scope.job_name("rollback_champion"),
             run_key=f"drift-rollback-{failure.id}",
             run_config={
                 "ops": {
-                    "point_champion_back": {
+                    scope.step("point_champion_back"): {
                         "config": {
                             "reason": reason,
                             "only_if_champion": failure.metadata.get("model_version", ""),
@@ -218,16 +228,19 @@ def apply_drift_policy(context: SensorEvaluationContext, policy: LifecyclePolicy
         )
     else:
         request = RunRequest(
-            job_name="refresh_model", run_key=f"drift-retrain-{failure.id}", tags=tags
+            job_name=scope.job_name("refresh_model"),
+            run_key=f"drift-retrain-{failure.id}",
+            tags=tags,
         )
     context.log.info(f"{failure.label} failed: policy '{policy.drift_policy}' starts {action}")
     return SensorResult(run_requests=[request], cursor=cursor.dumps())
 
 
-def build_sensors(
-    settings: AutomationSettings, jobs: AssetJobs, partitions: DailyPartitionsDefinition
-) -> list[SensorDefinition]:
-    """The sensors that launch runs, with the interval and default status of ``settings``."""
+def build_sensors(model: ModelScope, jobs: AssetJobs) -> list[SensorDefinition]:
+    """``model``'s sensors that launch runs (named by it: house_prices_drift_policy), with the
+    interval and default status of its automation settings."""
+    settings = model.automation
+    partitions = model.partitions
 
     def incoming_batches(
         context: SensorEvaluationContext,
@@ -250,25 +263,25 @@ def build_sensors(
 
     return [
         sensor(
-            name="new_labelled_data",
+            name=model.job_name("new_labelled_data"),
             job=jobs.refresh_model,
             minimum_interval_seconds=settings.interval_seconds,
             default_status=settings.sensor_status,
             description="Watches MLOPS_SOURCE_URI (file listing, S3 ETags or HTTP validators) and runs "
             "refresh_model when the labelled data changes. Write files under a name starting with '.' "
             "and rename them when complete: hidden files are ignored.",
-        )(watch_labelled_data),
+        )(model.bind(watch_labelled_data)),
         sensor(
-            name="incoming_batches",
+            name=model.job_name("incoming_batches"),
             job=jobs.score_batch,
             minimum_interval_seconds=settings.interval_seconds,
             default_status=settings.sensor_status,
             description="Watches MLOPS_INCOMING_URI for the latest MLOPS_INCOMING_LOOKBACK_DAYS daily "
             "partitions and runs score_batch for a day whose batch appears or changes. Waits while "
             "the model has no champion.",
-        )(incoming_batches),
+        )(model.bind(incoming_batches)),
         sensor(
-            name="traffic_labels",
+            name=model.job_name("traffic_labels"),
             job=jobs.collect_traffic,
             minimum_interval_seconds=settings.interval_seconds,
             default_status=settings.sensor_status,
@@ -276,10 +289,10 @@ def build_sensors(
             "latest MLOPS_INCOMING_LOOKBACK_DAYS days and runs collect_traffic for a day whose "
             "labels appear or change, so served_traffic joins them and traffic_drift_report "
             "measures live quality (and the drift policy acts on it).",
-        )(traffic_labels),
+        )(model.bind(traffic_labels)),
         sensor(
-            name="drift_policy",
-            jobs=[jobs.refresh_model, rollback_champion],
+            name=model.job_name("drift_policy"),
+            jobs=[jobs.refresh_model, jobs.rollback_champion],
             minimum_interval_seconds=settings.interval_seconds,
             default_status=settings.sensor_status,
             description="Reads failed checks of drift_report and traffic_drift_report from the "
@@ -287,12 +300,12 @@ def build_sensors(
             "MLOPS_DRIFT_POLICY: continue (alerts only), retrain (refresh_model), or rollback (a failed "
             "quality check rolls the champion back). After a run it starts, further failures start "
             "nothing for MLOPS_RETRAIN_COOLDOWN_MINUTES.",
-        )(apply_drift_policy),
+        )(model.bind(apply_drift_policy)),
         # Declarative: served_image and model_deployment carry automation conditions (the
         # champion changed; a new image); this sensor evaluates them.
         AutomationConditionSensorDefinition(
-            "champion_image",
-            target=AssetSelection.assets("served_image", "model_deployment"),
+            model.job_name("champion_image"),
+            target=AssetSelection.assets(*model.keys("served_image", "model_deployment")),
             minimum_interval_seconds=settings.interval_seconds,
             default_status=settings.image_sensor_status,
             run_tags={TRIGGER_TAG: "champion_image"},

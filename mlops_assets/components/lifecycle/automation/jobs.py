@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # what define_asset_job returns; dagster exports it for typin
         UnresolvedAssetJobDefinition,
     )
 
+from mlops_assets.components.lifecycle.scope import ModelScope
 from mlops_assets.lib.champion import DATASET_DIGEST_TAG, compare_on_test
 from mlops_assets.lib.console import JOB_CONFIG
 from mlops_assets.lib.exclusive import exclusive, model_lease
@@ -46,14 +47,12 @@ SENSOR_NAME_TAG = "dagster/sensor_name"
 # served_image needs an image builder and takes minutes, model_deployment a cluster: they have
 # their own job (and, through automation, follow champion changes), so the lifecycle runs on
 # any machine.
-SERVED_IMAGE = AssetSelection.assets("served_image", "model_deployment")
+SERVED_IMAGE = ("served_image", "model_deployment")
 # The served model's log, one day at a time, and its drift: only where a served model writes one.
-TRAFFIC = AssetSelection.assets("served_traffic", "traffic_drift_report")
+TRAFFIC = ("served_traffic", "traffic_drift_report")
 # The unpartitioned chain: what new labelled data, the retrain schedule and the drift policy
 # run. raw_data is keyed by content, so unchanged data is not stored twice.
-MODEL_CHAIN = AssetSelection.assets(
-    "raw_data", "versioned_dataset", "trained_model", "registered_model"
-)
+MODEL_CHAIN = ("raw_data", "versioned_dataset", "trained_model", "registered_model")
 
 
 @dataclass(frozen=True)
@@ -66,6 +65,9 @@ class AssetJobs:
     serve_champion: "UnresolvedAssetJobDefinition"
     collect_traffic: "UnresolvedAssetJobDefinition"
 
+    approve_challenger: JobDefinition
+    rollback_champion: JobDefinition
+
     def all(self) -> list["UnresolvedAssetJobDefinition | JobDefinition"]:
         return [
             self.mlops_lifecycle,
@@ -73,59 +75,66 @@ class AssetJobs:
             self.score_batch,
             self.serve_champion,
             self.collect_traffic,
-            approve_challenger,
-            rollback_champion,
+            self.approve_challenger,
+            self.rollback_champion,
         ]
 
 
-def build_jobs() -> AssetJobs:
+def build_jobs(model: ModelScope) -> AssetJobs:
+    """``model``'s jobs, named by it (house_prices_refresh_model), selecting its assets."""
+
+    def assets(*names: str) -> AssetSelection:
+        return AssetSelection.assets(*model.keys(*names))
+
     return AssetJobs(
         mlops_lifecycle=define_asset_job(
-            "mlops_lifecycle",
-            selection=AssetSelection.all() - SERVED_IMAGE - TRAFFIC,
+            model.job_name("mlops_lifecycle"),
+            selection=AssetSelection.groups(model.name) - assets(*SERVED_IMAGE) - assets(*TRAFFIC),
             tags=training_tags(),
             description="Every asset and check but served_image, model_deployment, "
             "served_traffic and traffic_drift_report: snapshot, version, train, register, score the day's batch and "
             "report its drift.",
         ),
         refresh_model=define_asset_job(
-            "refresh_model",
-            selection=MODEL_CHAIN,
+            model.job_name("refresh_model"),
+            selection=assets(*MODEL_CHAIN),
             tags=training_tags(),
             description="Snapshot the labelled data, version it, train, register and gate the "
             "champion (raw_data, versioned_dataset, trained_model, registered_model and their "
             "checks).",
         ),
         score_batch=define_asset_job(
-            "score_batch",
-            selection=AssetSelection.assets("predictions", "drift_report"),
+            model.job_name("score_batch"),
+            selection=assets("predictions", "drift_report"),
             tags=standard_tags(),
             description="Score one day's incoming batch with the champion and report its drift "
             "(predictions, drift_report and their checks).",
         ),
         serve_champion=define_asset_job(
-            "serve_champion",
-            selection=SERVED_IMAGE,
+            model.job_name("serve_champion"),
+            selection=assets(*SERVED_IMAGE),
             tags=standard_tags(),
             description="Package the champion as an OCI image, push it, smoke-test it, and roll "
             "it out to Kubernetes when a cluster is configured (served_image, model_deployment, "
             "their checks).",
         ),
         collect_traffic=define_asset_job(
-            "collect_traffic",
-            selection=TRAFFIC,
+            model.job_name("collect_traffic"),
+            selection=assets(*TRAFFIC),
             tags=standard_tags(),
             description="Collect one day of the served model's traffic log (and the labels "
             "come for it) into a table, and report its drift and quality against the training "
             "data (served_traffic, traffic_drift_report and their checks).",
         ),
+        approve_challenger=_approve_challenger(model),
+        rollback_champion=_rollback_champion(model),
     )
 
 
 def _record(
     context: OpExecutionContext,
     move: AliasMove,
-    model_name: str,
+    model: ModelScope,
     extra: dict[str, Any] | None = None,
 ) -> None:
     """The alias move as a materialisation of registered_model, with the champion's history
@@ -133,12 +142,12 @@ def _record(
     event = move.event.as_dict() if move.event is not None else None
     context.log_event(
         AssetMaterialization(
-            asset_key="registered_model",
+            asset_key=model.key("registered_model"),
             # The champion's data version: the served image follows it (champion_image).
             tags={DATA_VERSION_TAG: champion_data_version(move.to_version)},
             description=f"{move.alias}: v{move.from_version} -> v{move.to_version} ({move.reason})",
             metadata={
-                "model_name": model_name,
+                "model_name": model.registered_model,
                 "champion_version": move.to_version,
                 "alias_moves": md_table(
                     ["alias", "from", "to", "reason"],
@@ -167,7 +176,6 @@ class ApprovalConfig(Config):
     reason: str = Field(default="", description="why, for the record; needed with override_worse")
 
 
-@op
 def promote_to_champion(
     context: OpExecutionContext,
     config: ApprovalConfig,
@@ -175,6 +183,7 @@ def promote_to_champion(
     object_store: ObjectStoreResource,
     dataset_source: DatasetSourceResource,
     policy: LifecyclePolicy,
+    scope: ModelScope,
 ) -> None:
     """Point champion at the challenger (or the version given) when it scores no worse than
     the champion on the same test split, as registered_model compares them; a worse one only
@@ -266,7 +275,7 @@ def promote_to_champion(
     extra: dict[str, Any] = {"approved_by": who, "override_worse": overridden}
     if comparison is not None:
         extra.update(_comparison_metadata(comparison))
-    _record(context, move, mlflow.model_name, extra)
+    _record(context, move, scope, extra)
 
 
 def _comparison_metadata(comparison: Comparison) -> dict[str, Any]:
@@ -279,14 +288,20 @@ def _comparison_metadata(comparison: Comparison) -> dict[str, Any]:
     }
 
 
-@job(
-    config=JOB_CONFIG,
-    description="Promote the challenger (or a given version) to champion: the manual policy's "
-    "gate. A version that scores worse than the champion on the same test split needs "
-    "override_worse and a reason.",
-)
-def approve_challenger() -> None:
-    promote_to_champion()
+def _approve_challenger(model: ModelScope) -> JobDefinition:
+    promote = op(name=model.step("promote_to_champion"))(model.bind(promote_to_champion))
+
+    @job(
+        name=model.job_name("approve_challenger"),
+        config=JOB_CONFIG,
+        description="Promote the challenger (or a given version) to champion: the manual "
+        "policy's gate. A version that scores worse than the champion on the same test split "
+        "needs override_worse and a reason.",
+    )
+    def approve_challenger() -> None:
+        promote()
+
+    return approve_challenger
 
 
 class RollbackConfig(Config):
@@ -299,12 +314,12 @@ class RollbackConfig(Config):
     )
 
 
-@op
 def point_champion_back(
     context: OpExecutionContext,
     config: RollbackConfig,
     mlflow: MlflowResource,
     object_store: ObjectStoreResource,
+    scope: ModelScope,
 ) -> None:
     run_id = context.run.run_id
     sensor = context.run.tags.get(SENSOR_NAME_TAG, "")
@@ -324,13 +339,19 @@ def point_champion_back(
             move = mlflow.rollback_champion(config.reason, actor=who, run_id=run_id)
         except ValueError as exc:
             raise Failure(allow_retries=False, description=str(exc)) from exc
-    _record(context, move, mlflow.model_name, {"rolled_back_by": who or "-"})
+    _record(context, move, scope, {"rolled_back_by": who or "-"})
 
 
-@job(
-    config=JOB_CONFIG,
-    description="Point the champion alias back at the champion before its latest change still "
-    "standing (a change rolled back stays undone).",
-)
-def rollback_champion() -> None:
-    point_champion_back()
+def _rollback_champion(model: ModelScope) -> JobDefinition:
+    point_back = op(name=model.step("point_champion_back"))(model.bind(point_champion_back))
+
+    @job(
+        name=model.job_name("rollback_champion"),
+        config=JOB_CONFIG,
+        description="Point the champion alias back at the champion before its latest change "
+        "still standing (a change rolled back stays undone).",
+    )
+    def rollback_champion() -> None:
+        point_back()
+
+    return rollback_champion

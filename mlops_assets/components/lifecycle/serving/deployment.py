@@ -13,6 +13,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetIn,
+    AssetsDefinition,
     AutomationCondition,
     Failure,
     MetadataValue,
@@ -21,6 +22,7 @@ from dagster import (
     asset_check,
 )
 
+from mlops_assets.components.lifecycle.scope import ModelScope
 from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
 from mlops_assets.records import Deployment, ServedImage
 from mlops_assets.resources.kubernetes import ClusterUnavailable, KubernetesApi, RolloutFailed
@@ -32,21 +34,6 @@ def record_key(model_name: str) -> str:
     return f"deployments/{model_name}/latest.json"
 
 
-@asset(
-    retry_policy=SERVER_RETRY,
-    group_name="serving",
-    kinds={"kubernetes"},
-    ins={"served_image": AssetIn("served_image")},
-    # Rolls out every image served_image publishes, in the same run when both are requested.
-    automation_condition=AutomationCondition.eager(),
-    output_required=False,
-    description="The served image rolled out to Kubernetes (MLOPS_DEPLOY_CLUSTER): a KServe "
-    "InferenceService, or a Deployment and Service with readiness and liveness probes (/ping; "
-    "/v2/health/ready and /live with MLOPS_SERVING_PROTOCOL=v2). "
-    "Skipped, with the reason in the log, when no cluster is configured or the image is not in "
-    "a registry.",
-)
-@fail_fast
 def model_deployment(
     context: AssetExecutionContext,
     served_image: ServedImage,
@@ -149,14 +136,6 @@ def _live_image(api: KubernetesApi, deployment: Deployment) -> str:
     return str(pod["containers"][0]["image"])
 
 
-@asset_check(
-    asset="model_deployment",
-    additional_ins={"served_image": AssetIn("served_image")},
-    retry_policy=SERVER_RETRY,
-    description="The cluster runs the image served_image recorded last (by digest). Failing "
-    "means the rollout fell behind the champion or someone changed the object by hand.",
-)
-@fail_fast
 def runs_the_served_image(
     model_deployment: Deployment,
     served_image: ServedImage,
@@ -172,3 +151,31 @@ def runs_the_served_image(
         else f"cluster runs {live}, served_image is {expected}",
         metadata={"live_image": live, "served_image": expected},
     )
+
+
+def build_deployment_assets(model: ModelScope) -> list[AssetsDefinition]:
+    """model_deployment of ``model``, with its check."""
+    return [
+        asset(
+            key=model.key("model_deployment"),
+            retry_policy=SERVER_RETRY,
+            group_name=model.name,
+            kinds={"kubernetes"},
+            ins={"served_image": AssetIn(model.key("served_image"))},
+            # Rolls out every image served_image publishes, in the same run when both are requested.
+            automation_condition=AutomationCondition.eager(),
+            output_required=False,
+            description="The served image rolled out to Kubernetes (MLOPS_DEPLOY_CLUSTER): a KServe "
+            "InferenceService, or a Deployment and Service with readiness and liveness probes (/ping; "
+            "/v2/health/ready and /live with MLOPS_SERVING_PROTOCOL=v2). "
+            "Skipped, with the reason in the log, when no cluster is configured or the image is not in "
+            "a registry.",
+        )(fail_fast(model.bind(model_deployment))),
+        asset_check(
+            asset=model.key("model_deployment"),
+            additional_ins={"served_image": AssetIn(model.key("served_image"))},
+            retry_policy=SERVER_RETRY,
+            description="The cluster runs the image served_image recorded last (by digest). Failing "
+            "means the rollout fell behind the champion or someone changed the object by hand.",
+        )(fail_fast(model.bind(runs_the_served_image))),
+    ]

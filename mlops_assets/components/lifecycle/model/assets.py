@@ -12,6 +12,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
+    AssetsDefinition,
     Config,
     DataVersion,
     Failure,
@@ -23,6 +24,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from mlops_assets.components.lifecycle.scope import ModelScope
 from mlops_assets.lib.champion import dataset_label, score_on_test
 from mlops_assets.lib.datasets import dataset_manifest, dataset_splits
 from mlops_assets.lib.exclusive import exclusive, model_lease
@@ -118,15 +120,6 @@ class TrainingRunConfig(Config):
     )
 
 
-@asset(
-    retry_policy=SERVER_RETRY,
-    group_name="model",
-    kinds={"sklearn", "mlflow"},
-    ins={"versioned_dataset": AssetIn("versioned_dataset")},
-    description="sklearn Pipeline (preprocessing inside) fitted on the train split and logged "
-    "to MLflow with params, metrics, signature, input example, dataset digest and run id.",
-)
-@fail_fast
 def trained_model(
     context: AssetExecutionContext,
     config: TrainingRunConfig,
@@ -170,7 +163,7 @@ def trained_model(
             "mlops.dataset_tag": manifest["tag"],
             "mlops.dataset_uri": object_store.uri(manifest["files"]["train"]["key"]),
             "dagster.run_id": context.run.run_id,
-            "dagster.asset": "trained_model",
+            "dagster.asset": context.assets_def.key.to_user_string(),
             FINGERPRINT_TAG: fingerprint,
         }
         run_id, model_uri, metrics, extra_metadata = _train_and_log(
@@ -376,15 +369,6 @@ def _search_metadata(
     }
 
 
-@asset_check(
-    retry_policy=SERVER_RETRY,
-    asset="trained_model",
-    blocking=True,
-    description="Test loss beats a naive model's by the policy's margin: RMSE against the train "
-    "median (regression), log loss against the train class shares, i.e. the majority class "
-    "(classification). Failing means the model learned nothing worth registering.",
-)
-@fail_fast
 def beats_naive_baseline(trained_model: TrainedModel, policy: LifecyclePolicy) -> AssetCheckResult:
     metrics = trained_model.metrics
     metric = LOSS["classification" if "test_log_loss" in metrics else "regression"]
@@ -398,14 +382,6 @@ def beats_naive_baseline(trained_model: TrainedModel, policy: LifecyclePolicy) -
     )
 
 
-@asset_check(
-    retry_policy=SERVER_RETRY,
-    asset="trained_model",
-    blocking=True,
-    description="Test R2 (regression) or test balanced accuracy (classification) reaches the "
-    "policy's minimum. Failing stops registration.",
-)
-@fail_fast
 def meets_metric_thresholds(
     trained_model: TrainedModel, policy: LifecyclePolicy
 ) -> AssetCheckResult:
@@ -553,15 +529,6 @@ def _versus_champion(
     return comparison.describe()
 
 
-@asset(
-    retry_policy=SERVER_RETRY,
-    group_name="model",
-    kinds={"mlflow"},
-    ins={"trained_model": AssetIn("trained_model")},
-    description="A registry version with alias 'challenger', promoted to 'champion' when it beats "
-    "the current champion on the same test split (policy auto) or when approved (policy manual).",
-)
-@fail_fast
 def registered_model(
     context: AssetExecutionContext,
     trained_model: TrainedModel,
@@ -631,47 +598,19 @@ def registered_model(
     )
 
 
-@multi_asset_check(
-    retry_policy=SERVER_RETRY,
-    specs=[
-        AssetCheckSpec(
-            "challenger_alias_points_here",
-            asset="registered_model",
-            blocking=True,
-            description="The 'challenger' alias names the version this materialisation "
-            "registered, or a later one registered since (the pool serialises registrations, "
-            "not this check). Failing means the alias is missing or moved back.",
-        ),
-        AssetCheckSpec(
-            "champion_not_regressed",
-            asset="registered_model",
-            blocking=True,
-            description="The champion now scores no worse on the same test split than the "
-            "champion before this materialisation. Failing means a worse model serves.",
-        ),
-        AssetCheckSpec(
-            "champion_loads_and_predicts",
-            asset="registered_model",
-            blocking=True,
-            description="models:/NAME@champion loads and returns one finite prediction per row "
-            "of the test split.",
-        ),
-    ],
-    ins={"registered_model": AssetIn("registered_model")},
-)
-@fail_fast
 def registered_model_gates(
     registered_model: Registration,
     dataset_source: DatasetSourceResource,
     object_store: ObjectStoreResource,
     mlflow: MlflowResource,
+    scope: ModelScope,
 ) -> Iterator[AssetCheckResult]:
     spec = dataset_source.spec
     version = registered_model.version
     challenger = mlflow.alias_version(CHALLENGER)
     yield AssetCheckResult(
         check_name="challenger_alias_points_here",
-        asset_key="registered_model",
+        asset_key=scope.key("registered_model"),
         passed=challenger is not None and int(challenger) >= int(version),
         description=f"challenger -> v{challenger}, this materialisation registered v{version}"
         + (" (superseded by a later registration)" if challenger not in (None, version) else ""),
@@ -680,14 +619,14 @@ def registered_model_gates(
     if champion is None:
         yield AssetCheckResult(
             check_name="champion_not_regressed",
-            asset_key="registered_model",
+            asset_key=scope.key("registered_model"),
             passed=True,
             description="no champion yet (manual policy awaiting approval)",
         )
         # WARN, not ERROR: nothing serves yet, and scoring fails on its own with the reason.
         yield AssetCheckResult(
             check_name="champion_loads_and_predicts",
-            asset_key="registered_model",
+            asset_key=scope.key("registered_model"),
             passed=False,
             severity=AssetCheckSeverity.WARN,
             description=f"models:/{mlflow.model_name}@champion does not exist yet: run the "
@@ -714,7 +653,7 @@ def registered_model_gates(
         ok = len(predictions) == expected and finite == expected
         yield AssetCheckResult(
             check_name="champion_loads_and_predicts",
-            asset_key="registered_model",
+            asset_key=scope.key("registered_model"),
             passed=ok,
             description=f"v{champion}: {len(predictions)} predictions for {expected} rows, "
             f"{finite} finite",
@@ -722,7 +661,7 @@ def registered_model_gates(
     else:
         yield AssetCheckResult(
             check_name="champion_loads_and_predicts",
-            asset_key="registered_model",
+            asset_key=scope.key("registered_model"),
             passed=False,
             description=f"models:/{mlflow.model_name}@champion (v{champion}) failed: {load_error}",
         )
@@ -731,7 +670,7 @@ def registered_model_gates(
     if before is None:
         yield AssetCheckResult(
             check_name="champion_not_regressed",
-            asset_key="registered_model",
+            asset_key=scope.key("registered_model"),
             passed=True,
             description=f"v{champion} is the first champion",
         )
@@ -740,9 +679,77 @@ def registered_model_gates(
     change = relative_improvement(now, before, metric)
     yield AssetCheckResult(
         check_name="champion_not_regressed",
-        asset_key="registered_model",
+        asset_key=scope.key("registered_model"),
         passed=change >= -1e-9,
         description=f"champion v{champion} test {metric} {now:.6g}; champion before "
         f"v{registered_model.champion_before}: {before:.6g}",
         metadata={f"champion_test_{metric}": now, f"previous_champion_test_{metric}": before},
     )
+
+
+def build_model_assets(model: ModelScope) -> list[AssetsDefinition]:
+    """trained_model and registered_model of ``model``, with their checks."""
+    return [
+        asset(
+            key=model.key("trained_model"),
+            retry_policy=SERVER_RETRY,
+            group_name=model.name,
+            kinds={"sklearn", "mlflow"},
+            ins={"versioned_dataset": AssetIn(model.key("versioned_dataset"))},
+            description="sklearn Pipeline (preprocessing inside) fitted on the train split and logged "
+            "to MLflow with params, metrics, signature, input example, dataset digest and run id.",
+        )(fail_fast(model.bind(trained_model))),
+        asset_check(
+            retry_policy=SERVER_RETRY,
+            asset=model.key("trained_model"),
+            blocking=True,
+            description="Test loss beats a naive model's by the policy's margin: RMSE against the train "
+            "median (regression), log loss against the train class shares, i.e. the majority class "
+            "(classification). Failing means the model learned nothing worth registering.",
+        )(fail_fast(model.bind(beats_naive_baseline))),
+        asset_check(
+            retry_policy=SERVER_RETRY,
+            asset=model.key("trained_model"),
+            blocking=True,
+            description="Test R2 (regression) or test balanced accuracy (classification) reaches the "
+            "policy's minimum. Failing stops registration.",
+        )(fail_fast(model.bind(meets_metric_thresholds))),
+        asset(
+            key=model.key("registered_model"),
+            retry_policy=SERVER_RETRY,
+            group_name=model.name,
+            kinds={"mlflow"},
+            ins={"trained_model": AssetIn(model.key("trained_model"))},
+            description="A registry version with alias 'challenger', promoted to 'champion' when it beats "
+            "the current champion on the same test split (policy auto) or when approved (policy manual).",
+        )(fail_fast(model.bind(registered_model))),
+        multi_asset_check(
+            name=f"{model.name}__registered_model_gates",
+            retry_policy=SERVER_RETRY,
+            specs=[
+                AssetCheckSpec(
+                    "challenger_alias_points_here",
+                    asset=model.key("registered_model"),
+                    blocking=True,
+                    description="The 'challenger' alias names the version this materialisation "
+                    "registered, or a later one registered since (the pool serialises registrations, "
+                    "not this check). Failing means the alias is missing or moved back.",
+                ),
+                AssetCheckSpec(
+                    "champion_not_regressed",
+                    asset=model.key("registered_model"),
+                    blocking=True,
+                    description="The champion now scores no worse on the same test split than the "
+                    "champion before this materialisation. Failing means a worse model serves.",
+                ),
+                AssetCheckSpec(
+                    "champion_loads_and_predicts",
+                    asset=model.key("registered_model"),
+                    blocking=True,
+                    description="models:/NAME@champion loads and returns one finite prediction per row "
+                    "of the test split.",
+                ),
+            ],
+            ins={"registered_model": AssetIn(model.key("registered_model"))},
+        )(fail_fast(model.bind(registered_model_gates))),
+    ]

@@ -13,6 +13,7 @@ from dagster import (
     AssetIn,
     AssetKey,
     AssetOut,
+    AssetsDefinition,
     DataVersion,
     Failure,
     MaterializeResult,
@@ -20,6 +21,7 @@ from dagster import (
     multi_asset,
 )
 
+from mlops_assets.components.lifecycle.scope import ModelScope
 from mlops_assets.lib.exclusive import dataset_lease, exclusive
 from mlops_assets.lib.metadata import md_table, redact_uri, violations_result
 from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
@@ -65,14 +67,19 @@ def snapshot_digest(files: list[TableFile]) -> str:
     return digest.hexdigest()
 
 
-RAW_CHECKS = [
-    AssetCheckSpec(name, asset="raw_data", blocking=True, description=description)
-    for name, description in RAW_CHECK_DESCRIPTIONS.items()
-]
+def raw_checks(asset: AssetKey) -> list[AssetCheckSpec]:
+    return [
+        AssetCheckSpec(name, asset=asset, blocking=True, description=description)
+        for name, description in RAW_CHECK_DESCRIPTIONS.items()
+    ]
 
 
 def contract_results(
-    inspections: list[Inspection], files: int, spec: DatasetSpec, context: AssetExecutionContext
+    inspections: list[Inspection],
+    files: int,
+    spec: DatasetSpec,
+    context: AssetExecutionContext,
+    asset: AssetKey,
 ) -> list[AssetCheckResult]:
     """Each rule group of the dataset contract, judged on every file. A group no file could be
     evaluated on (columns of a file that does not parse) gets no result, so the UI shows it as
@@ -102,7 +109,7 @@ def contract_results(
             found, severity = warned[group], AssetCheckSeverity.WARN
         else:
             severity = AssetCheckSeverity.ERROR
-        results.append(violations_result(group, "raw_data", found, passed, severity))
+        results.append(violations_result(group, asset, found, passed, severity))
     return results
 
 
@@ -126,27 +133,6 @@ def store_snapshot(snapshot: Snapshot, files: list[TableFile], store: ObjectStor
     return False
 
 
-@multi_asset(
-    outs={
-        "raw_data": AssetOut(
-            group_name="data",
-            kinds={"csv", "parquet"},
-            # A source that breaks the contract is not stored and not materialised: the
-            # snapshot the last accepted source made stays the asset's value, and nothing
-            # downstream runs.
-            is_required=False,
-            description="Immutable snapshot of the configured source in the object store, "
-            "keyed by the hash of its content: the same data is stored once, whatever its "
-            "source. The source is held to the dataset contract before anything is stored.",
-        )
-    },
-    check_specs=RAW_CHECKS,
-    # A rule group that could not be evaluated (the values of a file that does not parse)
-    # yields no result: the check is skipped, not failed and not a missing output.
-    can_subset=True,
-    retry_policy=SERVER_RETRY,
-)
-@fail_fast
 def raw_data(
     context: AssetExecutionContext,
     dataset_source: DatasetSourceResource,
@@ -172,7 +158,7 @@ def raw_data(
         inspections.append(inspection)
     # The contract is judged whole, whichever checks were selected: a subset run never
     # stores a source that breaks it. Only the selected checks report.
-    results = contract_results(inspections, len(files), spec, context)
+    results = contract_results(inspections, len(files), spec, context, context.assets_def.key)
     shown, unreported = selected_results(context, results)
     rejected = failed_blocking(results)
     if rejected:
@@ -190,7 +176,7 @@ def raw_data(
                 + "; ".join(v.message for i in inspections for v in i.violations[:3]),
             )
         return
-    if AssetKey("raw_data") not in context.selected_asset_keys:  # only its checks were asked for
+    if not context.selected_asset_keys:  # only its checks were asked for
         yield from shown
         return
     digest = snapshot_digest(files)
@@ -245,6 +231,10 @@ def inspect_snapshot(
             inspection = inspect_table(TableFile(entry.name, store.get_bytes(entry.key)), spec)
         inspections.append(inspection)
     return inspections
+
+
+def version_checks(asset: AssetKey) -> list[AssetCheckSpec]:
+    return [spec._replace(asset_key=asset) for spec in VERSION_CHECKS]
 
 
 VERSION_CHECKS = [
@@ -334,27 +324,6 @@ def failed_blocking(results: list[AssetCheckResult]) -> list[str]:
     ]
 
 
-@multi_asset(
-    outs={
-        "versioned_dataset": AssetOut(
-            group_name="data",
-            kinds={"parquet"},
-            # No materialisation when a blocking check fails: the last published version
-            # stays the asset's value, and nothing downstream runs.
-            is_required=False,
-            description="Cleaned, validated, de-duplicated train/val/test splits as Parquet "
-            "under a content-addressed version with a manifest; tagged data-vX.Y.Z, with "
-            "latest/previous refs. Its checks run before anything is published.",
-        )
-    },
-    ins={"raw_data": AssetIn("raw_data")},
-    check_specs=VERSION_CHECKS,
-    # files_match_manifest cannot be evaluated on a version whose splits were rejected: it
-    # is skipped, not a missing output.
-    can_subset=True,
-    retry_policy=SERVER_RETRY,
-)
-@fail_fast
 def versioned_dataset(
     context: AssetExecutionContext,
     raw_data: Snapshot,
@@ -412,9 +381,7 @@ def versioned_dataset(
         if unreported:  # a subset run: say it here
             raise Failure(allow_retries=False, description=why)
         return
-    if (
-        AssetKey("versioned_dataset") not in context.selected_asset_keys
-    ):  # only its checks were asked
+    if not context.selected_asset_keys:  # only its checks were asked
         yield from shown
         return
 
@@ -453,3 +420,53 @@ def versioned_dataset(
         data_version=DataVersion(digest),
         check_results=shown,
     )
+
+
+def build_data_assets(model: ModelScope) -> list[AssetsDefinition]:
+    """raw_data and versioned_dataset of ``model``, with their checks."""
+    return [
+        multi_asset(
+            name=model.step("raw_data"),
+            outs={
+                "raw_data": AssetOut(
+                    key=model.key("raw_data"),
+                    group_name=model.name,
+                    kinds={"csv", "parquet"},
+                    # A source that breaks the contract is not stored and not materialised: the
+                    # snapshot the last accepted source made stays the asset's value, and nothing
+                    # downstream runs.
+                    is_required=False,
+                    description="Immutable snapshot of the configured source in the object store, "
+                    "keyed by the hash of its content: the same data is stored once, whatever its "
+                    "source. The source is held to the dataset contract before anything is stored.",
+                )
+            },
+            check_specs=raw_checks(model.key("raw_data")),
+            # A rule group that could not be evaluated (the values of a file that does not parse)
+            # yields no result: the check is skipped, not failed and not a missing output.
+            can_subset=True,
+            retry_policy=SERVER_RETRY,
+        )(fail_fast(model.bind(raw_data))),
+        multi_asset(
+            name=model.step("versioned_dataset"),
+            outs={
+                "versioned_dataset": AssetOut(
+                    key=model.key("versioned_dataset"),
+                    group_name=model.name,
+                    kinds={"parquet"},
+                    # No materialisation when a blocking check fails: the last published version
+                    # stays the asset's value, and nothing downstream runs.
+                    is_required=False,
+                    description="Cleaned, validated, de-duplicated train/val/test splits as Parquet "
+                    "under a content-addressed version with a manifest; tagged data-vX.Y.Z, with "
+                    "latest/previous refs. Its checks run before anything is published.",
+                )
+            },
+            ins={"raw_data": AssetIn(model.key("raw_data"))},
+            check_specs=version_checks(model.key("versioned_dataset")),
+            # files_match_manifest cannot be evaluated on a version whose splits were rejected: it
+            # is skipped, not a missing output.
+            can_subset=True,
+            retry_policy=SERVER_RETRY,
+        )(fail_fast(model.bind(versioned_dataset))),
+    ]

@@ -17,13 +17,12 @@ from dagster import (
     sensor,
 )
 
-from mlops_assets.defs.automation.check_history import (
+from mlops_assets.components.lifecycle.automation.check_history import (
     CheckCursor,
     FailedCheck,
     failed_checks,
     start_cursor,
 )
-from mlops_assets.defs.automation.constants import AutomationSettings
 from mlops_assets.lib.failures import run_outcome
 from mlops_assets.resources.notifier import Alert, AlertDeliveryFailed, NotifierResource
 
@@ -117,13 +116,13 @@ def _launched_from(run: DagsterRun) -> str:
     )
 
 
-def build_alert_sensors(settings: AutomationSettings) -> list[SensorDefinition]:
+def build_alert_sensors(interval_seconds: int) -> list[SensorDefinition]:
     """Hand-written on purpose: open-source Dagster has no declarative alert on a failed check.
     Both always start running, whatever MLOPS_AUTOMATION says."""
     return [
         sensor(
             name="asset_check_alerts",
-            minimum_interval_seconds=settings.interval_seconds,
+            minimum_interval_seconds=interval_seconds,
             default_status=DefaultSensorStatus.RUNNING,
             description="Sends one alert per failed asset check evaluation (any asset, WARN or ERROR) "
             "through the notifier (MLOPS_ALERT_CHANNELS). A channel that fails keeps its alerts "
@@ -135,7 +134,7 @@ def build_alert_sensors(settings: AutomationSettings) -> list[SensorDefinition]:
             # origin, and a sensor that watches only its own location never sees them: watch
             # every run, and alert on those of this location's jobs (alert_failed_run).
             monitor_all_code_locations=True,
-            minimum_interval_seconds=settings.interval_seconds,
+            minimum_interval_seconds=interval_seconds,
             default_status=DefaultSensorStatus.RUNNING,
             description="Sends one alert when a run of this code location's jobs fails, however "
             "it was launched (daemon, UI, dg launch, mlops-demo), with each failed step's root "

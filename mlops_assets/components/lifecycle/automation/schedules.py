@@ -12,8 +12,9 @@ from dagster import (
     schedule,
 )
 
-from mlops_assets.defs.automation.constants import TRIGGER_TAG, AutomationSettings
-from mlops_assets.defs.automation.jobs import AssetJobs
+from mlops_assets.components.lifecycle.automation.constants import TRIGGER_TAG
+from mlops_assets.components.lifecycle.automation.jobs import AssetJobs
+from mlops_assets.components.lifecycle.scope import ModelScope
 
 
 def the_day_that_ended(
@@ -22,14 +23,16 @@ def the_day_that_ended(
     """A run of the last complete day, keyed by the day so a re-run tick starts nothing twice."""
     days = partitions.get_partition_keys(current_time=context.scheduled_execution_time)
     if not days:
-        return SkipReason("no complete day since MLOPS_PARTITIONS_START yet")
+        return SkipReason("no complete day since the first partition yet")
     day = days[-1]
     return RunRequest(run_key=day, partition_key=day, tags={TRIGGER_TAG: trigger})
 
 
-def build_schedules(
-    settings: AutomationSettings, jobs: AssetJobs, partitions: DailyPartitionsDefinition
-) -> list[ScheduleDefinition]:
+def build_schedules(model: ModelScope, jobs: AssetJobs) -> list[ScheduleDefinition]:
+    """``model``'s schedules, named by it (house_prices_daily_scoring)."""
+    settings = model.automation
+    partitions = model.partitions
+
     def scoring_tick(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
         return the_day_that_ended(context, partitions, "daily_scoring")
 
@@ -37,7 +40,7 @@ def build_schedules(
         return the_day_that_ended(context, partitions, "daily_traffic")
 
     daily_scoring = schedule(
-        name="daily_scoring",
+        name=model.job_name("daily_scoring"),
         job=jobs.score_batch,
         cron_schedule=settings.scoring_cron,
         execution_timezone=settings.timezone,
@@ -45,7 +48,7 @@ def build_schedules(
         description="Scores the day that just ended (its incoming batch) and reports its drift.",
     )(scoring_tick)
     periodic_retrain = ScheduleDefinition(
-        name="periodic_retrain",
+        name=model.job_name("periodic_retrain"),
         job=jobs.refresh_model,
         cron_schedule=settings.retrain_cron,
         execution_timezone=settings.timezone,
@@ -55,7 +58,7 @@ def build_schedules(
         "the new model serves.",
     )
     daily_traffic = schedule(
-        name="daily_traffic",
+        name=model.job_name("daily_traffic"),
         job=jobs.collect_traffic,
         cron_schedule=settings.scoring_cron,
         execution_timezone=settings.timezone,

@@ -21,13 +21,12 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
-    PartitionsDefinition,
     asset,
     asset_check,
-    definitions,
 )
 
-from mlops_assets.defs.scoring.assets import (
+from mlops_assets.components.lifecycle.scope import ModelScope
+from mlops_assets.components.lifecycle.scoring.assets import (
     compare_with_training,
     drift_share_below_threshold,
     quality_not_degraded,
@@ -46,7 +45,7 @@ from mlops_assets.ml.traffic import (
     read_labels,
     read_traffic,
 )
-from mlops_assets.partitions import daily_partitions, partitioned_checks
+from mlops_assets.partitions import partitioned_checks
 from mlops_assets.records import DriftResult, ServedTraffic
 from mlops_assets.resources.dataset_source import DatasetSourceResource, is_data_file
 from mlops_assets.resources.mlflow_registry import MlflowResource
@@ -254,84 +253,79 @@ def traffic_drift_report(
     )
 
 
-def build_traffic_assets(partitions: PartitionsDefinition) -> Definitions:
-    """served_traffic and its checks on ``partitions`` (built when the definitions are)."""
+def build_traffic_assets(model: ModelScope) -> Definitions:
+    """served_traffic and traffic_drift_report of ``model`` with their checks, on its daily
+    partitions."""
     with partitioned_checks():
         traffic = asset(
-            name="served_traffic",
+            key=model.key("served_traffic"),
             retry_policy=SERVER_RETRY,
-            group_name="serving",
+            group_name=model.name,
             kinds={"parquet"},
-            partitions_def=partitions,
+            partitions_def=model.partitions,
             description="One day of the served model's traffic log (every request it answered "
             "or refused, written by the served image to traffic/<model>/date=<day>/ in the "
             "object store) as one versioned Parquet table: request id, time, model version, "
             "latency, the input row and the prediction as served.",
-        )(fail_fast(served_traffic))
+        )(fail_fast(model.bind(served_traffic)))
         checks = [
             asset_check(
                 name="traffic_matches_signature",
-                asset="served_traffic",
-                partitions_def=partitions,
+                asset=model.key("served_traffic"),
+                partitions_def=model.partitions,
                 blocking=True,
                 description="Every answered row carries exactly the model's input columns (the "
                 "spec's features): a client sending other columns is answered with a model that "
                 "ignores them or fills them in.",
-            )(traffic_matches_signature),
+            )(model.bind(traffic_matches_signature)),
             asset_check(
                 name="refused_share_below_threshold",
-                asset="served_traffic",
-                partitions_def=partitions,
+                asset=model.key("served_traffic"),
+                partitions_def=model.partitions,
                 description="Refused requests (wrong columns, wrong types: 4xx; server errors: "
                 "5xx) are at most MLOPS_TRAFFIC_MAX_ERROR_SHARE of the day's requests. WARN: "
                 "clients are sending what the model does not take.",
-            )(refused_share_below_threshold),
+            )(model.bind(refused_share_below_threshold)),
             asset_check(
                 name="unlogged_share_below_threshold",
-                asset="served_traffic",
-                partitions_def=partitions,
+                asset=model.key("served_traffic"),
+                partitions_def=model.partitions,
                 description="Requests answered but not logged (the server's buffer was full) "
                 "are at most MLOPS_TRAFFIC_MAX_DROPPED_SHARE of the day's requests. WARN: the "
                 "table under-counts the day.",
-            )(unlogged_share_below_threshold),
+            )(model.bind(unlogged_share_below_threshold)),
         ]
         drift = asset(
-            name="traffic_drift_report",
+            key=model.key("traffic_drift_report"),
             retry_policy=SERVER_RETRY,
-            group_name="serving",
+            group_name=model.name,
             kinds={"evidently"},
-            partitions_def=partitions,
-            ins={"served_traffic": AssetIn("served_traffic")},
-            deps=["versioned_dataset"],
+            partitions_def=model.partitions,
+            ins={"served_traffic": AssetIn(model.key("served_traffic"))},
+            deps=model.keys("versioned_dataset"),
             description="Evidently report of the day's served traffic against the training split "
             "of the version that answered it: drift of the live inputs (and of the predicted "
             "class for classification), and live quality once labels have come "
             f"({labels_day_prefix('<model>', '<day>')}). HTML and JSON in the object store.",
-        )(fail_fast(traffic_drift_report))
+        )(fail_fast(model.bind(traffic_drift_report)))
         # drift_report's own checks: the report is the one parameter that is not a resource.
         checks += [
             asset_check(
                 name="drift_share_below_threshold",
                 retry_policy=SERVER_RETRY,
-                asset="traffic_drift_report",
-                partitions_def=partitions,
+                asset=model.key("traffic_drift_report"),
+                partitions_def=model.partitions,
                 description="Share of drifted input columns of the live traffic is under the "
                 "policy threshold (WARN, as for batches; the drift policy acts on it).",
-            )(fail_fast(drift_share_below_threshold)),
+            )(fail_fast(model.bind(drift_share_below_threshold))),
             asset_check(
                 name="quality_not_degraded",
                 retry_policy=SERVER_RETRY,
-                asset="traffic_drift_report",
-                partitions_def=partitions,
+                asset=model.key("traffic_drift_report"),
+                partitions_def=model.partitions,
                 description="On the labelled rows of the day's traffic, the champion's test "
                 "metric holds within the policy tolerance (ERROR; the drift policy may retrain or "
                 "roll back). A day without labels passes.",
-            )(fail_fast(quality_not_degraded)),
+            )(fail_fast(model.bind(quality_not_degraded))),
         ]
     return Definitions(assets=[traffic, drift], asset_checks=checks)
-
-
-@definitions
-def traffic_defs() -> Definitions:
-    """served_traffic on the daily partitions, built when the code location loads."""
-    return build_traffic_assets(daily_partitions())

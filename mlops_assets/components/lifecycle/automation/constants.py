@@ -1,7 +1,6 @@
 """Names shared by the schedules and sensors, and the settings they are built from.
 
-Nothing here reads a setting on import: :func:`AutomationSettings.from_env` reads them when
-the definitions are built, so a test (or a code location reload) sees the current values.
+Nothing here reads a setting: each model's ModelLifecycle component gives its own.
 """
 
 from __future__ import annotations
@@ -10,15 +9,20 @@ from dataclasses import dataclass
 
 from dagster import DefaultScheduleStatus, DefaultSensorStatus
 
-from mlops_assets.settings import setting
-
 # Every run started by automation says why, so the UI (and the cooldown) can tell them apart.
 TRIGGER_TAG = "mlops/trigger"
 CAUSE_TAG = "mlops/cause"
 
 
+# The model a run was started for (the drift policy's cooldown counts that model's runs).
+MODEL_TAG = "mlops/model"
+
+
 @dataclass(frozen=True)
 class AutomationSettings:
+    """When a model's schedules run and whether its sensors start running (the component's
+    ``automation`` attributes); image_registry is the deployment's (MLOPS_IMAGE_REGISTRY)."""
+
     running: bool = False
     image_registry: str = ""
     interval_seconds: int = 30
@@ -26,18 +30,6 @@ class AutomationSettings:
     retrain_cron: str = "0 3 * * 0"
     timezone: str = "UTC"
     lookback_days: int = 7
-
-    @classmethod
-    def from_env(cls) -> AutomationSettings:
-        return cls(
-            running=setting("MLOPS_AUTOMATION").strip().lower() == "running",
-            image_registry=setting("MLOPS_IMAGE_REGISTRY"),
-            interval_seconds=int(setting("MLOPS_SENSOR_INTERVAL_SECONDS")),
-            scoring_cron=setting("MLOPS_SCORING_CRON"),
-            retrain_cron=setting("MLOPS_RETRAIN_CRON"),
-            timezone=setting("MLOPS_SCHEDULE_TIMEZONE"),
-            lookback_days=int(setting("MLOPS_INCOMING_LOOKBACK_DAYS")),
-        )
 
     @property
     def schedule_status(self) -> DefaultScheduleStatus:

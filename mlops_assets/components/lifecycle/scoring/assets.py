@@ -14,16 +14,14 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetsDefinition,
-    Definitions,
     Failure,
     MaterializeResult,
     MetadataValue,
-    PartitionsDefinition,
     asset,
     asset_check,
-    definitions,
 )
 
+from mlops_assets.components.lifecycle.scope import ModelScope
 from mlops_assets.lib.datasets import dataset_splits
 from mlops_assets.lib.metadata import md_table, redact_uri
 from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
@@ -35,7 +33,7 @@ from mlops_assets.ml.estimator import model_input
 from mlops_assets.ml.spec import DatasetSpec, NumericColumn
 from mlops_assets.ml.tabular import DatasetRejected, plural, quarantine_rows, read_batch
 from mlops_assets.ml.tasks import PREDICTION, QUALITY_METRIC, answer, probability_column
-from mlops_assets.partitions import daily_partitions, partitioned_checks
+from mlops_assets.partitions import partitioned_checks
 from mlops_assets.records import DriftResult, ScoredBatch
 from mlops_assets.resources.dataset_source import DatasetSourceResource, SourceUnavailable
 from mlops_assets.resources.mlflow_registry import CHAMPION, MlflowResource
@@ -513,119 +511,111 @@ def _nothing_compared(drift_report: DriftResult) -> AssetCheckResult:
 
 
 def build_scoring_assets(
-    partitions: PartitionsDefinition,
+    model: ModelScope,
 ) -> tuple[list[AssetsDefinition], list[AssetChecksDefinition]]:
-    """predictions and drift_report with their checks, partitioned by ``partitions`` (built when
-    the definitions are, so MLOPS_PARTITIONS_START is read then, not on import)."""
+    """predictions and drift_report of ``model`` with their checks, on its daily partitions."""
     with partitioned_checks():
-        return _scoring_assets(partitions)
+        return _scoring_assets(model)
 
 
 def _scoring_assets(
-    partitions: PartitionsDefinition,
+    model: ModelScope,
 ) -> tuple[list[AssetsDefinition], list[AssetChecksDefinition]]:
     assets = []
     checks = []
     assets.append(
         asset(
-            name="predictions",
+            key=model.key("predictions"),
             retry_policy=SERVER_RETRY,
-            group_name="scoring",
+            group_name=model.name,
             kinds={"mlflow", "parquet"},
-            partitions_def=partitions,
-            deps=["registered_model"],
+            partitions_def=model.partitions,
+            deps=model.keys("registered_model"),
             description="Batch inference of the day's incoming batch: load data, load the champion "
             "(models:/NAME@champion), run inference, save results as Parquet.",
-        )(fail_fast(predictions))
+        )(fail_fast(model.bind(predictions)))
     )
     checks.append(
         asset_check(
             name="one_prediction_per_row",
             retry_policy=SERVER_RETRY,
-            asset="predictions",
-            partitions_def=partitions,
+            asset=model.key("predictions"),
+            partitions_def=model.partitions,
             blocking=True,
             description="Nothing received is dropped: the predictions and the rows set aside "
             "add up to the rows of the day's batch.",
-        )(fail_fast(one_prediction_per_row))
+        )(fail_fast(model.bind(one_prediction_per_row)))
     )
     checks.append(
         asset_check(
             name="no_missing_predictions",
             retry_policy=SERVER_RETRY,
-            asset="predictions",
-            partitions_def=partitions,
+            asset=model.key("predictions"),
+            partitions_def=model.partitions,
             blocking=True,
             description="No prediction is NaN or infinite. Classification: every predicted "
             "class is one of the spec's, and each row's probabilities are in [0, 1] and sum to 1.",
-        )(fail_fast(no_missing_predictions))
+        )(fail_fast(model.bind(no_missing_predictions)))
     )
     checks.append(
         asset_check(
             name="quarantine_share_within_limit",
             retry_policy=SERVER_RETRY,
-            asset="predictions",
-            partitions_def=partitions,
+            asset=model.key("predictions"),
+            partitions_def=model.partitions,
             description="Rows of the day's batch set aside (a value out of range, an unseen "
             "category, a blank the model cannot score; each with its rule, beside the "
             "predictions) are at most MLOPS_MAX_QUARANTINE_SHARE of it (ERROR above it; WARN "
             "for any).",
-        )(fail_fast(quarantine_share_within_limit))
+        )(fail_fast(model.bind(quarantine_share_within_limit)))
     )
     checks.append(
         asset_check(
             name="predictions_in_plausible_range",
             retry_policy=SERVER_RETRY,
-            asset="predictions",
-            partitions_def=partitions,
+            asset=model.key("predictions"),
+            partitions_def=model.partitions,
             description="Predictions stay within the champion's training target range widened by half "
             "its span on each side, and within the target's bounds in the spec (WARN: a sign of "
             "extrapolation, not of a broken model). Classification: a batch of 20 rows or more "
             "is not predicted as one single class (WARN: a sign the model collapsed).",
-        )(fail_fast(predictions_in_plausible_range))
+        )(fail_fast(model.bind(predictions_in_plausible_range)))
     )
     assets.append(
         asset(
-            name="drift_report",
+            key=model.key("drift_report"),
             retry_policy=SERVER_RETRY,
-            group_name="scoring",
+            group_name=model.name,
             kinds={"evidently"},
-            partitions_def=partitions,
-            ins={"predictions": AssetIn("predictions")},
-            deps=["versioned_dataset"],
+            partitions_def=model.partitions,
+            ins={"predictions": AssetIn(model.key("predictions"))},
+            deps=model.keys("versioned_dataset"),
             description="Evidently report of the day's scored batch against the training split of the "
             "champion that scored it: data drift (and prediction drift for classification), and "
             "regression or classification quality when the batch has labels. "
             "HTML and JSON in the object store.",
-        )(fail_fast(drift_report))
+        )(fail_fast(model.bind(drift_report)))
     )
     checks.append(
         asset_check(
             name="drift_share_below_threshold",
             retry_policy=SERVER_RETRY,
-            asset="drift_report",
-            partitions_def=partitions,
+            asset=model.key("drift_report"),
+            partitions_def=model.partitions,
             description="Share of drifted feature columns is under the policy threshold. WARN: drift "
             "alone is a reason to look, not to stop.",
-        )(fail_fast(drift_share_below_threshold))
+        )(fail_fast(model.bind(drift_share_below_threshold)))
     )
     checks.append(
         asset_check(
             name="quality_not_degraded",
             retry_policy=SERVER_RETRY,
-            asset="drift_report",
-            partitions_def=partitions,
+            asset=model.key("drift_report"),
+            partitions_def=model.partitions,
             description="On a labelled batch, RMSE is at most the champion's test RMSE times "
             "(1 + tolerance); for classification, balanced accuracy at least the champion's test "
             "balanced accuracy times (1 - tolerance). ERROR: the model is getting answers wrong. "
             "Unlabelled batches pass.",
-        )(fail_fast(quality_not_degraded))
+        )(fail_fast(model.bind(quality_not_degraded)))
     )
     return assets, checks
-
-
-@definitions
-def scoring_defs() -> Definitions:
-    """The scoring pair on the daily partitions, built when the code location loads."""
-    assets, checks = build_scoring_assets(daily_partitions())
-    return Definitions(assets=assets, asset_checks=checks)

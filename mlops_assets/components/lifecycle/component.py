@@ -1,0 +1,260 @@
+"""ModelLifecycle: one model's whole lifecycle, declared by one ``defs.yaml``.
+
+Every instance builds, for its model, the asset graph (raw_data .. drift_report, served_image,
+model_deployment, served_traffic, traffic_drift_report) with its checks under the key prefix
+``<name>/``, in the group ``<name>``, on its own daily partitions, and its jobs, schedules and
+sensors named ``<name>_<job>``. What it shares with the other models is what the deployment
+configures once, as resources: the object store, MLflow, the image builder, the notifier, the
+cluster (``mlops_assets.definitions.build_resources``).
+
+The model's settings are the attributes below. The ones grouped under ``training``,
+``policy`` and ``serving`` are the fields of the classes that use them, so their defaults and
+descriptions are declared once, there; an attribute left out (or templated from an unset
+variable: ``{{ env.MLOPS_MIN_R2 }}``) keeps the default.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import BaseModel, Field, ValidationInfo, create_model, field_validator
+
+from mlops_assets.components.lifecycle.automation.constants import AutomationSettings
+from mlops_assets.components.lifecycle.automation.jobs import build_jobs
+from mlops_assets.components.lifecycle.automation.schedules import build_schedules
+from mlops_assets.components.lifecycle.automation.sensors import build_sensors
+from mlops_assets.components.lifecycle.data.assets import build_data_assets
+from mlops_assets.components.lifecycle.model.assets import build_model_assets
+from mlops_assets.components.lifecycle.scope import ModelScope
+from mlops_assets.components.lifecycle.scoring.assets import build_scoring_assets
+from mlops_assets.components.lifecycle.serving.deployment import build_deployment_assets
+from mlops_assets.components.lifecycle.serving.image import build_image_assets
+from mlops_assets.components.lifecycle.traffic.assets import build_traffic_assets
+from mlops_assets.partitions import partitioned_checks
+from mlops_assets.resources.model_rollout import ModelRolloutResource
+from mlops_assets.resources.policy import LifecyclePolicy
+from mlops_assets.resources.training import TrainingResource
+
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# The fields of the deployment's model_rollout resource that are each model's own.
+SERVING_FIELDS = ("kind", "replicas", "cpu_limit", "traffic_log", "protocol", "batch")
+
+
+def _as_text(value: Any) -> Any:
+    """A templated value as the text the field takes: ``{{ env.X }}`` renders JSON as a
+    mapping and digits as a number, and YAML may give either."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+def attributes_of(resource: type[BaseModel], name: str, only: Iterable[str] = ()) -> Any:
+    """A model of optional attributes, one per field of ``resource`` (those in ``only``, when
+    given), each documented with the field's description and default; None keeps the
+    default."""
+    fields: dict[str, Any] = {}
+    text_fields = set()
+    for field_name, info in resource.model_fields.items():
+        if only and field_name not in only:
+            continue
+        fields[field_name] = (
+            info.annotation | None,  # type: ignore[operator]
+            Field(default=None, description=f"{info.description} Default: {info.default!r}."),
+        )
+        if info.annotation is str:
+            text_fields.add(field_name)
+
+    def given(value: Any, info: ValidationInfo) -> Any:
+        """Empty is unset, as for the MLOPS_* variables: the default applies."""
+        if value == "":
+            return None
+        return _as_text(value) if info.field_name in text_fields else value
+
+    return create_model(  # type: ignore[call-overload]
+        name,
+        __base__=(dg.Model, dg.Resolvable),
+        __validators__={"_given": field_validator("*", mode="before")(given)},
+        **fields,
+    )
+
+
+TrainingAttributes = attributes_of(TrainingResource, "TrainingAttributes")
+PolicyAttributes = attributes_of(LifecyclePolicy, "PolicyAttributes")
+ServingAttributes = attributes_of(ModelRolloutResource, "ServingAttributes", SERVING_FIELDS)
+
+
+def _given(attributes: BaseModel | None) -> dict[str, Any]:
+    """The attributes set (not None): what overrides the defaults."""
+    if attributes is None:
+        return {}
+    return {k: v for k, v in attributes.model_dump().items() if v is not None}
+
+
+class DataAttributes(dg.Model, dg.Resolvable):
+    source: str = Field(
+        description="Labelled training data: a file, a directory of .csv/.parquet files, an "
+        "http(s) URL, an s3:// prefix, or a generated sample:// source. A token in it comes "
+        "from the environment ({{ env.MY_SOURCE_URL }}), never from this file."
+    )
+    spec: str = Field(
+        default="",
+        description="The dataset contract: a JSON spec file, relative to this defs.yaml's "
+        "folder (draft one with `mlops-spec infer`); empty means the house-price spec.",
+    )
+    incoming: str = Field(
+        default="",
+        description="Incoming batch of a daily partition; {date} becomes YYYY-MM-DD, {day} "
+        "YYYYMMDD. Empty: no batches arrive (score_batch finds none).",
+    )
+    partitions_start: str = Field(
+        default="2026-11-01", description="First daily partition of predictions and traffic."
+    )
+
+    @field_validator("source", "spec", "incoming", "partitions_start", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return _as_text(value)
+
+
+class AutomationAttributes(dg.Model, dg.Resolvable):
+    running: bool | None = Field(
+        default=None,
+        description="true: the model's schedules and sensors start running with the daemon; "
+        "false: turn them on in the UI. Default: false.",
+    )
+    interval_seconds: int | None = Field(
+        default=None, description="Seconds between two evaluations of each sensor. Default: 30."
+    )
+    scoring_cron: str | None = Field(
+        default=None,
+        description="When daily_scoring scores the day that just ended. Default: '0 1 * * *'.",
+    )
+    retrain_cron: str | None = Field(
+        default=None,
+        description="When periodic_retrain runs refresh_model. Default: '0 3 * * 0'.",
+    )
+    timezone: str | None = Field(default=None, description="Time zone of both crons. Default: UTC.")
+    lookback_days: int | None = Field(
+        default=None,
+        description="How many of the latest daily partitions the incoming_batches and "
+        "traffic_labels sensors watch. Default: 7.",
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _given(cls, value: Any, info: ValidationInfo) -> Any:
+        """Empty is unset (the default applies); running takes MLOPS_AUTOMATION's words,
+        running and stopped."""
+        if value == "":
+            return None
+        if info.field_name == "running" and isinstance(value, str):
+            return value.strip().lower() in ("running", "true")
+        if info.field_name in ("scoring_cron", "retrain_cron", "timezone"):
+            return _as_text(value)
+        return value
+
+
+class ModelLifecycle(dg.Component, dg.Model, dg.Resolvable):
+    """One model's whole lifecycle as assets with checks, jobs, schedules and sensors: data
+    in, a versioned dataset, a trained and registered model gated against its champion, a
+    served image, batch scoring and drift reports, and the policies that retrain or roll
+    back. Its asset keys, group, jobs, schedules and sensors carry its name."""
+
+    name: str = Field(
+        description="The model's name in Dagster: the prefix of its asset keys "
+        "(<name>/raw_data), its group, and the start of its jobs', schedules' and sensors' "
+        "names (<name>_refresh_model). A letter, then letters, digits or _."
+    )
+    registered_model: str = Field(
+        description="Its registered model in MLflow (aliases challenger and champion)."
+    )
+    experiment: str = Field(
+        default="", description="MLflow experiment of its training runs; empty: its name."
+    )
+    data: DataAttributes
+    training: TrainingAttributes | None = Field(  # type: ignore[valid-type]
+        default=None, description="How trained_model fits (estimator, parameters, search)."
+    )
+    policy: PolicyAttributes | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="Thresholds of its checks, its promotion gate and its drift policy.",
+    )
+    serving: ServingAttributes | None = Field(  # type: ignore[valid-type]
+        default=None, description="How its served image serves and is rolled out."
+    )
+    automation: AutomationAttributes | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError(
+                f"'{value}' cannot name a model: it prefixes asset keys and job names, so it "
+                "must start with a letter and hold only letters, digits and _"
+            )
+        return value
+
+    @field_validator("registered_model", "experiment", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return _as_text(value)
+
+    def scope(self, folder: Path, image_registry: str = "") -> ModelScope:
+        """The model as its definitions see it; a relative spec path is read from ``folder``
+        (the one that holds this instance's defs.yaml)."""
+        spec = self.data.spec
+        if spec and not Path(spec).is_absolute():
+            spec = str(folder / spec)
+        return ModelScope(
+            name=self.name,
+            policy=LifecyclePolicy(**_given(self.policy)),
+            training=TrainingResource(**_given(self.training)),
+            data={
+                "source_uri": self.data.source,
+                "incoming_uri": self.data.incoming,
+                "spec_path": spec,
+            },
+            registry={
+                "model_name": self.registered_model,
+                "experiment_name": self.experiment or self.name,
+            },
+            serving=_given(self.serving),
+            automation=AutomationSettings(image_registry=image_registry, **_given(self.automation)),
+            partitions_start=self.data.partitions_start,
+        )
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        from mlops_assets.settings import setting
+
+        return build_model_defs(self.scope(context.path, setting("MLOPS_IMAGE_REGISTRY")))
+
+
+def build_model_defs(model: ModelScope) -> dg.Definitions:
+    """Everything of one model: its assets and checks, jobs, schedules and sensors."""
+    jobs = build_jobs(model)
+    with partitioned_checks():
+        scoring, scoring_checks = build_scoring_assets(model)
+        traffic = build_traffic_assets(model)
+    return dg.Definitions.merge(
+        dg.Definitions(
+            assets=[
+                *build_data_assets(model),
+                *build_model_assets(model),
+                *build_image_assets(model),
+                *build_deployment_assets(model),
+                *scoring,
+            ],
+            asset_checks=scoring_checks,
+            jobs=jobs.all(),
+            schedules=build_schedules(model, jobs),
+            sensors=build_sensors(model, jobs),
+        ),
+        traffic,
+    )
