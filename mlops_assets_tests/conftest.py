@@ -27,6 +27,90 @@ INSTANCE_OVERRIDES = {"telemetry": {"enabled": False}, **yaml.safe_load(LOCAL_RU
 # Small, fast sources for tests; the shipped defaults stay as documented.
 TEST_SOURCE = "sample://house-prices?rows=1500&seed=42"
 TEST_INCOMING = "sample://house-prices?rows=400&seed={day}"
+# The model the tests drive through the MLOPS_* variables (defs/house_prices/defs.yaml). Its
+# assets, steps and jobs are named here without its prefix: "raw_data" is house_prices/raw_data,
+# "refresh_model" the job house_prices_refresh_model (see key(), job_name(), short()).
+MODEL = "house_prices"
+
+
+def key(asset: str) -> AssetKey:
+    """An asset key: "raw_data" is the house-price model's, "wine_cultivars/raw_data" as given."""
+    return AssetKey.from_user_string(asset if "/" in asset else f"{MODEL}/{asset}")
+
+
+def job_name(job: str) -> str:
+    """A job, schedule or sensor name: "refresh_model" is the house-price model's."""
+    known = ("run_failure_alerts", "asset_check_alerts", "__ASSET_JOB")
+    return job if job in known or job.startswith(("house_prices_", "wine_cultivars_")) else f"{MODEL}_{job}"
+
+
+def step(name: str) -> str:
+    """A step key: "raw_data" is the house-price model's step house_prices__raw_data."""
+    return name if "__" in name else f"{MODEL}__{name}"
+
+
+def model_config(run_config: dict[str, Any]) -> dict[str, Any]:
+    """A run config whose ops are named as the tests name them ("trained_model"), with the
+    house-price model's step names (house_prices__trained_model)."""
+    if "ops" not in run_config:
+        return run_config
+    return {**run_config, "ops": {step(op): c for op, c in run_config["ops"].items()}}
+
+
+def short(asset_key: AssetKey) -> str:
+    """An asset key as the tests name it: the house-price model's without its prefix."""
+    text = asset_key.to_user_string()
+    return text.removeprefix(f"{MODEL}/")
+
+
+def scope_of(resources: dict[str, Any], automation: Any = None) -> Any:
+    """The house-price model with the settings that ``resources`` carry, as the tests give
+    them: a DatasetSourceResource's source, incoming and spec, an MlflowResource's names, a
+    LifecyclePolicy, a TrainingResource (each optional; the rest as the environment says)."""
+    from mlops_assets.components.lifecycle.automation.constants import AutomationSettings
+    from mlops_assets.components.lifecycle.scope import ModelScope
+    from mlops_assets.resources.policy import LifecyclePolicy
+    from mlops_assets.resources.training import TrainingResource
+
+    source = resources.get("dataset_source")
+    mlflow = resources.get("mlflow")
+    env = os.environ
+    return ModelScope(
+        name=MODEL,
+        policy=resources.get("policy") or LifecyclePolicy(),
+        training=resources.get("training_settings") or TrainingResource(),
+        data={
+            "source_uri": source.source_uri if source else env.get("MLOPS_SOURCE_URI", ""),
+            "incoming_uri": source.incoming_uri if source else env.get("MLOPS_INCOMING_URI", ""),
+            "spec_path": source.spec_path if source else env.get("MLOPS_DATASET_SPEC", ""),
+        },
+        registry={
+            "model_name": mlflow.model_name
+            if mlflow
+            else env.get("MLOPS_MODEL_NAME") or "house-price-regressor",
+            "experiment_name": mlflow.experiment_name if mlflow else "house-prices",
+        },
+        automation=automation or AutomationSettings(),
+        partitions_start=env.get("MLOPS_PARTITIONS_START") or "2026-11-01",
+    )
+
+
+def deployment_resources(resources: dict[str, Any]) -> dict[str, Any]:
+    """``resources`` without the model's settings (policy, training_settings)."""
+    return {k: v for k, v in resources.items() if k not in ("policy", "training_settings")}
+
+
+def model_sensor(name: str, resources: dict[str, Any]) -> Any:
+    """The house-price model's sensor ``name`` (new_labelled_data, drift_policy ...), built
+    with the settings ``resources`` carry (scope_of)."""
+    from mlops_assets.components.lifecycle.automation.jobs import build_jobs
+    from mlops_assets.components.lifecycle.automation.sensors import build_sensors
+
+    model = scope_of(resources)
+    [sensor] = [s for s in build_sensors(model, build_jobs(model)) if s.name == job_name(name)]
+    return sensor
+
+
 # What mlops_lifecycle materialises (everything but served_image).
 LIFECYCLE_ASSETS = {
     "raw_data",
@@ -134,16 +218,16 @@ class Lifecycle:
     ) -> ExecuteInProcessResult:
         from mlops_assets.definitions import build_definitions, build_resources
 
-        job_def = build_definitions(build_resources()).resolve_job_def(job)
+        job_def = build_definitions(build_resources()).resolve_job_def(job_name(job))
         kwargs: dict[str, Any] = {
             "instance": self.instance,
             "raise_on_error": False,
-            "run_config": run_config or {},
+            "run_config": model_config(run_config or {}),
         }
         if partition is not None and job_def.partitions_def is not None:
             kwargs["partition_key"] = partition
         if assets is not None:
-            kwargs["asset_selection"] = [AssetKey(a) for a in assets]
+            kwargs["asset_selection"] = [key(a) for a in assets]
         return job_def.execute_in_process(**kwargs)
 
     def state(self, dataset_name: str = "house_prices") -> dict[str, Any]:
@@ -187,7 +271,7 @@ def record_evaluation(
 
     instance.report_runless_asset_event(
         AssetCheckEvaluation(
-            asset_key=AssetKey(asset),
+            asset_key=key(asset),
             check_name=check,
             passed=passed,
             severity=AssetCheckSeverity.WARN if check in WARN_CHECKS else AssetCheckSeverity.ERROR,
@@ -202,14 +286,14 @@ def check_evaluations(result: ExecuteInProcessResult) -> dict[tuple[str, str], A
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             data = event.event_specific_data
-            evaluations[(data.asset_key.to_user_string(), data.check_name)] = data
+            evaluations[(short(data.asset_key), data.check_name)] = data
     return evaluations
 
 
 def materialized(result: ExecuteInProcessResult) -> dict[str, Any]:
     """Asset key -> its materialisation's metadata, for this run."""
     return {
-        event.asset_key.to_user_string(): event.materialization.metadata
+        short(event.asset_key): event.materialization.metadata
         for event in result.get_asset_materialization_events()
     }
 
@@ -225,14 +309,14 @@ def stored_report(home: Path, kind: str, model: str, day: str, version: str) -> 
     return folder
 
 
-def step_failure(result: ExecuteInProcessResult, step: str) -> str:
+def step_failure(result: ExecuteInProcessResult, name: str) -> str:
     for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE" and event.step_key == step:
+        if event.event_type_value == "STEP_FAILURE" and event.step_key == step(name):
             error = event.event_specific_data.user_failure_data
             if error is not None:
                 return error.description or ""
             return event.event_specific_data.error.to_string()
-    raise AssertionError(f"step {step} did not fail")
+    raise AssertionError(f"step {step(name)} did not fail")
 
 
 @dataclass
@@ -449,14 +533,21 @@ def demo_env(home: Path) -> dict[str, str]:
     }
 
 
-def run_mlops_demo(home: Path, cwd: Path, extra_env: dict[str, str] | None = None) -> Any:
-    """Run the README's `mlops-demo` in a subprocess with the test's small sources."""
+def run_mlops_demo(
+    home: Path,
+    cwd: Path,
+    extra_env: dict[str, str] | None = None,
+    models: tuple[str, ...] = (MODEL,),
+) -> Any:
+    """Run the README's `mlops-demo` in a subprocess with the test's small sources, for the
+    house-price model (``models``: those given; empty: every model, as the README runs it)."""
     import sys
 
     env = {**demo_env(home), **(extra_env or {})}
     demo = Path(sys.executable).parent / "mlops-demo"
+    chosen = [arg for model in models for arg in ("--model", model)]
     return subprocess.run(
-        [str(demo), "--partition", PARTITION],
+        [str(demo), "--partition", PARTITION, *chosen],
         cwd=cwd,
         env=env,
         capture_output=True,

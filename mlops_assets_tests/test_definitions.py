@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import Definitions
+from dagster import AssetKey, Definitions
 
 from mlops_assets.settings import all_settings
+from mlops_assets_tests.conftest import MODEL, job_name, short
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,6 +56,13 @@ EXPECTED_CHECKS = {
 }
 SERVING = {"served_image", "model_deployment"}
 TRAFFIC = {"served_traffic", "traffic_drift_report"}
+# The models the repository ships, each a ModelLifecycle instance in defs/.
+MODELS = ("house_prices", "wine_cultivars")
+
+
+def of_model(model: str, keys: set[str]) -> dict[str, set[str]] | set[str]:
+    """Asset keys of ``model`` among ``keys``, without its prefix."""
+    return {k.removeprefix(f"{model}/") for k in keys if k.startswith(f"{model}/")}
 
 
 @pytest.fixture
@@ -65,15 +73,25 @@ def defs() -> Definitions:
     return build_definitions()
 
 
-def test_graph_has_the_design_assets_edges_and_checks(defs: Definitions) -> None:
+@pytest.mark.parametrize("model", MODELS)
+def test_graph_has_the_design_assets_edges_and_checks(defs: Definitions, model: str) -> None:
+    """Every model has the whole graph under its own prefix, in its own group, and no edge
+    crosses from one model to another."""
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == set(EXPECTED_CHECKS)
-    parents = {
-        k: {p.to_user_string() for p in graph.get(graph_key).parent_keys}
-        for graph_key in graph.get_all_asset_keys()
-        for k in [graph_key.to_user_string()]
+    assert keys == {f"{m}/{a}" for m in MODELS for a in EXPECTED_CHECKS}
+    assert {graph.get(k).group_name for k in graph.get_all_asset_keys() if k.path[0] == model} == {
+        model
     }
+    parents = {
+        k: of_model(model, {p.to_user_string() for p in graph.get(graph_key).parent_keys})
+        for graph_key in graph.get_all_asset_keys()
+        if graph_key.path[0] == model
+        for k in [graph_key.path[-1]]
+    }
+    for asset in parents:
+        all_parents = graph.get(AssetKey([model, asset])).parent_keys
+        assert {p.path[0] for p in all_parents} <= {model}, f"{asset} depends on another model"
     assert parents["versioned_dataset"] == {"raw_data"}
     assert parents["trained_model"] == {"versioned_dataset"}
     assert parents["registered_model"] == {"trained_model"}
@@ -85,7 +103,8 @@ def test_graph_has_the_design_assets_edges_and_checks(defs: Definitions) -> None
     assert parents["traffic_drift_report"] == {"served_traffic", "versioned_dataset"}
     checks: dict[str, set[str]] = {}
     for check_key in graph.asset_check_keys:
-        checks.setdefault(check_key.asset_key.to_user_string(), set()).add(check_key.name)
+        if check_key.asset_key.path[0] == model:
+            checks.setdefault(check_key.asset_key.path[-1], set()).add(check_key.name)
     assert checks == EXPECTED_CHECKS
 
 
@@ -129,13 +148,18 @@ def test_dg_checks_and_lists_the_code_location():
         [dg, "list", "defs", "--json"], capture_output=True, text=True, cwd=ROOT, check=True
     )
     found = json.loads(listed.stdout)
-    assert {a["asset_key"] for a in found["assets"]} == set(EXPECTED_CHECKS)
+    assert {a["asset_key"] for a in found["assets"]} == {
+        f"{m}/{a}" for m in MODELS for a in EXPECTED_CHECKS
+    }
     checks = {(c["asset_key"], c["name"]) for c in found["asset_checks"]}
-    assert checks == {(asset, name) for asset, names in EXPECTED_CHECKS.items() for name in names}
+    assert checks == {
+        (f"{m}/{asset}", name)
+        for m in MODELS
+        for asset, names in EXPECTED_CHECKS.items()
+        for name in names
+    }
     assert {s["name"] for s in found["schedules"]} == {
-        "daily_scoring",
-        "periodic_retrain",
-        "daily_traffic",
+        f"{m}_{s}" for m in MODELS for s in ("daily_scoring", "periodic_retrain", "daily_traffic")
     }
     assert "model_rollout" in {r["name"] for r in found["resources"]}
 
@@ -205,9 +229,9 @@ def test_dagster_validates_the_workspace():
 def test_the_lifecycle_runs_without_an_image_builder_and_serving_has_its_own_job(
     defs: Definitions,
 ) -> None:
-    def selected(job_name: str) -> tuple[set[str], set[str]]:
-        graph = defs.resolve_job_def(job_name).asset_layer.asset_graph
-        assets = {k.to_user_string() for k in graph.executable_asset_keys}
+    def selected(job: str) -> tuple[set[str], set[str]]:
+        graph = defs.resolve_job_def(job_name(job)).asset_layer.asset_graph
+        assets = {short(k) for k in graph.executable_asset_keys}
         checks = {k.name for k in graph.asset_check_keys}
         return assets, checks
 
@@ -223,9 +247,9 @@ def test_the_lifecycle_runs_without_an_image_builder_and_serving_has_its_own_job
 
 
 def test_automation_jobs_select_the_model_chain_and_the_scoring_pair(defs: Definitions) -> None:
-    def assets_of(job_name: str) -> set[str]:
-        graph = defs.resolve_job_def(job_name).asset_layer.asset_graph
-        return {k.to_user_string() for k in graph.executable_asset_keys}
+    def assets_of(job: str) -> set[str]:
+        graph = defs.resolve_job_def(job_name(job)).asset_layer.asset_graph
+        return {short(k) for k in graph.executable_asset_keys}
 
     assert assets_of("refresh_model") == {
         "raw_data",
@@ -248,7 +272,9 @@ def automation_status(**env: str) -> dict[str, str]:
             patch.setenv(name, value)
         repository = build_definitions().get_repository_def()
     return {
-        d.name: d.default_status.value for d in [*repository.schedule_defs, *repository.sensor_defs]
+        d.name.removeprefix(f"{MODEL}_"): d.default_status.value
+        for d in [*repository.schedule_defs, *repository.sensor_defs]
+        if not d.name.startswith("wine_cultivars_")  # the house-price model's MLOPS_* say
     }
 
 
@@ -304,7 +330,7 @@ def test_a_run_executes_its_steps_in_one_process_unless_configured_otherwise(
     from mlops_assets.definitions import build_definitions
 
     def job_executor() -> str:
-        return build_definitions().resolve_job_def("mlops_lifecycle").executor_def.name
+        return build_definitions().resolve_job_def(job_name("mlops_lifecycle")).executor_def.name
 
     monkeypatch.delenv("MLOPS_EXECUTOR", raising=False)
     assert job_executor() == "in_process"

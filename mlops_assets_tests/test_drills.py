@@ -23,6 +23,7 @@ from mlflow import MlflowClient
 from mlops_assets.ml.champion_history import PENDING_TAG, history_from_tags
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets_tests.conftest import PARTITION, demo_env, run_mlops_demo
+from mlops_assets_tests.conftest import step as conftest_step
 
 pytestmark = pytest.mark.slow  # mlops-demo in subprocesses
 
@@ -33,7 +34,7 @@ DATASET = "house_prices"
 def start_demo(home: Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     demo = Path(sys.executable).parent / "mlops-demo"
     return subprocess.Popen(
-        [str(demo), "--partition", PARTITION],
+        [str(demo), "--partition", PARTITION, "--model", "house_prices"],
         cwd=cwd,
         env={**demo_env(home), **(env or {})},
         stdout=subprocess.PIPE,
@@ -74,7 +75,7 @@ def wait_for_step(home: Path, step: str, process: subprocess.Popen[str], timeout
             with opened_instance(dagster_home) as instance:
                 for run in instance.get_runs():
                     starts = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_START)
-                    if any(e.step_key == step for e in starts):
+                    if any(e.step_key == conftest_step(step) for e in starts):
                         return run.run_id
         time.sleep(0.05)
     raise AssertionError(f"{step} did not start in {timeout} s")

@@ -91,6 +91,12 @@ def _is_step_of(step: str, check: CheckOutcome) -> bool:
     return step in (asset, f"{asset}_{check.check}")
 
 
+def step_name(step_key: str | None) -> str:
+    """A step as a person names it: a model's step house_prices__raw_data is
+    house_prices/raw_data, as its asset is."""
+    return step_key.replace("__", "/", 1) if step_key else "run"
+
+
 def run_outcome(instance: DagsterInstance, run_id: str) -> RunOutcome:
     """The failed checks and failed steps of ``run_id``, from its event log."""
     checks: list[CheckOutcome] = []
@@ -125,5 +131,5 @@ def run_outcome(instance: DagsterInstance, run_id: str) -> RunOutcome:
                 if user and user.description
                 else (root_cause(error) if error else "failed")
             )
-            steps.append((event.step_key or "run", why.strip()))
+            steps.append((step_name(event.step_key), why.strip()))
     return RunOutcome(tuple(checks), tuple(steps))

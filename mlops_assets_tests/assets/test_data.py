@@ -6,13 +6,15 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from dagster import AssetKey
 
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets_tests.conftest import (
     LIFECYCLE_ASSETS,
     check_evaluations,
+    job_name,
+    key,
     materialized,
+    step,
     step_failure,
 )
 from mlops_assets_tests.receivers import QuietHandler, loopback_http
@@ -427,11 +429,11 @@ def _serve(responses):
         yield port, served
 
 
-def retries(result, step):
+def retries(result, name):
     return sum(
         1
         for e in result.all_events
-        if e.event_type_value == "STEP_UP_FOR_RETRY" and e.step_key == step
+        if e.event_type_value == "STEP_UP_FOR_RETRY" and e.step_key == step(name)
     )
 
 
@@ -487,10 +489,10 @@ def _run_subset(lifecycle, assets: set[str], checks: set[tuple[str, str]]) -> An
 
     from mlops_assets.definitions import build_definitions, build_resources
 
-    job = build_definitions(build_resources()).resolve_job_def("refresh_model")
+    job = build_definitions(build_resources()).resolve_job_def(job_name("refresh_model"))
     subset = job.get_subset(
-        asset_selection={AssetKey(a) for a in assets},
-        asset_check_selection={AssetCheckKey(AssetKey(a), c) for a, c in checks},
+        asset_selection={key(a) for a in assets},
+        asset_check_selection={AssetCheckKey(key(a), c) for a, c in checks},
     )
     return subset.execute_in_process(instance=lifecycle.instance, raise_on_error=False)
 

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, Definitions, asset
 
+from mlops_assets.components.lifecycle.serving.deployment import build_deployment_assets
 from mlops_assets.definitions import build_resources
-from mlops_assets.components.lifecycle.serving.deployment import model_deployment, runs_the_served_image
 from mlops_assets.records import ServedImage
 from mlops_assets.resources.model_rollout import ModelRolloutResource, Rollout
 from mlops_assets.resources.object_store import ObjectStoreResource, S3Config
+from mlops_assets_tests.conftest import key, scope_of, short
 from mlops_assets_tests.deploy.k8s_schema import validate
 from mlops_assets_tests.k8s_api import KSERVE, Controller, KubernetesStandIn
 
@@ -53,13 +54,14 @@ def _run(
 ) -> Any:
     """model_deployment and its check, downstream of a served_image that returns ``image``."""
 
-    @asset(name="served_image", group_name="serving")
+    @asset(key=key("served_image"), group_name="house_prices")
     def served_image() -> ServedImage:
         return image
 
+    deployment, check = build_deployment_assets(scope_of({}))
     defs = Definitions(
-        assets=[served_image, model_deployment],
-        asset_checks=[runs_the_served_image],
+        assets=[served_image, deployment],
+        asset_checks=[check],
         resources={**build_resources(), "model_rollout": rollout, "object_store": store},
     )
     job = defs.resolve_implicit_global_asset_job_def()
@@ -104,7 +106,7 @@ def test_without_a_cluster_model_deployment_is_skipped_with_the_reason(
     instance = DagsterInstance.ephemeral()
     result = _run(tmp_path, ModelRolloutResource(cluster=""), store, image, instance)
     assert result.success
-    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    materialized = {short(e.asset_key) for e in result.get_asset_materialization_events()}
     assert "model_deployment" not in materialized
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert any("model_deployment skipped: no cluster configured" in m for m in messages)

@@ -9,7 +9,10 @@ from mlflow import MlflowClient
 from mlops_assets_tests.conftest import (
     TEAM_MODEL,
     check_evaluations,
+    job_name,
+    key,
     materialized,
+    step,
     step_failure,
 )
 
@@ -222,7 +225,7 @@ def test_a_configuration_error_fails_once_without_retries(trained, config, messa
     """A retry runs the same config on the same data: it fails the same way, after backoff."""
     before = trained.state()
     result = trained.run(assets=["trained_model"], run_config=training_config(**config))
-    events = [e.event_type_value for e in result.all_events if e.step_key == "trained_model"]
+    events = [e.event_type_value for e in result.all_events if e.step_key == step("trained_model")]
     assert events.count("STEP_START") == 1
     assert events.count("STEP_FAILURE") == 1
     assert "STEP_UP_FOR_RETRY" not in events
@@ -530,7 +533,6 @@ def test_a_transient_error_in_the_first_alias_move_is_finished_by_the_retry(life
     registered with no alias, and the retry said "already registered, no alias moved" and
     failed its checks, on every later run too. The fault is injected (an MLflow server that
     errs on exactly that call cannot be timed); the retry policy's own retry finishes it."""
-    from dagster import AssetKey
     from mlflow.exceptions import MlflowException
 
     from mlops_assets.definitions import build_definitions, build_resources
@@ -552,13 +554,13 @@ def test_a_transient_error_in_the_first_alias_move_is_finished_by_the_retry(life
         model_name=registry.model_name,
         experiment_name=registry.experiment_name,
     )
-    job = build_definitions(resources).resolve_job_def("refresh_model")
+    job = build_definitions(resources).resolve_job_def(job_name("refresh_model"))
     ALIAS_MOVE_FAULTS["left"] = 1
     result = job.execute_in_process(
         instance=lifecycle.instance,
         raise_on_error=False,
         asset_selection=[
-            AssetKey(a) for a in ("raw_data", "versioned_dataset", *TRAIN_AND_REGISTER)
+            key(a) for a in ("raw_data", "versioned_dataset", *TRAIN_AND_REGISTER)
         ],
     )
 

@@ -8,6 +8,7 @@ from mlflow import MlflowClient
 
 from mlops_assets.ml.champion_history import history_from_tags
 from mlops_assets_tests.conftest import PARTITION, check_evaluations
+from mlops_assets_tests.conftest import step as conftest_step
 
 # Runs the graph against real Postgres, SeaweedFS and MLflow servers, stopping them mid-run.
 pytestmark = pytest.mark.slow
@@ -103,7 +104,7 @@ def _step_events(instance, run_id, step):
     return {
         e.dagster_event.event_type_value
         for e in instance.all_logs(run_id)
-        if e.dagster_event and e.step_key == step
+        if e.dagster_event and e.step_key == conftest_step(step)
     }
 
 

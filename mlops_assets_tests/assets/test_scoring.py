@@ -164,7 +164,10 @@ def test_many_rows_set_aside_fail_the_quarantine_check(trained, monkeypatch, tmp
 
 
 def test_plausible_range_never_reaches_past_the_target_bounds_of_the_spec(tmp_path):
-    from mlops_assets.components.lifecycle.scoring.assets import plausible_range, predictions_in_plausible_range
+    from mlops_assets.components.lifecycle.scoring.assets import (
+        plausible_range,
+        predictions_in_plausible_range,
+    )
     from mlops_assets.ml.dataset_store import frame_to_parquet
     from mlops_assets.records import ScoredBatch
     from mlops_assets.resources.dataset_source import DatasetSourceResource

@@ -39,7 +39,9 @@ from mlops_assets_tests.conftest import (
     Lifecycle,
     check_evaluations,
     image_build_env,
+    key,
     materialized,
+    scope_of,
     step_failure,
 )
 from mlops_assets_tests.receivers import QuietHandler, loopback_http, untrusted_tls
@@ -346,7 +348,7 @@ def test_without_any_builder_only_served_image_fails_and_says_how_to_enable_one(
     no_tools.mkdir()
     monkeypatch.setenv("PATH", str(no_tools))
     monkeypatch.setenv("LOKY_MAX_CPU_COUNT", "2")  # joblib would look for `cat`
-    everything = define_asset_job("everything", selection=AssetSelection.all())
+    everything = define_asset_job("everything", selection=AssetSelection.groups("house_prices"))
     base = build_definitions()
     defs = Definitions(
         assets=list(base.assets or []),
@@ -411,10 +413,10 @@ def run_image(
     command = ["podman", "run", "--detach", "--network", "host",
                *shlex.split(ImageBuilderResource().container_run_args),
                "--env", f"MLOPS_SERVING_PORT={port}", "--env", "MLOPS_TRAFFIC_FLUSH_SECONDS=1"]  # fmt: skip
-    for key, value in env.items():
-        command += ["--env", f"{key}={value}"]
-    for key in secret_env:
-        command += ["--env", key]
+    for name, value in env.items():
+        command += ["--env", f"{name}={value}"]
+    for secret in secret_env:
+        command += ["--env", secret]
     if store is not None:
         command += ["--volume", f"{store}:{TRAFFIC_STORE_IN_IMAGE}"]
     started = subprocess.run(
@@ -487,12 +489,15 @@ def collect_traffic(state: Lifecycle, day: str, only: str | None = None) -> Any:
     """The collect_traffic assets (or ``only`` one) for ``day``, which may be today: the
     shipped partitions end with the day that ended, so these run on partitions that include
     today."""
-    from dagster import AssetKey, DailyPartitionsDefinition, Definitions
+    import dataclasses
 
-    from mlops_assets.definitions import build_resources
+    from dagster import Definitions
+
     from mlops_assets.components.lifecycle.traffic.assets import build_traffic_assets
+    from mlops_assets.definitions import build_resources
 
-    defs = build_traffic_assets(DailyPartitionsDefinition(start_date=day, end_offset=1))
+    model = dataclasses.replace(scope_of({}), partitions_start=day, partitions_end_offset=1)
+    defs = build_traffic_assets(model)
     job = Definitions(
         assets=defs.assets, asset_checks=defs.asset_checks, resources=build_resources()
     ).resolve_implicit_global_asset_job_def()
@@ -500,7 +505,7 @@ def collect_traffic(state: Lifecycle, day: str, only: str | None = None) -> Any:
         instance=state.instance,
         partition_key=day,
         raise_on_error=False,
-        asset_selection=[AssetKey(only)] if only else None,
+        asset_selection=[key(only)] if only else None,
     )
 
 

@@ -12,26 +12,27 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterInstance, Definitions, build_sensor_context
+from dagster import DagsterInstance, Definitions, build_sensor_context
 
-from mlops_assets.definitions import build_resources
-from mlops_assets.components.lifecycle.automation.constants import AutomationSettings
-from mlops_assets.components.lifecycle.automation.jobs import build_jobs
-from mlops_assets.components.lifecycle.automation.sensors import build_sensors
 from mlops_assets.components.lifecycle.traffic.assets import build_traffic_assets
+from mlops_assets.definitions import build_resources
 from mlops_assets.ml.dataset_store import parquet_to_frame
 from mlops_assets.ml.estimator import model_input
 from mlops_assets.ml.model_server import Exchange, FolderSink, TrafficLog
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets.ml.spec import HOUSE_PRICES
 from mlops_assets.ml.traffic import labels_day_prefix
-from mlops_assets.partitions import daily_partitions
 from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets.resources.policy import LifecyclePolicy
 from mlops_assets_tests.conftest import (
     Lifecycle,
     check_evaluations,
+    job_name,
+    key,
     materialized,
+    model_sensor,
+    scope_of,
+    step,
     step_failure,
     stored_report,
 )
@@ -66,7 +67,7 @@ def log_traffic(store: Path, requests: int, refused: int = 0, extra_column: bool
 
 
 def materialize(store: Path, day: str = DAY, instance: DagsterInstance | None = None) -> Any:
-    defs = build_traffic_assets(daily_partitions())
+    defs = build_traffic_assets(scope_of({}))
     resources = {**build_resources(), "object_store": ObjectStoreResource(root=str(store))}
     job = Definitions(
         assets=defs.assets, asset_checks=defs.asset_checks, resources=resources
@@ -76,7 +77,7 @@ def materialize(store: Path, day: str = DAY, instance: DagsterInstance | None = 
         instance=instance or DagsterInstance.ephemeral(),
         partition_key=day,
         raise_on_error=False,
-        asset_selection=[AssetKey("served_traffic")],
+        asset_selection=[key("served_traffic")],
     )
 
 
@@ -238,17 +239,12 @@ def test_live_traffic_like_training_passes_drift_and_with_labels_quality(
 def test_drifted_live_traffic_fails_drift_and_quality_and_the_policy_rolls_back(
     trained: Lifecycle,
 ) -> None:
-    policy_sensor = next(
-        s
-        for s in build_sensors(AutomationSettings(), build_jobs(), daily_partitions())
-        if s.name == "drift_policy"
+    policy_sensor = model_sensor(
+        "drift_policy", {"policy": LifecyclePolicy(drift_policy="rollback")}
     )
-    policy = LifecyclePolicy(drift_policy="rollback")
 
     def tick(cursor: str | None) -> Any:
-        with build_sensor_context(
-            instance=trained.instance, cursor=cursor, resources={"policy": policy}
-        ) as context:
+        with build_sensor_context(instance=trained.instance, cursor=cursor) as context:
             return policy_sensor(context)
 
     cursor = tick(None).cursor
@@ -267,8 +263,8 @@ def test_drifted_live_traffic_fails_drift_and_quality_and_the_policy_rolls_back(
 
     # The drift policy reads the live traffic's failed quality check and rolls back v1.
     [request] = tick(cursor).run_requests
-    assert request.job_name == "rollback_champion"
-    config = request.run_config["ops"]["point_champion_back"]["config"]
+    assert request.job_name == job_name("rollback_champion")
+    config = request.run_config["ops"][step("point_champion_back")]["config"]
     assert config["only_if_champion"] == "1"
     assert "traffic_drift_report.quality_not_degraded" in config["reason"]
 

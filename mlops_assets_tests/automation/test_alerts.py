@@ -13,15 +13,17 @@ from dagster import (
     build_sensor_context,
 )
 
+from mlops_assets.components.lifecycle.automation.alerts import (
+    AlertsUndelivered,
+    build_alert_sensors,
+)
 from mlops_assets.definitions import build_definitions
-from mlops_assets.components.lifecycle.automation.alerts import AlertsUndelivered, build_alert_sensors
-from mlops_assets.components.lifecycle.automation.constants import AutomationSettings
 from mlops_assets.resources.notifier import NotifierResource
 from mlops_assets_tests.conftest import Lifecycle, record_evaluation
 from mlops_assets_tests.receivers import WebhookReceiver
 
 UI = "http://dagster.test:3000"
-asset_check_alerts, run_failure_alerts = build_alert_sensors(AutomationSettings())
+asset_check_alerts, run_failure_alerts = build_alert_sensors(interval_seconds=30)
 
 
 def tick(instance: DagsterInstance, cursor: str | None, notifier: NotifierResource) -> Any:
@@ -69,11 +71,11 @@ def test_one_alert_per_failed_evaluation_and_none_twice(lifecycle: Lifecycle) ->
 
     assert len(payloads) == 2
     texts = [p["text"] for p in payloads]
-    assert texts[0].startswith("[WARN] Check drift_share_below_threshold failed on drift_report")
+    assert texts[0].startswith("[WARN] Check drift_share_below_threshold failed on house_prices/drift_report")
     assert "share 50%" in texts[0]
-    assert texts[1].startswith("[ERROR] Check values_match_schema failed on raw_data")
+    assert texts[1].startswith("[ERROR] Check values_match_schema failed on house_prices/raw_data")
     fields = [f["text"] for f in payloads[1]["blocks"][1]["fields"]]
-    assert "*Asset*\nraw_data" in fields
+    assert "*Asset*\nhouse_prices/raw_data" in fields
     assert "*Check*\nvalues_match_schema" in fields
     assert "*Severity*\nERROR" in fields
 
@@ -143,7 +145,7 @@ def test_a_failed_run_alerts_with_its_step_errors(
         ).for_run_failure()
         run_failure_alerts(context)
         [payload] = receiver.delivered()
-    assert payload["text"].startswith("[ERROR] Run of refresh_model failed")
+    assert payload["text"].startswith("[ERROR] Run of house_prices_refresh_model failed")
     assert f"raw_data: cannot read source {tmp_path / 'missing'}" in payload["text"]
     link = payload["blocks"][-1]["elements"][0]["text"]
     assert link == f"<{UI}/runs/{result.run_id}|Open the run in Dagster>"

@@ -12,14 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import DagsterInstance
 from mlflow import MlflowClient
 
 from mlops_assets_tests.conftest import (
     Lifecycle,
     demo_env,
+    job_name,
+    key,
     materialized,
     run_mlops_demo,
+    step,
     step_failure,
 )
 from mlops_assets_tests.dagster_services import ROOT
@@ -43,7 +46,7 @@ def champion_materialisations(lifecycle: Lifecycle) -> list[dict[str, Any]]:
     """Each materialisation of registered_model that moved the champion, oldest first: its
     run, the champion row of its alias moves, and the event it carries."""
     records = lifecycle.instance.fetch_materializations(
-        AssetKey("registered_model"), limit=1000, ascending=True
+        key("registered_model"), limit=1000, ascending=True
     ).records
     moves = []
     for record in records:
@@ -211,10 +214,10 @@ def test_no_worse_approves_without_override_a_missing_version_is_named_and_so_is
     # A rollback the drift policy started names its sensor as who rolled back.
     from mlops_assets.definitions import build_definitions, build_resources
 
-    job = build_definitions(build_resources()).resolve_job_def("rollback_champion")
+    job = build_definitions(build_resources()).resolve_job_def(job_name("rollback_champion"))
     rollback = job.execute_in_process(
         instance=trained.instance,
-        run_config={"ops": {"point_champion_back": {"config": {"reason": "drift policy: x"}}}},
+        run_config={"ops": {step("point_champion_back"): {"config": {"reason": "drift policy: x"}}}},
         tags={"dagster/sensor_name": "drift_policy"},
     )
     assert rollback.success

@@ -63,8 +63,11 @@ def sensor_ticks_after(instance: DagsterInstance, name: str, after: float) -> in
 
 
 def failed_evaluations(instance: DagsterInstance) -> list[tuple[str, str, str, str]]:
+    from mlops_assets.components.lifecycle.automation.check_history import (
+        CheckCursor,
+        failed_checks,
+    )
     from mlops_assets.definitions import build_definitions
-    from mlops_assets.components.lifecycle.automation.check_history import CheckCursor, failed_checks
 
     defs = build_definitions()
 

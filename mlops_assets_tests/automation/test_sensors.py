@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from dagster import (
-    AssetKey,
     AssetMaterialization,
     AssetSelection,
     AutomationConditionSensorDefinition,
@@ -25,35 +24,44 @@ from dagster import (
     evaluate_automation_conditions,
 )
 
-from mlops_assets.components.lifecycle.automation.constants import TRIGGER_TAG, AutomationSettings
-from mlops_assets.components.lifecycle.automation.jobs import DATA_VERSION_TAG, build_jobs
-from mlops_assets.components.lifecycle.automation.sensors import build_sensors
+from mlops_assets.components.lifecycle.automation.constants import TRIGGER_TAG
+from mlops_assets.components.lifecycle.automation.jobs import DATA_VERSION_TAG
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
-from mlops_assets.partitions import daily_partitions
 from mlops_assets.records import champion_data_version
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.policy import LifecyclePolicy
-from mlops_assets_tests.conftest import Lifecycle, record_evaluation
+from mlops_assets_tests.conftest import (
+    Lifecycle,
+    deployment_resources,
+    job_name,
+    key,
+    model_sensor,
+    record_evaluation,
+    scope_of,
+    short,
+    step,
+)
 
-SENSORS = {
-    sensor.name: sensor
-    for sensor in build_sensors(AutomationSettings(), build_jobs(), daily_partitions())
-}
-new_labelled_data = SENSORS["new_labelled_data"]
-incoming_batches = SENSORS["incoming_batches"]
-traffic_labels = SENSORS["traffic_labels"]
-drift_policy = SENSORS["drift_policy"]
+new_labelled_data = "new_labelled_data"
+incoming_batches = "incoming_batches"
+traffic_labels = "traffic_labels"
+drift_policy = "drift_policy"
 
 
 def evaluate(
-    sensor: Any,
+    sensor: str,
     instance: DagsterInstance | None = None,
     cursor: str | None = None,
     **resources: Any,
 ) -> Any:
+    """A tick of the house-price model's sensor ``sensor``, with the model's settings that
+    ``resources`` carry (conftest.scope_of)."""
+    definition = model_sensor(sensor, resources)
     # A context manager: resources with nested resources (S3Config) are set up inside it.
-    with build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
-        return sensor(context)
+    with build_sensor_context(
+        instance=instance, cursor=cursor, resources=deployment_resources(resources)
+    ) as context:
+        return definition(context)
 
 
 def requests_of(result: Any) -> list[RunRequest]:
@@ -109,7 +117,7 @@ def incoming_source(folder: Path) -> DatasetSourceResource:
 
 
 def last_day() -> str:
-    return daily_partitions().get_partition_keys()[-1]
+    return scope_of({}).partitions.get_partition_keys()[-1]
 
 
 def test_incoming_batches_scores_each_landed_day_once(trained: Lifecycle, tmp_path: Path) -> None:
@@ -181,7 +189,7 @@ def test_traffic_labels_collect_a_day_again_once_per_change(lifecycle: Lifecycle
     [again] = requests_of(evaluate(traffic_labels, cursor=first.cursor, **wanted))
     assert again.partition_key == day
     assert again.run_key != request.run_key
-    assert traffic_labels.job_name == "collect_traffic"
+    assert model_sensor(traffic_labels, wanted).job_name == job_name("collect_traffic")
 
 
 # --- drift_policy -----------------------------------------------------------------------
@@ -216,7 +224,7 @@ def test_drift_policy_retrains_once_per_failure_and_not_for_history(
     fail_check(instance, "drift_share_below_threshold")
     result = evaluate(drift_policy, instance, start.cursor, policy=policy("retrain"))
     [request] = requests_of(result)
-    assert request.job_name == "refresh_model"
+    assert request.job_name == job_name("refresh_model")
     assert request.run_key.startswith("drift-retrain-")
     assert request.tags[TRIGGER_TAG] == "drift_policy"
     assert "drift_report.drift_share_below_threshold" in request.tags["mlops/cause"]
@@ -270,8 +278,8 @@ def test_drift_policy_rolls_back_a_regressed_champion(lifecycle: Lifecycle, repo
     fail_check(instance, "quality_not_degraded", model_version="3", report=report)
     result = evaluate(drift_policy, instance, cursor, policy=policy("rollback"))
     [request] = requests_of(result)
-    assert request.job_name == "rollback_champion"
-    config = request.run_config["ops"]["point_champion_back"]["config"]
+    assert request.job_name == job_name("rollback_champion")
+    config = request.run_config["ops"][step("point_champion_back")]["config"]
     assert config["only_if_champion"] == "3"
     assert f"{report}.quality_not_degraded" in config["reason"]
 
@@ -289,7 +297,7 @@ def champion_recorded(instance: DagsterInstance, version: str) -> None:
     as its data version."""
     instance.report_runless_asset_event(
         AssetMaterialization(
-            "registered_model",
+            key("registered_model"),
             metadata={"champion_version": version},
             tags={DATA_VERSION_TAG: champion_data_version(version)},
         )
@@ -303,7 +311,7 @@ def test_champion_image_serves_each_new_champion_once(lifecycle: Lifecycle) -> N
 
     instance = lifecycle.instance
     defs = build_definitions()
-    target = AssetSelection.assets("served_image", "model_deployment")
+    target = AssetSelection.assets(key("served_image"), key("model_deployment"))
 
     def tick(cursor: Any) -> Any:
         return evaluate_automation_conditions(
@@ -312,9 +320,9 @@ def test_champion_image_serves_each_new_champion_once(lifecycle: Lifecycle) -> N
 
     def requested(result: Any) -> set[str]:
         return {
-            key.to_user_string()
-            for key in (AssetKey("served_image"), AssetKey("model_deployment"))
-            if result.get_requested_partitions(key)
+            short(asset)
+            for asset in (key("served_image"), key("model_deployment"))
+            if result.get_requested_partitions(asset)
         }
 
     start = tick(None)
@@ -337,7 +345,7 @@ def test_champion_image_serves_each_new_champion_once(lifecycle: Lifecycle) -> N
     assert requested(promoted) == {"served_image", "model_deployment"}
     assert requested(tick(promoted.cursor)) == set()
 
-    sensor = defs.resolve_sensor_def("champion_image")
+    sensor = defs.resolve_sensor_def(job_name("champion_image"))
     assert isinstance(sensor, AutomationConditionSensorDefinition)
     assert sensor.run_tags == {TRIGGER_TAG: "champion_image"}
 
@@ -348,7 +356,7 @@ def test_the_real_registered_model_drives_champion_image(lifecycle: Lifecycle) -
     from mlops_assets.definitions import build_definitions
 
     defs = build_definitions()
-    target = AssetSelection.assets("served_image", "model_deployment")
+    target = AssetSelection.assets(key("served_image"), key("model_deployment"))
 
     def tick(cursor: Any) -> Any:
         return evaluate_automation_conditions(
@@ -358,6 +366,6 @@ def test_the_real_registered_model_drives_champion_image(lifecycle: Lifecycle) -
     start = tick(None)
     assert lifecycle.run("refresh_model", partition=None).success
     first = tick(start.cursor)
-    assert first.get_requested_partitions(AssetKey("served_image"))
+    assert first.get_requested_partitions(key("served_image"))
     assert lifecycle.run("refresh_model", partition=None).success  # unchanged: reused
     assert tick(first.cursor).total_requested == 0

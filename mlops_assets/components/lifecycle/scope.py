@@ -45,6 +45,8 @@ class ModelScope:
     serving: Mapping[str, Any] = field(default_factory=dict)
     automation: AutomationSettings = field(default_factory=AutomationSettings)
     partitions_start: str = "2026-11-01"
+    # Days after the one that ended that are partitions too (1: today; tests score today).
+    partitions_end_offset: int = 0
 
     def key(self, asset: str) -> AssetKey:
         """The model's asset ``asset``: ``house_prices/raw_data``."""
@@ -68,7 +70,9 @@ class ModelScope:
 
     @functools.cached_property
     def partitions(self) -> DailyPartitionsDefinition:
-        return DailyPartitionsDefinition(start_date=self.partitions_start)
+        return DailyPartitionsDefinition(
+            start_date=self.partitions_start, end_offset=self.partitions_end_offset
+        )
 
     def views(self) -> dict[str, Mapping[str, Any]]:
         return {"dataset_source": self.data, "mlflow": self.registry, "model_rollout": self.serving}

@@ -23,7 +23,8 @@ def the_day_that_ended(
     """A run of the last complete day, keyed by the day so a re-run tick starts nothing twice."""
     days = partitions.get_partition_keys(current_time=context.scheduled_execution_time)
     if not days:
-        return SkipReason("no complete day since the first partition yet")
+        first = partitions.start.strftime("%Y-%m-%d")
+        return SkipReason(f"no complete day since the first partition, {first}, yet")
     day = days[-1]
     return RunRequest(run_key=day, partition_key=day, tags={TRIGGER_TAG: trigger})
 

@@ -137,6 +137,7 @@ def raw_data(
     context: AssetExecutionContext,
     dataset_source: DatasetSourceResource,
     object_store: ObjectStoreResource,
+    scope: ModelScope,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     source = redact_uri(dataset_source.source_uri)
     try:
@@ -158,7 +159,7 @@ def raw_data(
         inspections.append(inspection)
     # The contract is judged whole, whichever checks were selected: a subset run never
     # stores a source that breaks it. Only the selected checks report.
-    results = contract_results(inspections, len(files), spec, context, context.assets_def.key)
+    results = contract_results(inspections, len(files), spec, context, scope.key("raw_data"))
     shown, unreported = selected_results(context, results)
     rejected = failed_blocking(results)
     if rejected:
