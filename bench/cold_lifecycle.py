@@ -119,7 +119,7 @@ def commands(
         MLOPS_SOURCE_URI=str(labelled),
         MLOPS_INCOMING_URI=str(batch.parent / "{date}.csv"),
     )
-    demo = [str(bin_dir / "mlops-demo"), "--partition", PARTITION]
+    demo = [str(bin_dir / "mlops-demo"), "--partition", PARTITION, "--model", "house_prices"]
     found = {
         "lifecycle": (demo, lifecycle_env),
         "plain": (

@@ -52,7 +52,7 @@ def run_graph() -> float:
 
     defs = build_definitions()
 
-    job = defs.resolve_job_def("mlops_lifecycle")
+    job = defs.resolve_job_def("house_prices_mlops_lifecycle")
     with tempfile.TemporaryDirectory() as dagster_home:
         instance = DagsterInstance.local_temp(
             dagster_home, overrides={"telemetry": {"enabled": False}}
@@ -73,8 +73,8 @@ def run_plain() -> float:
     warnings.filterwarnings("ignore")
     import numpy as np
 
-    from mlops_assets.definitions import build_resources
     from mlops_assets.components.lifecycle.data.assets import snapshot_digest
+    from mlops_assets.definitions import build_resources
     from mlops_assets.ml.dataset import clean, content_digest, split
     from mlops_assets.ml.dataset_store import DatasetStore, frame_to_parquet
     from mlops_assets.ml.drift import PREDICTION, drift_report, sample
@@ -91,7 +91,7 @@ def run_plain() -> float:
     store = cast(ObjectStoreResource, resources["object_store"])
     source = cast(DatasetSourceResource, resources["dataset_source"])
     mlflow = cast(MlflowResource, resources["mlflow"])
-    policy = cast(LifecyclePolicy, resources["policy"])
+    policy = LifecyclePolicy()
     spec = source.spec
 
     start = time.perf_counter()

@@ -38,7 +38,7 @@ def measure(budget: float, model_type: str) -> dict[str, float]:
         instance = DagsterInstance.local_temp(
             str(Path(tmp) / "dagster"), overrides={"telemetry": {"enabled": False}}
         )
-        job = build_definitions(build_resources()).resolve_job_def("refresh_model")
+        job = build_definitions(build_resources()).resolve_job_def("house_prices_refresh_model")
         data = job.execute_in_process(
             instance=instance,
             asset_selection=[AssetKey("raw_data"), AssetKey("versioned_dataset")],
