@@ -230,8 +230,9 @@ class Lifecycle:
             kwargs["asset_selection"] = [key(a) for a in assets]
         return job_def.execute_in_process(**kwargs)
 
-    def state(self, dataset_name: str = "house_prices") -> dict[str, Any]:
-        """Everything bad input must leave alone: dataset refs and tags, model versions, aliases."""
+    def state(self, dataset_name: str = "house_prices", model_name: str = "") -> dict[str, Any]:
+        """Everything bad input must leave alone: dataset refs and tags, model versions, aliases
+        (of the registered model ``model_name``; default: the house-price model's)."""
         from mlflow import MlflowClient
 
         dataset = self.home / "store" / "datasets" / dataset_name
@@ -242,7 +243,7 @@ class Lifecycle:
         uri = f"sqlite:///{self.home / 'mlflow.db'}"
         # Name the registry too: without it MLflow falls back to the process-global URI.
         client = MlflowClient(uri, uri)
-        name = os.environ.get("MLOPS_MODEL_NAME", "house-price-regressor")
+        name = model_name or os.environ.get("MLOPS_MODEL_NAME", "house-price-regressor")
         versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
         model = client.get_registered_model(name) if versions else None
         return {

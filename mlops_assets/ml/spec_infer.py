@@ -534,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"mlops-spec: {exc}", file=sys.stderr)
         return 2
-    text = json.dumps(_readable(draft.spec.to_dict()), indent=2) + "\n"
+    text = draft_text(draft)
     if args.output:
         args.output.write_text(text)
         print(f"wrote the draft spec to {args.output}", file=sys.stderr)
@@ -562,6 +562,11 @@ def main(argv: list[str] | None = None) -> int:
     for column, note in draft.notes.items():
         print(f"look at '{column}': {note}", file=sys.stderr)
     return 0
+
+
+def draft_text(draft: Draft) -> str:
+    """The draft as the JSON file a person reviews."""
+    return json.dumps(_readable(draft.spec.to_dict()), indent=2) + "\n"
 
 
 def _readable(spec: dict[str, Any]) -> dict[str, Any]:

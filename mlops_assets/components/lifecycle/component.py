@@ -30,6 +30,7 @@ from mlops_assets.components.lifecycle.automation.schedules import build_schedul
 from mlops_assets.components.lifecycle.automation.sensors import build_sensors
 from mlops_assets.components.lifecycle.data.assets import build_data_assets
 from mlops_assets.components.lifecycle.model.assets import build_model_assets
+from mlops_assets.components.lifecycle.scaffold import ModelLifecycleScaffolder
 from mlops_assets.components.lifecycle.scope import ModelScope
 from mlops_assets.components.lifecycle.scoring.assets import build_scoring_assets
 from mlops_assets.components.lifecycle.serving.deployment import build_deployment_assets
@@ -161,6 +162,7 @@ class AutomationAttributes(dg.Model, dg.Resolvable):
         return value
 
 
+@dg.scaffold_with(ModelLifecycleScaffolder)
 class ModelLifecycle(dg.Component, dg.Model, dg.Resolvable):
     """One model's whole lifecycle as assets with checks, jobs, schedules and sensors: data
     in, a versioned dataset, a trained and registered model gated against its champion, a
@@ -209,9 +211,15 @@ class ModelLifecycle(dg.Component, dg.Model, dg.Resolvable):
     def scope(self, folder: Path, image_registry: str = "") -> ModelScope:
         """The model as its definitions see it; a relative spec path is read from ``folder``
         (the one that holds this instance's defs.yaml)."""
+        if not self.data.source.strip():
+            raise ValueError(
+                f"model '{self.name}' ({folder / 'defs.yaml'}): data.source is empty: set it to "
+                "the labelled data (a file, a folder, an http(s):// URL or an s3:// prefix)"
+            )
         spec = self.data.spec
-        if spec and not Path(spec).is_absolute():
-            spec = str(folder / spec)
+        if spec:
+            spec = str(folder / spec) if not Path(spec).is_absolute() else spec
+            check_spec(self.name, folder, spec)
         return ModelScope(
             name=self.name,
             policy=LifecyclePolicy(**_given(self.policy)),
@@ -234,6 +242,23 @@ class ModelLifecycle(dg.Component, dg.Model, dg.Resolvable):
         from mlops_assets.settings import setting
 
         return build_model_defs(self.scope(context.path, setting("MLOPS_IMAGE_REGISTRY")))
+
+
+def check_spec(model: str, folder: Path, spec: str) -> None:
+    """The model's spec file is there and is a valid spec, or the code location does not load,
+    saying which file and why (`dg check defs` prints it)."""
+    from mlops_assets.ml.spec import load_spec
+
+    where = f"model '{model}' ({folder / 'defs.yaml'}): data.spec"
+    if not Path(spec).is_file():
+        raise ValueError(
+            f"{where}: the dataset spec file {spec} does not exist; draft one from the data "
+            f"with `mlops-spec infer <data file> --target <column> -o {spec}`"
+        )
+    try:
+        load_spec(spec)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
 
 
 def build_model_defs(model: ModelScope) -> dg.Definitions:

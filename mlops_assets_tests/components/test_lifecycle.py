@@ -1,0 +1,181 @@
+"""The ModelLifecycle component: every model a defs.yaml, each its own graph in one deployment.
+
+The repository ships two instances: the house-price regressor (its attributes templated from
+the MLOPS_* variables that configured it before) and a wine-cultivar classifier on the table
+scikit-learn ships. These tests hold what a team relies on when it adds a model: one model's
+settings, data, failures and automation never touch another's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from dagster import AssetKey, AutomationConditionSensorDefinition, ScheduleDefinition
+
+from mlops_assets.components.lifecycle.component import SERVING_FIELDS, ModelLifecycle
+from mlops_assets.lib.env_settings import env_fields
+from mlops_assets.resources.model_rollout import ModelRolloutResource
+from mlops_assets.resources.policy import LifecyclePolicy
+from mlops_assets.resources.training import TrainingResource
+from mlops_assets_tests.conftest import PARTITION, Lifecycle, check_evaluations, step_failure
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFS = ROOT / "mlops_assets" / "defs"
+WINE = "wine_cultivars"
+WINE_MODEL = "wine-cultivar-classifier"
+WINE_DATASET = "wine_cultivars"
+
+
+def definitions() -> Any:
+    from mlops_assets.definitions import build_definitions, build_resources
+
+    return build_definitions(build_resources())
+
+
+def scopes() -> dict[str, Any]:
+    """Each shipped model as its component builds it from its defs.yaml now."""
+    from dagster import ComponentTree
+
+    tree = ComponentTree.for_project(ROOT / "mlops_assets")
+    found = {}
+    for folder in sorted(p.parent for p in DEFS.glob("*/defs.yaml")):
+        component = tree.load_component(folder.relative_to(DEFS), expected_type=ModelLifecycle)
+        found[component.name] = component.scope(folder)
+    return found
+
+
+def test_the_house_price_instance_reads_every_model_setting_it_had() -> None:
+    """Existing users are not stranded: every MLOPS_* variable that configured the one model
+    is templated in its defs.yaml, so it still configures the house-price model."""
+    text = (DEFS / "house_prices" / "defs.yaml").read_text()
+    wanted = [
+        *(s.name for s in env_fields(LifecyclePolicy).values()),
+        *(s.name for s in env_fields(TrainingResource).values()),
+        *(s.name for f, s in env_fields(ModelRolloutResource).items() if f in SERVING_FIELDS),
+        "MLOPS_SOURCE_URI",
+        "MLOPS_INCOMING_URI",
+        "MLOPS_DATASET_SPEC",
+        "MLOPS_MODEL_NAME",
+        "MLOPS_EXPERIMENT",
+        "MLOPS_PARTITIONS_START",
+        "MLOPS_AUTOMATION",
+        "MLOPS_SENSOR_INTERVAL_SECONDS",
+        "MLOPS_SCORING_CRON",
+        "MLOPS_RETRAIN_CRON",
+        "MLOPS_SCHEDULE_TIMEZONE",
+        "MLOPS_INCOMING_LOOKBACK_DAYS",
+    ]
+    missing = [name for name in wanted if f"env.{name}" not in text]
+    assert missing == []
+
+
+def test_a_setting_reaches_its_own_model_only(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLOPS_* set for the house-price model, with types coerced; the wine model keeps its own
+    defs.yaml's values and the defaults; empty means unset, as it always did."""
+    monkeypatch.setenv("MLOPS_MIN_R2", "0.7")
+    monkeypatch.setenv("MLOPS_SEARCH_TRIALS", "3")
+    monkeypatch.setenv("MLOPS_MODEL_PARAMS", '{"max_iter": 50}')
+    monkeypatch.setenv("MLOPS_DRIFT_POLICY", "rollback")
+    monkeypatch.setenv("MLOPS_AUTOMATION", "running")
+    monkeypatch.setenv("MLOPS_SCORING_CRON", "30 2 * * *")
+    monkeypatch.setenv("MLOPS_MODEL_NAME", "prices")
+    monkeypatch.setenv("MLOPS_SERVING_PROTOCOL", "v2")
+    monkeypatch.setenv("MLOPS_PROMOTION_POLICY", "")
+    found = scopes()
+    assert set(found) == {"house_prices", WINE}
+    house, wine = found["house_prices"], found[WINE]
+    assert (house.policy.min_r2, house.policy.drift_policy) == (0.7, "rollback")
+    assert house.policy.promotion_policy == "auto"  # empty: the default
+    assert (house.training.search_trials, house.training.model_params) == (3, '{"max_iter": 50}')
+    assert (house.automation.running, house.automation.scoring_cron) == (True, "30 2 * * *")
+    assert house.registered_model == "prices"
+    assert house.serving == {"protocol": "v2"}
+    assert house.data["source_uri"].startswith("sample://house-prices")
+    assert (wine.policy.min_r2, wine.policy.drift_policy) == (0.5, LifecyclePolicy().drift_policy)
+    assert wine.policy.min_balanced_accuracy == 0.8
+    assert (wine.training.search_trials, wine.training.model_type) == (0, "logistic_regression")
+    assert (wine.automation.running, wine.automation.scoring_cron) == (False, "0 1 * * *")
+    assert (wine.registered_model, wine.serving) == (WINE_MODEL, {})
+    assert wine.data["spec_path"] == str(DEFS / WINE / "spec.json")
+
+
+def test_every_job_schedule_and_sensor_belongs_to_one_model(clean_env: None) -> None:
+    """Named by its model, each targets only its model's assets: a sensor of one model can
+    launch nothing of another's."""
+    defs = definitions()
+    repository = defs.get_repository_def()
+    for job in repository.get_all_jobs():
+        if job.name == "__ASSET_JOB":
+            continue
+        model = job.name.split("_mlops_")[0] if "_mlops_" in job.name else None
+        owner = next(m for m in ("house_prices", WINE) if job.name.startswith(f"{m}_"))
+        assert model in (None, owner)
+        keys = job.asset_layer.asset_graph.get_all_asset_keys() if job.asset_layer else set()
+        assert {k.path[0] for k in keys} <= {owner}, job.name
+    for instigator in [*repository.schedule_defs, *repository.sensor_defs]:
+        if instigator.name in ("asset_check_alerts", "run_failure_alerts"):
+            continue  # the deployment's: one alert per failure, whichever model
+        owner = next(m for m in ("house_prices", WINE) if instigator.name.startswith(f"{m}_"))
+        if isinstance(instigator, ScheduleDefinition):
+            targets = [instigator.job_name]
+        elif isinstance(instigator, AutomationConditionSensorDefinition):
+            keys = instigator.asset_selection.resolve(repository.asset_graph)
+            assert {k.path[0] for k in keys} == {owner}, instigator.name
+            continue
+        else:
+            targets = [t.job_name for t in instigator.targets]
+        assert all(t.startswith(f"{owner}_") for t in targets), (instigator.name, targets)
+
+
+def test_two_models_in_one_deployment_and_a_rejected_file_touches_only_its_own(
+    lifecycle: Lifecycle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both lifecycles run in one instance; then the house-price model's source breaks its
+    contract: its run fails on its own check, and the classifier's dataset versions, model
+    versions, aliases and checks are as they were."""
+    house = lifecycle.run("mlops_lifecycle")
+    wine = lifecycle.run(f"{WINE}_mlops_lifecycle")
+    assert house.success
+    assert wine.success
+    wine_checks = {k: v.passed for k, v in check_evaluations(wine).items()}
+    assert len(wine_checks) == 19
+    assert all(wine_checks.values()), wine_checks
+    assert wine.get_asset_materialization_events()[0].asset_key.path[0] == WINE
+    wine_state = lifecycle.state(WINE_DATASET, WINE_MODEL)
+    house_state = lifecycle.state()
+    assert wine_state["aliases"] == {"challenger": "1", "champion": "1"}
+    assert house_state["aliases"] == {"challenger": "1", "champion": "1"}
+
+    broken = tmp_path / "broken.csv"
+    broken.write_text("area,bedrooms\n100,2\n")  # no price, most features missing
+    monkeypatch.setenv("MLOPS_SOURCE_URI", str(broken))
+    failed = lifecycle.run("refresh_model", partition=None)
+    assert not failed.success
+    assert "required_columns_present" in step_failure(failed, "raw_data") or any(
+        not e.passed for e in failed.get_asset_check_evaluations()
+    )
+    assert lifecycle.state() == house_state
+    assert lifecycle.state(WINE_DATASET, WINE_MODEL) == wine_state
+    again = lifecycle.run(f"{WINE}_refresh_model", partition=None)
+    assert again.success  # the classifier's own loop goes on
+    latest = lifecycle.instance.get_latest_materialization_event(AssetKey([WINE, "raw_data"]))
+    assert latest is not None
+    assert latest.run_id == again.run_id
+
+
+def test_a_misnamed_model_is_refused_with_the_rule() -> None:
+    with pytest.raises(ValueError, match="must start with a letter and hold only letters"):
+        ModelLifecycle.model_validate(
+            {"name": "house-prices", "registered_model": "x", "data": {"source": "a.csv"}}
+        )
+
+
+def test_the_wine_instance_is_what_its_yaml_says() -> None:
+    attributes = yaml.safe_load((DEFS / WINE / "defs.yaml").read_text())["attributes"]
+    assert attributes["data"]["source"] == "sample://wine"
+    assert PARTITION  # the tests' day is a partition of both models
