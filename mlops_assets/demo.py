@@ -260,19 +260,21 @@ def main(argv: list[str] | None = None) -> int:
         code, lines = run_model(model, args.partition, fail_on_warn)
         if code is None:
             parser.error(f"{model}: no complete day to score yet: give --partition")
-        print("\n".join(lines), file=sys.stderr)
-        verdicts.append((code, lines[-1]))
+        verdicts.append((code, lines))
     print(
         "\nSee it in the UI:\n"
         f"  {ui_command(Path(os.environ['DAGSTER_HOME']))}\n"
         "  then open http://127.0.0.1:3000/asset-groups\n",
         file=sys.stderr,
     )
+    for _, lines in verdicts:  # each model's failed checks, then its verdict
+        print("\n".join(lines), file=sys.stderr)
     code = max(c for c, _ in verdicts)
     if len(verdicts) > 1:  # the last line says why: the first model that failed, or all done
-        failed = [line for c, line in verdicts if c != EXIT_OK]
+        failed = [lines[-1] for c, lines in verdicts if c != EXIT_OK]
         print(
-            failed[0] if failed else f"Done: {len(verdicts)} models' lifecycles.", file=sys.stderr
+            failed[0] if failed else f"Done: {len(verdicts)} models' lifecycles.",
+            file=sys.stderr,
         )
     # The run is over and stored. What is left is the interpreter's teardown, whose garbage
     # collections walk every object the run's libraries made (about two seconds); objects
