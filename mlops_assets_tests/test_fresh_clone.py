@@ -73,7 +73,7 @@ def user_env(clone: Path) -> dict[str, str]:
 def test_dg_launch_as_the_readme_writes_it_runs_on_the_projects_instance(clone: Path) -> None:
     """approve_challenger with nothing trained: the run is on the instance the UI shows, with
     the project's run launcher and run monitoring, and fails for its own reason."""
-    command = f"{README_HOME} .venv/bin/dg launch --job approve_challenger"
+    command = f"{README_HOME} .venv/bin/dg launch --job house_prices_approve_challenger"
     assert command in (ROOT / "README.md").read_text()
     out = subprocess.run(
         ["bash", "-c", command],
@@ -90,7 +90,10 @@ def test_dg_launch_as_the_readme_writes_it_runs_on_the_projects_instance(clone: 
     assert "Stack Trace" not in said  # a refusal, said with its reason alone
     with DagsterInstance.from_config(str(clone / ".mlops" / "dagster_home")) as instance:
         [run] = instance.get_runs()
-        assert (run.job_name, run.status) == ("approve_challenger", DagsterRunStatus.FAILURE)
+        assert (run.job_name, run.status) == (
+            "house_prices_approve_challenger",
+            DagsterRunStatus.FAILURE,
+        )
         pointer = run.job_code_origin.repository_origin.code_pointer
         assert pointer.working_directory == str(clone)  # the clone's code ran
         assert type(instance.run_launcher).__name__ == "LocalRunLauncher"
