@@ -1,19 +1,11 @@
-"""The daily partitions of incoming batches, shared by the scoring assets, the schedule, the
-sensors and the demo; built when asked (never on import), so MLOPS_PARTITIONS_START is read
-then."""
+"""Partitioned asset checks: each model's daily partitions are its own (ModelScope.partitions),
+and its checks of a day are declared on them."""
 
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dagster import DailyPartitionsDefinition, PreviewWarning
-
-from mlops_assets.settings import setting
-
-
-def daily_partitions(start: str | None = None) -> DailyPartitionsDefinition:
-    """One partition per day from ``start`` (MLOPS_PARTITIONS_START when not given)."""
-    return DailyPartitionsDefinition(start_date=start or setting("MLOPS_PARTITIONS_START"))
+from dagster import PreviewWarning
 
 
 @contextmanager

@@ -41,7 +41,11 @@ def key(asset: str) -> AssetKey:
 def job_name(job: str) -> str:
     """A job, schedule or sensor name: "refresh_model" is the house-price model's."""
     known = ("run_failure_alerts", "asset_check_alerts", "__ASSET_JOB")
-    return job if job in known or job.startswith(("house_prices_", "wine_cultivars_")) else f"{MODEL}_{job}"
+    return (
+        job
+        if job in known or job.startswith(("house_prices_", "wine_cultivars_"))
+        else f"{MODEL}_{job}"
+    )
 
 
 def step(name: str) -> str:

@@ -39,7 +39,9 @@ PRINTED_UI_COMMAND = re.compile(r"^  (.*DAGSTER_HOME=.* dev)$", re.MULTILINE)
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """One mlops-demo run, from a folder that is not the project root, as a user might."""
     cwd = tmp_path_factory.mktemp("demo")
-    out = run_mlops_demo(cwd / "mlops", cwd=cwd, extra_env={"PYTHONPROFILEIMPORTTIME": "1"})
+    out = run_mlops_demo(
+        cwd / "mlops", cwd=cwd, extra_env={"PYTHONPROFILEIMPORTTIME": "1"}, models=()
+    )
     return cwd, out
 
 
@@ -56,26 +58,36 @@ def test_mlops_demo_materialises_the_graph(demo):
     # being ambiguous with itself was one: mlflow_registry.LOCAL_SOURCE_AMBIGUITY).
     assert not re.findall(r"^.*\w+Warning: .*$", out.stderr, re.MULTILINE)
 
+    # Every shipped model's lifecycle, one run each, as the README's main job runs them.
+    lines = out.stderr.strip().splitlines()
+    assert lines[-3:] == [
+        f"Done: house_prices_mlops_lifecycle for partition {PARTITION}.",
+        f"Done: wine_cultivars_mlops_lifecycle for partition {PARTITION}.",
+        "Done: 2 models' lifecycles.",
+    ]
     with DagsterInstance.from_config(str(dagster_home)) as instance:
-        [run] = instance.get_runs()
-        assert run.status == DagsterRunStatus.SUCCESS
-        assert run.tags["dagster/partition"] == PARTITION
-        events = instance.all_logs(run.run_id)
-        materialized = {
-            e.dagster_event.asset_key.to_user_string()
-            for e in events
-            if e.dagster_event
-            and e.dagster_event.event_type == DagsterEventType.ASSET_MATERIALIZATION
-        }
-        checks = [
-            e.dagster_event.event_specific_data
-            for e in events
-            if e.dagster_event
-            and e.dagster_event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
-        ]
-    assert materialized == LIFECYCLE_ASSETS
-    assert sum(len(EXPECTED_CHECKS[asset]) for asset in LIFECYCLE_ASSETS) == len(checks)
-    assert all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
+        runs = {run.job_name: run for run in instance.get_runs()}
+        assert set(runs) == {f"{m}_mlops_lifecycle" for m in ("house_prices", "wine_cultivars")}
+        for job, run in runs.items():
+            model = job.removesuffix("_mlops_lifecycle")
+            assert run.status == DagsterRunStatus.SUCCESS
+            assert run.tags["dagster/partition"] == PARTITION
+            events = instance.all_logs(run.run_id)
+            materialized = {
+                e.dagster_event.asset_key.to_user_string()
+                for e in events
+                if e.dagster_event
+                and e.dagster_event.event_type == DagsterEventType.ASSET_MATERIALIZATION
+            }
+            checks = [
+                e.dagster_event.event_specific_data
+                for e in events
+                if e.dagster_event
+                and e.dagster_event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+            ]
+            assert materialized == {f"{model}/{asset}" for asset in LIFECYCLE_ASSETS}
+            assert sum(len(EXPECTED_CHECKS[asset]) for asset in LIFECYCLE_ASSETS) == len(checks)
+            assert all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
 
 
 def test_mlops_demo_exits_non_zero_when_the_run_fails(tmp_path):
@@ -84,7 +96,7 @@ def test_mlops_demo_exits_non_zero_when_the_run_fails(tmp_path):
         tmp_path / "mlops", cwd=tmp_path, extra_env={"MLOPS_SOURCE_URI": str(missing)}
     )
     assert out.returncode == 1, out.stderr[-5000:]
-    assert "FAILED: mlops_lifecycle" in out.stderr
+    assert "FAILED: house_prices_mlops_lifecycle" in out.stderr
     assert str(missing) in out.stderr
     with DagsterInstance.from_config(str(tmp_path / "mlops" / "dagster_home")) as instance:
         [run] = instance.get_runs()
@@ -100,7 +112,8 @@ def test_a_rejected_training_file_ends_with_its_reason_and_no_stack_trace(tmp_pa
     assert out.returncode == 1, out.stderr[-3000:]
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith(
-        f"FAILED: mlops_lifecycle for partition {PARTITION}: raw_data: required_columns_present "
+        f"FAILED: house_prices_mlops_lifecycle for partition {PARTITION}: house_prices/raw_data: "
+        "required_columns_present "
         "failed: file 'houses.csv', column 'area': column is missing"
     ), last
     assert last.endswith("(rule: required column)")
@@ -121,13 +134,13 @@ def test_a_failed_check_that_does_not_block_exits_2_and_every_finding_is_listed(
     lines = out.stderr.strip().splitlines()
     listed = lines[lines.index("checks that did not pass (2):") + 1 : -1]
     assert [line.split(":")[0] for line in listed] == [
-        f"  WARN drift_report.drift_share_below_threshold [{PARTITION}]",
-        f"  ERROR drift_report.quality_not_degraded [{PARTITION}]",
+        f"  WARN house_prices/drift_report.drift_share_below_threshold [{PARTITION}]",
+        f"  ERROR house_prices/drift_report.quality_not_degraded [{PARTITION}]",
     ]
     assert "batch rmse" in listed[1]
     assert lines[-1].startswith(
-        f"FAILED CHECKS: mlops_lifecycle for partition {PARTITION} ran, but ERROR "
-        "drift_report.quality_not_degraded"
+        f"FAILED CHECKS: house_prices_mlops_lifecycle for partition {PARTITION} ran, but ERROR "
+        "house_prices/drift_report.quality_not_degraded"
     )
 
 
@@ -144,7 +157,7 @@ def test_mlops_demo_on_a_full_disk_says_why_last_and_exits_non_zero(tmp_path, sm
     )
     assert out.returncode == 1
     last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"FAILED: mlops_lifecycle for partition {PARTITION} could not run: ")
+    assert last.startswith("FAILED: mlops_lifecycle could not run: ")
     assert f"(the disk of {small_disk.path / 'dagster_home'} has 0 bytes free)" in last
 
 

@@ -114,7 +114,9 @@ def test_two_runs_at_once_on_different_data_each_version_and_train_their_own(tmp
 
     mlflow = mlflow_client(home)
     trained = {}
-    for run in mlflow.search_runs(["1"], filter_string="tags.`dagster.asset` = 'house_prices/trained_model'"):
+    for run in mlflow.search_runs(
+        ["1"], filter_string="tags.`dagster.asset` = 'house_prices/trained_model'"
+    ):
         dagster_run = run.data.tags["dagster.run_id"]
         trained[dagster_run] = run.data.tags["mlops.dataset_digest"]
     assert len(trained) == 2, "each run trained its own model"

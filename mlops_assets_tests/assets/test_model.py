@@ -559,9 +559,7 @@ def test_a_transient_error_in_the_first_alias_move_is_finished_by_the_retry(life
     result = job.execute_in_process(
         instance=lifecycle.instance,
         raise_on_error=False,
-        asset_selection=[
-            key(a) for a in ("raw_data", "versioned_dataset", *TRAIN_AND_REGISTER)
-        ],
+        asset_selection=[key(a) for a in ("raw_data", "versioned_dataset", *TRAIN_AND_REGISTER)],
     )
 
     assert result.success

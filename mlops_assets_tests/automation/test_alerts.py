@@ -71,7 +71,9 @@ def test_one_alert_per_failed_evaluation_and_none_twice(lifecycle: Lifecycle) ->
 
     assert len(payloads) == 2
     texts = [p["text"] for p in payloads]
-    assert texts[0].startswith("[WARN] Check drift_share_below_threshold failed on house_prices/drift_report")
+    assert texts[0].startswith(
+        "[WARN] Check drift_share_below_threshold failed on house_prices/drift_report"
+    )
     assert "share 50%" in texts[0]
     assert texts[1].startswith("[ERROR] Check values_match_schema failed on house_prices/raw_data")
     fields = [f["text"] for f in payloads[1]["blocks"][1]["fields"]]

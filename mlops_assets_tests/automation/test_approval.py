@@ -217,7 +217,9 @@ def test_no_worse_approves_without_override_a_missing_version_is_named_and_so_is
     job = build_definitions(build_resources()).resolve_job_def(job_name("rollback_champion"))
     rollback = job.execute_in_process(
         instance=trained.instance,
-        run_config={"ops": {step("point_champion_back"): {"config": {"reason": "drift policy: x"}}}},
+        run_config={
+            "ops": {step("point_champion_back"): {"config": {"reason": "drift policy: x"}}}
+        },
         tags={"dagster/sensor_name": "drift_policy"},
     )
     assert rollback.success

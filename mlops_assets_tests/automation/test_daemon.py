@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets_tests.dagster_services import (
@@ -77,7 +77,7 @@ def failed_evaluations(instance: DagsterInstance) -> list[tuple[str, str, str, s
 
 
 def test_sensors_launch_the_loop_and_alert_once_across_a_daemon_restart(tmp_path: Path) -> None:
-    from mlops_assets.partitions import daily_partitions
+    from mlops_assets_tests.conftest import job_name, key, scope_of
 
     labelled, incoming = tmp_path / "labelled", tmp_path / "incoming"
     dagster_home, logs = tmp_path / "dagster_home", tmp_path / "logs"
@@ -130,9 +130,9 @@ def test_sensors_launch_the_loop_and_alert_once_across_a_daemon_restart(tmp_path
                 all_logs,
             )
             assert trained.status == DagsterRunStatus.SUCCESS, trained.run_id
-            assert trained.job_name == "refresh_model"
+            assert trained.job_name == job_name("refresh_model")
             for asset in ("raw_data", "versioned_dataset", "trained_model", "registered_model"):
-                assert instance.get_latest_materialization_event(AssetKey(asset)) is not None
+                assert instance.get_latest_materialization_event(key(asset)) is not None
 
             # 1b. A run started from a shell, as the README starts approve_challenger, that
             # fails: it has no code-location origin, and it still alerts, with the cause.
@@ -152,7 +152,7 @@ def test_sensors_launch_the_loop_and_alert_once_across_a_daemon_restart(tmp_path
             )
 
             # 2. A drifted, unlabelled batch lands for the latest day -> score_batch.
-            day = daily_partitions().get_partition_keys()[-1]
+            day = scope_of({}).partitions.get_partition_keys()[-1]
             drifted = generate_house_prices(400, seed=7, drift=True).drop(columns=["price"])
             drop(incoming / f"{day}.csv", drifted)
             scored = wait_for(
@@ -162,15 +162,20 @@ def test_sensors_launch_the_loop_and_alert_once_across_a_daemon_restart(tmp_path
                 all_logs,
             )
             assert scored.status == DagsterRunStatus.SUCCESS, scored.run_id
-            assert scored.job_name == "score_batch"
+            assert scored.job_name == job_name("score_batch")
             assert scored.tags["dagster/partition"] == day
             for asset in ("predictions", "drift_report"):
-                event = instance.get_latest_materialization_event(AssetKey(asset))
+                event = instance.get_latest_materialization_event(key(asset))
                 assert event is not None
                 assert event.dagster_event.partition == day
 
             failed = failed_evaluations(instance)
-            assert ("WARN", "drift_report", "drift_share_below_threshold", day) in failed
+            assert (
+                "WARN",
+                "house_prices/drift_report",
+                "drift_share_below_threshold",
+                day,
+            ) in failed
 
             # 3. One alert per failed evaluation, and one retraining run.
             wait_for(
@@ -187,7 +192,7 @@ def test_sensors_launch_the_loop_and_alert_once_across_a_daemon_restart(tmp_path
                 420,
                 all_logs,
             )
-            assert retrain.job_name == "refresh_model"
+            assert retrain.job_name == job_name("refresh_model")
             assert retrain.status == DagsterRunStatus.SUCCESS, retrain.run_id
             assert "drift_report.drift_share_below_threshold" in retrain.tags["mlops/cause"]
         finally:

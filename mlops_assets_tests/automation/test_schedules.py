@@ -74,14 +74,20 @@ def test_automation_settings_are_read_when_definitions_are_built(
     assert labelled.minimum_interval_seconds == 7
     assert labelled.default_status == DefaultSensorStatus.RUNNING
     # Without a registry the image sensor stays stopped even when automation runs.
-    assert defs.resolve_sensor_def(job_name("champion_image")).default_status == DefaultSensorStatus.STOPPED
+    assert (
+        defs.resolve_sensor_def(job_name("champion_image")).default_status
+        == DefaultSensorStatus.STOPPED
+    )
 
     monkeypatch.setenv("MLOPS_AUTOMATION", "stopped")
     stopped = build_definitions()
     assert stopped.resolve_schedule_def(job_name("daily_scoring")).default_status == (
         DefaultScheduleStatus.STOPPED
     )
-    assert stopped.resolve_sensor_def(job_name("drift_policy")).default_status == DefaultSensorStatus.STOPPED
+    assert (
+        stopped.resolve_sensor_def(job_name("drift_policy")).default_status
+        == DefaultSensorStatus.STOPPED
+    )
     assert stopped.resolve_sensor_def(job_name("asset_check_alerts")).default_status == (
         DefaultSensorStatus.RUNNING
     )

@@ -19,7 +19,13 @@ from typing import Any
 
 import pytest
 
-from mlops_assets_tests.conftest import PARTITION, TEST_INCOMING, TEST_SOURCE, image_build_env
+from mlops_assets_tests.conftest import (
+    MODEL,
+    PARTITION,
+    TEST_INCOMING,
+    TEST_SOURCE,
+    image_build_env,
+)
 from mlops_assets_tests.dagster_services import (
     ARTIFACTS,
     daemon,
@@ -29,7 +35,7 @@ from mlops_assets_tests.dagster_services import (
     wait_until,
     webserver,
 )
-from mlops_assets_tests.test_definitions import EXPECTED_CHECKS
+from mlops_assets_tests.test_definitions import EXPECTED_CHECKS, MODELS
 
 pytestmark = pytest.mark.slow
 
@@ -73,16 +79,16 @@ query Run($runId: ID!) {
 
 
 def materialize_all(base: str, asset_job: str) -> str:
-    """What the UI's "Materialize all" sends: the implicit asset job, every asset and check,
-    and the partition picked in its dialog."""
+    """What the UI's "Materialize all" sends from the house-price model's group: the implicit
+    asset job, every asset and check of the group, and the partition picked in its dialog."""
     params = {
         "selector": {
             "repositoryLocationName": LOCATION,
             "repositoryName": REPOSITORY,
             "jobName": asset_job,
-            "assetSelection": [{"path": [asset]} for asset in sorted(EXPECTED_CHECKS)],
+            "assetSelection": [{"path": [MODEL, asset]} for asset in sorted(EXPECTED_CHECKS)],
             "assetCheckSelection": [
-                {"assetKey": {"path": [asset]}, "name": check}
+                {"assetKey": {"path": [MODEL, asset]}, "name": check}
                 for asset, checks in sorted(EXPECTED_CHECKS.items())
                 for check in sorted(checks)
             ],
@@ -185,7 +191,7 @@ def screenshot_asset_graph(ui: str, tmp_path: Path, logs: Path) -> Path:
                 )
 
             ui_logs = [logs / "webserver.log"]
-            wait_for("the asset groups", lambda: find("//*[text()='serving']"), 90, ui_logs)
+            wait_for("the asset groups", lambda: find(f"//*[text()='{MODEL}']"), 90, ui_logs)
             # Groups start collapsed; Alt+E is the graph's "expand all groups" shortcut.
             alt = "\ue00a"
             webdriver(
@@ -261,25 +267,34 @@ def test_webserver_lists_the_graph_materializes_all_and_renders_it(
 
         data = wait_for("the code location to load", graph_listed, 180, [server.log])
 
-        # 1. Every asset and check of the graph, as the UI lists them.
+        # 1. Every asset and check of both models' graphs, as the UI lists them.
         listed = {
-            node["assetKey"]["path"][0]: {c["name"] for c in node["assetChecksOrError"]["checks"]}
+            "/".join(node["assetKey"]["path"]): {
+                c["name"] for c in node["assetChecksOrError"]["checks"]
+            }
             for node in data["assetNodes"]
         }
-        assert listed == EXPECTED_CHECKS
-        partitioned = {n["assetKey"]["path"][0] for n in data["assetNodes"] if n["isPartitioned"]}
+        assert listed == {
+            f"{model}/{asset}": checks
+            for model in MODELS
+            for asset, checks in EXPECTED_CHECKS.items()
+        }
+        partitioned = {
+            "/".join(n["assetKey"]["path"]) for n in data["assetNodes"] if n["isPartitioned"]
+        }
         assert partitioned == {
-            "predictions",
-            "drift_report",
-            "served_traffic",
-            "traffic_drift_report",
+            f"{model}/{asset}"
+            for model in MODELS
+            for asset in ("predictions", "drift_report", "served_traffic", "traffic_drift_report")
         }
         repository = data["repositoryOrError"]
-        assert {"asset_check_alerts", "drift_policy"} <= {s["name"] for s in repository["sensors"]}
+        assert {"asset_check_alerts", f"{MODEL}_drift_policy"} <= {
+            s["name"] for s in repository["sensors"]
+        }
         assert {s["name"] for s in repository["schedules"]} == {
-            "daily_scoring",
-            "periodic_retrain",
-            "daily_traffic",
+            f"{model}_{schedule}"
+            for model in MODELS
+            for schedule in ("daily_scoring", "periodic_retrain", "daily_traffic")
         }
 
         # 2. "Materialize all" succeeds.
@@ -300,7 +315,8 @@ def test_webserver_lists_the_graph_materializes_all_and_renders_it(
             interval=3,
         )
         assert run["status"] == "SUCCESS", f"run {run_id} ended {run['status']}"
-        materialized = {m["assetKey"]["path"][0] for m in run["assetMaterializations"]}
+        materialized = {m["assetKey"]["path"][-1] for m in run["assetMaterializations"]}
+        assert {m["assetKey"]["path"][0] for m in run["assetMaterializations"]} == {MODEL}
         # No cluster here: model_deployment skips itself (its own tests cover the rollout);
         # no model was served, so served_traffic is the day's empty table (its drift report
         # compares nothing).
