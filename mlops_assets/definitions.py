@@ -24,7 +24,7 @@ from dagster import (
 from mlops_assets.components.lifecycle.automation.alerts import build_alert_sensors
 from mlops_assets.lib.console import console_logger
 from mlops_assets.lib.env_settings import env_fields
-from mlops_assets.lib.pod_resources import standard_pod, training_pod
+from mlops_assets.lib.pod_resources import standard_pod
 from mlops_assets.resources.asset_values import RunScopedIOManager
 from mlops_assets.resources.dataset_source import DatasetSourceResource
 from mlops_assets.resources.image_builder import ImageBuilderResource
@@ -54,20 +54,16 @@ warnings.filterwarnings(
 )
 
 
-def k8s_executor_config(training_steps: Collection[str] = ()) -> dict[str, object]:
-    """Step pods of the standard size; the training steps (every model's trained_model) get
-    the training size. Read when the definitions are built, so the MLOPS_K8S_* settings
-    apply."""
-    return {
-        "step_k8s_config": standard_pod(),
-        "per_step_k8s_config": {step: training_pod() for step in training_steps},
-    }
+def k8s_executor_config() -> dict[str, object]:
+    """Step pods of the standard size (MLOPS_K8S_*, read when the definitions are built); each
+    model's trained_model step has its model's training size in its own op tags."""
+    return {"step_k8s_config": standard_pod()}
 
 
 EXECUTORS = ("in_process", "multiprocess", "k8s_job")
 
 
-def executor(training_steps: Collection[str] = ()) -> ExecutorDefinition | None:
+def executor() -> ExecutorDefinition | None:
     """How a run's steps execute (MLOPS_EXECUTOR).
 
     in_process (default): every step in the run's own process, so the libraries a step needs
@@ -84,7 +80,7 @@ def executor(training_steps: Collection[str] = ()) -> ExecutorDefinition | None:
         raise ValueError(f"MLOPS_EXECUTOR must be one of {', '.join(EXECUTORS)}, not '{choice}'")
     from dagster_k8s import k8s_job_executor
 
-    return k8s_job_executor.configured(k8s_executor_config(training_steps))
+    return k8s_job_executor.configured(k8s_executor_config())
 
 
 def from_env(resource: type[R], secrets: Collection[str] | None = None, **fixed: Any) -> R:
@@ -164,19 +160,12 @@ def load_defs_folder() -> Definitions:
 def build_definitions(resources: dict[str, object] | None = None) -> Definitions:
     """Every model in ``defs/`` (settings read now, not on import), the deployment's alerts,
     and the resources from the environment, or the ones given (tests)."""
-    models = load_defs_folder()
-    training_steps = [
-        key.to_python_identifier()
-        for assets in models.assets or ()
-        for key in getattr(assets, "keys", ())
-        if key.path[-1] == "trained_model"
-    ]
     return Definitions.merge(
-        models,
+        load_defs_folder(),
         Definitions(
             resources=build_resources() if resources is None else resources,
             sensors=build_alert_sensors(int(setting("MLOPS_SENSOR_INTERVAL_SECONDS"))),
-            executor=executor(training_steps),
+            executor=executor(),
             loggers={"console": console_logger},
         ),
     )

@@ -1,15 +1,18 @@
 """How big a Kubernetes pod each piece of work asks for, as ``dagster-k8s/config`` tags.
 
 On a laptop these tags do nothing. On a cluster, K8sRunLauncher reads a run's tags (a job's
-tags become its runs' tags) to size the run pod, and k8s_job_executor sizes each step pod
-from its config (definitions.k8s_executor_config: the training step larger). Training asks
-for more CPU and memory than anything else. Sizes are settings, read when the definitions are
-built, so a team changes them per cluster without touching code.
+tags become its runs' tags) to size the run pod, and k8s_job_executor sizes each step pod from
+its config and the step's own tags (each model's trained_model carries the training size).
+Training asks for more CPU and memory than anything else. Sizes are the deployment's settings
+(MLOPS_K8S_*), which a model may override (its component's ``kubernetes`` attributes, given
+here as ``sizes``: cpu, memory, memory_limit, training_cpu, training_memory,
+training_memory_limit), read when the definitions are built.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from mlops_assets.settings import setting
@@ -33,25 +36,27 @@ def pod_size(cpu: str, memory: str, memory_limit: str) -> dict[str, Any]:
     }
 
 
-def standard_pod() -> dict[str, Any]:
+def _size(sizes: Mapping[str, str], name: str) -> str:
+    return sizes.get(name) or setting(f"MLOPS_K8S_{name.upper()}")
+
+
+def standard_pod(sizes: Mapping[str, str] = {}) -> dict[str, Any]:
+    return pod_size(_size(sizes, "cpu"), _size(sizes, "memory"), _size(sizes, "memory_limit"))
+
+
+def training_pod(sizes: Mapping[str, str] = {}) -> dict[str, Any]:
     return pod_size(
-        setting("MLOPS_K8S_CPU"), setting("MLOPS_K8S_MEMORY"), setting("MLOPS_K8S_MEMORY_LIMIT")
+        _size(sizes, "training_cpu"),
+        _size(sizes, "training_memory"),
+        _size(sizes, "training_memory_limit"),
     )
 
 
-def training_pod() -> dict[str, Any]:
-    return pod_size(
-        setting("MLOPS_K8S_TRAINING_CPU"),
-        setting("MLOPS_K8S_TRAINING_MEMORY"),
-        setting("MLOPS_K8S_TRAINING_MEMORY_LIMIT"),
-    )
-
-
-def standard_tags() -> dict[str, str]:
+def standard_tags(sizes: Mapping[str, str] = {}) -> dict[str, str]:
     """Tags for a job or an asset's op: the standard pod (tag values are JSON strings)."""
-    return {K8S_CONFIG_TAG: json.dumps(standard_pod())}
+    return {K8S_CONFIG_TAG: json.dumps(standard_pod(sizes))}
 
 
-def training_tags() -> dict[str, str]:
+def training_tags(sizes: Mapping[str, str] = {}) -> dict[str, str]:
     """Tags for a job or an asset's op that trains."""
-    return {K8S_CONFIG_TAG: json.dumps(training_pod())}
+    return {K8S_CONFIG_TAG: json.dumps(training_pod(sizes))}

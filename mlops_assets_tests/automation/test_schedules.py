@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 from dagster import (
+    AssetKey,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -16,7 +17,7 @@ from dagster import (
 from mlops_assets.components.lifecycle.automation.constants import TRIGGER_TAG
 from mlops_assets.components.lifecycle.automation.jobs import build_jobs
 from mlops_assets.components.lifecycle.automation.schedules import build_schedules
-from mlops_assets_tests.conftest import job_name, key, scope_of, step
+from mlops_assets_tests.conftest import job_name, key, scope_of
 
 HOUSE = scope_of({})
 daily_scoring, periodic_retrain, daily_traffic = build_schedules(HOUSE, build_jobs(HOUSE))
@@ -109,12 +110,11 @@ def test_pod_sizes_are_read_when_definitions_are_built(monkeypatch: pytest.Monke
     assert refresh["container_config"]["resources"]["requests"]["cpu"] == "3"
     assert refresh["container_config"]["resources"]["limits"]["memory"] == "7Gi"
     assert scoring["container_config"]["resources"]["requests"]["memory"] == "512Mi"
-    steps = k8s_executor_config([step("trained_model"), "wine_cultivars__trained_model"])
-    assert steps["step_k8s_config"] == scoring
-    assert steps["per_step_k8s_config"] == {
-        step("trained_model"): refresh,
-        "wine_cultivars__trained_model": refresh,
-    }
+    steps = k8s_executor_config()
+    assert steps == {"step_k8s_config": scoring}
+    # The training step pod (k8s_job_executor reads a step's own tags).
+    training = defs.resolve_assets_def(AssetKey(["house_prices", "trained_model"])).op.tags
+    assert json.loads(training["dagster-k8s/config"]) == refresh
 
 
 def test_daily_traffic_collects_the_day_that_just_ended() -> None:

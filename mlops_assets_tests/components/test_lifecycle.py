@@ -179,3 +179,24 @@ def test_the_wine_instance_is_what_its_yaml_says() -> None:
     attributes = yaml.safe_load((DEFS / WINE / "defs.yaml").read_text())["attributes"]
     assert attributes["data"]["source"] == "sample://wine"
     assert PARTITION  # the tests' day is a partition of both models
+
+
+def test_each_model_sizes_its_own_pods(clean_env: None) -> None:
+    """On Kubernetes: the wine model's defs.yaml asks for smaller training pods, for its run
+    pods (job tags) and its training step pod (op tags); the house-price model keeps the
+    deployment's MLOPS_K8S_* sizes."""
+    import json
+
+    from mlops_assets.lib.pod_resources import K8S_CONFIG_TAG, pod_size, training_pod
+
+    defs = definitions()
+
+    def sizes(tags: dict[str, str]) -> dict[str, Any]:
+        return json.loads(tags[K8S_CONFIG_TAG])
+
+    small = pod_size("1", "1Gi", "2Gi")
+    assert sizes(defs.resolve_job_def(f"{WINE}_refresh_model").tags) == small
+    assert sizes(defs.resolve_assets_def(AssetKey([WINE, "trained_model"])).op.tags) == small
+    house = defs.resolve_job_def("house_prices_refresh_model").tags
+    assert sizes(house) == training_pod()
+    assert training_pod()["container_config"]["resources"]["requests"]["cpu"] == "2"

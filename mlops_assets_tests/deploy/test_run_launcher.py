@@ -198,7 +198,7 @@ def test_run_launched_by_k8s_run_launcher_executes_to_success(
             )
             launched = subprocess.run(
                 [str(BIN / "dagster"), "job", "launch", "-w", str(workspace),
-                 "-l", "mlops_assets", "-j", "refresh_model"],
+                 "-l", "mlops_assets", "-j", "house_prices_refresh_model"],
                 env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
             )  # fmt: skip
             assert launched.returncode == 0, launched.stdout + launched.stderr
@@ -252,7 +252,7 @@ def test_run_launched_by_k8s_run_launcher_executes_to_success(
         assert run.status == DagsterRunStatus.SUCCESS
         assert run.tags[DOCKER_IMAGE_TAG] == image
         for asset in ("raw_data", "versioned_dataset", "trained_model", "registered_model"):
-            event = instance.get_latest_materialization_event(AssetKey(asset))
+            event = instance.get_latest_materialization_event(AssetKey(["house_prices", asset]))
             assert event is not None, asset
             assert event.run_id == run_id, asset
         instance.dispose()
@@ -270,7 +270,7 @@ def _assert_job_as_deployed(
     meta = job["metadata"]
     assert meta["namespace"] == values["runLauncher"]["config"]["k8sRunLauncher"]["jobNamespace"]
     labels = meta["labels"]
-    assert labels["dagster/job"] == "refresh_model"
+    assert labels["dagster/job"] == "house_prices_refresh_model"
     assert labels["dagster/code-location"] == "mlops_assets"
     assert labels["app.kubernetes.io/part-of"] == "mlops-assets"
     assert labels["app.kubernetes.io/component"] == "run_worker"

@@ -162,6 +162,25 @@ class AutomationAttributes(dg.Model, dg.Resolvable):
         return value
 
 
+class KubernetesAttributes(dg.Model, dg.Resolvable):
+    """Pod sizes of this model's runs and steps on Kubernetes (quantities, e.g. 500m, 2Gi);
+    each left out is the deployment's MLOPS_K8S_* setting."""
+
+    cpu: str = Field(default="", description="CPU request of its run and step pods.")
+    memory: str = Field(default="", description="Memory request of its run and step pods.")
+    memory_limit: str = Field(default="", description="Memory limit of its run and step pods.")
+    training_cpu: str = Field(default="", description="CPU request of the pods that train.")
+    training_memory: str = Field(default="", description="Memory request of the pods that train.")
+    training_memory_limit: str = Field(
+        default="", description="Memory limit of the pods that train."
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return "" if value is None else _as_text(value)
+
+
 @dg.scaffold_with(ModelLifecycleScaffolder)
 class ModelLifecycle(dg.Component, dg.Model, dg.Resolvable):
     """One model's whole lifecycle as assets with checks, jobs, schedules and sensors: data
@@ -192,6 +211,7 @@ class ModelLifecycle(dg.Component, dg.Model, dg.Resolvable):
         default=None, description="How its served image serves and is rolled out."
     )
     automation: AutomationAttributes | None = None
+    kubernetes: KubernetesAttributes | None = None
 
     @field_validator("name")
     @classmethod
@@ -236,6 +256,11 @@ class ModelLifecycle(dg.Component, dg.Model, dg.Resolvable):
             serving=_given(self.serving),
             automation=AutomationSettings(image_registry=image_registry, **_given(self.automation)),
             partitions_start=self.data.partitions_start,
+            pods={
+                k: v
+                for k, v in (self.kubernetes or KubernetesAttributes()).model_dump().items()
+                if v
+            },
         )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:

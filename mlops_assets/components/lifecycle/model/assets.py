@@ -29,6 +29,7 @@ from mlops_assets.lib.champion import dataset_label, score_on_test
 from mlops_assets.lib.datasets import dataset_manifest, dataset_splits
 from mlops_assets.lib.exclusive import exclusive, model_lease
 from mlops_assets.lib.metadata import md_table
+from mlops_assets.lib.pod_resources import training_tags
 from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
 from mlops_assets.ml.dataset_store import DatasetStore
 from mlops_assets.ml.estimator import EstimatorError, TrainingConfig, model_input
@@ -692,6 +693,8 @@ def build_model_assets(model: ModelScope) -> list[AssetsDefinition]:
     return [
         asset(
             key=model.key("trained_model"),
+            # On Kubernetes, its step pod (k8s_job_executor) has the model's training size.
+            op_tags=training_tags(model.pods),
             retry_policy=SERVER_RETRY,
             group_name=model.name,
             kinds={"sklearn", "mlflow"},
