@@ -45,11 +45,18 @@ warnings.filterwarnings(
     message=r"Parameter `owners` of initializer `SensorDefinition\.__init__` is currently in beta",
     category=BetaWarning,
 )
-# The same for the code references Dagster attaches to every asset of a component (the
-# defs.yaml line that declares it), which the UI shows.
+# The same for what Dagster does to a component's definitions: it attaches code references
+# (the defs.yaml line that declares each, which the UI shows), copying each sensor with every
+# parameter it has, the beta ones too.
 warnings.filterwarnings(
     "ignore",
     message=r"Class `(CodeReferencesMetadataValue|LocalFileCodeReference)` is currently in beta",
+    category=BetaWarning,
+)
+warnings.filterwarnings(
+    "ignore",
+    message=r"Parameter `use_user_code_server` of initializer "
+    r"`AutomationConditionSensorDefinition\.__init__` is currently in beta",
     category=BetaWarning,
 )
 

@@ -26,7 +26,7 @@ from mlops_assets_tests.conftest import (
     run_mlops_demo,
 )
 from mlops_assets_tests.dagster_services import ROOT, graphql, wait_for
-from mlops_assets_tests.test_definitions import EXPECTED_CHECKS
+from mlops_assets_tests.test_definitions import EXPECTED_CHECKS, MODELS
 
 # Runs mlops-demo in a subprocess.
 pytestmark = pytest.mark.slow
@@ -270,23 +270,29 @@ def test_the_printed_ui_command_shows_the_demo_run(demo, cli, tmp_path):
         state = wait_for("the code location and the daemons", loaded_and_healthy, 180, [log])
         [location] = state["workspaceOrError"]["locationEntries"]
         assert location["name"] == location_name
-        [run] = state["runsOrError"]["results"]
-        assert run["status"] == "SUCCESS"
-        assert {"key": "dagster/partition", "value": PARTITION} in run["tags"]
+        runs = state["runsOrError"]["results"]
+        assert len(runs) == 2  # one per shipped model
+        assert all(run["status"] == "SUCCESS" for run in runs)
+        assert all({"key": "dagster/partition", "value": PARTITION} in r["tags"] for r in runs)
         nodes = state["assetsOrError"]["nodes"]
         listed = {
-            n["key"]["path"][0]: {
+            "/".join(n["key"]["path"]): {
                 c["name"] for c in n["definition"]["assetChecksOrError"]["checks"]
             }
             for n in nodes
         }
-        assert listed == EXPECTED_CHECKS
-        shown = {
-            n["key"]["path"][0]
-            for n in nodes
-            if n["assetMaterializations"] and n["assetMaterializations"][0]["runId"] == run["runId"]
+        assert listed == {
+            f"{model}/{asset}": checks
+            for model in MODELS
+            for asset, checks in EXPECTED_CHECKS.items()
         }
-        assert shown == LIFECYCLE_ASSETS
+        run_ids = {run["runId"] for run in runs}
+        shown = {
+            "/".join(n["key"]["path"])
+            for n in nodes
+            if n["assetMaterializations"] and n["assetMaterializations"][0]["runId"] in run_ids
+        }
+        assert shown == {f"{model}/{asset}" for model in MODELS for asset in LIFECYCLE_ASSETS}
     finally:
         left = stop_and_wait(server, timeout=60)
     assert not left, f"{cli} dev left processes {left} after SIGTERM:\n{log.read_text()[-3000:]}"

@@ -144,7 +144,7 @@ def materialisation(instance: DagsterInstance, run_id: str, asset: str) -> Any:
     [event] = [
         e
         for e in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
-        if e.dagster_event.asset_key.to_user_string() == asset
+        if e.dagster_event.asset_key.to_user_string() == f"house_prices/{asset}"
     ]
     return event.dagster_event.materialization.metadata
 

@@ -74,9 +74,9 @@ class RunOutcome:
             blocked = [c for c in self.failed_errors if c.blocking and _is_step_of(step, c)]
             if blocked:
                 checks = "; ".join(f"{c.check} failed: {_first(c.description)}" for c in blocked)
-                lines.append(f"{step}: {checks}")
+                lines.append(f"{step_name(step)}: {checks}")
             else:
-                lines.append(f"{step}: {why}")
+                lines.append(f"{step_name(step)}: {why}")
         return lines
 
 
@@ -91,10 +91,10 @@ def _is_step_of(step: str, check: CheckOutcome) -> bool:
     return step in (asset, f"{asset}_{check.check}")
 
 
-def step_name(step_key: str | None) -> str:
+def step_name(step_key: str) -> str:
     """A step as a person names it: a model's step house_prices__raw_data is
     house_prices/raw_data, as its asset is."""
-    return step_key.replace("__", "/", 1) if step_key else "run"
+    return step_key.replace("__", "/", 1)
 
 
 def run_outcome(instance: DagsterInstance, run_id: str) -> RunOutcome:
@@ -131,5 +131,5 @@ def run_outcome(instance: DagsterInstance, run_id: str) -> RunOutcome:
                 if user and user.description
                 else (root_cause(error) if error else "failed")
             )
-            steps.append((step_name(event.step_key), why.strip()))
+            steps.append((event.step_key or "run", why.strip()))
     return RunOutcome(tuple(checks), tuple(steps))

@@ -40,7 +40,7 @@ def test_lifecycle_writes_every_artifact_to_s3(lifecycle, seaweed, s3_store, cap
         for k in keys
     )
     # Asset values are kept per run, beside the data.
-    assert any(k.startswith("io/registered_model/") for k in keys)
+    assert any(k.startswith("io/house_prices/registered_model/") for k in keys)
     assert any(k.startswith("raw/") and k.endswith("manifest.json") for k in keys)
     assert not (lifecycle.home / "store").exists()
     meta = materialized(result)["drift_report"]

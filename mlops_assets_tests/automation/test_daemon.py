@@ -77,7 +77,7 @@ def failed_evaluations(instance: DagsterInstance) -> list[tuple[str, str, str, s
 
 
 def test_sensors_launch_the_loop_and_alert_once_across_a_daemon_restart(tmp_path: Path) -> None:
-    from mlops_assets_tests.conftest import job_name, key, scope_of
+    from mlops_assets_tests.conftest import job_name, key, scope_of, step
 
     labelled, incoming = tmp_path / "labelled", tmp_path / "incoming"
     dagster_home, logs = tmp_path / "dagster_home", tmp_path / "logs"
@@ -137,15 +137,17 @@ def test_sensors_launch_the_loop_and_alert_once_across_a_daemon_restart(tmp_path
             # 1b. A run started from a shell, as the README starts approve_challenger, that
             # fails: it has no code-location origin, and it still alerts, with the cause.
             launched = subprocess.run(
-                [str(BIN / "dg"), "launch", "--job", "approve_challenger", "--config-json",
-                 json.dumps({"ops": {"promote_to_champion": {"config": {"version": "99"}}}})],
+                [str(BIN / "dg"), "launch", "--job", job_name("approve_challenger"), "--config-json",
+                 json.dumps({"ops": {step("promote_to_champion"): {"config": {"version": "99"}}}})],
                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
             )  # fmt: skip
             assert launched.returncode != 0, launched.stderr[-3000:]
             wait_for(
                 "the alert for the failed approve_challenger run",
                 lambda: [
-                    p for p in receiver.delivered() if "Run of approve_challenger" in p["text"]
+                    p
+                    for p in receiver.delivered()
+                    if "Run of house_prices_approve_challenger" in p["text"]
                 ],
                 120,
                 all_logs,
@@ -228,7 +230,7 @@ def test_sensors_launch_the_loop_and_alert_once_across_a_daemon_restart(tmp_path
     )
     assert alerted == expected, "one alert per failed evaluation, none twice"
     [run_alert] = [p for p in payloads if "Run of " in p["text"]]  # one, across the restart
-    assert run_alert["text"].startswith("[ERROR] Run of approve_challenger failed: ")
+    assert run_alert["text"].startswith("[ERROR] Run of house_prices_approve_challenger failed: ")
     assert "has no version '99' to approve" in run_alert["text"], run_alert["text"]
     assert "Error occurred while executing" not in run_alert["text"]
     assert "a shell (dg launch, mlops-demo)" in json.dumps(run_alert)

@@ -292,16 +292,18 @@ def build_model_defs(model: ModelScope) -> dg.Definitions:
     with partitioned_checks():
         scoring, scoring_checks = build_scoring_assets(model)
         traffic = build_traffic_assets(model)
+    built = [
+        *build_data_assets(model),
+        *build_model_assets(model),
+        *build_image_assets(model),
+        *build_deployment_assets(model),
+        *scoring,
+        *scoring_checks,
+    ]
     return dg.Definitions.merge(
         dg.Definitions(
-            assets=[
-                *build_data_assets(model),
-                *build_model_assets(model),
-                *build_image_assets(model),
-                *build_deployment_assets(model),
-                *scoring,
-            ],
-            asset_checks=scoring_checks,
+            assets=[a for a in built if not isinstance(a, dg.AssetChecksDefinition)],
+            asset_checks=[a for a in built if isinstance(a, dg.AssetChecksDefinition)],
             jobs=jobs.all(),
             schedules=build_schedules(model, jobs),
             sensors=build_sensors(model, jobs),

@@ -61,7 +61,7 @@ def watch_labelled_data(
     source = redact_uri(dataset_source.source_uri)
     if is_generated(dataset_source.source_uri):
         return SkipReason(
-            f"MLOPS_SOURCE_URI is the generated sample {source}: nothing lands there; point it "
+            f"the source (data.source) is the generated sample {source}: nothing lands there; point it "
             "at a folder, an s3:// prefix or an http(s) URL"
         )
     fingerprint = dataset_source.source_fingerprint()
@@ -90,7 +90,7 @@ def watch_incoming_batches(
     template = redact_uri(dataset_source.incoming_uri)
     if is_generated(dataset_source.incoming_uri):
         return SkipReason(
-            f"MLOPS_INCOMING_URI is the generated sample {template}: nothing lands there; "
+            f"incoming batches (data.incoming) are the generated sample {template}: nothing lands there; "
             "the daily_scoring schedule scores it"
         )
     days = partitions.get_partition_keys()[-lookback_days:]
@@ -267,7 +267,7 @@ def build_sensors(model: ModelScope, jobs: AssetJobs) -> list[SensorDefinition]:
             job=jobs.refresh_model,
             minimum_interval_seconds=settings.interval_seconds,
             default_status=settings.sensor_status,
-            description="Watches MLOPS_SOURCE_URI (file listing, S3 ETags or HTTP validators) and runs "
+            description="Watches the model's data.source (file listing, S3 ETags or HTTP validators) and runs "
             "refresh_model when the labelled data changes. Write files under a name starting with '.' "
             "and rename them when complete: hidden files are ignored.",
         )(model.bind(watch_labelled_data)),
@@ -276,7 +276,7 @@ def build_sensors(model: ModelScope, jobs: AssetJobs) -> list[SensorDefinition]:
             job=jobs.score_batch,
             minimum_interval_seconds=settings.interval_seconds,
             default_status=settings.sensor_status,
-            description="Watches MLOPS_INCOMING_URI for the latest MLOPS_INCOMING_LOOKBACK_DAYS daily "
+            description="Watches the model's data.incoming for the latest automation.lookback_days daily "
             "partitions and runs score_batch for a day whose batch appears or changes. Waits while "
             "the model has no champion.",
         )(model.bind(incoming_batches)),
@@ -286,7 +286,7 @@ def build_sensors(model: ModelScope, jobs: AssetJobs) -> list[SensorDefinition]:
             minimum_interval_seconds=settings.interval_seconds,
             default_status=settings.sensor_status,
             description="Watches the object store's traffic_labels/<model>/date=<day>/ for the "
-            "latest MLOPS_INCOMING_LOOKBACK_DAYS days and runs collect_traffic for a day whose "
+            "latest automation.lookback_days days and runs collect_traffic for a day whose "
             "labels appear or change, so served_traffic joins them and traffic_drift_report "
             "measures live quality (and the drift policy acts on it).",
         )(model.bind(traffic_labels)),
@@ -297,9 +297,9 @@ def build_sensors(model: ModelScope, jobs: AssetJobs) -> list[SensorDefinition]:
             default_status=settings.sensor_status,
             description="Reads failed checks of drift_report and traffic_drift_report from the "
             "event log and applies "
-            "MLOPS_DRIFT_POLICY: continue (alerts only), retrain (refresh_model), or rollback (a failed "
+            "policy.drift_policy: continue (alerts only), retrain (refresh_model), or rollback (a failed "
             "quality check rolls the champion back). After a run it starts, further failures start "
-            "nothing for MLOPS_RETRAIN_COOLDOWN_MINUTES.",
+            "nothing for policy.retrain_cooldown_minutes.",
         )(model.bind(apply_drift_policy)),
         # Declarative: served_image and model_deployment carry automation conditions (the
         # champion changed; a new image); this sensor evaluates them.
