@@ -157,7 +157,7 @@ def test_concurrent_registrations_promote_exactly_once(
         "-m",
         "mlops_assets.definitions",
         "--select",
-        "registered_model",
+        "house_prices/registered_model",
     ]
     processes = [
         subprocess.Popen(

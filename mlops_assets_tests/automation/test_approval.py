@@ -285,16 +285,16 @@ def test_the_readmes_approve_and_rollback_commands_work_from_a_shell(tmp_path: P
         return str(version.version)
 
     # A worse challenger, v2 (the auto policy leaves v1 champion).
-    worse = {"ops": {"trained_model": {"config": {"params_json": '{"max_iter": 15}'}}}}
+    worse = {"ops": {step("trained_model"): {"config": {"params_json": '{"max_iter": 15}'}}}}
     refresh = shell(
-        "DAGSTER_HOME=$PWD/.mlops/dagster_home .venv/bin/dg launch --job refresh_model "
+        "DAGSTER_HOME=$PWD/.mlops/dagster_home .venv/bin/dg launch --job house_prices_refresh_model "
         f"--config-json '{json.dumps(worse)}'"
     )
     assert refresh.returncode == 0, refresh.stderr[-3000:]
     assert champion() == "1"
 
     approve, override, rollback = shell_commands(
-        readme_block("bash", "dg launch --job approve_challenger")
+        readme_block("bash", "dg launch --job house_prices_approve_challenger")
     )
     refused = shell(approve)
     assert refused.returncode == 1

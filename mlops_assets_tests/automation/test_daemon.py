@@ -55,7 +55,9 @@ def drop(path: Path, frame: Any) -> float:
 
 
 def sensor_ticks_after(instance: DagsterInstance, name: str, after: float) -> int:
-    states = [s for s in instance.all_instigator_state() if s.name == name]
+    from mlops_assets_tests.conftest import job_name
+
+    states = [s for s in instance.all_instigator_state() if s.name == job_name(name)]
     if not states:
         return 0
     ticks = instance.get_ticks(states[0].instigator_origin_id, states[0].selector_id, limit=50)

@@ -200,3 +200,38 @@ def test_each_model_sizes_its_own_pods(clean_env: None) -> None:
     house = defs.resolve_job_def("house_prices_refresh_model").tags
     assert sizes(house) == training_pod()
     assert training_pod()["container_config"]["resources"]["requests"]["cpu"] == "2"
+
+
+def test_the_house_price_model_keeps_the_names_its_state_is_stored_under(clean_env: None) -> None:
+    """How an existing .mlops/ is found again under the new asset keys: everything stored is
+    named by the registered model, the experiment and the dataset (the spec's name), and the
+    house-price instance keeps the ones the single model had by default; only Dagster's own
+    names (asset keys, jobs) gained the model's prefix."""
+    from mlops_assets.resources.dataset_source import DatasetSourceResource
+    from mlops_assets.resources.mlflow_registry import MlflowResource
+
+    house = scopes()["house_prices"]
+    assert house.registry == {
+        "model_name": MlflowResource.model_fields["model_name"].default,
+        "experiment_name": MlflowResource.model_fields["experiment_name"].default,
+    }
+    assert house.registry == {
+        "model_name": "house-price-regressor",
+        "experiment_name": "house-prices",
+    }
+    source = DatasetSourceResource().model_copy(update=dict(house.data))
+    assert source.spec.name == "house_prices"
+    assert house.key("raw_data") == AssetKey(["house_prices", "raw_data"])
+
+
+def test_a_trained_state_goes_on_under_the_components_names(
+    trained: Lifecycle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state trained before (data-v1.0.0, model v1 champion) is continued: the next run
+    with new data makes data-v1.1.0 and v2, gated against the same champion."""
+    assert trained.state()["versions"] == [1]
+    monkeypatch.setenv("MLOPS_SOURCE_URI", "sample://house-prices?rows=1500&seed=7")
+    assert trained.run("refresh_model", partition=None).success
+    after = trained.state()
+    assert after["versions"] == [1, 2]
+    assert after["tags"] == ["data-v1.0.0.json", "data-v1.1.0.json"]
