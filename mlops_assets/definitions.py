@@ -22,6 +22,7 @@ from dagster import (
 )
 
 from mlops_assets.components.lifecycle.automation.alerts import build_alert_sensors
+from mlops_assets.components.lifecycle.component import ModelLifecycle
 from mlops_assets.lib.console import console_logger
 from mlops_assets.lib.env_settings import env_fields
 from mlops_assets.lib.pod_resources import standard_pod
@@ -147,7 +148,7 @@ def build_resources() -> dict[str, object]:
     }
 
 
-def load_defs_folder() -> Definitions:
+def load_defs_folder(tree: ComponentTree | None = None) -> Definitions:
     """What ``defs/`` declares (one ModelLifecycle instance per model), loaded as
     ``load_from_defs_folder`` does but without its last step: enriching the location with a
     JSON catalogue of every installed component type.
@@ -158,7 +159,7 @@ def load_defs_folder() -> Definitions:
     location (each run worker, step, gRPC server, test); `dg list components` and `dg docs`
     build it when asked. The tree stays on the definitions, as Dagster attaches it.
     """
-    tree = ComponentTree.for_project(Path(__file__).parent)
+    tree = tree or ComponentTree.for_project(Path(__file__).parent)
     with warnings.catch_warnings():
         # load_from_defs_folder silences these too: its own preview loader, called for every
         # plain Python module in defs/.
@@ -174,11 +175,14 @@ def load_defs_folder() -> Definitions:
 def build_definitions(resources: dict[str, object] | None = None) -> Definitions:
     """Every model in ``defs/`` (settings read now, not on import), the deployment's alerts,
     and the resources from the environment, or the ones given (tests)."""
+    tree = ComponentTree.for_project(Path(__file__).parent)
+    models = load_defs_folder(tree)
+    routes = {m.name: m.alert_route() for m in tree.get_all_components(of_type=ModelLifecycle)}
     return Definitions.merge(
-        load_defs_folder(),
+        models,
         Definitions(
             resources=build_resources() if resources is None else resources,
-            sensors=build_alert_sensors(int(setting("MLOPS_SENSOR_INTERVAL_SECONDS"))),
+            sensors=build_alert_sensors(int(setting("MLOPS_SENSOR_INTERVAL_SECONDS")), routes),
             executor=executor(),
             loggers={"console": console_logger},
         ),

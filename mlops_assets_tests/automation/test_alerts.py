@@ -172,3 +172,45 @@ def test_a_failed_run_alerts_with_its_reason_not_dagsters_wrapper(trained: Lifec
     assert "promote_to_champion: " in text
     assert "has no version '99' to approve" in text, text
     assert "Error occurred while executing" not in text
+
+
+def test_each_models_alerts_go_where_its_route_says(
+    lifecycle: Lifecycle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wine model's defs.yaml could say `alerts: {webhook_url_env: WINE_ALERTS_URL}`: its
+    failed checks go to that webhook, the house-price model's to the deployment's; the URL is
+    read from the variable when the alert is sent. While that variable is unset, the wine
+    alert waits (the tick logs why) and the house-price one goes; none is sent twice."""
+    routes = {"wine_cultivars": {"webhook_url_env": "WINE_ALERTS_URL"}}
+    check_alerts, _ = build_alert_sensors(interval_seconds=30, routes=routes)
+    instance = lifecycle.instance
+
+    def routed_tick(cursor: str | None, notifier: NotifierResource) -> Any:
+        context = build_sensor_context(
+            instance=instance,
+            cursor=cursor,
+            definitions=build_definitions(),
+            resources={"notifier": notifier},
+        )
+        return check_alerts(context)
+
+    with WebhookReceiver() as team, WebhookReceiver() as wine_team:
+        notifier = webhook(team)
+        start = routed_tick(None, notifier)
+        record_evaluation(instance, "raw_data", "values_match_schema", False, "house: rule")
+        record_evaluation(
+            instance, "wine_cultivars/raw_data", "values_match_schema", False, "wine: rule"
+        )
+        waiting = routed_tick(start.cursor, notifier)  # the house alert goes; wine's waits
+        assert [p["text"].split(":")[0] for p in team.delivered()] == [
+            "[ERROR] Check values_match_schema failed on house_prices/raw_data"
+        ]
+        assert wine_team.delivered() == []
+        monkeypatch.setenv("WINE_ALERTS_URL", wine_team.url)
+        done = routed_tick(waiting.cursor, notifier)
+        assert routed_tick(done.cursor, notifier).skip_reason is not None  # none twice
+        house_texts = [p["text"] for p in team.delivered()]
+        wine_texts = [p["text"] for p in wine_team.delivered()]
+    assert len(house_texts) == 1  # sent once, while the wine alert waited
+    assert len(wine_texts) == 1
+    assert wine_texts[0].startswith("[ERROR] Check values_match_schema failed on wine_cultivars/")

@@ -181,6 +181,26 @@ class KubernetesAttributes(dg.Model, dg.Resolvable):
         return "" if value is None else _as_text(value)
 
 
+class AlertAttributes(dg.Model, dg.Resolvable):
+    """Where this model's alerts (its failed checks and runs) go; each left out is the
+    deployment's (MLOPS_ALERT_*)."""
+
+    channels: str = Field(
+        default="", description="Channels for this model's alerts: log, webhook, email."
+    )
+    email_to: str = Field(default="", description="Who gets this model's alerts by email.")
+    webhook_url_env: str = Field(
+        default="",
+        description="The environment variable that holds this model's webhook URL (a secret: "
+        "never the URL itself); read when an alert is sent.",
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return "" if value is None else _as_text(value)
+
+
 @dg.scaffold_with(ModelLifecycleScaffolder)
 class ModelLifecycle(dg.Component, dg.Model, dg.Resolvable):
     """One model's whole lifecycle as assets with checks, jobs, schedules and sensors: data
@@ -212,6 +232,7 @@ class ModelLifecycle(dg.Component, dg.Model, dg.Resolvable):
     )
     automation: AutomationAttributes | None = None
     kubernetes: KubernetesAttributes | None = None
+    alerts: AlertAttributes | None = None
 
     @field_validator("name")
     @classmethod
@@ -256,17 +277,24 @@ class ModelLifecycle(dg.Component, dg.Model, dg.Resolvable):
             serving=_given(self.serving),
             automation=AutomationSettings(image_registry=image_registry, **_given(self.automation)),
             partitions_start=self.data.partitions_start,
-            pods={
-                k: v
-                for k, v in (self.kubernetes or KubernetesAttributes()).model_dump().items()
-                if v
-            },
+            pods=_set(self.kubernetes),
+            alerts=self.alert_route(),
         )
+
+    def alert_route(self) -> dict[str, str]:
+        """Where its alerts go, for the deployment's alert sensors (empty: the deployment's
+        channels)."""
+        return _set(self.alerts)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         from mlops_assets.settings import setting
 
         return build_model_defs(self.scope(context.path, setting("MLOPS_IMAGE_REGISTRY")))
+
+
+def _set(attributes: BaseModel | None) -> dict[str, str]:
+    """The text attributes given (not empty)."""
+    return {k: v for k, v in (attributes.model_dump() if attributes else {}).items() if v}
 
 
 def check_spec(model: str, folder: Path, spec: str) -> None:

@@ -46,6 +46,8 @@ class ModelScope:
     automation: AutomationSettings = field(default_factory=AutomationSettings)
     # Pod sizes on Kubernetes that differ from the deployment's (lib/pod_resources).
     pods: Mapping[str, str] = field(default_factory=dict)
+    # Where its alerts go, when not where the deployment's do (automation/alerts.routed).
+    alerts: Mapping[str, str] = field(default_factory=dict)
     partitions_start: str = "2026-11-01"
     # Days after the one that ended that are partitions too (1: today; tests score today).
     partitions_end_offset: int = 0
