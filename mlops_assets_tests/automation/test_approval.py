@@ -339,7 +339,7 @@ def test_the_readmes_approve_and_rollback_commands_work_from_a_shell(tmp_path: P
     with DagsterInstance.from_config(str(project / ".mlops" / "dagster_home")) as instance:
         runs = {(r.job_name, r.status.value) for r in instance.get_runs()}
     assert {
-        ("approve_challenger", "FAILURE"),
-        ("approve_challenger", "SUCCESS"),
-        ("rollback_champion", "SUCCESS"),
+        ("house_prices_approve_challenger", "FAILURE"),
+        ("house_prices_approve_challenger", "SUCCESS"),
+        ("house_prices_rollback_champion", "SUCCESS"),
     } <= runs

@@ -16,7 +16,6 @@ variable: ``{{ env.MLOPS_MIN_R2 }}``) keeps the default.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from mlops_assets.components.lifecycle.automation.sensors import build_sensors
 from mlops_assets.components.lifecycle.data.assets import build_data_assets
 from mlops_assets.components.lifecycle.model.assets import build_model_assets
 from mlops_assets.components.lifecycle.scaffold import ModelLifecycleScaffolder
-from mlops_assets.components.lifecycle.scope import ModelScope
+from mlops_assets.components.lifecycle.scope import ModelScope, check_model_name
 from mlops_assets.components.lifecycle.scoring.assets import build_scoring_assets
 from mlops_assets.components.lifecycle.serving.deployment import build_deployment_assets
 from mlops_assets.components.lifecycle.serving.image import build_image_assets
@@ -41,7 +40,6 @@ from mlops_assets.resources.model_rollout import ModelRolloutResource
 from mlops_assets.resources.policy import LifecyclePolicy
 from mlops_assets.resources.training import TrainingResource
 
-NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # The fields of the deployment's model_rollout resource that are each model's own.
 SERVING_FIELDS = ("kind", "replicas", "cpu_limit", "traffic_log", "protocol", "batch")
 
@@ -237,12 +235,7 @@ class ModelLifecycle(dg.Component, dg.Model, dg.Resolvable):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
-        if not NAME.match(value):
-            raise ValueError(
-                f"'{value}' cannot name a model: it prefixes asset keys and job names, so it "
-                "must start with a letter and hold only letters, digits and _"
-            )
-        return value
+        return check_model_name(value)
 
     @field_validator("registered_model", "experiment", mode="before")
     @classmethod

@@ -8,6 +8,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import BaseModel, Field
 
+from mlops_assets.components.lifecycle.scope import check_model_name
+
 COMPONENT = "mlops_assets.components.ModelLifecycle"
 
 
@@ -68,15 +70,8 @@ class ModelLifecycleScaffolder(dg.Scaffolder[ScaffoldParams]):
         return ScaffoldParams
 
     def scaffold(self, request: dg.ScaffoldRequest[ScaffoldParams]) -> None:
-        from mlops_assets.components.lifecycle.component import NAME
-
         folder = request.target_path
-        name = folder.name
-        if not NAME.match(name):
-            raise ValueError(
-                f"'{name}' cannot name a model: it prefixes asset keys and job names, so it "
-                "must start with a letter and hold only letters, digits and _"
-            )
+        name = check_model_name(folder.name)
         params = request.params
         folder.mkdir(parents=True, exist_ok=True)
         source, spec = "", ""

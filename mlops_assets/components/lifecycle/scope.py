@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,18 @@ from mlops_assets.resources.policy import LifecyclePolicy
 from mlops_assets.resources.training import TrainingResource
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# A model's name prefixes its asset keys and its jobs', schedules' and sensors' names.
+MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def check_model_name(name: str) -> str:
+    if not MODEL_NAME.match(name):
+        raise ValueError(
+            f"'{name}' cannot name a model: it prefixes asset keys and job names, so it must "
+            "start with a letter and hold only letters, digits and _"
+        )
+    return name
 
 
 @dataclass(frozen=True)
