@@ -60,6 +60,19 @@ def test_lifecycle_against_the_servers(
     )
     assert scored["KeyCount"] == 1
 
+    # The classifier's whole lifecycle beside it, on the same servers and bucket: its own
+    # registered model, dataset and predictions; the house-price model's champion stays.
+    wine = lifecycle.run("wine_cultivars_mlops_lifecycle")
+    assert wine.success, [e.check_name for e in check_evaluations(wine).values() if not e.passed]
+    wine_champion = on_servers.get_model_version_by_alias("wine-cultivar-classifier", "champion")
+    assert wine_champion.version == "1"
+    assert on_servers.get_model_version_by_alias(model, "champion").version == "1"
+    for stored in (
+        f"{prefix}/predictions/wine-cultivar-classifier/{PARTITION}/",
+        f"{prefix}/datasets/wine_cultivars/refs/latest.json",
+    ):
+        assert client.list_objects_v2(Bucket=seaweed.bucket, Prefix=stored)["KeyCount"] >= 1
+
     # Neither the S3 secret nor the Postgres password appears in the event log or output.
     serialized = "\n".join(r.to_json() for r in lifecycle.instance.all_logs(result.run_id))
     captured = capfd.readouterr()

@@ -196,17 +196,21 @@ def test_run_launched_by_k8s_run_launcher_executes_to_success(
                 120,
                 [code_server.log],
             )
-            launched = subprocess.run(
-                [str(BIN / "dagster"), "job", "launch", "-w", str(workspace),
-                 "-l", "mlops_assets", "-j", "house_prices_refresh_model"],
-                env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
-            )  # fmt: skip
-            assert launched.returncode == 0, launched.stdout + launched.stderr
+            # Both shipped models, from the one user-code deployment.
+            for model_job in ("house_prices_refresh_model", "wine_cultivars_refresh_model"):
+                launched = subprocess.run(
+                    [str(BIN / "dagster"), "job", "launch", "-w", str(workspace),
+                     "-l", "mlops_assets", "-j", model_job],
+                    env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
+                )  # fmt: skip
+                assert launched.returncode == 0, launched.stdout + launched.stderr
             daemon.start()
             try:
                 jobs = wait_for(
-                    "K8sRunLauncher to create the run's Job",
-                    lambda: cluster.list("/apis/batch/v1", "jobs"),
+                    "K8sRunLauncher to create both runs' Jobs",
+                    lambda: (
+                        found if len(found := cluster.list("/apis/batch/v1", "jobs")) == 2 else None
+                    ),
                     180,
                     [daemon.log, code_server.log],
                 )
@@ -215,8 +219,20 @@ def test_run_launched_by_k8s_run_launcher_executes_to_success(
         finally:
             code_server.stop()
 
-        assert len(jobs) == 1
-        job = jobs[0]
+        by_job = {j["metadata"]["labels"]["dagster/job"]: j for j in jobs}
+        assert set(by_job) == {"house_prices_refresh_model", "wine_cultivars_refresh_model"}
+        # The wine model's defs.yaml sizes its training runs smaller than the deployment's.
+        from mlops_assets.lib.pod_resources import pod_size
+
+        wine_container = by_job["wine_cultivars_refresh_model"]["spec"]["template"]["spec"][
+            "containers"
+        ][0]
+        assert (
+            wine_container["resources"]
+            == pod_size("1", "1Gi", "2Gi")["container_config"]["resources"]
+        )
+        assert wine_container["image"] == image  # the same user-code image hosts every model
+        job = by_job["house_prices_refresh_model"]
         _assert_job_as_deployed(
             job, values, image, secret_values=[postgres.password, seaweed.secret_key]
         )
