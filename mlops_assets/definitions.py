@@ -148,6 +148,15 @@ def build_resources() -> dict[str, object]:
     }
 
 
+def component_tree() -> ComponentTree:
+    """The tree of ``mlops_assets/defs/``, from the module itself: the same wherever the package
+    is installed (a wheel has no pyproject.toml to find it by), and without parsing
+    pyproject.toml each time the definitions are built (tests build them often)."""
+    import mlops_assets.defs
+
+    return ComponentTree.from_module(mlops_assets.defs, Path(__file__).resolve().parent.parent)
+
+
 def load_defs_folder(tree: ComponentTree | None = None) -> Definitions:
     """What ``defs/`` declares (one ModelLifecycle instance per model), loaded as
     ``load_from_defs_folder`` does but without its last step: enriching the location with a
@@ -159,7 +168,7 @@ def load_defs_folder(tree: ComponentTree | None = None) -> Definitions:
     location (each run worker, step, gRPC server, test); `dg list components` and `dg docs`
     build it when asked. The tree stays on the definitions, as Dagster attaches it.
     """
-    tree = tree or ComponentTree.for_project(Path(__file__).parent)
+    tree = tree or component_tree()
     with warnings.catch_warnings():
         # load_from_defs_folder silences these too: its own preview loader, called for every
         # plain Python module in defs/.
@@ -175,7 +184,7 @@ def load_defs_folder(tree: ComponentTree | None = None) -> Definitions:
 def build_definitions(resources: dict[str, object] | None = None) -> Definitions:
     """Every model in ``defs/`` (settings read now, not on import), the deployment's alerts,
     and the resources from the environment, or the ones given (tests)."""
-    tree = ComponentTree.for_project(Path(__file__).parent)
+    tree = component_tree()
     models = load_defs_folder(tree)
     routes = {m.name: m.alert_route() for m in tree.get_all_components(of_type=ModelLifecycle)}
     return Definitions.merge(
