@@ -60,7 +60,7 @@ TRAFFIC = {"served_traffic", "traffic_drift_report"}
 MODELS = ("house_prices", "wine_cultivars")
 
 
-def of_model(model: str, keys: set[str]) -> dict[str, set[str]] | set[str]:
+def of_model(model: str, keys: set[str]) -> set[str]:
     """Asset keys of ``model`` among ``keys``, without its prefix."""
     return {k.removeprefix(f"{model}/") for k in keys if k.startswith(f"{model}/")}
 

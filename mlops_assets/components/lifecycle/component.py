@@ -35,7 +35,6 @@ from mlops_assets.components.lifecycle.scoring.assets import build_scoring_asset
 from mlops_assets.components.lifecycle.serving.deployment import build_deployment_assets
 from mlops_assets.components.lifecycle.serving.image import build_image_assets
 from mlops_assets.components.lifecycle.traffic.assets import build_traffic_assets
-from mlops_assets.partitions import partitioned_checks
 from mlops_assets.resources.model_rollout import ModelRolloutResource
 from mlops_assets.resources.policy import LifecyclePolicy
 from mlops_assets.resources.training import TrainingResource
@@ -160,7 +159,16 @@ class AutomationAttributes(dg.Model, dg.Resolvable):
         return value
 
 
-class KubernetesAttributes(dg.Model, dg.Resolvable):
+class TextAttributes(dg.Model, dg.Resolvable):
+    """Attributes that are all text, empty when not given (templated values as text)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return "" if value is None else _as_text(value)
+
+
+class KubernetesAttributes(TextAttributes):
     """Pod sizes of this model's runs and steps on Kubernetes (quantities, e.g. 500m, 2Gi);
     each left out is the deployment's MLOPS_K8S_* setting."""
 
@@ -173,13 +181,8 @@ class KubernetesAttributes(dg.Model, dg.Resolvable):
         default="", description="Memory limit of the pods that train."
     )
 
-    @field_validator("*", mode="before")
-    @classmethod
-    def _text(cls, value: Any) -> Any:
-        return "" if value is None else _as_text(value)
 
-
-class AlertAttributes(dg.Model, dg.Resolvable):
+class AlertAttributes(TextAttributes):
     """Where this model's alerts (its failed checks and runs) go; each left out is the
     deployment's (MLOPS_ALERT_*)."""
 
@@ -192,11 +195,6 @@ class AlertAttributes(dg.Model, dg.Resolvable):
         description="The environment variable that holds this model's webhook URL (a secret: "
         "never the URL itself); read when an alert is sent.",
     )
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _text(cls, value: Any) -> Any:
-        return "" if value is None else _as_text(value)
 
 
 @dg.scaffold_with(ModelLifecycleScaffolder)
@@ -310,9 +308,8 @@ def check_spec(model: str, folder: Path, spec: str) -> None:
 def build_model_defs(model: ModelScope) -> dg.Definitions:
     """Everything of one model: its assets and checks, jobs, schedules and sensors."""
     jobs = build_jobs(model)
-    with partitioned_checks():
-        scoring, scoring_checks = build_scoring_assets(model)
-        traffic = build_traffic_assets(model)
+    scoring, scoring_checks = build_scoring_assets(model)  # each declares its partitioned checks
+    traffic = build_traffic_assets(model)
     built = [
         *build_data_assets(model),
         *build_model_assets(model),
