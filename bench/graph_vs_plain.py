@@ -74,6 +74,7 @@ def run_plain() -> float:
     import numpy as np
 
     from mlops_assets.components.lifecycle.data.assets import snapshot_digest
+    from mlops_assets.components.lifecycle.settings import PolicySettings
     from mlops_assets.definitions import build_resources
     from mlops_assets.ml.dataset import clean, content_digest, split
     from mlops_assets.ml.dataset_store import DatasetStore, frame_to_parquet
@@ -85,13 +86,12 @@ def run_plain() -> float:
     from mlops_assets.resources.dataset_source import DatasetSourceResource
     from mlops_assets.resources.mlflow_registry import CHALLENGER, CHAMPION, MlflowResource
     from mlops_assets.resources.object_store import ObjectStoreResource
-    from mlops_assets.resources.policy import LifecyclePolicy
 
     resources = build_resources()
     store = cast(ObjectStoreResource, resources["object_store"])
     source = cast(DatasetSourceResource, resources["dataset_source"])
     mlflow = cast(MlflowResource, resources["mlflow"])
-    policy = LifecyclePolicy()
+    policy = PolicySettings()
     spec = source.spec
 
     start = time.perf_counter()

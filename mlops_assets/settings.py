@@ -1,16 +1,18 @@
-"""Every environment variable the project reads, with its embedded default.
+"""The deployment's settings: environment variables with their embedded defaults.
 
 A setting that configures a resource is declared once, on the resource's field, with
-:func:`mlops_assets.lib.env_settings.env_field` (name, default, description): ``definitions.build_resources`` reads it from
-there and pydantic coerces the text. The settings below configure no resource (paths whose
-default depends on ``MLOPS_HOME``, automation, executor and pod sizes). :func:`all_settings`
-lists both; ``python -m mlops_assets.settings`` prints the README's table from it, and a test
-holds the README to it. Defaults need no server.
+:func:`mlops_assets.lib.env_settings.env_field` (name, default, description);
+``definitions.build_resources`` reads it from there and pydantic coerces the text. The
+settings below configure no resource (paths whose default depends on ``MLOPS_HOME``, the
+executor and pod sizes). Defaults need no server.
+
+A model's settings are its ModelLifecycle attributes, not variables here; the house_prices
+model's defs.yaml templates its attributes from the ``MLOPS_*`` variables that configured the
+project's one model before (:mod:`mlops_assets.variables` lists both kinds).
 """
 
 from __future__ import annotations
 
-import sys
 from functools import cache
 from pathlib import Path
 
@@ -21,8 +23,8 @@ HOME = Setting(
     ".mlops",
     "Folder for all local state (object store, MLflow database and artifacts, IO manager).",
 )
-# Settings that configure no resource field directly.
-OTHER_SETTINGS: tuple[Setting, ...] = (
+# The deployment's settings that configure no resource field directly.
+DEPLOYMENT_SETTINGS: tuple[Setting, ...] = (
     HOME,
     Setting(
         "MLOPS_OBJECT_STORE_ROOT",
@@ -40,39 +42,10 @@ OTHER_SETTINGS: tuple[Setting, ...] = (
         "true: mlops-demo exits 2 when a check fails with WARN severity too (as --fail-on-warn).",
     ),
     Setting(
-        "MLOPS_PARTITIONS_START",
-        "2026-11-01",
-        "First daily partition of predictions.",
-    ),
-    Setting(
-        "MLOPS_AUTOMATION",
-        "stopped",
-        "running: schedules and the sensors that launch runs start with the daemon; stopped: turn them on in the UI. The alert sensors always start running.",
-    ),
-    Setting(
         "MLOPS_SENSOR_INTERVAL_SECONDS",
         "30",
-        "Seconds between two evaluations of each sensor.",
-    ),
-    Setting(
-        "MLOPS_SCORING_CRON",
-        "0 1 * * *",
-        "When daily_scoring scores the day that just ended (predictions, drift_report).",
-    ),
-    Setting(
-        "MLOPS_RETRAIN_CRON",
-        "0 3 * * 0",
-        "When periodic_retrain runs refresh_model (snapshot, version, train, register).",
-    ),
-    Setting(
-        "MLOPS_SCHEDULE_TIMEZONE",
-        "UTC",
-        "Time zone of both crons.",
-    ),
-    Setting(
-        "MLOPS_INCOMING_LOOKBACK_DAYS",
-        "7",
-        "How many of the latest daily partitions the incoming_batches sensor watches.",
+        "Seconds between two evaluations of each alert sensor (asset_check_alerts, "
+        "run_failure_alerts); the house_prices model's sensors too (its automation.interval_seconds).",
     ),
     Setting(
         "MLOPS_EXECUTOR",
@@ -120,47 +93,34 @@ def resource_classes() -> tuple[type, ...]:
     from mlops_assets.resources.model_rollout import ModelRolloutResource
     from mlops_assets.resources.notifier import NotifierResource
     from mlops_assets.resources.object_store import S3Config
-    from mlops_assets.resources.policy import LifecyclePolicy
-    from mlops_assets.resources.training import TrainingResource
 
     return (
         S3Config,
         DatasetSourceResource,
         MlflowResource,
-        TrainingResource,
-        LifecyclePolicy,
         ImageBuilderResource,
         ModelRolloutResource,
         NotifierResource,
     )
 
 
-@cache
-def all_settings() -> tuple[Setting, ...]:
-    """Derived once per process: the fields do not change (values are read by Setting.value)."""
+def deployment_settings() -> tuple[Setting, ...]:
     resource_settings = [s for cls in resource_classes() for s in env_fields(cls).values()]
-    return (*OTHER_SETTINGS, *resource_settings)
+    return (*DEPLOYMENT_SETTINGS, *resource_settings)
+
+
+@cache
+def _by_name() -> dict[str, Setting]:
+    return {s.name: s for s in deployment_settings()}
 
 
 def setting(name: str) -> str:
-    for entry in all_settings():
-        if entry.name == name:
-            return entry.value()
-    raise KeyError(f"unknown setting {name}")
+    """The deployment setting ``name``'s value now (a model's settings are its attributes)."""
+    entry = _by_name().get(name)
+    if entry is None:
+        raise KeyError(f"unknown setting {name}")
+    return entry.value()
 
 
 def home() -> Path:
     return Path(HOME.value()).expanduser().resolve()
-
-
-def markdown_table() -> str:
-    """The README's configuration table."""
-    rows = ["| variable | default | what it sets |", "|---|---|---|"]
-    for entry in all_settings():
-        default = f"`{entry.default}`" if entry.default else "(empty)"
-        rows.append(f"| `{entry.name}` | {default} | {entry.description} |")
-    return "\n".join(rows)
-
-
-if __name__ == "__main__":
-    sys.stdout.write(markdown_table() + "\n")

@@ -19,7 +19,7 @@ from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 
 from mlops_assets.instance_config import LOCAL_RUNS_YAML
 from mlops_assets.resources.mlflow_sqlite import seed_database
-from mlops_assets.settings import all_settings
+from mlops_assets.variables import all_settings
 
 PARTITION = "2026-11-20"
 # As the shipped dagster.yaml files: runs whose processes died are found and marked failed.
@@ -67,35 +67,40 @@ def short(asset_key: AssetKey) -> str:
     return text.removeprefix(f"{MODEL}/")
 
 
-def scope_of(resources: dict[str, Any], automation: Any = None) -> Any:
-    """The house-price model with the settings that ``resources`` carry, as the tests give
-    them: a DatasetSourceResource's source, incoming and spec, an MlflowResource's names, a
-    LifecyclePolicy, a TrainingResource (each optional; the rest as the environment says)."""
-    from mlops_assets.components.lifecycle.automation.constants import AutomationSettings
-    from mlops_assets.components.lifecycle.scope import ModelScope
-    from mlops_assets.resources.policy import LifecyclePolicy
-    from mlops_assets.resources.training import TrainingResource
+def house_scope() -> Any:
+    """The house-price model as its component builds it from its defs.yaml now (so from the
+    MLOPS_* variables set now)."""
+    from mlops_assets.components.lifecycle.component import ModelLifecycle
+    from mlops_assets.definitions import component_tree
 
-    source = resources.get("dataset_source")
-    mlflow = resources.get("mlflow")
-    env = os.environ
-    return ModelScope(
-        name=MODEL,
-        policy=resources.get("policy") or LifecyclePolicy(),
-        training=resources.get("training_settings") or TrainingResource(),
-        data={
-            "source_uri": source.source_uri if source else env.get("MLOPS_SOURCE_URI", ""),
-            "incoming_uri": source.incoming_uri if source else env.get("MLOPS_INCOMING_URI", ""),
-            "spec_path": source.spec_path if source else env.get("MLOPS_DATASET_SPEC", ""),
-        },
-        registry={
-            "model_name": mlflow.model_name
-            if mlflow
-            else env.get("MLOPS_MODEL_NAME") or "house-price-regressor",
-            "experiment_name": mlflow.experiment_name if mlflow else "house-prices",
-        },
+    tree = component_tree()
+    folder = tree.defs_module_path / MODEL
+    component = tree.load_component(Path(MODEL), expected_type=ModelLifecycle)
+    return component.scope(folder)
+
+
+def scope_of(resources: dict[str, Any], automation: Any = None) -> Any:
+    """The house-price model (house_scope), with the settings that ``resources`` carry as the
+    tests give them instead: a DatasetSourceResource's source, incoming and spec, an
+    MlflowResource's names (each when set), a PolicySettings, a TrainingSettings; automation as
+    given, else its defaults."""
+    from dataclasses import replace
+
+    from mlops_assets.components.lifecycle.automation.constants import AutomationSettings
+
+    house = house_scope()
+    data, registry = dict(house.data), dict(house.registry)
+    source, mlflow = resources.get("dataset_source"), resources.get("mlflow")
+    for given, fields in ((source, data), (mlflow, registry)):
+        # What a test set on the resource (a deployment's resource leaves them empty).
+        fields.update({f: getattr(given, f) for f in fields if given and getattr(given, f)})
+    return replace(
+        house,
+        policy=resources.get("policy") or house.policy,
+        training=resources.get("training_settings") or house.training,
+        data=data,
+        registry=registry,
         automation=automation or AutomationSettings(),
-        partitions_start=env.get("MLOPS_PARTITIONS_START") or "2026-11-01",
     )
 
 

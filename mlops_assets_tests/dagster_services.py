@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from mlops_assets.demo import DAGSTER_YAML
-from mlops_assets.settings import all_settings
 from mlops_assets.stack.process import ServerProcess, free_port, wait_until
+from mlops_assets.variables import all_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

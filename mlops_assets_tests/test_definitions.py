@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from dagster import AssetKey, Definitions
 
-from mlops_assets.settings import all_settings
+from mlops_assets.variables import all_settings
 from mlops_assets_tests.conftest import MODEL, job_name, short
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,11 +167,11 @@ def test_dg_checks_and_lists_the_code_location():
 def test_readme_documents_every_setting_with_its_default():
     """The README's table is the one settings.py prints from the resource fields and the other
     settings: every setting, its default and its description, nothing stale."""
-    from mlops_assets.settings import markdown_table
+    from mlops_assets.variables import markdown_table
 
     readme = (ROOT / "README.md").read_text()
     assert markdown_table() in readme, "README's settings table is stale: paste the output of "
-    "`python -m mlops_assets.settings`"
+    "`python -m mlops_assets.variables`"
     for setting in all_settings():
         row = re.search(rf"^\| `{setting.name}` \| (.*?) \|", readme, re.MULTILINE)
         assert row, f"README does not list {setting.name}"

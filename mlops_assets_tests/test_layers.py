@@ -5,6 +5,7 @@ hidden in a function is still a cycle)."""
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mlops_assets"
@@ -75,6 +76,65 @@ def test_the_ml_layer_imports_nothing_else_of_the_project():
         if not target.startswith("mlops_assets.ml")
     }
     assert outside == set()
+
+
+def test_data_flows_one_way_from_the_components_to_resources_and_ml():
+    """defs -> components -> (ml, resources): a resource is an outside system, configured once
+    for the deployment, and knows no model's component."""
+    backwards = {
+        (name, target)
+        for name, targets in import_graph().items()
+        if name.startswith(("mlops_assets.resources.", "mlops_assets.lib."))
+        for target in targets
+        if target.startswith(("mlops_assets.components", "mlops_assets.defs"))
+    }
+    assert backwards == set()
+
+
+def test_nothing_reads_a_setting_on_import() -> None:
+    """Importing every module of the package, the definitions module among them, reads no
+    project setting from the environment: settings are read when the definitions are built
+    (deployment) or the component is loaded (model), so a test or a process that changes them
+    gets what it set."""
+    import subprocess
+    import sys
+
+    from mlops_assets.variables import all_settings
+
+    probe = """
+import collections.abc, importlib, json, os, pkgutil, sys
+read = set()
+def reader():
+    frame = sys._getframe(2)
+    while frame and frame.f_code.co_filename.endswith(("<string>", "os.py", "_collections_abc>", "_collections_abc.py")):
+        frame = frame.f_back
+    return frame.f_code.co_filename if frame else ""
+class Recording(collections.abc.MutableMapping):
+    def __init__(self, inner): self.inner = inner
+    def __getitem__(self, key):
+        if "/mlops_assets/" in reader():  # the project's reads, not its libraries' own
+            read.add(key)
+        return self.inner[key]
+    def __setitem__(self, key, value): self.inner[key] = value
+    def __delitem__(self, key): del self.inner[key]
+    def __iter__(self): return iter(self.inner)
+    def __len__(self): return len(self.inner)
+    def copy(self): return dict(self.inner)
+os.environ = Recording(os.environ)
+import mlops_assets
+for module in pkgutil.walk_packages(mlops_assets.__path__, "mlops_assets."):
+    if ".stack" not in module.name:  # the local stack's CLI, outside the code location
+        importlib.import_module(module.name)
+print(json.dumps(sorted(read)))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    read = set(json.loads(done.stdout.splitlines()[-1]))
+    names = {s.name for s in all_settings()}
+    assert names & {"MLOPS_SOURCE_URI", "MLOPS_HOME"}  # the probe knows what to look for
+    assert read & names == set()
 
 
 def test_the_cycle_finder_finds_a_cycle():

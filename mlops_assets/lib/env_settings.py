@@ -1,8 +1,9 @@
 """How a setting is declared: an environment variable with its default and description,
-either on a resource's field (:func:`env_field`) or on its own (:class:`Setting`).
+either on a resource's field (:func:`env_field`) or on its own (:class:`Setting`); and the
+fields of a deployment resource that each model sets for itself (:func:`model_field`).
 
 Its own module, which imports nothing of the project: the resources declare their fields
-with it, and :mod:`mlops_assets.settings` lists every setting by reading those fields, so the
+with it, and :mod:`mlops_assets.settings` lists the deployment's settings by reading those fields, so the
 two never import each other.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 from pydantic import Field
 
 ENV_KEY = "mlops_env"
+MODEL_KEY = "mlops_model"
 SECRET_KEY = "mlops_secret"
 SENSITIVE_KEY = "mlops_sensitive"
 
@@ -32,6 +34,27 @@ def env_field(
         description=description,
         json_schema_extra={ENV_KEY: name, SECRET_KEY: secret, SENSITIVE_KEY: sensitive},
     )
+
+
+def model_field(attribute: str, default: Any, description: str) -> Any:
+    """A field of a deployment resource that each model sets for itself, from its component's
+    ``attribute`` (``data.source``): no environment variable configures it for the deployment,
+    and its default is what a model that leaves the attribute out gets."""
+    return Field(
+        default=default,
+        description=description,
+        json_schema_extra={MODEL_KEY: attribute},
+    )
+
+
+def model_fields_of(resource: type) -> dict[str, str]:
+    """Field name -> the component attribute that sets it, for one resource class."""
+    found = {}
+    for field_name, info in resource.model_fields.items():  # type: ignore[attr-defined]
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if MODEL_KEY in extra:
+            found[field_name] = str(extra[MODEL_KEY])
+    return found
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from typing import Any
 
 from dagster import ConfigurableResource
 
-from mlops_assets.lib.env_settings import env_field
+from mlops_assets.lib.env_settings import env_field, model_field
 from mlops_assets.lib.metadata import redact_uri
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes, wine_rows
 from mlops_assets.ml.spec import DatasetSpec, load_spec
@@ -885,24 +885,12 @@ class DatasetSourceResource(ConfigurableResource):
     """The dataset contract (spec), the locations of labelled data and incoming batches, and
     the limits every read of them is held to (see the module's docstring for the rules)."""
 
-    spec_path: str = env_field(
-        "MLOPS_DATASET_SPEC",
-        "",
-        "JSON dataset spec file; empty means the house-price spec.",
+    # Each model's own (its component's data attributes; ModelScope.bind sets them).
+    spec_path: str = model_field(
+        "data.spec", "", "JSON dataset spec file; empty means the house-price spec."
     )
-    source_uri: str = env_field(
-        "MLOPS_SOURCE_URI",
-        "sample://house-prices?rows=5000&seed=42",
-        "Labelled training data: a file, a directory of .csv/.parquet files, an http(s) URL, "
-        "or sample://house-prices?rows=N&seed=S[&drift=1].",
-        sensitive=True,
-    )
-    incoming_uri: str = env_field(
-        "MLOPS_INCOMING_URI",
-        "sample://house-prices?rows=2000&seed={day}",
-        "Incoming batch of a daily partition; {date} becomes YYYY-MM-DD, {day} YYYYMMDD.",
-        sensitive=True,
-    )
+    source_uri: str = model_field("data.source", "", "Labelled training data.")
+    incoming_uri: str = model_field("data.incoming", "", "Incoming batch of a daily partition.")
     max_seconds: float = env_field(
         MAX_SECONDS,
         DEFAULT_LIMITS.seconds,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from dagster import ConfigurableResource
 
-from mlops_assets.lib.env_settings import env_field
+from mlops_assets.lib.env_settings import env_field, model_field
 from mlops_assets.ml.champion_history import (
     LEGACY_TAG,
     PENDING_TAG,
@@ -263,7 +263,7 @@ class TrainingRun:
 
 
 class MlflowResource(ConfigurableResource):
-    """MLflow tracking server (or sqlite file) and registry, plus the names used in them."""
+    """MLflow tracking server (or sqlite file) and registry, and the names a model uses in them."""
 
     tracking_uri: str
     registry_uri: str = env_field(
@@ -271,16 +271,8 @@ class MlflowResource(ConfigurableResource):
         "",
         "MLflow model registry; empty means the tracking URI.",
     )
-    experiment_name: str = env_field(
-        "MLOPS_EXPERIMENT",
-        "house-prices",
-        "MLflow experiment of training runs.",
-    )
-    model_name: str = env_field(
-        "MLOPS_MODEL_NAME",
-        "house-price-regressor",
-        "Registered model name.",
-    )
+    experiment_name: str = model_field("experiment", "", "MLflow experiment of its training runs.")
+    model_name: str = model_field("registered_model", "", "Registered model name.")
     # Derived from MLOPS_HOME for a sqlite tracking URI (definitions.build_resources).
     artifact_root: str = ""
 

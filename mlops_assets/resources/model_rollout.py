@@ -16,7 +16,7 @@ from typing import Any
 
 from dagster import ConfigurableResource
 
-from mlops_assets.lib.env_settings import env_field
+from mlops_assets.lib.env_settings import env_field, model_field
 from mlops_assets.ml.serving import SERVING_PORT, serving_batch, serving_protocol
 from mlops_assets.resources.kaniko import S3_SECRET
 from mlops_assets.resources.kubernetes import (
@@ -234,7 +234,8 @@ def inference_service_progress(service: dict[str, Any]) -> tuple[bool, str]:
 
 
 class ModelRolloutResource(ConfigurableResource):
-    """Where and how model_deployment rolls the served image out (MLOPS_DEPLOY_* settings)."""
+    """Where model_deployment rolls a served image out (the deployment's cluster, MLOPS_DEPLOY_*)
+    and how (each model's serving attributes, set by ModelScope.bind)."""
 
     cluster: str = env_field(
         "MLOPS_DEPLOY_CLUSTER",
@@ -247,38 +248,38 @@ class ModelRolloutResource(ConfigurableResource):
         "mlops-serving",
         "Namespace of the served model.",
     )
-    kind: str = env_field(
-        "MLOPS_DEPLOY_KIND",
+    kind: str = model_field(
+        "serving.kind",
         "auto",
         "kserve (InferenceService), deployment (Deployment + Service), or auto: kserve when "
         "the cluster serves the serving.kserve.io API, else deployment.",
     )
-    replicas: int = env_field(
-        "MLOPS_DEPLOY_REPLICAS",
+    replicas: int = model_field(
+        "serving.replicas",
         1,
         "Replicas of the served model.",
     )
-    cpu_limit: str = env_field(
-        "MLOPS_DEPLOY_CPU_LIMIT",
+    cpu_limit: str = model_field(
+        "serving.cpu_limit",
         "2",
         "CPU limit of each served-model pod (Kubernetes quantity); its scoring server starts "
         "one worker per CPU of it.",
     )
-    traffic_log: str = env_field(
-        "MLOPS_TRAFFIC_LOG",
+    traffic_log: str = model_field(
+        "serving.traffic_log",
         "on",
         "on: the served model logs every request it answers to the object store's "
         "traffic/<model>/ (S3 stores; credentials from the Secret mlops-s3); off: it logs none.",
     )
-    protocol: str = env_field(
-        "MLOPS_SERVING_PROTOCOL",
+    protocol: str = model_field(
+        "serving.protocol",
         "mlflow",
         "What the served image speaks: mlflow (POST /invocations) or v2 (the Open Inference "
         "Protocol: /v2/models/<model>/infer, /v2/health/ready). served_image's smoke test and "
         "model_deployment's rollout (KServe's PROTOCOL, the probes) follow it.",
     )
-    batch: str = env_field(
-        "MLOPS_SERVING_BATCH",
+    batch: str = model_field(
+        "serving.batch",
         "auto",
         "Requests a worker of the served model may predict in one call: those that arrive "
         "while it is busy are predicted together. auto: 16 when every step of the model is "
@@ -307,9 +308,7 @@ class ModelRolloutResource(ConfigurableResource):
                 "on Kubernetes, or to a kubeconfig path, to roll the served image out"
             )
         if self.kind not in ("auto", "kserve", "deployment"):
-            raise ValueError(
-                f"MLOPS_DEPLOY_KIND must be auto, kserve or deployment, not '{self.kind}'"
-            )
+            raise ValueError(f"serving.kind must be auto, kserve or deployment, not '{self.kind}'")
         return None
 
     def traffic_env(self, store: ObjectStoreResource) -> tuple[tuple[tuple[str, str], ...], str]:
@@ -317,7 +316,7 @@ class ModelRolloutResource(ConfigurableResource):
         the object store itself when it is S3; nothing to share when it is a local folder
         (the pod would write below its own file system)."""
         if self.traffic_log not in ("on", "off"):
-            raise ValueError(f"MLOPS_TRAFFIC_LOG must be on or off, not '{self.traffic_log}'")
+            raise ValueError(f"serving.traffic_log must be on or off, not '{self.traffic_log}'")
         if self.traffic_log == "off" or not store.is_s3:
             return (("MLOPS_TRAFFIC_LOG", "off"),), ""
         s3 = store.s3 or S3Config()

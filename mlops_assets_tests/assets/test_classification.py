@@ -21,6 +21,7 @@ from mlops_assets_tests.conftest import (
     check_evaluations,
     image_build_env,
     materialized,
+    scope_of,
     step_failure,
     stored_predictions,
 )
@@ -256,7 +257,7 @@ def test_a_served_classifier_s_traffic_with_late_labels_for_some_requests(
     spec, _ = project(tmp_path, monkeypatch, frame, "cultivar", "classification", "wine")
     assert lifecycle.run(assets=["raw_data", "versioned_dataset", "trained_model",
                                  "registered_model"], partition=None).success  # fmt: skip
-    model = build_resources()["mlflow"].load_model("1")
+    model = scope_of({}).view("mlflow", build_resources()["mlflow"]).load_model("1")
     rows = frame.sample(n=120, random_state=3).reset_index(drop=True)
     answers = model.predict(model_input(rows, spec)).to_dict("records")
     store = lifecycle.home / "store"

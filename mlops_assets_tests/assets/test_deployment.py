@@ -282,7 +282,7 @@ def test_with_an_s3_store_the_served_model_logs_its_traffic_there_with_the_secre
     assert container["envFrom"] == [{"secretRef": {"name": "mlops-s3"}}]
     assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(applied)
     assert silent == ((("MLOPS_TRAFFIC_LOG", "off"),), "")
-    with pytest.raises(ValueError, match="MLOPS_TRAFFIC_LOG must be on or off, not 'yes'"):
+    with pytest.raises(ValueError, match=r"serving\.traffic_log must be on or off, not 'yes'"):
         ModelRolloutResource(cluster="x", traffic_log="yes").traffic_env(s3_store)
     with pytest.raises(ValueError, match="MLOPS_SERVING_PROTOCOL must be one of mlflow, v2"):
         ModelRolloutResource(cluster="x", protocol="grpc").serving_protocol()

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance, Definitions, build_sensor_context
 
+from mlops_assets.components.lifecycle.settings import PolicySettings
 from mlops_assets.components.lifecycle.traffic.assets import build_traffic_assets
 from mlops_assets.definitions import build_resources
 from mlops_assets.ml.dataset_store import parquet_to_frame
@@ -23,7 +24,6 @@ from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets.ml.spec import HOUSE_PRICES
 from mlops_assets.ml.traffic import labels_day_prefix
 from mlops_assets.resources.object_store import ObjectStoreResource
-from mlops_assets.resources.policy import LifecyclePolicy
 from mlops_assets_tests.conftest import (
     Lifecycle,
     check_evaluations,
@@ -180,7 +180,7 @@ def test_a_record_without_its_fields_is_named() -> None:
 
 def serve(state: Lifecycle, frame: pd.DataFrame, label: str, day: str = DAY) -> None:
     """Log ``frame`` one row per request as the served champion (v1) answers it, on ``day``."""
-    model = build_resources()["mlflow"].load_model("1")
+    model = scope_of({}).view("mlflow", build_resources()["mlflow"]).load_model("1")
     inputs = model_input(frame, HOUSE_PRICES)
     predictions = model.predict(inputs)
     log = TrafficLog(
@@ -240,7 +240,7 @@ def test_drifted_live_traffic_fails_drift_and_quality_and_the_policy_rolls_back(
     trained: Lifecycle,
 ) -> None:
     policy_sensor = model_sensor(
-        "drift_policy", {"policy": LifecyclePolicy(drift_policy="rollback")}
+        "drift_policy", {"policy": PolicySettings(drift_policy="rollback")}
     )
 
     def tick(cursor: str | None) -> Any:

@@ -26,10 +26,10 @@ from dagster import (
 
 from mlops_assets.components.lifecycle.automation.constants import TRIGGER_TAG
 from mlops_assets.components.lifecycle.automation.jobs import DATA_VERSION_TAG
+from mlops_assets.components.lifecycle.settings import PolicySettings
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets.records import champion_data_version
 from mlops_assets.resources.dataset_source import DatasetSourceResource
-from mlops_assets.resources.policy import LifecyclePolicy
 from mlops_assets_tests.conftest import (
     Lifecycle,
     deployment_resources,
@@ -174,7 +174,7 @@ def test_traffic_labels_collect_a_day_again_once_per_change(lifecycle: Lifecycle
     assert "no new labels under " in nothing.skip_message
 
     day = last_day()
-    folder = lifecycle.home / "store" / labels_day_prefix(resources["mlflow"].model_name, day)
+    folder = lifecycle.home / "store" / labels_day_prefix(scope_of({}).registered_model, day)
     folder.mkdir(parents=True)
     (folder / ".labels.csv").write_text("request_id,price\nr1,1\n")  # still being written
     assert isinstance(evaluate(traffic_labels, **wanted), SkipReason)
@@ -209,8 +209,8 @@ def fail_check(
     )
 
 
-def policy(kind: str, cooldown: float = 60) -> LifecyclePolicy:
-    return LifecyclePolicy(drift_policy=kind, retrain_cooldown_minutes=cooldown)
+def policy(kind: str, cooldown: float = 60) -> PolicySettings:
+    return PolicySettings(drift_policy=kind, retrain_cooldown_minutes=cooldown)
 
 
 def test_drift_policy_retrains_once_per_failure_and_not_for_history(
@@ -285,7 +285,7 @@ def test_drift_policy_rolls_back_a_regressed_champion(lifecycle: Lifecycle, repo
 
 
 def test_a_bad_drift_policy_is_named() -> None:
-    with pytest.raises(ValueError, match="MLOPS_DRIFT_POLICY is 'panic'"):
+    with pytest.raises(ValueError, match=r"policy\.drift_policy is 'panic'"):
         policy("panic").drift_action("quality_not_degraded")
 
 

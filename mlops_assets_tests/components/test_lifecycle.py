@@ -15,11 +15,8 @@ import pytest
 import yaml
 from dagster import AssetKey, AutomationConditionSensorDefinition, ScheduleDefinition
 
-from mlops_assets.components.lifecycle.component import SERVING_FIELDS, ModelLifecycle
-from mlops_assets.lib.env_settings import env_fields
-from mlops_assets.resources.model_rollout import ModelRolloutResource
-from mlops_assets.resources.policy import LifecyclePolicy
-from mlops_assets.resources.training import TrainingResource
+from mlops_assets.components.lifecycle.component import ModelLifecycle
+from mlops_assets.components.lifecycle.settings import PolicySettings
 from mlops_assets_tests.conftest import PARTITION, Lifecycle, check_evaluations, step_failure
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,22 +48,21 @@ def test_the_house_price_instance_reads_every_model_setting_it_had() -> None:
     """Existing users are not stranded: every MLOPS_* variable that configured the one model
     is templated in its defs.yaml, so it still configures the house-price model."""
     text = (DEFS / "house_prices" / "defs.yaml").read_text()
-    wanted = [
-        *(s.name for s in env_fields(LifecyclePolicy).values()),
-        *(s.name for s in env_fields(TrainingResource).values()),
-        *(s.name for f, s in env_fields(ModelRolloutResource).items() if f in SERVING_FIELDS),
-        "MLOPS_SOURCE_URI",
-        "MLOPS_INCOMING_URI",
-        "MLOPS_DATASET_SPEC",
-        "MLOPS_MODEL_NAME",
-        "MLOPS_EXPERIMENT",
-        "MLOPS_PARTITIONS_START",
-        "MLOPS_AUTOMATION",
-        "MLOPS_SENSOR_INTERVAL_SECONDS",
-        "MLOPS_SCORING_CRON",
-        "MLOPS_RETRAIN_CRON",
-        "MLOPS_SCHEDULE_TIMEZONE",
-        "MLOPS_INCOMING_LOOKBACK_DAYS",
+    wanted = [  # every variable the one model was configured by, before it was a component
+        *("MLOPS_PROMOTION_POLICY", "MLOPS_PROMOTION_METRIC", "MLOPS_MIN_IMPROVEMENT"),
+        *("MLOPS_MIN_R2", "MLOPS_MIN_BALANCED_ACCURACY", "MLOPS_BASELINE_MARGIN"),
+        *("MLOPS_DRIFT_SHARE_THRESHOLD", "MLOPS_QUALITY_TOLERANCE", "MLOPS_MAX_QUARANTINE_SHARE"),
+        *("MLOPS_DRIFT_SAMPLE_ROWS", "MLOPS_DRIFT_POLICY", "MLOPS_TRAFFIC_MAX_ERROR_SHARE"),
+        *("MLOPS_TRAFFIC_MAX_DROPPED_SHARE", "MLOPS_RETRAIN_COOLDOWN_MINUTES"),
+        *("MLOPS_MODEL_TYPE", "MLOPS_MODEL_PARAMS", "MLOPS_TRAINING_FUNCTION"),
+        *("MLOPS_SEARCH_TRIALS", "MLOPS_SEARCH_TIMEOUT_SECONDS", "MLOPS_SEARCH_SPACE"),
+        "MLOPS_SKOPS_TRUSTED_TYPES",
+        *("MLOPS_DEPLOY_KIND", "MLOPS_DEPLOY_REPLICAS", "MLOPS_DEPLOY_CPU_LIMIT"),
+        *("MLOPS_TRAFFIC_LOG", "MLOPS_SERVING_PROTOCOL", "MLOPS_SERVING_BATCH"),
+        *("MLOPS_SOURCE_URI", "MLOPS_INCOMING_URI", "MLOPS_DATASET_SPEC"),
+        *("MLOPS_MODEL_NAME", "MLOPS_EXPERIMENT", "MLOPS_PARTITIONS_START", "MLOPS_AUTOMATION"),
+        *("MLOPS_SENSOR_INTERVAL_SECONDS", "MLOPS_SCORING_CRON", "MLOPS_RETRAIN_CRON"),
+        *("MLOPS_SCHEDULE_TIMEZONE", "MLOPS_INCOMING_LOOKBACK_DAYS"),
     ]
     missing = [name for name in wanted if f"env.{name}" not in text]
     assert missing == []
@@ -96,10 +92,11 @@ def test_a_setting_reaches_its_own_model_only(
     assert house.registered_model == "prices"
     assert house.serving == {"protocol": "v2"}
     assert house.data["source_uri"].startswith("sample://house-prices")
-    assert (wine.policy.min_r2, wine.policy.drift_policy) == (0.5, LifecyclePolicy().drift_policy)
+    assert (wine.policy.min_r2, wine.policy.drift_policy) == (0.5, PolicySettings().drift_policy)
     assert wine.policy.min_balanced_accuracy == 0.8
     assert (wine.training.search_trials, wine.training.model_type) == (0, "logistic_regression")
-    assert (wine.automation.running, wine.automation.scoring_cron) == (False, "0 1 * * *")
+    # The deployment's switch turns both models' automation on; the cron is the house model's.
+    assert (wine.automation.running, wine.automation.scoring_cron) == (True, "0 1 * * *")
     assert (wine.registered_model, wine.serving) == (WINE_MODEL, {})
     assert wine.data["spec_path"] == str(DEFS / WINE / "spec.json")
 
@@ -209,13 +206,8 @@ def test_the_house_price_model_keeps_the_names_its_state_is_stored_under(clean_e
     house-price instance keeps the ones the single model had by default; only Dagster's own
     names (asset keys, jobs) gained the model's prefix."""
     from mlops_assets.resources.dataset_source import DatasetSourceResource
-    from mlops_assets.resources.mlflow_registry import MlflowResource
 
     house = scopes()["house_prices"]
-    assert house.registry == {
-        "model_name": MlflowResource.model_fields["model_name"].default,
-        "experiment_name": MlflowResource.model_fields["experiment_name"].default,
-    }
     assert house.registry == {
         "model_name": "house-price-regressor",
         "experiment_name": "house-prices",

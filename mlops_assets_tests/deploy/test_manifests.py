@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlops_assets.settings import all_settings
+from mlops_assets.variables import all_settings
 from mlops_assets_tests import helm_chart
 from mlops_assets_tests.deploy import skip_loudly
 from mlops_assets_tests.deploy.k8s_schema import K8S_VERSION, validate, validate_fragment
@@ -339,3 +339,26 @@ def test_dockerfile_is_pinned_and_runs_as_non_root() -> None:
     assert user
     assert user[-1] != "USER root"
     assert "UID=10001" in text
+
+
+def test_each_model_has_its_share_of_the_run_queue() -> None:
+    """The daemon's run queue holds each model (the tag every run of a model carries) to its
+    share of the slots: the values, as the chart writes them into dagster.yaml, are a config
+    Dagster's QueuedRunCoordinator accepts."""
+    from dagster._config import process_config
+    from dagster._core.run_coordinator import QueuedRunCoordinator
+
+    from mlops_assets.components.lifecycle.automation.constants import MODEL_TAG
+
+    queue = helm_chart.load_values()["dagsterDaemon"]["runCoordinator"]["config"]
+    queue = queue["queuedRunCoordinator"]
+    [per_model] = queue["tagConcurrencyLimits"]
+    assert per_model["key"] == MODEL_TAG
+    assert per_model["value"] == {"applyLimitPerUniqueValue": True}
+    assert 0 < per_model["limit"] < queue["maxConcurrentRuns"]
+    config = {
+        "max_concurrent_runs": queue["maxConcurrentRuns"],
+        "tag_concurrency_limits": queue["tagConcurrencyLimits"],
+    }
+    checked = process_config(QueuedRunCoordinator.config_type(), config)
+    assert checked.success, checked.errors

@@ -236,25 +236,39 @@ def test_run_launched_by_k8s_run_launcher_executes_to_success(
         _assert_job_as_deployed(
             job, values, image, secret_values=[postgres.password, seaweed.secret_key]
         )
-        pod = job["spec"]["template"]["spec"]
-        container = pod["containers"][0]
-        run_env = cluster.container_env(job["metadata"]["namespace"], container)
+        # Each Job's run worker as its pod would start it: its command, its container's env.
+        commands = {}
+        for name, launched_job in by_job.items():
+            container = launched_job["spec"]["template"]["spec"]["containers"][0]
+            commands[name] = (
+                [*(container.get("command") or []), *container["args"]],
+                cluster.container_env(launched_job["metadata"]["namespace"], container),
+            )
 
     # The run worker finds the instance through the instance ref in its arguments (Postgres,
     # password by env var name only); the image's own env (PATH, MLOPS_HOME) is this machine's.
-    assert '"postgres_db"' in container["args"][-1] or "postgres_db" in container["args"][-1]
-    run_env |= {
+    machine = {
         "DAGSTER_HOME": str(dagster_home),
         "MLOPS_HOME": str(home),
         "PATH": env["PATH"],
         "GIT_PYTHON_REFRESH": "quiet",
     }
-    command = [*(container.get("command") or []), *container["args"]]
-    assert command[:3] == ["dagster", "api", "execute_run"]
-    executed = subprocess.run(
-        command, env=run_env, cwd=tmp_path, capture_output=True, text=True, timeout=600
-    )
-    assert executed.returncode == 0, executed.stdout[-3000:] + executed.stderr[-3000:]
+    workers = {}
+    for name, (command, run_env) in commands.items():
+        assert command[:3] == ["dagster", "api", "execute_run"]
+        assert "postgres_db" in command[-1]
+        # Both models' runs at once, as two pods would run them.
+        workers[name] = subprocess.Popen(
+            command,
+            env=run_env | machine,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    for name, worker in workers.items():
+        output, _ = worker.communicate(timeout=600)
+        assert worker.returncode == 0, f"{name}: {output[-3000:]}"
 
     from dagster import AssetKey, DagsterInstance, DagsterRunStatus
     from dagster._core.storage.tags import DOCKER_IMAGE_TAG
@@ -262,15 +276,17 @@ def test_run_launched_by_k8s_run_launcher_executes_to_success(
     os.environ["DAGSTER_PG_PASSWORD"] = postgres.password
     try:
         instance = DagsterInstance.from_config(str(dagster_home))
-        run_id = job["metadata"]["labels"]["dagster/run-id"]
-        run = instance.get_run_by_id(run_id)
-        assert run is not None
-        assert run.status == DagsterRunStatus.SUCCESS
-        assert run.tags[DOCKER_IMAGE_TAG] == image
-        for asset in ("raw_data", "versioned_dataset", "trained_model", "registered_model"):
-            event = instance.get_latest_materialization_event(AssetKey(["house_prices", asset]))
-            assert event is not None, asset
-            assert event.run_id == run_id, asset
+        for name, launched_job in by_job.items():
+            model = name.removesuffix("_refresh_model")
+            run_id = launched_job["metadata"]["labels"]["dagster/run-id"]
+            run = instance.get_run_by_id(run_id)
+            assert run is not None
+            assert run.status == DagsterRunStatus.SUCCESS, name
+            assert run.tags[DOCKER_IMAGE_TAG] == image
+            for asset in ("raw_data", "versioned_dataset", "trained_model", "registered_model"):
+                event = instance.get_latest_materialization_event(AssetKey([model, asset]))
+                assert event is not None, (model, asset)
+                assert event.run_id == run_id, (model, asset)
         instance.dispose()
     finally:
         del os.environ["DAGSTER_PG_PASSWORD"]

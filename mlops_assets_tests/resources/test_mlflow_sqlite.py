@@ -61,7 +61,12 @@ class _Messages(logging.Handler):
 
 def test_mlflow_opens_a_new_database_without_migrating_and_uses_it(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    resource = MlflowResource(tracking_uri=uri, artifact_root=str(tmp_path / "artifacts"))
+    resource = MlflowResource(
+        tracking_uri=uri,
+        artifact_root=str(tmp_path / "artifacts"),
+        model_name="house-price-regressor",
+        experiment_name="house-prices",
+    )
     # MLflow's loggers do not propagate: listen where it says it creates and migrates tables.
     logger = logging.getLogger("mlflow.store.db.utils")
     messages = _Messages()
@@ -90,7 +95,12 @@ def test_mlflow_opens_a_new_database_without_migrating_and_uses_it(tmp_path):
 def test_an_existing_database_is_never_replaced(tmp_path):
     path = tmp_path / "mlflow.db"
     uri = f"sqlite:///{path}"
-    resource = MlflowResource(tracking_uri=uri, artifact_root=str(tmp_path / "artifacts"))
+    resource = MlflowResource(
+        tracking_uri=uri,
+        artifact_root=str(tmp_path / "artifacts"),
+        model_name="house-price-regressor",
+        experiment_name="house-prices",
+    )
     run = resource.client().create_run(resource.experiment_id())
     before = path.read_bytes()
 

@@ -1,13 +1,13 @@
-"""TrainingResource: the settings train; a run's config overrides each of them."""
+"""TrainingSettings: the settings train; a run's config overrides each of them."""
 
 import pytest
 
+from mlops_assets.components.lifecycle.settings import TrainingSettings
 from mlops_assets.ml.estimator import EstimatorError
-from mlops_assets.resources.training import TrainingResource
 
 
 def test_settings_apply_where_the_run_config_is_empty():
-    settings = TrainingResource(
+    settings = TrainingSettings(
         model_type="sklearn.svm.SVR", model_params='{"C": 2.0}', trusted_types="a.B, c.D"
     )
     config = settings.config()
@@ -20,22 +20,23 @@ def test_settings_apply_where_the_run_config_is_empty():
 
 def test_params_that_are_not_a_json_object_are_refused_with_the_text():
     with pytest.raises(EstimatorError, match=r"estimator params: not JSON .*'\{C: 2\}'"):
-        TrainingResource(model_params="{C: 2}").config()
+        TrainingSettings(model_params="{C: 2}").config()
     with pytest.raises(EstimatorError, match="must be a JSON object"):
-        TrainingResource(model_params="[1, 2]").config()
+        TrainingSettings(model_params="[1, 2]").config()
 
 
-def test_the_settings_come_from_the_environment(monkeypatch):
-    from mlops_assets.definitions import from_env
+def test_the_house_models_settings_come_from_the_environment(clean_env, monkeypatch):
+    """For the house-price model, through its defs.yaml's templates."""
+    from mlops_assets_tests.components.test_lifecycle import scopes
 
     monkeypatch.setenv("MLOPS_MODEL_TYPE", "sklearn.linear_model.Lasso")
     monkeypatch.setenv("MLOPS_MODEL_PARAMS", '{"alpha": 0.5}')
-    config = from_env(TrainingResource).config()
+    config = scopes()["house_prices"].training.config()
     assert (config.model_type, config.params) == ("sklearn.linear_model.Lasso", {"alpha": 0.5})
 
 
 def test_search_settings_and_their_run_overrides():
-    settings = TrainingResource(
+    settings = TrainingSettings(
         search_trials=20, search_space='{"alpha": {"type": "float", "low": 1, "high": 2}}'
     )
     search = settings.config().search
@@ -43,4 +44,4 @@ def test_search_settings_and_their_run_overrides():
     assert search.space == {"alpha": {"type": "float", "low": 1, "high": 2}}
     run = settings.config(search_trials=0, search_timeout_seconds=30.0).search
     assert (run.trials, run.timeout_seconds, run.enabled) == (0, 30.0, True)
-    assert not TrainingResource().config().search.enabled
+    assert not TrainingSettings().config().search.enabled

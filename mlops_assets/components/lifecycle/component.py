@@ -16,6 +16,8 @@ variable: ``{{ env.MLOPS_MIN_R2 }}``) keeps the default.
 from __future__ import annotations
 
 import json
+import re
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -34,13 +36,15 @@ from mlops_assets.components.lifecycle.scope import ModelScope, check_model_name
 from mlops_assets.components.lifecycle.scoring.assets import build_scoring_assets
 from mlops_assets.components.lifecycle.serving.deployment import build_deployment_assets
 from mlops_assets.components.lifecycle.serving.image import build_image_assets
+from mlops_assets.components.lifecycle.settings import PolicySettings, TrainingSettings
 from mlops_assets.components.lifecycle.traffic.assets import build_traffic_assets
+from mlops_assets.lib.env_settings import env_fields, model_fields_of
+from mlops_assets.resources.image_builder import ImageBuilderResource
 from mlops_assets.resources.model_rollout import ModelRolloutResource
-from mlops_assets.resources.policy import LifecyclePolicy
-from mlops_assets.resources.training import TrainingResource
 
 # The fields of the deployment's model_rollout resource that are each model's own.
-SERVING_FIELDS = ("kind", "replicas", "cpu_limit", "traffic_log", "protocol", "batch")
+SERVING_FIELDS = tuple(model_fields_of(ModelRolloutResource))
+NONE = type(None)
 
 
 def _as_text(value: Any) -> Any:
@@ -83,8 +87,8 @@ def attributes_of(resource: type[BaseModel], name: str, only: Iterable[str] = ()
     )
 
 
-TrainingAttributes = attributes_of(TrainingResource, "TrainingAttributes")
-PolicyAttributes = attributes_of(LifecyclePolicy, "PolicyAttributes")
+TrainingAttributes = attributes_of(TrainingSettings, "TrainingAttributes")
+PolicyAttributes = attributes_of(PolicySettings, "PolicyAttributes")
 ServingAttributes = attributes_of(ModelRolloutResource, "ServingAttributes", SERVING_FIELDS)
 
 
@@ -124,8 +128,8 @@ class DataAttributes(dg.Model, dg.Resolvable):
 class AutomationAttributes(dg.Model, dg.Resolvable):
     running: bool | None = Field(
         default=None,
-        description="true: the model's schedules and sensors start running with the daemon; "
-        "false: turn them on in the UI. Default: false.",
+        description="true (or running): the model's schedules and sensors start running with "
+        "the daemon; false (or stopped): turn them on in the UI. Default: false.",
     )
     interval_seconds: int | None = Field(
         default=None, description="Seconds between two evaluations of each sensor. Default: 30."
@@ -254,8 +258,8 @@ class ModelLifecycle(dg.Component, dg.Model, dg.Resolvable):
             check_spec(self.name, folder, spec)
         return ModelScope(
             name=self.name,
-            policy=LifecyclePolicy(**_given(self.policy)),
-            training=TrainingResource(**_given(self.training)),
+            policy=PolicySettings(**_given(self.policy)),
+            training=TrainingSettings(**_given(self.training)),
             data={
                 "source_uri": self.data.source,
                 "incoming_uri": self.data.incoming,
@@ -278,9 +282,34 @@ class ModelLifecycle(dg.Component, dg.Model, dg.Resolvable):
         return _set(self.alerts)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        from mlops_assets.settings import setting
+        # Where images are pushed is the deployment's (the image builder's registry setting):
+        # the model's image sensor runs only where there is one.
+        registry = env_fields(ImageBuilderResource)["registry"].value()
+        return build_model_defs(self.scope(context.path, registry))
 
-        return build_model_defs(self.scope(context.path, setting("MLOPS_IMAGE_REGISTRY")))
+
+def attribute_doc(path: str) -> tuple[Any, str]:
+    """The default and description of the attribute at ``path`` (``policy.min_r2``): for
+    ``training``, ``policy`` and ``serving``, those of the field that takes it; for
+    ``automation``, its AutomationSettings default."""
+    group, _, name = path.rpartition(".")
+    sources: dict[str, type[BaseModel]] = {
+        "training": TrainingSettings,
+        "policy": PolicySettings,
+        "serving": ModelRolloutResource,
+    }
+    if group in sources:
+        info = sources[group].model_fields[name]
+        return info.default, info.description or ""
+    model: Any = ModelLifecycle
+    if group:
+        annotation = ModelLifecycle.model_fields[group].annotation
+        model = next(a for a in typing.get_args(annotation) or (annotation,) if a is not NONE)
+    info = model.model_fields[name]
+    description = re.sub(r" Default: .*$", "", info.description or "")
+    if group == "automation":
+        return getattr(AutomationSettings(), name), description
+    return info.default, description
 
 
 def _set(attributes: BaseModel | None) -> dict[str, str]:

@@ -23,10 +23,10 @@ from typing import Any, TypeVar
 from dagster import AssetKey, DailyPartitionsDefinition
 
 from mlops_assets.components.lifecycle.automation.constants import AutomationSettings
-from mlops_assets.resources.policy import LifecyclePolicy
-from mlops_assets.resources.training import TrainingResource
+from mlops_assets.components.lifecycle.settings import PolicySettings, TrainingSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
 
 # A model's name prefixes its asset keys and its jobs', schedules' and sensors' names.
 MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -51,8 +51,8 @@ class ModelScope:
     """
 
     name: str
-    policy: LifecyclePolicy = field(default_factory=LifecyclePolicy)
-    training: TrainingResource = field(default_factory=TrainingResource)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
     data: Mapping[str, Any] = field(default_factory=dict)
     registry: Mapping[str, Any] = field(default_factory=dict)
     serving: Mapping[str, Any] = field(default_factory=dict)
@@ -94,6 +94,12 @@ class ModelScope:
     def views(self) -> dict[str, Mapping[str, Any]]:
         return {"dataset_source": self.data, "mlflow": self.registry, "model_rollout": self.serving}
 
+    def view(self, name: str, resource: R) -> R:
+        """The deployment's resource ``name`` (dataset_source, mlflow, model_rollout) as this
+        model sees it: with its own source, registered model or serving settings."""
+        fields = self.views().get(name)
+        return resource.model_copy(update=dict(fields)) if fields else resource  # type: ignore[attr-defined, no-any-return]
+
     def values(self) -> dict[str, Any]:
         return {"policy": self.policy, "training_settings": self.training, "scope": self}
 
@@ -106,9 +112,9 @@ class ModelScope:
         views = {n: v for n, v in self.views().items() if n in signature.parameters}
 
         def supplied(kwargs: dict[str, Any]) -> dict[str, Any]:
-            for name, fields in views.items():
-                if name in kwargs and fields:
-                    kwargs[name] = kwargs[name].model_copy(update=dict(fields))
+            for name in views:
+                if name in kwargs:
+                    kwargs[name] = self.view(name, kwargs[name])
             return {**kwargs, **values}
 
         if inspect.isgeneratorfunction(fn):

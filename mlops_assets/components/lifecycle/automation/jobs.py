@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # what define_asset_job returns; dagster exports it for typin
 
 from mlops_assets.components.lifecycle.automation.constants import MODEL_TAG
 from mlops_assets.components.lifecycle.scope import ModelScope
+from mlops_assets.components.lifecycle.settings import PolicySettings
 from mlops_assets.lib.champion import DATASET_DIGEST_TAG, compare_on_test
 from mlops_assets.lib.console import JOB_CONFIG
 from mlops_assets.lib.exclusive import exclusive, model_lease
@@ -38,7 +39,6 @@ from mlops_assets.resources.mlflow_registry import (
     MlflowResource,
 )
 from mlops_assets.resources.object_store import ObjectStoreResource
-from mlops_assets.resources.policy import LifecyclePolicy
 
 # How Dagster records a materialisation's data version (DataVersion does it for assets).
 DATA_VERSION_TAG = "dagster/data_version"
@@ -183,7 +183,7 @@ def promote_to_champion(
     mlflow: MlflowResource,
     object_store: ObjectStoreResource,
     dataset_source: DatasetSourceResource,
-    policy: LifecyclePolicy,
+    policy: PolicySettings,
     scope: ModelScope,
 ) -> None:
     """Point champion at the challenger (or the version given) when it scores no worse than

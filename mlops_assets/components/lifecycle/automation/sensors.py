@@ -43,6 +43,7 @@ from mlops_assets.components.lifecycle.automation.constants import (
 )
 from mlops_assets.components.lifecycle.automation.jobs import AssetJobs
 from mlops_assets.components.lifecycle.scope import ModelScope
+from mlops_assets.components.lifecycle.settings import PolicySettings
 from mlops_assets.lib.metadata import redact_uri
 from mlops_assets.ml.traffic import labels_day_prefix
 from mlops_assets.resources.dataset_source import (
@@ -52,7 +53,6 @@ from mlops_assets.resources.dataset_source import (
 )
 from mlops_assets.resources.mlflow_registry import CHAMPION, MlflowResource
 from mlops_assets.resources.object_store import ObjectStoreResource
-from mlops_assets.resources.policy import LifecyclePolicy
 
 
 def watch_labelled_data(
@@ -178,7 +178,7 @@ def _last_policy_run(context: SensorEvaluationContext, scope: ModelScope) -> flo
 
 
 def apply_drift_policy(
-    context: SensorEvaluationContext, policy: LifecyclePolicy, scope: ModelScope
+    context: SensorEvaluationContext, policy: PolicySettings, scope: ModelScope
 ) -> SensorResult:
     keys = [
         AssetCheckKey(scope.key(report), name) for report in DRIFT_REPORTS for name in DRIFT_CHECKS

@@ -25,6 +25,7 @@ from dagster import (
 from pydantic import Field
 
 from mlops_assets.components.lifecycle.scope import ModelScope
+from mlops_assets.components.lifecycle.settings import PolicySettings, TrainingSettings
 from mlops_assets.lib.champion import dataset_label, score_on_test
 from mlops_assets.lib.datasets import dataset_manifest, dataset_splits
 from mlops_assets.lib.exclusive import exclusive, model_lease
@@ -75,8 +76,6 @@ from mlops_assets.resources.mlflow_registry import (
     MlflowResource,
 )
 from mlops_assets.resources.object_store import ObjectStoreResource
-from mlops_assets.resources.policy import LifecyclePolicy
-from mlops_assets.resources.training import TrainingResource
 
 SMOKE_ROWS = 100
 DAGSTER_RUN_TAG = "dagster.run_id"  # on a registered version: the run that registered it
@@ -128,7 +127,7 @@ def trained_model(
     dataset_source: DatasetSourceResource,
     object_store: ObjectStoreResource,
     mlflow: MlflowResource,
-    training_settings: TrainingResource,
+    training_settings: TrainingSettings,
 ) -> MaterializeResult:
     spec = dataset_source.spec
     try:
@@ -370,7 +369,7 @@ def _search_metadata(
     }
 
 
-def beats_naive_baseline(trained_model: TrainedModel, policy: LifecyclePolicy) -> AssetCheckResult:
+def beats_naive_baseline(trained_model: TrainedModel, policy: PolicySettings) -> AssetCheckResult:
     metrics = trained_model.metrics
     metric = LOSS["classification" if "test_log_loss" in metrics else "regression"]
     model, baseline = metrics[f"test_{metric}"], metrics[f"baseline_test_{metric}"]
@@ -384,7 +383,7 @@ def beats_naive_baseline(trained_model: TrainedModel, policy: LifecyclePolicy) -
 
 
 def meets_metric_thresholds(
-    trained_model: TrainedModel, policy: LifecyclePolicy
+    trained_model: TrainedModel, policy: PolicySettings
 ) -> AssetCheckResult:
     metrics = trained_model.metrics
     if "test_balanced_accuracy" in metrics:
@@ -421,7 +420,7 @@ def register_and_gate(
     metric: str,
     run_id: str,
     mlflow: MlflowResource,
-    policy: LifecyclePolicy,
+    policy: PolicySettings,
 ) -> Gate:
     """Register the trained model (once per MLflow run, and once per training fingerprint
     unless training was forced), move 'challenger' to it and decide 'champion', holding the
@@ -536,7 +535,7 @@ def registered_model(
     dataset_source: DatasetSourceResource,
     object_store: ObjectStoreResource,
     mlflow: MlflowResource,
-    policy: LifecyclePolicy,
+    policy: PolicySettings,
 ) -> MaterializeResult:
     spec = dataset_source.spec
     metric = policy.metric_for(spec.task)

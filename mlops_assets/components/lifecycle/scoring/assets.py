@@ -22,6 +22,7 @@ from dagster import (
 )
 
 from mlops_assets.components.lifecycle.scope import ModelScope
+from mlops_assets.components.lifecycle.settings import PolicySettings
 from mlops_assets.lib.datasets import dataset_splits
 from mlops_assets.lib.metadata import md_table, redact_uri
 from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
@@ -38,7 +39,6 @@ from mlops_assets.records import DriftResult, ScoredBatch
 from mlops_assets.resources.dataset_source import DatasetSourceResource, SourceUnavailable
 from mlops_assets.resources.mlflow_registry import CHAMPION, MlflowResource
 from mlops_assets.resources.object_store import ObjectStoreResource
-from mlops_assets.resources.policy import LifecyclePolicy
 
 MODEL_VERSION = "model_version"
 
@@ -214,7 +214,7 @@ def one_prediction_per_row(
 
 
 def quarantine_share_within_limit(
-    predictions: ScoredBatch, policy: LifecyclePolicy
+    predictions: ScoredBatch, policy: PolicySettings
 ) -> AssetCheckResult:
     """Rows set aside: any warns; more than the policy's share fails (ERROR)."""
     received, count = predictions.input_rows, predictions.quarantined
@@ -372,7 +372,7 @@ def drift_report(
     dataset_source: DatasetSourceResource,
     object_store: ObjectStoreResource,
     mlflow: MlflowResource,
-    policy: LifecyclePolicy,
+    policy: PolicySettings,
 ) -> MaterializeResult:
     version = predictions.model_version
     return compare_with_training(
@@ -397,7 +397,7 @@ def compare_with_training(
     spec: DatasetSpec,
     object_store: ObjectStoreResource,
     mlflow: MlflowResource,
-    policy: LifecyclePolicy,
+    policy: PolicySettings,
 ) -> MaterializeResult:
     """Evidently's report of ``current`` (the rows model ``version`` answered, with its answer
     columns and, where labelled, the target) against that version's training split, answered
@@ -453,7 +453,7 @@ def compare_with_training(
 
 
 def drift_share_below_threshold(
-    drift_report: DriftResult, policy: LifecyclePolicy
+    drift_report: DriftResult, policy: PolicySettings
 ) -> AssetCheckResult:
     if drift_report.rows == 0:
         return _nothing_compared(drift_report)
@@ -467,7 +467,7 @@ def drift_share_below_threshold(
     )
 
 
-def quality_not_degraded(drift_report: DriftResult, policy: LifecyclePolicy) -> AssetCheckResult:
+def quality_not_degraded(drift_report: DriftResult, policy: PolicySettings) -> AssetCheckResult:
     if drift_report.rows == 0:
         return _nothing_compared(drift_report)
     quality, subject = drift_report.quality, drift_report.subject

@@ -32,6 +32,7 @@ from mlops_assets.components.lifecycle.scoring.assets import (
     quality_not_degraded,
     report_prefix,
 )
+from mlops_assets.components.lifecycle.settings import PolicySettings
 from mlops_assets.lib.metadata import md_table
 from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
 from mlops_assets.ml.dataset_store import frame_to_parquet, parquet_to_frame
@@ -50,7 +51,6 @@ from mlops_assets.records import DriftResult, ServedTraffic
 from mlops_assets.resources.dataset_source import DatasetSourceResource, is_data_file
 from mlops_assets.resources.mlflow_registry import MlflowResource
 from mlops_assets.resources.object_store import ObjectStoreResource
-from mlops_assets.resources.policy import LifecyclePolicy
 
 
 def served_traffic(
@@ -174,7 +174,7 @@ def traffic_matches_signature(served_traffic: ServedTraffic) -> AssetCheckResult
 
 
 def refused_share_below_threshold(
-    served_traffic: ServedTraffic, policy: LifecyclePolicy
+    served_traffic: ServedTraffic, policy: PolicySettings
 ) -> AssetCheckResult:
     share, limit = served_traffic.error_share, policy.traffic_max_error_share
     examples = "; ".join(served_traffic.error_examples[:3])
@@ -189,7 +189,7 @@ def refused_share_below_threshold(
 
 
 def unlogged_share_below_threshold(
-    served_traffic: ServedTraffic, policy: LifecyclePolicy
+    served_traffic: ServedTraffic, policy: PolicySettings
 ) -> AssetCheckResult:
     share, limit = served_traffic.dropped_share, policy.traffic_max_dropped_share
     total = served_traffic.requests + served_traffic.errors + served_traffic.dropped
@@ -209,7 +209,7 @@ def traffic_drift_report(
     dataset_source: DatasetSourceResource,
     object_store: ObjectStoreResource,
     mlflow: MlflowResource,
-    policy: LifecyclePolicy,
+    policy: PolicySettings,
 ) -> MaterializeResult:
     spec = dataset_source.spec
     frame = parquet_to_frame(object_store.get_bytes(served_traffic.key))
