@@ -228,3 +228,45 @@ def test_a_trained_state_goes_on_under_the_components_names(
     after = trained.state()
     assert after["versions"] == [1, 2]
     assert after["tags"] == ["data-v1.0.0.json", "data-v1.1.0.json"]
+
+
+def test_a_model_sets_exactly_the_model_fields_of_the_deployment_resources(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One home each: the fields of a deployment resource that are a model's own
+    (model_field) are the ones a model's component sets, no variable configures them for the
+    deployment, and none is also a deployment setting."""
+    from mlops_assets.components.lifecycle.component import ServingAttributes
+    from mlops_assets.definitions import build_resources
+    from mlops_assets.lib.env_settings import env_fields, model_fields_of
+    from mlops_assets.resources.dataset_source import DatasetSourceResource
+    from mlops_assets.resources.mlflow_registry import MlflowResource
+    from mlops_assets.resources.model_rollout import ModelRolloutResource
+
+    classes = {
+        "dataset_source": DatasetSourceResource,
+        "mlflow": MlflowResource,
+        "model_rollout": ModelRolloutResource,
+    }
+    house = scopes()["house_prices"]
+    views = house.views()
+    for name in ("dataset_source", "mlflow"):  # every model sets all of them
+        assert set(views[name]) == set(model_fields_of(classes[name])), name
+    assert set(ServingAttributes.model_fields) == set(model_fields_of(ModelRolloutResource))
+    for cls in classes.values():
+        assert not set(model_fields_of(cls)) & set(env_fields(cls)), cls.__name__
+
+    monkeypatch.setenv("MLOPS_SOURCE_URI", "/data/elsewhere.csv")
+    monkeypatch.setenv("MLOPS_MODEL_NAME", "prices")
+    monkeypatch.setenv("MLOPS_SERVING_PROTOCOL", "v2")
+    deployment = build_resources()
+    assert deployment["dataset_source"].source_uri == ""  # type: ignore[attr-defined]
+    assert deployment["mlflow"].model_name == ""  # type: ignore[attr-defined]
+    assert deployment["model_rollout"].protocol == "mlflow"  # type: ignore[attr-defined]
+    house = scopes()["house_prices"]  # ... the house model's component reads them
+    seen = house.view("dataset_source", deployment["dataset_source"])
+    assert (seen.source_uri, house.view("mlflow", deployment["mlflow"]).model_name) == (
+        "/data/elsewhere.csv",
+        "prices",
+    )
+    assert house.view("model_rollout", deployment["model_rollout"]).protocol == "v2"
