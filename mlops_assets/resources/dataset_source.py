@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import json
 import os
 import stat
 import time
@@ -889,6 +890,9 @@ class DatasetSourceResource(ConfigurableResource):
     spec_path: str = model_field(
         "data.spec", "", "JSON dataset spec file; empty means the house-price spec."
     )
+    spec_inline: str = model_field(
+        "data.spec", "", "The spec itself as JSON text (inline in defs.yaml); set, it is the spec."
+    )
     source_uri: str = model_field("data.source", "", "Labelled training data.")
     incoming_uri: str = model_field("data.incoming", "", "Incoming batch of a daily partition.")
     max_seconds: float = env_field(
@@ -925,6 +929,8 @@ class DatasetSourceResource(ConfigurableResource):
 
     @cached_property
     def spec(self) -> DatasetSpec:
+        if self.spec_inline:
+            return DatasetSpec.from_dict(json.loads(self.spec_inline), source="data.spec")
         return load_spec(self.spec_path)
 
     @property

@@ -17,6 +17,7 @@ from dagster import AssetKey, AutomationConditionSensorDefinition, ScheduleDefin
 
 from mlops_assets.components.lifecycle.component import ModelLifecycle
 from mlops_assets.components.lifecycle.settings import PolicySettings
+from mlops_assets.resources.model_rollout import ModelRolloutResource
 from mlops_assets_tests.conftest import PARTITION, Lifecycle, check_evaluations, step_failure
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -236,12 +237,11 @@ def test_a_model_sets_exactly_the_model_fields_of_the_deployment_resources(
     """One home each: the fields of a deployment resource that are a model's own
     (model_field) are the ones a model's component sets, no variable configures them for the
     deployment, and none is also a deployment setting."""
-    from mlops_assets.components.lifecycle.component import ServingAttributes
+    from mlops_assets.components.lifecycle.component import ROLLOUT_TARGET, ServingAttributes
     from mlops_assets.definitions import build_resources
     from mlops_assets.lib.env_settings import env_fields, model_fields_of
     from mlops_assets.resources.dataset_source import DatasetSourceResource
     from mlops_assets.resources.mlflow_registry import MlflowResource
-    from mlops_assets.resources.model_rollout import ModelRolloutResource
 
     classes = {
         "dataset_source": DatasetSourceResource,
@@ -252,7 +252,10 @@ def test_a_model_sets_exactly_the_model_fields_of_the_deployment_resources(
     views = house.views()
     for name in ("dataset_source", "mlflow"):  # every model sets all of them
         assert set(views[name]) == set(model_fields_of(classes[name])), name
-    assert set(ServingAttributes.model_fields) == set(model_fields_of(ModelRolloutResource))
+    assert set(ServingAttributes.model_fields) == {
+        *model_fields_of(ModelRolloutResource),
+        *ROLLOUT_TARGET,  # the deployment's, unless a model names its own
+    }
     for cls in classes.values():
         assert not set(model_fields_of(cls)) & set(env_fields(cls)), cls.__name__
 
@@ -270,3 +273,40 @@ def test_a_model_sets_exactly_the_model_fields_of_the_deployment_resources(
         "prices",
     )
     assert house.view("model_rollout", deployment["model_rollout"]).protocol == "v2"
+
+
+def test_a_model_may_carry_its_spec_inline_and_name_its_own_rollout_target(
+    tmp_path: Path,
+) -> None:
+    """data.spec may be the spec itself (the fields of a spec file), checked when the
+    component loads as a file is; serving.namespace and serving.cluster send one model's
+    rollout elsewhere, the deployment's applying to every model that names none."""
+    import json
+
+    from mlops_assets.resources.dataset_source import DatasetSourceResource
+
+    spec = json.loads((DEFS / WINE / "spec.json").read_text())
+    attributes = {
+        "name": "cellar",
+        "registered_model": "cellar-classifier",
+        "data": {"source": "sample://wine", "spec": spec},
+        "serving": {"namespace": "team-cellar"},
+    }
+    model = ModelLifecycle.resolve_from_dict(attributes).scope(tmp_path)
+    source = model.view("dataset_source", DatasetSourceResource())
+    assert (source.spec.name, source.spec.task) == ("wine_cultivars", "classification")
+    assert (
+        source.spec.feature_columns
+        == DatasetSourceResource(spec_path=str(DEFS / WINE / "spec.json")).spec.feature_columns
+    )
+    deployment = ModelRolloutResource(cluster="in-cluster", namespace="mlops-serving")
+    rollout = model.view("model_rollout", deployment)
+    assert (rollout.cluster, rollout.namespace) == ("in-cluster", "team-cellar")
+    wine = scopes()[WINE].view("model_rollout", deployment)
+    assert wine.namespace == "mlops-serving"
+
+    broken = {**spec, "task": "ranking"}
+    with pytest.raises(ValueError, match=r"model 'cellar' \(.*defs\.yaml\): data\.spec: .*ranking"):
+        ModelLifecycle.resolve_from_dict(
+            {**attributes, "data": {"source": "sample://wine", "spec": broken}}
+        ).scope(tmp_path)

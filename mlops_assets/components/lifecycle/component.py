@@ -57,18 +57,27 @@ def _as_text(value: Any) -> Any:
     return str(value)
 
 
-def attributes_of(resource: type[BaseModel], name: str, only: Iterable[str] = ()) -> Any:
+def attributes_of(
+    resource: type[BaseModel], name: str, only: Iterable[str] = (), overrides: Iterable[str] = ()
+) -> Any:
     """A model of optional attributes, one per field of ``resource`` (those in ``only``, when
     given), each documented with the field's description and default; None keeps the
-    default."""
+    default. ``overrides`` are deployment settings of ``resource`` a model may set for itself:
+    left out, the deployment's value applies."""
     fields: dict[str, Any] = {}
     text_fields = set()
+    deployment = env_fields(resource)
     for field_name, info in resource.model_fields.items():
-        if only and field_name not in only:
+        if only and field_name not in (*only, *overrides):
             continue
+        default = (
+            f"the deployment's ({deployment[field_name].name})"
+            if field_name in overrides
+            else repr(info.default)
+        )
         fields[field_name] = (
             info.annotation | None,  # type: ignore[operator]
-            Field(default=None, description=f"{info.description} Default: {info.default!r}."),
+            Field(default=None, description=f"{info.description} Default: {default}."),
         )
         if info.annotation is str:
             text_fields.add(field_name)
@@ -89,7 +98,11 @@ def attributes_of(resource: type[BaseModel], name: str, only: Iterable[str] = ()
 
 TrainingAttributes = attributes_of(TrainingSettings, "TrainingAttributes")
 PolicyAttributes = attributes_of(PolicySettings, "PolicyAttributes")
-ServingAttributes = attributes_of(ModelRolloutResource, "ServingAttributes", SERVING_FIELDS)
+# Its rollout target: the deployment's cluster and namespace unless the model names its own.
+ROLLOUT_TARGET = ("cluster", "namespace")
+ServingAttributes = attributes_of(
+    ModelRolloutResource, "ServingAttributes", SERVING_FIELDS, overrides=ROLLOUT_TARGET
+)
 
 
 def _given(attributes: BaseModel | None) -> dict[str, Any]:
@@ -105,10 +118,11 @@ class DataAttributes(dg.Model, dg.Resolvable):
         "http(s) URL, an s3:// prefix, or a generated sample:// source. A token in it comes "
         "from the environment ({{ env.MY_SOURCE_URL }}), never from this file."
     )
-    spec: str = Field(
+    spec: str | dict[str, Any] = Field(
         default="",
         description="The dataset contract: a JSON spec file, relative to this defs.yaml's "
-        "folder (draft one with `mlops-spec infer`); empty means the house-price spec.",
+        "folder (draft one with `mlops-spec infer`), or the spec itself, inline (the same "
+        "fields as the file's); empty means the house-price spec.",
     )
     incoming: str = Field(
         default="",
@@ -121,7 +135,9 @@ class DataAttributes(dg.Model, dg.Resolvable):
 
     @field_validator("source", "spec", "incoming", "partitions_start", mode="before")
     @classmethod
-    def _text(cls, value: Any) -> Any:
+    def _text(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name == "spec" and isinstance(value, dict):
+            return value  # an inline spec
         return _as_text(value)
 
 
@@ -252,8 +268,10 @@ class ModelLifecycle(dg.Component, dg.Model, dg.Resolvable):
                 f"model '{self.name}' ({folder / 'defs.yaml'}): data.source is empty: set it to "
                 "the labelled data (a file, a folder, an http(s):// URL or an s3:// prefix)"
             )
-        spec = self.data.spec
-        if spec:
+        spec, inline = self.data.spec, ""
+        if isinstance(spec, dict):
+            inline, spec = check_inline_spec(self.name, folder, spec), ""
+        elif spec:
             spec = str(folder / spec) if not Path(spec).is_absolute() else spec
             check_spec(self.name, folder, spec)
         return ModelScope(
@@ -264,6 +282,7 @@ class ModelLifecycle(dg.Component, dg.Model, dg.Resolvable):
                 "source_uri": self.data.source,
                 "incoming_uri": self.data.incoming,
                 "spec_path": spec,
+                "spec_inline": inline,
             },
             registry={
                 "model_name": self.registered_model,
@@ -315,6 +334,18 @@ def attribute_doc(path: str) -> tuple[Any, str]:
 def _set(attributes: BaseModel | None) -> dict[str, str]:
     """The text attributes given (not empty)."""
     return {k: v for k, v in (attributes.model_dump() if attributes else {}).items() if v}
+
+
+def check_inline_spec(model: str, folder: Path, spec: dict[str, Any]) -> str:
+    """An inline spec as the JSON text the dataset source reads, checked as a spec file is."""
+    from mlops_assets.ml.spec import DatasetSpec
+
+    where = f"model '{model}' ({folder / 'defs.yaml'}): data.spec"
+    try:
+        DatasetSpec.from_dict(spec, source=where)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+    return json.dumps(spec)
 
 
 def check_spec(model: str, folder: Path, spec: str) -> None:
