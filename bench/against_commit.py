@@ -47,8 +47,10 @@ def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, fl
     """Wall, user and system seconds of ``command`` and every process it waited for."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
-    subprocess.run(command, env=env, cwd=cwd, check=True, capture_output=True)
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
     wall = time.monotonic() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:3])} ... failed:\n{done.stderr[-3000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
 
@@ -82,12 +84,24 @@ def main() -> None:
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="against-commit-"))
     earlier = scratch / "tree"
-    subprocess.run(
-        ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(earlier), args.commit],
-        check=True,
-    )
     try:
+        subprocess.run(
+            [
+                "git",
+                "-C",
+                str(ROOT),
+                "worktree",
+                "add",
+                "-q",
+                "--detach",
+                str(earlier),
+                args.commit,
+            ],
+            check=True,
+        )
         components = (earlier / "mlops_assets" / "components").is_dir()
+        if not components and args.model != "house_prices":
+            raise SystemExit(f"{args.commit} has one model, the house-price one, not {args.model}")
         old_demo = ["--model", args.model] if components else []
         cases: list[tuple[str, Callable[[Path], tuple[float, float, float]]]] = [
             ("loading the code location", lambda tree: run(tree, LOAD, [])),
@@ -99,12 +113,17 @@ def main() -> None:
         for name, case in cases:
             case(ROOT), case(earlier)  # warm the page cache, not counted
             pairs: list[tuple[Times, Times]] = []
-            for _ in range(args.runs):
-                then = case(earlier)
-                pairs.append((case(ROOT), then))
+            for i in range(args.runs):  # which side goes first alternates
+                if i % 2:
+                    now = case(ROOT)
+                    pairs.append((now, case(earlier)))
+                else:
+                    then = case(earlier)
+                    pairs.append((case(ROOT), then))
             report(name, pairs)
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(earlier)])
+        if earlier.exists():
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(earlier)])
         shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -74,8 +74,7 @@ def run_plain() -> float:
     import numpy as np
 
     from mlops_assets.components.lifecycle.data.assets import snapshot_digest
-    from mlops_assets.components.lifecycle.settings import PolicySettings
-    from mlops_assets.definitions import build_resources
+    from mlops_assets.definitions import build_resources, model_scopes
     from mlops_assets.ml.dataset import clean, content_digest, split
     from mlops_assets.ml.dataset_store import DatasetStore, frame_to_parquet
     from mlops_assets.ml.drift import PREDICTION, drift_report, sample
@@ -88,10 +87,11 @@ def run_plain() -> float:
     from mlops_assets.resources.object_store import ObjectStoreResource
 
     resources = build_resources()
+    model = model_scopes()["house_prices"]  # the house model's view of the deployment's
     store = cast(ObjectStoreResource, resources["object_store"])
-    source = cast(DatasetSourceResource, resources["dataset_source"])
-    mlflow = cast(MlflowResource, resources["mlflow"])
-    policy = PolicySettings()
+    source = model.view("dataset_source", cast(DatasetSourceResource, resources["dataset_source"]))
+    mlflow = model.view("mlflow", cast(MlflowResource, resources["mlflow"]))
+    policy = model.policy
     spec = source.spec
 
     start = time.perf_counter()

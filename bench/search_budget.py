@@ -41,15 +41,18 @@ def measure(budget: float, model_type: str) -> dict[str, float]:
         job = build_definitions(build_resources()).resolve_job_def("house_prices_refresh_model")
         data = job.execute_in_process(
             instance=instance,
-            asset_selection=[AssetKey("raw_data"), AssetKey("versioned_dataset")],
+            asset_selection=[
+                AssetKey(["house_prices", "raw_data"]),
+                AssetKey(["house_prices", "versioned_dataset"]),
+            ],
         )
         assert data.success
         config = {"model_type": model_type, "search_timeout_seconds": budget}
         started = time.perf_counter()
         result = job.execute_in_process(
             instance=instance,
-            asset_selection=[AssetKey("trained_model")],
-            run_config={"ops": {"trained_model": {"config": config}}},
+            asset_selection=[AssetKey(["house_prices", "trained_model"])],
+            run_config={"ops": {"house_prices__trained_model": {"config": config}}},
         )
         wall = time.perf_counter() - started
         assert result.success

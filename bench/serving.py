@@ -39,7 +39,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlops_assets.definitions import build_resources
+from mlops_assets.definitions import build_resources, model_scopes
 from mlops_assets.ml.estimator import model_input
 from mlops_assets.ml.sample_data import generate_house_prices
 from mlops_assets.ml.serving import (
@@ -69,12 +69,17 @@ end
 """
 
 
+def house_mlflow(resources: dict[str, Any]) -> Any:
+    """The deployment's MLflow resource as the house-price model (the one served here) sees it."""
+    return model_scopes()["house_prices"].view("mlflow", resources["mlflow"])
+
+
 def recorded_image(builder: ImageBuilderResource, resources: dict[str, Any], runtime: str) -> str:
     """The image served_image recorded last, in ``runtime``'s store: pulled by digest from
     its registry, or its OCI archive loaded from the object store (no registry), as the
     smoke test fetches it."""
     store = resources["object_store"]
-    image = builder.published(store, resources["mlflow"].model_name)
+    image = builder.published(store, house_mlflow(resources).registered_name)
     if image is None:
         raise SystemExit("no served image recorded yet: run the serve_champion job first")
     return builder.fetch_for_test(runtime, image, store)
@@ -158,7 +163,7 @@ def main() -> None:
 
     resources = build_resources()
     builder: ImageBuilderResource = resources["image_builder"]  # type: ignore[assignment]
-    mlflow_resource: Any = resources["mlflow"]
+    mlflow_resource: Any = house_mlflow(resources)
     runtime = builder.runtime()
     image = args.image or recorded_image(builder, resources, runtime)
     labels = image_labels(runtime, image)
@@ -169,7 +174,7 @@ def main() -> None:
             f"{labels['org.mlops-assets.mlflow-run-id']}): point MLOPS_HOME or "
             "MLFLOW_TRACKING_URI at the registry it was built from"
         )
-    model_uri = f"models:/{mlflow_resource.model_name}/{version}"
+    model_uri = f"models:/{mlflow_resource.registered_name}/{version}"
 
     rows = model_input(generate_house_prices(50, seed=7), HOUSE_PRICES)
     single = json.dumps(invocation_payload(rows.head(1))).encode()

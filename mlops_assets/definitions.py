@@ -23,6 +23,7 @@ from dagster import (
 
 from mlops_assets.components.lifecycle.automation.alerts import build_alert_sensors
 from mlops_assets.components.lifecycle.component import ModelLifecycle
+from mlops_assets.components.lifecycle.scope import ModelScope
 from mlops_assets.lib.console import console_logger
 from mlops_assets.lib.env_settings import env_fields
 from mlops_assets.lib.pod_resources import standard_pod
@@ -102,8 +103,7 @@ def from_env(resource: type[R], secrets: Collection[str] | None = None, **fixed:
     """``resource`` configured by its settings: a field declared with ``env_field`` takes its
     variable's text when that is set (pydantic coerces it), else the field's default. A secret
     field named in ``secrets`` is an EnvVar: Dagster resolves it when a run or tick starts and
-    shows only its name; one not named stays empty (its feature is off). A sensitive field that
-    is set is an EnvVar as well (its value may carry a credential). Without ``secrets``,
+    shows only its name; one not named stays empty (its feature is off). Without ``secrets``,
     a resource with ``secrets_needed()`` names them from its own configuration."""
     fields = env_fields(resource)
     values: dict[str, Any] = {}
@@ -112,7 +112,7 @@ def from_env(resource: type[R], secrets: Collection[str] | None = None, **fixed:
             continue
         text = os.environ.get(entry.name, "")
         if text:
-            values[field_name] = EnvVar(entry.name) if entry.sensitive else text
+            values[field_name] = text
     built = resource(**values, **fixed)
     if secrets is None:
         needed = getattr(built, "secrets_needed", None)
@@ -155,6 +155,18 @@ def component_tree() -> ComponentTree:
     import mlops_assets.defs
 
     return ComponentTree.from_module(mlops_assets.defs, Path(__file__).resolve().parent.parent)
+
+
+def model_scopes() -> dict[str, ModelScope]:
+    """Every model ``defs/`` declares, as its definitions see it, by name: for tools and
+    benchmarks that use a model's view of the deployment's resources outside a run."""
+    tree = component_tree()
+    found = {}
+    for folder in sorted(p.parent for p in tree.defs_module_path.glob("*/defs.yaml")):
+        relative = folder.relative_to(tree.defs_module_path)
+        component = tree.load_component(relative, expected_type=ModelLifecycle)
+        found[component.name] = component.scope(folder)
+    return found
 
 
 def load_defs_folder(tree: ComponentTree | None = None) -> Definitions:

@@ -70,13 +70,9 @@ def short(asset_key: AssetKey) -> str:
 def house_scope() -> Any:
     """The house-price model as its component builds it from its defs.yaml now (so from the
     MLOPS_* variables set now)."""
-    from mlops_assets.components.lifecycle.component import ModelLifecycle
-    from mlops_assets.definitions import component_tree
+    from mlops_assets.definitions import model_scopes
 
-    tree = component_tree()
-    folder = tree.defs_module_path / MODEL
-    component = tree.load_component(Path(MODEL), expected_type=ModelLifecycle)
-    return component.scope(folder)
+    return model_scopes()[MODEL]
 
 
 def scope_of(resources: dict[str, Any], automation: Any = None) -> Any:

@@ -182,8 +182,7 @@ def test_readme_documents_every_setting_with_its_default():
 def test_every_resource_setting_reaches_its_field(monkeypatch: pytest.MonkeyPatch) -> None:
     """The wiring is derived from the fields: each setting of a resource, set in the
     environment, arrives in the built resource coerced to the field's type; secrets arrive as
-    EnvVar (by name), never as their value, and so do sensitive settings (URLs that may carry
-    a token)."""
+    EnvVar (by name), never as their value."""
     from dagster import EnvVar
 
     from mlops_assets.definitions import from_env
@@ -203,7 +202,7 @@ def test_every_resource_setting_reaches_its_field(monkeypatch: pytest.MonkeyPatc
         built = from_env(resource, secrets=[n for n, e in fields.items() if e.secret], **required)
         for field_name, entry in fields.items():
             value = getattr(built, field_name)
-            if entry.secret or entry.sensitive:
+            if entry.secret:
                 # An EnvVar is configured by its name; the value appears only in a run.
                 assert isinstance(value, EnvVar), field_name
                 assert value == entry.name != samples[str], field_name

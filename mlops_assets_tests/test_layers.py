@@ -91,29 +91,22 @@ def test_data_flows_one_way_from_the_components_to_resources_and_ml():
     assert backwards == set()
 
 
-def test_nothing_reads_a_setting_on_import() -> None:
-    """Importing every module of the package, the definitions module among them, reads no
-    project setting from the environment: settings are read when the definitions are built
-    (deployment) or the component is loaded (model), so a test or a process that changes them
-    gets what it set."""
-    import subprocess
-    import sys
-
-    from mlops_assets.variables import all_settings
-
-    probe = """
+PROBE = """
 import collections.abc, importlib, json, os, pkgutil, sys
-read = set()
+watched = sys.argv[1:]  # the folders whose code's reads count (not the libraries' own)
+read = {}
 def reader():
     frame = sys._getframe(2)
-    while frame and frame.f_code.co_filename.endswith(("<string>", "os.py", "_collections_abc>", "_collections_abc.py")):
+    skip = ("<string>", "os.py", "<frozen os>", "_collections_abc>", "_collections_abc.py")
+    while frame and frame.f_code.co_filename.endswith(skip):
         frame = frame.f_back
     return frame.f_code.co_filename if frame else ""
 class Recording(collections.abc.MutableMapping):
     def __init__(self, inner): self.inner = inner
     def __getitem__(self, key):
-        if "/mlops_assets/" in reader():  # the project's reads, not its libraries' own
-            read.add(key)
+        where = reader()
+        if any(where.startswith(folder) for folder in watched):
+            read.setdefault(key, []).append(where)
         return self.inner[key]
     def __setitem__(self, key, value): self.inner[key] = value
     def __delitem__(self, key): del self.inner[key]
@@ -125,16 +118,46 @@ import mlops_assets
 for module in pkgutil.walk_packages(mlops_assets.__path__, "mlops_assets."):
     if ".stack" not in module.name:  # the local stack's CLI, outside the code location
         importlib.import_module(module.name)
-print(json.dumps(sorted(read)))
+import canary_probe  # reads a setting on import, as no module of the package may
+print(json.dumps(read))
 """
+
+
+def test_nothing_reads_a_setting_on_import(tmp_path: Path) -> None:
+    """Importing every module of the package, the definitions module among them, reads no
+    project setting from the environment: settings are read when the definitions are built
+    (deployment) or the component is loaded (model), so a test or a process that changes them
+    gets what it set. A canary module that does read one on import proves the probe sees it,
+    through os.environ and os.getenv alike."""
+    import os
+    import subprocess
+    import sys
+
+    from mlops_assets.variables import all_settings
+
+    (tmp_path / "canary_probe.py").write_text(
+        "import os\nHOME = os.getenv('MLOPS_HOME')\nSOURCE = os.environ.get('MLOPS_SOURCE_URI')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=300
+        [sys.executable, "-c", PROBE, str(PACKAGE), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    read = set(json.loads(done.stdout.splitlines()[-1]))
+    read = json.loads(done.stdout.splitlines()[-1])
     names = {s.name for s in all_settings()}
-    assert names & {"MLOPS_SOURCE_URI", "MLOPS_HOME"}  # the probe knows what to look for
-    assert read & names == set()
+    by_canary = {k for k, places in read.items() for w in places if w.startswith(str(tmp_path))}
+    assert by_canary == {"MLOPS_HOME", "MLOPS_SOURCE_URI"}  # the probe sees what it looks for
+    by_package = {
+        k: [w for w in places if w.startswith(str(PACKAGE))]
+        for k, places in read.items()
+        if k in names and any(w.startswith(str(PACKAGE)) for w in places)
+    }
+    assert by_package == {}
 
 
 def test_the_cycle_finder_finds_a_cycle():

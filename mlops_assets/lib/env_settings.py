@@ -18,21 +18,17 @@ from pydantic import Field
 ENV_KEY = "mlops_env"
 MODEL_KEY = "mlops_model"
 SECRET_KEY = "mlops_secret"
-SENSITIVE_KEY = "mlops_sensitive"
 
 
-def env_field(
-    name: str, default: Any, description: str, *, secret: bool = False, sensitive: bool = False
-) -> Any:
+def env_field(name: str, default: Any, description: str, *, secret: bool = False) -> Any:
     """A resource field set by the environment variable ``name``: its default and description
     are the setting's. A secret is wired as an EnvVar, so its value is never part of config.
-    A ``sensitive`` setting is not a secret but may carry one (a URL with a token in its
-    query): when the variable is set, it is wired as an EnvVar too, so Dagster's resource
-    config, UI and snapshots show the variable's name, never its value."""
+    (A model's source URLs, which may carry a token, are its component's attributes, never a
+    resource's config.)"""
     return Field(
         default=default,
         description=description,
-        json_schema_extra={ENV_KEY: name, SECRET_KEY: secret, SENSITIVE_KEY: sensitive},
+        json_schema_extra={ENV_KEY: name, SECRET_KEY: secret},
     )
 
 
@@ -63,7 +59,6 @@ class Setting:
     default: str
     description: str
     secret: bool = False
-    sensitive: bool = False
 
     def value(self) -> str:
         return os.environ.get(self.name, "") or self.default
@@ -83,6 +78,5 @@ def env_fields(resource: type) -> dict[str, Setting]:
             text,
             info.description or "",
             bool(extra.get(SECRET_KEY)),
-            bool(extra.get(SENSITIVE_KEY)),
         )
     return found

@@ -947,8 +947,19 @@ class DatasetSourceResource(ConfigurableResource):
                 raise SourceUnavailable(f"{setting} must be positive, not {value}")
         return limits
 
+    @property
+    def labelled_uri(self) -> str:
+        """The model's labelled data; a deployment's resource, which no model has set, has
+        none (a model's assets get theirs through ModelScope.view)."""
+        if not self.source_uri:
+            raise SourceUnavailable(
+                "no labelled data is set: data.source is each model's (its defs.yaml), "
+                "and this dataset source was not given one"
+            )
+        return self.source_uri
+
     def read_source(self) -> list[TableFile]:
-        return read_uri(self.source_uri, self.s3, self.limits)
+        return read_uri(self.labelled_uri, self.s3, self.limits)
 
     def incoming_batch_uri(self, day: date) -> str:
         return self.incoming_uri.format(date=day.isoformat(), day=day.strftime("%Y%m%d"))
@@ -958,7 +969,7 @@ class DatasetSourceResource(ConfigurableResource):
 
     def source_fingerprint(self) -> str | None:
         """What the labelled-data sensor compares between ticks (see ``fingerprint_uri``)."""
-        return fingerprint_uri(self.source_uri, self.s3, self.limits)
+        return fingerprint_uri(self.labelled_uri, self.s3, self.limits)
 
     def incoming_fingerprint(self, day: date) -> str | None:
         return fingerprint_uri(self.incoming_batch_uri(day), self.s3, self.limits)

@@ -276,6 +276,27 @@ class MlflowResource(ConfigurableResource):
     # Derived from MLOPS_HOME for a sqlite tracking URI (definitions.build_resources).
     artifact_root: str = ""
 
+    @property
+    def registered_name(self) -> str:
+        """The model's registered model; a deployment's resource, which no model has set, has
+        none (a model's assets get theirs through ModelScope.view)."""
+        if not self.model_name:
+            raise ValueError(
+                "no registered model is set: registered_model is each model's (its defs.yaml), "
+                "and this MLflow resource was not given one"
+            )
+        return self.model_name
+
+    @property
+    def experiment(self) -> str:
+        """The model's experiment (see registered_name)."""
+        if not self.experiment_name:
+            raise ValueError(
+                "no MLflow experiment is set: experiment is each model's (its defs.yaml), and "
+                "this MLflow resource was not given one"
+            )
+        return self.experiment_name
+
     def _mlflow(self) -> Any:
         import mlflow
 
@@ -299,14 +320,14 @@ class MlflowResource(ConfigurableResource):
 
     def experiment_id(self) -> str:
         client = self.client()
-        experiment = client.get_experiment_by_name(self.experiment_name)
+        experiment = client.get_experiment_by_name(self.experiment)
         if experiment is not None:
             return experiment.experiment_id
         location = None
         if self.artifact_root:
             Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
             location = Path(self.artifact_root).resolve().as_uri()
-        return client.create_experiment(self.experiment_name, artifact_location=location)
+        return client.create_experiment(self.experiment, artifact_location=location)
 
     @contextmanager
     def training_run(self, tags: dict[str, str]) -> Iterator[TrainingRun]:
@@ -385,7 +406,7 @@ class MlflowResource(ConfigurableResource):
     def find_training_run(self, fingerprint: str) -> Any | None:
         """The newest finished run with this training fingerprint that logged its model."""
         client = self.client()
-        experiment = client.get_experiment_by_name(self.experiment_name)
+        experiment = client.get_experiment_by_name(self.experiment)
         if experiment is None:
             return None
         runs = client.search_runs(
@@ -400,20 +421,20 @@ class MlflowResource(ConfigurableResource):
     def version_of_run(self, run_id: str) -> str | None:
         """The first registered version of this model that came from ``run_id``, if any."""
         versions = self.client().search_model_versions(
-            f"name='{self.model_name}' and run_id='{run_id}'"
+            f"name='{self.registered_name}' and run_id='{run_id}'"
         )
         return str(min(int(v.version) for v in versions)) if versions else None
 
     def register(self, model_uri: str, tags: dict[str, str]) -> str:
         mlflow = self._mlflow()
-        version = mlflow.register_model(model_uri, self.model_name, tags=tags)
+        version = mlflow.register_model(model_uri, self.registered_name, tags=tags)
         return str(version.version)
 
     def version_with_fingerprint(self, fingerprint: str) -> str | None:
         """The first registered version of a model trained with this training fingerprint
         (the same dataset version, config, code and packages), if any."""
         versions = self.client().search_model_versions(
-            f"name='{self.model_name}' and tags.`{FINGERPRINT_TAG}` = '{fingerprint}'"
+            f"name='{self.registered_name}' and tags.`{FINGERPRINT_TAG}` = '{fingerprint}'"
         )
         return str(min(int(v.version) for v in versions)) if versions else None
 
@@ -428,14 +449,14 @@ class MlflowResource(ConfigurableResource):
     def record_decision(self, version: str, decision: str) -> None:
         """Close ``version``'s registration: its aliases are moved and its gate decided."""
         client = self.client()
-        client.set_model_version_tag(self.model_name, version, DECISION_TAG, decision[:5000])
-        client.set_model_version_tag(self.model_name, version, REGISTRATION_TAG, DECIDED)
+        client.set_model_version_tag(self.registered_name, version, DECISION_TAG, decision[:5000])
+        client.set_model_version_tag(self.registered_name, version, REGISTRATION_TAG, DECIDED)
 
     def fail_runs_of(self, dagster_run_id: str) -> list[str]:
         """Mark the MLflow runs a dead Dagster run left RUNNING (and their nested trial runs)
         as FAILED; returns their ids."""
         client = self.client()
-        experiment = client.get_experiment_by_name(self.experiment_name)
+        experiment = client.get_experiment_by_name(self.experiment)
         if experiment is None:
             return []
         running = client.search_runs(
@@ -459,14 +480,16 @@ class MlflowResource(ConfigurableResource):
         from mlflow.exceptions import MlflowException
 
         try:
-            return str(self.client().get_model_version_by_alias(self.model_name, alias).version)
+            return str(
+                self.client().get_model_version_by_alias(self.registered_name, alias).version
+            )
         except MlflowException as exc:
             if "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc):
                 return None
             raise
 
     def model_version(self, version: str) -> Any:
-        return self.client().get_model_version(self.model_name, version)
+        return self.client().get_model_version(self.registered_name, version)
 
     def version_exists(self, version: str) -> bool:
         from mlflow.exceptions import MlflowException
@@ -488,9 +511,9 @@ class MlflowResource(ConfigurableResource):
         """Load a registered version (``"3"``) or alias (``"champion"``) as a pyfunc model."""
         mlflow = self._mlflow()
         reference = (
-            f"models:/{self.model_name}/{version_or_alias}"
+            f"models:/{self.registered_name}/{version_or_alias}"
             if version_or_alias.isdigit()
-            else f"models:/{self.model_name}@{version_or_alias}"
+            else f"models:/{self.registered_name}@{version_or_alias}"
         )
         return mlflow.pyfunc.load_model(reference)
 
@@ -504,7 +527,7 @@ class MlflowResource(ConfigurableResource):
         from mlflow.pyfunc.backend import PyFuncBackend
 
         PyFuncBackend(config={}, env_manager="local").generate_dockerfile(
-            model_uri=f"models:/{self.model_name}/{version}",
+            model_uri=f"models:/{self.registered_name}/{version}",
             output_dir=str(output_dir),
             base_image=base_image or None,
         )
@@ -514,7 +537,7 @@ class MlflowResource(ConfigurableResource):
         from mlflow.exceptions import MlflowException
 
         try:
-            return dict(self.client().get_registered_model(self.model_name).tags)
+            return dict(self.client().get_registered_model(self.registered_name).tags)
         except MlflowException as exc:
             if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
                 return {}
@@ -527,7 +550,7 @@ class MlflowResource(ConfigurableResource):
     def set_version_tags(self, version: str, tags: dict[str, str]) -> None:
         client = self.client()
         for key, value in tags.items():
-            client.set_model_version_tag(self.model_name, version, key, value)
+            client.set_model_version_tag(self.registered_name, version, key, value)
 
     def settle_champion(
         self, run_id: str = ""
@@ -545,10 +568,10 @@ class MlflowResource(ConfigurableResource):
         if pending:
             left = next((e for e in history if str(e.seq) == pending), None)
             if left is not None and left.to_version and current != left.to_version:
-                client.set_registered_model_alias(self.model_name, CHAMPION, left.to_version)
+                client.set_registered_model_alias(self.registered_name, CHAMPION, left.to_version)
                 current = left.to_version
                 notes.append(f"finished the champion change a stopped step left: {left.describe()}")
-            client.delete_registered_model_tag(self.model_name, PENDING_TAG)
+            client.delete_registered_model_tag(self.registered_name, PENDING_TAG)
         recorded = history[-1].to_version if history else None
         if current != recorded:
             event = ChampionEvent(
@@ -571,11 +594,13 @@ class MlflowResource(ConfigurableResource):
         client = self.client()
         if LEGACY_TAG in tags:
             for old in legacy_events(tags[LEGACY_TAG]):
-                client.set_registered_model_tag(self.model_name, event_key(old.seq), old.to_json())
-            client.delete_registered_model_tag(self.model_name, LEGACY_TAG)
+                client.set_registered_model_tag(
+                    self.registered_name, event_key(old.seq), old.to_json()
+                )
+            client.delete_registered_model_tag(self.registered_name, LEGACY_TAG)
             del tags[LEGACY_TAG]
         text = event.to_json()
-        client.set_registered_model_tag(self.model_name, event_key(event.seq), text)
+        client.set_registered_model_tag(self.registered_name, event_key(event.seq), text)
         return ChampionEvent.from_json(text)
 
     def change_champion(
@@ -596,7 +621,7 @@ class MlflowResource(ConfigurableResource):
         A version that is champion already changes nothing (no event). Hold the model's
         lease."""
         if not self.version_exists(version):  # before anything is written: nothing to finish
-            raise ValueError(f"model '{self.model_name}' has no version '{version}'")
+            raise ValueError(f"model '{self.registered_name}' has no version '{version}'")
         history, current, _ = self.settle_champion(run_id)
         if current == version:
             return AliasMove(CHAMPION, current, version, reason)
@@ -617,10 +642,10 @@ class MlflowResource(ConfigurableResource):
             undoes=undoes,
         )
         client = self.client()
-        client.set_registered_model_tag(self.model_name, PENDING_TAG, str(event.seq))
+        client.set_registered_model_tag(self.registered_name, PENDING_TAG, str(event.seq))
         stored = self._write_event(self._model_tags(), event)
-        client.set_registered_model_alias(self.model_name, CHAMPION, version)
-        client.delete_registered_model_tag(self.model_name, PENDING_TAG)
+        client.set_registered_model_alias(self.registered_name, CHAMPION, version)
+        client.delete_registered_model_tag(self.registered_name, PENDING_TAG)
         return AliasMove(CHAMPION, current, version, reason, stored)
 
     def move_alias(self, alias: str, version: str, reason: str) -> AliasMove:
@@ -628,7 +653,7 @@ class MlflowResource(ConfigurableResource):
         if alias == CHAMPION:
             return self.change_champion(version, "promotion", reason)
         previous = self.alias_version(alias)
-        self.client().set_registered_model_alias(self.model_name, alias, version)
+        self.client().set_registered_model_alias(self.registered_name, alias, version)
         return AliasMove(alias, previous, version, reason)
 
     def rollback_champion(self, reason: str, actor: str = "", run_id: str = "") -> AliasMove:
@@ -636,11 +661,11 @@ class MlflowResource(ConfigurableResource):
         (ml/champion_history.py: a change once rolled back stays undone), and record it."""
         history, current, _ = self.settle_champion(run_id)
         if current is None:
-            raise ValueError(f"model '{self.model_name}' has no champion to roll back")
+            raise ValueError(f"model '{self.registered_name}' has no champion to roll back")
         undo = change_to_undo(history)
         if undo is None or undo.from_version is None:
             raise ValueError(
-                f"model '{self.model_name}': champion v{current} has no earlier champion to "
+                f"model '{self.registered_name}': champion v{current} has no earlier champion to "
                 "roll back to"
             )
         return self.change_champion(

@@ -284,16 +284,20 @@ class ModelLifecycle(dg.Component, dg.Model, dg.Resolvable):
                 "spec_path": spec,
                 "spec_inline": inline,
             },
-            registry={
-                "model_name": self.registered_model,
-                "experiment_name": self.experiment or self.name,
-            },
+            registry=self.registry(),
             serving=_given(self.serving),
             automation=AutomationSettings(image_registry=image_registry, **_given(self.automation)),
             partitions_start=self.data.partitions_start,
             pods=_set(self.kubernetes),
             alerts=self.alert_route(),
         )
+
+    def registry(self) -> dict[str, str]:
+        """Its names in MLflow: the fields of the deployment's mlflow resource it sets."""
+        return {
+            "model_name": self.registered_model,
+            "experiment_name": self.experiment or self.name,
+        }
 
     def alert_route(self) -> dict[str, str]:
         """Where its alerts go, for the deployment's alert sensors (empty: the deployment's
