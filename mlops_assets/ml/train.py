@@ -122,11 +122,65 @@ def served_code(types: Sequence[str]) -> ServedCode:
             distributions = packages_distributions()
         if from_distribution and package in distributions:
             requirements.extend(pinned(_owners(distributions[package], sources)))
+        elif package == _PROJECT:
+            code_paths.append(str(project_runtime(names)))
         elif found.submodule_search_locations is None:  # a module, not a package
             code_paths.append(str(found.origin))
         else:
             code_paths.append(_folder_holding(package, found.submodule_search_locations, sources))
     return ServedCode(tuple(code_paths), tuple(requirements))
+
+
+def project_runtime(types: Sequence[str]) -> Path:
+    """The modules of this project that ``types`` (ClassAnswer) need, and the project modules
+    those import, in a folder laid out as the package (its ``__init__.py`` files empty): what a
+    saved model carries of the project, a few files, not the whole package (its components,
+    resources and local stack). The folder is named by its content, so the same runtime is
+    written once."""
+    import ast
+    import tempfile
+
+    root = Path(_find_spec(_PROJECT).submodule_search_locations[0])
+
+    def source(module: str) -> Path | None:
+        path = root.joinpath(*module.split(".")[1:])
+        return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
+
+    needed: dict[str, Path] = {}
+    todo = [name.rsplit(".", 1)[0] for name in types]
+    while todo:
+        module = todo.pop()
+        path = source(module)
+        if module in needed or path is None:
+            continue
+        needed[module] = path
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                todo += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                todo += [a.name for a in node.names]
+            todo = [m for m in todo if m.split(".")[0] == _PROJECT]
+    digest = hashlib.sha256()
+    for module in sorted(needed):
+        digest.update(module.encode() + b"\0" + needed[module].read_bytes() + b"\0")
+    folder = Path(tempfile.gettempdir()) / f"mlops-model-runtime-{digest.hexdigest()[:16]}"
+    package = folder / _PROJECT
+    if not package.is_dir():
+        staging = Path(tempfile.mkdtemp(prefix="mlops-model-runtime-"))
+        for module, path in needed.items():
+            parts = module.split(".")
+            for depth in range(1, len(parts)):
+                init = staging.joinpath(*parts[:depth], "__init__.py")
+                init.parent.mkdir(parents=True, exist_ok=True)
+                init.touch()
+            staging.joinpath(*parts).with_suffix(".py").write_bytes(path.read_bytes())
+        try:
+            staging.rename(folder)  # whole or not at all, whoever writes it first
+        except OSError:
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+    return package
 
 
 def _find_spec(name: str) -> Any:

@@ -1,4 +1,5 @@
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -236,3 +237,55 @@ def test_an_unusable_training_function_is_refused_by_name(splits, path, message)
 
     with pytest.raises(EstimatorError, match=re.escape(message)):
         train()
+
+
+def test_a_classifier_carries_a_few_files_of_the_project_and_loads_from_them(tmp_path):
+    """A registered classifier is a ClassAnswer: what it carries of this project is the
+    modules ClassAnswer needs (answering, tasks, spec, laid out as the package), not the whole
+    package. A fresh interpreter with only that folder loads the saved model and answers, and
+    finds nothing else of the project there."""
+    import subprocess
+    import sys
+
+    import skops.io
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from mlops_assets.ml.answering import ClassAnswer
+
+    [runtime] = served_code(["mlops_assets.ml.answering.ClassAnswer"]).code_paths
+    files = sorted(str(p.relative_to(runtime)) for p in Path(runtime).rglob("*.py"))
+    assert files == [
+        "__init__.py",
+        "ml/__init__.py",
+        "ml/answering.py",
+        "ml/spec.py",
+        "ml/tasks.py",
+    ]
+    assert Path(runtime, "__init__.py").read_text() == ""
+
+    x, y = load_iris(return_X_y=True, as_frame=True)
+    names = ["setosa", "versicolor", "virginica"]
+    model = ClassAnswer(
+        LogisticRegression(max_iter=500).fit(x, y.map(dict(enumerate(names)))), tuple(names)
+    )
+    saved = tmp_path / "model.skops"
+    skops.io.dump(model, saved)
+    expected = model.predict(x.head(3)).to_json()
+    code = f"""
+import sys
+sys.path.insert(0, {str(Path(runtime).parent)!r})
+import pandas as pd, skops.io, mlops_assets
+assert mlops_assets.__file__.startswith({runtime!r}), mlops_assets.__file__
+model = skops.io.load({str(saved)!r}, trusted=skops.io.get_untrusted_types(file={str(saved)!r}))
+x = pd.read_json({x.head(3).to_json()!r})
+print(model.predict(x).to_json())
+try:
+    import mlops_assets.components
+except ModuleNotFoundError:
+    print("no components")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer, missing = done.stdout.strip().splitlines()
+    assert (answer, missing) == (expected, "no components")
