@@ -49,9 +49,20 @@ def image_exists(name: str) -> bool:
 
 
 def build_base_image(name: str = DEFAULT_NAME, mirror: str | None = None) -> str:
-    """Build ``name`` unless it exists; returns ``name``."""
+    """Build ``name`` unless it exists; returns ``name``. One process at a time builds it
+    (the test suite's workers may all ask at once): the others wait, then find it."""
+    import fcntl
+
     if image_exists(name):
         return name
+    with open(Path(tempfile.gettempdir()) / "mlops-base-image.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if image_exists(name):
+            return name
+        return _build(name, mirror)
+
+
+def _build(name: str, mirror: str | None) -> str:
     for tool in ("debootstrap", "podman"):
         if shutil.which(tool) is None:
             raise FileNotFoundError(f"{tool} is not installed (apt-get install {tool})")
