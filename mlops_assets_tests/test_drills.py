@@ -59,8 +59,16 @@ def dataset_state(home: Path) -> dict[str, Any]:
     return {"tags": tags, "latest": ref("latest"), "previous": ref("previous")}
 
 
-def mlflow_client(home: Path) -> MlflowClient:
-    uri = f"sqlite:///{home / 'mlflow.db'}"
+def mlflow_client(home: Path, timeout: float = 120) -> MlflowClient:
+    """A client of the demo's MLflow database, once the demo has made it. The demo links a
+    complete database into place; a client opened before would make one of its own and
+    migrate it while the demo does the same (a race of this test, seen under load)."""
+    path = home / "mlflow.db"
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"the demo never made {path}"
+        time.sleep(0.05)
+    uri = f"sqlite:///{path}"
     return MlflowClient(uri, uri)
 
 
