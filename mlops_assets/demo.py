@@ -83,15 +83,14 @@ def models() -> list[str]:
 def fail_dead_runs(instance: DagsterInstance) -> None:
     """Runs of this instance left STARTED by a process that died are marked failed (with
     their MLflow runs): no daemon may be running to notice them (lib/dead_runs.py)."""
-    from mlops_assets.components.lifecycle.component import ModelLifecycle
-    from mlops_assets.definitions import build_resources, component_tree
+    from mlops_assets.definitions import build_resources, model_scopes
     from mlops_assets.lib.dead_runs import sweep_dead_runs
 
     def fail_mlflow_runs(run_id: str, reason: str) -> None:
         # The dead run's MLflow runs are in its model's experiment: every model's is searched.
         deployment = build_resources()["mlflow"]
-        for model in component_tree().get_all_components(of_type=ModelLifecycle):
-            deployment.model_copy(update=model.registry()).fail_runs_of(run_id)  # type: ignore[attr-defined]
+        for model in model_scopes().values():
+            model.view("mlflow", deployment).fail_runs_of(run_id)  # type: ignore[attr-defined]
 
     for run_id, reason in sweep_dead_runs(instance, on_dead=fail_mlflow_runs):
         print(f"run {run_id} was still marked as running, but {reason}: marked failed",

@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from mlops_assets.lib.env_settings import Setting
+from mlops_assets.lib.env_settings import Setting, setting_text
 from mlops_assets.settings import deployment_settings
 
 # The shipped model whose attributes read the MLOPS_* variables that configured the one model.
@@ -39,7 +39,7 @@ def model_settings() -> tuple[Setting, ...]:
             continue
         name, literal = template.groups()
         default, description = attribute_doc(path)
-        text = literal if literal is not None else _text(default)
+        text = literal if literal is not None else setting_text(default)
         found.append(Setting(name, text, f"`{path}`: {description}"))
     return tuple(found)
 
@@ -50,10 +50,6 @@ def _leaves(node: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
         path = f"{prefix}{key}"
         leaves.extend(_leaves(value, f"{path}.") if isinstance(value, dict) else [(path, value)])
     return leaves
-
-
-def _text(default: Any) -> str:
-    return str(default).lower() if isinstance(default, bool) else str(default)
 
 
 @cache

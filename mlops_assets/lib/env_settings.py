@@ -43,6 +43,26 @@ def model_field(attribute: str, default: Any, description: str) -> Any:
     )
 
 
+def model_value(resource: Any, field_name: str, error: type[Exception] = ValueError) -> str:
+    """The value a model set on ``resource``'s model field ``field_name``. A deployment's
+    resource, which no model has set, has none (a model's assets get theirs through
+    ModelScope.view): ``error`` says so, naming the attribute, rather than acting on
+    nothing."""
+    value = str(getattr(resource, field_name))
+    if not value:
+        attribute = model_fields_of(type(resource))[field_name]
+        raise error(
+            f"no {attribute} is set: it is each model's (its defs.yaml), and this "
+            f"{type(resource).__name__} was not given one"
+        )
+    return value
+
+
+def setting_text(default: Any) -> str:
+    """A default as a variable would hold it (true, not True)."""
+    return str(default).lower() if isinstance(default, bool) else str(default)
+
+
 def model_fields_of(resource: type) -> dict[str, str]:
     """Field name -> the component attribute that sets it, for one resource class."""
     found = {}
@@ -71,11 +91,9 @@ def env_fields(resource: type) -> dict[str, Setting]:
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         if ENV_KEY not in extra:
             continue
-        default = info.default
-        text = str(default).lower() if isinstance(default, bool) else str(default)
         found[field_name] = Setting(
             str(extra[ENV_KEY]),
-            text,
+            setting_text(info.default),
             info.description or "",
             bool(extra.get(SECRET_KEY)),
         )

@@ -43,7 +43,7 @@ from typing import Any
 
 from dagster import ConfigurableResource
 
-from mlops_assets.lib.env_settings import env_field, model_field
+from mlops_assets.lib.env_settings import env_field, model_field, model_value
 from mlops_assets.lib.metadata import redact_uri
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes, wine_rows
 from mlops_assets.ml.spec import DatasetSpec, load_spec
@@ -949,14 +949,8 @@ class DatasetSourceResource(ConfigurableResource):
 
     @property
     def labelled_uri(self) -> str:
-        """The model's labelled data; a deployment's resource, which no model has set, has
-        none (a model's assets get theirs through ModelScope.view)."""
-        if not self.source_uri:
-            raise SourceUnavailable(
-                "no labelled data is set: data.source is each model's (its defs.yaml), "
-                "and this dataset source was not given one"
-            )
-        return self.source_uri
+        """The model's labelled data (see model_value)."""
+        return model_value(self, "source_uri", SourceUnavailable)
 
     def read_source(self) -> list[TableFile]:
         return read_uri(self.labelled_uri, self.s3, self.limits)

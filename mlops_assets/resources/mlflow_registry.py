@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from dagster import ConfigurableResource
 
-from mlops_assets.lib.env_settings import env_field, model_field
+from mlops_assets.lib.env_settings import env_field, model_field, model_value
 from mlops_assets.ml.champion_history import (
     LEGACY_TAG,
     PENDING_TAG,
@@ -278,24 +278,13 @@ class MlflowResource(ConfigurableResource):
 
     @property
     def registered_name(self) -> str:
-        """The model's registered model; a deployment's resource, which no model has set, has
-        none (a model's assets get theirs through ModelScope.view)."""
-        if not self.model_name:
-            raise ValueError(
-                "no registered model is set: registered_model is each model's (its defs.yaml), "
-                "and this MLflow resource was not given one"
-            )
-        return self.model_name
+        """The model's registered model (see model_value)."""
+        return model_value(self, "model_name")
 
     @property
     def experiment(self) -> str:
-        """The model's experiment (see registered_name)."""
-        if not self.experiment_name:
-            raise ValueError(
-                "no MLflow experiment is set: experiment is each model's (its defs.yaml), and "
-                "this MLflow resource was not given one"
-            )
-        return self.experiment_name
+        """The model's experiment (see model_value)."""
+        return model_value(self, "experiment_name")
 
     def _mlflow(self) -> Any:
         import mlflow

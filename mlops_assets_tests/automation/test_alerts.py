@@ -26,14 +26,19 @@ UI = "http://dagster.test:3000"
 asset_check_alerts, run_failure_alerts = build_alert_sensors(interval_seconds=30)
 
 
-def tick(instance: DagsterInstance, cursor: str | None, notifier: NotifierResource) -> Any:
+def tick(
+    instance: DagsterInstance,
+    cursor: str | None,
+    notifier: NotifierResource,
+    sensor: Any = asset_check_alerts,
+) -> Any:
     context = build_sensor_context(
         instance=instance,
         cursor=cursor,
         definitions=build_definitions(),
         resources={"notifier": notifier},
     )
-    return asset_check_alerts(context)
+    return sensor(context)
 
 
 def webhook(receiver: WebhookReceiver, channels: str = "webhook") -> NotifierResource:
@@ -186,13 +191,7 @@ def test_each_models_alerts_go_where_its_route_says(
     instance = lifecycle.instance
 
     def routed_tick(cursor: str | None, notifier: NotifierResource) -> Any:
-        context = build_sensor_context(
-            instance=instance,
-            cursor=cursor,
-            definitions=build_definitions(),
-            resources={"notifier": notifier},
-        )
-        return check_alerts(context)
+        return tick(instance, cursor, notifier, check_alerts)
 
     with WebhookReceiver() as team, WebhookReceiver() as wine_team:
         notifier = webhook(team)

@@ -35,14 +35,9 @@ def definitions() -> Any:
 
 def scopes() -> dict[str, Any]:
     """Each shipped model as its component builds it from its defs.yaml now."""
-    from dagster import ComponentTree
+    from mlops_assets.definitions import model_scopes
 
-    tree = ComponentTree.for_project(ROOT / "mlops_assets")
-    found = {}
-    for folder in sorted(p.parent for p in DEFS.glob("*/defs.yaml")):
-        component = tree.load_component(folder.relative_to(DEFS), expected_type=ModelLifecycle)
-        found[component.name] = component.scope(folder)
-    return found
+    return model_scopes()
 
 
 def test_the_house_price_instance_reads_every_model_setting_it_had() -> None:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from dagster import AssetKey, DailyPartitionsDefinition
 
-from mlops_assets.components.lifecycle.automation.constants import AutomationSettings
+from mlops_assets.components.lifecycle.automation.constants import MODEL_TAG, AutomationSettings
 from mlops_assets.components.lifecycle.settings import PolicySettings, TrainingSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -80,6 +80,10 @@ class ModelScope:
         """The model's step (op) ``name``: the one that materialises its asset ``name``
         (house_prices__raw_data), or an op of its jobs (house_prices__promote_to_champion)."""
         return self.key(name).to_python_identifier()
+
+    def tags(self, tags: Mapping[str, str] | None = None) -> dict[str, str]:
+        """``tags`` with the model's own (MODEL_TAG): every run of its jobs carries it."""
+        return {**(tags or {}), MODEL_TAG: self.name}
 
     @property
     def registered_model(self) -> str:

@@ -22,7 +22,6 @@ if TYPE_CHECKING:  # what define_asset_job returns; dagster exports it for typin
         UnresolvedAssetJobDefinition,
     )
 
-from mlops_assets.components.lifecycle.automation.constants import MODEL_TAG
 from mlops_assets.components.lifecycle.scope import ModelScope
 from mlops_assets.components.lifecycle.settings import PolicySettings
 from mlops_assets.lib.champion import DATASET_DIGEST_TAG, compare_on_test
@@ -91,7 +90,7 @@ def build_jobs(model: ModelScope) -> AssetJobs:
         mlops_lifecycle=define_asset_job(
             model.job_name("mlops_lifecycle"),
             selection=AssetSelection.groups(model.name) - assets(*SERVED_IMAGE) - assets(*TRAFFIC),
-            tags={**training_tags(model.pods), MODEL_TAG: model.name},
+            tags=model.tags(training_tags(model.pods)),
             description="Every asset and check but served_image, model_deployment, "
             "served_traffic and traffic_drift_report: snapshot, version, train, register, score the day's batch and "
             "report its drift.",
@@ -99,7 +98,7 @@ def build_jobs(model: ModelScope) -> AssetJobs:
         refresh_model=define_asset_job(
             model.job_name("refresh_model"),
             selection=assets(*MODEL_CHAIN),
-            tags={**training_tags(model.pods), MODEL_TAG: model.name},
+            tags=model.tags(training_tags(model.pods)),
             description="Snapshot the labelled data, version it, train, register and gate the "
             "champion (raw_data, versioned_dataset, trained_model, registered_model and their "
             "checks).",
@@ -107,14 +106,14 @@ def build_jobs(model: ModelScope) -> AssetJobs:
         score_batch=define_asset_job(
             model.job_name("score_batch"),
             selection=assets("predictions", "drift_report"),
-            tags={**standard_tags(model.pods), MODEL_TAG: model.name},
+            tags=model.tags(standard_tags(model.pods)),
             description="Score one day's incoming batch with the champion and report its drift "
             "(predictions, drift_report and their checks).",
         ),
         serve_champion=define_asset_job(
             model.job_name("serve_champion"),
             selection=assets(*SERVED_IMAGE),
-            tags={**standard_tags(model.pods), MODEL_TAG: model.name},
+            tags=model.tags(standard_tags(model.pods)),
             description="Package the champion as an OCI image, push it, smoke-test it, and roll "
             "it out to Kubernetes when a cluster is configured (served_image, model_deployment, "
             "their checks).",
@@ -122,7 +121,7 @@ def build_jobs(model: ModelScope) -> AssetJobs:
         collect_traffic=define_asset_job(
             model.job_name("collect_traffic"),
             selection=assets(*TRAFFIC),
-            tags={**standard_tags(model.pods), MODEL_TAG: model.name},
+            tags=model.tags(standard_tags(model.pods)),
             description="Collect one day of the served model's traffic log (and the labels "
             "come for it) into a table, and report its drift and quality against the training "
             "data (served_traffic, traffic_drift_report and their checks).",
@@ -295,7 +294,7 @@ def _approve_challenger(model: ModelScope) -> JobDefinition:
     @job(
         name=model.job_name("approve_challenger"),
         config=JOB_CONFIG,
-        tags={MODEL_TAG: model.name},
+        tags=model.tags(),
         description="Promote the challenger (or a given version) to champion: the manual "
         "policy's gate. A version that scores worse than the champion on the same test split "
         "needs override_worse and a reason.",
@@ -350,7 +349,7 @@ def _rollback_champion(model: ModelScope) -> JobDefinition:
     @job(
         name=model.job_name("rollback_champion"),
         config=JOB_CONFIG,
-        tags={MODEL_TAG: model.name},
+        tags=model.tags(),
         description="Point the champion alias back at the champion before its latest change "
         "still standing (a change rolled back stays undone).",
     )

@@ -208,7 +208,7 @@ def apply_drift_policy(
             "nothing started",
             cursor=cursor.dumps(),
         )
-    tags = {TRIGGER_TAG: "drift_policy", CAUSE_TAG: failure.label, MODEL_TAG: scope.name}
+    tags = scope.tags({TRIGGER_TAG: "drift_policy", CAUSE_TAG: failure.label})
     if action == "rollback":
         reason = f"drift policy: {failure.label}: {failure.description}"[:500]
         request = RunRequest(
