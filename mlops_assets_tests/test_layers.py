@@ -1,5 +1,5 @@
-"""The package's layers, read from its source: ml/ imports nothing else of the project, and no
-module imports one that imports it back (deferred imports inside functions count too: a cycle
+"""The package's layers, read from its source: the served model's app (model_server/) imports
+nothing else of the project, ml/ nothing but it, and no module imports one that imports it back (deferred imports inside functions count too: a cycle
 hidden in a function is still a cycle)."""
 
 from __future__ import annotations
@@ -20,8 +20,13 @@ def import_graph() -> dict[str, set[str]]:
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if isinstance(node, ast.ImportFrom) and node.level:  # relative: from . import x
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                module = f"{base}.{node.module}" if node.module else base
+                targets = [module, *(f"{module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.ImportFrom) and node.module:
                 targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
             elif isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
@@ -67,15 +72,41 @@ def test_no_module_imports_one_that_imports_it_back():
     assert [sorted(c) for c in cycles(import_graph())] == [], "import cycles"
 
 
-def test_the_ml_layer_imports_nothing_else_of_the_project():
+def test_the_ml_layer_imports_nothing_else_of_the_project_but_the_served_app():
     outside = {
         (name, target)
         for name, targets in import_graph().items()
         if name.startswith("mlops_assets.ml.")
         for target in targets
-        if not target.startswith("mlops_assets.ml")
+        if target != "mlops_assets.ml"
+        and not target.startswith(("mlops_assets.ml.", "mlops_assets.model_server"))
     }
     assert outside == set()
+
+
+def test_the_served_app_imports_nothing_else_of_the_project():
+    """It is copied into the image alone (its ruff.toml bans the rest; the server's own test
+    imports a copy of it with nothing else)."""
+    graph = import_graph()
+    inside = {name for name in graph if name.startswith("mlops_assets.model_server")}
+    assert "mlops_assets.model_server.app" in inside
+    assert "mlops_assets.model_server.batching" in graph["mlops_assets.model_server.app"]
+    outside = {(name, target) for name in inside for target in graph[name] if target not in inside}
+    assert outside == set()
+
+
+def test_the_served_apps_lint_rule_bans_every_other_module_of_the_project():
+    import tomllib
+
+    rules = tomllib.loads((PACKAGE / "model_server" / "ruff.toml").read_text())
+    banned = set(rules["lint"]["flake8-tidy-imports"]["banned-api"])
+    others = {
+        f"mlops_assets.{path.stem if path.suffix == '.py' else path.name}"
+        for path in PACKAGE.iterdir()
+        if path.name not in ("model_server", "__init__.py", "__pycache__")
+        and (path.suffix == ".py" or (path / "__init__.py").exists())
+    }
+    assert others - banned == set()
 
 
 def test_data_flows_one_way_from_the_components_to_resources_and_ml():

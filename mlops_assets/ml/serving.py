@@ -20,24 +20,39 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_assets.ml import model_server
+import mlops_assets.model_server
+from mlops_assets.model_server.batching import announced_batches
+from mlops_assets.model_server.settings import (
+    DEFAULT_STORE,
+    SERVING_PORT,
+    serving_batch,
+    serving_protocol,
+)
 
-SERVING_PORT = model_server.SERVING_PORT
-serving_protocol = model_server.serving_protocol  # MLflow's /invocations, or the V2 protocol
-serving_batch = model_server.serving_batch  # requests a worker may predict in one call
-announced_batches = model_server.announced_batches  # what the workers said about it
+__all__ = ["SERVING_PORT", "announced_batches", "serving_batch", "serving_protocol"]
 SERVING_UID = 10001
 CA_BUNDLE_IN_CONTEXT = "build-ca.pem"
 CA_BUNDLE_IN_IMAGE = "/etc/mlops/build-ca.pem"
-SERVE_SCRIPT_IN_CONTEXT = "model_server.py"
-SERVE_SCRIPT_IN_IMAGE = "/opt/mlops/model_server.py"
-TRAFFIC_STORE_IN_IMAGE = model_server.DEFAULT_STORE  # the traffic log's default store
+# The served model's application (mlops_assets.model_server), copied into the image as the
+# package ``model_server`` in a folder on its PYTHONPATH, and started with ``python -m``.
+SERVER_PACKAGE = "model_server"
+SERVER_IN_CONTEXT = SERVER_PACKAGE
+SERVER_PATH_IN_IMAGE = "/opt/mlops"
+TRAFFIC_STORE_IN_IMAGE = DEFAULT_STORE  # the traffic log's default store
 LABEL_PREFIX = "org.mlops-assets"
 # uvicorn's own fast event loop and HTTP parser (uvicorn[standard]), which MLflow's image leaves
 # out: without them uvicorn serves on h11 and asyncio, and a single-row request on a
 # keep-alive connection took 56 ms instead of 11 (bench/serving.py).
-# uvicorn itself pinned, and boto3 for the traffic log's S3 client (model_server.py).
-SERVER_PACKAGES = ("uvicorn", "uvloop", "httptools", "boto3")
+# uvicorn itself pinned, boto3 for the traffic log's S3 client, prometheus_client for /metrics
+# and fastapi-swagger's copy of Swagger UI for /docs (mlops_assets/model_server).
+SERVER_PACKAGES = (
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "boto3",
+    "prometheus_client",
+    "fastapi-swagger",
+)
 
 _NGINX_INSTALL = re.compile(r"^RUN apt-get .*install .*\bnginx\b.*$", re.MULTILINE)
 _FROM = re.compile(r"^FROM \S+.*$", re.MULTILINE)
@@ -59,10 +74,11 @@ def harden_dockerfile(
     - ``labels`` (model name, version, run) are set as OCI labels;
     - with ``ca_bundle`` the build context's ``build-ca.pem`` is copied in and pip trusts it
       during the build (for networks that intercept TLS). It holds public certificates only;
-    - the entry point is :mod:`mlops_assets.ml.model_server` (:func:`serve_script`, copied
-      in from the build context): MLflow's scoring function, one worker per CPU the container
-      may use, and the traffic log, which names the model and version of the labels and
-      writes to :data:`TRAFFIC_STORE_IN_IMAGE` unless MLOPS_TRAFFIC_STORE says otherwise;
+    - the entry point is :mod:`mlops_assets.model_server` (:func:`server_files`, copied in
+      from the build context as the package ``model_server``): MLflow's scoring function behind
+      FastAPI, one worker per CPU the container may use, and the traffic log, which names the
+      model and version of the labels and writes to :data:`TRAFFIC_STORE_IN_IMAGE` unless
+      MLOPS_TRAFFIC_STORE says otherwise;
     - uvicorn, its fast event loop and HTTP parser, and boto3 (:data:`SERVER_PACKAGES`) are
       pinned to the versions installed here.
     """
@@ -91,11 +107,12 @@ def harden_dockerfile(
         f"ENV {served_env}\n"
         f"RUN useradd --system --uid {uid} --home-dir /opt/mlflow --no-create-home mlserve"
         f" && mkdir -p {TRAFFIC_STORE_IN_IMAGE} && chown {uid} {TRAFFIC_STORE_IN_IMAGE}\n"
-        f"COPY {SERVE_SCRIPT_IN_CONTEXT} {SERVE_SCRIPT_IN_IMAGE}\n"
+        f"COPY {SERVER_IN_CONTEXT} {SERVER_PATH_IN_IMAGE}/{SERVER_PACKAGE}\n"
+        f"ENV PYTHONPATH={SERVER_PATH_IN_IMAGE}\n"
         f"USER {uid}\n"
         f"EXPOSE {SERVING_PORT}\n"
         f"{label_lines}"
-        f"ENTRYPOINT {json.dumps(['python', SERVE_SCRIPT_IN_IMAGE])}"
+        f"ENTRYPOINT {json.dumps(['python', '-m', SERVER_PACKAGE])}"
     )
     return _ENTRYPOINT_LINE.sub(lambda m: serving, text)
 
@@ -127,16 +144,28 @@ def _expect_mlflow_shape(dockerfile: str) -> None:
         )
 
 
-def serve_script() -> str:
-    """The served image's entry point: :mod:`mlops_assets.ml.model_server`, as it is."""
-    return Path(model_server.__file__).read_text()
+def server_files() -> dict[str, str]:
+    """The served image's application, :mod:`mlops_assets.model_server` as it is: each module's
+    text by its path in the package."""
+    root = Path(mlops_assets.model_server.__file__).parent
+    return {path.name: path.read_text() for path in sorted(root.glob("*.py"))}
+
+
+def write_server(build_context: Path) -> None:
+    """Put the application (:func:`server_files`) in ``build_context``, where the Dockerfile
+    copies it from."""
+    folder = build_context / SERVER_IN_CONTEXT
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in server_files().items():
+        (folder / name).write_text(text)
 
 
 def recipe_digest() -> str:
     """The digest of the code that writes the image (Dockerfile and entry point): a change
     to it is a new recipe, so every image is built again once, with no version to bump."""
     writers = (harden_dockerfile, pinned, _expect_mlflow_shape)
-    source = "".join(inspect.getsource(writer) for writer in writers) + serve_script()
+    server = "".join(f"{name}\n{text}" for name, text in server_files().items())
+    source = "".join(inspect.getsource(writer) for writer in writers) + server
     return hashlib.sha256(source.encode()).hexdigest()
 
 

@@ -1,6 +1,6 @@
 """The served model's traffic log read back: one day's JSON Lines files as one table.
 
-The files are what :mod:`mlops_assets.ml.model_server` writes: per answered request one line per
+The files are what the served model's app writes (:mod:`mlops_assets.model_server.record`): per answered request one line per
 input row (``kind: answer``: the row as the model got it and its prediction as served), one
 line per refused request (``kind: error``), and ``kind: dropped`` lines counting requests the
 server could not log.
@@ -32,13 +32,9 @@ from mlops_assets.ml.tabular import (
     row_numbers,
 )
 from mlops_assets.ml.tasks import answer_frame
+from mlops_assets.model_server.record import ANSWER, DROPPED, ERROR, REQUIRED_FIELDS
 
 TRAFFIC_COLUMNS = ("request_id", "row", "time", "model_version", "latency_ms")
-_FIELDS = {
-    "answer": ("request_id", "row", "time", "model_version", "inputs", "prediction"),
-    "error": ("request_id", "time", "status"),
-    "dropped": ("count",),
-}
 
 
 REQUEST_ID, ROW = "request_id", "row"
@@ -86,16 +82,16 @@ def read_traffic(files: Iterable[tuple[str, bytes]], spec: DatasetSpec) -> Traff
                 raise TrafficUnreadable(
                     f"{name}, line {number}: not a traffic log record ({exc}): {text[:200]!r}"
                 ) from None
-            absent = [f for f in _FIELDS.get(kind, ()) if f not in line]
+            absent = [f for f in REQUIRED_FIELDS.get(kind, ()) if f not in line]
             if absent:
                 raise TrafficUnreadable(
                     f"{name}, line {number}: an {kind} record without {', '.join(absent)}"
                 )
-            if kind == "answer":
+            if kind == ANSWER:
                 answers.append(line)
-            elif kind == "error":
+            elif kind == ERROR:
                 errors.append(line)
-            elif kind == "dropped":
+            elif kind == DROPPED:
                 dropped += int(line["count"])
     requests = len({line["request_id"] for line in answers})
     frame, unexpected, missing = _table(answers, spec)

@@ -32,9 +32,8 @@ from mlops_assets.lib.env_settings import env_field
 from mlops_assets.lib.metadata import redact_urls
 from mlops_assets.ml.serving import (
     CA_BUNDLE_IN_CONTEXT,
-    SERVE_SCRIPT_IN_CONTEXT,
     harden_dockerfile,
-    serve_script,
+    write_server,
 )
 from mlops_assets.records import ServedImage
 from mlops_assets.resources.kaniko import KanikoBuild, context_tarball
@@ -417,7 +416,7 @@ class ImageBuilderResource(ConfigurableResource):
                 raise ImageConfigError(f"MLOPS_IMAGE_BUILD_CA_BUNDLE '{bundle}' is not a file")
             shutil.copyfile(bundle, build_context / CA_BUNDLE_IN_CONTEXT)
         hardened = harden_dockerfile(dockerfile, labels, ca_bundle=ca_bundle)
-        (build_context / SERVE_SCRIPT_IN_CONTEXT).write_text(serve_script())
+        write_server(build_context)
         (build_context / "Dockerfile").write_text(hardened)
         return next(line.split()[1] for line in hardened.splitlines() if line.startswith("FROM "))
 

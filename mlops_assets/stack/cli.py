@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from mlops_assets.instance_config import LOCAL_RUNS_YAML
-from mlops_assets.ml.model_server import EXCEPTION_LINE
+from mlops_assets.model_server.record import EXCEPTION_LINE
 from mlops_assets.settings import home
 from mlops_assets.stack.mlflow_server import MlflowServer
 from mlops_assets.stack.postgres import LocalPostgres

@@ -250,8 +250,9 @@ def test_a_served_classifier_s_traffic_with_late_labels_for_some_requests(
     row, the predicted class's drift, and live balanced accuracy of the labelled half."""
     from mlops_assets.definitions import build_resources
     from mlops_assets.ml.estimator import model_input
-    from mlops_assets.ml.model_server import Exchange, FolderSink, TrafficLog
     from mlops_assets.ml.traffic import labels_day_prefix
+    from mlops_assets.model_server.record import Exchange
+    from mlops_assets.model_server.traffic_log import FolderSink, TrafficLog
 
     frame = real_frame(datasets.load_wine, "cultivar")
     spec, _ = project(tmp_path, monkeypatch, frame, "cultivar", "classification", "wine")

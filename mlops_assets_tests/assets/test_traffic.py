@@ -1,5 +1,5 @@
 """served_traffic over logs the model server's own TrafficLog wrote into the object store (the
-real image and server processes writing such logs are tested in ml/test_model_server.py and
+real image and server processes writing such logs are tested in model_server/test_server.py and
 assets/test_serving.py): the table, its version, its checks, and what a bad log does."""
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from mlops_assets.components.lifecycle.traffic.assets import build_traffic_asset
 from mlops_assets.definitions import build_resources
 from mlops_assets.ml.dataset_store import parquet_to_frame
 from mlops_assets.ml.estimator import model_input
-from mlops_assets.ml.model_server import Exchange, FolderSink, TrafficLog
 from mlops_assets.ml.sample_data import generate_house_prices, to_csv_bytes
 from mlops_assets.ml.spec import HOUSE_PRICES
 from mlops_assets.ml.traffic import labels_day_prefix
+from mlops_assets.model_server.record import Exchange
+from mlops_assets.model_server.traffic_log import FolderSink, TrafficLog
 from mlops_assets.resources.object_store import ObjectStoreResource
 from mlops_assets_tests.conftest import (
     Lifecycle,

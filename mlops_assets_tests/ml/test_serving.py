@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_assets.ml import model_server
+import mlops_assets.model_server
 from mlops_assets.ml.serving import (
     DockerfileNotUnderstood,
     UnexpectedResponse,
@@ -19,7 +19,8 @@ from mlops_assets.ml.serving import (
     invocation_payload,
     parse_answers,
     parse_predictions,
-    serve_script,
+    server_files,
+    write_server,
 )
 
 
@@ -54,9 +55,17 @@ def test_hardened_dockerfile_serves_without_nginx_as_an_unprivileged_user(tmp_pa
     assert 'LABEL org.mlops-assets.model-version="3"' in lines
     # The entry point is the project's model server, copied in as it is, and it names the
     # model and version of the labels.
-    assert lines[entrypoint] == 'ENTRYPOINT ["python", "/opt/mlops/model_server.py"]'
-    assert lines.index("COPY model_server.py /opt/mlops/model_server.py") < user
-    assert serve_script() == Path(model_server.__file__).read_text()
+    assert lines[entrypoint] == 'ENTRYPOINT ["python", "-m", "model_server"]'
+    assert lines.index("COPY model_server /opt/mlops/model_server") < user
+    assert "ENV PYTHONPATH=/opt/mlops" in lines
+    # ... every module of the package as it is, and nothing else of the project.
+    written = tmp_path / "context"
+    write_server(written)
+    package = Path(mlops_assets.model_server.__file__).parent
+    assert {p.name for p in (written / "model_server").iterdir()} == {
+        p.name for p in package.glob("*.py")
+    }
+    assert server_files()["app.py"] == (package / "app.py").read_text()
     assert (
         'ENV MLOPS_MODEL_NAME="" MLOPS_MODEL_VERSION="3" '
         'MLOPS_TRAFFIC_STORE="/var/lib/mlops/store"' in lines
@@ -66,6 +75,8 @@ def test_hardened_dockerfile_serves_without_nginx_as_an_unprivileged_user(tmp_pa
     assert lines[install].startswith("RUN python -m pip install --no-cache-dir uvicorn==")
     assert "httptools==" in lines[install]
     assert "boto3==" in lines[install]
+    assert "prometheus_client==" in lines[install]
+    assert "fastapi-swagger==" in lines[install]
     assert install < user
 
 
@@ -104,9 +115,8 @@ def test_a_change_to_the_code_that_writes_the_image_is_a_new_recipe(
     import mlops_assets.ml.serving as serving
 
     base = build_fingerprint("m", "1", "run", "", "3.17.2")
-    monkeypatch.setattr(
-        serving, "serve_script", lambda: Path(model_server.__file__).read_text() + "#"
-    )
+    changed = {**server_files(), "app.py": server_files()["app.py"] + "#"}
+    monkeypatch.setattr(serving, "server_files", lambda: changed)
     assert build_fingerprint("m", "1", "run", "", "3.17.2") != base
 
 

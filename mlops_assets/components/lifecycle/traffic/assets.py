@@ -2,7 +2,7 @@
 traffic_drift_report, its drift and quality against the training data.
 
 The served image writes its log to the object store (``traffic/<model>/date=<day>/``, see
-:mod:`mlops_assets.ml.model_server`); this asset reads one day of it into one versioned Parquet
+:mod:`mlops_assets.model_server`); this asset reads one day of it into one versioned Parquet
 table, and its checks judge the log itself: the rows carry the model's inputs, few requests
 were refused, and few went unlogged.
 """
@@ -36,7 +36,6 @@ from mlops_assets.components.lifecycle.settings import PolicySettings
 from mlops_assets.lib.metadata import md_table
 from mlops_assets.lib.retries import SERVER_RETRY, fail_fast
 from mlops_assets.ml.dataset_store import frame_to_parquet, parquet_to_frame
-from mlops_assets.ml.model_server import traffic_day_prefix
 from mlops_assets.ml.tabular import DatasetRejected, TableFile
 from mlops_assets.ml.tasks import QUALITY_METRIC
 from mlops_assets.ml.traffic import (
@@ -46,6 +45,7 @@ from mlops_assets.ml.traffic import (
     read_labels,
     read_traffic,
 )
+from mlops_assets.model_server.record import traffic_day_prefix
 from mlops_assets.partitions import partitioned_checks
 from mlops_assets.records import DriftResult, ServedTraffic
 from mlops_assets.resources.dataset_source import DatasetSourceResource, is_data_file

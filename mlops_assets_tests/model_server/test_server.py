@@ -1,4 +1,5 @@
-"""The served model's process (mlops_assets/ml/model_server.py) run as the image runs it: a real
+"""The served model's process (mlops_assets/model_server) run as the image runs it: the package
+copied alone into a folder as the image build copies it, started with `python -m model_server`, a real
 uvicorn with its workers, a real MLflow model of scikit-learn's diabetes data, SIGTERM to the
 parent alone (as `podman stop` and Kubernetes do), SIGKILL to a worker (as the OOM killer
 does), and the traffic log in a folder or in a real SeaweedFS bucket."""
@@ -18,7 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,170 +27,44 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from mlops_assets.ml import model_server
-from mlops_assets.ml.model_server import (
-    Exchange,
+from mlops_assets.ml.serving import SERVER_PACKAGE, v2_payload
+from mlops_assets.model_server import app as server_app
+from mlops_assets.model_server.batching import (
+    BATCHING_LINE,
+    announced_batches,
+    answers_rows_alone,
+    batch_for_model,
+    not_row_wise,
+    split_rows,
+)
+from mlops_assets.model_server.limits import (
+    IGNORED_COLUMNS_HEADER,
+    RequestRefused,
+    nesting_beyond,
+    read_json,
+)
+from mlops_assets.model_server.record import ERROR_BODY_LIMIT, Exchange
+from mlops_assets.model_server.settings import max_body_bytes, serving_batch, serving_protocol
+from mlops_assets.model_server.sizing import container_cpus, server_sizing, size_server
+from mlops_assets.model_server.traffic_log import (
+    JOURNAL_PREFIX,
     FolderSink,
     TrafficLog,
     TrafficSettings,
-    container_cpus,
-    max_body_bytes,
-    nesting_beyond,
-    read_json,
-    server_sizing,
-    serving_batch,
-    size_server,
-    split_rows,
 )
-from mlops_assets.ml.serving import v2_payload
-from mlops_assets.stack.process import ServerProcess, free_port, wait_until
+from mlops_assets.model_server.v2 import v2_response
+from mlops_assets.stack.process import wait_until
 from mlops_assets_tests.conftest import imported_before
-
-MODEL_NAME = "diabetes"
-MIB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def diabetes_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow model (signature and input example) of a scikit-learn pipeline fitted on
-    scikit-learn's diabetes data."""
-    import mlflow
-    from mlflow.models import infer_signature
-    from sklearn.datasets import load_diabetes
-    from sklearn.linear_model import Ridge
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    data = load_diabetes(as_frame=True)
-    model = make_pipeline(StandardScaler(), Ridge()).fit(data.data, data.target)
-    path = tmp_path_factory.mktemp("served") / "model"
-    signature = infer_signature(data.data, model.predict(data.data))
-    mlflow.sklearn.save_model(model, path, signature=signature, input_example=data.data.head(2))
-    return path
-
-
-def features() -> pd.DataFrame:
-    from sklearn.datasets import load_diabetes
-
-    return load_diabetes(as_frame=True).data
-
-
-class Served:
-    """The model server as a process, and how a client talks to it."""
-
-    def __init__(self, model: Path, log_dir: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.process = ServerProcess(
-            "model-server",
-            [sys.executable, model_server.__file__],
-            log_dir / "model-server.log",
-            env={
-                "MLOPS_SERVED_MODEL_PATH": str(model),
-                "MLOPS_SERVING_PORT": str(self.port),
-                "UVICORN_HOST": "127.0.0.1",
-                "MLOPS_MODEL_NAME": MODEL_NAME,
-                "MLOPS_MODEL_VERSION": "7",
-                "OMP_NUM_THREADS": "1",
-                **env,
-            },
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.process.start()
-        wait_until(self._ready, "the model server", 90, self.process.log)
-
-    def _ready(self) -> bool:
-        try:
-            return self.get("/ping")[0] == 200
-        except OSError:
-            return False
-
-    def get(self, path: str) -> tuple[int, str]:
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
-            return response.status, response.read().decode()
-
-    def post(
-        self, body: bytes, request_id: str | None = None, content_type: str = "application/json"
-    ) -> tuple[int, str, str]:
-        """(status, body, x-request-id) of POST /invocations."""
-        headers = {"Content-Type": content_type}
-        if request_id:
-            headers["X-Request-ID"] = request_id
-        request = urllib.request.Request(
-            f"{self.url}/invocations", data=body, headers=headers, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                answer = response.read().decode()
-                return response.status, answer, response.headers["x-request-id"]
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode(), error.headers["x-request-id"]
-
-    def request(
-        self, path: str, body: bytes, headers: dict[str, str] | None = None
-    ) -> tuple[int, str, Any]:
-        """(status, body, headers) of POST ``path``."""
-        request = urllib.request.Request(
-            f"{self.url}{path}",
-            data=body,
-            headers={"Content-Type": "application/json", **(headers or {})},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, response.read().decode(), response.headers
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode(), error.headers
-
-    def terminate(self, timeout: float = 60) -> None:
-        """SIGTERM to the server's parent process alone; it must shut down gracefully: its
-        workers' apps shut down, and it exits by itself (0, or by the signal uvicorn raises
-        again once a single-process server has shut down)."""
-        process = self.process.process
-        assert process is not None
-        os.kill(process.pid, signal.SIGTERM)
-        code = process.wait(timeout=timeout)
-        self.process.stop()
-        assert code in (0, -signal.SIGTERM), self.log()[-3000:]
-        assert "Application shutdown complete" in self.log()
-
-    def log(self) -> str:
-        return self.process.log.read_text()
-
-    @property
-    def pid(self) -> int:
-        """The server's process: its one worker, when it has one (uvicorn runs it in-process)."""
-        process = self.process.process
-        assert process is not None
-        return process.pid
-
-
-@pytest.fixture
-def serve(diabetes_model: Path, tmp_path: Path) -> Iterator[Any]:
-    started: list[Served] = []
-
-    def start(**env: str) -> Served:
-        served = Served(diabetes_model, tmp_path, env)
-        started.append(served)
-        served.start()
-        return served
-
-    yield start
-    for served in started:
-        served.process.stop()
-
-
-def payload(frame: pd.DataFrame) -> bytes:
-    return json.dumps(
-        {"dataframe_split": {"columns": list(frame.columns), "data": frame.values.tolist()}}
-    ).encode()
-
-
-def read_lines(root: Path) -> list[dict[str, Any]]:
-    """Every line of every traffic log file below ``root``, each parsed as JSON."""
-    files = sorted((root / "traffic" / MODEL_NAME).glob("date=*/*.jsonl"))
-    return [json.loads(line) for file in files for line in file.read_text().splitlines()]
+from mlops_assets_tests.model_server.served import (
+    MIB,
+    MODEL_NAME,
+    Served,
+    features,
+    payload,
+    read_lines,
+    scrape,
+    served_counters,
+)
 
 
 @pytest.mark.parametrize("batch", ["1", "8"])
@@ -287,15 +162,6 @@ def test_a_full_buffer_keeps_answering_and_counts_what_it_dropped(
     assert "buffer full: requests not logged since the last write: 3" in served.log()
 
 
-def served_counters(served: Served) -> dict[str, int]:
-    """GET /metrics, parsed: each series' value (the server's, so with no labels)."""
-    status, text = served.get("/metrics")
-    assert status == 200
-    series = [line.split() for line in text.splitlines() if not line.startswith("#")]
-    assert all(len(parts) == 2 and "{" not in parts[0] for parts in series), text
-    return {name: int(value) for name, value in series}
-
-
 @pytest.mark.slow
 def test_metrics_are_the_servers_whichever_worker_answers(serve: Any, tmp_path: Path) -> None:
     """Two workers share the requests; a scrape reaches one of them, and it must give the
@@ -356,7 +222,9 @@ def test_one_setting_turns_the_log_off(serve: Any, tmp_path: Path) -> None:
     store = tmp_path / "store"
     served = serve(MLOPS_TRAFFIC_STORE=str(store), MLOPS_TRAFFIC_LOG="off")
     assert served.post(payload(features().iloc[:2]), "r1")[0] == 200
-    assert served.get("/metrics") == (200, "")
+    metrics = scrape(served)
+    assert not [name for name, _ in metrics if name.startswith("mlops_traffic_")]
+    assert metrics[("mlops_rows_predicted_total", ())] == 2
     served.terminate()
     assert not store.exists()
 
@@ -439,7 +307,8 @@ ENDED_WORKER = """
 import os, signal, sys, time
 sys.path.insert(0, sys.argv[1])
 import pandas as pd
-from model_server import Exchange, FolderSink, TrafficLog
+from model_server.record import Exchange
+from model_server.traffic_log import FolderSink, TrafficLog
 
 class KilledWriting(FolderSink):
     def write(self, key, data):
@@ -461,13 +330,12 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 @pytest.mark.parametrize("killed", ["answering", "writing"])
 def test_what_a_killed_worker_journaled_another_ships_once_and_counts(
-    tmp_path: Path, killed: str
+    tmp_path: Path, killed: str, server_folder: Path
 ) -> None:
     folder, store = tmp_path / "journal", tmp_path / "store"
     folder.mkdir()
-    server_folder = str(Path(model_server.__file__).parent)
     ended = subprocess.run(
-        [sys.executable, "-c", ENDED_WORKER, server_folder, killed, str(store), str(folder)],
+        [sys.executable, "-c", ENDED_WORKER, str(server_folder), killed, str(store), str(folder)],
         capture_output=True,
         text=True,
     )
@@ -498,7 +366,8 @@ def test_what_a_killed_worker_journaled_another_ships_once_and_counts(
     log.flush()
     assert read_lines(store) == lines
     assert log.server_counters() == (5, 1, 6, 0)
-    assert "mlops_traffic_written_lines_total 6\n" in log.metrics()
+    assert log.metric_values()[2][:2] == ("mlops_traffic_written_lines_total", "counter")
+    assert [value for *_, value in log.metric_values()] == [5, 1, 6, 0]
 
 
 def test_the_journal_is_bounded_in_bytes_as_well_as_requests(tmp_path: Path) -> None:
@@ -566,11 +435,27 @@ def test_the_server_is_sized_unless_told() -> None:
     assert environ["OMP_NUM_THREADS"] == "2"
 
 
-def test_the_entry_point_imports_nothing_of_the_project() -> None:
-    """The file goes into the image without the project."""
-    source = Path(model_server.__file__).read_text()
-    assert "import mlops_assets" not in source
-    assert "from mlops_assets" not in source
+def test_the_app_imports_nothing_of_the_project(server_folder: Path) -> None:
+    """The package goes into the image without the project: copied alone, every module of it
+    imports, and nothing of mlops_assets is loaded (the lint rule in its ruff.toml says so of
+    the source)."""
+    modules = [f"{SERVER_PACKAGE}.{path.stem}" for path in server_folder.glob("*/*.py")]
+    probe = (
+        "import importlib, sys\n"
+        f"for name in {sorted(modules)!r}:\n"
+        "    if not name.endswith('__main__'): importlib.import_module(name)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('mlops_assets')}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(server_folder)},
+        cwd=server_folder,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert len(modules) >= 10
 
 
 # --- what a request may be ------------------------------------------------------------------
@@ -585,9 +470,9 @@ def test_nesting_is_measured_by_brackets_outside_strings() -> None:
     assert nesting_beyond(b'["' + b"[" * 100 + b'"]', 32) == 0
     assert nesting_beyond(b'["\\"' + b"{" * 100 + b'"]', 32) == 0
     assert nesting_beyond(b"[" * 40 + b'"' + b"]" * 40 + b'"' + b"]" * 40, 32) == 40
-    with pytest.raises(model_server.RequestRefused, match="nested 100000 levels deep; this"):
+    with pytest.raises(RequestRefused, match="nested 100000 levels deep; this"):
         read_json(b"[" * 100_000 + b"]" * 100_000)
-    with pytest.raises(model_server.RequestRefused, match="JSON cannot be read: Exceeds"):
+    with pytest.raises(RequestRefused, match="JSON cannot be read: Exceeds"):
         read_json(b"[" + b"7" * 5000 + b"]")
     with pytest.raises(json.JSONDecodeError):
         read_json(b'{"dataframe_split": [')
@@ -709,7 +594,7 @@ def test_a_body_too_large_or_too_deep_is_refused_unread_and_logged(
     for request_id in ("big-declared", "big-streamed"):
         assert (errors[request_id]["status"], errors[request_id]["error"]) == (413, too_large)
         # The first bytes of the body, as of any request refused.
-        first = b"".join(big_body(1))[: model_server.ERROR_BODY_LIMIT].decode()
+        first = b"".join(big_body(1))[:ERROR_BODY_LIMIT].decode()
         assert errors[request_id]["body"] == first
     assert errors["deep-100000"]["error"].startswith("the request's JSON is nested 100000 levels")
     answered = {line["request_id"] for line in lines if line["kind"] == "answer"}
@@ -757,7 +642,7 @@ def test_refused_large_requests_keep_the_journal_within_its_bytes(
     assert recorded + dropped == 1020
     assert dropped > 1000  # a line of ~120 KB: the journal holds a handful
     assert counters["mlops_traffic_held_requests"] == recorded
-    [folder] = temporary.glob(f"{model_server.JOURNAL_PREFIX}*")
+    [folder] = temporary.glob(f"{JOURNAL_PREFIX}*")
     journal = sum(path.stat().st_size for path in folder.glob("*.journal"))
     assert MIB - 130_000 < journal <= MIB + dropped
     assert after["VmRSS"] - before["VmRSS"] < 16 * 1024, (before, after)
@@ -807,7 +692,7 @@ def test_a_worker_killed_in_a_burst_loses_no_answered_request(
         TMPDIR=str(temporary),
     )
     wait_until(functools.partial(_started, served, 2), "two workers", 90, served.process.log)
-    [folder] = temporary.glob(f"{model_server.JOURNAL_PREFIX}*")
+    [folder] = temporary.glob(f"{JOURNAL_PREFIX}*")
     rows = features()
     sent = [f"k{i}" for i in range(480)]
     done: list[str] = []
@@ -891,7 +776,7 @@ def test_ragged_and_valueless_rows_are_refused_and_extra_columns_named(
     # A table as it should be: MLflow's answer, byte for byte.
     status, answer, headers = served.request("/invocations", payload(rows), {"X-Request-ID": "ok"})
     assert (status, answer) == (200, mlflows(payload(rows)))
-    assert headers[model_server.IGNORED_COLUMNS_HEADER] is None
+    assert headers[IGNORED_COLUMNS_HEADER] is None
 
     refusals = {
         "ragged": (split([data[0], data[1][:4], data[2], data[3][:9]]),
@@ -914,11 +799,11 @@ def test_ragged_and_valueless_rows_are_refused_and_extra_columns_named(
     extra = payload(rows.assign(colour="red"))
     status, answer, headers = served.request("/invocations", extra, {"X-Request-ID": "extra"})
     assert (status, answer) == (200, mlflows(payload(rows)))
-    assert headers[model_server.IGNORED_COLUMNS_HEADER] == "colour"
+    assert headers[IGNORED_COLUMNS_HEADER] == "colour"
     more = payload(rows.iloc[:1].assign(**{"colour": "red", "size, cm": 3}))
     status, _, headers = served.request("/invocations", more, {"X-Request-ID": "extra-2"})
     assert status == 200
-    assert headers[model_server.IGNORED_COLUMNS_HEADER] == "colour,size%2C%20cm"
+    assert headers[IGNORED_COLUMNS_HEADER] == "colour,size%2C%20cm"
     served.terminate()
     # A warning, not one a request: once a minute at most.
     assert served.log().count("has columns the model does not take, ignored") == 1
@@ -1009,7 +894,7 @@ def test_v2_speaks_the_open_inference_protocol_and_logs_what_it_answers(
     path = infer.removeprefix(served.url)
     extra = json.dumps(v2_payload(rows.assign(colour="red"), "v2-extra")).encode()
     status, answer_text, headers = served.request(path, extra)
-    assert (status, headers[model_server.IGNORED_COLUMNS_HEADER]) == (200, "colour")
+    assert (status, headers[IGNORED_COLUMNS_HEADER]) == (200, "colour")
     assert json.loads(answer_text)["outputs"] == answer["outputs"]
     # The other protocol is not served.
     assert post_json(f"{served.url}/invocations", {})[0] == 404
@@ -1041,13 +926,13 @@ def test_v2_answers_a_classifier_s_columns_as_output_tensors() -> None:
             ]
         }
     )
-    document = json.loads(model_server.v2_response(answer, "churn", "2", "r1"))
+    document = json.loads(v2_response(answer, "churn", "2", "r1"))
     assert document["outputs"] == [
         {"name": "prediction", "datatype": "BYTES", "shape": [2], "data": ["yes", "no"]},
         {"name": "probability_yes", "datatype": "FP64", "shape": [2], "data": [0.8, 0.1]},
     ]
     with pytest.raises(ValueError, match="MLOPS_SERVING_PROTOCOL must be one of mlflow, v2"):
-        model_server.serving_protocol({"MLOPS_SERVING_PROTOCOL": "grpc"})
+        serving_protocol({"MLOPS_SERVING_PROTOCOL": "grpc"})
 
 
 class _Slow:
@@ -1085,6 +970,13 @@ async def _asgi_post(app: Any, body: bytes, request_id: str) -> tuple[int, str]:
         "type": "http",
         "method": "POST",
         "path": "/invocations",
+        "raw_path": b"/invocations",
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
         "headers": [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode())],
     }
 
@@ -1110,7 +1002,7 @@ def test_a_worker_scores_one_request_at_a_time_in_order_of_arrival(diabetes_mode
         return [status for status, _ in await asyncio.gather(*posts)]
 
     slow = _Slow(diabetes_model, lambda: time.sleep(0.05))
-    statuses = asyncio.run(post_together(model_server.ModelApp(slow, None, 30)))
+    statuses = asyncio.run(post_together(server_app.ModelApp(slow, None, 30)))
     assert statuses == [200] * len(bodies)
     assert slow.most_at_once == 1
     assert [age for age, _ in slow.scored] == pytest.approx(list(rows["age"]))
@@ -1120,7 +1012,7 @@ def test_a_worker_scores_one_request_at_a_time_in_order_of_arrival(diabetes_mode
     # until released); it then finishes, and the ones that waited for the thread never start.
     release = threading.Event()
     stuck = _Slow(diabetes_model, lambda: release.wait(60))
-    app = model_server.ModelApp(stuck, None, 0.3)
+    app = server_app.ModelApp(stuck, None, 0.3)
     statuses = asyncio.run(post_together(app))
     assert statuses == [504] * len(bodies)
     assert (stuck.running, stuck.scored) == (1, [])
@@ -1197,7 +1089,7 @@ def _answers_while_busy(app: Any, model: _Counting, bodies: list[bytes]) -> list
 
 def _alone(model: Path, bodies: list[bytes]) -> list[tuple[int, str]]:
     """What a server predicting each request alone answers."""
-    app = model_server.ModelApp(_Counting(model), None, 30)
+    app = server_app.ModelApp(_Counting(model), None, 30)
 
     async def run() -> list[tuple[int, str]]:
         return [await _asgi_post(app, body, f"a{i}") for i, body in enumerate(bodies)]
@@ -1212,7 +1104,7 @@ def test_requests_that_wait_for_the_model_are_predicted_together_and_answered_as
     bodies = [payload(rows.iloc[[i]]) for i in range(len(rows))]
     bodies[3] = payload(rows.iloc[3:6])  # three rows in one request
     model = _Counting(diabetes_forest, threading.Event())
-    app = model_server.ModelApp(model, None, 30, batch=8)
+    app = server_app.ModelApp(model, None, 30, batch=8)
 
     answers = _answers_while_busy(app, model, bodies)
 
@@ -1237,7 +1129,7 @@ def test_requests_that_differ_are_predicted_apart_and_a_bad_one_gets_its_own_err
         payload(rows.iloc[[5]]),
     ]
     model = _Counting(diabetes_model, threading.Event())
-    app = model_server.ModelApp(model, None, 30, batch=8)
+    app = server_app.ModelApp(model, None, 30, batch=8)
 
     answers = _answers_while_busy(app, model, bodies)
 
@@ -1270,7 +1162,7 @@ def test_a_request_answered_504_before_its_turn_is_not_predicted(diabetes_forest
     rows = features().head(5)
     bodies = [payload(rows.iloc[[i]]) for i in range(len(rows))]
     model = _Counting(diabetes_forest, threading.Event())
-    app = model_server.ModelApp(model, None, 0.3, batch=8)
+    app = server_app.ModelApp(model, None, 0.3, batch=8)
 
     async def run() -> list[tuple[int, str]]:
         tasks = [
@@ -1340,15 +1232,15 @@ def test_auto_batches_a_tree_model_and_predicts_a_linear_one_request_by_request(
     linear = mlflow.pyfunc.load_model(str(diabetes_model))
     rows = features().head(20)
 
-    batch, why = model_server.batch_for_model(forest, None, rows)
+    batch, why = batch_for_model(forest, None, rows)
     assert (batch, why) == (16, "auto: every step answers each row on its own, as its 20-row "
                                 "input example confirms")  # fmt: skip
-    assert model_server.batch_for_model(forest, None, None)[0] == 16  # no example to confirm
-    batch, why = model_server.batch_for_model(linear, None, rows)
+    assert batch_for_model(forest, None, None)[0] == 16  # no example to confirm
+    batch, why = batch_for_model(linear, None, rows)
     assert batch == 1
     assert why.startswith("auto: Ridge not known to answer each row alone")
-    assert model_server.batch_for_model(linear, 8, rows) == (8, "MLOPS_SERVING_BATCH")
-    assert model_server.batch_for_model(forest, 1, rows) == (1, "MLOPS_SERVING_BATCH")
+    assert batch_for_model(linear, 8, rows) == (8, "MLOPS_SERVING_BATCH")
+    assert batch_for_model(forest, 1, rows) == (1, "MLOPS_SERVING_BATCH")
 
 
 class _CentredOnTheBatch:
@@ -1364,8 +1256,8 @@ def test_a_model_whose_rows_answer_differently_together_is_caught_by_its_example
     import mlflow
 
     rows = features().head(6)
-    assert model_server.answers_rows_alone(mlflow.pyfunc.load_model(str(diabetes_forest)), rows)
-    assert not model_server.answers_rows_alone(_CentredOnTheBatch(), rows)
+    assert answers_rows_alone(mlflow.pyfunc.load_model(str(diabetes_forest)), rows)
+    assert not answers_rows_alone(_CentredOnTheBatch(), rows)
 
 
 @pytest.mark.parametrize(
@@ -1391,10 +1283,10 @@ def test_the_projects_classifiers_on_real_data_are_looked_into_step_by_step(
     splits, spec = breast_cancer()
     model = ClassAnswer(fit(splits, spec, TrainingConfig(model_type)).pipeline, spec.classes)
 
-    assert model_server.not_row_wise(model) == unknown
+    assert not_row_wise(model) == unknown
     if not unknown:
         test = splits["test"].drop(columns=[spec.target.name]).reset_index(drop=True)
-        assert model_server.answers_rows_alone(model, test)
+        assert answers_rows_alone(model, test)
 
 
 def _started(served: Served, workers: int) -> bool:
@@ -1403,12 +1295,12 @@ def _started(served: Served, workers: int) -> bool:
 
 @pytest.mark.slow
 def test_each_worker_says_what_auto_decided_for_its_model(
-    diabetes_model: Path, diabetes_forest: Path, tmp_path: Path
+    diabetes_model: Path, diabetes_forest: Path, tmp_path: Path, server_folder: Path
 ) -> None:
     """MLOPS_SERVING_BATCH unset, as the image starts: each worker of the tree model's server
     batches, each of the linear model's predicts request by request, and both say why."""
     servers = {
-        name: Served(model, tmp_path / name, {"MLFLOW_MODELS_WORKERS": "2"})
+        name: Served(model, tmp_path / name, {"MLFLOW_MODELS_WORKERS": "2"}, server_folder)
         for name, model in (("forest", diabetes_forest), ("linear", diabetes_model))
     }
     try:
@@ -1427,8 +1319,8 @@ def test_each_worker_says_what_auto_decided_for_its_model(
             served.process.stop()
     for log in logs.values():
         assert "each worker decides from its model how many requests to predict together" in log
-    forest = model_server.announced_batches(logs["forest"])
-    linear = model_server.announced_batches(logs["linear"])
+    forest = announced_batches(logs["forest"])
+    linear = announced_batches(logs["linear"])
     assert [batch for batch, _ in forest] == [16, 16], logs["forest"]
     assert all(why.startswith("auto: every step answers each row on its own") for _, why in forest)
     assert [batch for batch, _ in linear] == [1, 1], logs["linear"]
@@ -1436,11 +1328,11 @@ def test_each_worker_says_what_auto_decided_for_its_model(
 
 
 def test_what_a_worker_says_about_batching_is_read_back_from_its_log() -> None:
-    said = model_server.BATCHING_LINE.format(
+    said = BATCHING_LINE.format(
         pid=12, batch=16, why="auto: every step answers each row on its own (no input example)"
     )
     log = f"INFO: started\n{said}\nINFO: Application startup complete.\n"
-    assert model_server.announced_batches(log) == [
+    assert announced_batches(log) == [
         (16, "auto: every step answers each row on its own (no input example)")
     ]
-    assert model_server.announced_batches("INFO: started\n") == []
+    assert announced_batches("INFO: started\n") == []

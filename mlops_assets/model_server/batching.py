@@ -1,0 +1,311 @@
+"""Requests predicted together: how many a worker may put in one call of its model
+(``MLOPS_SERVING_BATCH``, or ``auto``: decided from the model's steps and its input example),
+and the :class:`Batcher` that does it."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+AUTO_BATCH = 16  # what auto gives a model that answers each row on its own
+
+
+BATCHING_LINE = "serving worker {pid}: up to {batch} request(s) predicted together ({why})"
+_BATCHING_ANNOUNCED = re.compile(
+    r"^serving worker \d+: up to (\d+) request\(s\) predicted together \((.*)\)$", re.MULTILINE
+)
+
+
+def announced_batches(log: str) -> list[tuple[int, str]]:
+    """What each worker that has started said about batching in the server's ``log``: how
+    many requests it predicts together, and why."""
+    return [(int(batch), why) for batch, why in _BATCHING_ANNOUNCED.findall(log)]
+
+
+# Fitted scikit-learn classes (exact types, not subclasses) that work on each row on its own,
+# value by value, so that a row's answer is the same bytes whatever rows come with it:
+# imputing, scaling and encoding are elementwise; a tree model walks each row down its trees
+# and adds up their leaves in tree order. A linear model is not among them: its rows are
+# multiplied as one matrix, and the last digit can differ with the rows beside them.
+ROW_WISE_STEPS = frozenset(
+    {
+        "sklearn.impute._base.SimpleImputer",
+        "sklearn.preprocessing._data.StandardScaler",
+        "sklearn.preprocessing._encoders.OneHotEncoder",
+        "sklearn.preprocessing._encoders.OrdinalEncoder",
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+        "sklearn.tree._classes.DecisionTreeRegressor",
+        "sklearn.tree._classes.DecisionTreeClassifier",
+    }
+)
+_PIPELINE = "sklearn.pipeline.Pipeline"
+_COLUMN_TRANSFORMER = "sklearn.compose._column_transformer.ColumnTransformer"
+_CLASS_ANSWER = "mlops_assets.ml.answering.ClassAnswer"  # the project's classifier wrapper
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def not_row_wise(estimator: Any) -> list[str]:
+    """The parts of a fitted scikit-learn ``estimator`` not known to answer each row on its
+    own (:data:`ROW_WISE_STEPS`), by class name; empty when every part is. A Pipeline's steps,
+    a ColumnTransformer's transformers and the project's classifier wrapper are looked into."""
+    if estimator is None or isinstance(estimator, str):  # a skipped step: "drop", "passthrough"
+        return []
+    name = _type_name(estimator)
+    if name == _PIPELINE:
+        return [part for _, step in estimator.steps for part in not_row_wise(step)]
+    if name == _COLUMN_TRANSFORMER:
+        return [part for _, step, _ in estimator.transformers_ for part in not_row_wise(step)]
+    if name == _CLASS_ANSWER:
+        return not_row_wise(estimator.model)
+    return [] if name in ROW_WISE_STEPS else [type(estimator).__name__]
+
+
+def same_answer(one: Any, other: Any) -> bool:
+    """Whether two predictions are the same: the same type, and the same values (numbers as
+    the same bytes)."""
+    import numpy as np
+    import pandas as pd
+
+    if type(one) is not type(other):
+        return False
+    if isinstance(one, pd.DataFrame | pd.Series):
+        return bool(one.equals(other))
+    if isinstance(one, np.ndarray):
+        if one.shape != other.shape or one.dtype != other.dtype:
+            return False
+        if one.dtype.kind in "biufc":
+            return one.tobytes() == other.tobytes()
+        return bool(np.array_equal(one, other))
+    return bool(one == other)
+
+
+def answers_rows_alone(model: Any, example: Any) -> bool:
+    """Whether ``model`` (as MLflow loaded it) answers every row of the table ``example``,
+    predicted together, exactly as it answers that row predicted alone."""
+    together = split_rows(model.predict(example), [1] * len(example))
+    if together is None:
+        return False
+    return all(
+        same_answer(part, model.predict(example.iloc[[row]].reset_index(drop=True)))
+        for row, part in enumerate(together)
+    )
+
+
+def batch_for_model(model: Any, setting: int | None, example: Any = None) -> tuple[int, str]:
+    """How many requests a worker serving ``model`` (as MLflow loaded it) predicts in one
+    call, and why: ``setting`` when MLOPS_SERVING_BATCH gives one; for ``auto`` (None),
+    :data:`AUTO_BATCH` when every part of the model is known to answer each row on its own
+    and its input example (the table ``example``, when the model has one) confirms it, else 1,
+    each request alone, as MLflow's server does."""
+    if setting is not None:
+        return setting, "MLOPS_SERVING_BATCH"
+    try:
+        raw = model.get_raw_model()
+    except (AttributeError, NotImplementedError):
+        return 1, "auto: not a scikit-learn model, so each request is predicted alone"
+    unknown = not_row_wise(raw)
+    if unknown:
+        return 1, (
+            f"auto: {', '.join(dict.fromkeys(unknown))} not known to answer each row alone "
+            "whatever rows come with it, so each request is predicted alone"
+        )
+    import pandas as pd
+
+    if not isinstance(example, pd.DataFrame) or len(example) < 2:
+        return AUTO_BATCH, "auto: every step answers each row on its own (no input example)"
+    if not answers_rows_alone(model, example):
+        return 1, (
+            "auto: the model's input example answered differently predicted together, so "
+            "each request is predicted alone"
+        )
+    return AUTO_BATCH, (
+        f"auto: every step answers each row on its own, as its {len(example)}-row input "
+        "example confirms"
+    )
+
+
+class _Pending:
+    """One request's rows waiting for the model, and what came of them."""
+
+    def __init__(
+        self, data: Any, params: dict[str, Any] | None, abandoned: threading.Event
+    ) -> None:
+        self.data = data
+        self.params = params
+        self.abandoned = abandoned
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.result, self.error, self.done = result, error, True
+
+
+class Batcher:
+    """One prediction at a time, in order of arrival; the requests that arrived while the
+    model was busy are predicted together, in one call, at most ``most`` of them.
+
+    Whichever waiting request's thread finds the model free makes the call for everyone
+    waiting (its own request among them), so a request that finds the model free is
+    predicted on its own thread at once, as without batching.
+
+    A single-row request keeps a worker busy about 6 ms, nearly all of it the fixed cost of a
+    call (MLflow's schema enforcement, the Pipeline's pandas column selection and each step's
+    validation): 16 rows take about as long as one. Requests are put together only where that
+    cannot change what each would be told alone: tables (no params) with the same columns of
+    the same types, none of them an untyped (object) column whose type MLflow would infer from
+    its values, unless the signature says it is text. Each request gets its own rows'
+    predictions back, of the type the model returned. When the call fails, or its result
+    cannot be split by rows, each request is predicted alone: a bad request gets its own error,
+    the others their answers. A request whose client was answered 504 before its turn is not
+    predicted.
+
+    A tree model scores each row on its own and answers the same bytes either way. A linear
+    model's numbers can differ in the last digit (a few parts in 1e16: the rows are multiplied
+    as one matrix), which is why the default, MLOPS_SERVING_BATCH=auto, batches only a model
+    whose every step is known to answer each row alone (:func:`batch_for_model`).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        most: int,
+        input_schema: Any = None,
+        calls: Callable[[int], object] | None = None,
+    ) -> None:
+        self.model = model
+        self.most = max(1, most)
+        self.calls = calls  # told how many requests each call of the model predicts
+        # Columns whose object values MLflow passes through as they are (None: no signature).
+        self._text: set[str] | None = None
+        if input_schema is not None:
+            self._text = {
+                str(column.name)
+                for column in getattr(input_schema, "inputs", None) or []
+                if str(getattr(getattr(column, "type", None), "name", "")) in ("string", "binary")
+            }
+        self._turn = threading.Condition()  # guards _waiting and _busy
+        self._waiting: list[_Pending] = []
+        self._busy = False
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for their turn at the model."""
+        with self._turn:
+            return len(self._waiting)
+
+    def predict(self, data: Any, params: dict[str, Any] | None, abandoned: threading.Event) -> Any:
+        """The model's prediction of ``data``, made on this thread or by another waiting one."""
+        pending = _Pending(data, params, abandoned)
+        with self._turn:
+            self._waiting.append(pending)
+        while not pending.done:
+            with self._turn:
+                while self._busy and not pending.done:
+                    self._turn.wait()
+                if pending.done:
+                    break
+                self._busy = True
+                batch, self._waiting = self._waiting[: self.most], self._waiting[self.most :]
+            try:
+                self._predict_batch(batch)
+            finally:
+                with self._turn:
+                    self._busy = False
+                    self._turn.notify_all()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
+
+    def _predict_batch(self, batch: list[_Pending]) -> None:
+        for pending in batch:
+            if pending.abandoned.is_set():
+                pending.settle(error=TimeoutError("answered 504 before its turn"))
+        live = [p for p in batch if not p.done]
+        for group in self._groups(live) if len(live) > 1 else [live]:
+            self._predict(group)
+
+    def _called(self, requests: int) -> None:
+        if self.calls is not None:
+            self.calls(requests)
+
+    def _groups(self, batch: list[_Pending]) -> list[list[_Pending]]:
+        """``batch`` in groups that can be predicted together, in order of arrival."""
+        groups: dict[Any, list[_Pending]] = {}
+        for number, pending in enumerate(batch):
+            key = self._key(pending)
+            groups.setdefault(("alone", number) if key is None else key, []).append(pending)
+        return list(groups.values())
+
+    def _key(self, pending: _Pending) -> Any:
+        import pandas as pd
+
+        data = pending.data
+        if (
+            pending.params
+            or not isinstance(data, pd.DataFrame)
+            or not data.index.equals(pd.RangeIndex(len(data)))
+        ):
+            return None
+        columns, types = tuple(data.columns), tuple(data.dtypes)
+        if self._text is not None and any(
+            getattr(kind, "kind", "") == "O" and str(column) not in self._text
+            for column, kind in zip(columns, types, strict=True)
+        ):
+            return None
+        return columns, types
+
+    def _predict(self, group: list[_Pending]) -> None:
+        if len(group) > 1:
+            parts = self._together(group)
+            if parts is not None:
+                for pending, part in zip(group, parts, strict=True):
+                    pending.settle(part)
+                return
+        for pending in group:
+            try:
+                self._called(1)
+                pending.settle(self.model.predict(pending.data, params=pending.params))
+            except BaseException as exc:  # the request's thread raises it
+                pending.settle(error=exc)
+
+    def _together(self, group: list[_Pending]) -> list[Any] | None:
+        import pandas as pd
+
+        try:
+            joined = pd.concat([p.data for p in group], ignore_index=True)
+            self._called(len(group))
+            result = self.model.predict(joined, params=None)
+        except Exception:
+            return None
+        return split_rows(result, [len(p.data) for p in group])
+
+
+def split_rows(result: Any, sizes: list[int]) -> list[Any] | None:
+    """``result``, a prediction of ``sum(sizes)`` rows, as one part per size, each as the
+    model would have answered those rows alone; None when it cannot be split by rows."""
+    import numpy as np
+    import pandas as pd
+
+    ends = list(itertools.accumulate(sizes))
+    bounds = list(zip([0, *ends[:-1]], ends, strict=True))
+    total = ends[-1] if ends else 0
+    if isinstance(result, pd.DataFrame | pd.Series):
+        if not result.index.equals(pd.RangeIndex(total)):
+            return None
+        return [result.iloc[start:end].reset_index(drop=True) for start, end in bounds]
+    if isinstance(result, np.ndarray):
+        if result.ndim == 0 or result.shape[0] != total:
+            return None
+        return [result[start:end] for start, end in bounds]
+    if isinstance(result, list) and len(result) == total:
+        return [result[start:end] for start, end in bounds]
+    return None
