@@ -9,8 +9,6 @@ asset graph page as a test artifact.
 from __future__ import annotations
 
 import base64
-import json
-import shutil
 import struct
 import time
 import urllib.request
@@ -19,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from mlops_assets_tests.browser import browser
 from mlops_assets_tests.conftest import (
     MODEL,
     PARTITION,
@@ -102,18 +101,7 @@ def materialize_all(base: str, asset_job: str) -> str:
     return str(result["run"]["runId"])
 
 
-# --- headless Chromium through chromedriver's WebDriver API --------------------------------
-
-
-def webdriver(base: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    request = urllib.request.Request(
-        f"{base}{path}",
-        data=json.dumps(body).encode() if body is not None else None,
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return json.loads(response.read())["value"]
+# --- headless Chromium (mlops_assets_tests/browser.py) --------------------------------------
 
 
 def node_label(asset: str) -> str:
@@ -133,98 +121,32 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def screenshot_asset_graph(ui: str, tmp_path: Path, logs: Path) -> Path:
-    from mlops_assets.stack.process import ServerProcess, free_port
-
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        pytest.fail(
-            "chromium and chromedriver are needed for the UI screenshot "
-            "(apt-get install chromium chromium-driver; .ci/run does)"
+    with browser(tmp_path / "chromium-profile", logs) as page:
+        # A fresh instance greets its first visitor with a dialog; mark it seen, as its Skip
+        # button does, so it cannot cover the graph.
+        graphql(ui, "mutation { setNuxSeen }")
+        page.open(f"{ui}/asset-groups")
+        ui_logs = [logs / "webserver.log"]
+        wait_for("the asset groups", lambda: page.find(f"//*[text()='{MODEL}']"), 90, ui_logs)
+        # Groups start collapsed; Alt+E is the graph's "expand all groups" shortcut.
+        alt = "\ue00a"
+        keys = [
+            {"type": "keyDown", "value": alt},
+            {"type": "keyDown", "value": "e"},
+            {"type": "keyUp", "value": "e"},
+            {"type": "keyUp", "value": alt},
+        ]
+        page.call(
+            "POST", "/actions", {"actions": [{"type": "key", "id": "keyboard", "actions": keys}]}
         )
-    port = free_port()
-    driver = ServerProcess(
-        "chromedriver", [chromedriver, f"--port={port}"], logs / "chromedriver.log"
-    )
-    driver.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: webdriver(base, "GET", "/status")["ready"], "chromedriver", 30, driver.log
+        wait_for(
+            "the asset graph to show every asset",
+            lambda: all(page.find(node_label(asset)) for asset in EXPECTED_CHECKS),
+            60,
+            ui_logs,
         )
-        options = {
-            "binary": chromium,
-            "args": [
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--window-size=1600,1000",
-                # This machine's network is closed: no background calls home.
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-quic",
-                "--no-first-run",
-                f"--user-data-dir={tmp_path / 'chromium-profile'}",
-            ],
-        }
-        session = webdriver(
-            base,
-            "POST",
-            "/session",
-            {"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}},
-        )["sessionId"]
-        try:
-            # A fresh instance greets its first visitor with a dialog; mark it seen, as its
-            # Skip button does, so it cannot cover the graph.
-            graphql(ui, "mutation { setNuxSeen }")
-            webdriver(base, "POST", f"/session/{session}/url", {"url": f"{ui}/asset-groups"})
-
-            def find(xpath: str) -> list[dict[str, str]]:
-                return list(
-                    webdriver(
-                        base,
-                        "POST",
-                        f"/session/{session}/elements",
-                        {"using": "xpath", "value": xpath},
-                    )
-                )
-
-            ui_logs = [logs / "webserver.log"]
-            wait_for("the asset groups", lambda: find(f"//*[text()='{MODEL}']"), 90, ui_logs)
-            # Groups start collapsed; Alt+E is the graph's "expand all groups" shortcut.
-            alt = "\ue00a"
-            webdriver(
-                base,
-                "POST",
-                f"/session/{session}/actions",
-                {
-                    "actions": [
-                        {
-                            "type": "key",
-                            "id": "keyboard",
-                            "actions": [
-                                {"type": "keyDown", "value": alt},
-                                {"type": "keyDown", "value": "e"},
-                                {"type": "keyUp", "value": "e"},
-                                {"type": "keyUp", "value": alt},
-                            ],
-                        }
-                    ]
-                },
-            )
-            wait_for(
-                "the asset graph to show every asset",
-                lambda: all(find(node_label(asset)) for asset in EXPECTED_CHECKS),
-                60,
-                ui_logs,
-            )
-            time.sleep(2)  # let the graph finish its layout animation
-            png = base64.b64decode(webdriver(base, "GET", f"/session/{session}/screenshot"))
-        finally:
-            webdriver(base, "DELETE", f"/session/{session}")
-    finally:
-        driver.stop()
+        time.sleep(2)  # let the graph finish its layout animation
+        png = base64.b64decode(page.call("GET", "/screenshot"))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     target = ARTIFACTS / "asset_graph.png"
     target.write_bytes(png)
