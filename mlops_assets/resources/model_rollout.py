@@ -29,6 +29,19 @@ from mlops_assets.resources.kubernetes import (
 from mlops_assets.resources.object_store import ObjectStoreResource, S3Config
 
 SERVING_UID = 10001
+# The model server's Prometheus metrics (GET /metrics on its port; mlops_assets.model_server):
+# the annotations a Prometheus that discovers pods reads, on a Deployment's pods; and KServe's
+# own, on an InferenceService, which KServe turns into its pods' annotations.
+SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(SERVING_PORT),
+    "prometheus.io/path": "/metrics",
+}
+KSERVE_SCRAPE_ANNOTATIONS = {
+    "serving.kserve.io/enable-prometheus-scraping": "true",
+    "prometheus.kserve.io/port": str(SERVING_PORT),
+    "prometheus.kserve.io/path": "/metrics",
+}
 
 
 def object_name(model_name: str) -> str:
@@ -147,7 +160,10 @@ class Rollout:
                 "template": {
                     "metadata": {
                         "labels": self.labels(),
-                        "annotations": {"mlops-assets/model-version": self.model_version},
+                        "annotations": {
+                            "mlops-assets/model-version": self.model_version,
+                            **SCRAPE_ANNOTATIONS,
+                        },
                     },
                     "spec": {
                         **self._pod_spec_extras(),
@@ -173,6 +189,7 @@ class Rollout:
         deployment mode (plain Deployment and Service, no Knative needed)."""
         metadata = self._metadata()
         metadata["annotations"]["serving.kserve.io/deploymentMode"] = "RawDeployment"
+        metadata["annotations"].update(KSERVE_SCRAPE_ANNOTATIONS)
         return {
             "apiVersion": KSERVE_GROUP,
             "kind": "InferenceService",

@@ -154,6 +154,13 @@ def test_rolls_out_a_deployment_and_service_with_ping_probes_and_records_it(
     ]
     assert "envFrom" not in container
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    # Prometheus finds the pods and scrapes the server's /metrics on its port.
+    pod_annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert {k: v for k, v in pod_annotations.items() if k.startswith("prometheus.io/")} == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8000",
+        "prometheus.io/path": "/metrics",
+    }
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
 
     assert updated is not None
@@ -254,7 +261,14 @@ def test_with_kserve_it_applies_an_inference_service_speaking_v2(
     assert {"name": "PROTOCOL", "value": "v2"} in container["env"]
     assert {"name": "MLOPS_SERVING_PROTOCOL", "value": "v2"} in container["env"]
     assert {"name": "MLOPS_SERVING_BATCH", "value": "16"} in container["env"]
-    assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    annotations = service["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    # KServe makes its pods scrapable by Prometheus at the server's /metrics.
+    assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "true"
+    assert (annotations["prometheus.kserve.io/port"], annotations["prometheus.kserve.io/path"]) == (
+        "8000",
+        "/metrics",
+    )
     record = json.loads(store.get_bytes(f"deployments/{MODEL}/latest.json"))
     assert record["kind"] == "kserve"
     assert record["url"] == url
