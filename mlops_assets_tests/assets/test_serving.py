@@ -24,6 +24,7 @@ from mlops_assets.ml.serving import (
     TRAFFIC_STORE_IN_IMAGE,
     announced_batches,
     invocation_payload,
+    v2_payload,
 )
 from mlops_assets.ml.spec import HOUSE_PRICES
 from mlops_assets.ml.traffic import labels_day_prefix
@@ -94,6 +95,49 @@ def served_workers(image: str, run_args: str = "") -> tuple[int, set[str], list[
     return started, threads, [str(batch) for batch, _ in announced_batches(log)]
 
 
+def the_apps_pages(image: str, protocol: str) -> dict[str, Any]:
+    """What the image's app serves besides answers, under ``protocol``: its API page and the
+    Swagger UI files it loads, its OpenAPI document, a prediction, and then /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    container = ImageBuilderResource().run(
+        "podman", image, SERVING_PORT, env={"MLOPS_SERVING_PROTOCOL": protocol}
+    )
+    try:
+        wait_for_ping(container, 180)
+
+        def get(path: str) -> bytes:
+            with urllib.request.urlopen(f"{container.url}{path}", timeout=30) as response:
+                return bytes(response.read())
+
+        page = get("/docs").decode()
+        bundle = get("/docs/swagger-ui-bundle.js")
+        document = json.loads(get("/openapi.json"))
+        rows = model_input(generate_house_prices(3, seed=5), HOUSE_PRICES)
+        path, body = (
+            (f"/v2/models/{MODEL}/infer", v2_payload(rows))
+            if protocol == "v2"
+            else ("/invocations", invocation_payload(rows))
+        )
+        request = urllib.request.Request(
+            f"{container.url}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.loads(response.read())
+        metrics = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(get("/metrics").decode())
+            for sample in family.samples
+        }
+    finally:
+        container.remove()
+    return {"page": page, "bundle": bundle, "openapi": document, "path": path,
+            "answer": answer, "metrics": metrics}  # fmt: skip
+
+
 def test_champion_is_built_pushed_pulled_and_answers_like_in_process(
     serving: Lifecycle, oci_registry: Any
 ) -> None:
@@ -147,6 +191,39 @@ def test_champion_is_built_pushed_pulled_and_answers_like_in_process(
     assert served_workers(image, "--cpus 1") == (1, {"1"}, ["16"])
     cpus = len(os.sched_getaffinity(0))
     assert served_workers(image) == (cpus, {"1"}, ["16"] * cpus)
+
+    # Its app's page, API description and metrics, under both protocols: Swagger UI's files
+    # come from the image itself; the description names the model's own columns; /metrics
+    # counts the prediction, labelled with the model's name and version.
+    columns = list(model_input(generate_house_prices(1, seed=5), HOUSE_PRICES).columns)
+    for protocol in ("mlflow", "v2"):
+        pages = the_apps_pages(image, protocol)
+        assert "/docs/swagger-ui-bundle.js" in pages["page"]
+        assert len(pages["bundle"]) > 1_000_000
+        operation = pages["openapi"]["paths"][pages["path"].replace(MODEL, "{name}")]["post"]
+        example = operation["requestBody"]["content"]["application/json"]["example"]
+        named = (
+            [tensor["name"] for tensor in example["inputs"]]
+            if protocol == "v2"
+            else example["dataframe_split"]["columns"]
+        )
+        assert named == columns
+        answered = (
+            pages["answer"]["outputs"][0]["data"]
+            if protocol == "v2"
+            else (pages["answer"]["predictions"])
+        )
+        assert len(answered) == 3
+        route = pages["path"].replace(MODEL, "{name}")
+        labels = (("method", "POST"), ("model_name", MODEL), ("model_version", "1"),
+                  ("route", route), ("status", "200"))  # fmt: skip
+        assert pages["metrics"][("mlops_http_requests_total", labels)] == 1
+        assert (
+            pages["metrics"][
+                ("mlops_rows_predicted_total", (("model_name", MODEL), ("model_version", "1")))
+            ]
+            == 3
+        )
 
     # An unchanged champion builds nothing new: same digest, no build, registry untouched.
     again = serving.run("serve_champion", partition=None)
