@@ -93,6 +93,7 @@ class _RecordingModel:
         self.ignored: tuple[str, ...] = ()
         self.refused = ""  # why the rows were refused (MLflow's function wraps the exception)
         self.abandoned = threading.Event()  # the client was answered 504
+        self.arrived: threading.Event | None = None  # see Batcher.coming
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
         import pandas as pd
@@ -110,7 +111,7 @@ class _RecordingModel:
             if self._metrics is not None:
                 self._metrics.batches.observe(1)
             return self._model.predict(data, params=params)
-        return self._batcher.predict(data, params, self.abandoned)
+        return self._batcher.predict(data, params, self.abandoned, self.arrived)
 
 
 @dataclass(frozen=True)
@@ -463,6 +464,15 @@ class ModelApp:
             return Answer(500, "Internal Server Error", "text/plain")
 
     def _answer(self, body: bytes, content_type: str, model: _RecordingModel, v2: bool) -> Answer:
+        if self.batcher is None:
+            return self._answer_now(body, content_type, model, v2)
+        with self.batcher.coming() as arrived:
+            model.arrived = arrived
+            return self._answer_now(body, content_type, model, v2)
+
+    def _answer_now(
+        self, body: bytes, content_type: str, model: _RecordingModel, v2: bool
+    ) -> Answer:
         """MLflow's answer to a request (on a scoring thread). A JSON body is read here, once,
         held to what a request may be (:func:`read_json`, :func:`refuse_ragged_rows`), and
         given to MLflow's function as the document it is (the text, it would read twice)."""

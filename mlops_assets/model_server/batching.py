@@ -7,7 +7,9 @@ from __future__ import annotations
 import itertools
 import re
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 AUTO_BATCH = 16  # what auto gives a model that answers each row on its own
@@ -192,9 +194,33 @@ class Batcher:
                 for column in getattr(input_schema, "inputs", None) or []
                 if str(getattr(getattr(column, "type", None), "name", "")) in ("string", "binary")
             }
-        self._turn = threading.Condition()  # guards _waiting and _busy
+        self._turn = threading.Condition()  # guards _waiting, _busy and _coming
         self._waiting: list[_Pending] = []
         self._busy = False
+        self._coming = 0  # requests being read on their way here (see coming())
+
+    # How long a call of the model waits for requests still being read (parsed by MLflow's
+    # function on their scoring threads): at 16 connections a call took 3.7 requests on average
+    # without waiting, and a call's cost is nearly all fixed. Paired against the image before
+    # (bench/serving_against.py, 16 rounds): 1.20x the throughput, 0.89x the p99. A request
+    # alone (nothing being read) never waits.
+    gather_seconds = 0.002
+
+    @contextmanager
+    def coming(self) -> Iterator[threading.Event]:
+        """Around a request read on its way to :meth:`predict` (given what this yields): until
+        it arrives (or fails on the way), a thread about to call the model waits for it, up to
+        :attr:`gather_seconds`."""
+        arrived = threading.Event()
+        with self._turn:
+            self._coming += 1
+        try:
+            yield arrived
+        finally:
+            with self._turn:
+                if not arrived.is_set():
+                    self._coming -= 1
+                    self._turn.notify_all()
 
     @property
     def waiting(self) -> int:
@@ -202,17 +228,38 @@ class Batcher:
         with self._turn:
             return len(self._waiting)
 
-    def predict(self, data: Any, params: dict[str, Any] | None, abandoned: threading.Event) -> Any:
-        """The model's prediction of ``data``, made on this thread or by another waiting one."""
+    def predict(
+        self,
+        data: Any,
+        params: dict[str, Any] | None,
+        abandoned: threading.Event,
+        arrived: threading.Event | None = None,
+    ) -> Any:
+        """The model's prediction of ``data``, made on this thread or by another waiting one
+        (``arrived``: what :meth:`coming` yielded for this request, if it was counted)."""
         pending = _Pending(data, params, abandoned)
         with self._turn:
             self._waiting.append(pending)
+            if arrived is not None and not arrived.is_set():
+                arrived.set()
+                self._coming -= 1
+            self._turn.notify_all()
         while not pending.done:
             with self._turn:
                 while self._busy and not pending.done:
                     self._turn.wait()
                 if pending.done:
                     break
+                # Requests being read will be here in a moment: wait for them a little, so
+                # that one call predicts them too (the call's cost is nearly all fixed).
+                deadline = time.monotonic() + self.gather_seconds
+                while self._coming and len(self._waiting) < self.most:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._turn.wait(left)
+                if self._busy or pending.done:
+                    continue
                 self._busy = True
                 batch, self._waiting = self._waiting[: self.most], self._waiting[self.most :]
             try:

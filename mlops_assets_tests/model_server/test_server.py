@@ -31,6 +31,7 @@ from mlops_assets.ml.serving import SERVER_PACKAGE, v2_payload
 from mlops_assets.model_server import app as server_app
 from mlops_assets.model_server.batching import (
     BATCHING_LINE,
+    Batcher,
     announced_batches,
     answers_rows_alone,
     batch_for_model,
@@ -1163,6 +1164,10 @@ def test_a_request_answered_504_before_its_turn_is_not_predicted(diabetes_forest
     bodies = [payload(rows.iloc[[i]]) for i in range(len(rows))]
     model = _Counting(diabetes_forest, threading.Event())
     app = server_app.ModelApp(model, None, 0.3, batch=8)
+    # The first call does not wait for the others being read (they would be in it, held with
+    # it): here they wait for their turn, and are answered 504 before it comes.
+    assert app.batcher is not None
+    app.batcher.gather_seconds = 0
 
     async def run() -> list[tuple[int, str]]:
         tasks = [
@@ -1204,6 +1209,47 @@ def test_a_prediction_is_split_back_into_each_request_s_rows() -> None:
     assert split_rows(frame.set_index("label"), [3, 3]) is None
     assert split_rows({"p": [1, 2]}, [1, 1]) is None
     assert split_rows(np.float64(1.0), [1]) is None
+
+
+class _Calls:
+    """A model that notes how many rows each call of it predicts."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def predict(self, data: pd.DataFrame, params: Any = None) -> Any:
+        self.calls.append(len(data))
+        return data["x"].to_numpy() * 2
+
+
+def test_a_call_of_the_model_waits_a_moment_for_the_requests_being_read() -> None:
+    """A request that finds the model free while others are still being read (parsed, on
+    their way to the model) waits for them, so that one call predicts them all; one that
+    fails on its way does not keep it waiting."""
+    model = _Calls()
+    batcher = Batcher(model, 8)
+    batcher.gather_seconds = 30  # the wait ends when they arrive, not at this bound
+    frames = [pd.DataFrame({"x": [float(i)]}) for i in range(4)]
+    reading = [batcher.coming() for _ in range(4)]  # the three to come, and one to fail
+    arrived = [token.__enter__() for token in reading]
+
+    def comes(i: int) -> Any:
+        time.sleep(0.05)
+        return batcher.predict(frames[i], None, threading.Event(), arrived[i - 1])
+
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(batcher.predict, frames[0], None, threading.Event())
+        later = [pool.submit(comes, i) for i in (1, 2, 3)]
+        time.sleep(0.1)
+        reading[3].__exit__(None, None, None)  # read, refused: it never asks for a prediction
+        answers = [first.result(timeout=10), *(f.result(timeout=10) for f in later)]
+    assert model.calls == [4]
+    assert [list(answer) for answer in answers] == [[0.0], [2.0], [4.0], [6.0]]
+    for token in reading[:3]:
+        token.__exit__(None, None, None)
+    # With nothing on its way, a request is predicted at once, alone.
+    assert list(batcher.predict(frames[1], None, threading.Event())) == [2.0]
+    assert model.calls == [4, 1]
 
 
 def test_the_batch_setting_is_auto_or_a_whole_number_from_1_to_64() -> None:
