@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from . import signature
+
 AUTO_BATCH = 16  # what auto gives a model that answers each row on its own
 
 
@@ -191,8 +193,8 @@ class Batcher:
         if input_schema is not None:
             self._text = {
                 str(column.name)
-                for column in getattr(input_schema, "inputs", None) or []
-                if str(getattr(getattr(column, "type", None), "name", "")) in ("string", "binary")
+                for column in signature.columns(input_schema)
+                if signature.type_name(column, "") in ("string", "binary")
             }
         self._turn = threading.Condition()  # guards _waiting, _busy and _coming
         self._waiting: list[_Pending] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from . import signature
 from .v2 import MLFLOW_TO_V2, V2_DATATYPES, tensor_datatype
 
 # The JSON Schema of each MLflow column type.
@@ -28,12 +29,8 @@ _JSON_TYPES: dict[str, dict[str, Any]] = {
 EXAMPLE_ROWS = 2  # of the input example, in the page's example request
 
 
-def _kind(spec: Any) -> str:
-    return str(getattr(getattr(spec, "type", None), "name", "string"))
-
-
 def _column_schema(spec: Any) -> dict[str, Any]:
-    schema = dict(_JSON_TYPES.get(_kind(spec), {}))
+    schema = dict(_JSON_TYPES.get(signature.type_name(spec), {}))
     if not getattr(spec, "required", True) and "type" in schema:
         schema["type"] = [schema["type"], "null"]
     return schema
@@ -78,8 +75,8 @@ def answer_schema(output_schema: Any) -> dict[str, Any]:
             "type": "object",
             "properties": {name: schema for name, schema, _ in columns},
         }
-    specs = getattr(output_schema, "inputs", None) or []
-    kind = str(getattr(getattr(specs[0], "type", None), "name", "")) if specs else ""
+    specs = signature.columns(output_schema)
+    kind = signature.type_name(specs[0], "") if specs else ""
     if "float" in kind or "double" in kind:
         return {"type": "number"}
     if "int" in kind:
@@ -183,9 +180,8 @@ def v2_request(input_schema: Any, example: Any) -> dict[str, Any]:
     columns = input_columns(input_schema)
     names = [name for name, _, _ in columns]
     types = ", ".join(
-        f"`{name}` {MLFLOW_TO_V2.get(_kind(spec), 'BYTES')}"
-        for name, spec in ((str(s.name), s) for s in getattr(input_schema, "inputs", None) or [])
-        if names
+        f"`{spec.name}` {MLFLOW_TO_V2.get(signature.type_name(spec), 'BYTES')}"
+        for spec in (signature.columns(input_schema) if names else [])
     )
     schema = {
         "type": "object",

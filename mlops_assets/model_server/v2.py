@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from . import signature
 from .limits import read_json
 from .record import plain
 
@@ -162,11 +163,9 @@ MLFLOW_TO_V2 = {
 def v2_metadata(model_name: str, model_version: str, input_schema: Any) -> dict[str, Any]:
     """The V2 model metadata: one input tensor per column of the model's signature."""
     inputs = []
-    for column in getattr(input_schema, "inputs", None) or []:
-        kind = str(getattr(getattr(column, "type", None), "name", "string"))
-        inputs.append(
-            {"name": column.name, "datatype": MLFLOW_TO_V2.get(kind, "BYTES"), "shape": [-1]}
-        )
+    for column in signature.columns(input_schema):
+        datatype = MLFLOW_TO_V2.get(signature.type_name(column), "BYTES")
+        inputs.append({"name": column.name, "datatype": datatype, "shape": [-1]})
     return {
         "name": model_name,
         "versions": [model_version] if model_version else [],
