@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -85,7 +85,9 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=self._own,
         ).labels(**self.model)
-        self._traffic = traffic
+        self._traffic = TrafficCollector(traffic, self.model) if traffic is not None else None
+        if self._traffic is not None:
+            self._own.register(self._traffic)
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -109,23 +111,31 @@ class Metrics:
 
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=self.multiprocess_dir)
+            if self._traffic is not None:
+                registry.register(self._traffic)
         else:
             registry = self._own
-        text = generate_latest(registry)
-        return text + self._traffic_text()
-
-    def _traffic_text(self) -> bytes:
-        if self._traffic is None:
-            return b""
-        labels = ",".join(f'{k}="{_escaped(v)}"' for k, v in self.model.items())
-        return "".join(
-            f"# HELP {name} {text}\n# TYPE {name} {kind}\n{name}{{{labels}}} {value}\n"
-            for name, kind, text, value in self._traffic()
-        ).encode()
+        return bytes(generate_latest(registry))
 
 
-def _escaped(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class TrafficCollector:
+    """The traffic log's counters as prometheus_client collects a metric: read when scraped,
+    labelled with the served model."""
+
+    def __init__(
+        self, values: Callable[[], Iterable[tuple[str, str, str, int]]], model: dict[str, str]
+    ) -> None:
+        self.values = values
+        self.model = model
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        for name, kind, text, value in self.values():
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            metric = family(name, text, labels=list(self.model))
+            metric.add_metric(list(self.model.values()), value)
+            yield metric
 
 
 class RequestMetrics:
