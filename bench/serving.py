@@ -135,6 +135,15 @@ def worker_batches(container: Any) -> list[int]:
     return [batch for batch, _ in announced_batches(container.log_tail(200))]
 
 
+def limited(builder: ImageBuilderResource, cpus: str, store: Path | None) -> ImageBuilderResource:
+    """``builder``'s containers under ``--cpus cpus``, with ``store`` mounted as the traffic
+    log's store."""
+    mount = f" --volume {store}:{TRAFFIC_STORE_IN_IMAGE}" if store else ""
+    return ImageBuilderResource(
+        container_run_args=f"{builder.container_run_args} --cpus {cpus}{mount}"
+    )
+
+
 def post(endpoint: str, body: bytes) -> str:
     request = urllib.request.Request(endpoint, body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
@@ -324,13 +333,6 @@ def main() -> None:
         folder.mkdir()
         os.chown(folder, SERVING_UID, SERVING_UID)  # the image's server user writes the log
 
-    def limited(store: Path | None) -> ImageBuilderResource:
-        """Runs containers under --cpus, with ``store`` mounted as the traffic log's store."""
-        mount = f" --volume {store}:{TRAFFIC_STORE_IN_IMAGE}" if store else ""
-        return ImageBuilderResource(
-            container_run_args=f"{builder.container_run_args} --cpus {args.cpus}{mount}"
-        )
-
     def v2_endpoint(url: str) -> str:
         return f"{url}/v2/models/{model_name}/infer"
 
@@ -356,18 +358,22 @@ def main() -> None:
             },
             180,
         )
-        container = limited(stores["image"]).run(runtime, image, SERVING_PORT, env={})
+        container = limited(builder, args.cpus, stores["image"]).run(
+            runtime, image, SERVING_PORT, env={}
+        )
         containers.append(container)
         image_ready = wait_for_ping(container, 180)
-        silent = limited(None).run(runtime, image, SERVING_PORT, env={"MLOPS_TRAFFIC_LOG": "off"})
+        silent = limited(builder, args.cpus, None).run(
+            runtime, image, SERVING_PORT, env={"MLOPS_TRAFFIC_LOG": "off"}
+        )
         containers.append(silent)
         wait_for_ping(silent, 180)
-        alone = limited(stores["image, alone"]).run(
+        alone = limited(builder, args.cpus, stores["image, alone"]).run(
             runtime, image, SERVING_PORT, env={"MLOPS_SERVING_BATCH": "1"}
         )
         containers.append(alone)
         wait_for_ping(alone, 180)
-        v2 = limited(stores["image, v2"]).run(
+        v2 = limited(builder, args.cpus, stores["image, v2"]).run(
             runtime, image, SERVING_PORT, env={"MLOPS_SERVING_PROTOCOL": "v2"}
         )
         containers.append(v2)

@@ -29,8 +29,8 @@ from mlops_assets.definitions import build_resources
 from mlops_assets.ml.estimator import model_input
 from mlops_assets.ml.sample_data import generate_house_prices
 from mlops_assets.ml.serving import (
+    SERVING_PORT,
     SERVING_UID,
-    TRAFFIC_STORE_IN_IMAGE,
     compare_answers,
     invocation_payload,
     parse_answers,
@@ -40,7 +40,7 @@ from mlops_assets.resources.image_builder import ImageBuilderResource, wait_for_
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serving import WRK_SCRIPT, post, recorded_image, wrk
+from serving import WRK_SCRIPT, limited, post, recorded_image, wrk
 
 
 def main() -> None:
@@ -70,11 +70,9 @@ def main() -> None:
             store = logs / f"store-{name}"
             store.mkdir()
             os.chown(store, SERVING_UID, SERVING_UID)
-            limited = ImageBuilderResource(
-                container_run_args=f"{builder.container_run_args} --cpus {args.cpus} "
-                f"--volume {store}:{TRAFFIC_STORE_IN_IMAGE}"
+            containers[name] = limited(builder, args.cpus, store).run(
+                runtime, image, SERVING_PORT, env={}
             )
-            containers[name] = limited.run(runtime, image, 8000, env={})
         for container in containers.values():
             wait_for_ping(container, 180)
         many = json.dumps(invocation_payload(rows)).encode()
