@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import json
 import os
 import re
@@ -173,7 +174,13 @@ class ModelApp:
         )
         self.scoring = ThreadPoolExecutor(max_workers=batch, thread_name_prefix="scoring")
         self.batcher = (
-            Batcher(model, batch, self.input_schema, self.metrics.batches.observe)
+            Batcher(
+                model,
+                batch,
+                self.input_schema,
+                self.metrics.batches.observe,
+                None if _typed_by_hint(model) else self._read_split,
+            )
             if batch > 1
             else None
         )
@@ -477,7 +484,7 @@ class ModelApp:
         held to what a request may be (:func:`read_json`, :func:`refuse_ragged_rows`), and
         given to MLflow's function as the document it is (the text, it would read twice)."""
         from mlflow.exceptions import MlflowException
-        from mlflow.pyfunc.scoring_server import invocations
+        from mlflow.pyfunc.scoring_server import invocations, predictions_to_json
 
         v2_id = None
         try:
@@ -486,6 +493,12 @@ class ModelApp:
                 content_type = JSON
             else:
                 data = json_document(body, content_type)
+            read = self._read_together(data, content_type, model)
+            if read is not None:
+                model.inputs, prediction = read
+                answer = io.StringIO()
+                predictions_to_json(prediction, answer)
+                return Answer(200, answer.getvalue(), JSON, v2_id)
             result = invocations(data, content_type, model, self.input_schema)
             return Answer(result.status, result.response, result.mimetype, v2_id, model.ignored)
         except V2RequestError as exc:
@@ -496,6 +509,46 @@ class ModelApp:
             if model.refused:  # raised by the model's predict, and wrapped by MLflow's function
                 return Answer(400, bad_request(model.refused), JSON, v2_id)
             return Answer(exc.get_http_status_code(), exc.serialize_as_json(), JSON, v2_id)
+
+    def _read_together(
+        self, data: Any, content_type: str, model: _RecordingModel
+    ) -> tuple[Any, Any] | None:
+        """A plain ``dataframe_split`` request's table and prediction, read and made by the
+        batcher together with others' (:meth:`Batcher.predict_rows`); None when MLflow's
+        function is to read and answer it. What MLflow's function would do before reading
+        such a request (the content type's charset, no params, not an LLM's input) leaves it
+        as it is; its answer is the same function's writing of the prediction."""
+        if (
+            self.batcher is None
+            or not isinstance(data, dict)
+            or data.keys() != {"dataframe_split"}
+            or not _utf8_json(content_type)
+        ):
+            return None
+        return self.batcher.predict_rows(data["dataframe_split"], model.abandoned, model.arrived)
+
+    def _read_split(self, split: dict[str, Any]) -> Any:
+        """A ``dataframe_split`` as MLflow's function reads it (cast to the signature)."""
+        from mlflow.utils.proto_json_utils import dataframe_from_parsed_json
+
+        return dataframe_from_parsed_json(split, "split", self.input_schema)
+
+
+def _utf8_json(content_type: str) -> bool:
+    """Whether ``content_type`` is JSON in UTF-8, as MLflow's function reads it (no other
+    parameter than the charset)."""
+    kind, *parameters = (part.strip() for part in content_type.split(";"))
+    return kind == JSON and all(
+        key == "charset" and value.lower() == "utf-8"
+        for key, _, value in (part.partition("=") for part in parameters)
+    )
+
+
+def _typed_by_hint(model: Any) -> bool:
+    """Whether the model's signature comes from its type hints (MLflow then passes the
+    request's ``inputs`` as they are, unread)."""
+    from_hint = getattr(model.metadata, "_is_signature_from_type_hint", None)
+    return bool(from_hint()) if callable(from_hint) else False
 
 
 def _request_id(given: str | None) -> str:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from . import signature
+from .limits import rows_without_values
 
 AUTO_BATCH = 16  # what auto gives a model that answers each row on its own
 
@@ -136,15 +137,71 @@ def batch_for_model(model: Any, setting: int | None, example: Any = None) -> tup
     )
 
 
+# The JSON values a column of each MLflow type may hold for its requests' rows to be read
+# together (:meth:`Batcher.predict_rows`): pandas' reading of a table guesses each column's
+# type from all its values before MLflow casts it to the signature's, so rows are read with
+# others only where that guess cannot change a value: numbers (whole numbers within 64 bits)
+# for a number's column, whole numbers for a whole number's, text for text, true or false for
+# a boolean (null reads as false alone, but as NaN, which is true, beside a number), and null
+# only where it reads as a missing value either way. Not among the types: datetime (pandas
+# guesses the format from the first value), binary (base64), arrays, objects, maps, ``any``.
+JSON_VALUES: dict[str, tuple[tuple[type, ...], bool]] = {  # (value types, null allowed)
+    "double": ((int, float), True),
+    "float": ((int, float), True),
+    "long": ((int,), False),
+    "integer": ((int,), False),
+    "string": ((str,), True),
+    "boolean": ((bool,), False),
+}
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def split_rows_alone(split: Any) -> bool:
+    """Whether a ``dataframe_split`` document's table is plain rows that could be read with
+    another's of the same columns: ``columns`` (distinct names) and ``data`` (a list of rows
+    as lists) and nothing else, and no row without a value (it is refused on its own)."""
+    if not isinstance(split, dict) or split.keys() != {"columns", "data"}:
+        return False
+    columns, rows = split["columns"], split["data"]
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        return False
+    if len(set(columns)) != len(columns) or not isinstance(rows, list) or not rows:
+        return False
+    return all(isinstance(row, list) and not all(v is None or v != v for v in row) for row in rows)
+
+
+def values_fit(rows: list[list[Any]], kinds: list[tuple[tuple[type, ...], bool]]) -> bool:
+    """Whether every value of ``rows`` is of its column's kind (:data:`JSON_VALUES`): of
+    one of its types exactly (a boolean is not a number here), a whole number within 64 bits,
+    or a null where allowed."""
+    for row in rows:
+        for value, (types, nullable) in zip(row, kinds, strict=True):
+            if value is None:
+                fits = nullable
+            else:
+                kind = type(value)
+                fits = kind in types and (kind is not int or _INT64[0] <= value <= _INT64[1])
+            if not fits:
+                return False
+    return True
+
+
 class _Pending:
-    """One request's rows waiting for the model, and what came of them."""
+    """One request's rows waiting for the model (a table MLflow read, or a ``dataframe_split``
+    still to be read), and what came of them."""
 
     def __init__(
-        self, data: Any, params: dict[str, Any] | None, abandoned: threading.Event
+        self,
+        data: Any,
+        params: dict[str, Any] | None,
+        abandoned: threading.Event,
+        split: dict[str, Any] | None = None,
     ) -> None:
         self.data = data
         self.params = params
         self.abandoned = abandoned
+        self.split = split
+        self.turn = threading.Event()  # settled, or its thread is to lead
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
@@ -184,10 +241,28 @@ class Batcher:
         most: int,
         input_schema: Any = None,
         calls: Callable[[int], object] | None = None,
+        read: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
         self.model = model
         self.most = max(1, most)
         self.calls = calls  # told how many requests each call of the model predicts
+        # How a ``dataframe_split`` is read (MLflow's reading, cast to the signature); given,
+        # and when the signature names every column with a type read row by row, requests'
+        # rows are read together too (see predict_rows).
+        specs = signature.columns(input_schema)
+        self.read = (
+            read
+            if read is not None
+            and specs
+            and input_schema.has_input_names()
+            and all(signature.type_name(spec, "") in JSON_VALUES for spec in specs)
+            else None
+        )
+        self._kinds = (
+            {str(spec.name): JSON_VALUES[signature.type_name(spec, "")] for spec in specs}
+            if self.read is not None
+            else {}
+        )
         # Columns whose object values MLflow passes through as they are (None: no signature).
         self._text: set[str] | None = None
         if input_schema is not None:
@@ -196,9 +271,11 @@ class Batcher:
                 for column in signature.columns(input_schema)
                 if signature.type_name(column, "") in ("string", "binary")
             }
-        self._turn = threading.Condition()  # guards _waiting, _busy and _coming
+        # Guards _waiting, _busy and _coming; the one thread making the model's calls (the
+        # leader) waits on it for requests on their way. The others wait on their own events.
+        self._turn = threading.Condition()
         self._waiting: list[_Pending] = []
-        self._busy = False
+        self._busy = False  # a thread is the leader
         self._coming = 0  # requests being read on their way here (see coming())
 
     # How long a call of the model waits for requests still being read (parsed by MLflow's
@@ -222,7 +299,7 @@ class Batcher:
             with self._turn:
                 if not arrived.is_set():
                     self._coming -= 1
-                    self._turn.notify_all()
+                    self._turn.notify()
 
     @property
     def waiting(self) -> int:
@@ -239,40 +316,80 @@ class Batcher:
     ) -> Any:
         """The model's prediction of ``data``, made on this thread or by another waiting one
         (``arrived``: what :meth:`coming` yielded for this request, if it was counted)."""
-        pending = _Pending(data, params, abandoned)
+        return self._wait(_Pending(data, params, abandoned), arrived)
+
+    def predict_rows(
+        self, split: dict[str, Any], abandoned: threading.Event, arrived: threading.Event | None
+    ) -> tuple[Any, Any] | None:
+        """A ``dataframe_split`` request's table as MLflow reads it and the model's prediction
+        of it, both read and made together with the rows of the requests waiting with it (of
+        the same columns): reading a request costs as much as the model's call on its rows,
+        nearly all of it fixed, and each value is cast on its own. None when its rows must be
+        read and predicted alone, by MLflow's function as without batching: the batcher does
+        not read rows (:attr:`read`), the table is not plain rows (:func:`split_rows_alone`)
+        of the signature's columns (another column's type is pandas' guess from its values)
+        holding values of their kinds (:func:`values_fit`), or reading or predicting them together failed (each then gets its own answer)."""
+        if (
+            self.read is None
+            or not split_rows_alone(split)
+            or not self._kinds.keys() >= set(split["columns"])
+            or not values_fit(split["data"], [self._kinds[c] for c in split["columns"]])
+        ):
+            return None
+        result: tuple[Any, Any] | None = self._wait(_Pending(None, None, abandoned, split), arrived)
+        return result
+
+    def _wait(self, pending: _Pending, arrived: threading.Event | None) -> Any:
+        """Waits for ``pending`` to be settled. One thread at a time is the leader: the first
+        to find the model free, then the oldest waiting request's, handed the turn by the one
+        before. The leader makes one call for everyone waiting (its own request first) and
+        wakes each of them; the others sleep on their own event, so that a call wakes only
+        the threads whose requests it settled and the next leader."""
         with self._turn:
             self._waiting.append(pending)
             if arrived is not None and not arrived.is_set():
                 arrived.set()
                 self._coming -= 1
-            self._turn.notify_all()
-        while not pending.done:
-            with self._turn:
-                while self._busy and not pending.done:
-                    self._turn.wait()
-                if pending.done:
-                    break
-                # Requests being read will be here in a moment: wait for them a little, so
-                # that one call predicts them too (the call's cost is nearly all fixed).
-                deadline = time.monotonic() + self.gather_seconds
-                while self._coming and len(self._waiting) < self.most:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._turn.wait(left)
-                if self._busy or pending.done:
-                    continue
-                self._busy = True
-                batch, self._waiting = self._waiting[: self.most], self._waiting[self.most :]
-            try:
-                self._predict_batch(batch)
-            finally:
-                with self._turn:
-                    self._busy = False
-                    self._turn.notify_all()
+            leading = not self._busy
+            self._busy = True
+            if not leading:
+                self._turn.notify()  # the leader may be waiting for this one
+        if not leading:
+            pending.turn.wait()  # settled, or handed the turn
+        if not pending.done:
+            self._lead()
         if pending.error is not None:
             raise pending.error
         return pending.result
+
+    def _lead(self) -> None:
+        """One call of the model for the requests waiting (this thread's own first), then the
+        turn handed to the oldest request still waiting, or the model left free."""
+        with self._turn:
+            # Requests being read will be here in a moment: wait for them a little, so that
+            # one call predicts them too (the call's cost is nearly all fixed).
+            deadline = time.monotonic() + self.gather_seconds
+            while self._coming and len(self._waiting) < self.most:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._turn.wait(left)
+            batch, self._waiting = self._waiting[: self.most], self._waiting[self.most :]
+        try:
+            self._predict_batch(batch)
+        except BaseException as exc:
+            for pending in batch:
+                if not pending.done:
+                    pending.settle(error=exc)
+            raise
+        finally:
+            with self._turn:
+                following = self._waiting[0] if self._waiting else None
+                self._busy = following is not None
+            for pending in batch:
+                pending.turn.set()
+            if following is not None:
+                following.turn.set()
 
     def _predict_batch(self, batch: list[_Pending]) -> None:
         for pending in batch:
@@ -297,6 +414,8 @@ class Batcher:
     def _key(self, pending: _Pending) -> Any:
         import pandas as pd
 
+        if pending.split is not None:
+            return "rows", tuple(pending.split["columns"])
         data = pending.data
         if (
             pending.params
@@ -313,6 +432,9 @@ class Batcher:
         return columns, types
 
     def _predict(self, group: list[_Pending]) -> None:
+        if group[0].split is not None:
+            self._read_and_predict(group)
+            return
         if len(group) > 1:
             parts = self._together(group)
             if parts is not None:
@@ -337,6 +459,34 @@ class Batcher:
             return None
         return split_rows(result, [len(p.data) for p in group])
 
+    def _read_and_predict(self, group: list[_Pending]) -> None:
+        """Reads the rows of ``group`` (requests' splits of the same columns) as one table
+        and predicts it in one call; each request is settled with its rows and their
+        prediction, or with None (read and predict it alone) when anything failed."""
+        assert self.read is not None
+        sizes = [len(p.split["data"]) for p in group if p.split is not None]
+        together = {
+            "columns": group[0].split["columns"] if group[0].split is not None else [],
+            "data": [row for p in group if p.split is not None for row in p.split["data"]],
+        }
+        try:
+            frame = self.read(together)
+            # A row can read as no values at all ("NaN" in a number's column): refused alone.
+            if rows_without_values(frame):
+                raise ValueError("a row without values")
+            self._called(len(group))
+            prediction = self.model.predict(frame, params=None)
+        except Exception:
+            prediction = None
+        parts = None if prediction is None else split_rows(prediction, sizes)
+        if parts is None:
+            for pending in group:
+                pending.settle(None)
+            return
+        tables = split_rows(frame, sizes) or []
+        for pending, table, part in zip(group, tables, parts, strict=True):
+            pending.settle((table, part))
+
 
 def split_rows(result: Any, sizes: list[int]) -> list[Any] | None:
     """``result``, a prediction of ``sum(sizes)`` rows, as one part per size, each as the
@@ -350,7 +500,10 @@ def split_rows(result: Any, sizes: list[int]) -> list[Any] | None:
     if isinstance(result, pd.DataFrame | pd.Series):
         if not result.index.equals(pd.RangeIndex(total)):
             return None
-        return [result.iloc[start:end].reset_index(drop=True) for start, end in bounds]
+        parts = [result.iloc[start:end] for start, end in bounds]
+        for part in parts:  # numbered from 0, as alone; the rows' values are not copied
+            part.index = pd.RangeIndex(len(part))
+        return parts
     if isinstance(result, np.ndarray):
         if result.ndim == 0 or result.shape[0] != total:
             return None

@@ -31,12 +31,14 @@ from mlops_assets.ml.serving import SERVER_PACKAGE, v2_payload
 from mlops_assets.model_server import app as server_app
 from mlops_assets.model_server.batching import (
     BATCHING_LINE,
+    JSON_VALUES,
     Batcher,
     announced_batches,
     answers_rows_alone,
     batch_for_model,
     not_row_wise,
     split_rows,
+    values_fit,
 )
 from mlops_assets.model_server.limits import (
     IGNORED_COLUMNS_HEADER,
@@ -1069,7 +1071,7 @@ class _Counting:
 
 def _answers_while_busy(app: Any, model: _Counting, bodies: list[bytes]) -> list[tuple[int, str]]:
     """The first body is posted and held at the model; the others are posted and wait for
-    it; then it is released. Each request's status and body, in order."""
+    it (or are answered without it); then it is released. Each request's status and body, in order."""
     assert model.release is not None
 
     async def run() -> list[tuple[int, str]]:
@@ -1080,7 +1082,7 @@ def _answers_while_busy(app: Any, model: _Counting, bodies: list[bytes]) -> list
             asyncio.create_task(_asgi_post(app, body, f"r{i}"))
             for i, body in enumerate(bodies[1:], 1)
         ]
-        while app.batcher.waiting < len(rest) and not all(task.done() for task in rest):
+        while app.batcher.waiting + sum(task.done() for task in rest) < len(rest):
             await asyncio.sleep(0.005)
         model.release.set()
         return list(await asyncio.gather(first, *rest))
@@ -1114,6 +1116,95 @@ def test_requests_that_wait_for_the_model_are_predicted_together_and_answered_as
     # Each answer is, byte for byte, what predicting it alone answers.
     assert answers == _alone(diabetes_forest, bodies)
     assert [len(json.loads(body)["predictions"]) for _, body in answers] == [1, 1, 1, 3, 1, 1, 1]
+
+
+class _Journal:
+    """Stands in for the traffic log: keeps each exchange the app records."""
+
+    def __init__(self) -> None:
+        self.exchanges: dict[str, Exchange] = {}
+
+    def record(self, exchange: Exchange) -> None:
+        self.exchanges[exchange.request_id] = exchange
+
+
+def _as_written(frame: pd.DataFrame, **values: Any) -> list[Any]:
+    """The first row of ``frame`` as a client may write it in JSON: some values replaced."""
+    row = {column: float(value) for column, value in frame.iloc[0].items()}
+    return list({**row, **values}.values())
+
+
+def _split(columns: list[str], *rows: list[Any]) -> bytes:
+    return json.dumps({"dataframe_split": {"columns": columns, "data": list(rows)}}).encode()
+
+
+@pytest.mark.parametrize("bad", [False, True], ids=["as-written", "with-bad-ones"])
+def test_requests_read_together_are_answered_and_logged_as_alone(
+    diabetes_forest: Path, bad: bool
+) -> None:
+    """Requests' rows that wait for the model are read as one table (MLflow's reading, cast to
+    the signature) and predicted in one call, where the values each wrote are of its columns'
+    kinds (numbers here); the others are read alone by MLflow's function, as before. Whatever
+    JSON each wrote its values as, each is answered, and its rows logged, as when it is read
+    and predicted alone. Requests that fail read together (a column missing) are read and
+    answered alone, each with its own error."""
+    rows = features().head(8)
+    columns = list(rows.columns)
+    bodies = [
+        payload(rows.iloc[[0]]),  # held at the model while the others wait
+        payload(rows.iloc[[1]]),
+        _split(columns, [str(v) for v in _as_written(rows.iloc[[2]])]),  # numbers as text
+        _split(columns, _as_written(rows.iloc[[3]], age=0, sex=1)),  # whole numbers
+        _split(columns, [None] * len(columns)),  # no values: refused alone
+        payload(rows.iloc[4:7]),  # three rows
+        _split(columns, _as_written(rows.iloc[[7]], bmi=None, sex=True)),  # null, boolean
+    ]
+    if bad:
+        short = rows.drop(columns="s6")
+        bodies += [
+            _split(columns, _as_written(rows.iloc[[1]], bp="high")),
+            _split(columns, ["NaN"] * len(columns)),  # reads as a row of no values
+            payload(short.iloc[[2]]),  # without a column the model needs: these two
+            payload(short.iloc[[3]]),  # are read together, fail, and are read alone
+        ]
+    model = _Counting(diabetes_forest, threading.Event())
+    app = server_app.ModelApp(model, None, 30, batch=16)
+    app.traffic = journal = _Journal()  # type: ignore[assignment]
+
+    answers = _answers_while_busy(app, model, bodies)
+
+    alone_app = server_app.ModelApp(_Counting(diabetes_forest), None, 30)
+    alone_app.traffic = alone_journal = _Journal()  # type: ignore[assignment]
+
+    async def each_alone() -> list[tuple[int, str]]:
+        return [await _asgi_post(alone_app, body, f"r{i}") for i, body in enumerate(bodies)]
+
+    alone = asyncio.run(each_alone())
+    assert [status for status, _ in answers] == [status for status, _ in alone]
+    assert [status for status, _ in alone] == [200, 200, 200, 200, 400, 200, 200] + (
+        [400] * 4 if bad else []
+    )
+    for (status, body), (_, body_alone) in zip(answers, alone, strict=True):
+        if status == 200:
+            assert body == body_alone
+        else:  # the same error (a stack trace would differ by its thread's frames)
+            error, error_alone = json.loads(body), json.loads(body_alone)
+            assert error.get("error_code") == error_alone.get("error_code")
+            assert error["message"] == error_alone["message"]
+    for request_id, exchange in alone_journal.exchanges.items():
+        logged = journal.exchanges[request_id]
+        if exchange.inputs is None:
+            assert logged.inputs is None
+        else:
+            pd.testing.assert_frame_equal(logged.inputs, exchange.inputs)
+    # After the first: one call for the five rows read together (rows 1, 3 and the three),
+    # one for the two tables MLflow read (numbers as text; a null and a boolean), the same
+    # columns and types. Of the bad ones, only the two without a column reach the model:
+    # together, then alone (where they may meet again as tables).
+    assert model.calls[0] == 1
+    assert model.calls.count(5) == 1
+    if not bad:
+        assert sorted(model.calls[1:]) == [2, 5]
 
 
 def test_requests_that_differ_are_predicted_apart_and_a_bad_one_gets_its_own_error(
@@ -1182,6 +1273,32 @@ def test_a_request_answered_504_before_its_turn_is_not_predicted(diabetes_forest
     model.release.set()
     app.scoring.shutdown(wait=True)
     assert model.calls == [1]  # the one under way finished; those that waited never started
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "fits"),
+    [
+        ("double", 1.5, True),
+        ("double", 3, True),  # a whole number reads as the same number either way
+        ("double", None, True),  # NaN either way
+        ("double", True, False),  # a boolean in a number's column: pandas' guess
+        ("double", "1.5", False),
+        ("double", 2**63, False),  # beyond 64 bits: pandas reads it as object or uint64
+        ("long", 3, True),
+        ("long", 3.0, False),
+        ("long", None, False),  # fails alone; beside a float it would read as NaN
+        ("string", "yes", True),
+        ("string", None, True),
+        ("string", 1, False),
+        ("boolean", True, True),
+        ("boolean", None, False),  # alone: False; beside a number: NaN, which casts to True
+        ("boolean", 1, False),
+    ],
+)
+def test_rows_are_read_together_only_where_pandas_cannot_guess_another_value(
+    kind: str, value: Any, fits: bool
+) -> None:
+    assert values_fit([[value]], [JSON_VALUES[kind]]) is fits
 
 
 def test_a_prediction_is_split_back_into_each_request_s_rows() -> None:
