@@ -1,7 +1,8 @@
 """The app of one worker: FastAPI routes around MLflow's scoring function, the traffic log and
 the metrics.
 
-Answers are MLflow's own (``mlflow.pyfunc.scoring_server.invocations``), byte for byte; with
+Answers are MLflow's own (``mlflow.pyfunc.scoring_server.invocations``), byte for byte (where
+requests' rows are read together, by the same function's reading and writing); with
 ``MLOPS_SERVING_PROTOCOL=v2`` the same function answers the Open Inference Protocol's
 ``infer`` (:mod:`.v2`). ``/docs`` is Swagger UI, served by the app itself (no CDN), over
 ``/openapi.json``, which describes the model's own columns and answer (:mod:`.openapi`);
@@ -143,7 +144,9 @@ class ModelApp:
 
     With ``batch`` above 1 (:func:`batch_for_model`), up to that many requests are scored at once
     by MLflow's function, each on a thread of its own, and a :class:`Batcher` makes their
-    predictions one call at a time, together where it can.
+    predictions one call at a time, together where it can; a plain ``dataframe_split``
+    request's rows are read there too, with the others' (:meth:`Batcher.predict_rows`), and
+    answered by MLflow's writing of its own rows' prediction.
     """
 
     def __init__(
