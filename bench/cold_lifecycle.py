@@ -72,19 +72,24 @@ def tree_rss_mb(root: int) -> float:
     return sum(rss.get(pid, 0) for pid in members) * page / 2**20
 
 
-def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
-    start = time.monotonic()
-    process = subprocess.Popen(
-        command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    peak = 0.0
-    while process.poll() is None:
-        peak = max(peak, tree_rss_mb(process.pid))
-        time.sleep(0.05)
-    seconds = time.monotonic() - start
-    if process.returncode != 0:
-        error = process.stderr.read() if process.stderr else ""
-        raise SystemExit(f"{command[0]} failed ({process.returncode}):\n{error[-3000:]}")
+def timed(command: list[str], env: dict[str, str], cwd: Path = ROOT) -> tuple[float, float]:
+    """Seconds ``command`` took as a whole process, and the peak RSS of its process tree. Its
+    output goes to a file (a pipe left unread would stop a process that says much), whose end
+    is shown if it fails."""
+    with tempfile.TemporaryFile() as output:
+        start = time.monotonic()
+        process = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT
+        )
+        peak = 0.0
+        while process.poll() is None:
+            peak = max(peak, tree_rss_mb(process.pid))
+            time.sleep(0.05)
+        seconds = time.monotonic() - start
+        if process.returncode != 0:
+            output.seek(0)
+            said = output.read().decode(errors="replace")
+            raise SystemExit(f"{command[0]} failed ({process.returncode}):\n{said[-3000:]}")
     return seconds, peak
 
 

@@ -60,8 +60,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -74,8 +72,11 @@ import pandas as pd
 from mlops_assets.ml.serving import parse_v2_answers, v2_payload
 from mlops_assets.stack.process import LOOPBACK, ServerProcess, free_port
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from venvs import installed, read_pins, run_logged, venv_from_pins
+
 ROOT = Path(__file__).resolve().parents[1]
-VENVS = ROOT / ".mlops" / "bench-venvs"
 PEERS = ("mlserver", "kserve")
 PINS = {peer: Path(__file__).with_name(f"serving_peers_{peer}.txt") for peer in PEERS}
 # What each peer loads the model with, pinned at the versions the model was saved with; None:
@@ -90,24 +91,6 @@ SKLEARNSERVER = Path("python") / "sklearnserver"  # in a kserve checkout
 
 class PeerUnavailable(Exception):
     """A peer that cannot run here; the bench leaves it out and prints this."""
-
-
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def read_pins(path: Path) -> dict[str, str]:
-    """``name==version`` lines (comments and blank lines aside), by canonical name."""
-    pins = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        name, sep, version = line.partition("==")
-        if not sep or not version.strip():
-            raise SystemExit(f"{path}: not a name==version line: {line!r}")
-        pins[_canonical(name.strip())] = version.strip()
-    return pins
 
 
 def model_requirements(model_dir: Path) -> dict[str, str]:
@@ -131,56 +114,11 @@ def check_model_pins(peer: str, pins: dict[str, str], model: dict[str, str]) -> 
         )
 
 
-def installed(python: Path) -> dict[str, str]:
-    """The distributions installed for ``python``, by canonical name."""
-    listing = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import importlib.metadata as m, json; print(json.dumps("
-            "{d.metadata['Name']: d.version for d in m.distributions()}))",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return {_canonical(name): version for name, version in json.loads(listing).items()}
-
-
-def _run(command: list[str], log: Path, what: str) -> None:
-    with log.open("ab") as out:
-        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
-    if done.returncode:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-        raise SystemExit(f"{what} failed (exit {done.returncode}); {log} ends:\n{tail}")
-
-
 def peer_venv(peer: str, model: dict[str, str]) -> Path:
-    """``peer``'s venv under .mlops/bench-venvs, made from its pins unless one with exactly the
-    pinned versions is there already. Returns its python."""
-    pins = read_pins(PINS[peer])
-    check_model_pins(peer, pins, model)
-    venv = VENVS / peer
-    python = venv / "bin" / "python"
-    if python.exists():
-        have = installed(python)
-        if all(have.get(name) == version for name, version in pins.items()):
-            return python
-    maker = shutil.which("python3.11")
-    if maker is None:
-        raise SystemExit("python3.11 is not on PATH: the peers' venvs are made with it")
-    print(f"bench: making {venv} from {PINS[peer].name} (a minute or two)", file=sys.stderr)
-    shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run([maker, "-m", "venv", str(venv)], check=True)
-    _run(
-        [str(python), "-m", "pip", "install", "-q", "-r", str(PINS[peer])],
-        venv / "pip-install.log",
-        f"installing {PINS[peer].name} into {venv}",
-    )
-    missing = {n: v for n, v in pins.items() if installed(python).get(n) != v}
-    if missing:
-        raise SystemExit(f"{venv}: pip installed other versions than pinned: {missing}")
-    return python
+    """``peer``'s venv under .mlops/bench-venvs, made from its pins (the model's own versions
+    of what loads it). Returns its python."""
+    check_model_pins(peer, read_pins(PINS[peer]), model)
+    return venv_from_pins(peer, PINS[peer])
 
 
 def kserve_source(given: str | None) -> Path | None:
@@ -209,7 +147,7 @@ def sklearnserver(python: Path, source: Path | None) -> str:
         )
     version = str(tomllib.loads((package / "pyproject.toml").read_text())["project"]["version"])
     if have != version:
-        _run(
+        run_logged(
             [str(python), "-m", "pip", "install", "-q", "--no-deps", str(package)],
             python.parents[1] / "pip-install.log",
             f"installing {package} into {python.parents[1]}",
