@@ -338,9 +338,10 @@ class Batcher:
         the same columns): reading a request costs as much as the model's call on its rows,
         nearly all of it fixed, and each value is cast on its own. None when its rows must be
         read and predicted alone, by MLflow's function as without batching: the batcher does
-        not read rows (:attr:`read`), the table is not plain rows (:func:`split_rows_alone`)
+        not read rows (:attr:`read`); the table is not plain rows (:func:`split_rows_alone`)
         of the signature's columns (another column's type is pandas' guess from its values)
-        holding values of their kinds (:func:`values_fit`), or reading or predicting them together failed (each then gets its own answer)."""
+        holding values of their kinds (:func:`values_fit`); or reading or predicting them
+        together failed (each then gets its own answer)."""
         if (
             self.read is None
             or not split_rows_alone(split)
@@ -476,21 +477,22 @@ class Batcher:
         and predicts it in one call; each request is settled with its rows and their
         prediction, or with None (read and predict it alone) when anything failed."""
         assert self.read is not None
-        sizes = [len(p.split["data"]) for p in group if p.split is not None]
+        splits = [p.split for p in group if p.split is not None]
+        sizes = [len(split["data"]) for split in splits]
         together = {
-            "columns": group[0].split["columns"] if group[0].split is not None else [],
-            "data": [row for p in group if p.split is not None for row in p.split["data"]],
+            "columns": splits[0]["columns"],
+            "data": [row for split in splits for row in split["data"]],
         }
         try:
             frame = self.read(together)
-            # A row can read as no values at all ("NaN" in a number's column): refused alone.
+            # split_rows_alone keeps rows of nulls apart (refused alone); should a row still
+            # read as no values at all, it is refused alone too.
             if rows_without_values(frame):
                 raise ValueError("a row without values")
             self._called(len(group))
-            prediction = self.model.predict(frame, params=None)
+            parts = split_rows(self.model.predict(frame, params=None), sizes)
         except Exception:
-            prediction = None
-        parts = None if prediction is None else split_rows(prediction, sizes)
+            parts = None
         if parts is None:
             for pending in group:
                 pending.settle(None)

@@ -1301,6 +1301,23 @@ def test_rows_are_read_together_only_where_pandas_cannot_guess_another_value(
     assert values_fit([[value]], [JSON_VALUES[kind]]) is fits
 
 
+@pytest.mark.parametrize(
+    ("content_type", "read_here"),
+    [
+        ("application/json", True),
+        ("application/json; charset=UTF-8", True),
+        ("application/json;charset=utf-8", True),
+        ("application/json; charset=latin-1", False),  # MLflow's function answers 415
+        ("application/json; format=pandas-split", False),  # and to an unknown parameter
+        ("text/csv", False),
+    ],
+)
+def test_only_json_that_mlflow_would_read_is_read_together(
+    content_type: str, read_here: bool
+) -> None:
+    assert server_app._utf8_json(content_type) is read_here
+
+
 def test_a_prediction_is_split_back_into_each_request_s_rows() -> None:
     import numpy as np
 
