@@ -72,11 +72,13 @@ def tree_rss_mb(root: int) -> float:
     return sum(rss.get(pid, 0) for pid in members) * page / 2**20
 
 
-def timed(command: list[str], env: dict[str, str], cwd: Path = ROOT) -> tuple[float, float]:
+def timed(
+    command: list[str], env: dict[str, str], cwd: Path = ROOT, log: Path | None = None
+) -> tuple[float, float]:
     """Seconds ``command`` took as a whole process, and the peak RSS of its process tree. Its
-    output goes to a file (a pipe left unread would stop a process that says much), whose end
-    is shown if it fails."""
-    with tempfile.TemporaryFile() as output:
+    output goes to ``log``, or to a temporary file (a pipe left unread would stop a process
+    that says much), whose end is shown if it fails."""
+    with open(log, "w+b") if log else tempfile.TemporaryFile() as output:
         start = time.monotonic()
         process = subprocess.Popen(
             command, env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT
