@@ -140,20 +140,24 @@ def batch_for_model(model: Any, setting: int | None, example: Any = None) -> tup
 # The JSON values a column of each MLflow type may hold for its requests' rows to be read
 # together (:meth:`Batcher.predict_rows`): pandas' reading of a table guesses each column's
 # type from all its values before MLflow casts it to the signature's, so rows are read with
-# others only where that guess cannot change a value: numbers (whole numbers within 64 bits)
-# for a number's column, whole numbers for a whole number's, text for text, true or false for
-# a boolean (null reads as false alone, but as NaN, which is true, beside a number), and null
-# only where it reads as a missing value either way. Not among the types: datetime (pandas
-# guesses the format from the first value), binary (base64), arrays, objects, maps, ``any``.
-JSON_VALUES: dict[str, tuple[tuple[type, ...], bool]] = {  # (value types, null allowed)
-    "double": ((int, float), True),
-    "float": ((int, float), True),
-    "long": ((int,), False),
-    "integer": ((int,), False),
-    "string": ((str,), True),
-    "boolean": ((bool,), False),
-}
+# others only where that guess cannot change a value: numbers for a number's column (whole
+# numbers within 64 bits; for a float32 column within 2**53, which float64 holds exactly: a
+# larger one is rounded once alone, twice beside a float), whole numbers for a whole number's,
+# text for text (a number beside a null reads as a float: 5.0, where alone it is 5), true or
+# false for a boolean (a null beside a number reads as NaN, which casts to true, where alone
+# it is false), and null where it reads the same either way. Not among the types: datetime
+# (pandas guesses the format from the first value), binary (base64), arrays, objects, maps,
+# ``any``.
 _INT64 = (-(2**63), 2**63 - 1)
+JSON_VALUES: dict[str, tuple[tuple[type, ...], bool, tuple[int, int]]] = {
+    # MLflow type: (value types, null allowed, whole numbers' range)
+    "double": ((int, float), True, _INT64),
+    "float": ((int, float), True, (-(2**53), 2**53)),
+    "long": ((int,), False, _INT64),
+    "integer": ((int,), False, _INT64),
+    "string": ((str,), True, (0, 0)),
+    "boolean": ((bool,), True, (0, 0)),
+}
 
 
 def split_rows_alone(split: Any) -> bool:
@@ -170,17 +174,19 @@ def split_rows_alone(split: Any) -> bool:
     return all(isinstance(row, list) and not all(v is None or v != v for v in row) for row in rows)
 
 
-def values_fit(rows: list[list[Any]], kinds: list[tuple[tuple[type, ...], bool]]) -> bool:
+def values_fit(
+    rows: list[list[Any]], kinds: list[tuple[tuple[type, ...], bool, tuple[int, int]]]
+) -> bool:
     """Whether every value of ``rows`` is of its column's kind (:data:`JSON_VALUES`): of
-    one of its types exactly (a boolean is not a number here), a whole number within 64 bits,
-    or a null where allowed."""
+    one of its types exactly (a boolean is not a number here), a whole number within its
+    bound, or a null where allowed."""
     for row in rows:
-        for value, (types, nullable) in zip(row, kinds, strict=True):
+        for value, (types, nullable, (least, most)) in zip(row, kinds, strict=True):
             if value is None:
                 fits = nullable
             else:
                 kind = type(value)
-                fits = kind in types and (kind is not int or _INT64[0] <= value <= _INT64[1])
+                fits = kind in types and (kind is not int or least <= value <= most)
             if not fits:
                 return False
     return True
@@ -409,6 +415,8 @@ class Batcher:
             if pending.abandoned.is_set():
                 pending.settle(error=TimeoutError("answered 504 before its turn"))
         live = [p for p in batch if not p.done]
+        if not live:  # every one was answered 504 while it waited
+            return
         for group in self._groups(live) if len(live) > 1 else [live]:
             self._predict(group)
 
