@@ -182,7 +182,8 @@ def main() -> None:
     for rows in args.rows:
         with tempfile.TemporaryDirectory(prefix="mlops-peers-") as tmp:
             labelled, batch = write_data(Path(tmp), rows)
-            batch_rows = sum(1 for _ in batch.open()) - 1
+            with batch.open() as lines:
+                batch_rows = sum(1 for _ in lines) - 1
             results: dict[str, list[tuple[float, float]]] = {}
             setups: dict[str, list[float]] = {}
             for run in range(1, args.runs + 1):

@@ -137,8 +137,12 @@ def worker_batches(container: Any) -> list[int]:
 
 def limited(builder: ImageBuilderResource, cpus: str, store: Path | None) -> ImageBuilderResource:
     """``builder``'s containers under ``--cpus cpus``, with ``store`` mounted as the traffic
-    log's store."""
-    mount = f" --volume {store}:{TRAFFIC_STORE_IN_IMAGE}" if store else ""
+    log's store (made here, owned by the image's server user, who writes the log)."""
+    mount = ""
+    if store is not None:
+        store.mkdir(exist_ok=True)
+        os.chown(store, SERVING_UID, SERVING_UID)
+        mount = f" --volume {store}:{TRAFFIC_STORE_IN_IMAGE}"
     return ImageBuilderResource(
         container_run_args=f"{builder.container_run_args} --cpus {cpus}{mount}"
     )
@@ -329,9 +333,6 @@ def main() -> None:
         "image, alone": logs / "store-alone",
         "image, v2": logs / "store-v2",
     }
-    for folder in stores.values():
-        folder.mkdir()
-        os.chown(folder, SERVING_UID, SERVING_UID)  # the image's server user writes the log
 
     def v2_endpoint(url: str) -> str:
         return f"{url}/v2/models/{model_name}/infer"

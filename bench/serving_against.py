@@ -30,7 +30,6 @@ from mlops_assets.ml.estimator import model_input
 from mlops_assets.ml.sample_data import generate_house_prices
 from mlops_assets.ml.serving import (
     SERVING_PORT,
-    SERVING_UID,
     compare_answers,
     invocation_payload,
     parse_answers,
@@ -67,10 +66,7 @@ def main() -> None:
     containers = {}
     try:
         for name, image in images.items():
-            store = logs / f"store-{name}"
-            store.mkdir()
-            os.chown(store, SERVING_UID, SERVING_UID)
-            containers[name] = limited(builder, args.cpus, store).run(
+            containers[name] = limited(builder, args.cpus, logs / f"store-{name}").run(
                 runtime, image, SERVING_PORT, env={}
             )
         for container in containers.values():

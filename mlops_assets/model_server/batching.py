@@ -285,9 +285,9 @@ class Batcher:
         self._text: set[str] | None = None
         if input_schema is not None:
             self._text = {
-                str(column.name)
-                for column in signature.columns(input_schema)
-                if signature.type_name(column, "") in ("string", "binary")
+                str(spec.name)
+                for spec in specs
+                if signature.type_name(spec, "") in ("string", "binary")
             }
         # Guards _waiting, _busy and _coming; the one thread making the model's calls (the
         # leader) waits on it for requests on their way. The others wait on their own events.
