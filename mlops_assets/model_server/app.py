@@ -52,7 +52,7 @@ from .limits import (
     too_large,
 )
 from .logs import Throttle, log, named, rows_named
-from .metrics import CONTENT_TYPE, Metrics, RequestMetrics
+from .metrics import CONTENT_TYPE, Counted, Metrics, RequestMetrics
 from .record import ERROR_BODY_LIMIT, Exchange, error_message
 from .settings import (
     MAX_BODY_BYTES,
@@ -221,10 +221,12 @@ class ModelApp:
         if route is None or scope["method"] != "POST":
             await self._asgi(scope, receive, send)
             return
-        started = time.perf_counter()
-        response = await self._invocations(Request(scope, receive), v2=self.protocol == "v2")
-        await response(scope, receive, send)
-        self.metrics.observe(route, "POST", response.status_code, time.perf_counter() - started)
+        answer = Counted(self.metrics, "POST", lambda: route, send)
+        try:
+            response = await self._invocations(Request(scope, receive), v2=self.protocol == "v2")
+            await response(scope, receive, answer.send)
+        finally:
+            answer.end()
 
     # --- routes ---------------------------------------------------------------------------
 

@@ -138,29 +138,65 @@ class TrafficCollector:
             yield metric
 
 
+class Counted:
+    """One request's ``send``, counted and timed as its answer's last part goes out, before the
+    client can have it: a client that has its answer finds it counted at ``/metrics``, from any
+    worker. A request that ends without a whole answer is counted when it ends (:meth:`end`),
+    as a 500 if it never started one."""
+
+    def __init__(self, metrics: Metrics, method: str, route: Callable[[], str], send: Send) -> None:
+        self.metrics = metrics
+        self.method = method
+        self.route = route
+        self._send = send
+        self.started = time.perf_counter()
+        self.status = 500
+        self.counted = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.end()
+        await self._send(message)
+
+    def end(self) -> None:
+        if not self.counted:
+            self.counted = True
+            elapsed = time.perf_counter() - self.started
+            self.metrics.observe(self.route(), self.method, self.status, elapsed)
+
+
 class RequestMetrics:
-    """ASGI middleware: each request counted and timed once its answer is sent, under the
-    template of the route that took it (set by the router in the scope)."""
+    """ASGI middleware: each request counted and timed as its answer is sent (:class:`Counted`),
+    under the template of the app's route that takes its path (:meth:`route`)."""
 
     def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
 
+    def route(self, scope: dict[str, Any]) -> str:
+        """The path template of the first of the app's routes that takes ``scope``'s method and
+        path, else of one that takes its path (answered 405), else ``unmatched``. Matched here,
+        as Starlette's router does: FastAPI puts the route in the scope for its own routes only,
+        not for those such as ``/openapi.json`` and ``/docs``."""
+        from starlette.routing import Match
+
+        partial = None
+        for route in getattr(self.app, "routes", ()):
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return str(route.path)
+            if match is Match.PARTIAL and partial is None:
+                partial = str(route.path)
+        return partial or UNMATCHED
+
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        status = 500
-
-        async def sent(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        answer = Counted(self.metrics, scope["method"], lambda: self.route(scope), send)
         try:
-            await self.app(scope, receive, sent)
+            await self.app(scope, receive, answer.send)
         finally:
-            route = getattr(scope.get("route"), "path", None) or UNMATCHED
-            self.metrics.observe(route, scope["method"], status, time.perf_counter() - started)
+            answer.end()

@@ -190,3 +190,70 @@ def test_metrics_under_load_add_up_to_the_requests_sent(serve: Any, tmp_path: Pa
         == 1
     )
     served.terminate()
+
+
+@pytest.mark.parametrize(
+    ("protocol", "method", "path", "route", "status"),
+    [
+        ("mlflow", "POST", "/invocations", "/invocations", "200"),
+        ("v2", "POST", f"/v2/models/{MODEL_NAME}/infer", "/v2/models/{name}/infer", "200"),
+        ("v2", "POST", "/v2/models/another/infer", "/v2/models/{name}/infer", "404"),
+        ("mlflow", "GET", "/openapi.json", "/openapi.json", "200"),
+        ("mlflow", "GET", "/docs", "/docs", "200"),
+        ("mlflow", "GET", "/invocations", "/invocations", "405"),
+        ("mlflow", "POST", "/v2/models/x/infer", "unmatched", "404"),
+    ],
+)
+def test_a_request_is_counted_before_its_client_has_the_answer(
+    diabetes_model: Path, protocol: str, method: str, path: str, route: str, status: str
+) -> None:
+    """A client that has its answer and then scrapes /metrics, maybe from another worker,
+    finds the request counted: each route counts it before the answer's last part is sent.
+    (Counted after it, a scrape on a second connection raced the count: the served-image test
+    once read a V2 prediction's count as missing.)"""
+    import asyncio
+
+    import mlflow
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mlops_assets.model_server.app import ModelApp
+
+    app = ModelApp(
+        mlflow.pyfunc.load_model(str(diabetes_model)),
+        None,
+        30,
+        protocol=protocol,
+        model_name=MODEL_NAME,
+        model_version="7",
+    )
+    rows = features().head(2)
+    body = json.dumps(v2_payload(rows)).encode() if protocol == "v2" else payload(rows)
+    labels = {"model_name": MODEL_NAME, "model_version": "7", "method": method,
+              "route": route, "status": status}  # fmt: skip
+
+    def counted() -> float:
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(app.metrics.exposition().decode())
+            for sample in family.samples
+            if sample.name == "mlops_http_requests_total" and sample.labels == labels
+        )
+
+    seen: list[tuple[str, float]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            seen.append(("status", message["status"]))
+        elif not message.get("more_body", False):
+            seen.append(("counted as the answer ends", counted()))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(),
+             "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
+             "headers": [(b"content-type", b"application/json")]}  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    assert seen == [("status", int(status)), ("counted as the answer ends", 1)]
+    assert counted() == 1  # and once only
