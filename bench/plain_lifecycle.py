@@ -1,5 +1,8 @@
 """The yardstick for bench/cold_lifecycle.py: the lifecycle's computations as a plain script
-a data scientist would write, with no project code, no Dagster and no checks.
+a data scientist would write, with no project code, no Dagster and no checks. Its columns,
+Pipeline, evaluation and reading of the batch are bench/peers/house_lifecycle.py's, the
+module every peer's lifecycle calls too: the plain script and the peers train and score alike
+by construction.
 
 Read the labelled CSV and hash it, clean (normalise categories, drop duplicates and rows
 without a target), split by a hash of the features, write the splits as Parquet, fit the
@@ -18,17 +21,11 @@ import io
 import sys
 from pathlib import Path
 
-CATEGORICAL = [
-    "mainroad",
-    "guestroom",
-    "basement",
-    "hotwaterheating",
-    "airconditioning",
-    "prefarea",
-    "furnishingstatus",
-]
-NUMERIC = ["area", "bedrooms", "bathrooms", "stories", "parking"]
-TARGET = "price"
+sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
+
+from house_lifecycle import CATEGORICAL, FEATURES, NUMERIC, TARGET, evaluate, read_batch
+from house_lifecycle import train as train_pipeline
+
 TRUSTED = [
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
@@ -46,12 +43,6 @@ def main(labelled: Path, batch_path: Path, out: Path) -> None:
     import skops.io
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingRegressor
-    from sklearn.impute import SimpleImputer
-    from sklearn.metrics import mean_squared_error
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     out.mkdir(parents=True, exist_ok=True)
     raw = labelled.read_bytes()
@@ -60,65 +51,38 @@ def main(labelled: Path, batch_path: Path, out: Path) -> None:
     for column in CATEGORICAL:
         frame[column] = frame[column].astype("string").str.strip().str.lower()
     frame = frame.dropna(subset=[TARGET]).drop_duplicates().reset_index(drop=True)
-    position = pd.util.hash_pandas_object(frame[NUMERIC + CATEGORICAL], index=False) % 1_000_000
+    position = pd.util.hash_pandas_object(frame[FEATURES], index=False) % 1_000_000
     part = np.where(position < 150_000, "test", np.where(position < 300_000, "val", "train"))
     splits = {name: frame[part == name] for name in ("train", "val", "test")}
     for name, rows in splits.items():
         rows.to_parquet(out / f"{name}.parquet")
 
-    numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
-    categorical = Pipeline(
-        [
-            ("impute", SimpleImputer(strategy="most_frequent")),
-            ("encode", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-        ]
-    )
-    model = Pipeline(
-        [
-            (
-                "preprocess",
-                ColumnTransformer(
-                    [("numeric", numeric, NUMERIC), ("categorical", categorical, CATEGORICAL)]
-                ),
-            ),
-            ("regressor", HistGradientBoostingRegressor(max_iter=200, random_state=0)),
-        ]
-    )
     train = splits["train"]
-    model.fit(train[NUMERIC + CATEGORICAL], train[TARGET])
-    rmse = {
-        name: float(
-            np.sqrt(mean_squared_error(rows[TARGET], model.predict(rows[NUMERIC + CATEGORICAL])))
-        )
-        for name, rows in splits.items()
-        if name != "train"
-    }
+    model = train_pipeline(train)
+    rmse = evaluate(model, splits)
 
     skops.io.dump(model, out / "model.skops")
     served = skops.io.load(out / "model.skops", trusted=TRUSTED)
 
-    batch = pd.read_csv(batch_path)
-    for column in CATEGORICAL:
-        batch[column] = batch[column].astype("string").str.strip().str.lower().astype(object)
-    batch["prediction"] = served.predict(batch[NUMERIC + CATEGORICAL])
+    batch = read_batch(batch_path)
+    batch["prediction"] = served.predict(batch[FEATURES])
     batch.to_parquet(out / "predictions.parquet")
 
     reference = train.sample(n=min(len(train), 10_000), random_state=0)
     current = batch.sample(n=min(len(batch), 10_000), random_state=0)
     definition = DataDefinition(numerical_columns=NUMERIC, categorical_columns=CATEGORICAL)
-    columns = NUMERIC + CATEGORICAL
-    snapshot = Report([DataDriftPreset(columns=columns)]).run(
+    snapshot = Report([DataDriftPreset(columns=FEATURES)]).run(
         Dataset.from_pandas(
-            current[columns].astype(dict.fromkeys(CATEGORICAL, object)), data_definition=definition
+            current[FEATURES].astype(dict.fromkeys(CATEGORICAL, object)), data_definition=definition
         ),
         Dataset.from_pandas(
-            reference[columns].astype(dict.fromkeys(CATEGORICAL, object)),
+            reference[FEATURES].astype(dict.fromkeys(CATEGORICAL, object)),
             data_definition=definition,
         ),
     )
     snapshot.save_html(str(out / "drift.html"))
     (out / "drift.json").write_text(snapshot.json())
-    print(f"test rmse {rmse['test']:.1f}, {len(batch)} scored")
+    print(f"test rmse {rmse['test_rmse']:.1f}, {len(batch)} scored")
 
 
 if __name__ == "__main__":
