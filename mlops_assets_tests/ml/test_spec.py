@@ -114,3 +114,25 @@ def test_a_null_limit_outside_zero_to_one_is_refused():
     data["numeric"][1]["max_null_share"] = 5
     with pytest.raises(ValueError, match=r"column 'bedrooms': max_null_share 5 must be between"):
         DatasetSpec.from_dict(data)
+
+
+def test_the_benchmarks_house_price_contract_is_the_specs():
+    """bench/peers/house_lifecycle.py (what the plain script and every peer of the lifecycle
+    benchmark compute with) copies the house-price spec, as the peers' venvs do not have the
+    project: the copy must say what the spec says, or the peers check other data."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "peers" / "house_lifecycle.py"
+    module_spec = importlib.util.spec_from_file_location("house_lifecycle", path)
+    assert module_spec is not None
+    assert module_spec.loader is not None
+    bench = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(bench)
+
+    assert HOUSE_PRICES.target.name == bench.TARGET
+    assert HOUSE_PRICES.numeric_features == bench.NUMERIC
+    assert HOUSE_PRICES.categorical_features == bench.CATEGORICAL
+    assert {c.name: (c.min, c.max, c.integer) for c in HOUSE_PRICES.numeric} == bench.RANGES
+    assert {c.name: c.allowed for c in HOUSE_PRICES.categorical} == bench.CATEGORIES
+    assert HOUSE_PRICES.target.min == 0  # the copy's rule for the target: a number >= 0
