@@ -165,26 +165,7 @@ def main() -> None:
                     shutil.rmtree(work, ignore_errors=True)
                     work.mkdir()
                     results.setdefault(name, []).append(timed(command, env))
-            medians = {}
-            for name, runs in results.items():
-                seconds = sorted(s for s, _ in runs)
-                peaks = [p for _, p in runs]
-                medians[name] = (statistics.median(seconds), statistics.median(peaks))
-                print(
-                    f"{rows:>10,} rows {name:>12}: {medians[name][0]:7.1f} s "
-                    f"(min {seconds[0]:.1f}, max {seconds[-1]:.1f}), "
-                    f"peak tree RSS {medians[name][1]:6.0f} MiB",
-                    flush=True,
-                )
-            plain_s, plain_mb = medians["plain"]
-            for name in medians:
-                if name != "plain":
-                    print(
-                        f"{rows:>10,} rows {name:>12} / plain: "
-                        f"time {medians[name][0] / plain_s:.2f}x, "
-                        f"peak RSS {medians[name][1] / plain_mb:.2f}x",
-                        flush=True,
-                    )
+            medians = report(rows, results, "plain")
             for name, (median_s, median_mb) in medians.items():
                 floor_s, floor_mb = floors["plain" if name == "plain" else "lifecycle"]
                 print(
@@ -192,6 +173,35 @@ def main() -> None:
                     f"{median_s - floor_s:5.1f} s, {median_mb - floor_mb:5.0f} MiB",
                     flush=True,
                 )
+
+
+def report(
+    rows: int,
+    results: dict[str, list[tuple[float, float]]],
+    against: str,
+    notes: dict[str, str] | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Prints each command's median time (min, max) and peak tree RSS over its runs, with its
+    note if any, then the ratios of each median to ``against``'s; returns the medians."""
+    medians = {}
+    for name, runs in results.items():
+        seconds = sorted(s for s, _ in runs)
+        medians[name] = (statistics.median(seconds), statistics.median(p for _, p in runs))
+        print(
+            f"{rows:>10,} rows {name:>12}: {medians[name][0]:7.1f} s "
+            f"(min {seconds[0]:.1f}, max {seconds[-1]:.1f}), "
+            f"peak tree RSS {medians[name][1]:6.0f} MiB{(notes or {}).get(name, '')}",
+            flush=True,
+        )
+    base_s, base_mb = medians[against]
+    for name, (median_s, median_mb) in medians.items():
+        if name != against:
+            print(
+                f"{rows:>10,} rows {name:>12} / {against}: time {median_s / base_s:.2f}x, "
+                f"peak RSS {median_mb / base_mb:.2f}x",
+                flush=True,
+            )
+    return medians
 
 
 def import_floors(runs: int) -> dict[str, tuple[float, float]]:

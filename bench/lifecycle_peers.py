@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cold_lifecycle import commands, project_free_env, timed, write_data
+from cold_lifecycle import commands, project_free_env, report, timed, write_data
 from venvs import run_logged, venv_from_pins
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,33 +207,11 @@ def main() -> None:
                     results.setdefault(peer, []).append((seconds, peak))
                     setups.setdefault(peer, []).append(setup)
                     print(f"{rows:>10,} rows {peer:>12}: {seconds:7.1f} s", flush=True)
-            report(rows, results, setups)
-
-
-def report(
-    rows: int, results: dict[str, list[tuple[float, float]]], setups: dict[str, list[float]]
-) -> None:
-    medians = {}
-    for name, runs in results.items():
-        times = sorted(s for s, _ in runs)
-        medians[name] = (statistics.median(times), statistics.median(p for _, p in runs))
-        setup = (
-            f", set-up {statistics.median(setups[name]):.1f} s untimed" if name in setups else ""
-        )
-        print(
-            f"{rows:>10,} rows {name:>12}: {medians[name][0]:7.1f} s "
-            f"(min {times[0]:.1f}, max {times[-1]:.1f}), "
-            f"peak tree RSS {medians[name][1]:6.0f} MiB{setup}",
-            flush=True,
-        )
-    ours_s, ours_mb = medians["lifecycle"]
-    for name, (seconds, peak) in medians.items():
-        if name != "lifecycle":
-            print(
-                f"{rows:>10,} rows {name:>12} / lifecycle: time {seconds / ours_s:.2f}x, "
-                f"peak RSS {peak / ours_mb:.2f}x",
-                flush=True,
-            )
+            notes = {
+                peer: f", set-up {statistics.median(seconds):.1f} s untimed"
+                for peer, seconds in setups.items()
+            }
+            report(rows, results, "lifecycle", notes)
 
 
 if __name__ == "__main__":
