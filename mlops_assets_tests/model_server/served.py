@@ -8,6 +8,7 @@ import signal
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,44 @@ def features() -> pd.DataFrame:
     from sklearn.datasets import load_diabetes
 
     return load_diabetes(as_frame=True).data
+
+
+async def asgi_request(
+    app: Any,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+    on_send: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+) -> list[dict[str, Any]]:
+    """One request to the ASGI ``app`` in this process, a JSON body with ``headers`` besides:
+    the messages its answer sent, each first given to ``on_send`` (if any) as it is sent."""
+    sent: list[dict[str, Any]] = []
+    received = iter([{"type": "http.request", "body": body, "more_body": False}])
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "headers": [(b"content-type", b"application/json"), *headers],
+    }
+
+    async def receive() -> dict[str, Any]:
+        return next(received)
+
+    async def send(message: dict[str, Any]) -> None:
+        if on_send is not None:
+            await on_send(message)
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
 
 
 class Served:

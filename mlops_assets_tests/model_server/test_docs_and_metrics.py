@@ -18,6 +18,7 @@ from mlops_assets.ml.serving import v2_payload
 from mlops_assets_tests.browser import browser
 from mlops_assets_tests.model_server.served import (
     MODEL_NAME,
+    asgi_request,
     features,
     payload,
     read_lines,
@@ -241,19 +242,12 @@ def test_a_request_is_counted_before_its_client_has_the_answer(
 
     seen: list[tuple[str, float]] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def sending(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             seen.append(("status", message["status"]))
         elif not message.get("more_body", False):
             seen.append(("counted as the answer ends", counted()))
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(),
-             "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
-             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
-             "headers": [(b"content-type", b"application/json")]}  # fmt: skip
-    asyncio.run(app(scope, receive, send))
+    asyncio.run(asgi_request(app, method, path, body, on_send=sending))
     assert seen == [("status", int(status)), ("counted as the answer ends", 1)]
     assert counted() == 1  # and once only

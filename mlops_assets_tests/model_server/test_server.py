@@ -62,6 +62,7 @@ from mlops_assets_tests.model_server.served import (
     MIB,
     MODEL_NAME,
     Served,
+    asgi_request,
     features,
     payload,
     read_lines,
@@ -967,29 +968,9 @@ class _Slow:
 async def _asgi_post(app: Any, body: bytes, request_id: str) -> tuple[int, str]:
     """POST /invocations to the ASGI ``app`` in this process: the response's status and
     body."""
-    sent: list[dict[str, Any]] = []
-    received = iter([{"type": "http.request", "body": body, "more_body": False}])
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/invocations",
-        "raw_path": b"/invocations",
-        "query_string": b"",
-        "root_path": "",
-        "scheme": "http",
-        "http_version": "1.1",
-        "server": ("127.0.0.1", 8000),
-        "client": ("127.0.0.1", 50000),
-        "headers": [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode())],
-    }
-
-    async def receive() -> dict[str, Any]:
-        return next(received)
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
+    sent = await asgi_request(
+        app, "POST", "/invocations", body, ((b"x-request-id", request_id.encode()),)
+    )
     return int(sent[0]["status"]), sent[1]["body"].decode()
 
 
