@@ -40,7 +40,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.exceptions import HTTPException
 
 from . import openapi
-from .batching import BATCHING_LINE, Batcher, batch_for_model
+from .batching import BATCHING_LINE, Batcher, PredictAlone, batch_for_model
 from .limits import (
     IGNORED_COLUMNS_HEADER,
     JSON,
@@ -96,6 +96,7 @@ class _RecordingModel:
         self.refused = ""  # why the rows were refused (MLflow's function wraps the exception)
         self.abandoned = threading.Event()  # the client was answered 504
         self.arrived: threading.Event | None = None  # see Batcher.coming
+        self.alone = False  # its rows failed with others': predicted in a call of their own
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
         import pandas as pd
@@ -113,7 +114,7 @@ class _RecordingModel:
             if self._metrics is not None:
                 self._metrics.batches.observe(1)
             return self._model.predict(data, params=params)
-        return self._batcher.predict(data, params, self.abandoned, self.arrived)
+        return self._batcher.predict(data, params, self.abandoned, self.arrived, self.alone)
 
 
 @dataclass(frozen=True)
@@ -520,7 +521,8 @@ class ModelApp:
     ) -> tuple[Any, Any] | None:
         """A plain ``dataframe_split`` request's table and prediction, read and made by the
         batcher together with others' (:meth:`Batcher.predict_rows`); None when MLflow's
-        function is to read and answer it. What MLflow's function would do before reading
+        function is to read and answer it (and, when its rows failed with others', the batcher
+        to predict them alone). What MLflow's function would do before reading
         such a request (the content type's charset, no params, not an LLM's input) leaves it
         as it is; its answer is the same function's writing of the prediction."""
         if (
@@ -530,7 +532,13 @@ class ModelApp:
             or not _utf8_json(content_type)
         ):
             return None
-        return self.batcher.predict_rows(data["dataframe_split"], model.abandoned, model.arrived)
+        try:
+            return self.batcher.predict_rows(
+                data["dataframe_split"], model.abandoned, model.arrived
+            )
+        except PredictAlone:
+            model.alone = True
+            return None
 
     def _read_split(self, split: dict[str, Any]) -> Any:
         """A ``dataframe_split`` as MLflow's function reads it (cast to the signature)."""

@@ -192,6 +192,13 @@ def values_fit(
     return True
 
 
+class PredictAlone(Exception):
+    """A request whose rows were read and predicted with others' and failed (:meth:`Batcher.
+    predict_rows`): MLflow's function is to read it, and the batcher to predict it alone
+    (``predict(..., alone=True)``), so that it gets its own answer and no other request fails
+    with it again."""
+
+
 class _Pending:
     """One request's rows waiting for the model (a table MLflow read, or a ``dataframe_split``
     still to be read), and what came of them."""
@@ -202,11 +209,13 @@ class _Pending:
         params: dict[str, Any] | None,
         abandoned: threading.Event,
         split: dict[str, Any] | None = None,
+        alone: bool = False,
     ) -> None:
         self.data = data
         self.params = params
         self.abandoned = abandoned
         self.split = split
+        self.alone = alone  # predicted in a call of its own
         self.turn = threading.Event()  # settled, or its thread is to lead
         self.done = False
         self.result: Any = None
@@ -331,10 +340,12 @@ class Batcher:
         params: dict[str, Any] | None,
         abandoned: threading.Event,
         arrived: threading.Event | None = None,
+        alone: bool = False,
     ) -> Any:
         """The model's prediction of ``data``, made on this thread or by another waiting one
-        (``arrived``: what :meth:`coming` yielded for this request, if it was counted)."""
-        return self._wait(_Pending(data, params, abandoned), arrived)
+        (``arrived``: what :meth:`coming` yielded for this request, if it was counted), in a
+        call of its own if ``alone``."""
+        return self._wait(_Pending(data, params, abandoned, alone=alone), arrived)
 
     def predict_rows(
         self, split: dict[str, Any], abandoned: threading.Event, arrived: threading.Event | None
@@ -343,11 +354,12 @@ class Batcher:
         of it, both read and made together with the rows of the requests waiting with it (of
         the same columns): reading a request costs as much as the model's call on its rows,
         nearly all of it fixed, and each value is cast on its own. None when its rows must be
-        read and predicted alone, by MLflow's function as without batching: the batcher does
-        not read rows (:attr:`read`); the table is not plain rows (:func:`split_rows_alone`)
-        of the signature's columns (another column's type is pandas' guess from its values)
-        holding values of their kinds (:func:`values_fit`); or reading or predicting them
-        together failed (each then gets its own answer)."""
+        read by MLflow's function, as without batching: the batcher does not read rows
+        (:attr:`read`), or the table is not plain rows (:func:`split_rows_alone`) of the
+        signature's columns (another column's type is pandas' guess from its values) holding
+        values of their kinds (:func:`values_fit`). Raises :class:`PredictAlone` when reading
+        or predicting them together failed: each is then read by MLflow's function and
+        predicted alone, and gets its own answer."""
         if (
             self.read is None
             or not split_rows_alone(split)
@@ -355,7 +367,7 @@ class Batcher:
             or not values_fit(split["data"], [self._kinds[c] for c in split["columns"]])
         ):
             return None
-        result: tuple[Any, Any] | None = self._wait(_Pending(None, None, abandoned, split), arrived)
+        result: tuple[Any, Any] = self._wait(_Pending(None, None, abandoned, split), arrived)
         return result
 
     def _wait(self, pending: _Pending, arrived: threading.Event | None) -> Any:
@@ -435,6 +447,8 @@ class Batcher:
     def _key(self, pending: _Pending) -> Any:
         import pandas as pd
 
+        if pending.alone:
+            return None
         if pending.split is not None:
             return "rows", tuple(pending.split["columns"])
         data = pending.data
@@ -483,7 +497,7 @@ class Batcher:
     def _read_and_predict(self, group: list[_Pending]) -> None:
         """Reads the rows of ``group`` (requests' splits of the same columns) as one table
         and predicts it in one call; each request is settled with its rows and their
-        prediction, or with None (read and predict it alone) when anything failed."""
+        prediction, or with :class:`PredictAlone` when anything failed."""
         assert self.read is not None
         splits = [p.split for p in group if p.split is not None]
         sizes = [len(split["data"]) for split in splits]
@@ -503,7 +517,7 @@ class Batcher:
             parts = None
         if parts is None:
             for pending in group:
-                pending.settle(None)
+                pending.settle(error=PredictAlone())
             return
         tables = split_rows(frame, sizes) or []
         for pending, table, part in zip(group, tables, parts, strict=True):
